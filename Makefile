@@ -1,0 +1,86 @@
+# wsfan build. `make run` and `make test` are the two commands of README.md;
+# both install what is missing first (scripts/install-deps, quiet when done).
+
+PKGS      := libuv jansson hiredis libcrypto
+CC        ?= cc
+CFLAGS    ?= -O2 -g
+WARN      := -Wall -Wextra -Werror -std=gnu11 -D_GNU_SOURCE
+DEPCFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lpthread -lm
+SAN       := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+SRCS      := $(wildcard src/*.c)
+LIB_SRCS  := $(filter-out src/main.c,$(SRCS))
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+FUZZ_SRCS := $(wildcard fuzz/fuzz_*.c)
+VERSION   := $(shell cat VERSION)
+
+B := build
+OBJS      := $(SRCS:src/%.c=$(B)/release/%.o)
+ASAN_OBJS := $(SRCS:src/%.c=$(B)/asan/%.o)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/unit/%)
+FUZZ_BINS := $(FUZZ_SRCS:fuzz/%.c=$(B)/fuzz/%)
+PYTHON    := /usr/bin/python3
+FUZZ_SECONDS ?= 20
+
+.PHONY: all deps run test unit integration integration-asan fuzz fuzz-smoke clean
+
+all: $(B)/wsfan
+
+deps:
+	@scripts/install-deps
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	$(B)/wsfan $(ARGS)
+
+test: deps
+	@$(MAKE) --no-print-directory all $(B)/wsfan-asan $(UNIT_BINS) $(FUZZ_BINS)
+	@$(MAKE) --no-print-directory unit integration integration-asan fuzz-smoke
+
+$(B)/release/%.o: src/%.c $(wildcard src/*.h) VERSION | $(B)/release
+	$(CC) $(CFLAGS) $(WARN) $(DEPCFLAGS) -DWSFAN_VERSION='"$(VERSION)"' -c $< -o $@
+
+$(B)/asan/%.o: src/%.c $(wildcard src/*.h) VERSION | $(B)/asan
+	$(CC) -O1 -g $(SAN) $(WARN) $(DEPCFLAGS) -DWSFAN_VERSION='"$(VERSION)"' -c $< -o $@
+
+$(B)/wsfan: $(OBJS)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(B)/wsfan-asan: $(ASAN_OBJS)
+	$(CC) $(SAN) -o $@ $^ $(LDLIBS)
+
+# Unit tests link the sanitized objects of every module but main.
+$(B)/unit/%: tests/unit/%.c $(filter-out $(B)/asan/main.o,$(ASAN_OBJS)) | $(B)/unit
+	$(CC) -O1 -g $(SAN) $(WARN) $(DEPCFLAGS) -Isrc $^ -o $@ $(LDLIBS) -lcmocka
+
+# Fuzz targets link the modules they exercise (fuzz/<target>.deps lists them).
+$(B)/fuzz/%: fuzz/%.c $(SRCS) $(wildcard src/*.h) | $(B)/fuzz
+	clang -O1 -g -fsanitize=fuzzer,address,undefined $(filter-out -Werror,$(WARN)) -Werror $(DEPCFLAGS) -Isrc \
+	  $< $(addprefix src/,$(shell cat fuzz/$*.deps)) -o $@ $(LDLIBS)
+
+unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+
+integration: $(B)/wsfan
+	WSFAN_BIN=$(CURDIR)/$(B)/wsfan $(PYTHON) -m pytest -q -x tests/integration
+
+integration-asan: $(B)/wsfan-asan
+	WSFAN_BIN=$(CURDIR)/$(B)/wsfan-asan WSFAN_SANITIZED=1 \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  $(PYTHON) -m pytest -q -x tests/integration
+
+fuzz-smoke: $(FUZZ_BINS)
+	@set -e; for f in $(FUZZ_BINS); do n=$$(basename $$f); mkdir -p $(B)/fuzz/corpus-$$n; \
+	  echo "== $$n ($(FUZZ_SECONDS)s)"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 $(B)/fuzz/corpus-$$n fuzz/corpus/$${n#fuzz_} 2>&1 | tail -n 2; done
+
+fuzz: $(FUZZ_BINS)
+	@set -e; for f in $(FUZZ_BINS); do n=$$(basename $$f); mkdir -p $(B)/fuzz/corpus-$$n; \
+	  $$f -max_total_time=$${FUZZ_SECONDS_LONG:-300} $(B)/fuzz/corpus-$$n fuzz/corpus/$${n#fuzz_}; done
+
+$(B)/release $(B)/asan $(B)/unit $(B)/fuzz:
+	@mkdir -p $@
+
+clean:
+	rm -rf $(B)

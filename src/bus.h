@@ -1,0 +1,115 @@
+/* bus.h - the way every message travels: workers submit requests (join,
+ * leave, publish, history, presence, user online/offline) to the bus, which
+ * runs on the main thread's loop; the bus engine publishes, and every event
+ * comes back through bus_deliver() to the inboxes of the workers with local
+ * interest, in one order for all of them. Replies go back to the asking
+ * worker through the same inbox, so a join's replay always comes before the
+ * live messages after it.
+ * Engines: memory (bus_memory.c: the workers of this process) and Redis
+ * (between nodes). The bus tracks local interest in rooms and users and
+ * tells the engine when it starts and ends; it also keeps presence. */
+#ifndef WSFAN_BUS_H
+#define WSFAN_BUS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "inbox.h"
+#include "names.h"
+#include "store.h"
+
+struct server;
+struct conn;
+
+enum bus_target { BUS_ROOM, BUS_USER, BUS_ALL };
+
+/* A client event ready to send, shared read-only by the workers that
+ * deliver it; the last one to finish frees it. */
+struct bus_event {
+    atomic_uint refs;
+    enum bus_target target;
+    char name[NAME_MAX_LEN + 1];  /* room or user; empty for all */
+    int skip_worker;              /* echo:false: the publisher's worker, or -1 */
+    uint64_t skip_seq;            /* and its connection */
+    size_t len;
+    char json[];
+};
+
+/* Makes an event of json (copied) with one reference. NULL when out of memory. */
+struct bus_event *bus_event_create(enum bus_target target, const char *name, const char *json, size_t len);
+void bus_event_unref(struct bus_event *ev);
+
+enum bus_op { BUS_JOIN, BUS_LEAVE, BUS_PUBLISH, BUS_HISTORY, BUS_PRESENCE, BUS_ONLINE, BUS_OFFLINE };
+
+#define REF_TEXT_MAX 80 /* a ref of at most 64 bytes, serialized */
+
+struct bus;
+
+/* One request from a worker, and its reply on the way back. */
+struct bus_request {
+    struct task task;
+    struct bus *bus;
+    task_fn on_reply;       /* runs on the origin worker; NULL: the bus frees req */
+    enum bus_op op;
+    struct conn *conn;      /* origin (a reference is held); never touched by the bus */
+    int worker;             /* origin worker index */
+    uint64_t conn_seq;
+    char ref[REF_TEXT_MAX]; /* the command's ref as JSON text, or "" */
+    char room[NAME_MAX_LEN + 1];
+    char user[NAME_MAX_LEN + 1];  /* the connection's user, or "" when anonymous */
+    /* publish */
+    enum bus_target target;
+    char to[NAME_MAX_LEN + 1];    /* the user of a send */
+    int ephemeral;
+    int echo;
+    char *data;                   /* JSON text (owned) */
+    size_t data_len;
+    /* join */
+    int has_since;
+    /* join, history and publish go through the store; results land here */
+    struct store_call store;
+    /* results */
+    const char *error;            /* NULL or an error code of PROTOCOL.md */
+    char *users;                  /* presence: JSON array text (owned) */
+};
+
+/* An engine: how messages leave this process and come back. */
+struct bus_engine {
+    const char *name;
+    /* Publishes a room message (persisted through the store unless
+     * ephemeral), a direct message or a broadcast. Delivery comes back
+     * through bus_deliver(); the engine then answers with bus_reply() after
+     * setting req->error or req->store.offset. */
+    void (*publish)(struct bus *b, struct bus_request *req);
+    /* This process gained its first local interest in a room or user
+     * (on = 1) or lost its last (on = 0). */
+    void (*interest)(struct bus *b, enum bus_target target, const char *name, int on);
+};
+
+extern const struct bus_engine bus_memory_engine;
+
+/* The bus's store, for engines. */
+struct store *bus_store(struct bus *b);
+
+/* Creates the bus with the memory engine on the server's main loop. */
+struct bus *bus_create(struct server *s);
+
+/* Frees the bus; call after the workers have stopped. */
+void bus_destroy(struct bus *b);
+
+/* Allocates a zeroed request. NULL when out of memory. */
+struct bus_request *bus_request_create(enum bus_op op);
+void bus_request_free(struct bus_request *req);
+
+/* From a worker: hands req to the bus (ownership passes). */
+void bus_submit(struct bus *b, struct bus_request *req);
+
+/* From the bus's engine: delivers ev to every worker with local interest.
+ * Takes the caller's reference. */
+void bus_deliver(struct bus *b, struct bus_event *ev);
+
+/* From the engine or the store: req is done; sends it back to its worker. */
+void bus_reply(struct bus *b, struct bus_request *req);
+
+#endif

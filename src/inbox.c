@@ -1,0 +1,53 @@
+/* inbox.c - a short-locked FIFO of tasks and a uv_async wakeup. See inbox.h. */
+#include "inbox.h"
+
+static void on_wakeup(uv_async_t *async)
+{
+    inbox_drain(async->data);
+}
+
+int inbox_init(struct inbox *in, uv_loop_t *loop, void *ctx)
+{
+    in->head = in->tail = NULL;
+    in->ctx = ctx;
+    int r = uv_mutex_init(&in->lock);
+    if (r)
+        return r;
+    in->async.data = in;
+    r = uv_async_init(loop, &in->async, on_wakeup);
+    if (r)
+        uv_mutex_destroy(&in->lock);
+    return r;
+}
+
+void inbox_close(struct inbox *in)
+{
+    inbox_drain(in);
+    uv_close((uv_handle_t *)&in->async, NULL);
+}
+
+void inbox_post(struct inbox *in, struct task *t)
+{
+    t->next = NULL;
+    uv_mutex_lock(&in->lock);
+    if (in->tail)
+        in->tail->next = t;
+    else
+        in->head = t;
+    in->tail = t;
+    uv_mutex_unlock(&in->lock);
+    uv_async_send(&in->async);
+}
+
+void inbox_drain(struct inbox *in)
+{
+    uv_mutex_lock(&in->lock);
+    struct task *t = in->head;
+    in->head = in->tail = NULL;
+    uv_mutex_unlock(&in->lock);
+    while (t) {
+        struct task *next = t->next;
+        t->run(t, in->ctx);
+        t = next;
+    }
+}

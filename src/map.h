@@ -1,0 +1,44 @@
+/* map.h - a string-keyed hash map (open addressing, linear probing) used for
+ * the hub's room and user indexes and the bus's and store's room tables.
+ * Keys are copied into the map; values are the caller's. Not thread-safe:
+ * each map belongs to one thread. */
+#ifndef WSFAN_MAP_H
+#define WSFAN_MAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct map_slot {
+    char *key;    /* NULL when empty */
+    size_t len;
+    uint64_t hash;
+    void *value;
+};
+
+struct map {
+    struct map_slot *slots;
+    size_t cap;   /* a power of two, or 0 */
+    size_t count;
+};
+
+void map_init(struct map *m);
+/* Frees the keys and the table, not the values. */
+void map_free(struct map *m);
+
+/* The value for key, or NULL. */
+void *map_get(const struct map *m, const char *key, size_t len);
+
+/* Sets key to value (replacing). Returns 0 or -1 when out of memory. */
+int map_put(struct map *m, const char *key, size_t len, void *value);
+
+/* Removes key; returns its value or NULL. */
+void *map_remove(struct map *m, const char *key, size_t len);
+
+/* The stored copy of key (NUL-terminated, lives as long as the entry). */
+const char *map_key(const struct map *m, const char *key, size_t len);
+
+/* Iteration: for (size_t i = 0; map_next(m, &i, &slot);) ... The map must
+ * not change during iteration. */
+int map_next(const struct map *m, size_t *i, const struct map_slot **slot);
+
+#endif

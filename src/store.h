@@ -1,0 +1,82 @@
+/* store.h - room history behind one interface, with a memory engine
+ * (store_memory.c: a ring per room) and a Redis Streams engine. Offsets are
+ * "<ms>-<seq>" in both, increasing in publish order within a room. Runs on
+ * the bus thread; calls finish through call->done, possibly before the
+ * engine function returns. */
+#ifndef WSFAN_STORE_H
+#define WSFAN_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "event.h"
+
+struct offset {
+    uint64_t ms, seq;
+};
+
+/* Parses "<ms>-<seq>"; returns 0 or -1 when s is not an offset. */
+int offset_parse(const char *s, struct offset *o);
+void offset_format(struct offset o, char out[OFFSET_MAX_LEN]);
+int offset_cmp(struct offset a, struct offset b);
+
+/* Events of a replay or a history page: count event texts, each ending in
+ * '\n' (event JSON never holds a raw newline). */
+struct store_batch {
+    char *text;  /* malloc'ed, or NULL when empty */
+    size_t len;
+    size_t count;
+};
+
+/* Appends one event to b. Returns 0 or -1 when out of memory. */
+int store_batch_add(struct store_batch *b, const char *event, size_t len);
+void store_batch_free(struct store_batch *b);
+
+/* One operation on the store. The caller owns the call and its strings
+ * until done() runs; the results belong to the caller after it. */
+struct store_call {
+    const char *room;
+    /* append */
+    const char *from;  /* NULL when published by a service */
+    const char *data;  /* JSON text */
+    size_t data_len;
+    uint64_t ts;
+    /* recover (join since) */
+    struct offset since;
+    /* history */
+    int limit;
+    int has_before;
+    struct offset before;
+    /* results */
+    const char *error;               /* NULL, or an error code of PROTOCOL.md */
+    char offset[OFFSET_MAX_LEN];     /* append: the new offset; recover: the latest */
+    int recovered;
+    struct store_batch batch;        /* recover: missed events; history: the page */
+    char *event;                     /* append: the message event (malloc'ed) */
+    size_t event_len;
+    void (*done)(struct store_call *call);
+};
+
+struct store;
+struct store_ops {
+    /* Stores the message and builds its event; sets offset and event. */
+    void (*append)(struct store *s, struct store_call *call);
+    /* Sets offset to the room's latest, recovered, and the events after
+     * since when the history reaches back that far. */
+    void (*recover)(struct store *s, struct store_call *call);
+    /* The last limit events before `before` (or the newest), oldest first. */
+    void (*history)(struct store *s, struct store_call *call);
+    /* The room's latest offset ("0-0" for a room without history). */
+    void (*latest)(struct store *s, struct store_call *call);
+    void (*destroy)(struct store *s);
+};
+
+struct store {
+    const struct store_ops *ops;
+};
+
+/* The memory engine: keeps length messages per room, each for ttl_s
+ * seconds (0: no age limit). length 0 disables history. */
+struct store *store_memory_create(int length, int ttl_s);
+
+#endif

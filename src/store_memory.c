@@ -1,0 +1,198 @@
+/* store_memory.c - the memory store engine: a ring of the last
+ * --history-length events per room, expired after --history-ttl. Offsets
+ * are "<ms>-<seq>" like Redis stream ids, so clients see one format. Each
+ * room remembers the newest offset it dropped, which is what decides whether
+ * a join `since` can be recovered exactly. Bus thread only. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "map.h"
+#include "store.h"
+
+struct entry {
+    struct offset id;
+    uint64_t ts;
+    char *event;
+    size_t len;
+};
+
+struct room_history {
+    struct entry *ring;   /* length slots, allocated on first append */
+    uint32_t head, count;
+    struct offset last;     /* newest offset given out */
+    struct offset trimmed;  /* newest offset dropped; 0-0 when none */
+};
+
+struct store_memory {
+    struct store base;
+    int length;
+    uint64_t ttl_ms;
+    struct map rooms;
+};
+
+static struct entry *entry_at(struct store_memory *m, struct room_history *h, uint32_t i)
+{
+    return &h->ring[(h->head + i) % (uint32_t)m->length];
+}
+
+static void drop_oldest(struct store_memory *m, struct room_history *h)
+{
+    struct entry *e = entry_at(m, h, 0);
+    h->trimmed = e->id;
+    free(e->event);
+    h->head = (h->head + 1) % (uint32_t)m->length;
+    h->count--;
+}
+
+static void expire(struct store_memory *m, struct room_history *h, uint64_t now_ms)
+{
+    while (m->ttl_ms && h->count && entry_at(m, h, 0)->ts + m->ttl_ms <= now_ms)
+        drop_oldest(m, h);
+}
+
+/* The room's history, created when create is set; NULL otherwise or when
+ * out of memory. Expired entries are gone when it returns. */
+static struct room_history *room_get(struct store_memory *m, const char *room, int create)
+{
+    struct room_history *h = map_get(&m->rooms, room, strlen(room));
+    if (!h && create) {
+        h = calloc(1, sizeof *h);
+        if (!h || map_put(&m->rooms, room, strlen(room), h)) {
+            free(h);
+            return NULL;
+        }
+    }
+    if (h)
+        expire(m, h, event_now_ms());
+    return h;
+}
+
+static void memory_append(struct store *s, struct store_call *call)
+{
+    struct store_memory *m = (struct store_memory *)s;
+    if (m->length == 0) {
+        /* History is off: the message is delivered without an offset. */
+        call->offset[0] = '\0';
+        call->event = event_message(call->room, NULL, call->from, call->data, call->data_len, call->ts,
+                                    &call->event_len);
+        if (!call->event)
+            call->error = "unavailable";
+        call->done(call);
+        return;
+    }
+    struct room_history *h = room_get(m, call->room, 1);
+    if (!h || (!h->ring && !(h->ring = calloc((size_t)m->length, sizeof *h->ring)))) {
+        call->error = "unavailable";
+        call->done(call);
+        return;
+    }
+    struct offset id = {call->ts, 0};
+    if (offset_cmp(id, h->last) <= 0)
+        id = (struct offset){h->last.ms, h->last.seq + 1};
+    offset_format(id, call->offset);
+    call->event = event_message(call->room, call->offset, call->from, call->data, call->data_len, call->ts,
+                                &call->event_len);
+    char *copy = call->event ? malloc(call->event_len) : NULL;
+    if (!copy) {
+        free(call->event);
+        call->event = NULL;
+        call->error = "unavailable";
+        call->done(call);
+        return;
+    }
+    memcpy(copy, call->event, call->event_len);
+    if (h->count == (uint32_t)m->length)
+        drop_oldest(m, h);
+    *entry_at(m, h, h->count) = (struct entry){id, call->ts, copy, call->event_len};
+    h->count++;
+    h->last = id;
+    call->done(call);
+}
+
+static void memory_latest(struct store *s, struct store_call *call)
+{
+    struct store_memory *m = (struct store_memory *)s;
+    struct room_history *h = room_get(m, call->room, 0);
+    offset_format(h ? h->last : (struct offset){0, 0}, call->offset);
+    call->done(call);
+}
+
+static void memory_recover(struct store *s, struct store_call *call)
+{
+    struct store_memory *m = (struct store_memory *)s;
+    struct room_history *h = room_get(m, call->room, 0);
+    struct offset last = h ? h->last : (struct offset){0, 0};
+    struct offset trimmed = h ? h->trimmed : (struct offset){0, 0};
+    offset_format(last, call->offset);
+    /* Exact only when nothing after `since` was dropped and since is not
+     * from a future this store never saw. */
+    call->recovered = m->length > 0 && offset_cmp(call->since, trimmed) >= 0 && offset_cmp(call->since, last) <= 0;
+    for (uint32_t i = 0; call->recovered && h && i < h->count; i++) {
+        struct entry *e = entry_at(m, h, i);
+        if (offset_cmp(e->id, call->since) > 0 && store_batch_add(&call->batch, e->event, e->len)) {
+            store_batch_free(&call->batch);
+            call->error = "unavailable";
+            break;
+        }
+    }
+    call->done(call);
+}
+
+static void memory_history(struct store *s, struct store_call *call)
+{
+    struct store_memory *m = (struct store_memory *)s;
+    if (m->length == 0) {
+        call->error = "history_unavailable";
+        call->done(call);
+        return;
+    }
+    struct room_history *h = room_get(m, call->room, 0);
+    uint32_t end = h ? h->count : 0;
+    while (end > 0 && call->has_before && offset_cmp(entry_at(m, h, end - 1)->id, call->before) >= 0)
+        end--;
+    uint32_t start = end > (uint32_t)call->limit ? end - (uint32_t)call->limit : 0;
+    for (uint32_t i = start; i < end; i++) {
+        struct entry *e = entry_at(m, h, i);
+        if (store_batch_add(&call->batch, e->event, e->len)) {
+            store_batch_free(&call->batch);
+            call->error = "unavailable";
+            break;
+        }
+    }
+    call->done(call);
+}
+
+static void memory_destroy(struct store *s)
+{
+    struct store_memory *m = (struct store_memory *)s;
+    const struct map_slot *slot;
+    for (size_t i = 0; map_next(&m->rooms, &i, &slot);) {
+        struct room_history *h = slot->value;
+        while (h->count)
+            drop_oldest(m, h);
+        free(h->ring);
+        free(h);
+    }
+    map_free(&m->rooms);
+    free(m);
+}
+
+static const struct store_ops memory_ops = {
+    .append = memory_append,
+    .recover = memory_recover,
+    .history = memory_history,
+    .latest = memory_latest,
+    .destroy = memory_destroy,
+};
+
+struct store *store_memory_create(int length, int ttl_s)
+{
+    struct store_memory *m = calloc(1, sizeof *m);
+    if (!m)
+        return NULL;
+    m->base.ops = &memory_ops;
+    m->length = length;
+    m->ttl_ms = (uint64_t)ttl_s * 1000;
+    map_init(&m->rooms);
+    return &m->base;
+}
