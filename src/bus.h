@@ -17,6 +17,7 @@
 
 #include "inbox.h"
 #include "names.h"
+#include "protocol.h"
 #include "store.h"
 
 struct server;
@@ -41,8 +42,6 @@ struct bus_event *bus_event_create(enum bus_target target, const char *name, con
 void bus_event_unref(struct bus_event *ev);
 
 enum bus_op { BUS_JOIN, BUS_LEAVE, BUS_PUBLISH, BUS_HISTORY, BUS_PRESENCE, BUS_ONLINE, BUS_OFFLINE };
-
-#define REF_TEXT_MAX 80 /* a ref of at most 64 bytes, serialized */
 
 struct bus;
 

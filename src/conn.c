@@ -392,10 +392,13 @@ static void conn_read_http(struct conn *c, const char *buf, size_t len)
         if (r == HTTP_READ_NEED_MORE)
             return;
         if (r < 0) {
-            static const char *const reasons[] = {[0] = "malformed request", [1] = "request head too large",
-                                                  [2] = "request body too large"};
             int status = -r;
-            conn_respond_text(c, status, NULL, reasons[status == 431 ? 1 : status == 413 ? 2 : 0], 0);
+            conn_respond_text(c, status, NULL,
+                              status == 431   ? "request head too large"
+                              : status == 413 ? "request body too large"
+                              : status == 500 ? "out of memory"
+                                              : "malformed request",
+                              0);
             return;
         }
         conn_route(c, http_reader_request(c->http));

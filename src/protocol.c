@@ -5,6 +5,7 @@
 #include "protocol.h"
 
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,9 +17,6 @@
 #include "names.h"
 #include "server.h"
 
-#define REF_MAX_LEN 64
-#define HISTORY_DEFAULT_LIMIT 50
-#define HISTORY_MAX_LIMIT 1000
 
 /* printf into one text frame for c. */
 static void send_fmt(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -208,18 +206,165 @@ done:
     reply_done(req);
 }
 
-/* ---- commands ----------------------------------------------------------- */
+/* ---- parsing ------------------------------------------------------------ */
 
-struct command {
-    struct conn *c;
-    json_t *body;
-    char ref[REF_TEXT_MAX]; /* JSON text or "" */
+static int refuse(struct command_error *err, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int refuse(struct command_error *err, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    va_end(ap);
+    err->code = code;
+    return -1;
+}
+
+/* A required name: bad_command when missing or not a string, invalid_code
+ * when it breaks the rules of PROTOCOL.md section 4. */
+static int parse_name(json_t *body, const char *key, const char *invalid_code, char out[NAME_MAX_LEN + 1],
+                      struct command_error *err)
+{
+    json_t *v = json_object_get(body, key);
+    if (!json_is_string(v))
+        return refuse(err, "bad_command", "%s is required and must be a string", key);
+    if (!name_valid(json_string_value(v), json_string_length(v)))
+        return refuse(err, invalid_code, "%s must be 1 to 128 characters of A-Z a-z 0-9 _ . : -", key);
+    strcpy(out, json_string_value(v));
+    return 0;
+}
+
+static int parse_bool(json_t *body, const char *key, int dflt, int *out, struct command_error *err)
+{
+    json_t *v = json_object_get(body, key);
+    if (v && !json_is_boolean(v))
+        return refuse(err, "bad_command", "%s must be true or false", key);
+    *out = v ? json_is_true(v) : dflt;
+    return 0;
+}
+
+/* An optional offset; *present tells whether it was there. */
+static int parse_offset(json_t *body, const char *key, int *present, struct offset *out, struct command_error *err)
+{
+    json_t *v = json_object_get(body, key);
+    *present = v != NULL;
+    if (v && !(json_is_string(v) && offset_parse(json_string_value(v), out) == 0))
+        return refuse(err, "bad_command", "%s must be an offset string such as \"1732312345678-0\"", key);
+    return 0;
+}
+
+static int parse_data(json_t *body, struct command *cmd, struct command_error *err)
+{
+    json_t *v = json_object_get(body, "data");
+    if (!v)
+        return refuse(err, "bad_command", "data is required");
+    if (!(cmd->data = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY)))
+        return refuse(err, "unavailable", "out of memory");
+    cmd->data_len = strlen(cmd->data);
+    return 0;
+}
+
+static int parse_limit(json_t *body, int *out, struct command_error *err)
+{
+    json_t *v = json_object_get(body, "limit");
+    *out = HISTORY_DEFAULT_LIMIT;
+    if (!v)
+        return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > HISTORY_MAX_LIMIT)
+        return refuse(err, "bad_command", "limit must be an integer from 1 to %d", HISTORY_MAX_LIMIT);
+    *out = (int)json_integer_value(v);
+    return 0;
+}
+
+/* ref must be a string of at most 64 bytes or an integer; its JSON text
+ * goes to out (REF_TEXT_MAX holds the worst case: 64 escaped bytes). */
+static int parse_ref(json_t *ref, char out[REF_TEXT_MAX], struct command_error *err)
+{
+    out[0] = '\0';
+    if (!ref)
+        return 0;
+    if (!(json_is_string(ref) && json_string_length(ref) <= REF_MAX_LEN) && !json_is_integer(ref))
+        return refuse(err, "bad_command", "ref must be a string of at most 64 bytes or an integer");
+    size_t n = json_dumpb(ref, out, REF_TEXT_MAX - 1, JSON_ENCODE_ANY);
+    out[n < REF_TEXT_MAX ? n : 0] = '\0';
+    return 0;
+}
+
+static const char *const command_names[] = {
+    [CMD_JOIN] = "join",           [CMD_LEAVE] = "leave",     [CMD_PUBLISH] = "publish",
+    [CMD_SEND] = "send",           [CMD_BROADCAST] = "broadcast", [CMD_HISTORY] = "history",
+    [CMD_PRESENCE] = "presence",   [CMD_PING] = "ping",
 };
 
-/* A request from c that comes back to on_reply, or NULL (error sent). */
-static struct bus_request *request(struct command *cmd, enum bus_op op, task_fn on_reply)
+static int parse_fields(json_t *body, struct command *cmd, struct command_error *err)
 {
-    struct conn *c = cmd->c;
+    switch (cmd->type) {
+    case CMD_JOIN:
+        return parse_name(body, "room", "room_invalid", cmd->room, err) ||
+               parse_offset(body, "since", &cmd->has_since, &cmd->since, err);
+    case CMD_LEAVE:
+    case CMD_PRESENCE:
+        return parse_name(body, "room", "room_invalid", cmd->room, err);
+    case CMD_PUBLISH:
+        return parse_name(body, "room", "room_invalid", cmd->room, err) ||
+               parse_bool(body, "ephemeral", 0, &cmd->ephemeral, err) ||
+               parse_bool(body, "echo", 1, &cmd->echo, err) || parse_data(body, cmd, err);
+    case CMD_SEND:
+        return parse_name(body, "user", "user_invalid", cmd->user, err) || parse_data(body, cmd, err);
+    case CMD_BROADCAST:
+        return parse_data(body, cmd, err);
+    case CMD_HISTORY:
+        return parse_name(body, "room", "room_invalid", cmd->room, err) || parse_limit(body, &cmd->limit, err) ||
+               parse_offset(body, "before", &cmd->has_before, &cmd->before, err);
+    case CMD_PING:
+        return 0;
+    }
+    return 0;
+}
+
+int protocol_parse(const char *text, size_t len, struct command *cmd, struct command_error *err)
+{
+    memset(cmd, 0, sizeof *cmd);
+    json_error_t jerr;
+    json_t *body = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    int r = -1;
+    if (!json_is_object(body)) {
+        refuse(err, "bad_json", "%s", body ? "a command must be a JSON object" : jerr.text);
+        goto done;
+    }
+    if (parse_ref(json_object_get(body, "ref"), cmd->ref, err))
+        goto done;
+    json_t *type = json_object_get(body, "type");
+    if (!json_is_string(type)) {
+        refuse(err, "bad_command", "type is required and must be a string");
+        goto done;
+    }
+    size_t i = 0;
+    while (i < sizeof command_names / sizeof command_names[0] && strcmp(json_string_value(type), command_names[i]))
+        i++;
+    if (i == sizeof command_names / sizeof command_names[0]) {
+        refuse(err, "unknown_type", "unknown command type");
+        goto done;
+    }
+    cmd->type = (enum command_type)i;
+    r = parse_fields(body, cmd, err);
+done:
+    json_decref(body);
+    return r;
+}
+
+void command_free(struct command *cmd)
+{
+    free(cmd->data);
+    cmd->data = NULL;
+}
+
+/* ---- running commands ------------------------------------------------------ */
+
+/* A request from c for cmd that comes back to on_reply, or NULL (error
+ * sent). Takes cmd's data. */
+static struct bus_request *request(struct conn *c, struct command *cmd, enum bus_op op, task_fn on_reply)
+{
     struct bus_request *req = bus_request_create(op);
     if (!req) {
         send_error(c, cmd->ref, "unavailable", "out of memory");
@@ -231,295 +376,117 @@ static struct bus_request *request(struct command *cmd, enum bus_op op, task_fn 
     req->worker = c->worker->index;
     req->conn_seq = c->seq;
     strcpy(req->ref, cmd->ref);
+    strcpy(req->room, cmd->room);
     if (c->user)
         strcpy(req->user, c->user);
+    req->data = cmd->data;
+    req->data_len = cmd->data_len;
+    cmd->data = NULL;
     return req;
 }
 
-/* Reads a name field into out. Returns 0, or -1 after sending the error:
- * bad_command when missing or not a string, invalid_code when it breaks
- * the rules of PROTOCOL.md section 4. */
-static int name_field(struct command *cmd, const char *key, const char *invalid_code, char out[NAME_MAX_LEN + 1])
+/* True when c is in the command's room; else sends not_member. */
+static int require_member(struct conn *c, const struct command *cmd)
 {
-    json_t *v = json_object_get(cmd->body, key);
-    char msg[96];
-    if (!json_is_string(v)) {
-        snprintf(msg, sizeof msg, "%s is required and must be a string", key);
-        send_error(cmd->c, cmd->ref, "bad_command", msg);
-        return -1;
-    }
-    if (!name_valid(json_string_value(v), json_string_length(v))) {
-        snprintf(msg, sizeof msg, "%s must be 1 to 128 characters of A-Z a-z 0-9 _ . : -", key);
-        send_error(cmd->c, cmd->ref, invalid_code, msg);
-        return -1;
-    }
-    strcpy(out, json_string_value(v));
-    return 0;
-}
-
-/* A room field naming a room that c has joined. */
-static int member_room(struct command *cmd, char out[NAME_MAX_LEN + 1])
-{
-    if (name_field(cmd, "room", "room_invalid", out))
-        return -1;
-    if (!hub_is_member(cmd->c, out)) {
-        send_error(cmd->c, cmd->ref, "not_member", "join the room first");
-        return -1;
-    }
-    return 0;
-}
-
-/* An optional boolean; returns 0 or 1, or -1 after sending bad_command. */
-static int bool_field(struct command *cmd, const char *key, int dflt)
-{
-    json_t *v = json_object_get(cmd->body, key);
-    if (!v)
-        return dflt;
-    if (json_is_boolean(v))
-        return json_is_true(v);
-    char msg[64];
-    snprintf(msg, sizeof msg, "%s must be true or false", key);
-    send_error(cmd->c, cmd->ref, "bad_command", msg);
-    return -1;
-}
-
-/* An optional offset; returns 1 when present, 0 when absent, -1 after
- * sending bad_command. */
-static int offset_field(struct command *cmd, const char *key, struct offset *out)
-{
-    json_t *v = json_object_get(cmd->body, key);
-    if (!v)
-        return 0;
-    if (json_is_string(v) && offset_parse(json_string_value(v), out) == 0)
+    if (hub_is_member(c, cmd->room))
         return 1;
-    char msg[96];
-    snprintf(msg, sizeof msg, "%s must be an offset string such as \"1732312345678-0\"", key);
-    send_error(cmd->c, cmd->ref, "bad_command", msg);
-    return -1;
-}
-
-/* The data field as JSON text into req. Returns 0 or -1 (error sent). */
-static int data_field(struct command *cmd, struct bus_request *req)
-{
-    json_t *v = json_object_get(cmd->body, "data");
-    if (!v) {
-        send_error(cmd->c, cmd->ref, "bad_command", "data is required");
-        return -1;
-    }
-    req->data = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-    if (!req->data) {
-        send_error(cmd->c, cmd->ref, "unavailable", "out of memory");
-        return -1;
-    }
-    req->data_len = strlen(req->data);
+    send_error(c, cmd->ref, "not_member", "join the room first");
     return 0;
 }
 
-static void cmd_ping(struct command *cmd)
+static void run_join(struct conn *c, struct command *cmd)
 {
     char refbuf[REF_TEXT_MAX + 8];
-    send_fmt(cmd->c, "{\"type\":\"pong\"%s}", ref_field(cmd->ref, refbuf, sizeof refbuf));
-}
-
-static void cmd_join(struct command *cmd)
-{
-    struct conn *c = cmd->c;
-    char room[NAME_MAX_LEN + 1];
-    struct offset since;
-    if (name_field(cmd, "room", "room_invalid", room))
-        return;
-    int has_since = offset_field(cmd, "since", &since);
-    if (has_since < 0)
-        return;
-    if (hub_is_member(c, room)) {
+    if (hub_is_member(c, cmd->room)) {
         /* Already a member: nothing was missed, nothing changes. */
-        char refbuf[REF_TEXT_MAX + 8];
         send_fmt(c, "{\"type\":\"joined\"%s,\"room\":\"%s\",\"offset\":null,\"recovered\":true,\"missed\":0}",
-                 ref_field(cmd->ref, refbuf, sizeof refbuf), room);
+                 ref_field(cmd->ref, refbuf, sizeof refbuf), cmd->room);
         return;
     }
     if (hub_room_count(c) >= (uint32_t)c->worker->server->cfg->max_rooms) {
         send_error(c, cmd->ref, "too_many_rooms", "this connection is in as many rooms as allowed");
         return;
     }
-    struct bus_request *req = request(cmd, BUS_JOIN, on_joined);
-    if (!req)
-        return;
-    if (hub_room_add(c->worker->hub, c, room) != HUB_OK) {
-        conn_unref(c);
-        bus_request_free(req);
+    if (hub_room_add(c->worker->hub, c, cmd->room) != HUB_OK) {
         send_error(c, cmd->ref, "unavailable", "out of memory");
         return;
     }
-    strcpy(req->room, room);
-    req->has_since = has_since;
-    req->store.since = since;
+    struct bus_request *req = request(c, cmd, BUS_JOIN, on_joined);
+    if (!req) {
+        hub_room_remove(c->worker->hub, c, cmd->room);
+        return;
+    }
+    req->has_since = cmd->has_since;
+    req->store.since = cmd->since;
     bus_submit(c->worker->server->bus, req);
 }
 
-static void cmd_leave(struct command *cmd)
+static void run_command(struct conn *c, struct command *cmd)
 {
-    char room[NAME_MAX_LEN + 1];
-    if (member_room(cmd, room))
+    struct bus_request *req;
+    char refbuf[REF_TEXT_MAX + 8];
+    switch (cmd->type) {
+    case CMD_PING:
+        send_fmt(c, "{\"type\":\"pong\"%s}", ref_field(cmd->ref, refbuf, sizeof refbuf));
         return;
-    struct bus_request *req = request(cmd, BUS_LEAVE, on_left);
-    if (!req)
+    case CMD_JOIN:
+        run_join(c, cmd);
         return;
-    hub_room_remove(cmd->c->worker->hub, cmd->c, room);
-    strcpy(req->room, room);
-    bus_submit(cmd->c->worker->server->bus, req);
-}
-
-static void cmd_publish(struct command *cmd)
-{
-    char room[NAME_MAX_LEN + 1];
-    if (member_room(cmd, room))
-        return;
-    int ephemeral = bool_field(cmd, "ephemeral", 0);
-    int echo = ephemeral < 0 ? -1 : bool_field(cmd, "echo", 1);
-    if (echo < 0)
-        return;
-    struct bus_request *req = request(cmd, BUS_PUBLISH, on_acked);
-    if (!req)
-        return;
-    if (data_field(cmd, req)) {
-        conn_unref(cmd->c);
-        bus_request_free(req);
-        return;
-    }
-    req->target = BUS_ROOM;
-    strcpy(req->room, room);
-    req->ephemeral = ephemeral;
-    req->echo = echo;
-    bus_submit(cmd->c->worker->server->bus, req);
-}
-
-static void cmd_send(struct command *cmd)
-{
-    char user[NAME_MAX_LEN + 1];
-    if (name_field(cmd, "user", "user_invalid", user))
-        return;
-    struct bus_request *req = request(cmd, BUS_PUBLISH, on_acked);
-    if (!req)
-        return;
-    if (data_field(cmd, req)) {
-        conn_unref(cmd->c);
-        bus_request_free(req);
-        return;
-    }
-    req->target = BUS_USER;
-    req->echo = 1;
-    strcpy(req->to, user);
-    bus_submit(cmd->c->worker->server->bus, req);
-}
-
-static void cmd_broadcast(struct command *cmd)
-{
-    if (!cmd->c->worker->server->cfg->allow_broadcast) {
-        send_error(cmd->c, cmd->ref, "forbidden", "broadcast is not allowed on this server");
-        return;
-    }
-    struct bus_request *req = request(cmd, BUS_PUBLISH, on_acked);
-    if (!req)
-        return;
-    if (data_field(cmd, req)) {
-        conn_unref(cmd->c);
-        bus_request_free(req);
-        return;
-    }
-    req->target = BUS_ALL;
-    req->echo = 1;
-    bus_submit(cmd->c->worker->server->bus, req);
-}
-
-static void cmd_history(struct command *cmd)
-{
-    char room[NAME_MAX_LEN + 1];
-    struct offset before;
-    if (member_room(cmd, room))
-        return;
-    json_t *limit = json_object_get(cmd->body, "limit");
-    json_int_t n = HISTORY_DEFAULT_LIMIT;
-    if (limit) {
-        if (!json_is_integer(limit) || json_integer_value(limit) < 1 || json_integer_value(limit) > HISTORY_MAX_LIMIT) {
-            send_error(cmd->c, cmd->ref, "bad_command", "limit must be an integer from 1 to 1000");
+    case CMD_LEAVE:
+        if (!require_member(c, cmd) || !(req = request(c, cmd, BUS_LEAVE, on_left)))
+            return;
+        hub_room_remove(c->worker->hub, c, cmd->room);
+        break;
+    case CMD_PUBLISH:
+        if (!require_member(c, cmd) || !(req = request(c, cmd, BUS_PUBLISH, on_acked)))
+            return;
+        req->target = BUS_ROOM;
+        req->ephemeral = cmd->ephemeral;
+        req->echo = cmd->echo;
+        break;
+    case CMD_SEND:
+        if (!(req = request(c, cmd, BUS_PUBLISH, on_acked)))
+            return;
+        req->target = BUS_USER;
+        req->echo = 1;
+        strcpy(req->to, cmd->user);
+        break;
+    case CMD_BROADCAST:
+        if (!c->worker->server->cfg->allow_broadcast) {
+            send_error(c, cmd->ref, "forbidden", "broadcast is not allowed on this server");
             return;
         }
-        n = json_integer_value(limit);
+        if (!(req = request(c, cmd, BUS_PUBLISH, on_acked)))
+            return;
+        req->target = BUS_ALL;
+        req->echo = 1;
+        break;
+    case CMD_HISTORY:
+        if (!require_member(c, cmd) || !(req = request(c, cmd, BUS_HISTORY, on_history)))
+            return;
+        req->store.limit = cmd->limit;
+        req->store.has_before = cmd->has_before;
+        req->store.before = cmd->before;
+        break;
+    case CMD_PRESENCE:
+        if (!require_member(c, cmd) || !(req = request(c, cmd, BUS_PRESENCE, on_presence)))
+            return;
+        break;
+    default:
+        return;
     }
-    int has_before = offset_field(cmd, "before", &before);
-    if (has_before < 0)
-        return;
-    struct bus_request *req = request(cmd, BUS_HISTORY, on_history);
-    if (!req)
-        return;
-    strcpy(req->room, room);
-    req->store.limit = (int)n;
-    req->store.has_before = has_before;
-    req->store.before = before;
-    bus_submit(cmd->c->worker->server->bus, req);
-}
-
-static void cmd_presence(struct command *cmd)
-{
-    char room[NAME_MAX_LEN + 1];
-    if (member_room(cmd, room))
-        return;
-    struct bus_request *req = request(cmd, BUS_PRESENCE, on_presence);
-    if (!req)
-        return;
-    strcpy(req->room, room);
-    bus_submit(cmd->c->worker->server->bus, req);
-}
-
-static const struct {
-    const char *type;
-    void (*run)(struct command *cmd);
-} commands[] = {
-    {"join", cmd_join},         {"leave", cmd_leave},     {"publish", cmd_publish},   {"send", cmd_send},
-    {"broadcast", cmd_broadcast}, {"history", cmd_history}, {"presence", cmd_presence}, {"ping", cmd_ping},
-};
-
-/* ref must be a string or an integer of at most 64 bytes; its JSON text
- * goes to out. Returns 0, or -1 when it is not allowed. */
-static int ref_text(json_t *ref, char out[REF_TEXT_MAX])
-{
-    out[0] = '\0';
-    if (!ref)
-        return 0;
-    if (!(json_is_string(ref) && json_string_length(ref) <= REF_MAX_LEN) && !json_is_integer(ref))
-        return -1;
-    /* A 64-byte string can grow with escapes; refuse what does not fit. */
-    return json_dumpb(ref, out, REF_TEXT_MAX - 1, JSON_ENCODE_ANY) < REF_TEXT_MAX - 1 ? 0 : -1;
+    bus_submit(c->worker->server->bus, req);
 }
 
 void protocol_handle(struct conn *c, const char *text, size_t len)
 {
-    json_error_t err;
-    struct command cmd = {.c = c};
-    cmd.body = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
-    if (!json_is_object(cmd.body)) {
-        send_error(c, "", "bad_json", cmd.body ? "a command must be a JSON object" : err.text);
-        json_decref(cmd.body);
-        return;
-    }
-    if (ref_text(json_object_get(cmd.body, "ref"), cmd.ref)) {
-        send_error(c, "", "bad_command", "ref must be a string of at most 64 bytes or an integer");
-        goto done;
-    }
-    json_t *type = json_object_get(cmd.body, "type");
-    if (!json_is_string(type)) {
-        send_error(c, cmd.ref, "bad_command", "type is required and must be a string");
-        goto done;
-    }
-    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (!strcmp(json_string_value(type), commands[i].type)) {
-            commands[i].run(&cmd);
-            goto done;
-        }
-    send_error(c, cmd.ref, "unknown_type", "unknown command type");
-done:
-    json_decref(cmd.body);
+    struct command cmd;
+    struct command_error err;
+    if (protocol_parse(text, len, &cmd, &err))
+        send_error(c, cmd.ref, err.code, err.message);
+    else
+        run_command(c, &cmd);
+    command_free(&cmd);
 }
 
 /* ---- closing ------------------------------------------------------------ */

@@ -21,7 +21,7 @@ import contextlib
 import hashlib
 import json
 import os
-import signal
+from signal import SIGTERM
 import socket
 import struct
 import subprocess
@@ -285,7 +285,7 @@ class Server:
         raise ServerStartError(f"{self.describe()}: GET /healthz did not answer 200 within {timeout:.0f}s "
                                f"(last: {last}); log:\n{self.log_tail()}")
 
-    def signal(self, sig=signal.SIGTERM):
+    def signal(self, sig=SIGTERM):
         """Sends sig to the server's PID (never by name)."""
         if self.proc.poll() is None:
             os.kill(self.proc.pid, sig)
@@ -303,7 +303,7 @@ class Server:
         self._log.flush()
         return self.returncode
 
-    def stop(self, sig=signal.SIGTERM, timeout: float = 10.0) -> int:
+    def stop(self, sig=SIGTERM, timeout: float = 10.0) -> int:
         """Sends sig and returns the exit status (fails if it does not exit in time)."""
         if self.proc.poll() is None:
             self.signal(sig)
@@ -352,7 +352,7 @@ class ServerFactory:
         for srv in self.servers:
             try:
                 if srv.returncode is None:
-                    srv.stop(signal.SIGTERM, timeout=10)
+                    srv.stop(SIGTERM, timeout=10)
                 srv.check_clean_exit()
             except AssertionError as e:
                 errors.append(str(e))
@@ -678,6 +678,7 @@ class RawClient:
         if reply:
             self.send_close(got if got not in (None, 1005) else None)
         assert self.wait_eof(3.0), f"server sent close {got}{what} but did not close TCP within {3 * SLOW:.0f}s"
+        self.close()  # as a real client does on EOF, so the server need not linger
         return reason
 
     def close(self):

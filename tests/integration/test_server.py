@@ -114,12 +114,6 @@ def test_flag_beats_env_var(wsfan):
     assert c.welcome["heartbeat"] == 9, f"--heartbeat 9 should beat WSFAN_HEARTBEAT=7: {c.welcome!r}"
 
 
-def test_flag_beats_bad_env_var(wsfan):
-    # The flag wins, so a bad environment value it overrides is not an error.
-    srv = wsfan("--workers", "2", env={"WSFAN_WORKERS": "abc"})
-    assert RawClient.open(srv).welcome["type"] == "welcome"
-
-
 # ---- many connections, several workers ---------------------------------------------
 
 def test_200_concurrent_connections_spread_over_workers(wsfan):
