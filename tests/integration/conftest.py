@@ -170,7 +170,7 @@ def _read_http_response(sock: socket.socket, buf: bytearray, deadline: float, wi
     end = buf.index(b"\r\n\r\n") + 4
     resp = parse_http_head(bytes(buf[:end]))
     del buf[:end]
-    if not with_body:
+    if not with_body or resp.status == 101 or resp.status in (204, 304):
         return resp
     clen = resp.header("content-length")
     if clen is not None:
@@ -204,15 +204,19 @@ def _recv_some(sock: socket.socket, deadline: float) -> bytes:
         return b""
 
 
-def http_request(port: int, raw: bytes, timeout: float = 5.0) -> HttpResponse:
-    """Sends raw bytes on a new connection and returns the first response."""
+def http_request(port: int, raw: bytes, timeout: float = 5.0, count: int = 1):
+    """Sends raw bytes on a new connection and returns the first response, or
+    a list of the first count responses (for pipelined requests). A body is
+    read by Content-Length (to EOF without one); 101/204/304 have none."""
     deadline = time.monotonic() + timeout * SLOW
     with socket.create_connection((HOST, port), timeout=timeout * SLOW) as s:
         try:
             s.sendall(raw)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the server may answer and close before reading everything
-        return _read_http_response(s, bytearray(), deadline, with_body=True)
+        buf = bytearray()
+        out = [_read_http_response(s, buf, deadline, with_body=True) for _ in range(count)]
+        return out[0] if count == 1 else out
 
 
 def http_get(port: int, path: str, headers=None, timeout: float = 5.0) -> HttpResponse:
@@ -254,7 +258,8 @@ class Server:
         return self.proc.poll() is None
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def log_tail(self, n: int = 40) -> str:
@@ -300,7 +305,6 @@ class Server:
             self.returncode = self.proc.returncode
             raise AssertionError(f"{self.describe()} did not exit within {timeout:.1f}s; killed it. "
                                  f"log:\n{self.log_tail()}")
-        self._log.flush()
         return self.returncode
 
     def stop(self, sig=SIGTERM, timeout: float = 10.0) -> int:

@@ -134,6 +134,16 @@ def test_fragments_together_over_max_message_close_1009(small_server):
     c.expect_close(1009, what="three fragments of 30000 bytes with --max-message 64k")
 
 
+def test_fragments_totalling_exactly_max_message_are_accepted(small_server):
+    c = RawClient.open(small_server)
+    head = cmd({"type": "ping", "ref": 1, "pad": ""})
+    msg = cmd({"type": "ping", "ref": 1, "pad": "x" * (65536 - len(head))})
+    assert len(msg) == 65536
+    c.send(frame(OP_TEXT, msg[:30000], fin=False) + frame(OP_CONT, msg[30000:60000], fin=False)
+           + frame(OP_CONT, msg[60000:]))
+    assert c.recv_json() == PONG, "65536 bytes in three fragments is not over --max-message 64k"
+
+
 def test_huge_declared_length_closes_1009_without_waiting_for_payload(small_server):
     c = RawClient.open(small_server)
     c.send(frame(OP_TEXT, b"{}", length=1 << 40))

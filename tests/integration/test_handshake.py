@@ -46,6 +46,28 @@ def test_upgrade_to_unknown_path_answers_404(server):
     assert resp.status == 404, f"upgrade of /not-ws answered {resp.status}: {resp.head!r}"
 
 
+def test_head_request_gets_headers_without_body(server):
+    raw = request_head("HEAD", "/healthz", [("Connection", "close")])
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5 * SLOW) as s:
+        s.sendall(raw)
+        data = b""
+        for _ in range(100):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    head, sep, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), f"HEAD /healthz: expected 200, got {data[:200]!r}"
+    assert body == b"", f"a response to HEAD must not carry a body (RFC 9110 9.3.2), got {body!r} after {head!r}"
+
+
+def test_pipelined_requests_are_answered_in_order(server):
+    raw = (request_head("GET", "/healthz") + request_head("GET", "/no-such-path")
+           + request_head("GET", "/healthz", [("Connection", "close")]))
+    statuses = [r.status for r in http_request(server.port, raw, count=3)]
+    assert statuses == [200, 404, 200], f"three pipelined requests answered {statuses}"
+
+
 # ---- a successful upgrade ----------------------------------------------------------
 
 def test_upgrade_answers_101_with_correct_accept(server):
@@ -149,6 +171,14 @@ def test_bad_upgrade_request_answers_400_with_one_line_body(server, case):
     raw = request_head("GET", "/ws", upgrade_headers(**REFUSALS_400[case]))
     resp = http_request(server.port, raw)
     assert resp.status == 400, f"{case}: expected 400, got {resp.status}: {resp.head!r}"
+    assert_one_line_body(resp)
+
+
+@pytest.mark.parametrize("user", ["bad%20name", "a" * 129, "", "%zz", "x*y"],
+                         ids=["space", "129 bytes", "empty", "bad escape", "star"])
+def test_invalid_user_in_query_is_refused_with_400(server, user):
+    resp = http_request(server.port, request_head("GET", f"/ws?user={user}", upgrade_headers()))
+    assert resp.status == 400, f"?user={user}: expected 400 (PROTOCOL.md section 4), got {resp.status}"
     assert_one_line_body(resp)
 
 

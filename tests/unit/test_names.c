@@ -1,0 +1,101 @@
+/* test_names.c - unit tests of names.c: the one check of room, user and
+ * node ids (PROTOCOL.md section 4): 1 to 128 bytes of A-Z a-z 0-9 _ . : -. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <string.h>
+
+#include "names.h"
+
+static int in_alphabet(int ch)
+{
+    return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+           ch == '.' || ch == ':' || ch == '-';
+}
+
+static void test_names_accepts_typical_ids(void **state)
+{
+    static const char *good[] = {"general", "alice", "room-1", "team_a.chat", "org:42:room", "A", "0",
+                                 "-", "...", "a-b_c.d:e"};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+        assert_true(name_valid(good[i], strlen(good[i])));
+}
+
+static void test_names_accepts_each_allowed_character_alone(void **state)
+{
+    (void)state;
+    for (int ch = 0; ch < 256; ch++) {
+        char s[1] = {(char)ch};
+        assert_int_equal(name_valid(s, 1), in_alphabet(ch));
+    }
+}
+
+static void test_names_rejects_any_other_byte_anywhere(void **state)
+{
+    char s[8];
+
+    (void)state;
+    for (int ch = 0; ch < 256; ch++) {
+        if (in_alphabet(ch))
+            continue;
+        for (size_t pos = 0; pos < sizeof s; pos++) {
+            memset(s, 'a', sizeof s);
+            s[pos] = (char)ch;
+            assert_false(name_valid(s, sizeof s));
+        }
+    }
+}
+
+static void test_names_rejects_common_lookalikes(void **state)
+{
+    static const char *bad[] = {"has space", "slash/room", "back\\slash", "quote\"", "at@host", "café",
+                                "tab\t", "new\nline", "percent%20", "plus+", "star*", "hash#", "{json}"};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_false(name_valid(bad[i], strlen(bad[i])));
+}
+
+static void test_names_length_from_1_to_128(void **state)
+{
+    char s[NAME_MAX_LEN + 2];
+
+    (void)state;
+    assert_int_equal(NAME_MAX_LEN, 128);
+    memset(s, 'x', sizeof s);
+    assert_false(name_valid(s, 0));
+    assert_false(name_valid("", 0));
+    assert_true(name_valid(s, 1));
+    assert_true(name_valid(s, NAME_MAX_LEN));
+    assert_false(name_valid(s, NAME_MAX_LEN + 1));
+    assert_false(name_valid(s, NAME_MAX_LEN + 2));
+}
+
+static void test_names_checks_only_the_given_length(void **state)
+{
+    (void)state;
+    /* Bytes past len do not count, and a NUL inside len is refused. */
+    assert_true(name_valid("room with space", 4));
+    assert_false(name_valid("room with space", 5));
+    assert_false(name_valid("ab\0cd", 5));
+    assert_true(name_valid("ab\0cd", 2));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_names_accepts_typical_ids),
+        cmocka_unit_test(test_names_accepts_each_allowed_character_alone),
+        cmocka_unit_test(test_names_rejects_any_other_byte_anywhere),
+        cmocka_unit_test(test_names_rejects_common_lookalikes),
+        cmocka_unit_test(test_names_length_from_1_to_128),
+        cmocka_unit_test(test_names_checks_only_the_given_length),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
