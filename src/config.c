@@ -116,6 +116,11 @@ static int parse_listen(struct config *cfg, const char *s)
     long long port;
     if (parse_integer(colon + 1, &port) || port < 1 || port > 65535)
         return -1;
+    /* [::1]:8080 names an IPv6 host. */
+    if (s[0] == '[' && colon[-1] == ']') {
+        s++;
+        colon--;
+    }
     memcpy(cfg->listen_host, s, (size_t)(colon - s));
     cfg->listen_host[colon - s] = '\0';
     cfg->listen_port = (uint16_t)port;

@@ -138,6 +138,15 @@ static void on_closed(uv_handle_t *h)
     conn_unref(h->data);
 }
 
+/* Gives back the --max-connections slot as soon as the conn starts
+ * closing, not when the peer finally lets go. */
+static void release_slot(struct conn *c)
+{
+    if (c->counted)
+        atomic_fetch_sub(&c->worker->server->ws_connections, 1);
+    c->counted = 0;
+}
+
 void conn_drop(struct conn *c)
 {
     if (c->closed)
@@ -145,8 +154,7 @@ void conn_drop(struct conn *c)
     if (c->state == CONN_WS)
         protocol_conn_closed(c);
     c->closed = 1;
-    if (c->counted)
-        atomic_fetch_sub(&c->worker->server->ws_connections, 1);
+    release_slot(c);
     uv_close((uv_handle_t *)&c->tcp, on_closed);
 }
 
@@ -291,6 +299,7 @@ void conn_close(struct conn *c, uint16_t code, const char *reason)
     }
     c->state = CONN_CLOSING;
     c->phase_ms = uv_now(&c->worker->loop);
+    release_slot(c);
     worker_mark_dirty(c->worker, c);
 }
 
@@ -304,6 +313,10 @@ static void conn_respond_text(struct conn *c, int status, const char *extra_head
     int n = snprintf(body, sizeof body, "%s\n", text);
     struct frame *f = http_response_create(status, "text/plain; charset=utf-8", extra_headers, body, (size_t)n,
                                            keep_alive);
+    if (f && c->http && http_reader_request(c->http)->method == HTTP_HEAD) {
+        /* HEAD: the same head, without the body (RFC 9110 9.3.2). */
+        f->len -= (uint32_t)n;
+    }
     if (!f) {
         conn_drop(c);
         return;

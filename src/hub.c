@@ -223,7 +223,8 @@ int hub_user_add(struct hub *h, struct conn *c)
 void hub_user_remove(struct hub *h, struct conn *c)
 {
     struct hub_entry *u = map_get(&h->users, c->user, strlen(c->user));
-    if (!u)
+    /* A conn whose indexing failed was never added. */
+    if (!u || c->hub.user_slot >= u->set.count || u->set.items[c->hub.user_slot] != c)
         return;
     struct conn *moved = set_remove(&u->set, c->hub.user_slot);
     if (moved)

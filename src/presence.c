@@ -77,8 +77,8 @@ char *presence_list(const struct presence *p, const char *room)
     const struct map *users = map_get(&p->rooms, room, strlen(room));
     size_t n = users ? users->count : 0;
     const struct map_slot **sorted = malloc(sizeof *sorted * (n ? n : 1));
-    /* Each item is at most {"user":"<128>","connections":<20>} = 160 bytes. */
-    char *out = malloc(2 + n * 161 + 1);
+    /* Each item is at most {"user":"<128>","connections":<20>}, plus a comma. */
+    char *out = malloc(2 + n * 176 + 1);
     if (!sorted || !out) {
         free(sorted);
         free(out);

@@ -326,7 +326,7 @@ int protocol_parse(const char *text, size_t len, struct command *cmd, struct com
 {
     memset(cmd, 0, sizeof *cmd);
     json_error_t jerr;
-    json_t *body = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    json_t *body = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
     int r = -1;
     if (!json_is_object(body)) {
         refuse(err, "bad_json", "%s", body ? "a command must be a JSON object" : jerr.text);

@@ -77,7 +77,7 @@ class Client:
         return str(self.session).split(".")[0]
 
     def ref(self) -> str:
-        return f"{self.label}#{next(self._refs)}"
+        return f"{self.label[:40]}#{next(self._refs)}"  # refs are at most 64 bytes
 
     # -- sending and receiving
 
@@ -268,7 +268,7 @@ async def clients(server, *users, labels=None):
         await asyncio.gather(*(c.close() for c in made), return_exceptions=True)
 
 
-async def settle(cs, delay: float = 0.15):
+async def settle(cs, delay: float = 0.05):
     """Waits until what the bus did so far has reached every client: a bus
     round trip from each, then a short quiet period read into the inboxes."""
     await asyncio.gather(*(c.barrier() for c in cs))

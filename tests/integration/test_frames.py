@@ -7,7 +7,7 @@ import time
 import pytest
 
 from conftest import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RSV1, RSV2, RSV3, SLOW,
-                      RawClient, close_payload, cmd, frame)
+                      PeerClosed, RawClient, close_payload, cmd, frame)
 
 PING = cmd({"type": "ping", "ref": 1})
 PONG = {"type": "pong", "ref": 1}
@@ -317,3 +317,55 @@ def test_raw_client_gone_without_close_does_not_hurt_server(server):
     c.close()
     other = RawClient.open(server)
     assert other.request({"type": "ping", "ref": 1}) == PONG
+
+
+# ---- hostile input, at random (deterministic seed) ------------------------------
+
+def _random_frames(rng) -> bytes:
+    out = b""
+    for _ in range(rng.randint(1, 6)):
+        op = rng.choice([OP_CONT, OP_TEXT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, 0x3, 0xB])
+        kind = rng.random()
+        if kind < 0.4:
+            payload = cmd({"type": rng.choice(["ping", "nope"]), "ref": rng.randint(0, 9)})
+        elif kind < 0.7:
+            payload = bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 300)))
+        else:
+            payload = rng.choice(["é😀", "\u20ac", "x" * 130]).encode()
+            payload = payload[:rng.randint(0, len(payload))]
+        form = rng.choice([None, None, None, 16, 64])
+        if form is None and len(payload) >= 126:
+            form = 16
+        out += frame(op, payload, fin=rng.random() < 0.8, mask=rng.random() < 0.9,
+                     rsv=rng.choice([0, 0, 0, 0, RSV1, RSV3]), length_form=form)
+    # sometimes cut the last frame short, sometimes add raw garbage
+    if rng.random() < 0.2:
+        out = out[:rng.randint(1, len(out))]
+    if rng.random() < 0.2:
+        out += bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 20)))
+    return out
+
+
+def test_random_frames_never_break_the_server(server):
+    import random
+    rng = random.Random(6455)
+    clients = []
+    for _ in range(60):
+        c = RawClient.open(server)
+        c.send_quietly(_random_frames(rng))
+        clients.append(c)
+    time.sleep(0.3 * SLOW)
+    codes = set()
+    for c in clients:
+        try:
+            for _ in range(50):
+                f = c.recv_frame(timeout=0.05)
+                if f.opcode == OP_CLOSE:
+                    codes.add(f.close_code)
+                    break
+        except (PeerClosed, OSError):
+            pass
+        c.close()
+    assert codes <= {1000, 1002, 1003, 1007, 1009, None}, f"unexpected close codes for garbage: {codes}"
+    fresh = RawClient.open(server)
+    assert fresh.request({"type": "ping", "ref": 1}) == PONG, "server unusable after random frames"

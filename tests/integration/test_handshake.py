@@ -2,6 +2,7 @@
 Sec-WebSocket-Accept, the wsfan.v1 subprotocol, refusals with their statuses,
 the head size limit, the connection limit and the handshake timeout."""
 
+import select
 import socket
 import time
 
@@ -285,9 +286,74 @@ def test_incomplete_head_is_dropped_after_handshake_timeout(wsfan, sent):
     assert 0.5 <= took <= 3.0 * SLOW, f"dropped after {took:.2f}s; expected about 1-3s with --handshake-timeout 1"
 
 
+def test_head_trickling_past_the_timeout_is_refused(wsfan):
+    # Slowloris proper: bytes keep coming (one every 0.25 s), but the head is
+    # not complete within --handshake-timeout 1, so the server gives up.
+    srv = wsfan("--handshake-timeout", "1")
+    c = RawClient(srv.port)
+    c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    raw = request_head("GET", "/ws", upgrade_headers())
+    t0 = time.monotonic()
+    answered = None
+    for i in range(min(len(raw), 40)):  # 10 s at most
+        r, _, _ = select.select([c.sock], [], [], 0.25)
+        if r:
+            try:
+                answered = c.sock.recv(4096) or b"<EOF>"
+            except OSError as e:
+                answered = repr(e).encode()
+            break
+        if not c.send_quietly(raw[i:i + 1]):
+            answered = b"<send failed>"
+            break
+    took = time.monotonic() - t0
+    assert answered is not None, f"a head trickling in for {took:.1f}s was never refused (--handshake-timeout 1)"
+    assert answered.startswith((b"HTTP/1.1 408", b"<")), f"expected a 408 or a close, got {answered[:80]!r}"
+    assert took <= 3.0 * SLOW, f"a trickling head was refused only after {took:.2f}s (--handshake-timeout 1)"
+
+
 def test_handshake_timeout_does_not_apply_after_upgrade(wsfan):
     srv = wsfan("--handshake-timeout", "1")
     c = RawClient.open(srv)
     time.sleep(2.5)
     assert c.request({"type": "ping", "ref": 1}) == {"type": "pong", "ref": 1}, (
         "an upgraded connection must not be closed by the handshake timeout")
+
+
+# ---- hostile input, at random (deterministic seed) ------------------------------
+
+def test_random_request_heads_never_break_the_server(server):
+    import random
+    rng = random.Random(2616)
+    valid = request_head("GET", "/ws?user=alice", upgrade_headers())
+    socks = []
+    for _ in range(60):
+        data = bytearray(valid)
+        for _ in range(rng.randint(1, 8)):  # flip, insert or delete bytes
+            i = rng.randrange(len(data))
+            r = rng.random()
+            if r < 0.4:
+                data[i] = rng.getrandbits(8)
+            elif r < 0.7:
+                data[i:i] = bytes(rng.choice([b"\r\n", b":", b" ", b"\x00", b"\xff", b"%", b"?"]))
+            else:
+                del data[i]
+        s = socket.create_connection(("127.0.0.1", server.port), timeout=2 * SLOW)
+        try:
+            s.sendall(bytes(data))
+        except OSError:
+            pass
+        socks.append(s)
+    time.sleep(0.3 * SLOW)
+    statuses = set()
+    for s in socks:
+        s.setblocking(False)
+        try:
+            head = s.recv(64)
+            if head.startswith(b"HTTP/1.1 "):
+                statuses.add(int(head[9:12]))
+        except OSError:
+            pass
+        s.close()
+    assert statuses <= {101, 400, 404, 405, 408, 426, 431, 505}, f"unexpected statuses for mangled heads: {statuses}"
+    assert http_get(server.port, "/healthz").status == 200, "server unusable after mangled request heads"

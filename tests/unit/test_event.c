@@ -84,7 +84,8 @@ static void test_event_message_from_service_is_null(void **state)
     json_t *v;
 
     (void)state;
-    v = expect_event(s, len, "{\"type\":\"message\",\"room\":\"r\",\"offset\":\"7-3\",\"from\":null,\"data\":null,\"ts\":7}");
+    v = expect_event(s, len,
+                     "{\"type\":\"message\",\"room\":\"r\",\"offset\":\"7-3\",\"from\":null,\"data\":null,\"ts\":7}");
     assert_true(json_is_null(json_object_get(v, "from")));
     assert_true(json_is_null(json_object_get(v, "data")));
     json_decref(v);

@@ -1,0 +1,607 @@
+/* test_config.c - unit tests of config.c: defaults, WSFAN_* variables,
+ * flags in both "--opt value" and "--opt=value" forms (the flag wins over
+ * the environment), sizes such as 64k, the range of every option, and the
+ * one-line message naming the option and value of each refusal. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "names.h"
+
+extern char **environ;
+
+/* ---- Running config_parse ----------------------------------------------------- */
+
+static char out_text[8192], err_text[8192];
+
+/* Redirects fd into a temporary file until capture_end. */
+struct capture {
+    int fd, saved;
+    FILE *tmp;
+};
+
+static void capture_start(struct capture *c, int fd)
+{
+    fflush(NULL);
+    c->fd = fd;
+    c->tmp = tmpfile();
+    assert_non_null(c->tmp);
+    c->saved = dup(fd);
+    assert_true(c->saved >= 0);
+    assert_true(dup2(fileno(c->tmp), fd) >= 0);
+}
+
+static void capture_end(struct capture *c, char *buf, size_t cap)
+{
+    fflush(NULL);
+    dup2(c->saved, c->fd);
+    close(c->saved);
+    ssize_t n = pread(fileno(c->tmp), buf, cap - 1, 0);
+    buf[n > 0 ? n : 0] = '\0';
+    fclose(c->tmp);
+}
+
+/* Parses the NULL-terminated args (after "wsfan") into cfg; what it prints
+ * lands in out_text and err_text. */
+static int parse_args(struct config *cfg, const char *const *args)
+{
+    char *argv[32];
+    int argc = 0;
+    struct capture out, err;
+    int r;
+
+    argv[argc++] = "wsfan";
+    for (; *args; args++) {
+        assert_true(argc < 31);
+        argv[argc++] = (char *)*args;
+    }
+    argv[argc] = NULL;
+    capture_start(&out, STDOUT_FILENO);
+    capture_start(&err, STDERR_FILENO);
+    r = config_parse(cfg, argc, argv);
+    capture_end(&err, err_text, sizeof err_text);
+    capture_end(&out, out_text, sizeof out_text);
+    return r;
+}
+
+#define PARSE(cfg, ...) parse_args((cfg), (const char *const[]){__VA_ARGS__, NULL})
+#define PARSE_NONE(cfg) parse_args((cfg), (const char *const[]){NULL})
+
+/* Each test starts from an environment without WSFAN_* variables. */
+static int clear_wsfan_env(void **state)
+{
+    (void)state;
+    for (;;) {
+        char name[128];
+        int found = 0;
+        for (char **e = environ; *e; e++) {
+            if (!strncmp(*e, "WSFAN_", 6)) {
+                const char *eq = strchr(*e, '=');
+                size_t n = eq ? (size_t)(eq - *e) : strlen(*e);
+                if (n >= sizeof name)
+                    n = sizeof name - 1;
+                memcpy(name, *e, n);
+                name[n] = '\0';
+                found = 1;
+                break;
+            }
+        }
+        if (!found)
+            return 0;
+        unsetenv(name);
+    }
+}
+
+/* The value must be refused with one line on stderr naming source=value. */
+static void expect_refused(const char *const *args, const char *source_eq_value)
+{
+    struct config cfg;
+
+    if (parse_args(&cfg, args) != CONFIG_ERROR)
+        fail_msg("accepted %s", source_eq_value ? source_eq_value : args[0]);
+    if (source_eq_value && !strstr(err_text, source_eq_value))
+        fail_msg("stderr \"%s\" does not name \"%s\"", err_text, source_eq_value);
+    assert_non_null(strchr(err_text, '\n'));
+    assert_string_equal(strchr(err_text, '\n'), "\n"); /* one line */
+    assert_string_equal(out_text, "");
+}
+
+static void expect_flag_refused(const char *flag, const char *value)
+{
+    char eq[256], named[256];
+
+    snprintf(named, sizeof named, "--%s=%s", flag, value);
+    snprintf(eq, sizeof eq, "--%s", flag);
+    expect_refused((const char *const[]){eq, value, NULL}, named);
+    snprintf(eq, sizeof eq, "--%s=%s", flag, value);
+    expect_refused((const char *const[]){eq, NULL}, named);
+}
+
+static void expect_env_refused(const char *env, const char *value)
+{
+    char named[256];
+
+    snprintf(named, sizeof named, "%s=%s", env, value);
+    setenv(env, value, 1);
+    expect_refused((const char *const[]){NULL}, named);
+    unsetenv(env);
+}
+
+/* ---- Defaults ----------------------------------------------------------------- */
+
+static void test_config_defaults_without_flags_or_env(void **state)
+{
+    struct config cfg;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+
+    (void)state;
+    memset(&cfg, 0xAB, sizeof cfg);
+    assert_int_equal(PARSE_NONE(&cfg), CONFIG_OK);
+    assert_string_equal(cfg.listen_host, "127.0.0.1");
+    assert_int_equal(cfg.listen_port, 8080);
+    assert_int_equal(cfg.workers, cores < 1 ? 1 : cores > 256 ? 256 : cores);
+    assert_int_equal(cfg.max_message, 1 << 20);
+    assert_int_equal(cfg.max_connections, 1000000);
+    assert_int_equal(cfg.heartbeat, 25);
+    assert_int_equal(cfg.send_queue_limit, 4 << 20);
+    assert_int_equal(cfg.handshake_timeout, 10);
+    assert_int_equal(cfg.log_level, LOG_INFO);
+    assert_int_equal(cfg.max_rooms, 100);
+    assert_int_equal(cfg.history_length, 100);
+    assert_int_equal(cfg.history_ttl, 3600);
+    assert_int_equal(cfg.allow_broadcast, 0);
+    assert_int_equal(cfg.auth, AUTH_NONE);
+    /* host name and pid, and a valid id */
+    assert_true(name_valid(cfg.node_id, strlen(cfg.node_id)));
+    char pid[32];
+    snprintf(pid, sizeof pid, "-%ld", (long)getpid());
+    assert_true(strlen(cfg.node_id) > strlen(pid));
+    assert_string_equal(cfg.node_id + strlen(cfg.node_id) - strlen(pid), pid);
+    assert_string_equal(out_text, "");
+    assert_string_equal(err_text, "");
+}
+
+/* ---- Whole numbers ------------------------------------------------------------ */
+
+struct int_option {
+    const char *flag, *env;
+    size_t offset;
+    long long min, max;
+};
+
+static const struct int_option int_options[] = {
+    {"workers", "WSFAN_WORKERS", offsetof(struct config, workers), 1, 256},
+    {"max-connections", "WSFAN_MAX_CONNECTIONS", offsetof(struct config, max_connections), 1, 10000000},
+    {"heartbeat", "WSFAN_HEARTBEAT", offsetof(struct config, heartbeat), 1, 3600},
+    {"handshake-timeout", "WSFAN_HANDSHAKE_TIMEOUT", offsetof(struct config, handshake_timeout), 1, 3600},
+    {"max-rooms", "WSFAN_MAX_ROOMS", offsetof(struct config, max_rooms), 1, 100000},
+    {"history-length", "WSFAN_HISTORY_LENGTH", offsetof(struct config, history_length), 0, 1000000},
+    {"history-ttl", "WSFAN_HISTORY_TTL", offsetof(struct config, history_ttl), 0, 100000000},
+};
+
+static int int_field(const struct config *cfg, const struct int_option *o)
+{
+    return *(const int *)((const char *)cfg + o->offset);
+}
+
+static void test_config_int_options_accept_their_range_in_both_forms(void **state)
+{
+    struct config cfg;
+    char flag[64], eq[96], value[32];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof int_options / sizeof int_options[0]; i++) {
+        const struct int_option *o = &int_options[i];
+        long long values[] = {o->min, o->min + 1, o->max - 1, o->max};
+        for (size_t k = 0; k < 4; k++) {
+            snprintf(flag, sizeof flag, "--%s", o->flag);
+            snprintf(value, sizeof value, "%lld", values[k]);
+            assert_int_equal(PARSE(&cfg, flag, value), CONFIG_OK);
+            assert_int_equal(int_field(&cfg, o), values[k]);
+            snprintf(eq, sizeof eq, "--%s=%lld", o->flag, values[k]);
+            assert_int_equal(PARSE(&cfg, eq), CONFIG_OK);
+            assert_int_equal(int_field(&cfg, o), values[k]);
+            setenv(o->env, value, 1);
+            assert_int_equal(PARSE_NONE(&cfg), CONFIG_OK);
+            assert_int_equal(int_field(&cfg, o), values[k]);
+            unsetenv(o->env);
+        }
+    }
+}
+
+static void test_config_int_options_refuse_out_of_range_and_non_numbers(void **state)
+{
+    char value[32];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof int_options / sizeof int_options[0]; i++) {
+        const struct int_option *o = &int_options[i];
+        snprintf(value, sizeof value, "%lld", o->min - 1);
+        expect_flag_refused(o->flag, value);
+        expect_env_refused(o->env, value);
+        snprintf(value, sizeof value, "%lld", o->max + 1);
+        expect_flag_refused(o->flag, value);
+        expect_env_refused(o->env, value);
+        static const char *junk[] = {"", "abc", "12abc", "1.5", "0x10", "1e3", "99999999999999999999", "4k"};
+        for (size_t k = 0; k < sizeof junk / sizeof junk[0]; k++) {
+            expect_flag_refused(o->flag, junk[k]);
+            expect_env_refused(o->env, junk[k]);
+        }
+    }
+}
+
+static void test_config_int_refusal_says_what_is_allowed(void **state)
+{
+    struct config cfg;
+
+    (void)state;
+    assert_int_equal(PARSE(&cfg, "--workers", "0"), CONFIG_ERROR);
+    assert_string_equal(err_text, "wsfan: --workers=0: expected a whole number from 1 to 256\n");
+    setenv("WSFAN_HEARTBEAT", "soon", 1);
+    assert_int_equal(PARSE_NONE(&cfg), CONFIG_ERROR);
+    assert_string_equal(err_text, "wsfan: WSFAN_HEARTBEAT=soon: expected a whole number from 1 to 3600\n");
+    unsetenv("WSFAN_HEARTBEAT");
+}
+
+/* ---- Sizes -------------------------------------------------------------------- */
+
+static void test_config_sizes_take_k_m_g_suffixes(void **state)
+{
+    static const struct {
+        const char *text;
+        size_t bytes;
+    } sizes[] = {
+        {"128", 128},         {"1024", 1024},           {"64k", 64 << 10},       {"64K", 64 << 10},
+        {"64kb", 64 << 10},   {"64KB", 64 << 10},       {"1m", 1 << 20},         {"1M", 1 << 20},
+        {"1mb", 1 << 20},     {"16m", 16 << 20},        {"1g", 1 << 30},         {"1024m", 1 << 30},
+        {"1048576k", 1 << 30}, {"1073741824", 1 << 30},
+    };
+    struct config cfg;
+    char eq[64];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        assert_int_equal(PARSE(&cfg, "--max-message", sizes[i].text), CONFIG_OK);
+        assert_int_equal(cfg.max_message, sizes[i].bytes);
+        snprintf(eq, sizeof eq, "--max-message=%s", sizes[i].text);
+        assert_int_equal(PARSE(&cfg, eq), CONFIG_OK);
+        assert_int_equal(cfg.max_message, sizes[i].bytes);
+        setenv("WSFAN_MAX_MESSAGE", sizes[i].text, 1);
+        assert_int_equal(PARSE_NONE(&cfg), CONFIG_OK);
+        assert_int_equal(cfg.max_message, sizes[i].bytes);
+        unsetenv("WSFAN_MAX_MESSAGE");
+    }
+    assert_int_equal(PARSE(&cfg, "--send-queue-limit", "1k"), CONFIG_OK);
+    assert_int_equal(cfg.send_queue_limit, 1024);
+    assert_int_equal(PARSE(&cfg, "--send-queue-limit", "4g"), CONFIG_OK);
+    assert_int_equal(cfg.send_queue_limit, (size_t)4 << 30);
+    assert_int_equal(PARSE(&cfg, "--send-queue-limit=256k"), CONFIG_OK);
+    assert_int_equal(cfg.send_queue_limit, 256 << 10);
+}
+
+static void test_config_sizes_refuse_bad_text_and_out_of_range(void **state)
+{
+    static const char *bad_max_message[] = {
+        "", "k", "m", "-1", "-1k", "+64k", " 64k", "64k ", "64 k", "1.5m", "64x", "64kk", "64b", "64kbb", "0x40",
+        "127",   /* below 128 */
+        "1025m", /* above 1g */
+        "2g", "1073741825", "1t", "99999999999999999999", "18446744073709551616k",
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof bad_max_message / sizeof bad_max_message[0]; i++) {
+        expect_flag_refused("max-message", bad_max_message[i]);
+        expect_env_refused("WSFAN_MAX_MESSAGE", bad_max_message[i]);
+    }
+    expect_flag_refused("send-queue-limit", "1023");
+    expect_flag_refused("send-queue-limit", "4097m");
+    expect_flag_refused("send-queue-limit", "5g");
+    expect_env_refused("WSFAN_SEND_QUEUE_LIMIT", "0");
+
+    struct config cfg;
+    assert_int_equal(PARSE(&cfg, "--max-message", "2g"), CONFIG_ERROR);
+    assert_string_equal(err_text,
+                        "wsfan: --max-message=2g: expected a size from 128 to 1073741824 bytes, such as 64k or 1m\n");
+}
+
+/* ---- Flag beats environment --------------------------------------------------- */
+
+static void test_config_flag_beats_environment(void **state)
+{
+    struct config cfg;
+
+    (void)state;
+    setenv("WSFAN_WORKERS", "3", 1);
+    setenv("WSFAN_MAX_MESSAGE", "64k", 1);
+    setenv("WSFAN_LISTEN", "0.0.0.0:9000", 1);
+    setenv("WSFAN_LOG_LEVEL", "debug", 1);
+    setenv("WSFAN_ALLOW_BROADCAST", "true", 1);
+    setenv("WSFAN_NODE_ID", "from-env", 1);
+
+    assert_int_equal(PARSE_NONE(&cfg), CONFIG_OK);
+    assert_int_equal(cfg.workers, 3);
+    assert_int_equal(cfg.max_message, 64 << 10);
+    assert_string_equal(cfg.listen_host, "0.0.0.0");
+    assert_int_equal(cfg.listen_port, 9000);
+    assert_int_equal(cfg.log_level, LOG_DEBUG);
+    assert_int_equal(cfg.allow_broadcast, 1);
+    assert_string_equal(cfg.node_id, "from-env");
+
+    assert_int_equal(PARSE(&cfg, "--workers", "5", "--max-message=1m", "--listen", "localhost:7000", "--log-level=warn",
+                           "--allow-broadcast=false", "--node-id", "from-flag"),
+                     CONFIG_OK);
+    assert_int_equal(cfg.workers, 5);
+    assert_int_equal(cfg.max_message, 1 << 20);
+    assert_string_equal(cfg.listen_host, "localhost");
+    assert_int_equal(cfg.listen_port, 7000);
+    assert_int_equal(cfg.log_level, LOG_WARN);
+    assert_int_equal(cfg.allow_broadcast, 0);
+    assert_string_equal(cfg.node_id, "from-flag");
+
+    /* Options not given as flags keep the environment's value. */
+    assert_int_equal(PARSE(&cfg, "--workers", "7"), CONFIG_OK);
+    assert_int_equal(cfg.workers, 7);
+    assert_int_equal(cfg.max_message, 64 << 10);
+    assert_string_equal(cfg.node_id, "from-env");
+
+    unsetenv("WSFAN_WORKERS");
+    unsetenv("WSFAN_MAX_MESSAGE");
+    unsetenv("WSFAN_LISTEN");
+    unsetenv("WSFAN_LOG_LEVEL");
+    unsetenv("WSFAN_ALLOW_BROADCAST");
+    unsetenv("WSFAN_NODE_ID");
+}
+
+static void test_config_last_flag_wins(void **state)
+{
+    struct config cfg;
+
+    (void)state;
+    assert_int_equal(PARSE(&cfg, "--workers", "2", "--workers=4", "--heartbeat", "5", "--workers", "6"), CONFIG_OK);
+    assert_int_equal(cfg.workers, 6);
+    assert_int_equal(cfg.heartbeat, 5);
+}
+
+static void test_config_equals_form_keeps_everything_after_first_equals(void **state)
+{
+    (void)state;
+    /* "--node-id=a=b": the value is "a=b", which is not a valid id. */
+    expect_refused((const char *const[]){"--node-id=a=b", NULL}, "--node-id=a=b");
+}
+
+/* ---- --listen ------------------------------------------------------------------ */
+
+static void test_config_listen_takes_host_and_port(void **state)
+{
+    struct config cfg;
+    char host63[64], arg[128];
+
+    (void)state;
+    assert_int_equal(PARSE(&cfg, "--listen", "0.0.0.0:9000"), CONFIG_OK);
+    assert_string_equal(cfg.listen_host, "0.0.0.0");
+    assert_int_equal(cfg.listen_port, 9000);
+    assert_int_equal(PARSE(&cfg, "--listen=localhost:1"), CONFIG_OK);
+    assert_string_equal(cfg.listen_host, "localhost");
+    assert_int_equal(cfg.listen_port, 1);
+    assert_int_equal(PARSE(&cfg, "--listen", "example.com:65535"), CONFIG_OK);
+    assert_string_equal(cfg.listen_host, "example.com");
+    assert_int_equal(cfg.listen_port, 65535);
+    /* The port is after the last colon. */
+    assert_int_equal(PARSE(&cfg, "--listen", "::1:8081"), CONFIG_OK);
+    assert_string_equal(cfg.listen_host, "::1");
+    assert_int_equal(cfg.listen_port, 8081);
+    /* The longest host that fits */
+    memset(host63, 'h', 63);
+    host63[63] = '\0';
+    snprintf(arg, sizeof arg, "%s:80", host63);
+    assert_int_equal(PARSE(&cfg, "--listen", arg), CONFIG_OK);
+    assert_string_equal(cfg.listen_host, host63);
+}
+
+static void test_config_listen_refuses_bad_addresses(void **state)
+{
+    static const char *bad[] = {"", "8080", "localhost", ":8080", "localhost:", "localhost:0", "localhost:65536",
+                                "localhost:-1", "localhost:http", "localhost:80x", "localhost:99999999999999999999"};
+    char arg[128];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        expect_flag_refused("listen", bad[i]);
+        expect_env_refused("WSFAN_LISTEN", bad[i]);
+    }
+    /* 64 bytes of host do not fit */
+    memset(arg, 'h', 64);
+    snprintf(arg + 64, sizeof arg - 64, ":80");
+    expect_flag_refused("listen", arg);
+}
+
+/* ---- Words: log level, booleans, auth, node id ---------------------------------- */
+
+static void test_config_log_level_names(void **state)
+{
+    static const char *names[] = {"error", "warn", "info", "debug"};
+    static const enum log_level levels[] = {LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG};
+    struct config cfg;
+
+    (void)state;
+    for (size_t i = 0; i < 4; i++) {
+        assert_int_equal(PARSE(&cfg, "--log-level", names[i]), CONFIG_OK);
+        assert_int_equal(cfg.log_level, levels[i]);
+        setenv("WSFAN_LOG_LEVEL", names[i], 1);
+        assert_int_equal(PARSE_NONE(&cfg), CONFIG_OK);
+        assert_int_equal(cfg.log_level, levels[i]);
+        unsetenv("WSFAN_LOG_LEVEL");
+    }
+    expect_flag_refused("log-level", "verbose");
+    expect_flag_refused("log-level", "warning");
+    expect_flag_refused("log-level", "");
+    expect_flag_refused("log-level", "0");
+    expect_env_refused("WSFAN_LOG_LEVEL", "trace");
+}
+
+static void test_config_allow_broadcast_is_a_switch_or_a_boolean(void **state)
+{
+    static const char *yes[] = {"1", "true", "yes", "on", "TRUE", "Yes"};
+    static const char *no[] = {"0", "false", "no", "off", "FALSE", "Off"};
+    struct config cfg;
+    char eq[64];
+
+    (void)state;
+    /* Alone, the flag turns it on and takes no value. */
+    assert_int_equal(PARSE(&cfg, "--allow-broadcast", "--workers", "2"), CONFIG_OK);
+    assert_int_equal(cfg.allow_broadcast, 1);
+    assert_int_equal(cfg.workers, 2);
+    for (size_t i = 0; i < 6; i++) {
+        snprintf(eq, sizeof eq, "--allow-broadcast=%s", yes[i]);
+        assert_int_equal(PARSE(&cfg, eq), CONFIG_OK);
+        assert_int_equal(cfg.allow_broadcast, 1);
+        setenv("WSFAN_ALLOW_BROADCAST", yes[i], 1);
+        assert_int_equal(PARSE_NONE(&cfg), CONFIG_OK);
+        assert_int_equal(cfg.allow_broadcast, 1);
+        unsetenv("WSFAN_ALLOW_BROADCAST");
+
+        snprintf(eq, sizeof eq, "--allow-broadcast=%s", no[i]);
+        assert_int_equal(PARSE(&cfg, eq), CONFIG_OK);
+        assert_int_equal(cfg.allow_broadcast, 0);
+        setenv("WSFAN_ALLOW_BROADCAST", no[i], 1);
+        assert_int_equal(PARSE_NONE(&cfg), CONFIG_OK);
+        assert_int_equal(cfg.allow_broadcast, 0);
+        unsetenv("WSFAN_ALLOW_BROADCAST");
+    }
+    expect_refused((const char *const[]){"--allow-broadcast=maybe", NULL}, "--allow-broadcast=maybe");
+    expect_refused((const char *const[]){"--allow-broadcast=", NULL}, "--allow-broadcast=");
+    expect_env_refused("WSFAN_ALLOW_BROADCAST", "2");
+    /* The switch does not eat the next argument. */
+    expect_refused((const char *const[]){"--allow-broadcast", "false", NULL}, "false");
+}
+
+static void test_config_auth_is_none_only(void **state)
+{
+    struct config cfg;
+
+    (void)state;
+    assert_int_equal(PARSE(&cfg, "--auth", "none"), CONFIG_OK);
+    assert_int_equal(cfg.auth, AUTH_NONE);
+    setenv("WSFAN_AUTH", "none", 1);
+    assert_int_equal(PARSE_NONE(&cfg), CONFIG_OK);
+    unsetenv("WSFAN_AUTH");
+    expect_flag_refused("auth", "token");
+    expect_flag_refused("auth", "NONE");
+    expect_flag_refused("auth", "");
+    expect_env_refused("WSFAN_AUTH", "jwt");
+}
+
+static void test_config_node_id_is_a_valid_name(void **state)
+{
+    struct config cfg;
+    char id[130];
+
+    (void)state;
+    assert_int_equal(PARSE(&cfg, "--node-id", "node-1.eu:a_b"), CONFIG_OK);
+    assert_string_equal(cfg.node_id, "node-1.eu:a_b");
+    memset(id, 'n', 128);
+    id[128] = '\0';
+    assert_int_equal(PARSE(&cfg, "--node-id", id), CONFIG_OK);
+    assert_string_equal(cfg.node_id, id);
+    setenv("WSFAN_NODE_ID", "env-node", 1);
+    assert_int_equal(PARSE_NONE(&cfg), CONFIG_OK);
+    assert_string_equal(cfg.node_id, "env-node");
+    unsetenv("WSFAN_NODE_ID");
+
+    id[128] = 'n';
+    id[129] = '\0';
+    expect_flag_refused("node-id", id);
+    expect_flag_refused("node-id", "");
+    expect_flag_refused("node-id", "has space");
+    expect_flag_refused("node-id", "slash/node");
+    expect_env_refused("WSFAN_NODE_ID", "n\xc3\xa9");
+}
+
+/* ---- Arguments that are not options ----------------------------------------------- */
+
+static void test_config_refuses_unknown_options_and_stray_arguments(void **state)
+{
+    (void)state;
+    expect_refused((const char *const[]){"--nope", NULL}, "--nope");
+    expect_refused((const char *const[]){"--nope=1", NULL}, "--nope");
+    expect_refused((const char *const[]){"--work", "2", NULL}, "--work");
+    expect_refused((const char *const[]){"--workers2", NULL}, "--workers2");
+    expect_refused((const char *const[]){"--", NULL}, NULL);
+    expect_refused((const char *const[]){"-w", "2", NULL}, "-w");
+    expect_refused((const char *const[]){"workers", NULL}, "workers");
+    expect_refused((const char *const[]){"--workers", "2", "extra", NULL}, "extra");
+    /* An unknown WSFAN_ variable is not an option: ignored. */
+    setenv("WSFAN_NOT_AN_OPTION", "x", 1);
+    struct config cfg;
+    assert_int_equal(PARSE_NONE(&cfg), CONFIG_OK);
+    unsetenv("WSFAN_NOT_AN_OPTION");
+}
+
+static void test_config_refuses_missing_value(void **state)
+{
+    (void)state;
+    expect_refused((const char *const[]){"--workers", NULL}, "--workers");
+    expect_refused((const char *const[]){"--heartbeat", "5", "--listen", NULL}, "--listen");
+    expect_refused((const char *const[]){"--workers=", NULL}, "--workers=");
+}
+
+static void test_config_help_and_version_exit(void **state)
+{
+    struct config cfg;
+
+    (void)state;
+    assert_int_equal(PARSE(&cfg, "--help"), CONFIG_EXIT);
+    assert_non_null(strstr(out_text, "usage: wsfan"));
+    /* every option with its variable */
+    assert_non_null(strstr(out_text, "--max-message"));
+    assert_non_null(strstr(out_text, "WSFAN_MAX_MESSAGE"));
+    assert_non_null(strstr(out_text, "WSFAN_SEND_QUEUE_LIMIT"));
+    assert_non_null(strstr(out_text, "WSFAN_NODE_ID"));
+    assert_non_null(strstr(out_text, "--allow-broadcast"));
+    assert_string_equal(err_text, "");
+
+    assert_int_equal(PARSE(&cfg, "-h"), CONFIG_EXIT);
+    assert_non_null(strstr(out_text, "usage: wsfan"));
+
+    assert_int_equal(PARSE(&cfg, "--version"), CONFIG_EXIT);
+    assert_int_equal(strncmp(out_text, "wsfan ", 6), 0);
+    assert_string_equal(strchr(out_text, '\n'), "\n");
+
+    /* Earlier flags are checked first; help stops parsing. */
+    assert_int_equal(PARSE(&cfg, "--help", "--workers", "0"), CONFIG_EXIT);
+    assert_int_equal(PARSE(&cfg, "--workers", "0", "--help"), CONFIG_ERROR);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_config_defaults_without_flags_or_env, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_int_options_accept_their_range_in_both_forms, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_int_options_refuse_out_of_range_and_non_numbers, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_int_refusal_says_what_is_allowed, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_sizes_take_k_m_g_suffixes, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_sizes_refuse_bad_text_and_out_of_range, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_flag_beats_environment, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_last_flag_wins, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_equals_form_keeps_everything_after_first_equals, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_listen_takes_host_and_port, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_listen_refuses_bad_addresses, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_log_level_names, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_allow_broadcast_is_a_switch_or_a_boolean, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_auth_is_none_only, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_node_id_is_a_valid_name, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_refuses_unknown_options_and_stray_arguments, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_refuses_missing_value, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_help_and_version_exit, clear_wsfan_env),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

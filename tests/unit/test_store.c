@@ -1,0 +1,804 @@
+/* test_store.c - unit tests of store.c (offsets and event batches) and of
+ * the memory engine (store_memory.c): offsets increasing in publish order,
+ * the ring of --history-length, exact recovery of a join `since`, history
+ * pages, --history-ttl expiry, and history turned off. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "store.h"
+
+/* ---- Offsets ---------------------------------------------------------------- */
+
+static void test_store_offset_parse_accepts_ms_dash_seq(void **state)
+{
+    struct offset o;
+
+    (void)state;
+    assert_int_equal(offset_parse("0-0", &o), 0);
+    assert_true(o.ms == 0 && o.seq == 0);
+    assert_int_equal(offset_parse("1732312345678-5", &o), 0);
+    assert_true(o.ms == 1732312345678ULL && o.seq == 5);
+    assert_int_equal(offset_parse("18446744073709551615-18446744073709551615", &o), 0);
+    assert_true(o.ms == UINT64_MAX && o.seq == UINT64_MAX);
+}
+
+static void test_store_offset_parse_rejects_everything_else(void **state)
+{
+    static const char *bad[] = {
+        "", "-", "1", "1-", "-1", "a-1", "1-a", "1-2-3", " 1-2", "1-2 ", "+1-2", "1-+2", "1--2", "1.5-2", "0x1-0",
+        "18446744073709551616-0", /* 2^64 */
+        "1-18446744073709551616",
+        "99999999999999999999-0", /* 20 digits, past 2^64 */
+        "100000000000000000000-0", /* 21 digits */
+        "\xef\xbc\x91-0",          /* a full-width digit */
+    };
+    struct offset o = {77, 88};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        if (offset_parse(bad[i], &o) != -1)
+            fail_msg("accepted \"%s\"", bad[i]);
+        /* o is left alone */
+        assert_true(o.ms == 77 && o.seq == 88);
+    }
+}
+
+static void test_store_offset_format_round_trips(void **state)
+{
+    struct offset in[] = {{0, 0}, {1, 2}, {1732312345678ULL, 0}, {UINT64_MAX, UINT64_MAX}};
+    const char *text[] = {"0-0", "1-2", "1732312345678-0", "18446744073709551615-18446744073709551615"};
+    char buf[OFFSET_MAX_LEN];
+    struct offset out;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof in / sizeof in[0]; i++) {
+        memset(buf, 'x', sizeof buf);
+        offset_format(in[i], buf);
+        assert_string_equal(buf, text[i]);
+        assert_int_equal(offset_parse(buf, &out), 0);
+        assert_int_equal(offset_cmp(in[i], out), 0);
+    }
+}
+
+static void test_store_offset_cmp_orders_by_ms_then_seq(void **state)
+{
+    (void)state;
+    assert_int_equal(offset_cmp((struct offset){1, 0}, (struct offset){1, 0}), 0);
+    assert_int_equal(offset_cmp((struct offset){1, 0}, (struct offset){1, 1}), -1);
+    assert_int_equal(offset_cmp((struct offset){1, 1}, (struct offset){1, 0}), 1);
+    assert_int_equal(offset_cmp((struct offset){1, 99}, (struct offset){2, 0}), -1);
+    assert_int_equal(offset_cmp((struct offset){2, 0}, (struct offset){1, 99}), 1);
+    assert_int_equal(offset_cmp((struct offset){0, UINT64_MAX}, (struct offset){UINT64_MAX, 0}), -1);
+    assert_int_equal(offset_cmp((struct offset){UINT64_MAX, UINT64_MAX}, (struct offset){UINT64_MAX, UINT64_MAX}),
+                     0);
+}
+
+/* ---- Batches ---------------------------------------------------------------- */
+
+static void test_store_batch_joins_events_with_newlines(void **state)
+{
+    struct store_batch b = {0};
+
+    (void)state;
+    assert_int_equal(store_batch_add(&b, "{\"a\":1}", 7), 0);
+    assert_int_equal(store_batch_add(&b, "[2]xyz", 3), 0);
+    assert_int_equal(store_batch_add(&b, "", 0), 0);
+    assert_int_equal(b.count, 3);
+    assert_int_equal(b.len, 8 + 4 + 1);
+    assert_memory_equal(b.text, "{\"a\":1}\n[2]\n\n", b.len);
+    store_batch_free(&b);
+    assert_null(b.text);
+    assert_int_equal(b.len, 0);
+    assert_int_equal(b.count, 0);
+    store_batch_free(&b); /* an empty batch frees fine */
+}
+
+/* ---- Memory engine: helpers --------------------------------------------------- */
+
+static int done_calls;
+
+static void on_done(struct store_call *call)
+{
+    (void)call;
+    done_calls++;
+}
+
+static void call_init(struct store_call *call, const char *room)
+{
+    memset(call, 0, sizeof *call);
+    call->room = room;
+    call->done = on_done;
+}
+
+/* Appends data to room at ts; the offset goes to offset (may be NULL) and
+ * the event, when event is not NULL, to *event (the caller frees it). */
+static void append_full(struct store *s, const char *room, const char *from, const char *data, uint64_t ts,
+                        char *offset, char **event)
+{
+    struct store_call call;
+
+    call_init(&call, room);
+    call.from = from;
+    call.data = data;
+    call.data_len = strlen(data);
+    call.ts = ts;
+    done_calls = 0;
+    s->ops->append(s, &call);
+    assert_int_equal(done_calls, 1);
+    assert_null(call.error);
+    assert_non_null(call.event);
+    assert_int_equal(call.event_len, strlen(call.event));
+    if (offset)
+        strcpy(offset, call.offset);
+    if (event)
+        *event = call.event;
+    else
+        free(call.event);
+}
+
+static void append(struct store *s, const char *room, uint64_t ts, char *offset)
+{
+    append_full(s, room, "alice", "{}", ts, offset, NULL);
+}
+
+/* Appends n messages with data {"n":first}, {"n":first+1}, .. */
+static void append_numbered(struct store *s, const char *room, int first, int n, uint64_t ts)
+{
+    char data[32];
+
+    for (int i = first; i < first + n; i++) {
+        snprintf(data, sizeof data, "{\"n\":%d}", i);
+        append_full(s, room, NULL, data, ts, NULL, NULL);
+    }
+}
+
+static void latest(struct store *s, const char *room, char *offset)
+{
+    struct store_call call;
+
+    call_init(&call, room);
+    done_calls = 0;
+    s->ops->latest(s, &call);
+    assert_int_equal(done_calls, 1);
+    assert_null(call.error);
+    strcpy(offset, call.offset);
+}
+
+/* Runs recover from since; returns the call (the caller frees its batch). */
+static struct store_call recover(struct store *s, const char *room, const char *since)
+{
+    struct store_call call;
+
+    call_init(&call, room);
+    assert_int_equal(offset_parse(since, &call.since), 0);
+    call.recovered = -1;
+    done_calls = 0;
+    s->ops->recover(s, &call);
+    assert_int_equal(done_calls, 1);
+    assert_null(call.error);
+    return call;
+}
+
+/* Runs history; has_before when before is not NULL. */
+static struct store_call history(struct store *s, const char *room, int limit, const char *before)
+{
+    struct store_call call;
+
+    call_init(&call, room);
+    call.limit = limit;
+    if (before) {
+        call.has_before = 1;
+        assert_int_equal(offset_parse(before, &call.before), 0);
+    }
+    done_calls = 0;
+    s->ops->history(s, &call);
+    assert_int_equal(done_calls, 1);
+    return call;
+}
+
+/* The "n" of each event of the batch, in order, as "1,2,3"; also checks that
+ * each line is a message event of room with an offset. */
+static void batch_numbers(const struct store_batch *b, const char *room, char *out, size_t cap)
+{
+    size_t lines = 0, used = 0;
+
+    out[0] = '\0';
+    if (b->count == 0) {
+        assert_int_equal(b->len, 0);
+        return;
+    }
+    assert_non_null(b->text);
+    for (const char *p = b->text, *end = b->text + b->len; p < end;) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        json_t *v, *n;
+        assert_non_null(nl);
+        v = json_loadb(p, (size_t)(nl - p), 0, NULL);
+        assert_non_null(v);
+        assert_string_equal(json_string_value(json_object_get(v, "type")), "message");
+        assert_string_equal(json_string_value(json_object_get(v, "room")), room);
+        assert_true(json_is_string(json_object_get(v, "offset")));
+        n = json_object_get(json_object_get(v, "data"), "n");
+        assert_true(json_is_integer(n));
+        used += (size_t)snprintf(out + used, cap - used, "%s%lld", lines ? "," : "", (long long)json_integer_value(n));
+        assert_true(used < cap);
+        json_decref(v);
+        lines++;
+        p = nl + 1;
+    }
+    assert_int_equal(lines, b->count);
+}
+
+/* The offset of the event on line i of the batch. */
+static void batch_offset(const struct store_batch *b, size_t i, char *out)
+{
+    const char *p = b->text, *end = b->text + b->len;
+
+    for (; i > 0; i--)
+        p = (const char *)memchr(p, '\n', (size_t)(end - p)) + 1;
+    json_t *v = json_loadb(p, (size_t)((const char *)memchr(p, '\n', (size_t)(end - p)) - p), 0, NULL);
+    assert_non_null(v);
+    strcpy(out, json_string_value(json_object_get(v, "offset")));
+    json_decref(v);
+}
+
+static void expect_history(struct store *s, const char *room, int limit, const char *before, const char *numbers)
+{
+    struct store_call call = history(s, room, limit, before);
+    char got[512];
+
+    assert_null(call.error);
+    batch_numbers(&call.batch, room, got, sizeof got);
+    assert_string_equal(got, numbers);
+    store_batch_free(&call.batch);
+}
+
+static void expect_recover(struct store *s, const char *room, const char *since, int recovered,
+                           const char *latest_offset, const char *numbers)
+{
+    struct store_call call = recover(s, room, since);
+    char got[512];
+
+    assert_int_equal(call.recovered, recovered);
+    assert_string_equal(call.offset, latest_offset);
+    batch_numbers(&call.batch, room, got, sizeof got);
+    assert_string_equal(got, numbers);
+    if (!recovered)
+        assert_null(call.batch.text);
+    store_batch_free(&call.batch);
+}
+
+/* A fixed time well in the past for stores without a ttl. */
+#define T0 1700000000000ULL
+
+/* ---- Memory engine: append ---------------------------------------------------- */
+
+static void test_store_memory_append_builds_message_event_with_offset(void **state)
+{
+    struct store *s = store_memory_create(10, 0);
+    char offset[OFFSET_MAX_LEN], *event;
+
+    (void)state;
+    append_full(s, "general", "alice", "{\"text\":\"hi\"}", T0, offset, &event);
+    assert_string_equal(offset, "1700000000000-0");
+    assert_string_equal(event, "{\"type\":\"message\",\"room\":\"general\",\"offset\":\"1700000000000-0\","
+                               "\"from\":\"alice\",\"data\":{\"text\":\"hi\"},\"ts\":1700000000000}");
+    free(event);
+    append_full(s, "general", NULL, "1", T0 + 1, offset, &event);
+    assert_string_equal(event, "{\"type\":\"message\",\"room\":\"general\",\"offset\":\"1700000000001-0\","
+                               "\"from\":null,\"data\":1,\"ts\":1700000000001}");
+    free(event);
+    s->ops->destroy(s);
+}
+
+static void test_store_memory_offsets_increase_within_a_millisecond(void **state)
+{
+    struct store *s = store_memory_create(10, 0);
+    char o[OFFSET_MAX_LEN];
+
+    (void)state;
+    append(s, "r", T0, o);
+    assert_string_equal(o, "1700000000000-0");
+    append(s, "r", T0, o);
+    assert_string_equal(o, "1700000000000-1");
+    append(s, "r", T0, o);
+    assert_string_equal(o, "1700000000000-2");
+    append(s, "r", T0 + 1, o);
+    assert_string_equal(o, "1700000000001-0");
+    latest(s, "r", o);
+    assert_string_equal(o, "1700000000001-0");
+    s->ops->destroy(s);
+}
+
+static void test_store_memory_offsets_increase_when_clock_goes_backwards(void **state)
+{
+    struct store *s = store_memory_create(10, 0);
+    char o[OFFSET_MAX_LEN], *event;
+
+    (void)state;
+    append(s, "r", T0 + 5, o);
+    assert_string_equal(o, "1700000000005-0");
+    /* The clock stepped back: the offset keeps the last ms and bumps seq,
+     * while the event keeps its own ts. */
+    append_full(s, "r", "u", "{}", T0 + 3, o, &event);
+    assert_string_equal(o, "1700000000005-1");
+    assert_string_equal(event, "{\"type\":\"message\",\"room\":\"r\",\"offset\":\"1700000000005-1\","
+                               "\"from\":\"u\",\"data\":{},\"ts\":1700000000003}");
+    free(event);
+    append(s, "r", T0, o);
+    assert_string_equal(o, "1700000000005-2");
+    append(s, "r", T0 + 5, o);
+    assert_string_equal(o, "1700000000005-3");
+    append(s, "r", T0 + 6, o);
+    assert_string_equal(o, "1700000000006-0");
+    append(s, "r", 0, o);
+    assert_string_equal(o, "1700000000006-1");
+    s->ops->destroy(s);
+}
+
+static void test_store_memory_rooms_have_their_own_offsets(void **state)
+{
+    struct store *s = store_memory_create(10, 0);
+    char o[OFFSET_MAX_LEN];
+
+    (void)state;
+    append(s, "a", T0, o);
+    append(s, "a", T0, o);
+    assert_string_equal(o, "1700000000000-1");
+    append(s, "b", T0, o);
+    assert_string_equal(o, "1700000000000-0");
+    latest(s, "a", o);
+    assert_string_equal(o, "1700000000000-1");
+    latest(s, "b", o);
+    assert_string_equal(o, "1700000000000-0");
+    s->ops->destroy(s);
+}
+
+static void test_store_memory_ts_zero_still_gets_an_offset_after_0_0(void **state)
+{
+    struct store *s = store_memory_create(10, 0);
+    char o[OFFSET_MAX_LEN];
+
+    (void)state;
+    /* "0-0" means "no history": the first offset must come after it. */
+    append_numbered(s, "r", 1, 1, 0);
+    latest(s, "r", o);
+    assert_string_equal(o, "0-1");
+    expect_recover(s, "r", "0-0", 1, "0-1", "1");
+    s->ops->destroy(s);
+}
+
+static void test_store_memory_empty_room_latest_is_0_0(void **state)
+{
+    struct store *s = store_memory_create(10, 0);
+    char o[OFFSET_MAX_LEN];
+
+    (void)state;
+    latest(s, "never", o);
+    assert_string_equal(o, "0-0");
+    s->ops->destroy(s);
+}
+
+/* ---- Memory engine: the ring -------------------------------------------------- */
+
+static void test_store_memory_ring_keeps_last_history_length_messages(void **state)
+{
+    struct store *s = store_memory_create(3, 0);
+    char o[OFFSET_MAX_LEN];
+
+    (void)state;
+    append_numbered(s, "r", 1, 2, T0);
+    expect_history(s, "r", 50, NULL, "1,2");
+    append_numbered(s, "r", 3, 1, T0);
+    expect_history(s, "r", 50, NULL, "1,2,3");
+    append_numbered(s, "r", 4, 1, T0);
+    expect_history(s, "r", 50, NULL, "2,3,4");
+    /* around the ring several times */
+    append_numbered(s, "r", 5, 8, T0);
+    expect_history(s, "r", 50, NULL, "10,11,12");
+    latest(s, "r", o);
+    assert_string_equal(o, "1700000000000-11");
+    s->ops->destroy(s);
+}
+
+static void test_store_memory_ring_of_one(void **state)
+{
+    struct store *s = store_memory_create(1, 0);
+
+    (void)state;
+    append_numbered(s, "r", 1, 3, T0);
+    expect_history(s, "r", 50, NULL, "3");
+    expect_recover(s, "r", "1700000000000-1", 1, "1700000000000-2", "3");
+    expect_recover(s, "r", "1700000000000-0", 0, "1700000000000-2", "");
+    s->ops->destroy(s);
+}
+
+/* ---- Memory engine: recover --------------------------------------------------- */
+
+/* length 3, five messages at T0: offsets T0-0 .. T0-4; T0-0 and T0-1 are
+ * trimmed, T0-2 .. T0-4 (messages 3, 4, 5) are kept. */
+static struct store *trimmed_store(void)
+{
+    struct store *s = store_memory_create(3, 0);
+    append_numbered(s, "r", 1, 5, T0);
+    return s;
+}
+
+static void test_store_memory_recover_since_latest_misses_nothing(void **state)
+{
+    struct store *s = trimmed_store();
+
+    (void)state;
+    expect_recover(s, "r", "1700000000000-4", 1, "1700000000000-4", "");
+    s->ops->destroy(s);
+}
+
+static void test_store_memory_recover_since_kept_offset_replays_after_it(void **state)
+{
+    struct store *s = trimmed_store();
+
+    (void)state;
+    expect_recover(s, "r", "1700000000000-2", 1, "1700000000000-4", "4,5");
+    expect_recover(s, "r", "1700000000000-3", 1, "1700000000000-4", "5");
+    s->ops->destroy(s);
+}
+
+static void test_store_memory_recover_since_last_trimmed_offset_replays_all_kept(void **state)
+{
+    struct store *s = trimmed_store();
+
+    (void)state;
+    /* Nothing after T0-1 was dropped: exact. */
+    expect_recover(s, "r", "1700000000000-1", 1, "1700000000000-4", "3,4,5");
+    s->ops->destroy(s);
+}
+
+static void test_store_memory_recover_since_before_trimmed_point_fails(void **state)
+{
+    struct store *s = trimmed_store();
+
+    (void)state;
+    /* T0-1 after T0-0 was dropped: a gap. */
+    expect_recover(s, "r", "1700000000000-0", 0, "1700000000000-4", "");
+    expect_recover(s, "r", "0-0", 0, "1700000000000-4", "");
+    expect_recover(s, "r", "1699999999999-99", 0, "1700000000000-4", "");
+    s->ops->destroy(s);
+}
+
+static void test_store_memory_recover_since_from_the_future_fails(void **state)
+{
+    struct store *s = trimmed_store();
+
+    (void)state;
+    expect_recover(s, "r", "1700000000000-5", 0, "1700000000000-4", "");
+    expect_recover(s, "r", "1700000000001-0", 0, "1700000000000-4", "");
+    expect_recover(s, "r", "18446744073709551615-18446744073709551615", 0, "1700000000000-4", "");
+    s->ops->destroy(s);
+}
+
+static void test_store_memory_recover_since_between_offsets_replays_after_it(void **state)
+{
+    struct store *s = store_memory_create(10, 0);
+
+    (void)state;
+    append_numbered(s, "r", 1, 2, T0);      /* T0-0, T0-1 */
+    append_numbered(s, "r", 3, 2, T0 + 10); /* T0+10-0, T0+10-1 */
+    /* An offset this store never gave out, inside the kept range. */
+    expect_recover(s, "r", "1700000000005-0", 1, "1700000000010-1", "3,4");
+    expect_recover(s, "r", "1700000000000-7", 1, "1700000000010-1", "3,4");
+    s->ops->destroy(s);
+}
+
+static void test_store_memory_recover_untrimmed_room_from_0_0_replays_all(void **state)
+{
+    struct store *s = store_memory_create(10, 0);
+
+    (void)state;
+    append_numbered(s, "r", 1, 3, T0);
+    expect_recover(s, "r", "0-0", 1, "1700000000000-2", "1,2,3");
+    s->ops->destroy(s);
+}
+
+static void test_store_memory_recover_empty_room(void **state)
+{
+    struct store *s = store_memory_create(10, 0);
+
+    (void)state;
+    expect_recover(s, "empty", "0-0", 1, "0-0", "");
+    expect_recover(s, "empty", "0-1", 0, "0-0", "");
+    expect_recover(s, "empty", "1700000000000-0", 0, "0-0", "");
+    s->ops->destroy(s);
+}
+
+static void test_store_memory_recovered_events_are_the_appended_ones(void **state)
+{
+    struct store *s = store_memory_create(10, 0);
+    char *events[3], o[OFFSET_MAX_LEN];
+    struct store_call call;
+    size_t len = 0;
+
+    (void)state;
+    append_full(s, "r", "alice", "{\"a\":1}", T0, NULL, &events[0]);
+    append_full(s, "r", NULL, "[\"b\"]", T0 + 1, NULL, &events[1]);
+    append_full(s, "r", "bob", "\"c\"", T0 + 1, NULL, &events[2]);
+    call = recover(s, "r", "0-0");
+    assert_int_equal(call.recovered, 1);
+    assert_int_equal(call.batch.count, 3);
+    for (int i = 0; i < 3; i++)
+        len += strlen(events[i]) + 1;
+    assert_int_equal(call.batch.len, len);
+    char *p = call.batch.text;
+    for (int i = 0; i < 3; i++) {
+        size_t n = strlen(events[i]);
+        assert_memory_equal(p, events[i], n);
+        assert_int_equal(p[n], '\n');
+        p += n + 1;
+        free(events[i]);
+    }
+    batch_offset(&call.batch, 2, o);
+    assert_string_equal(o, "1700000000001-1");
+    store_batch_free(&call.batch);
+    s->ops->destroy(s);
+}
+
+/* ---- Memory engine: history --------------------------------------------------- */
+
+static void test_store_memory_history_limit_takes_the_newest_oldest_first(void **state)
+{
+    struct store *s = store_memory_create(100, 0);
+
+    (void)state;
+    append_numbered(s, "r", 1, 5, T0);
+    expect_history(s, "r", 1, NULL, "5");
+    expect_history(s, "r", 2, NULL, "4,5");
+    expect_history(s, "r", 5, NULL, "1,2,3,4,5");
+    expect_history(s, "r", 6, NULL, "1,2,3,4,5");
+    expect_history(s, "r", 1000, NULL, "1,2,3,4,5");
+    s->ops->destroy(s);
+}
+
+static void test_store_memory_history_before_is_exclusive(void **state)
+{
+    struct store *s = store_memory_create(100, 0);
+
+    (void)state;
+    append_numbered(s, "r", 1, 5, T0); /* T0-0 .. T0-4 */
+    expect_history(s, "r", 50, "1700000000000-2", "1,2");
+    expect_history(s, "r", 1, "1700000000000-2", "2");
+    expect_history(s, "r", 50, "1700000000000-4", "1,2,3,4");
+    expect_history(s, "r", 50, "1700000000000-1", "1");
+    /* between offsets, after all, and the paging walk back */
+    expect_history(s, "r", 2, "1700000000000-5", "4,5");
+    expect_history(s, "r", 2, "1700000000001-0", "4,5");
+    expect_history(s, "r", 2, "18446744073709551615-18446744073709551615", "4,5");
+    s->ops->destroy(s);
+}
+
+static void test_store_memory_history_before_oldest_is_empty(void **state)
+{
+    struct store *s = store_memory_create(100, 0);
+    struct store_call call;
+
+    (void)state;
+    append_numbered(s, "r", 1, 3, T0);
+    expect_history(s, "r", 50, "1700000000000-0", "");
+    expect_history(s, "r", 50, "0-0", "");
+    call = history(s, "r", 50, "1600000000000-0");
+    assert_null(call.error);
+    assert_int_equal(call.batch.count, 0);
+    assert_null(call.batch.text);
+    s->ops->destroy(s);
+}
+
+static void test_store_memory_history_of_unknown_room_is_empty(void **state)
+{
+    struct store *s = store_memory_create(100, 0);
+
+    (void)state;
+    expect_history(s, "nobody", 50, NULL, "");
+    expect_history(s, "nobody", 50, "1700000000000-0", "");
+    s->ops->destroy(s);
+}
+
+static void test_store_memory_history_after_wrap_pages_back(void **state)
+{
+    struct store *s = store_memory_create(4, 0);
+    struct store_call call;
+    char o[OFFSET_MAX_LEN];
+
+    (void)state;
+    append_numbered(s, "r", 1, 10, T0); /* keeps 7..10 */
+    call = history(s, "r", 2, NULL);
+    char got[64];
+    batch_numbers(&call.batch, "r", got, sizeof got);
+    assert_string_equal(got, "9,10");
+    batch_offset(&call.batch, 0, o);
+    store_batch_free(&call.batch);
+    /* the next page back, before the oldest of this one */
+    expect_history(s, "r", 2, o, "7,8");
+    expect_history(s, "r", 5, o, "7,8");
+    s->ops->destroy(s);
+}
+
+/* ---- Memory engine: --history-ttl --------------------------------------------- */
+
+static void test_store_memory_ttl_drops_expired_messages(void **state)
+{
+    struct store *s = store_memory_create(100, 10);
+    uint64_t now = event_now_ms();
+
+    (void)state;
+    /* ts + ttl <= now: expired on arrival (it goes when the room is next read) */
+    append_numbered(s, "r", 1, 2, now - 10 * 1000 - 1);
+    /* a minute to spare */
+    append_numbered(s, "r", 3, 2, now + 60 * 1000);
+    expect_history(s, "r", 50, NULL, "3,4");
+    s->ops->destroy(s);
+}
+
+static void test_store_memory_ttl_boundary_ts_plus_ttl_equal_now_is_expired(void **state)
+{
+    struct store *s = store_memory_create(100, 10);
+    uint64_t now = event_now_ms();
+
+    (void)state;
+    /* ts + ttl == now when appended; now only grows after. */
+    append_numbered(s, "r", 1, 1, now - 10 * 1000);
+    append_numbered(s, "r", 2, 1, now - 10 * 1000 + 60 * 1000);
+    expect_history(s, "r", 50, NULL, "2");
+    s->ops->destroy(s);
+}
+
+static void test_store_memory_ttl_expiry_is_a_trim_for_recover(void **state)
+{
+    struct store *s = store_memory_create(100, 10);
+    uint64_t old = event_now_ms() - 10 * 1000 - 1, fresh = event_now_ms() + 60 * 1000;
+    char expired_last[OFFSET_MAX_LEN], kept_first[OFFSET_MAX_LEN], last[OFFSET_MAX_LEN], first[OFFSET_MAX_LEN];
+
+    (void)state;
+    append(s, "r", old, first);
+    append(s, "r", old, expired_last);
+    append_full(s, "r", NULL, "{\"n\":3}", fresh, kept_first, NULL);
+    append_full(s, "r", NULL, "{\"n\":4}", fresh, last, NULL);
+    /* The first two are gone: since before the second is a gap. */
+    expect_recover(s, "r", "0-0", 0, last, "");
+    expect_recover(s, "r", first, 0, last, "");
+    expect_recover(s, "r", expired_last, 1, last, "3,4");
+    expect_recover(s, "r", kept_first, 1, last, "4");
+    s->ops->destroy(s);
+}
+
+static void test_store_memory_ttl_expired_room_keeps_its_latest_offset(void **state)
+{
+    struct store *s = store_memory_create(100, 1);
+    char o[OFFSET_MAX_LEN], last[OFFSET_MAX_LEN];
+
+    (void)state;
+    append(s, "r", event_now_ms(), last);
+    usleep(1100 * 1000);
+    /* Everything expired: history is empty, yet offsets never go back. */
+    expect_history(s, "r", 50, NULL, "");
+    latest(s, "r", o);
+    assert_string_equal(o, last);
+    expect_recover(s, "r", last, 1, last, "");
+    expect_recover(s, "r", "0-0", 0, last, "");
+    append(s, "r", 0, o);
+    assert_true(strcmp(o, last) != 0);
+    struct offset a, b;
+    assert_int_equal(offset_parse(last, &a), 0);
+    assert_int_equal(offset_parse(o, &b), 0);
+    assert_int_equal(offset_cmp(b, a), 1);
+    s->ops->destroy(s);
+}
+
+static void test_store_memory_ttl_zero_keeps_messages_forever(void **state)
+{
+    struct store *s = store_memory_create(100, 0);
+
+    (void)state;
+    append_numbered(s, "r", 1, 2, 1); /* 1 ms after the epoch */
+    expect_history(s, "r", 50, NULL, "1,2");
+    expect_recover(s, "r", "0-0", 1, "1-1", "1,2");
+    s->ops->destroy(s);
+}
+
+/* ---- Memory engine: history off (--history-length 0) --------------------------- */
+
+static void test_store_memory_length_zero_appends_without_offset(void **state)
+{
+    struct store *s = store_memory_create(0, 3600);
+    char o[OFFSET_MAX_LEN], *event;
+
+    (void)state;
+    append_full(s, "r", "alice", "{\"x\":1}", T0, o, &event);
+    assert_string_equal(o, "");
+    assert_string_equal(event, "{\"type\":\"message\",\"room\":\"r\",\"from\":\"alice\",\"data\":{\"x\":1},"
+                               "\"ts\":1700000000000}");
+    free(event);
+    append_full(s, "r", NULL, "2", T0, o, &event);
+    assert_string_equal(o, "");
+    assert_string_equal(event, "{\"type\":\"message\",\"room\":\"r\",\"from\":null,\"data\":2,\"ts\":1700000000000}");
+    free(event);
+    latest(s, "r", o);
+    assert_string_equal(o, "0-0");
+    s->ops->destroy(s);
+}
+
+static void test_store_memory_length_zero_history_is_unavailable(void **state)
+{
+    struct store *s = store_memory_create(0, 0);
+    struct store_call call;
+
+    (void)state;
+    append_numbered(s, "r", 1, 2, T0);
+    call = history(s, "r", 50, NULL);
+    assert_non_null(call.error);
+    assert_string_equal(call.error, "history_unavailable");
+    assert_int_equal(call.batch.count, 0);
+    assert_null(call.batch.text);
+    call = history(s, "r", 50, "1700000000000-0");
+    assert_string_equal(call.error, "history_unavailable");
+    s->ops->destroy(s);
+}
+
+static void test_store_memory_length_zero_never_recovers(void **state)
+{
+    struct store *s = store_memory_create(0, 0);
+
+    (void)state;
+    append_numbered(s, "r", 1, 2, T0);
+    expect_recover(s, "r", "0-0", 0, "0-0", "");
+    expect_recover(s, "r", "1700000000000-0", 0, "0-0", "");
+    s->ops->destroy(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_store_offset_parse_accepts_ms_dash_seq),
+        cmocka_unit_test(test_store_offset_parse_rejects_everything_else),
+        cmocka_unit_test(test_store_offset_format_round_trips),
+        cmocka_unit_test(test_store_offset_cmp_orders_by_ms_then_seq),
+        cmocka_unit_test(test_store_batch_joins_events_with_newlines),
+        cmocka_unit_test(test_store_memory_append_builds_message_event_with_offset),
+        cmocka_unit_test(test_store_memory_offsets_increase_within_a_millisecond),
+        cmocka_unit_test(test_store_memory_offsets_increase_when_clock_goes_backwards),
+        cmocka_unit_test(test_store_memory_rooms_have_their_own_offsets),
+        cmocka_unit_test(test_store_memory_ts_zero_still_gets_an_offset_after_0_0),
+        cmocka_unit_test(test_store_memory_empty_room_latest_is_0_0),
+        cmocka_unit_test(test_store_memory_ring_keeps_last_history_length_messages),
+        cmocka_unit_test(test_store_memory_ring_of_one),
+        cmocka_unit_test(test_store_memory_recover_since_latest_misses_nothing),
+        cmocka_unit_test(test_store_memory_recover_since_kept_offset_replays_after_it),
+        cmocka_unit_test(test_store_memory_recover_since_last_trimmed_offset_replays_all_kept),
+        cmocka_unit_test(test_store_memory_recover_since_before_trimmed_point_fails),
+        cmocka_unit_test(test_store_memory_recover_since_from_the_future_fails),
+        cmocka_unit_test(test_store_memory_recover_since_between_offsets_replays_after_it),
+        cmocka_unit_test(test_store_memory_recover_untrimmed_room_from_0_0_replays_all),
+        cmocka_unit_test(test_store_memory_recover_empty_room),
+        cmocka_unit_test(test_store_memory_recovered_events_are_the_appended_ones),
+        cmocka_unit_test(test_store_memory_history_limit_takes_the_newest_oldest_first),
+        cmocka_unit_test(test_store_memory_history_before_is_exclusive),
+        cmocka_unit_test(test_store_memory_history_before_oldest_is_empty),
+        cmocka_unit_test(test_store_memory_history_of_unknown_room_is_empty),
+        cmocka_unit_test(test_store_memory_history_after_wrap_pages_back),
+        cmocka_unit_test(test_store_memory_ttl_drops_expired_messages),
+        cmocka_unit_test(test_store_memory_ttl_boundary_ts_plus_ttl_equal_now_is_expired),
+        cmocka_unit_test(test_store_memory_ttl_expiry_is_a_trim_for_recover),
+        cmocka_unit_test(test_store_memory_ttl_expired_room_keeps_its_latest_offset),
+        cmocka_unit_test(test_store_memory_ttl_zero_keeps_messages_forever),
+        cmocka_unit_test(test_store_memory_length_zero_appends_without_offset),
+        cmocka_unit_test(test_store_memory_length_zero_history_is_unavailable),
+        cmocka_unit_test(test_store_memory_length_zero_never_recovers),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
