@@ -1,8 +1,19 @@
 /* bus.c - the bus, on the main thread's loop: takes requests from the
  * workers' inboxes in one order, keeps local interest (which workers have
- * members of which rooms and users) and presence, hands publishing to the
- * engine and delivers what the engine brings back to the interested
- * workers. Never touches a connection: replies travel back in the request. */
+ * members of which rooms and users) and local presence counts, hands
+ * publishing to the engine and delivers what the engine brings back to the
+ * interested workers. Never touches a connection: replies travel back in
+ * the request.
+ *
+ * Exactness of joins and of gap fill rests on two rules here:
+ * - while a room has a history read in flight (a join's, or a gap fill's),
+ *   its live events are held back, and released after the read's reply, so
+ *   nothing published meanwhile can reach a worker before the replay;
+ * - `seen` is the newest persisted offset delivered for the room; held
+ *   events at or below it were already delivered (by a gap fill) or
+ *   replayed to every member (by the first join), and are dropped.
+ * A joined connection itself skips live events at or below its replay's
+ * offset (hub.c), which covers a live event overtaken by its history read. */
 #include "bus.h"
 
 #include <stdlib.h>
@@ -15,20 +26,33 @@
 #include "presence.h"
 #include "server.h"
 
-/* Which workers have local members of one room or connections of one user. */
-struct interest {
-    uint32_t total;
+/* A room or user with local interest. */
+struct bus_room {
+    uint32_t total;               /* local memberships (or a user's connections) */
+    int subscribed;               /* the engine confirmed the subscription */
+    int gap_fill;                 /* the link came back: read what was missed */
+    uint32_t holds;               /* history reads in flight: live events wait */
+    struct held_event *held, *held_tail;
+    struct bus_request *waiting;  /* joins waiting for the subscription */
+    int has_seen;
+    struct offset seen;
     uint32_t per_worker[];
+};
+
+struct held_event {
+    struct held_event *next;
+    struct bus_event *ev;
 };
 
 struct bus {
     struct server *server;
     struct inbox inbox;
     const struct bus_engine *engine;
+    void *engine_data;
     struct store *store;
     struct presence *presence;
-    struct map rooms;  /* room -> struct interest */
-    struct map users;  /* user -> struct interest */
+    struct map rooms;  /* room -> struct bus_room */
+    struct map users;  /* user -> struct bus_room (interest only) */
     int stopping;      /* workers are gone: replies and deliveries are dropped */
 };
 
@@ -48,6 +72,7 @@ struct bus_event *bus_event_create(enum bus_target target, const char *name, con
     snprintf(ev->name, sizeof ev->name, "%s", name ? name : "");
     ev->skip_worker = -1;
     ev->skip_seq = 0;
+    ev->has_offset = 0;
     ev->len = len;
     memcpy(ev->json, json, len);
     ev->json[len] = '\0';
@@ -77,12 +102,55 @@ void bus_request_free(struct bus_request *req)
     free(req);
 }
 
-struct store *bus_store(struct bus *b)
+struct store *bus_store(struct bus *b) { return b->store; }
+struct presence *bus_presence(struct bus *b) { return b->presence; }
+struct server *bus_server(struct bus *b) { return b->server; }
+void *bus_engine_data(struct bus *b) { return b->engine_data; }
+void bus_set_engine_data(struct bus *b, void *data) { b->engine_data = data; }
+
+void bus_each_room(struct bus *b, void (*fn)(const char *room, void *arg), void *arg)
 {
-    return b->store;
+    const struct map_slot *slot;
+    for (size_t i = 0; map_next(&b->rooms, &i, &slot);)
+        if (((struct bus_room *)slot->value)->total)
+            fn(slot->key, arg);
 }
 
-/* ---- delivery and replies ------------------------------------------------ */
+int bus_ready(struct bus *b)
+{
+    return b->engine->ready(b);
+}
+
+static struct bus_request *request_of(struct store_call *call)
+{
+    return (struct bus_request *)((char *)call - offsetof(struct bus_request, store));
+}
+
+/* ---- rooms --------------------------------------------------------------- */
+
+static struct bus_room *room_get(struct bus *b, struct map *index, const char *name, int create)
+{
+    size_t len = strlen(name);
+    struct bus_room *r = map_get(index, name, len);
+    if (r || !create)
+        return r;
+    r = calloc(1, sizeof *r + sizeof r->per_worker[0] * (size_t)b->server->nworkers);
+    if (!r || map_put(index, name, len, r)) {
+        free(r);
+        log_error("bus: out of memory tracking %s", name);
+        return NULL;
+    }
+    return r;
+}
+
+/* Frees a room nobody is interested in and nothing waits on. */
+static void room_maybe_free(struct map *index, const char *name, struct bus_room *r)
+{
+    if (r->total == 0 && r->holds == 0 && !r->waiting)
+        free(map_remove(index, name, strlen(name)));
+}
+
+/* ---- delivery and replies ---------------------------------------------- */
 
 static void run_delivery(struct task *t, void *ctx)
 {
@@ -93,12 +161,15 @@ static void run_delivery(struct task *t, void *ctx)
     free(d);
 }
 
-void bus_deliver(struct bus *b, struct bus_event *ev)
+/* Posts ev to every worker with local interest; takes the caller's ref. */
+static void deliver_now(struct bus *b, struct bus_room *r, struct bus_event *ev)
 {
-    struct map *index = ev->target == BUS_ROOM ? &b->rooms : &b->users;
-    struct interest *in = ev->target == BUS_ALL ? NULL : map_get(index, ev->name, strlen(ev->name));
+    if (r && ev->has_offset && (!r->has_seen || offset_cmp(ev->offset, r->seen) > 0)) {
+        r->seen = ev->offset;
+        r->has_seen = 1;
+    }
     for (int i = 0; !b->stopping && i < b->server->nworkers; i++) {
-        if (ev->target != BUS_ALL && (!in || !in->per_worker[i]))
+        if (ev->target != BUS_ALL && (!r || !r->per_worker[i]))
             continue;
         struct delivery *d = malloc(sizeof *d);
         if (!d) {
@@ -108,9 +179,55 @@ void bus_deliver(struct bus *b, struct bus_event *ev)
         d->task.run = run_delivery;
         atomic_fetch_add(&ev->refs, 1);
         d->ev = ev;
-        inbox_post(&b->server->workers[i].inbox, &d->task);
+        if (inbox_post(&b->server->workers[i].inbox, &d->task)) {
+            /* That worker has exited (shutdown). */
+            bus_event_unref(ev);
+            free(d);
+        }
     }
     bus_event_unref(ev);
+}
+
+void bus_deliver(struct bus *b, struct bus_event *ev)
+{
+    struct map *index = ev->target == BUS_ROOM ? &b->rooms : &b->users;
+    struct bus_room *r = ev->target == BUS_ALL ? NULL : map_get(index, ev->name, strlen(ev->name));
+    if (r && r->holds) {
+        struct held_event *h = malloc(sizeof *h);
+        if (h) {
+            h->next = NULL;
+            h->ev = ev;
+            if (r->held_tail)
+                r->held_tail->next = h;
+            else
+                r->held = h;
+            r->held_tail = h;
+            return;
+        }
+        log_error("bus: out of memory holding an event of %s; delivering it now", ev->name);
+    }
+    deliver_now(b, r, ev);
+}
+
+/* A history read of the room finished: once none is left, the held
+ * events go out in order, less those already delivered or replayed. */
+static void room_release(struct bus *b, const char *name)
+{
+    struct bus_room *r = map_get(&b->rooms, name, strlen(name));
+    if (!r || --r->holds)
+        return;
+    struct held_event *h = r->held;
+    r->held = r->held_tail = NULL;
+    while (h) {
+        struct held_event *next = h->next;
+        if (h->ev->has_offset && r->has_seen && offset_cmp(h->ev->offset, r->seen) <= 0)
+            bus_event_unref(h->ev);
+        else
+            deliver_now(b, r, h->ev);
+        free(h);
+        h = next;
+    }
+    room_maybe_free(&b->rooms, name, r);
 }
 
 void bus_reply(struct bus *b, struct bus_request *req)
@@ -120,7 +237,8 @@ void bus_reply(struct bus *b, struct bus_request *req)
         return;
     }
     req->task.run = req->on_reply;
-    inbox_post(&b->server->workers[req->worker].inbox, &req->task);
+    if (inbox_post(&b->server->workers[req->worker].inbox, &req->task))
+        bus_request_free(req);
 }
 
 /* ---- interest ------------------------------------------------------------ */
@@ -130,61 +248,178 @@ void bus_reply(struct bus *b, struct bus_request *req)
 static void interest_change(struct bus *b, enum bus_target target, const char *name, int worker, int delta)
 {
     struct map *index = target == BUS_ROOM ? &b->rooms : &b->users;
-    size_t len = strlen(name);
-    struct interest *in = map_get(index, name, len);
-    if (!in) {
-        if (delta < 0)
-            return;
-        in = calloc(1, sizeof *in + sizeof in->per_worker[0] * (size_t)b->server->nworkers);
-        if (!in || map_put(index, name, len, in)) {
-            free(in);
-            log_error("bus: out of memory tracking %s", name);
-            return;
-        }
-    }
-    in->per_worker[worker] += (uint32_t)delta;
-    in->total += (uint32_t)delta;
-    if (in->total == 0) {
-        free(map_remove(index, name, len));
+    struct bus_room *r = room_get(b, index, name, delta > 0);
+    if (!r || (delta < 0 && r->per_worker[worker] == 0))
+        return;
+    r->per_worker[worker] += (uint32_t)delta;
+    r->total += (uint32_t)delta;
+    if (r->total == 0) {
+        r->subscribed = 0;
+        r->gap_fill = 0;
+        room_maybe_free(index, name, r);
         b->engine->interest(b, target, name, 0);
-    } else if (in->total == 1 && delta > 0) {
+    } else if (r->total == 1 && delta > 0) {
         b->engine->interest(b, target, name, 1);
+    }
+}
+
+/* ---- presence ------------------------------------------------------------ */
+
+static void presence_changed(struct bus *b, const char *room, const char *user, int delta)
+{
+    unsigned long before = presence_count(b->presence, room, user);
+    if (delta > 0 && presence_add(b->presence, room, user) < 0) {
+        log_error("bus: out of memory counting %s in %s", user, room);
+        return;
+    }
+    if (delta < 0)
+        presence_remove(b->presence, room, user);
+    unsigned long after = presence_count(b->presence, room, user);
+    if (after != before)
+        b->engine->presence(b, room, user, before, after);
+}
+
+/* ---- joins and gap fill -------------------------------------------------- */
+
+static void join_done(struct store_call *call)
+{
+    struct bus_request *req = request_of(call);
+    struct bus *b = req->bus;
+    char room[NAME_MAX_LEN + 1], user[NAME_MAX_LEN + 1];
+    strcpy(room, req->room);
+    strcpy(user, req->user);
+    struct bus_room *r = map_get(&b->rooms, room, strlen(room));
+    struct offset latest;
+    int ok = !call->error;
+    if (ok && r && !r->has_seen && offset_parse(call->offset, &latest) == 0) {
+        r->seen = latest;
+        r->has_seen = 1;
+    }
+    req->error = call->error;
+    bus_reply(b, req);
+    room_release(b, room);
+    /* After the reply, so the joiner sees joined, then the replay, then this. */
+    if (ok && user[0])
+        presence_changed(b, room, user, 1);
+}
+
+static void join_read(struct bus *b, struct bus_request *req)
+{
+    req->store.done = join_done;
+    if (req->has_since)
+        b->store->ops->recover(b->store, &req->store);
+    else
+        b->store->ops->latest(b->store, &req->store);
+}
+
+/* What the room missed while the link was down, delivered in order to
+ * every local member before the events held meanwhile. */
+struct gap_fill {
+    struct bus *b;
+    char room[NAME_MAX_LEN + 1];
+    struct store_call call;
+};
+
+static void gap_fill_done(struct store_call *call)
+{
+    struct gap_fill *g = (struct gap_fill *)((char *)call - offsetof(struct gap_fill, call));
+    struct bus *b = g->b;
+    struct bus_room *r = map_get(&b->rooms, g->room, strlen(g->room));
+    if (call->error || !call->recovered)
+        log_warn("bus: room %s: %s", g->room,
+                 call->error ? "history unavailable, messages missed while disconnected are lost"
+                             : "history no longer reaches back to the last delivered message");
+    struct store_batch *batch = &call->batch;
+    const char *ev_text = batch->text;
+    for (size_t i = 0; r && i < batch->count; i++) {
+        const char *nl = memchr(ev_text, '\n', (size_t)(batch->text + batch->len - ev_text));
+        struct bus_event *ev = bus_event_create(BUS_ROOM, g->room, ev_text, (size_t)(nl - ev_text));
+        if (ev) {
+            ev->has_offset = 1;
+            ev->offset = batch->offsets[i];
+            deliver_now(b, r, ev);
+        }
+        ev_text = nl + 1;
+    }
+    if (batch->count)
+        log_info("bus: room %s: delivered %zu messages missed while disconnected", g->room, batch->count);
+    store_batch_free(batch);
+    room_release(b, g->room);
+    free(g);
+}
+
+static void gap_fill_start(struct bus *b, const char *room, struct bus_room *r)
+{
+    struct gap_fill *g = calloc(1, sizeof *g);
+    if (!g) {
+        log_error("bus: out of memory filling the gap of %s", room);
+        return;
+    }
+    g->b = b;
+    strcpy(g->room, room);
+    g->call.room = g->room;
+    g->call.since = r->seen;
+    g->call.done = gap_fill_done;
+    r->holds++;
+    b->store->ops->recover(b->store, &g->call);
+}
+
+void bus_subscribed(struct bus *b, const char *room)
+{
+    struct bus_room *r = map_get(&b->rooms, room, strlen(room));
+    if (!r || r->subscribed)
+        return;
+    r->subscribed = 1;
+    if (r->gap_fill) {
+        r->gap_fill = 0;
+        gap_fill_start(b, room, r);
+    }
+    struct bus_request *req = r->waiting;
+    r->waiting = NULL;
+    while (req) {
+        struct bus_request *next = req->next_waiting;
+        join_read(b, req);
+        req = next;
+    }
+}
+
+void bus_link_changed(struct bus *b, int up)
+{
+    if (up)
+        return;
+    const struct map_slot *slot;
+    for (size_t i = 0; map_next(&b->rooms, &i, &slot);) {
+        struct bus_room *r = slot->value;
+        r->subscribed = 0;
+        r->gap_fill = r->has_seen && r->total > 0;
     }
 }
 
 /* ---- requests ------------------------------------------------------------ */
 
-static void deliver_presence(struct bus *b, const char *type, const char *room, const char *user)
-{
-    size_t len;
-    char *json = event_presence(type, room, user, &len);
-    struct bus_event *ev = json ? bus_event_create(BUS_ROOM, room, json, len) : NULL;
-    free(json);
-    if (ev)
-        bus_deliver(b, ev);
-    else
-        log_error("bus: out of memory announcing %s of %s in %s", type, user, room);
-}
-
-static void join_done(struct store_call *call)
-{
-    struct bus_request *req = (struct bus_request *)((char *)call - offsetof(struct bus_request, store));
-    struct bus *b = req->bus;
-    char room[NAME_MAX_LEN + 1], user[NAME_MAX_LEN + 1];
-    strcpy(room, req->room);
-    strcpy(user, req->user);
-    req->error = call->error;
-    bus_reply(b, req);
-    /* After the reply, so the joiner sees joined, then the replay, then this. */
-    if (user[0] && presence_add(b->presence, room, user) == 1)
-        deliver_presence(b, "presence_join", room, user);
-}
-
 static void store_done(struct store_call *call)
 {
-    struct bus_request *req = (struct bus_request *)((char *)call - offsetof(struct bus_request, store));
+    struct bus_request *req = request_of(call);
     req->error = call->error;
     bus_reply(req->bus, req);
+}
+
+static void on_join(struct bus *b, struct bus_request *req)
+{
+    interest_change(b, BUS_ROOM, req->room, req->worker, 1);
+    struct bus_room *r = map_get(&b->rooms, req->room, strlen(req->room));
+    if (!r) {
+        req->error = "unavailable";
+        bus_reply(b, req);
+        return;
+    }
+    r->holds++;
+    if (r->subscribed) {
+        join_read(b, req);
+        return;
+    }
+    req->next_waiting = r->waiting;
+    r->waiting = req;
 }
 
 static void on_request(struct task *t, void *ctx)
@@ -195,20 +430,20 @@ static void on_request(struct task *t, void *ctx)
     req->store.room = req->room;
     switch (req->op) {
     case BUS_JOIN:
-        interest_change(b, BUS_ROOM, req->room, req->worker, 1);
-        req->store.done = join_done;
-        if (req->has_since)
-            b->store->ops->recover(b->store, &req->store);
-        else
-            b->store->ops->latest(b->store, &req->store);
+        on_join(b, req);
         break;
     case BUS_LEAVE:
         interest_change(b, BUS_ROOM, req->room, req->worker, -1);
-        if (req->user[0] && presence_remove(b->presence, req->room, req->user) == 1)
-            deliver_presence(b, "presence_leave", req->room, req->user);
+        if (req->user[0])
+            presence_changed(b, req->room, req->user, -1);
         bus_reply(b, req);
         break;
     case BUS_PUBLISH:
+        if (!b->engine->ready(b)) {
+            req->error = "unavailable";
+            bus_reply(b, req);
+            break;
+        }
         b->engine->publish(b, req);
         break;
     case BUS_HISTORY:
@@ -216,9 +451,7 @@ static void on_request(struct task *t, void *ctx)
         b->store->ops->history(b->store, &req->store);
         break;
     case BUS_PRESENCE:
-        if (!(req->users = presence_list(b->presence, req->room)))
-            req->error = "unavailable";
-        bus_reply(b, req);
+        b->engine->presence_list(b, req);
         break;
     case BUS_ONLINE:
     case BUS_OFFLINE:
@@ -231,7 +464,8 @@ static void on_request(struct task *t, void *ctx)
 void bus_submit(struct bus *b, struct bus_request *req)
 {
     req->task.run = on_request;
-    inbox_post(&b->inbox, &req->task);
+    if (inbox_post(&b->inbox, &req->task))
+        bus_request_free(req);
 }
 
 struct bus *bus_create(struct server *s)
@@ -240,12 +474,18 @@ struct bus *bus_create(struct server *s)
     if (!b)
         return NULL;
     b->server = s;
-    b->engine = &bus_memory_engine;
     map_init(&b->rooms);
     map_init(&b->users);
-    b->store = store_memory_create(s->cfg->history_length, s->cfg->history_ttl);
+    if (s->cfg->redis_url[0]) {
+        b->engine = &bus_redis_engine;
+        b->store = store_redis_create(s->loop, s->cfg);
+    } else {
+        b->engine = &bus_memory_engine;
+        b->store = store_memory_create(s->cfg->history_length, s->cfg->history_ttl,
+                                       (struct offset){event_now_ms(), 0});
+    }
     b->presence = presence_create();
-    if (!b->store || !b->presence || inbox_init(&b->inbox, s->loop, b)) {
+    if (!b->store || !b->presence || inbox_init(&b->inbox, s->loop, b) || b->engine->start(b)) {
         if (b->store)
             b->store->ops->destroy(b->store);
         if (b->presence)
@@ -256,18 +496,37 @@ struct bus *bus_create(struct server *s)
     return b;
 }
 
-void bus_destroy(struct bus *b)
+static void free_rooms(struct map *index)
+{
+    const struct map_slot *slot;
+    for (size_t i = 0; map_next(index, &i, &slot);) {
+        struct bus_room *r = slot->value;
+        for (struct held_event *h = r->held, *next; h; h = next) {
+            next = h->next;
+            bus_event_unref(h->ev);
+            free(h);
+        }
+        for (struct bus_request *req = r->waiting, *next; req; req = next) {
+            next = req->next_waiting;
+            bus_request_free(req);
+        }
+        free(r);
+    }
+    map_free(index);
+}
+
+void bus_stop(struct bus *b)
 {
     b->stopping = 1;
     inbox_close(&b->inbox);
-    const struct map_slot *slot;
-    for (size_t i = 0; map_next(&b->rooms, &i, &slot);)
-        free(slot->value);
-    for (size_t i = 0; map_next(&b->users, &i, &slot);)
-        free(slot->value);
-    map_free(&b->rooms);
-    map_free(&b->users);
-    presence_destroy(b->presence);
+    b->engine->stop(b);
     b->store->ops->destroy(b->store);
+}
+
+void bus_free(struct bus *b)
+{
+    free_rooms(&b->rooms);
+    free_rooms(&b->users);
+    presence_destroy(b->presence);
     free(b);
 }

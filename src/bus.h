@@ -20,6 +20,8 @@
 #include "protocol.h"
 #include "store.h"
 
+struct presence;
+
 struct server;
 struct conn;
 
@@ -33,6 +35,8 @@ struct bus_event {
     char name[NAME_MAX_LEN + 1];  /* room or user; empty for all */
     int skip_worker;              /* echo:false: the publisher's worker, or -1 */
     uint64_t skip_seq;            /* and its connection */
+    int has_offset;               /* a persisted room message */
+    struct offset offset;
     size_t len;
     char json[];
 };
@@ -49,6 +53,7 @@ struct bus;
 struct bus_request {
     struct task task;
     struct bus *bus;
+    struct bus_request *next_waiting; /* joins waiting for a subscription */
     task_fn on_reply;       /* runs on the origin worker; NULL: the bus frees req */
     enum bus_op op;
     struct conn *conn;      /* origin (a reference is held); never touched by the bus */
@@ -73,29 +78,67 @@ struct bus_request {
     char *users;                  /* presence: JSON array text (owned) */
 };
 
-/* An engine: how messages leave this process and come back. */
+/* An engine: how messages leave this process and come back. Every
+ * function runs on the bus thread. */
 struct bus_engine {
     const char *name;
+    /* Creates the engine's state (bus_engine_data) and connects. */
+    int (*start)(struct bus *b);
+    /* Disconnects and frees the state; the loop can then end. */
+    void (*stop)(struct bus *b);
+    /* True while publishing and subscribing work. */
+    int (*ready)(struct bus *b);
     /* Publishes a room message (persisted through the store unless
      * ephemeral), a direct message or a broadcast. Delivery comes back
-     * through bus_deliver(); the engine then answers with bus_reply() after
+     * through bus_deliver(); the engine answers with bus_reply() after
      * setting req->error or req->store.offset. */
     void (*publish)(struct bus *b, struct bus_request *req);
     /* This process gained its first local interest in a room or user
-     * (on = 1) or lost its last (on = 0). */
+     * (on = 1) or lost its last (on = 0). The engine calls
+     * bus_subscribed() once events of a room are sure to arrive. */
     void (*interest)(struct bus *b, enum bus_target target, const char *name, int on);
+    /* This process now has `count` connections of user in room (it had
+     * `before`). The engine makes presence_join/presence_leave happen. */
+    void (*presence)(struct bus *b, const char *room, const char *user, unsigned long before, unsigned long count);
+    /* Fills req->users with the room's users across the cluster. */
+    void (*presence_list)(struct bus *b, struct bus_request *req);
 };
 
 extern const struct bus_engine bus_memory_engine;
+extern const struct bus_engine bus_redis_engine;
 
-/* The bus's store, for engines. */
+/* For engines: the bus's store, presence counts, server and engine state. */
 struct store *bus_store(struct bus *b);
+struct presence *bus_presence(struct bus *b);
+struct server *bus_server(struct bus *b);
+void *bus_engine_data(struct bus *b);
+void bus_set_engine_data(struct bus *b, void *data);
 
-/* Creates the bus with the memory engine on the server's main loop. */
+/* From the engine: events of the room are sure to arrive from now on
+ * (the subscription is confirmed). */
+void bus_subscribed(struct bus *b, const char *room);
+
+/* From the engine: the link that brings events went down (up = 0) or came
+ * back (up = 1). While down, rooms are marked to be filled from history
+ * when their subscription is confirmed again. */
+void bus_link_changed(struct bus *b, int up);
+
+/* Calls fn for every room with local members. */
+void bus_each_room(struct bus *b, void (*fn)(const char *room, void *arg), void *arg);
+
+/* True while the bus and the store can serve (for /readyz). */
+int bus_ready(struct bus *b);
+
+/* Creates the bus on the server's main loop: the Redis engine and store
+ * when --redis is set, else the memory ones. */
 struct bus *bus_create(struct server *s);
 
-/* Frees the bus; call after the workers have stopped. */
-void bus_destroy(struct bus *b);
+/* Stops the bus once the workers have stopped: disconnects the engine and
+ * the store; their last callbacks run on the loop after this returns. */
+void bus_stop(struct bus *b);
+
+/* Frees the bus after its loop has ended. */
+void bus_free(struct bus *b);
 
 /* Allocates a zeroed request. NULL when out of memory. */
 struct bus_request *bus_request_create(enum bus_op op);

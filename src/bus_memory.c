@@ -5,6 +5,7 @@
 
 #include "bus.h"
 #include "log.h"
+#include "presence.h"
 
 static void deliver_and_ack(struct bus *b, struct bus_request *req, enum bus_target target, const char *name,
                             char *json, size_t len)
@@ -20,6 +21,7 @@ static void deliver_and_ack(struct bus *b, struct bus_request *req, enum bus_tar
         ev->skip_worker = req->worker;
         ev->skip_seq = req->conn_seq;
     }
+    ev->has_offset = req->store.offset[0] && offset_parse(req->store.offset, &ev->offset) == 0;
     bus_deliver(b, ev);
     bus_reply(b, req);
 }
@@ -60,17 +62,61 @@ static void memory_publish(struct bus *b, struct bus_request *req)
     deliver_and_ack(b, req, req->target, req->target == BUS_ROOM ? req->room : req->to, json, len);
 }
 
-/* Interest needs no action here: the bus routes by its own counts. */
+/* Every publish reaches the bus at once: a room's events are "arriving"
+ * from its first member on. */
 static void memory_interest(struct bus *b, enum bus_target target, const char *name, int on)
 {
+    if (target == BUS_ROOM && on)
+        bus_subscribed(b, name);
+}
+
+static void memory_presence(struct bus *b, const char *room, const char *user, unsigned long before,
+                            unsigned long count)
+{
+    if (before && count)
+        return;
+    size_t len;
+    const char *type = count ? "presence_join" : "presence_leave";
+    char *json = event_presence(type, room, user, &len);
+    struct bus_event *ev = json ? bus_event_create(BUS_ROOM, room, json, len) : NULL;
+    free(json);
+    if (ev)
+        bus_deliver(b, ev);
+    else
+        log_error("bus: out of memory announcing %s of %s in %s", type, user, room);
+}
+
+static void memory_presence_list(struct bus *b, struct bus_request *req)
+{
+    if (!(req->users = presence_list(bus_presence(b), req->room)))
+        req->error = "unavailable";
+    bus_reply(b, req);
+}
+
+static int memory_start(struct bus *b)
+{
     (void)b;
-    (void)target;
-    (void)name;
-    (void)on;
+    return 0;
+}
+
+static void memory_stop(struct bus *b)
+{
+    (void)b;
+}
+
+static int memory_ready(struct bus *b)
+{
+    (void)b;
+    return 1;
 }
 
 const struct bus_engine bus_memory_engine = {
     .name = "memory",
+    .start = memory_start,
+    .stop = memory_stop,
+    .ready = memory_ready,
     .publish = memory_publish,
     .interest = memory_interest,
+    .presence = memory_presence,
+    .presence_list = memory_presence_list,
 };

@@ -10,8 +10,9 @@
 #include <unistd.h>
 
 #include "names.h"
+#include "redis.h"
 
-enum opt_kind { OPT_INT, OPT_SIZE, OPT_LISTEN, OPT_LEVEL, OPT_BOOL, OPT_AUTH, OPT_NAME };
+enum opt_kind { OPT_INT, OPT_SIZE, OPT_LISTEN, OPT_LEVEL, OPT_BOOL, OPT_AUTH, OPT_NAME, OPT_REDIS_URL };
 
 struct option_spec {
     const char *name;  /* flag without the dashes; the env var is derived */
@@ -45,6 +46,17 @@ static const struct option_spec options[] = {
      "let clients use the broadcast command (default off)"},
     {"auth", OPT_AUTH, FIELD(auth), 0, 0, "client authentication: none (default none)"},
     {"node-id", OPT_NAME, FIELD(node_id), 1, 128, "this node's id (default: host name and pid)"},
+    {"redis", OPT_REDIS_URL, FIELD(redis_url), 0, 0,
+     "redis://[user:pass@]host:port[/db]: share rooms, users and history with other nodes (default: none)"},
+    {"store-redis", OPT_REDIS_URL, FIELD(store_redis_url), 0, 0,
+     "a different Redis for history and presence (default: the --redis one)"},
+    {"namespace", OPT_NAME, FIELD(ns), 1, 128, "prefix of every Redis key and channel (default wsfan)"},
+    {"redis-backoff-min", OPT_INT, FIELD(redis_backoff_min), 10, 600000,
+     "milliseconds before the first Redis reconnect (default 100)"},
+    {"redis-backoff-max", OPT_INT, FIELD(redis_backoff_max), 10, 600000,
+     "longest wait between Redis reconnects in milliseconds (default 5000)"},
+    {"presence-ttl", OPT_INT, FIELD(presence_ttl), 2, 3600,
+     "seconds after which a dead node's users leave presence (default 15)"},
 };
 
 static void config_defaults(struct config *cfg)
@@ -65,6 +77,10 @@ static void config_defaults(struct config *cfg)
     cfg->history_ttl = 3600;
     cfg->allow_broadcast = 0;
     cfg->auth = AUTH_NONE;
+    strcpy(cfg->ns, "wsfan");
+    cfg->redis_backoff_min = 100;
+    cfg->redis_backoff_max = 5000;
+    cfg->presence_ttl = 15;
     char host[64] = "wsfan";
     gethostname(host, sizeof host - 1);
     host[sizeof host - 1] = '\0';
@@ -158,6 +174,7 @@ static void describe_allowed(const struct option_spec *o, char *buf, size_t cap)
     case OPT_BOOL: snprintf(buf, cap, "expected true or false"); break;
     case OPT_AUTH: snprintf(buf, cap, "expected none"); break;
     case OPT_NAME: snprintf(buf, cap, "expected 1 to 128 characters of A-Z a-z 0-9 _ . : -"); break;
+    case OPT_REDIS_URL: snprintf(buf, cap, "expected redis://[user:pass@]host:port[/db]"); break;
     }
 }
 
@@ -200,6 +217,13 @@ static int apply(struct config *cfg, const struct option_spec *o, const char *va
             return -1;
         strcpy(field, value);
         return 0;
+    case OPT_REDIS_URL: {
+        struct redis_url url;
+        if (strlen(value) >= sizeof cfg->redis_url || redis_url_parse(value, &url))
+            return -1;
+        strcpy(field, value);
+        return 0;
+    }
     }
     return -1;
 }
@@ -279,7 +303,7 @@ int config_parse(struct config *cfg, int argc, char **argv)
         const char *value;
         if (eq)
             value = eq + 1;
-        else if (o->kind == OPT_BOOL)
+        else if (o->kind == OPT_BOOL && (i + 1 >= argc || parse_bool(argv[i + 1], &(int){0})))
             value = "true";
         else if (i + 1 < argc)
             value = argv[++i];
@@ -293,6 +317,15 @@ int config_parse(struct config *cfg, int argc, char **argv)
             report(flag, value, o);
             return CONFIG_ERROR;
         }
+    }
+    if (cfg->redis_backoff_min > cfg->redis_backoff_max) {
+        fprintf(stderr, "wsfan: --redis-backoff-min=%d: must not exceed --redis-backoff-max=%d\n",
+                cfg->redis_backoff_min, cfg->redis_backoff_max);
+        return CONFIG_ERROR;
+    }
+    if (cfg->store_redis_url[0] && !cfg->redis_url[0]) {
+        fprintf(stderr, "wsfan: --store-redis=%s: needs --redis as well\n", cfg->store_redis_url);
+        return CONFIG_ERROR;
     }
     return CONFIG_OK;
 }

@@ -28,6 +28,12 @@ struct config {
     int allow_broadcast;
     enum auth_mode auth;
     char node_id[129];
+    char redis_url[512];        /* "" for the memory engines */
+    char store_redis_url[512];  /* "" to keep history on --redis */
+    char ns[129];               /* key and channel prefix */
+    int redis_backoff_min;      /* milliseconds */
+    int redis_backoff_max;
+    int presence_ttl;           /* seconds until a dead node's users are gone */
 };
 
 enum { CONFIG_OK = 0, CONFIG_EXIT = 1, CONFIG_ERROR = -1 };

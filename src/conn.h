@@ -45,6 +45,7 @@ struct conn {
     uint8_t shutdown_sent;
     uint8_t counted;            /* holds a slot of --max-connections */
     uint32_t refs;              /* the worker's own plus one per pending reply */
+    uint32_t pending;           /* commands waiting for the bus */
     uint64_t seq;
     uint64_t phase_ms;           /* when the current request or the close began */
     uint64_t last_rx_ms, last_ping_ms;

@@ -27,6 +27,15 @@ struct hub_entry {
     const char *name;     /* the map's copy of the key */
     struct conn_set set;
     uint32_t refs;
+    /* Rooms only: members that just joined and skip persisted events up to
+     * their replay's offset; the first event past it makes them ordinary. */
+    struct fresh_member *fresh;
+    uint32_t nfresh, fresh_cap;
+};
+
+struct fresh_member {
+    struct conn *c;
+    struct offset after;
 };
 
 struct hub {
@@ -86,8 +95,10 @@ static struct hub_entry *entry_get(struct map *m, const char *name)
 
 static void entry_unref(struct map *m, struct hub_entry *e)
 {
-    if (--e->refs == 0)
+    if (--e->refs == 0) {
+        free(e->fresh);
         free(map_remove(m, e->name, strlen(e->name)));
+    }
 }
 
 struct hub *hub_create(struct worker *w)
@@ -151,7 +162,7 @@ int hub_room_add(struct hub *h, struct conn *c, const char *room)
     return HUB_OK;
 }
 
-int hub_room_activate(struct hub *h, struct conn *c, const char *room)
+int hub_room_activate(struct hub *h, struct conn *c, const char *room, const struct offset *after)
 {
     (void)h;
     struct hub_membership *m = membership_find(c, room);
@@ -159,15 +170,40 @@ int hub_room_activate(struct hub *h, struct conn *c, const char *room)
         return HUB_NOT_MEMBER;
     if (m->slot != HUB_PENDING)
         return HUB_OK;
-    m->slot = set_add(&m->room->set, c);
-    return m->slot == HUB_PENDING ? HUB_NOMEM : HUB_OK;
+    struct hub_entry *r = m->room;
+    if (!after) {
+        m->slot = set_add(&r->set, c);
+        return m->slot == HUB_PENDING ? HUB_NOMEM : HUB_OK;
+    }
+    if (r->nfresh == r->fresh_cap) {
+        uint32_t cap = r->fresh_cap ? r->fresh_cap * 2 : 2;
+        struct fresh_member *fresh = realloc(r->fresh, sizeof *fresh * cap);
+        if (!fresh)
+            return HUB_NOMEM;
+        r->fresh = fresh;
+        r->fresh_cap = cap;
+    }
+    r->fresh[r->nfresh++] = (struct fresh_member){c, *after};
+    m->slot = HUB_FRESH;
+    return HUB_OK;
+}
+
+static void fresh_remove(struct hub_entry *r, struct conn *c)
+{
+    for (uint32_t i = 0; i < r->nfresh; i++)
+        if (r->fresh[i].c == c) {
+            r->fresh[i] = r->fresh[--r->nfresh];
+            return;
+        }
 }
 
 /* Drops membership m of c; m points into c's array and is invalid after. */
 static void membership_drop(struct hub *h, struct conn *c, struct hub_membership *m)
 {
     struct hub_entry *r = m->room;
-    if (m->slot != HUB_PENDING) {
+    if (m->slot == HUB_FRESH) {
+        fresh_remove(r, c);
+    } else if (m->slot != HUB_PENDING) {
         struct conn *moved = set_remove(&r->set, m->slot);
         if (moved)
             membership_find(moved, r->name)->slot = m->slot;
@@ -252,6 +288,32 @@ static void deliver_entry(struct map *m, struct hub_entry *e, const struct bus_e
     entry_unref(m, e);
 }
 
+/* Fresh members get events without an offset, skip persisted ones their
+ * replay had, and become ordinary members at the first one past it
+ * (offsets arrive in increasing order). */
+static void deliver_fresh(struct map *m, struct hub_entry *r, const struct bus_event *ev, struct frame *f)
+{
+    r->refs++;
+    for (uint32_t i = r->nfresh; i-- > 0;) {
+        if (i >= r->nfresh)
+            continue;
+        struct conn *c = r->fresh[i].c;
+        if (ev->has_offset) {
+            if (offset_cmp(ev->offset, r->fresh[i].after) <= 0)
+                continue;
+            struct hub_membership *mb = membership_find(c, r->name);
+            uint32_t slot = set_add(&r->set, c);
+            if (slot != HUB_PENDING) {
+                mb->slot = slot;
+                r->fresh[i] = r->fresh[--r->nfresh];
+            }
+        }
+        if (!skipped(ev, c))
+            conn_enqueue(c, f);
+    }
+    entry_unref(m, r);
+}
+
 void hub_deliver(struct hub *h, const struct bus_event *ev)
 {
     struct map *m = ev->target == BUS_ROOM ? &h->rooms : &h->users;
@@ -263,7 +325,13 @@ void hub_deliver(struct hub *h, const struct bus_event *ev)
         log_error("worker %d: out of memory encoding an event", h->worker->index);
         return;
     }
-    if (e)
+    if (e && e->nfresh) {
+        /* Members first: fresh ones promoted here must not get it twice. */
+        e->refs++;
+        deliver_entry(m, e, ev, f);
+        deliver_fresh(m, e, ev, f);
+        entry_unref(m, e);
+    } else if (e)
         deliver_entry(m, e, ev, f);
     else
         for (struct conn *c = h->worker->conns; c; c = c->next)

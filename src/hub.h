@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "store.h"
+
 struct conn;
 struct worker;
 struct bus_event;
@@ -20,9 +22,11 @@ struct hub_entry;
  * completes (so that a replay comes before any live message). */
 struct hub_membership {
     struct hub_entry *room;
-    uint32_t slot;  /* index in the room's member array, HUB_PENDING before the join completes */
+    uint32_t slot;  /* index in the room's member array, HUB_PENDING before the join
+                       completes, HUB_FRESH while its replay may overlap live events */
 };
 #define HUB_PENDING UINT32_MAX
+#define HUB_FRESH (UINT32_MAX - 1)
 
 /* What a connection carries for the hub; embedded in struct conn. */
 struct hub_conn {
@@ -42,9 +46,11 @@ enum { HUB_OK = 0, HUB_ALREADY = 1, HUB_NOT_MEMBER = 2, HUB_NOMEM = -1 };
  * (pending or joined) or HUB_NOMEM. */
 int hub_room_add(struct hub *h, struct conn *c, const char *room);
 
-/* The join of room by c completed: c gets the room's events from now on.
- * Returns HUB_OK, HUB_NOT_MEMBER when c left meanwhile, or HUB_NOMEM. */
-int hub_room_activate(struct hub *h, struct conn *c, const char *room);
+/* The join of room by c completed: c gets the room's events from now on,
+ * except persisted ones at or below *after (its replay already had them);
+ * after may be NULL. Returns HUB_OK, HUB_NOT_MEMBER when c left meanwhile,
+ * or HUB_NOMEM. */
+int hub_room_activate(struct hub *h, struct conn *c, const char *room, const struct offset *after);
 
 /* c leaves room (pending or joined). Returns HUB_OK or HUB_NOT_MEMBER. */
 int hub_room_remove(struct hub *h, struct conn *c, const char *room);

@@ -10,6 +10,7 @@ int inbox_init(struct inbox *in, uv_loop_t *loop, void *ctx)
 {
     in->head = in->tail = NULL;
     in->ctx = ctx;
+    in->closed = 0;
     int r = uv_mutex_init(&in->lock);
     if (r)
         return r;
@@ -23,20 +24,30 @@ int inbox_init(struct inbox *in, uv_loop_t *loop, void *ctx)
 void inbox_close(struct inbox *in)
 {
     inbox_drain(in);
+    uv_mutex_lock(&in->lock);
+    in->closed = 1;
+    uv_mutex_unlock(&in->lock);
+    inbox_drain(in);
     uv_close((uv_handle_t *)&in->async, NULL);
 }
 
-void inbox_post(struct inbox *in, struct task *t)
+int inbox_post(struct inbox *in, struct task *t)
 {
     t->next = NULL;
     uv_mutex_lock(&in->lock);
+    if (in->closed) {
+        uv_mutex_unlock(&in->lock);
+        return -1;
+    }
     if (in->tail)
         in->tail->next = t;
     else
         in->head = t;
     in->tail = t;
-    uv_mutex_unlock(&in->lock);
+    /* Under the lock, so the handle cannot be closed in between. */
     uv_async_send(&in->async);
+    uv_mutex_unlock(&in->lock);
+    return 0;
 }
 
 void inbox_drain(struct inbox *in)

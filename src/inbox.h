@@ -21,17 +21,20 @@ struct inbox {
     uv_async_t async;
     uv_mutex_t lock;
     struct task *head, *tail;
-    void *ctx; /* passed to every task run on this inbox */
+    void *ctx;  /* passed to every task run on this inbox */
+    int closed; /* the owning loop is gone: posts are refused */
 };
 
 /* Initializes the inbox on loop; tasks get ctx. Returns 0 or a uv error. */
 int inbox_init(struct inbox *in, uv_loop_t *loop, void *ctx);
 
-/* Closes the wakeup handle; tasks still queued are run first. */
+/* Runs the tasks still queued, refuses later posts and closes the wakeup
+ * handle. */
 void inbox_close(struct inbox *in);
 
-/* Posts t (ownership passes to the inbox) from any thread. */
-void inbox_post(struct inbox *in, struct task *t);
+/* Posts t from any thread. Returns 0 (ownership passes to the inbox), or
+ * -1 when the inbox is closed (the caller keeps t). */
+int inbox_post(struct inbox *in, struct task *t);
 
 /* Runs every queued task now, on the owning loop's thread. */
 void inbox_drain(struct inbox *in);

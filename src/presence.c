@@ -67,6 +67,34 @@ int presence_remove(struct presence *p, const char *room, const char *user)
     return 1;
 }
 
+unsigned long presence_count(const struct presence *p, const char *room, const char *user)
+{
+    const struct map *users = map_get(&p->rooms, room, strlen(room));
+    return users ? (unsigned long)(uintptr_t)map_get(users, user, strlen(user)) : 0;
+}
+
+void presence_each_room(const struct presence *p, void (*fn)(const char *room, void *arg), void *arg)
+{
+    const struct map_slot *slot;
+    for (size_t i = 0; map_next(&p->rooms, &i, &slot);)
+        fn(slot->key, arg);
+}
+
+size_t presence_user_count(const struct presence *p, const char *room)
+{
+    const struct map *users = map_get(&p->rooms, room, strlen(room));
+    return users ? users->count : 0;
+}
+
+void presence_each_user(const struct presence *p, const char *room,
+                        void (*fn)(const char *user, unsigned long count, void *arg), void *arg)
+{
+    const struct map *users = map_get(&p->rooms, room, strlen(room));
+    const struct map_slot *slot;
+    for (size_t i = 0; users && map_next(users, &i, &slot);)
+        fn(slot->key, (unsigned long)(uintptr_t)slot->value, arg);
+}
+
 static int by_key(const void *a, const void *b)
 {
     return strcmp((*(const struct map_slot *const *)a)->key, (*(const struct map_slot *const *)b)->key);

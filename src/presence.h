@@ -19,6 +19,17 @@ int presence_add(struct presence *p, const char *room, const char *user);
  * 0 otherwise (also when the user was not counted). */
 int presence_remove(struct presence *p, const char *room, const char *user);
 
+/* How many connections of user this process counts in room. */
+unsigned long presence_count(const struct presence *p, const char *room, const char *user);
+
+/* Calls fn for every room with at least one user counted. */
+void presence_each_room(const struct presence *p, void (*fn)(const char *room, void *arg), void *arg);
+
+/* Users counted in room, and each of them with its count. */
+size_t presence_user_count(const struct presence *p, const char *room);
+void presence_each_user(const struct presence *p, const char *room,
+                        void (*fn)(const char *user, unsigned long count, void *arg), void *arg);
+
 /* The room's users as JSON text: [{"user":"alice","connections":2},..],
  * sorted by user. malloc'ed; NULL when out of memory. */
 char *presence_list(const struct presence *p, const char *room);

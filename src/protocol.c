@@ -88,6 +88,7 @@ static struct conn *reply_conn(struct bus_request *req)
 
 static void reply_done(struct bus_request *req)
 {
+    req->conn->pending--;
     conn_unref(req->conn);
     bus_request_free(req);
 }
@@ -114,7 +115,11 @@ static void on_joined(struct task *t, void *ctx)
         send_error(c, req->ref, req->error, "the join could not complete");
         goto done;
     }
-    if (hub_room_activate(c->worker->hub, c, req->room) == HUB_NOMEM) {
+    /* Live events up to the joined offset were in the replay, or before
+     * the connection's time. */
+    struct offset after;
+    int has_after = offset_parse(req->store.offset, &after) == 0;
+    if (hub_room_activate(c->worker->hub, c, req->room, has_after ? &after : NULL) == HUB_NOMEM) {
         conn_close(c, WS_CLOSE_INTERNAL, "out of memory");
         goto done;
     }
@@ -365,6 +370,12 @@ void command_free(struct command *cmd)
  * sent). Takes cmd's data. */
 static struct bus_request *request(struct conn *c, struct command *cmd, enum bus_op op, task_fn on_reply)
 {
+    if (c->pending >= PENDING_MAX) {
+        /* A client that does not wait for replies must not queue work
+         * without bound on the bus. */
+        send_error(c, cmd->ref, "rate_limited", "too many commands waiting for replies; wait for some");
+        return NULL;
+    }
     struct bus_request *req = bus_request_create(op);
     if (!req) {
         send_error(c, cmd->ref, "unavailable", "out of memory");
@@ -373,6 +384,7 @@ static struct bus_request *request(struct conn *c, struct command *cmd, enum bus
     req->on_reply = on_reply;
     req->conn = c;
     conn_ref(c);
+    c->pending++;
     req->worker = c->worker->index;
     req->conn_seq = c->seq;
     strcpy(req->ref, cmd->ref);

@@ -14,6 +14,7 @@
 #define REF_TEXT_MAX 400 /* a ref of at most 64 bytes, serialized with escapes */
 #define HISTORY_DEFAULT_LIMIT 50
 #define HISTORY_MAX_LIMIT 1000
+#define PENDING_MAX 256 /* commands of one connection waiting for the bus */
 
 struct conn;
 

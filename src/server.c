@@ -198,7 +198,8 @@ static void on_signal(uv_signal_t *sig, int signum)
         if (!t)
             abort();
         t->run = worker_stop;
-        inbox_post(&s->workers[i].inbox, t);
+        if (inbox_post(&s->workers[i].inbox, t))
+            free(t);
     }
     uv_close((uv_handle_t *)&s->sigterm, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
@@ -211,8 +212,31 @@ static void on_workers_done(uv_async_t *a)
     if (atomic_load(&s->workers_exited) < s->nworkers)
         return;
     uv_close((uv_handle_t *)a, NULL);
-    bus_destroy(s->bus);
-    s->bus = NULL;
+    bus_stop(s->bus);
+}
+
+/* SO_REUSEPORT would let a second wsfan share the port and split the
+ * clients silently: a plain bind first tells whether the port is taken. */
+static int port_free(const struct config *cfg)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+    struct addrinfo *res;
+    char port[8];
+    snprintf(port, sizeof port, "%u", cfg->listen_port);
+    if (getaddrinfo(cfg->listen_host, port, &hints, &res))
+        return 1; /* listen_socket reports it */
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+    int ok = fd >= 0 && !setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) &&
+             !bind(fd, res->ai_addr, res->ai_addrlen);
+    int err = errno;
+    if (fd >= 0)
+        close(fd);
+    freeaddrinfo(res);
+    if (!ok && err == EADDRINUSE) {
+        log_error("--listen %s:%u: address already in use", cfg->listen_host, cfg->listen_port);
+        return 0;
+    }
+    return 1;
 }
 
 int server_run(const struct config *cfg)
@@ -222,6 +246,8 @@ int server_run(const struct config *cfg)
     uv_loop_init(&loop);
     s.loop = &loop;
     signal(SIGPIPE, SIG_IGN);
+    if (!port_free(cfg))
+        return 1;
     s.workers = calloc((size_t)s.nworkers, sizeof *s.workers);
     if (!s.workers) {
         log_error("out of memory for %d workers", s.nworkers);
@@ -257,9 +283,10 @@ int server_run(const struct config *cfg)
     }
     if (status) {
         uv_close((uv_handle_t *)&s.workers_done, NULL);
-        bus_destroy(s.bus);
+        bus_stop(s.bus);
         uv_run(&loop, UV_RUN_DEFAULT);
     }
+    bus_free(s.bus);
     free(s.workers);
     uv_loop_close(&loop);
     return status;

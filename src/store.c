@@ -49,8 +49,13 @@ int offset_cmp(struct offset a, struct offset b)
     return 0;
 }
 
-int store_batch_add(struct store_batch *b, const char *event, size_t len)
+int store_batch_add(struct store_batch *b, const char *event, size_t len, struct offset offset)
 {
+    struct offset *offsets = realloc(b->offsets, sizeof *offsets * (b->count + 1));
+    if (!offsets)
+        return -1;
+    b->offsets = offsets;
+    offsets[b->count] = offset;
     char *text = realloc(b->text, b->len + len + 1);
     if (!text)
         return -1;
@@ -65,5 +70,6 @@ int store_batch_add(struct store_batch *b, const char *event, size_t len)
 void store_batch_free(struct store_batch *b)
 {
     free(b->text);
+    free(b->offsets);
     memset(b, 0, sizeof *b);
 }

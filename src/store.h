@@ -23,13 +23,15 @@ int offset_cmp(struct offset a, struct offset b);
 /* Events of a replay or a history page: count event texts, each ending in
  * '\n' (event JSON never holds a raw newline). */
 struct store_batch {
-    char *text;  /* malloc'ed, or NULL when empty */
+    char *text;              /* malloc'ed, or NULL when empty */
     size_t len;
     size_t count;
+    struct offset *offsets;  /* offsets[i] is the offset of event i */
 };
 
-/* Appends one event to b. Returns 0 or -1 when out of memory. */
-int store_batch_add(struct store_batch *b, const char *event, size_t len);
+/* Appends one event with its offset to b. Returns 0 or -1 when out of
+ * memory. */
+int store_batch_add(struct store_batch *b, const char *event, size_t len, struct offset offset);
 void store_batch_free(struct store_batch *b);
 
 /* One operation on the store. The caller owns the call and its strings
@@ -41,6 +43,11 @@ struct store_call {
     const char *data;  /* JSON text */
     size_t data_len;
     uint64_t ts;
+    /* append, Redis only: the envelope to publish on channel around the new
+     * offset, in the same atomic step when the store shares the bus's Redis */
+    const char *channel;
+    const char *envelope_head, *envelope_tail;
+    int published;                   /* result: the store published it */
     /* recover (join since) */
     struct offset since;
     /* history */
@@ -55,6 +62,7 @@ struct store_call {
     char *event;                     /* append: the message event (malloc'ed) */
     size_t event_len;
     void (*done)(struct store_call *call);
+    void *engine;                    /* the engine's own, while the call runs */
 };
 
 struct store;
@@ -68,15 +76,31 @@ struct store_ops {
     void (*history)(struct store *s, struct store_call *call);
     /* The room's latest offset ("0-0" for a room without history). */
     void (*latest)(struct store *s, struct store_call *call);
+    /* Starts disconnecting and frees the engine once its last callback
+     * has run. */
     void (*destroy)(struct store *s);
+    int (*ready)(struct store *s);
 };
 
 struct store {
     const struct store_ops *ops;
 };
 
+struct config;
+struct uv_loop_s;
+
+/* The Redis Streams engine on --store-redis (or --redis): its own
+ * connection on loop. NULL when out of memory. */
+struct store *store_redis_create(struct uv_loop_s *loop, const struct config *cfg);
+
+struct redis_link;
+/* The Redis store's connection, which presence shares. */
+struct redis_link *store_redis_link(struct store *s);
+
 /* The memory engine: keeps length messages per room, each for ttl_s
- * seconds (0: no age limit). length 0 disables history. */
-struct store *store_memory_create(int length, int ttl_s);
+ * seconds (0: no age limit). length 0 disables history. Offsets below
+ * origin are from before this store existed (a previous process): a join
+ * since one of them is not recovered. */
+struct store *store_memory_create(int length, int ttl_s, struct offset origin);
 
 #endif

@@ -27,6 +27,7 @@ struct store_memory {
     struct store base;
     int length;
     uint64_t ttl_ms;
+    struct offset origin;
     struct map rooms;
 };
 
@@ -61,10 +62,19 @@ static struct room_history *room_get(struct store_memory *m, const char *room, i
             free(h);
             return NULL;
         }
+        h->trimmed = m->origin;
     }
     if (h)
         expire(m, h, event_now_ms());
     return h;
+}
+
+/* The offset a client can resume from: the newest given out, or the
+ * origin for a room without any. */
+static struct offset latest(const struct store_memory *m, const struct room_history *h)
+{
+    struct offset last = h ? h->last : (struct offset){0, 0};
+    return offset_cmp(last, m->origin) > 0 ? last : m->origin;
 }
 
 static void memory_append(struct store *s, struct store_call *call)
@@ -113,7 +123,7 @@ static void memory_latest(struct store *s, struct store_call *call)
 {
     struct store_memory *m = (struct store_memory *)s;
     struct room_history *h = room_get(m, call->room, 0);
-    offset_format(h ? h->last : (struct offset){0, 0}, call->offset);
+    offset_format(latest(m, h), call->offset);
     call->done(call);
 }
 
@@ -121,15 +131,15 @@ static void memory_recover(struct store *s, struct store_call *call)
 {
     struct store_memory *m = (struct store_memory *)s;
     struct room_history *h = room_get(m, call->room, 0);
-    struct offset last = h ? h->last : (struct offset){0, 0};
-    struct offset trimmed = h ? h->trimmed : (struct offset){0, 0};
+    struct offset last = latest(m, h);
+    struct offset trimmed = h ? h->trimmed : m->origin;
     offset_format(last, call->offset);
     /* Exact only when nothing after `since` was dropped and since is not
      * from a future this store never saw. */
     call->recovered = m->length > 0 && offset_cmp(call->since, trimmed) >= 0 && offset_cmp(call->since, last) <= 0;
     for (uint32_t i = 0; call->recovered && h && i < h->count; i++) {
         struct entry *e = entry_at(m, h, i);
-        if (offset_cmp(e->id, call->since) > 0 && store_batch_add(&call->batch, e->event, e->len)) {
+        if (offset_cmp(e->id, call->since) > 0 && store_batch_add(&call->batch, e->event, e->len, e->id)) {
             store_batch_free(&call->batch);
             call->error = "unavailable";
             break;
@@ -153,7 +163,7 @@ static void memory_history(struct store *s, struct store_call *call)
     uint32_t start = end > (uint32_t)call->limit ? end - (uint32_t)call->limit : 0;
     for (uint32_t i = start; i < end; i++) {
         struct entry *e = entry_at(m, h, i);
-        if (store_batch_add(&call->batch, e->event, e->len)) {
+        if (store_batch_add(&call->batch, e->event, e->len, e->id)) {
             store_batch_free(&call->batch);
             call->error = "unavailable";
             break;
@@ -177,15 +187,22 @@ static void memory_destroy(struct store *s)
     free(m);
 }
 
+static int memory_ready(struct store *s)
+{
+    (void)s;
+    return 1;
+}
+
 static const struct store_ops memory_ops = {
     .append = memory_append,
     .recover = memory_recover,
     .history = memory_history,
     .latest = memory_latest,
     .destroy = memory_destroy,
+    .ready = memory_ready,
 };
 
-struct store *store_memory_create(int length, int ttl_s)
+struct store *store_memory_create(int length, int ttl_s, struct offset origin)
 {
     struct store_memory *m = calloc(1, sizeof *m);
     if (!m)
@@ -193,6 +210,7 @@ struct store *store_memory_create(int length, int ttl_s)
     m->base.ops = &memory_ops;
     m->length = length;
     m->ttl_ms = (uint64_t)ttl_s * 1000;
+    m->origin = origin;
     map_init(&m->rooms);
     return &m->base;
 }

@@ -479,8 +479,12 @@ static void test_config_allow_broadcast_is_a_switch_or_a_boolean(void **state)
     expect_refused((const char *const[]){"--allow-broadcast=maybe", NULL}, "--allow-broadcast=maybe");
     expect_refused((const char *const[]){"--allow-broadcast=", NULL}, "--allow-broadcast=");
     expect_env_refused("WSFAN_ALLOW_BROADCAST", "2");
-    /* The switch does not eat the next argument. */
-    expect_refused((const char *const[]){"--allow-broadcast", "false", NULL}, "false");
+    /* A boolean word after the switch is its value; anything else is not. */
+    assert_int_equal(PARSE(&cfg, "--allow-broadcast", "false"), CONFIG_OK);
+    assert_int_equal(cfg.allow_broadcast, 0);
+    assert_int_equal(PARSE(&cfg, "--allow-broadcast", "--workers", "3"), CONFIG_OK);
+    assert_int_equal(cfg.allow_broadcast, 1);
+    expect_refused((const char *const[]){"--allow-broadcast", "maybe", NULL}, "maybe");
 }
 
 static void test_config_auth_is_none_only(void **state)

@@ -142,7 +142,7 @@ static void unset_user(struct fixture *f, int i)
 static void join(struct fixture *f, int i, const char *room)
 {
     assert_int_equal(hub_room_add(f->hub, f->c[i], room), HUB_OK);
-    assert_int_equal(hub_room_activate(f->hub, f->c[i], room), HUB_OK);
+    assert_int_equal(hub_room_activate(f->hub, f->c[i], room, NULL), HUB_OK);
 }
 
 static void leave(struct fixture *f, int i, const char *room)
@@ -223,7 +223,7 @@ static void test_hub_room_add_is_pending_until_activated(void **state)
     assert_int_equal(hub_room_count(c), 1);
     assert_int_equal(hub_room_members(f->hub, "r"), 0);
     assert_int_equal(deliver(f, BUS_ROOM, "r"), 0);
-    assert_int_equal(hub_room_activate(f->hub, c, "r"), HUB_OK);
+    assert_int_equal(hub_room_activate(f->hub, c, "r", NULL), HUB_OK);
     assert_int_equal(hub_room_members(f->hub, "r"), 1);
     assert_int_equal(hub_room_count(c), 1);
     assert_int_equal(deliver(f, BUS_ROOM, "r"), BIT(0));
@@ -237,7 +237,7 @@ static void test_hub_room_add_twice_is_already(void **state)
     assert_int_equal(hub_room_add(f->hub, c, "r"), HUB_OK);
     assert_int_equal(hub_room_add(f->hub, c, "r"), HUB_ALREADY); /* pending */
     assert_int_equal(hub_room_count(c), 1);
-    assert_int_equal(hub_room_activate(f->hub, c, "r"), HUB_OK);
+    assert_int_equal(hub_room_activate(f->hub, c, "r", NULL), HUB_OK);
     assert_int_equal(hub_room_add(f->hub, c, "r"), HUB_ALREADY); /* joined */
     assert_int_equal(hub_room_count(c), 1);
     assert_int_equal(hub_room_members(f->hub, "r"), 1);
@@ -248,7 +248,7 @@ static void test_hub_activate_twice_counts_once(void **state)
     struct fixture *f = *state;
 
     join(f, 0, "r");
-    assert_int_equal(hub_room_activate(f->hub, f->c[0], "r"), HUB_OK);
+    assert_int_equal(hub_room_activate(f->hub, f->c[0], "r", NULL), HUB_OK);
     assert_int_equal(hub_room_members(f->hub, "r"), 1);
     assert_int_equal(deliver(f, BUS_ROOM, "r"), BIT(0));
     leave(f, 0, "r");
@@ -261,11 +261,11 @@ static void test_hub_activate_after_leaving_is_not_member(void **state)
     struct fixture *f = *state;
     struct conn *c = f->c[0];
 
-    assert_int_equal(hub_room_activate(f->hub, c, "never"), HUB_NOT_MEMBER);
+    assert_int_equal(hub_room_activate(f->hub, c, "never", NULL), HUB_NOT_MEMBER);
     /* The join was asked for, then the conn left before it completed. */
     assert_int_equal(hub_room_add(f->hub, c, "r"), HUB_OK);
     assert_int_equal(hub_room_remove(f->hub, c, "r"), HUB_OK);
-    assert_int_equal(hub_room_activate(f->hub, c, "r"), HUB_NOT_MEMBER);
+    assert_int_equal(hub_room_activate(f->hub, c, "r", NULL), HUB_NOT_MEMBER);
     assert_false(hub_is_member(c, "r"));
     assert_int_equal(hub_room_members(f->hub, "r"), 0);
     assert_int_equal(hub_room_count(c), 0);
@@ -303,7 +303,7 @@ static void test_hub_membership_matches_whole_names(void **state)
     assert_false(hub_is_member(c, "abc"));
     assert_false(hub_is_member(c, "AB"));
     assert_int_equal(hub_room_remove(f->hub, c, "a"), HUB_NOT_MEMBER);
-    assert_int_equal(hub_room_activate(f->hub, c, "abc"), HUB_NOT_MEMBER);
+    assert_int_equal(hub_room_activate(f->hub, c, "abc", NULL), HUB_NOT_MEMBER);
     assert_int_equal(hub_room_members(f->hub, "a"), 0);
     assert_int_equal(deliver(f, BUS_ROOM, "a"), 0);
     assert_int_equal(deliver(f, BUS_ROOM, "ab"), BIT(0));
@@ -380,7 +380,7 @@ static void test_hub_room_index_matches_reference_under_random_joins_and_leaves(
             if (!member)
                 pending[r] |= bit;
         } else if (op == 1) {
-            assert_int_equal(hub_room_activate(f->hub, c, rooms[r]), member ? HUB_OK : HUB_NOT_MEMBER);
+            assert_int_equal(hub_room_activate(f->hub, c, rooms[r], NULL), member ? HUB_OK : HUB_NOT_MEMBER);
             if (member) {
                 pending[r] &= ~bit;
                 joined[r] |= bit;

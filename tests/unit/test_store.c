@@ -89,9 +89,9 @@ static void test_store_batch_joins_events_with_newlines(void **state)
     struct store_batch b = {0};
 
     (void)state;
-    assert_int_equal(store_batch_add(&b, "{\"a\":1}", 7), 0);
-    assert_int_equal(store_batch_add(&b, "[2]xyz", 3), 0);
-    assert_int_equal(store_batch_add(&b, "", 0), 0);
+    assert_int_equal(store_batch_add(&b, "{\"a\":1}", 7, (struct offset){1, 0}), 0);
+    assert_int_equal(store_batch_add(&b, "[2]xyz", 3, (struct offset){2, 0}), 0);
+    assert_int_equal(store_batch_add(&b, "", 0, (struct offset){3, 0}), 0);
     assert_int_equal(b.count, 3);
     assert_int_equal(b.len, 8 + 4 + 1);
     assert_memory_equal(b.text, "{\"a\":1}\n[2]\n\n", b.len);
@@ -283,7 +283,7 @@ static void expect_recover(struct store *s, const char *room, const char *since,
 
 static void test_store_memory_append_builds_message_event_with_offset(void **state)
 {
-    struct store *s = store_memory_create(10, 0);
+    struct store *s = store_memory_create(10, 0, (struct offset){0, 0});
     char offset[OFFSET_MAX_LEN], *event;
 
     (void)state;
@@ -301,7 +301,7 @@ static void test_store_memory_append_builds_message_event_with_offset(void **sta
 
 static void test_store_memory_offsets_increase_within_a_millisecond(void **state)
 {
-    struct store *s = store_memory_create(10, 0);
+    struct store *s = store_memory_create(10, 0, (struct offset){0, 0});
     char o[OFFSET_MAX_LEN];
 
     (void)state;
@@ -320,7 +320,7 @@ static void test_store_memory_offsets_increase_within_a_millisecond(void **state
 
 static void test_store_memory_offsets_increase_when_clock_goes_backwards(void **state)
 {
-    struct store *s = store_memory_create(10, 0);
+    struct store *s = store_memory_create(10, 0, (struct offset){0, 0});
     char o[OFFSET_MAX_LEN], *event;
 
     (void)state;
@@ -346,7 +346,7 @@ static void test_store_memory_offsets_increase_when_clock_goes_backwards(void **
 
 static void test_store_memory_rooms_have_their_own_offsets(void **state)
 {
-    struct store *s = store_memory_create(10, 0);
+    struct store *s = store_memory_create(10, 0, (struct offset){0, 0});
     char o[OFFSET_MAX_LEN];
 
     (void)state;
@@ -364,7 +364,7 @@ static void test_store_memory_rooms_have_their_own_offsets(void **state)
 
 static void test_store_memory_ts_zero_still_gets_an_offset_after_0_0(void **state)
 {
-    struct store *s = store_memory_create(10, 0);
+    struct store *s = store_memory_create(10, 0, (struct offset){0, 0});
     char o[OFFSET_MAX_LEN];
 
     (void)state;
@@ -378,7 +378,7 @@ static void test_store_memory_ts_zero_still_gets_an_offset_after_0_0(void **stat
 
 static void test_store_memory_empty_room_latest_is_0_0(void **state)
 {
-    struct store *s = store_memory_create(10, 0);
+    struct store *s = store_memory_create(10, 0, (struct offset){0, 0});
     char o[OFFSET_MAX_LEN];
 
     (void)state;
@@ -391,7 +391,7 @@ static void test_store_memory_empty_room_latest_is_0_0(void **state)
 
 static void test_store_memory_ring_keeps_last_history_length_messages(void **state)
 {
-    struct store *s = store_memory_create(3, 0);
+    struct store *s = store_memory_create(3, 0, (struct offset){0, 0});
     char o[OFFSET_MAX_LEN];
 
     (void)state;
@@ -411,7 +411,7 @@ static void test_store_memory_ring_keeps_last_history_length_messages(void **sta
 
 static void test_store_memory_ring_of_one(void **state)
 {
-    struct store *s = store_memory_create(1, 0);
+    struct store *s = store_memory_create(1, 0, (struct offset){0, 0});
 
     (void)state;
     append_numbered(s, "r", 1, 3, T0);
@@ -427,7 +427,7 @@ static void test_store_memory_ring_of_one(void **state)
  * trimmed, T0-2 .. T0-4 (messages 3, 4, 5) are kept. */
 static struct store *trimmed_store(void)
 {
-    struct store *s = store_memory_create(3, 0);
+    struct store *s = store_memory_create(3, 0, (struct offset){0, 0});
     append_numbered(s, "r", 1, 5, T0);
     return s;
 }
@@ -486,7 +486,7 @@ static void test_store_memory_recover_since_from_the_future_fails(void **state)
 
 static void test_store_memory_recover_since_between_offsets_replays_after_it(void **state)
 {
-    struct store *s = store_memory_create(10, 0);
+    struct store *s = store_memory_create(10, 0, (struct offset){0, 0});
 
     (void)state;
     append_numbered(s, "r", 1, 2, T0);      /* T0-0, T0-1 */
@@ -499,7 +499,7 @@ static void test_store_memory_recover_since_between_offsets_replays_after_it(voi
 
 static void test_store_memory_recover_untrimmed_room_from_0_0_replays_all(void **state)
 {
-    struct store *s = store_memory_create(10, 0);
+    struct store *s = store_memory_create(10, 0, (struct offset){0, 0});
 
     (void)state;
     append_numbered(s, "r", 1, 3, T0);
@@ -509,7 +509,7 @@ static void test_store_memory_recover_untrimmed_room_from_0_0_replays_all(void *
 
 static void test_store_memory_recover_empty_room(void **state)
 {
-    struct store *s = store_memory_create(10, 0);
+    struct store *s = store_memory_create(10, 0, (struct offset){0, 0});
 
     (void)state;
     expect_recover(s, "empty", "0-0", 1, "0-0", "");
@@ -520,7 +520,7 @@ static void test_store_memory_recover_empty_room(void **state)
 
 static void test_store_memory_recovered_events_are_the_appended_ones(void **state)
 {
-    struct store *s = store_memory_create(10, 0);
+    struct store *s = store_memory_create(10, 0, (struct offset){0, 0});
     char *events[3], o[OFFSET_MAX_LEN];
     struct store_call call;
     size_t len = 0;
@@ -553,7 +553,7 @@ static void test_store_memory_recovered_events_are_the_appended_ones(void **stat
 
 static void test_store_memory_history_limit_takes_the_newest_oldest_first(void **state)
 {
-    struct store *s = store_memory_create(100, 0);
+    struct store *s = store_memory_create(100, 0, (struct offset){0, 0});
 
     (void)state;
     append_numbered(s, "r", 1, 5, T0);
@@ -567,7 +567,7 @@ static void test_store_memory_history_limit_takes_the_newest_oldest_first(void *
 
 static void test_store_memory_history_before_is_exclusive(void **state)
 {
-    struct store *s = store_memory_create(100, 0);
+    struct store *s = store_memory_create(100, 0, (struct offset){0, 0});
 
     (void)state;
     append_numbered(s, "r", 1, 5, T0); /* T0-0 .. T0-4 */
@@ -584,7 +584,7 @@ static void test_store_memory_history_before_is_exclusive(void **state)
 
 static void test_store_memory_history_before_oldest_is_empty(void **state)
 {
-    struct store *s = store_memory_create(100, 0);
+    struct store *s = store_memory_create(100, 0, (struct offset){0, 0});
     struct store_call call;
 
     (void)state;
@@ -600,7 +600,7 @@ static void test_store_memory_history_before_oldest_is_empty(void **state)
 
 static void test_store_memory_history_of_unknown_room_is_empty(void **state)
 {
-    struct store *s = store_memory_create(100, 0);
+    struct store *s = store_memory_create(100, 0, (struct offset){0, 0});
 
     (void)state;
     expect_history(s, "nobody", 50, NULL, "");
@@ -610,7 +610,7 @@ static void test_store_memory_history_of_unknown_room_is_empty(void **state)
 
 static void test_store_memory_history_after_wrap_pages_back(void **state)
 {
-    struct store *s = store_memory_create(4, 0);
+    struct store *s = store_memory_create(4, 0, (struct offset){0, 0});
     struct store_call call;
     char o[OFFSET_MAX_LEN];
 
@@ -632,7 +632,7 @@ static void test_store_memory_history_after_wrap_pages_back(void **state)
 
 static void test_store_memory_ttl_drops_expired_messages(void **state)
 {
-    struct store *s = store_memory_create(100, 10);
+    struct store *s = store_memory_create(100, 10, (struct offset){0, 0});
     uint64_t now = event_now_ms();
 
     (void)state;
@@ -646,7 +646,7 @@ static void test_store_memory_ttl_drops_expired_messages(void **state)
 
 static void test_store_memory_ttl_boundary_ts_plus_ttl_equal_now_is_expired(void **state)
 {
-    struct store *s = store_memory_create(100, 10);
+    struct store *s = store_memory_create(100, 10, (struct offset){0, 0});
     uint64_t now = event_now_ms();
 
     (void)state;
@@ -659,7 +659,7 @@ static void test_store_memory_ttl_boundary_ts_plus_ttl_equal_now_is_expired(void
 
 static void test_store_memory_ttl_expiry_is_a_trim_for_recover(void **state)
 {
-    struct store *s = store_memory_create(100, 10);
+    struct store *s = store_memory_create(100, 10, (struct offset){0, 0});
     uint64_t old = event_now_ms() - 10 * 1000 - 1, fresh = event_now_ms() + 60 * 1000;
     char expired_last[OFFSET_MAX_LEN], kept_first[OFFSET_MAX_LEN], last[OFFSET_MAX_LEN], first[OFFSET_MAX_LEN];
 
@@ -678,7 +678,7 @@ static void test_store_memory_ttl_expiry_is_a_trim_for_recover(void **state)
 
 static void test_store_memory_ttl_expired_room_keeps_its_latest_offset(void **state)
 {
-    struct store *s = store_memory_create(100, 1);
+    struct store *s = store_memory_create(100, 1, (struct offset){0, 0});
     char o[OFFSET_MAX_LEN], last[OFFSET_MAX_LEN];
 
     (void)state;
@@ -701,7 +701,7 @@ static void test_store_memory_ttl_expired_room_keeps_its_latest_offset(void **st
 
 static void test_store_memory_ttl_zero_keeps_messages_forever(void **state)
 {
-    struct store *s = store_memory_create(100, 0);
+    struct store *s = store_memory_create(100, 0, (struct offset){0, 0});
 
     (void)state;
     append_numbered(s, "r", 1, 2, 1); /* 1 ms after the epoch */
@@ -714,7 +714,7 @@ static void test_store_memory_ttl_zero_keeps_messages_forever(void **state)
 
 static void test_store_memory_length_zero_appends_without_offset(void **state)
 {
-    struct store *s = store_memory_create(0, 3600);
+    struct store *s = store_memory_create(0, 3600, (struct offset){0, 0});
     char o[OFFSET_MAX_LEN], *event;
 
     (void)state;
@@ -734,7 +734,7 @@ static void test_store_memory_length_zero_appends_without_offset(void **state)
 
 static void test_store_memory_length_zero_history_is_unavailable(void **state)
 {
-    struct store *s = store_memory_create(0, 0);
+    struct store *s = store_memory_create(0, 0, (struct offset){0, 0});
     struct store_call call;
 
     (void)state;
@@ -751,7 +751,7 @@ static void test_store_memory_length_zero_history_is_unavailable(void **state)
 
 static void test_store_memory_length_zero_never_recovers(void **state)
 {
-    struct store *s = store_memory_create(0, 0);
+    struct store *s = store_memory_create(0, 0, (struct offset){0, 0});
 
     (void)state;
     append_numbered(s, "r", 1, 2, T0);
