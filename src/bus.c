@@ -285,22 +285,17 @@ static void join_done(struct store_call *call)
 {
     struct bus_request *req = request_of(call);
     struct bus *b = req->bus;
-    char room[NAME_MAX_LEN + 1], user[NAME_MAX_LEN + 1];
+    char room[NAME_MAX_LEN + 1];
     strcpy(room, req->room);
-    strcpy(user, req->user);
     struct bus_room *r = map_get(&b->rooms, room, strlen(room));
     struct offset latest;
-    int ok = !call->error;
-    if (ok && r && !r->has_seen && offset_parse(call->offset, &latest) == 0) {
+    if (!call->error && r && !r->has_seen && offset_parse(call->offset, &latest) == 0) {
         r->seen = latest;
         r->has_seen = 1;
     }
     req->error = call->error;
     bus_reply(b, req);
     room_release(b, room);
-    /* After the reply, so the joiner sees joined, then the replay, then this. */
-    if (ok && user[0])
-        presence_changed(b, room, user, 1);
 }
 
 static void join_read(struct bus *b, struct bus_request *req)
@@ -404,6 +399,10 @@ static void store_done(struct store_call *call)
     bus_reply(req->bus, req);
 }
 
+/* Every JOIN counts interest and presence, failed or not: exactly one
+ * LEAVE follows from the worker (the failed join's, the client's, or the
+ * close's). Presence events of the join are held with the room's live
+ * events, so the joiner sees joined, then its replay, then them. */
 static void on_join(struct bus *b, struct bus_request *req)
 {
     interest_change(b, BUS_ROOM, req->room, req->worker, 1);
@@ -413,13 +412,26 @@ static void on_join(struct bus *b, struct bus_request *req)
         bus_reply(b, req);
         return;
     }
-    r->holds++;
+    r->holds++; /* released when the join's read is done */
+    if (req->user[0])
+        presence_changed(b, req->room, req->user, 1);
+    if (!b->engine->ready(b)) {
+        char room[NAME_MAX_LEN + 1];
+        strcpy(room, req->room);
+        req->error = "unavailable";
+        bus_reply(b, req);
+        room_release(b, room);
+        return;
+    }
     if (r->subscribed) {
         join_read(b, req);
         return;
     }
-    req->next_waiting = r->waiting;
-    r->waiting = req;
+    struct bus_request **tail = &r->waiting;
+    while (*tail)
+        tail = &(*tail)->next_waiting;
+    req->next_waiting = NULL;
+    *tail = req;
 }
 
 static void on_request(struct task *t, void *ctx)

@@ -102,7 +102,8 @@ static void on_joined(struct task *t, void *ctx)
     if (!c)
         goto done;
     if (req->error) {
-        /* The join never happened: forget the pending membership. */
+        /* The join never happened: forget the pending membership, and the
+         * bus its count of it. */
         if (hub_room_remove(c->worker->hub, c, req->room) == HUB_OK) {
             struct bus_request *leave = bus_request_create(BUS_LEAVE);
             if (leave) {
