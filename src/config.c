@@ -12,7 +12,7 @@
 #include "names.h"
 #include "redis.h"
 
-enum opt_kind { OPT_INT, OPT_SIZE, OPT_LISTEN, OPT_LEVEL, OPT_BOOL, OPT_AUTH, OPT_NAME, OPT_REDIS_URL };
+enum opt_kind { OPT_INT, OPT_SIZE, OPT_LISTEN, OPT_LEVEL, OPT_BOOL, OPT_AUTH, OPT_NAME, OPT_REDIS_URL, OPT_SECRET };
 
 struct option_spec {
     const char *name;  /* flag without the dashes; the env var is derived */
@@ -57,6 +57,8 @@ static const struct option_spec options[] = {
      "longest wait between Redis reconnects in milliseconds (default 5000)"},
     {"presence-ttl", OPT_INT, FIELD(presence_ttl), 2, 3600,
      "seconds after which a dead node's users leave presence (default 15)"},
+    {"api-key", OPT_SECRET, FIELD(api_key), 1, 256,
+     "require Authorization: Bearer <key> on /api/* and /metrics; prefer the variable, ps shows flags (default: open)"},
 };
 
 static void config_defaults(struct config *cfg)
@@ -175,6 +177,9 @@ static void describe_allowed(const struct option_spec *o, char *buf, size_t cap)
     case OPT_AUTH: snprintf(buf, cap, "expected none"); break;
     case OPT_NAME: snprintf(buf, cap, "expected 1 to 128 characters of A-Z a-z 0-9 _ . : -"); break;
     case OPT_REDIS_URL: snprintf(buf, cap, "expected redis://[user:pass@]host:port[/db]"); break;
+    case OPT_SECRET:
+        snprintf(buf, cap, "expected %lld to %lld printable characters without spaces", o->min, o->max);
+        break;
     }
 }
 
@@ -217,6 +222,16 @@ static int apply(struct config *cfg, const struct option_spec *o, const char *va
             return -1;
         strcpy(field, value);
         return 0;
+    case OPT_SECRET: {
+        size_t len = strlen(value);
+        if (len < (size_t)o->min || len > (size_t)o->max)
+            return -1;
+        for (size_t i = 0; i < len; i++)
+            if (!isgraph((unsigned char)value[i]))
+                return -1;
+        strcpy(field, value);
+        return 0;
+    }
     case OPT_REDIS_URL: {
         struct redis_url url;
         if (strlen(value) >= sizeof cfg->redis_url || redis_url_parse(value, &url))
@@ -232,7 +247,8 @@ static void report(const char *source, const char *value, const struct option_sp
 {
     char allowed[160];
     describe_allowed(o, allowed, sizeof allowed);
-    fprintf(stderr, "wsfan: %s=%s: %s\n", source, value, allowed);
+    /* A secret is not repeated where logs would keep it. */
+    fprintf(stderr, "wsfan: %s=%s: %s\n", source, o->kind == OPT_SECRET ? "(hidden)" : value, allowed);
 }
 
 static void env_name(const struct option_spec *o, char *buf, size_t cap)

@@ -34,6 +34,7 @@ struct config {
     int redis_backoff_min;      /* milliseconds */
     int redis_backoff_max;
     int presence_ttl;           /* seconds until a dead node's users are gone */
+    char api_key[257];          /* "" when the HTTP API is open */
 };
 
 enum { CONFIG_OK = 0, CONFIG_EXIT = 1, CONFIG_ERROR = -1 };

@@ -1,12 +1,15 @@
 /* conn.c - one client connection: accept, the HTTP phase and the upgrade,
  * WebSocket frames in, the output queue of shared frames out (gathered into
  * one writev per loop turn), heartbeats, timeouts and the one close path.
- * Runs on the owning worker's loop only. Commands go to protocol.c. */
+ * Runs on the owning worker's loop only. Commands go to protocol.c, HTTP
+ * requests other than the upgrade to api.c. Counts what it sees in the
+ * worker's metrics. */
 #include "conn.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+#include "api.h"
 #include "http.h"
 #include "log.h"
 #include "names.h"
@@ -30,8 +33,9 @@ static struct frame *outq_at(const struct outq *q, uint32_t i)
     return q->items[(q->head + i) & (q->cap - 1)];
 }
 
-/* Appends f with a new reference. Returns 0, or -1 when out of memory. */
-static int outq_push(struct outq *q, struct frame *f)
+/* Appends f with a new reference. Returns 0, or -1 when out of memory.
+ * m counts the worker's queued bytes, here and below. */
+static int outq_push(struct outq *q, struct frame *f, struct metrics_worker *m)
 {
     if (q->count == q->cap) {
         struct frame **items = malloc(sizeof *items * q->cap * 2);
@@ -48,12 +52,14 @@ static int outq_push(struct outq *q, struct frame *f)
     q->items[(q->head + q->count) & (q->cap - 1)] = frame_ref(f);
     q->count++;
     q->bytes += f->len;
+    metrics_queued(m, f->len);
     return 0;
 }
 
 /* Forgets the first n bytes of the queue: they were written. */
-static void outq_consume(struct outq *q, size_t n)
+static void outq_consume(struct outq *q, size_t n, struct metrics_worker *m)
 {
+    metrics_queued(m, -(int64_t)n);
     while (n) {
         struct frame *f = q->items[q->head];
         size_t left = f->len - q->head_offset;
@@ -72,8 +78,9 @@ static void outq_consume(struct outq *q, size_t n)
 }
 
 /* Drops every frame after the first keep ones. */
-static void outq_truncate(struct outq *q, uint32_t keep)
+static void outq_truncate(struct outq *q, uint32_t keep, struct metrics_worker *m)
 {
+    size_t before = q->bytes;
     while (q->count > keep) {
         struct frame *f = outq_at(q, q->count - 1);
         q->bytes -= f->len - (q->count == 1 ? q->head_offset : 0);
@@ -82,6 +89,7 @@ static void outq_truncate(struct outq *q, uint32_t keep)
     }
     if (q->count == 0)
         q->head_offset = 0;
+    metrics_queued(m, -(int64_t)(before - q->bytes));
 }
 
 /* Returns a drained heap ring to the inline slots, so that idle
@@ -119,10 +127,11 @@ static void conn_free(struct conn *c)
         w->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    outq_truncate(&c->out, 0);
+    outq_truncate(&c->out, 0, &w->metrics);
     outq_shrink(&c->out);
     ws_parser_free(&c->parser);
     http_reader_destroy(c->http);
+    free(c->held);
     free(c->user);
     free(c);
 }
@@ -151,8 +160,10 @@ void conn_drop(struct conn *c)
 {
     if (c->closed)
         return;
-    if (c->state == CONN_WS)
+    if (c->state == CONN_WS) {
         protocol_conn_closed(c);
+        metrics_conn_closed(&c->worker->metrics, WS_CLOSE_ABNORMAL);
+    }
     c->closed = 1;
     release_slot(c);
     uv_close((uv_handle_t *)&c->tcp, on_closed);
@@ -198,7 +209,8 @@ static void on_write(uv_write_t *req, int status)
             log_debug("conn %d.%llu: write: %s", c->worker->index, (unsigned long long)c->seq, uv_strerror(status));
         conn_drop(c);
     } else {
-        outq_consume(q, written);
+        metrics_bytes_out(&c->worker->metrics, written);
+        outq_consume(q, written, &c->worker->metrics);
         if (q->count)
             worker_mark_dirty(c->worker, c);
         else
@@ -224,8 +236,10 @@ void conn_flush(struct conn *c)
         conn_drop(c);
         return;
     }
-    if (r > 0)
-        outq_consume(q, (size_t)r);
+    if (r > 0) {
+        metrics_bytes_out(&c->worker->metrics, (size_t)r);
+        outq_consume(q, (size_t)r, &c->worker->metrics);
+    }
     if (q->count == 0) {
         shutdown_if_drained(c);
         return;
@@ -250,7 +264,8 @@ static void conn_overflow(struct conn *c)
 {
     struct outq *q = &c->out;
     uint32_t keep = q->inflight ? q->inflight : (q->head_offset ? 1 : 0);
-    outq_truncate(q, keep);
+    outq_truncate(q, keep, &c->worker->metrics);
+    metrics_slow_reader(&c->worker->metrics);
     log_info("conn %d.%llu: send queue over %zu bytes, closing with 1013", c->worker->index,
              (unsigned long long)c->seq, c->worker->server->cfg->send_queue_limit);
     conn_close(c, WS_CLOSE_TRY_AGAIN, "send queue over limit");
@@ -264,7 +279,7 @@ void conn_enqueue(struct conn *c, struct frame *f)
         conn_overflow(c);
         return;
     }
-    if (outq_push(&c->out, f)) {
+    if (outq_push(&c->out, f, &c->worker->metrics)) {
         conn_drop(c);
         return;
     }
@@ -278,6 +293,7 @@ void conn_send_text(struct conn *c, const char *json, size_t len)
         conn_drop(c);
         return;
     }
+    metrics_reply_out(&c->worker->metrics);
     conn_enqueue(c, f);
     frame_unref(f);
 }
@@ -288,8 +304,9 @@ void conn_close(struct conn *c, uint16_t code, const char *reason)
         return;
     if (c->state == CONN_WS) {
         protocol_conn_closed(c);
+        metrics_conn_closed(&c->worker->metrics, code);
         struct frame *f = ws_close_frame_create(code, reason);
-        if (!f || outq_push(&c->out, f)) {
+        if (!f || outq_push(&c->out, f, &c->worker->metrics)) {
             if (f)
                 frame_unref(f);
             conn_drop(c);

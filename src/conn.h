@@ -44,12 +44,15 @@ struct conn {
     uint8_t closed;             /* uv_close called; freed in its callback */
     uint8_t shutdown_sent;
     uint8_t counted;            /* holds a slot of --max-connections */
+    uint8_t deferred;           /* HTTP: the request's answer comes later; reading waits */
     uint32_t refs;              /* the worker's own plus one per pending reply */
     uint32_t pending;           /* commands waiting for the bus */
     uint64_t seq;
     uint64_t phase_ms;           /* when the current request or the close began */
     uint64_t last_rx_ms, last_ping_ms;
     struct http_reader *http;   /* during CONN_HTTP only */
+    char *held;                 /* HTTP: bytes read past a deferred request (owned) */
+    size_t held_len;
     struct ws_parser parser;
     struct outq out;
     uv_write_t write_req;
@@ -72,6 +75,22 @@ void conn_send_text(struct conn *c, const char *json, size_t len);
 /* Writes as much of the queue as the socket takes now; the rest waits for a
  * uv_write. Called by the worker's flusher once per loop turn. */
 void conn_flush(struct conn *c);
+
+/* HTTP phase: answers the request being handled with status, the extra
+ * header lines (each ending in "\r\n", may be NULL) and body (copied; left
+ * out for HEAD, Content-Length kept), then closes unless keep_alive. When
+ * the answer was deferred, the next pipelined request is read now. */
+void conn_respond(struct conn *c, int status, const char *content_type, const char *extra_headers,
+                  const char *body, size_t len, int keep_alive);
+
+/* The same with text and a newline as a text/plain body. */
+void conn_respond_text(struct conn *c, int status, const char *extra_headers, const char *text, int keep_alive);
+
+/* HTTP phase, from the router: the answer to the request being handled
+ * comes later (from the bus). The request stays readable and no later
+ * request is read until conn_respond() answers it, so that pipelined
+ * requests are answered in order. The caller holds its own reference. */
+void conn_defer(struct conn *c);
 
 /* Starts the close handshake with code (WebSocket) or closes after the
  * queued response (HTTP). Input is read and dropped until the peer closes

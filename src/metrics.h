@@ -33,7 +33,7 @@ static inline void metrics_add(metrics_counter *c, uint64_t n)
 /* Close codes counted one by one; any other lands in the last slot. */
 enum {
     METRICS_CLOSE_1000, METRICS_CLOSE_1001, METRICS_CLOSE_1002, METRICS_CLOSE_1003,
-    METRICS_CLOSE_1006, METRICS_CLOSE_1007, METRICS_CLOSE_1008, METRICS_CLOSE_1009,
+    METRICS_CLOSE_1005, METRICS_CLOSE_1006, METRICS_CLOSE_1007, METRICS_CLOSE_1008, METRICS_CLOSE_1009,
     METRICS_CLOSE_1011, METRICS_CLOSE_1013, METRICS_CLOSE_OTHER, METRICS_CLOSE_COUNT,
 };
 
@@ -81,8 +81,9 @@ struct metrics_bus {
 /* ---- the worker's hot path (its own struct only) ------------------------- */
 
 static inline void metrics_conn_opened(struct metrics_worker *m) { metrics_add(&m->opened, 1); }
-/* A WebSocket connection stopped being open: code is the close code it got
- * or sent, 1006 when it ended without one. */
+/* A WebSocket connection stopped being open: code is the close code it
+ * sent or echoed, 1005 for a peer's empty close, 1006 when it ended without
+ * a close handshake. */
 void metrics_conn_closed(struct metrics_worker *m, uint16_t code);
 static inline void metrics_http_request(struct metrics_worker *m) { metrics_add(&m->http_requests, 1); }
 static inline void metrics_bytes_in(struct metrics_worker *m, size_t n) { metrics_add(&m->bytes_in, n); }

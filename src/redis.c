@@ -3,7 +3,6 @@
  * jitter when it drops. See redis.h. */
 #include "redis.h"
 
-#include <hiredis/adapters/libuv.h>
 #include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,6 +58,75 @@ int redis_url_parse(const char *s, struct redis_url *out)
     }
     return 0;
 }
+
+/* ---- hiredis on libuv ----------------------------------------------------
+ * Debian's hiredis 0.14 adapter drops poll errors, so a refused connect is
+ * never reported and the link would wait forever. This one hands an error
+ * to hiredis as the events it waits for, and hiredis then finds the socket
+ * error itself. */
+struct uv_events {
+    redisAsyncContext *ac;
+    uv_poll_t poll;
+    int events;
+};
+
+static void on_poll(uv_poll_t *h, int status, int events)
+{
+    struct uv_events *p = h->data;
+    int ev = status < 0 ? p->events : events;
+    if (p->ac && (ev & UV_READABLE))
+        redisAsyncHandleRead(p->ac);
+    if (p->ac && (ev & UV_WRITABLE))
+        redisAsyncHandleWrite(p->ac);
+}
+
+static void poll_update(struct uv_events *p, int add, int remove)
+{
+    p->events = (p->events | add) & ~remove;
+    if (p->events)
+        uv_poll_start(&p->poll, p->events, on_poll);
+    else
+        uv_poll_stop(&p->poll);
+}
+
+static void add_read(void *data) { poll_update(data, UV_READABLE, 0); }
+static void del_read(void *data) { poll_update(data, 0, UV_READABLE); }
+static void add_write(void *data) { poll_update(data, UV_WRITABLE, 0); }
+static void del_write(void *data) { poll_update(data, 0, UV_WRITABLE); }
+
+static void on_poll_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void cleanup(void *data)
+{
+    struct uv_events *p = data;
+    p->ac = NULL; /* hiredis is freeing the context */
+    uv_close((uv_handle_t *)&p->poll, on_poll_closed);
+}
+
+static int attach(redisAsyncContext *ac, uv_loop_t *loop)
+{
+    struct uv_events *p = calloc(1, sizeof *p);
+    if (!p)
+        return -1;
+    if (uv_poll_init(loop, &p->poll, ac->c.fd)) {
+        free(p);
+        return -1;
+    }
+    p->ac = ac;
+    p->poll.data = p;
+    ac->ev.data = p;
+    ac->ev.addRead = add_read;
+    ac->ev.delRead = del_read;
+    ac->ev.addWrite = add_write;
+    ac->ev.delWrite = del_write;
+    ac->ev.cleanup = cleanup;
+    return 0;
+}
+
+/* ---- the link ------------------------------------------------------------ */
 
 static void schedule_retry(struct redis_link *l);
 
@@ -159,9 +227,14 @@ static void connect_now(struct redis_link *l)
         schedule_retry(l);
         return;
     }
+    if (attach(ac, l->loop)) {
+        log_error("redis %s: out of memory", l->name);
+        redisAsyncFree(ac);
+        schedule_retry(l);
+        return;
+    }
     ac->data = l;
     l->ac = ac;
-    redisLibuvAttach(ac, l->loop);
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
 }

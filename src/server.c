@@ -254,6 +254,10 @@ int server_run(const struct config *cfg)
         return 1;
     }
     int started = 0, status = 0;
+    if (metrics_bus_init(&s.metrics)) {
+        log_error("cannot set up the metrics lock");
+        return 1;
+    }
     s.workers_done.data = &s;
     uv_async_init(&loop, &s.workers_done, on_workers_done);
     if (!(s.bus = bus_create(&s))) {
@@ -287,6 +291,7 @@ int server_run(const struct config *cfg)
         uv_run(&loop, UV_RUN_DEFAULT);
     }
     bus_free(s.bus);
+    metrics_bus_close(&s.metrics);
     free(s.workers);
     uv_loop_close(&loop);
     return status;

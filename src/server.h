@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "inbox.h"
+#include "metrics.h"
 
 #define WORKER_IOV_MAX 1024
 #define WORKER_READ_BUF (64 * 1024)
@@ -36,6 +37,7 @@ struct worker {
     int stopping;
     struct frame *ping;     /* the one ping frame every connection shares */
     struct hub *hub;
+    struct metrics_worker metrics;   /* written by this worker only */
     uv_buf_t iov[WORKER_IOV_MAX];    /* scratch for one writev */
     char read_buf[WORKER_READ_BUF];  /* reads are parsed before the next one */
 };
@@ -49,6 +51,7 @@ struct server {
     uv_signal_t sigterm, sigint;
     int stopping;
     struct bus *bus;             /* runs on the main loop */
+    struct metrics_bus metrics;  /* written by the bus thread */
     uv_async_t workers_done;     /* a worker has exited */
     atomic_int workers_exited;
 };
