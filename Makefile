@@ -16,14 +16,17 @@ FUZZ_SRCS := $(wildcard fuzz/fuzz_*.c)
 VERSION   := $(shell cat VERSION)
 
 B := build
-OBJS      := $(SRCS:src/%.c=$(B)/release/%.o)
-ASAN_OBJS := $(SRCS:src/%.c=$(B)/asan/%.o)
+# The pages served from the binary: URL path, then file (scripts/embed-web).
+WEB_ASSETS := / web/index.html /dashboard web/dashboard.html /wsfan.js clients/js/wsfan.js
+WEB_GEN   := $(B)/gen/web_assets.c
+OBJS      := $(SRCS:src/%.c=$(B)/release/%.o) $(B)/release/web_assets.o
+ASAN_OBJS := $(SRCS:src/%.c=$(B)/asan/%.o) $(B)/asan/web_assets.o
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/unit/%)
 FUZZ_BINS := $(FUZZ_SRCS:fuzz/%.c=$(B)/fuzz/%)
 PYTHON    := /usr/bin/python3
 FUZZ_SECONDS ?= 20
 
-.PHONY: all deps run test unit integration integration-asan fuzz fuzz-smoke clean
+.PHONY: all deps run test unit integration integration-asan fuzz fuzz-smoke js-test browser-test clean
 
 all: $(B)/wsfan
 
@@ -43,6 +46,15 @@ $(B)/release/%.o: src/%.c $(wildcard src/*.h) VERSION | $(B)/release
 
 $(B)/asan/%.o: src/%.c $(wildcard src/*.h) VERSION | $(B)/asan
 	$(CC) -O1 -g $(SAN) $(WARN) $(DEPCFLAGS) -DWSFAN_VERSION='"$(VERSION)"' -c $< -o $@
+
+$(WEB_GEN): scripts/embed-web $(filter-out /%,$(WEB_ASSETS)) | $(B)/gen
+	scripts/embed-web $@ $(WEB_ASSETS)
+
+$(B)/release/web_assets.o: $(WEB_GEN) src/web.h | $(B)/release
+	$(CC) $(CFLAGS) $(WARN) -Isrc -c $< -o $@
+
+$(B)/asan/web_assets.o: $(WEB_GEN) src/web.h | $(B)/asan
+	$(CC) -O1 -g $(SAN) $(WARN) -Isrc -c $< -o $@
 
 $(B)/wsfan: $(OBJS)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
@@ -79,7 +91,17 @@ fuzz: $(FUZZ_BINS)
 	@set -e; for f in $(FUZZ_BINS); do n=$$(basename $$f); mkdir -p $(B)/fuzz/corpus-$$n; \
 	  $$f -max_total_time=$${FUZZ_SECONDS_LONG:-300} $(B)/fuzz/corpus-$$n fuzz/corpus/$${n#fuzz_}; done
 
-$(B)/release $(B)/asan $(B)/unit $(B)/fuzz:
+# The JavaScript client against a real server, then the pages in Chromium.
+js-test: $(B)/wsfan node_modules/.package-lock.json
+	WSFAN_BIN=$(CURDIR)/$(B)/wsfan node --test tests/js/
+
+browser-test: $(B)/wsfan node_modules/.package-lock.json
+	WSFAN_BIN=$(CURDIR)/$(B)/wsfan node --test tests/browser/
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+
+$(B)/release $(B)/asan $(B)/unit $(B)/fuzz $(B)/gen:
 	@mkdir -p $@
 
 clean:

@@ -16,6 +16,7 @@
  * offset (hub.c), which covers a live event overtaken by its history read. */
 #include "bus.h"
 
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -97,6 +98,7 @@ void bus_request_free(struct bus_request *req)
 {
     free(req->data);
     free(req->users);
+    free(req->rooms);
     free(req->store.event);
     store_batch_free(&req->store.batch);
     free(req);
@@ -114,6 +116,55 @@ void bus_each_room(struct bus *b, void (*fn)(const char *room, void *arg), void 
     for (size_t i = 0; map_next(&b->rooms, &i, &slot);)
         if (((struct bus_room *)slot->value)->total)
             fn(slot->key, arg);
+}
+
+void bus_each_room_count(struct bus *b, void (*fn)(const char *room, unsigned long members, void *arg), void *arg)
+{
+    const struct map_slot *slot;
+    for (size_t i = 0; map_next(&b->rooms, &i, &slot);)
+        if (((struct bus_room *)slot->value)->total)
+            fn(slot->key, ((struct bus_room *)slot->value)->total, arg);
+}
+
+static int by_room(const void *a, const void *b)
+{
+    return strcmp(json_string_value(json_object_get(*(json_t *const *)a, "room")),
+                  json_string_value(json_object_get(*(json_t *const *)b, "room")));
+}
+
+char *bus_rooms_format(struct bus *b, const struct map *cluster)
+{
+    json_t *list = json_array();
+    const struct map_slot *slot;
+    for (size_t i = 0; list && map_next(&b->rooms, &i, &slot);) {
+        const struct bus_room *r = slot->value;
+        uintptr_t total = cluster ? (uintptr_t)map_get(cluster, slot->key, slot->len) : r->total;
+        if (r->total)
+            json_array_append_new(list, json_pack("{s:s, s:I, s:I}", "room", slot->key, "local", (json_int_t)r->total,
+                                                  "cluster", (json_int_t)(total > r->total ? total : r->total)));
+    }
+    for (size_t i = 0; list && cluster && map_next(cluster, &i, &slot);) {
+        const struct bus_room *r = map_get(&b->rooms, slot->key, slot->len);
+        if (!r || !r->total)
+            json_array_append_new(list, json_pack("{s:s, s:I, s:I}", "room", slot->key, "local", (json_int_t)0,
+                                                  "cluster", (json_int_t)(uintptr_t)slot->value));
+    }
+    size_t n = list ? json_array_size(list) : 0;
+    json_t **items = malloc(sizeof *items * (n ? n : 1));
+    char *text = NULL;
+    if (items) {
+        for (size_t i = 0; i < n; i++)
+            items[i] = json_array_get(list, i);
+        qsort(items, n, sizeof *items, by_room);
+        json_t *sorted = json_array();
+        for (size_t i = 0; sorted && i < n; i++)
+            json_array_append(sorted, items[i]);
+        text = sorted ? json_dumps(sorted, JSON_COMPACT) : NULL;
+        json_decref(sorted);
+    }
+    free(items);
+    json_decref(list);
+    return text;
 }
 
 int bus_ready(struct bus *b)
@@ -464,6 +515,9 @@ static void on_request(struct task *t, void *ctx)
         break;
     case BUS_PRESENCE:
         b->engine->presence_list(b, req);
+        break;
+    case BUS_ROOMS:
+        b->engine->rooms(b, req);
         break;
     case BUS_ONLINE:
     case BUS_OFFLINE:

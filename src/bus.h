@@ -45,7 +45,7 @@ struct bus_event {
 struct bus_event *bus_event_create(enum bus_target target, const char *name, const char *json, size_t len);
 void bus_event_unref(struct bus_event *ev);
 
-enum bus_op { BUS_JOIN, BUS_LEAVE, BUS_PUBLISH, BUS_HISTORY, BUS_PRESENCE, BUS_ONLINE, BUS_OFFLINE };
+enum bus_op { BUS_JOIN, BUS_LEAVE, BUS_PUBLISH, BUS_HISTORY, BUS_PRESENCE, BUS_ONLINE, BUS_OFFLINE, BUS_ROOMS };
 
 struct bus;
 
@@ -76,6 +76,7 @@ struct bus_request {
     /* results */
     const char *error;            /* NULL or an error code of PROTOCOL.md */
     char *users;                  /* presence: JSON array text (owned) */
+    char *rooms;                  /* rooms: [{"room":..,"local":N,"cluster":N}] (owned) */
 };
 
 /* An engine: how messages leave this process and come back. Every
@@ -102,6 +103,8 @@ struct bus_engine {
     void (*presence)(struct bus *b, const char *room, const char *user, unsigned long before, unsigned long count);
     /* Fills req->users with the room's users across the cluster. */
     void (*presence_list)(struct bus *b, struct bus_request *req);
+    /* Fills req->rooms (bus_rooms_format) with member counts. */
+    void (*rooms)(struct bus *b, struct bus_request *req);
 };
 
 extern const struct bus_engine bus_memory_engine;
@@ -122,6 +125,15 @@ void bus_subscribed(struct bus *b, const char *room);
  * back (up = 1). While down, rooms are marked to be filled from history
  * when their subscription is confirmed again. */
 void bus_link_changed(struct bus *b, int up);
+
+/* Calls fn(room, local members, arg) for every room with local members. */
+void bus_each_room_count(struct bus *b, void (*fn)(const char *room, unsigned long members, void *arg), void *arg);
+
+/* The rooms reply: every room of cluster (room -> count, may be NULL:
+ * the local counts then stand for the cluster) or with local members,
+ * sorted, as JSON text. malloc'ed; NULL when out of memory. */
+struct map;
+char *bus_rooms_format(struct bus *b, const struct map *cluster);
 
 /* Calls fn for every room with local members. */
 void bus_each_room(struct bus *b, void (*fn)(const char *room, void *arg), void *arg);

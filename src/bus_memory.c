@@ -93,6 +93,13 @@ static void memory_presence_list(struct bus *b, struct bus_request *req)
     bus_reply(b, req);
 }
 
+static void memory_rooms(struct bus *b, struct bus_request *req)
+{
+    if (!(req->rooms = bus_rooms_format(b, NULL)))
+        req->error = "unavailable";
+    bus_reply(b, req);
+}
+
 static int memory_start(struct bus *b)
 {
     (void)b;
@@ -119,4 +126,5 @@ const struct bus_engine bus_memory_engine = {
     .interest = memory_interest,
     .presence = memory_presence,
     .presence_list = memory_presence_list,
+    .rooms = memory_rooms,
 };

@@ -78,12 +78,26 @@ static const char presence_sync_source[] =
     "for user, c in pairs(mine) do redis.call('HSET', KEYS[1], user, node .. '=' .. c .. '@' .. exp) end\n"
     "return left\n";
 
+/* KEYS: the rooms hash. ARGV: node, now ms, expiry ms, then room, members
+ * pairs of this node. Field "room|node" -> "members@expiry": replaces this
+ * node's fields and drops every expired one. */
+static const char rooms_sync_source[] =
+    "local node, now, exp = ARGV[1], tonumber(ARGV[2]), ARGV[3]\n"
+    "local suffix = '|' .. node\n"
+    "local all = redis.call('HGETALL', KEYS[1])\n"
+    "for i = 1, #all, 2 do\n"
+    "  local e = tonumber(string.match(all[i + 1], '@(%d+)$') or '0')\n"
+    "  if e <= now or string.sub(all[i], -#suffix) == suffix then redis.call('HDEL', KEYS[1], all[i]) end\n"
+    "end\n"
+    "for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i] .. suffix, ARGV[i + 1] .. '@' .. exp) end\n"
+    "return 0\n";
+
 struct redis_bus {
     struct bus *bus;
     const struct config *cfg;
     struct redis_link pub, sub;
     struct map channels;          /* channel name -> struct channel */
-    struct redis_script presence_set, presence_sync;
+    struct redis_script presence_set, presence_sync, rooms_sync;
     uv_timer_t presence_timer;
     struct log_limit bad_envelope_log;
     uint64_t bad_envelopes;
@@ -677,6 +691,116 @@ done:
     free(a.counts);
 }
 
+static void count_one(const char *room, unsigned long members, void *arg)
+{
+    (void)room;
+    (void)members;
+    (*(size_t *)arg)++;
+}
+
+static void rooms_key(const struct redis_bus *e, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s:rooms", e->cfg->ns);
+}
+
+struct room_counts {
+    const char **args;
+    size_t *lens;
+    char (*counts)[24];
+    int n, cap;
+};
+
+static void add_room_count(const char *room, unsigned long members, void *arg)
+{
+    struct room_counts *a = arg;
+    if (a->n + 2 > a->cap)
+        return;
+    snprintf(a->counts[a->n], sizeof a->counts[0], "%lu", members);
+    a->args[a->n] = room;
+    a->lens[a->n] = strlen(room);
+    a->args[a->n + 1] = a->counts[a->n];
+    a->lens[a->n + 1] = strlen(a->counts[a->n]);
+    a->n += 2;
+}
+
+static void on_rooms_synced(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    (void)ac;
+    (void)privdata;
+    redisReply *r = reply;
+    if (r && r->type == REDIS_REPLY_ERROR)
+        log_warn("redis: room counts not recorded: %s", r->str);
+}
+
+/* Records this node's member count of each room for /api/rooms. */
+static void sync_rooms(struct redis_bus *e)
+{
+    size_t rooms = 0;
+    bus_each_room_count(e->bus, count_one, &rooms);
+    int cap = 4 + 2 * (int)rooms;
+    struct room_counts a = {calloc((size_t)cap, sizeof *a.args), calloc((size_t)cap, sizeof *a.lens),
+                            calloc((size_t)cap, sizeof *a.counts), 0, cap};
+    char key[NAME_MAX_LEN + 160], now_text[24], exp_text[24];
+    uint64_t now = event_now_ms();
+    rooms_key(e, key, sizeof key);
+    snprintf(now_text, sizeof now_text, "%llu", (unsigned long long)now);
+    snprintf(exp_text, sizeof exp_text, "%llu", (unsigned long long)presence_expiry(e, now));
+    const char *head[] = {key, e->cfg->node_id, now_text, exp_text};
+    if (a.args && a.lens && a.counts) {
+        for (int i = 0; i < 4; i++) {
+            a.args[a.n] = head[i];
+            a.lens[a.n++] = strlen(head[i]);
+        }
+        bus_each_room_count(e->bus, add_room_count, &a);
+        redis_script_call(data_link(e), &e->rooms_sync, 1, a.n, a.args, a.lens, on_rooms_synced, NULL);
+    }
+    free(a.args);
+    free(a.lens);
+    free(a.counts);
+}
+
+static void on_rooms(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    (void)ac;
+    struct bus_request *req = privdata;
+    redisReply *r = reply;
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        req->error = "unavailable";
+        bus_reply(req->bus, req);
+        return;
+    }
+    /* "room|node" -> "members@expiry": live counts add up per room. */
+    struct map cluster;
+    map_init(&cluster);
+    uint64_t now = event_now_ms();
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const char *field = r->element[i]->str, *bar = field ? strrchr(field, '|') : NULL;
+        unsigned long members;
+        unsigned long long expiry;
+        if (!bar || sscanf(r->element[i + 1]->str, "%lu@%llu", &members, &expiry) != 2 || expiry <= now)
+            continue;
+        size_t len = (size_t)(bar - field);
+        uintptr_t sum = (uintptr_t)map_get(&cluster, field, len) + members;
+        map_put(&cluster, field, len, (void *)sum);
+    }
+    if (!(req->rooms = bus_rooms_format(req->bus, &cluster)))
+        req->error = "unavailable";
+    map_free(&cluster);
+    bus_reply(req->bus, req);
+}
+
+static void redis_rooms(struct bus *b, struct bus_request *req)
+{
+    struct redis_bus *e = engine(b);
+    char key[NAME_MAX_LEN + 160];
+    rooms_key(e, key, sizeof key);
+    const char *argv[] = {"HGETALL", key};
+    if (redis_link_command(data_link(e), on_rooms, req, 2, argv, NULL)) {
+        req->error = "unavailable";
+        bus_reply(b, req);
+    }
+}
+
 static void on_presence_timer(uv_timer_t *t)
 {
     struct redis_bus *e = t->data;
@@ -686,8 +810,10 @@ static void on_presence_timer(uv_timer_t *t)
         e->scripts_loaded_for = data->reconnects + 1;
         redis_script_load(data, &e->presence_set);
         redis_script_load(data, &e->presence_sync);
+        redis_script_load(data, &e->rooms_sync);
     }
     bus_each_room(e->bus, sync_room, e);
+    sync_rooms(e);
 }
 
 /* ---- lifetime -------------------------------------------------------------- */
@@ -703,6 +829,8 @@ static int redis_start(struct bus *b)
     map_init(&e->channels);
     e->presence_set.source = presence_set_source;
     e->presence_sync.source = presence_sync_source;
+    e->rooms_sync.source = rooms_sync_source;
+    redis_script_init(&e->rooms_sync);
     redis_script_init(&e->presence_set);
     redis_script_init(&e->presence_sync);
     struct redis_link *links[] = {&e->pub, &e->sub};
@@ -762,4 +890,5 @@ const struct bus_engine bus_redis_engine = {
     .interest = redis_interest,
     .presence = redis_presence,
     .presence_list = redis_presence_list,
+    .rooms = redis_rooms,
 };

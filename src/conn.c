@@ -322,26 +322,80 @@ void conn_close(struct conn *c, uint16_t code, const char *reason)
 
 /* ---- HTTP phase -------------------------------------------------------- */
 
-/* Answers with status and a one-line plain-text body. */
-static void conn_respond_text(struct conn *c, int status, const char *extra_headers, const char *text,
-                              int keep_alive)
+static void conn_read_http(struct conn *c, const char *buf, size_t len);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+
+/* A deferred request was answered: read the requests held back meanwhile,
+ * then the socket again. */
+static void http_resume(struct conn *c)
 {
-    char body[256];
-    int n = snprintf(body, sizeof body, "%s\n", text);
-    struct frame *f = http_response_create(status, "text/plain; charset=utf-8", extra_headers, body, (size_t)n,
-                                           keep_alive);
-    if (f && c->http && http_reader_request(c->http)->method == HTTP_HEAD) {
-        /* HEAD: the same head, without the body (RFC 9110 9.3.2). */
-        f->len -= (uint32_t)n;
+    char *held = c->held;
+    size_t held_len = c->held_len;
+    c->deferred = 0;
+    c->held = NULL;
+    c->held_len = 0;
+    if (c->state == CONN_HTTP) {
+        http_reader_reset(c->http);
+        c->phase_ms = uv_now(&c->worker->loop);
+        conn_ref(c);
+        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read))
+            conn_drop(c);
+        else if (held_len)
+            conn_read_http(c, held, held_len);
+        conn_unref(c);
     }
+    free(held);
+}
+
+void conn_respond(struct conn *c, int status, const char *content_type, const char *extra_headers,
+                  const char *body, size_t len, int keep_alive)
+{
+    struct frame *f = http_response_create(status, content_type, extra_headers, body, len, keep_alive);
     if (!f) {
         conn_drop(c);
         return;
+    }
+    if (body && c->http && http_reader_request(c->http)->method == HTTP_HEAD) {
+        /* HEAD: the same head, without the body (RFC 9110 9.3.2). */
+        f->len -= (uint32_t)len;
     }
     conn_enqueue(c, f);
     frame_unref(f);
     if (!keep_alive)
         conn_close(c, 0, NULL);
+    if (c->deferred)
+        http_resume(c);
+}
+
+void conn_respond_text(struct conn *c, int status, const char *extra_headers, const char *text, int keep_alive)
+{
+    char body[256];
+    int n = snprintf(body, sizeof body, "%s\n", text);
+    conn_respond(c, status, "text/plain; charset=utf-8", extra_headers, body,
+                 (size_t)n < sizeof body ? (size_t)n : sizeof body - 1, keep_alive);
+}
+
+void conn_defer(struct conn *c)
+{
+    c->deferred = 1;
+}
+
+/* The request just routed was deferred: keep the bytes after it and stop
+ * reading until its answer is out (http_resume). */
+static void http_hold(struct conn *c, const char *buf, size_t len)
+{
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    if (len == 0)
+        return;
+    char *held = malloc(len);
+    if (!held) {
+        conn_drop(c);
+        return;
+    }
+    memcpy(held, buf, len);
+    c->held = held;
+    c->held_len = len;
 }
 
 static void conn_upgrade(struct conn *c, const struct http_request *req)
@@ -387,6 +441,7 @@ static void conn_upgrade(struct conn *c, const struct http_request *req)
     http_reader_destroy(c->http);
     c->http = NULL;
     c->state = CONN_WS;
+    metrics_conn_opened(&c->worker->metrics);
     c->last_ping_ms = uv_now(&c->worker->loop);
     ws_parser_init(&c->parser, s->cfg->max_message);
     protocol_welcome(c);
@@ -394,16 +449,11 @@ static void conn_upgrade(struct conn *c, const struct http_request *req)
 
 static void conn_route(struct conn *c, const struct http_request *req)
 {
-    if (!strcmp(req->path, "/ws")) {
+    metrics_http_request(&c->worker->metrics);
+    if (!strcmp(req->path, "/ws"))
         conn_upgrade(c, req);
-    } else if (!strcmp(req->path, "/healthz")) {
-        if (req->method == HTTP_GET || req->method == HTTP_HEAD)
-            conn_respond_text(c, 200, NULL, "ok", req->keep_alive);
-        else
-            conn_respond_text(c, 405, "Allow: GET, HEAD\r\n", "method not allowed", req->keep_alive);
-    } else {
-        conn_respond_text(c, 404, NULL, "not found", req->keep_alive);
-    }
+    else
+        api_route(c, req);
 }
 
 static void conn_read_ws(struct conn *c, const uint8_t *buf, size_t len);
@@ -422,16 +472,14 @@ static void conn_read_http(struct conn *c, const char *buf, size_t len)
         if (r == HTTP_READ_NEED_MORE)
             return;
         if (r < 0) {
-            int status = -r;
-            conn_respond_text(c, status, NULL,
-                              status == 431   ? "request head too large"
-                              : status == 413 ? "request body too large"
-                              : status == 500 ? "out of memory"
-                                              : "malformed request",
-                              0);
+            api_refuse(c, http_reader_request(c->http), -r);
             return;
         }
         conn_route(c, http_reader_request(c->http));
+        if (c->deferred) {
+            http_hold(c, buf, len);
+            return;
+        }
         if (c->state == CONN_HTTP) {
             http_reader_reset(c->http);
             c->phase_ms = uv_now(&c->worker->loop);
@@ -515,6 +563,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0)
         return;
     c->last_rx_ms = uv_now(&c->worker->loop);
+    metrics_bytes_in(&c->worker->metrics, (size_t)nread);
     conn_ref(c);
     if (c->state == CONN_HTTP)
         conn_read_http(c, buf->base, (size_t)nread);
@@ -562,7 +611,8 @@ void conn_tick(struct conn *c, uint64_t now_ms)
     const struct config *cfg = c->worker->server->cfg;
     switch (c->state) {
     case CONN_HTTP:
-        if (now_ms - c->phase_ms >= (uint64_t)cfg->handshake_timeout * 1000)
+        /* A deferred request waits for the bus, which always answers. */
+        if (!c->deferred && now_ms - c->phase_ms >= (uint64_t)cfg->handshake_timeout * 1000)
             conn_respond_text(c, 408, NULL, "request not completed in time", 0);
         break;
     case CONN_WS:

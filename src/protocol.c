@@ -80,136 +80,92 @@ void protocol_welcome(struct conn *c)
 
 /* ---- replies from the bus ------------------------------------------------- */
 
-/* The connection a reply is for, or NULL when it has closed meanwhile. */
-static struct conn *reply_conn(struct bus_request *req)
+/* The join never happened: forget the pending membership, and let the bus
+ * forget its count of it. */
+static void join_failed(struct conn *c, struct bus_request *req)
 {
-    return req->conn->state == CONN_WS && !req->conn->closed ? req->conn : NULL;
-}
-
-static void reply_done(struct bus_request *req)
-{
-    req->conn->pending--;
-    conn_unref(req->conn);
-    bus_request_free(req);
-}
-
-static void on_joined(struct task *t, void *ctx)
-{
-    (void)ctx;
-    struct bus_request *req = (struct bus_request *)t;
-    struct conn *c = reply_conn(req);
-    char refbuf[REF_TEXT_MAX + 8];
-    if (!c)
-        goto done;
-    if (req->error) {
-        /* The join never happened: forget the pending membership, and the
-         * bus its count of it. */
-        if (hub_room_remove(c->worker->hub, c, req->room) == HUB_OK) {
-            struct bus_request *leave = bus_request_create(BUS_LEAVE);
-            if (leave) {
-                leave->worker = req->worker;
-                strcpy(leave->room, req->room);
-                strcpy(leave->user, req->user);
-                bus_submit(c->worker->server->bus, leave);
-            }
-        }
-        send_error(c, req->ref, req->error, "the join could not complete");
-        goto done;
+    if (hub_room_remove(c->worker->hub, c, req->room) != HUB_OK)
+        return;
+    struct bus_request *leave = bus_request_create(BUS_LEAVE);
+    if (!leave) {
+        log_error("out of memory: room %s keeps a member until restart", req->room);
+        return;
     }
+    leave->worker = req->worker;
+    strcpy(leave->room, req->room);
+    strcpy(leave->user, req->user);
+    bus_submit(c->worker->server->bus, leave);
+}
+
+static void send_joined(struct conn *c, struct bus_request *req, const char *ref)
+{
     /* Live events up to the joined offset were in the replay, or before
      * the connection's time. */
     struct offset after;
     int has_after = offset_parse(req->store.offset, &after) == 0;
     if (hub_room_activate(c->worker->hub, c, req->room, has_after ? &after : NULL) == HUB_NOMEM) {
         conn_close(c, WS_CLOSE_INTERNAL, "out of memory");
-        goto done;
+        return;
     }
     struct store_batch *missed = &req->store.batch;
-    send_fmt(c, "{\"type\":\"joined\"%s,\"room\":\"%s\",\"offset\":\"%s\",\"recovered\":%s,\"missed\":%zu}",
-             ref_field(req->ref, refbuf, sizeof refbuf), req->room, req->store.offset,
-             req->store.recovered ? "true" : "false", missed->count);
+    send_fmt(c, "{\"type\":\"joined\"%s,\"room\":\"%s\",\"offset\":\"%s\",\"recovered\":%s,\"missed\":%zu}", ref,
+             req->room, req->store.offset, req->store.recovered ? "true" : "false", missed->count);
     for (char *ev = missed->text, *end = missed->text + missed->len; ev && ev < end;) {
         char *nl = memchr(ev, '\n', (size_t)(end - ev));
         conn_send_text(c, ev, (size_t)(nl - ev));
         ev = nl + 1;
     }
-done:
-    reply_done(req);
 }
 
-static void on_left(struct task *t, void *ctx)
+static void send_history(struct conn *c, struct bus_request *req, const char *ref)
 {
-    (void)ctx;
-    struct bus_request *req = (struct bus_request *)t;
-    struct conn *c = reply_conn(req);
-    char refbuf[REF_TEXT_MAX + 8];
-    if (c)
-        send_fmt(c, "{\"type\":\"left\"%s,\"room\":\"%s\"}", ref_field(req->ref, refbuf, sizeof refbuf), req->room);
-    reply_done(req);
-}
-
-static void on_acked(struct task *t, void *ctx)
-{
-    (void)ctx;
-    struct bus_request *req = (struct bus_request *)t;
-    struct conn *c = reply_conn(req);
-    char refbuf[REF_TEXT_MAX + 8], offset[OFFSET_MAX_LEN + 2] = "null";
-    if (!c)
-        goto done;
-    if (req->error) {
-        send_error(c, req->ref, req->error, "the message was not published");
-        goto done;
-    }
-    if (req->target != BUS_ROOM) {
-        send_fmt(c, "{\"type\":\"ack\"%s}", ref_field(req->ref, refbuf, sizeof refbuf));
-        goto done;
-    }
-    if (req->store.offset[0])
-        snprintf(offset, sizeof offset, "\"%s\"", req->store.offset);
-    send_fmt(c, "{\"type\":\"ack\"%s,\"offset\":%s}", ref_field(req->ref, refbuf, sizeof refbuf), offset);
-done:
-    reply_done(req);
-}
-
-static void on_history(struct task *t, void *ctx)
-{
-    (void)ctx;
-    struct bus_request *req = (struct bus_request *)t;
-    struct conn *c = reply_conn(req);
-    char refbuf[REF_TEXT_MAX + 8];
-    if (!c)
-        goto done;
-    if (req->error) {
-        send_error(c, req->ref, req->error, "history is not available for this room");
-        goto done;
-    }
     /* The batch is newline-separated events: commas make it an array. */
     struct store_batch *b = &req->store.batch;
-    for (size_t i = 0; i < b->len; i++)
+    for (size_t i = 0; i + 1 < b->len; i++)
         if (b->text[i] == '\n')
-            b->text[i] = i + 1 == b->len ? ' ' : ',';
-    send_fmt(c, "{\"type\":\"history\"%s,\"room\":\"%s\",\"messages\":[%.*s]}",
-             ref_field(req->ref, refbuf, sizeof refbuf), req->room, (int)(b->len ? b->len - 1 : 0),
-             b->text ? b->text : "");
-done:
-    reply_done(req);
+            b->text[i] = ',';
+    send_fmt(c, "{\"type\":\"history\"%s,\"room\":\"%s\",\"messages\":[%.*s]}", ref, req->room,
+             (int)(b->len ? b->len - 1 : 0), b->text ? b->text : "");
 }
 
-static void on_presence(struct task *t, void *ctx)
+/* Runs on the asking worker when the bus is done with req. */
+static void on_reply(struct task *t, void *ctx)
 {
     (void)ctx;
     struct bus_request *req = (struct bus_request *)t;
-    struct conn *c = reply_conn(req);
+    struct conn *c = req->conn;
     char refbuf[REF_TEXT_MAX + 8];
-    if (!c)
-        goto done;
-    if (req->error)
-        send_error(c, req->ref, req->error, "presence is not available");
-    else
-        send_fmt(c, "{\"type\":\"presence\"%s,\"room\":\"%s\",\"users\":%s}",
-                 ref_field(req->ref, refbuf, sizeof refbuf), req->room, req->users);
-done:
-    reply_done(req);
+    const char *ref = ref_field(req->ref, refbuf, sizeof refbuf);
+    if (c->state != CONN_WS || c->closed) {
+        /* Closed meanwhile: nobody to answer. */
+    } else if (req->error) {
+        static const char *const what[] = {
+            [BUS_JOIN] = "the join could not complete",   [BUS_LEAVE] = "the leave could not complete",
+            [BUS_PUBLISH] = "the message was not published", [BUS_HISTORY] = "history is not available",
+            [BUS_PRESENCE] = "presence is not available",
+        };
+        if (req->op == BUS_JOIN)
+            join_failed(c, req);
+        send_error(c, req->ref, req->error, what[req->op]);
+    } else if (req->op == BUS_JOIN) {
+        send_joined(c, req, ref);
+    } else if (req->op == BUS_LEAVE) {
+        send_fmt(c, "{\"type\":\"left\"%s,\"room\":\"%s\"}", ref, req->room);
+    } else if (req->op == BUS_PUBLISH && req->target != BUS_ROOM) {
+        send_fmt(c, "{\"type\":\"ack\"%s}", ref);
+    } else if (req->op == BUS_PUBLISH) {
+        char offset[OFFSET_MAX_LEN + 2] = "null";
+        if (req->store.offset[0])
+            snprintf(offset, sizeof offset, "\"%s\"", req->store.offset);
+        send_fmt(c, "{\"type\":\"ack\"%s,\"offset\":%s}", ref, offset);
+    } else if (req->op == BUS_HISTORY) {
+        send_history(c, req, ref);
+    } else if (req->op == BUS_PRESENCE) {
+        send_fmt(c, "{\"type\":\"presence\"%s,\"room\":\"%s\",\"users\":%s}", ref, req->room, req->users);
+    }
+    c->pending--;
+    conn_unref(c);
+    bus_request_free(req);
 }
 
 /* ---- parsing ------------------------------------------------------------ */
@@ -369,7 +325,7 @@ void command_free(struct command *cmd)
 
 /* A request from c for cmd that comes back to on_reply, or NULL (error
  * sent). Takes cmd's data. */
-static struct bus_request *request(struct conn *c, struct command *cmd, enum bus_op op, task_fn on_reply)
+static struct bus_request *request(struct conn *c, struct command *cmd, enum bus_op op)
 {
     if (c->pending >= PENDING_MAX) {
         /* A client that does not wait for replies must not queue work
@@ -424,7 +380,7 @@ static void run_join(struct conn *c, struct command *cmd)
         send_error(c, cmd->ref, "unavailable", "out of memory");
         return;
     }
-    struct bus_request *req = request(c, cmd, BUS_JOIN, on_joined);
+    struct bus_request *req = request(c, cmd, BUS_JOIN);
     if (!req) {
         hub_room_remove(c->worker->hub, c, cmd->room);
         return;
@@ -446,19 +402,19 @@ static void run_command(struct conn *c, struct command *cmd)
         run_join(c, cmd);
         return;
     case CMD_LEAVE:
-        if (!require_member(c, cmd) || !(req = request(c, cmd, BUS_LEAVE, on_left)))
+        if (!require_member(c, cmd) || !(req = request(c, cmd, BUS_LEAVE)))
             return;
         hub_room_remove(c->worker->hub, c, cmd->room);
         break;
     case CMD_PUBLISH:
-        if (!require_member(c, cmd) || !(req = request(c, cmd, BUS_PUBLISH, on_acked)))
+        if (!require_member(c, cmd) || !(req = request(c, cmd, BUS_PUBLISH)))
             return;
         req->target = BUS_ROOM;
         req->ephemeral = cmd->ephemeral;
         req->echo = cmd->echo;
         break;
     case CMD_SEND:
-        if (!(req = request(c, cmd, BUS_PUBLISH, on_acked)))
+        if (!(req = request(c, cmd, BUS_PUBLISH)))
             return;
         req->target = BUS_USER;
         req->echo = 1;
@@ -469,20 +425,20 @@ static void run_command(struct conn *c, struct command *cmd)
             send_error(c, cmd->ref, "forbidden", "broadcast is not allowed on this server");
             return;
         }
-        if (!(req = request(c, cmd, BUS_PUBLISH, on_acked)))
+        if (!(req = request(c, cmd, BUS_PUBLISH)))
             return;
         req->target = BUS_ALL;
         req->echo = 1;
         break;
     case CMD_HISTORY:
-        if (!require_member(c, cmd) || !(req = request(c, cmd, BUS_HISTORY, on_history)))
+        if (!require_member(c, cmd) || !(req = request(c, cmd, BUS_HISTORY)))
             return;
         req->store.limit = cmd->limit;
         req->store.has_before = cmd->has_before;
         req->store.before = cmd->before;
         break;
     case CMD_PRESENCE:
-        if (!require_member(c, cmd) || !(req = request(c, cmd, BUS_PRESENCE, on_presence)))
+        if (!require_member(c, cmd) || !(req = request(c, cmd, BUS_PRESENCE)))
             return;
         break;
     default:
