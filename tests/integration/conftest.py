@@ -313,10 +313,22 @@ class Server:
             self.signal(sig)
         return self.wait(timeout * SLOW)
 
+    def kill(self, timeout: float = 10.0) -> int:
+        """SIGKILL by PID (a crash on purpose): the teardown then expects the
+        status of a SIGKILL instead of 0."""
+        self.killed = True
+        from signal import SIGKILL
+        return self.stop(SIGKILL, timeout)
+
     def check_clean_exit(self):
-        """The teardown assertion: exit status 0 and a sanitizer-clean log."""
-        assert self.returncode == 0, (f"{self.describe()} exited with status {self.returncode}, expected 0; "
-                                      f"log:\n{self.log_tail()}")
+        """The teardown assertion: exit status 0 (or killed by SIGKILL after
+        kill()) and a sanitizer-clean log."""
+        if getattr(self, "killed", False):
+            assert self.returncode == -9, (f"{self.describe()} was killed with SIGKILL but exited with "
+                                           f"{self.returncode}; log:\n{self.log_tail()}")
+        else:
+            assert self.returncode == 0, (f"{self.describe()} exited with status {self.returncode}, expected 0; "
+                                          f"log:\n{self.log_tail()}")
         marker = sanitizer_report(self.log())
         assert marker is None, f"{self.describe()}: log contains {marker!r}:\n{self.log_tail(80)}"
 
