@@ -29,7 +29,10 @@ struct store_memory {
     uint64_t ttl_ms;
     struct offset origin;
     struct map rooms;
+    uint32_t appends;  /* since the last sweep */
 };
+
+#define SWEEP_EVERY 4096 /* appends between sweeps of expired rooms */
 
 static struct entry *entry_at(struct store_memory *m, struct room_history *h, uint32_t i)
 {
@@ -77,9 +80,39 @@ static struct offset latest(const struct store_memory *m, const struct room_hist
     return offset_cmp(last, m->origin) > 0 ? last : m->origin;
 }
 
+static void room_free(struct store_memory *m, struct room_history *h)
+{
+    while (h->count)
+        drop_oldest(m, h);
+    free(h->ring);
+    free(h);
+}
+
+/* Frees the rooms whose history has all expired, so that memory follows
+ * the rooms in use, not every room ever written. A freed room answers like
+ * a new one: a `since` from it is not recovered. */
+static void sweep(struct store_memory *m)
+{
+    uint64_t now = event_now_ms();
+    const struct map_slot *slot;
+    for (size_t i = 0; map_next(&m->rooms, &i, &slot);) {
+        struct room_history *h = slot->value;
+        expire(m, h, now);
+        if (h->count == 0) {
+            room_free(m, h);
+            map_remove(&m->rooms, slot->key, slot->len);
+            i--; /* the backward shift may have moved an entry into this slot */
+        }
+    }
+}
+
 static void memory_append(struct store *s, struct store_call *call)
 {
     struct store_memory *m = (struct store_memory *)s;
+    if (m->ttl_ms && ++m->appends >= SWEEP_EVERY) {
+        m->appends = 0;
+        sweep(m);
+    }
     if (m->length == 0) {
         /* History is off: the message is delivered without an offset. */
         call->offset[0] = '\0';
@@ -176,13 +209,8 @@ static void memory_destroy(struct store *s)
 {
     struct store_memory *m = (struct store_memory *)s;
     const struct map_slot *slot;
-    for (size_t i = 0; map_next(&m->rooms, &i, &slot);) {
-        struct room_history *h = slot->value;
-        while (h->count)
-            drop_oldest(m, h);
-        free(h->ring);
-        free(h);
-    }
+    for (size_t i = 0; map_next(&m->rooms, &i, &slot);)
+        room_free(m, slot->value);
     map_free(&m->rooms);
     free(m);
 }
