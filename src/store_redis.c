@@ -15,19 +15,22 @@
 #include "redis.h"
 #include "store.h"
 
-/* KEYS: stream, channel. ARGV: maxlen, min id for the age trim or "", ttl
- * ms or "0", from, ts, data, envelope head, envelope tail, publish flag. */
+/* KEYS: stream, channel. ARGV: maxlen, min id for the age trim or "",
+ * from, ts, data, envelope head, envelope tail, publish flag.
+ * The stream never expires as a key: trimmed empty, it still knows its last
+ * id and how many entries it ever had, which is what recovery relies on. */
 static const char append_source[] =
-    "local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'f', ARGV[4], 't', ARGV[5], 'd', ARGV[6])\n"
+    "local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'f', ARGV[3], 't', ARGV[4], 'd', ARGV[5])\n"
     "if ARGV[2] ~= '' then redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[2]) end\n"
-    "if ARGV[3] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end\n"
-    "if ARGV[9] == '1' then redis.call('PUBLISH', KEYS[2], ARGV[7] .. id .. ARGV[8]) end\n"
+    "if ARGV[8] == '1' then redis.call('PUBLISH', KEYS[2], ARGV[6] .. id .. ARGV[7]) end\n"
     "return id\n";
 
-/* KEYS: stream. ARGV: since ("" for the latest only). Returns {latest,
- * recovered, entries}. Recovered when since is not past the latest and
- * nothing after it was trimmed: the stream's first entry is not newer than
- * since, or nothing was ever trimmed. */
+/* KEYS: stream. ARGV: since ("" for the latest only), min id of the age
+ * limit or "". Returns {latest, recovered, entries}. Entries past the age
+ * limit are trimmed first, exactly, so that they count as trimmed.
+ * Recovered when since is not past the latest and nothing after it was
+ * trimmed: the stream's first entry is not newer than since, or nothing was
+ * ever trimmed. */
 static const char recover_source[] =
     "local function cmp(a, b)\n"
     "  local am, as = string.match(a, '^(%d+)-(%d+)$')\n"
@@ -40,13 +43,15 @@ static const char recover_source[] =
     "if redis.call('EXISTS', KEYS[1]) == 0 then\n"
     "  return {'0-0', (ARGV[1] == '0-0') and 1 or 0, {}}\n"
     "end\n"
+    "if ARGV[2] ~= '' then redis.call('XTRIM', KEYS[1], 'MINID', ARGV[2]) end\n"
     "local info = redis.call('XINFO', 'STREAM', KEYS[1])\n"
     "local f = {}\n"
     "for i = 1, #info, 2 do f[info[i]] = info[i + 1] end\n"
     "local latest = f['last-generated-id']\n"
     "if ARGV[1] == '' then return {latest, 0, {}} end\n"
     "local since = ARGV[1]\n"
-    "if cmp(since, latest) > 0 then return {latest, 0, {}} end\n"
+    "local c = cmp(since, latest)\n"
+    "if c >= 0 then return {latest, c == 0 and 1 or 0, {}} end\n"
     "local first = f['first-entry']\n"
     "local whole = f['entries-added'] == f['length']\n"
     "if not whole and (first == nil or first == false or cmp(first[1], since) > 0) then\n"
@@ -80,8 +85,9 @@ static uint64_t ttl_ms(const struct store_redis *r)
 }
 
 /* Adds a stream entry [id, [field, value, ...]] to the batch as a message
- * event; entries past the age limit are skipped. Returns 0, or -1 when the
- * entry is not one of ours or memory ran out. */
+ * event; with now set, entries past the age limit are skipped (a history
+ * page; recovery trims them in its script instead, so that they count).
+ * Returns 0, or -1 when the entry is not one of ours or memory ran out. */
 static int add_entry(struct store_redis *r, struct store_call *call, const redisReply *entry, uint64_t now)
 {
     if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2 || entry->element[0]->type != REDIS_REPLY_STRING ||
@@ -108,7 +114,7 @@ static int add_entry(struct store_redis *r, struct store_call *call, const redis
     struct offset offset;
     if (!data || offset_parse(id, &offset))
         return -1;
-    if (ttl_ms(r) && ts + ttl_ms(r) <= now)
+    if (now && ttl_ms(r) && ts + ttl_ms(r) <= now)
         return 0;
     size_t len;
     char *event = event_message(call->room, id, from, data, data_len, ts, &len);
@@ -135,7 +141,7 @@ static void on_appended(redisAsyncContext *ac, void *reply, void *privdata)
 static void redis_append(struct store *s, struct store_call *call)
 {
     struct store_redis *r = (struct store_redis *)s;
-    char key[NAME_MAX_LEN + 160], maxlen[24], minid[48] = "", ttl[24], ts[24];
+    char key[NAME_MAX_LEN + 160], maxlen[24], minid[48] = "", ts[24];
     key_of(r, call->room, key, sizeof key);
     if (r->cfg->history_length == 0) {
         /* History is off: nothing is stored; the bus publishes as is. */
@@ -146,16 +152,15 @@ static void redis_append(struct store *s, struct store_call *call)
     snprintf(maxlen, sizeof maxlen, "%d", r->cfg->history_length);
     if (ttl_ms(r))
         snprintf(minid, sizeof minid, "%llu-0", (unsigned long long)(call->ts - ttl_ms(r)));
-    snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)ttl_ms(r));
     snprintf(ts, sizeof ts, "%llu", (unsigned long long)call->ts);
     call->published = r->same_redis;
     const char *from = call->from ? call->from : "";
-    const char *args[] = {key, call->channel, maxlen, minid, ttl, from, ts, call->data,
+    const char *args[] = {key, call->channel, maxlen, minid, from, ts, call->data,
                           call->envelope_head, call->envelope_tail, call->published ? "1" : "0"};
-    size_t lens[11];
-    for (int i = 0; i < 11; i++)
-        lens[i] = i == 7 ? call->data_len : strlen(args[i]);
-    if (redis_script_call(&r->link, &r->append, 2, 11, args, lens, on_appended, call))
+    size_t lens[10];
+    for (int i = 0; i < 10; i++)
+        lens[i] = i == 6 ? call->data_len : strlen(args[i]);
+    if (redis_script_call(&r->link, &r->append, 2, 10, args, lens, on_appended, call))
         fail(call, "unavailable");
 }
 
@@ -174,10 +179,9 @@ static void on_recovered(redisAsyncContext *ac, void *reply, void *privdata)
     }
     memcpy(call->offset, rep->element[0]->str, rep->element[0]->len + 1);
     call->recovered = rep->element[1]->type == REDIS_REPLY_INTEGER && rep->element[1]->integer == 1;
-    uint64_t now = event_now_ms();
     const redisReply *entries = rep->element[2];
     for (size_t i = 0; entries->type == REDIS_REPLY_ARRAY && i < entries->elements; i++)
-        if (add_entry(r, call, entries->element[i], now)) {
+        if (add_entry(r, call, entries->element[i], 0)) {
             store_batch_free(&call->batch);
             fail(call, "unavailable");
             return;
@@ -187,12 +191,14 @@ static void on_recovered(redisAsyncContext *ac, void *reply, void *privdata)
 
 static void recover_or_latest(struct store_redis *r, struct store_call *call, const char *since)
 {
-    char key[NAME_MAX_LEN + 160];
+    char key[NAME_MAX_LEN + 160], minid[48] = "";
     key_of(r, call->room, key, sizeof key);
-    const char *args[] = {key, since};
-    size_t lens[] = {strlen(key), strlen(since)};
+    if (ttl_ms(r))
+        snprintf(minid, sizeof minid, "%llu-0", (unsigned long long)(event_now_ms() - ttl_ms(r)));
+    const char *args[] = {key, since, minid};
+    size_t lens[] = {strlen(key), strlen(since), strlen(minid)};
     call->engine = r;
-    if (redis_script_call(&r->link, &r->recover, 1, 2, args, lens, on_recovered, call))
+    if (redis_script_call(&r->link, &r->recover, 1, 3, args, lens, on_recovered, call))
         fail(call, "unavailable");
 }
 
