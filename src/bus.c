@@ -32,6 +32,7 @@ struct bus_room {
     uint32_t total;               /* local memberships (or a user's connections) */
     int subscribed;               /* the engine confirmed the subscription */
     int gap_fill;                 /* the link came back: read what was missed */
+    int gap_waiting;              /* subscribed again, holding, waiting for the store */
     uint32_t holds;               /* history reads in flight: live events wait */
     struct held_event *held, *held_tail;
     struct bus_request *waiting;  /* joins waiting for the subscription */
@@ -371,6 +372,14 @@ static void gap_fill_done(struct store_call *call)
     struct gap_fill *g = (struct gap_fill *)((char *)call - offsetof(struct gap_fill, call));
     struct bus *b = g->b;
     struct bus_room *r = map_get(&b->rooms, g->room, strlen(g->room));
+    if (call->error && r && r->total && !b->stopping) {
+        /* The store is down: keep holding and try again when it is back. */
+        log_warn("bus: room %s: history unavailable, filling the gap when the store is back", g->room);
+        r->gap_waiting = 1;
+        store_batch_free(&call->batch);
+        free(g);
+        return;
+    }
     if (call->error || !call->recovered)
         log_warn("bus: room %s: %s", g->room,
                  call->error ? "history unavailable, messages missed while disconnected are lost"
@@ -394,20 +403,39 @@ static void gap_fill_done(struct store_call *call)
     free(g);
 }
 
+/* Reads what the room missed; the caller has put a hold on the room, which
+ * the read releases. While the store is down, the hold stays and the read
+ * waits for store_ready(). */
 static void gap_fill_start(struct bus *b, const char *room, struct bus_room *r)
 {
+    if (!b->store->ops->ready(b->store)) {
+        r->gap_waiting = 1;
+        return;
+    }
     struct gap_fill *g = calloc(1, sizeof *g);
     if (!g) {
         log_error("bus: out of memory filling the gap of %s", room);
+        room_release(b, room);
         return;
     }
+    r->gap_waiting = 0;
     g->b = b;
     strcpy(g->room, room);
     g->call.room = g->room;
     g->call.since = r->seen;
     g->call.done = gap_fill_done;
-    r->holds++;
     b->store->ops->recover(b->store, &g->call);
+}
+
+static void store_ready(void *arg)
+{
+    struct bus *b = arg;
+    const struct map_slot *slot;
+    for (size_t i = 0; map_next(&b->rooms, &i, &slot);) {
+        struct bus_room *r = slot->value;
+        if (r->gap_waiting)
+            gap_fill_start(b, slot->key, r);
+    }
 }
 
 void bus_subscribed(struct bus *b, const char *room)
@@ -416,8 +444,9 @@ void bus_subscribed(struct bus *b, const char *room)
     if (!r || r->subscribed)
         return;
     r->subscribed = 1;
-    if (r->gap_fill) {
+    if (r->gap_fill && !r->gap_waiting) {
         r->gap_fill = 0;
+        r->holds++;
         gap_fill_start(b, room, r);
     }
     struct bus_request *req = r->waiting;
@@ -551,6 +580,10 @@ struct bus *bus_create(struct server *s)
                                        (struct offset){event_now_ms(), 0});
     }
     b->presence = presence_create();
+    if (b->store) {
+        b->store->on_ready = store_ready;
+        b->store->ready_arg = b;
+    }
     if (!b->store || !b->presence || inbox_init(&b->inbox, s->loop, b) || b->engine->start(b)) {
         if (b->store)
             b->store->ops->destroy(b->store);

@@ -1,6 +1,8 @@
 /* main.c - reads the configuration and runs the server. */
 #include <jansson.h>
 #include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "log.h"
@@ -15,5 +17,7 @@ int main(int argc, char **argv)
     default: break;
     }
     log_set_level(cfg.log_level);
+    /* Reconnect jitter must differ between nodes restarted together. */
+    srand((unsigned)getpid() ^ (unsigned)time(NULL));
     return server_run(&cfg);
 }

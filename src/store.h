@@ -84,6 +84,9 @@ struct store_ops {
 
 struct store {
     const struct store_ops *ops;
+    /* Set by the owner: called when a store that was down can serve again. */
+    void (*on_ready)(void *arg);
+    void *ready_arg;
 };
 
 struct config;

@@ -265,6 +265,8 @@ static void on_link_up(struct redis_link *l)
     struct store_redis *r = l->data;
     redis_script_load(l, &r->append);
     redis_script_load(l, &r->recover);
+    if (r->base.on_ready)
+        r->base.on_ready(r->base.ready_arg);
 }
 
 static void on_link_stopped(struct redis_link *l)

@@ -1,0 +1,53 @@
+/* command.h - one client command (PROTOCOL.md section 2) parsed from its
+ * JSON text and checked for shape: every field present where required, of
+ * the right type, names valid (section 4), refs and limits in range.
+ * Membership and permissions are checked when it runs (protocol.c).
+ * Pure: no connection, no I/O; safe on any thread. */
+#ifndef WSFAN_COMMAND_H
+#define WSFAN_COMMAND_H
+
+#include <stddef.h>
+
+#include "names.h"
+#include "store.h"
+
+#define REF_MAX_LEN 64
+#define REF_TEXT_MAX 400 /* a ref of at most 64 bytes, serialized with escapes */
+#define HISTORY_DEFAULT_LIMIT 50
+#define HISTORY_MAX_LIMIT 1000
+
+enum command_type {
+    CMD_JOIN, CMD_LEAVE, CMD_PUBLISH, CMD_SEND, CMD_BROADCAST, CMD_HISTORY, CMD_PRESENCE, CMD_PING,
+};
+
+/* One client command. */
+struct command {
+    enum command_type type;
+    char ref[REF_TEXT_MAX];        /* the ref as JSON text, or "" */
+    char room[NAME_MAX_LEN + 1];   /* join, leave, publish, history, presence */
+    char user[NAME_MAX_LEN + 1];   /* send */
+    char *data;                    /* publish, send, broadcast: JSON text (owned) */
+    size_t data_len;
+    int ephemeral, echo;           /* publish */
+    int has_since;                 /* join */
+    struct offset since;
+    int limit;                     /* history */
+    int has_before;
+    struct offset before;
+};
+
+/* A refused command: the error code of PROTOCOL.md section 3 and a line
+ * for humans. */
+struct command_error {
+    const char *code;
+    char message[128];
+};
+
+/* Parses one text message into cmd. Returns 0, or -1 with err filled in
+ * (cmd->ref is still set when the ref itself was fine, so the error can
+ * carry it). Free cmd with command_free() either way. Pure: no
+ * connection, no I/O; any thread. */
+int command_parse(const char *text, size_t len, struct command *cmd, struct command_error *err);
+void command_free(struct command *cmd);
+
+#endif

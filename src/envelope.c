@@ -1,0 +1,131 @@
+/* envelope.c - envelopes from Redis checked and turned into client events,
+ * once per process. See envelope.h. */
+#include "envelope.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "event.h"
+
+int envelope_channel_parse(const char *ns_name, const char *ch, enum bus_target *target, char name[NAME_MAX_LEN + 1])
+{
+    size_t ns = strlen(ns_name);
+    if (strncmp(ch, ns_name, ns) || ch[ns] != ':')
+        return -1;
+    ch += ns + 1;
+    if (!strcmp(ch, "all")) {
+        *target = BUS_ALL;
+        name[0] = '\0';
+        return 0;
+    }
+    const char *open = strchr(ch, '{');
+    size_t len = strlen(ch);
+    if (!open || ch[len - 1] != '}')
+        return -1;
+    size_t name_len = (size_t)(ch + len - 1 - open - 1);
+    if (!strncmp(ch, "room:{", 6) && open == ch + 5)
+        *target = BUS_ROOM;
+    else if (!strncmp(ch, "user:{", 6) && open == ch + 5)
+        *target = BUS_USER;
+    else
+        return -1;
+    if (!name_valid(open + 1, name_len))
+        return -1;
+    memcpy(name, open + 1, name_len);
+    name[name_len] = '\0';
+    return 0;
+}
+
+/* A name field that may be absent or null; -1 when present but invalid. */
+static int optional_name(json_t *env, const char *key, const char **out)
+{
+    json_t *v = json_object_get(env, key);
+    *out = NULL;
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_string(v) || !name_valid(json_string_value(v), json_string_length(v)))
+        return -1;
+    *out = json_string_value(v);
+    return 0;
+}
+
+/* Builds the client event for one envelope; NULL with *why set when the
+ * envelope is not acceptable. */
+static struct bus_event *event_of(const char *node_id, enum bus_target target, const char *name, json_t *env,
+                                  const char **why)
+{
+    json_t *v = json_object_get(env, "v");
+    if (v && !(json_is_integer(v) && json_integer_value(v) == 1)) {
+        *why = "unknown envelope version";
+        return NULL;
+    }
+    if (!json_object_get(env, "data")) {
+        *why = "no data";
+        return NULL;
+    }
+    const char *from, *user;
+    if (optional_name(env, "from", &from) || optional_name(env, "user", &user)) {
+        *why = "from or user is not a valid id";
+        return NULL;
+    }
+    json_t *presence = json_object_get(env, "presence");
+    struct offset offset;
+    json_t *offset_v = json_object_get(env, "offset");
+    int has_offset = offset_v && !json_is_null(offset_v);
+    if (has_offset && (!json_is_string(offset_v) || offset_parse(json_string_value(offset_v), &offset))) {
+        *why = "offset is not an offset";
+        return NULL;
+    }
+    json_t *ts_v = json_object_get(env, "ts");
+    uint64_t ts = json_is_integer(ts_v) && json_integer_value(ts_v) >= 0 ? (uint64_t)json_integer_value(ts_v)
+                                                                          : event_now_ms();
+    char *json = NULL, *data = NULL;
+    size_t len = 0;
+    if (presence) {
+        const char *kind = json_string_value(presence);
+        if (target != BUS_ROOM || !user || !kind || (strcmp(kind, "join") && strcmp(kind, "leave"))) {
+            *why = "presence needs a room channel, a user and join or leave";
+            return NULL;
+        }
+        json = event_presence(!strcmp(kind, "join") ? "presence_join" : "presence_leave", name, user, &len);
+    } else {
+        data = json_dumps(json_object_get(env, "data"), JSON_COMPACT | JSON_ENCODE_ANY);
+        if (data && target == BUS_ROOM)
+            json = event_message(name, has_offset ? json_string_value(offset_v) : NULL, from, data, strlen(data),
+                                 ts, &len);
+        else if (data)
+            json = event_direct(target == BUS_USER ? "direct" : "broadcast", from, data, strlen(data), ts, &len);
+    }
+    free(data);
+    struct bus_event *ev = json ? bus_event_create(target, name, json, len) : NULL;
+    free(json);
+    if (!ev) {
+        *why = "out of memory";
+        return NULL;
+    }
+    ev->has_offset = has_offset && !presence;
+    ev->offset = offset;
+    /* echo:false from this node: the publisher's own connection is skipped. */
+    json_t *origin = json_object_get(env, "origin"), *skip = json_object_get(env, "echo_skip");
+    unsigned worker;
+    unsigned long long seq;
+    if (json_is_string(origin) && !strcmp(json_string_value(origin), node_id) && json_is_string(skip) &&
+        sscanf(json_string_value(skip), "%u.%llu", &worker, &seq) == 2) {
+        ev->skip_worker = (int)worker;
+        ev->skip_seq = seq;
+    }
+    return ev;
+}
+
+struct bus_event *envelope_to_event(const char *node_id, enum bus_target target, const char *name,
+                                    const char *payload, size_t len, const char **why)
+{
+    json_error_t err;
+    json_t *env = json_loadb(payload, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &err);
+    *why = "not a JSON object";
+    struct bus_event *ev = json_is_object(env) ? event_of(node_id, target, name, env, why) : NULL;
+    json_decref(env);
+    return ev;
+}
