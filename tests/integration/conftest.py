@@ -10,6 +10,14 @@ What is here:
   a well-behaved library refuses to send (unmasked frames, bad lengths, ...).
 - json_client() and run(): a JSON-level client on python3-websockets (asyncio;
   the sync client does not exist in websockets 10.4, pytest-asyncio is absent).
+- Server.kill(): SIGKILL on purpose; the teardown then expects -9, not 0.
+- For the Redis engines (test_redis_*.py): the `redis_factory` /
+  `redis_factory_module` / `redis_server` fixtures (Debian's redis-server on a
+  free loopback port, --save '' --appendonly no, stopped by PID; kill() and
+  restart() on the same port), redis_node() (wsfan with --redis and
+  --node-id, waiting until it is connected), readyz(), await_ready(),
+  wait_until()/await_until(), numsub() and publish_many(). python3-redis is
+  imported only when used.
 
 Test files import these with `from conftest import ...`.
 Every wait is bounded in time; every loop is bounded in count.
@@ -21,7 +29,7 @@ import contextlib
 import hashlib
 import json
 import os
-from signal import SIGTERM
+from signal import SIGKILL, SIGTERM
 import socket
 import struct
 import subprocess
@@ -317,7 +325,6 @@ class Server:
         """SIGKILL by PID (a crash on purpose): the teardown then expects the
         status of a SIGKILL instead of 0."""
         self.killed = True
-        from signal import SIGKILL
         return self.stop(SIGKILL, timeout)
 
     def check_clean_exit(self):
@@ -760,3 +767,299 @@ async def json_client(server, path: str = "/ws", subprotocols=None, **kw):
 def run(coro, timeout: float = 30.0):
     """Runs a coroutine from a plain test function, bounded in time."""
     return asyncio.run(asyncio.wait_for(coro, timeout * SLOW))
+
+
+# ---- Redis: a real redis-server for the tests of the Redis engines (test_redis_*.py) ----
+
+REDIS_SERVER_BIN = "/usr/bin/redis-server"
+
+
+def redis_lib():
+    """Debian's python3-redis, imported on first use so that the tests that do
+    not use Redis never need it."""
+    import redis
+    return redis
+
+
+class RedisServer:
+    """One redis-server on 127.0.0.1:<free port>, without persistence
+    (--save '' --appendonly no). kill() is SIGKILL by PID; restart() starts a
+    new one on the same port (empty: nothing was persisted)."""
+
+    def __init__(self, log_dir: Path, port: Optional[int] = None, ready_timeout: float = 10.0):
+        self.port = port or free_port()
+        self.log_dir = log_dir
+        self.proc: Optional[subprocess.Popen] = None
+        self.log_paths = []
+        self._log = None
+        self._clients = []
+        self.start(ready_timeout)
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout: float = 10.0):
+        assert not self.alive(), f"redis-server on port {self.port} is already running (pid {self.pid})"
+        self.close_log()
+        path = self.log_dir / f"redis-{self.port}-{time.monotonic_ns()}.log"
+        self.log_paths.append(path)
+        self._log = open(path, "wb")
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER_BIN, "--port", str(self.port), "--bind", HOST, "--save", "", "--appendonly", "no",
+             "--daemonize", "no", "--dir", str(self.log_dir), "--loglevel", "notice"],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout * SLOW
+        last = None
+        probe = redis_lib().Redis(host=HOST, port=self.port, socket_timeout=1.0, socket_connect_timeout=1.0)
+        try:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"redis-server on port {self.port} exited with {self.proc.returncode} "
+                                         f"at start; log:\n{self.log_tail()}")
+                try:
+                    if probe.ping():
+                        return
+                except Exception as e:  # not listening yet
+                    last = repr(e)
+                time.sleep(0.02)
+        finally:
+            probe.close()
+        self.kill()
+        raise AssertionError(f"redis-server on port {self.port} did not answer PING within "
+                             f"{timeout * SLOW:.0f}s (last: {last}); log:\n{self.log_tail()}")
+
+    def client(self, **kw):
+        """A redis-py client (decoded strings) closed at teardown."""
+        opts = dict(host=HOST, port=self.port, decode_responses=True, socket_timeout=5.0 * SLOW,
+                    socket_connect_timeout=2.0)
+        opts.update(kw)
+        c = redis_lib().Redis(**opts)
+        self._clients.append(c)
+        return c
+
+    def log(self) -> str:
+        if self._log and not self._log.closed:
+            self._log.flush()
+        return "".join(p.read_text(errors="replace") for p in self.log_paths)
+
+    def log_tail(self, n: int = 30) -> str:
+        return "\n".join(self.log().splitlines()[-n:])
+
+    def _wait(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+    def kill(self) -> int:
+        """SIGKILL by PID and wait for the exit."""
+        if self.alive():
+            os.kill(self.proc.pid, SIGKILL)
+        return self._wait(5.0)
+
+    def stop(self, timeout: float = 5.0) -> int:
+        """SIGTERM by PID (SIGKILL if it does not exit in time)."""
+        if self.alive():
+            os.kill(self.proc.pid, SIGTERM)
+        return self._wait(timeout)
+
+    def restart(self, timeout: float = 10.0):
+        """A new, empty redis-server on the same port (after kill() or stop())."""
+        assert not self.alive(), "restart() needs the old redis-server stopped first"
+        last = None
+        for _ in range(20):  # the port can take a moment to be free again
+            try:
+                self.start(timeout)
+                return
+            except AssertionError as e:
+                last = e
+                if "in use" not in self.log_tail(5).lower():
+                    raise
+                time.sleep(0.1)
+        raise last
+
+    def close_clients(self):
+        for c in self._clients:
+            with contextlib.suppress(Exception):
+                c.close()
+        self._clients = []
+
+    def close_log(self):
+        if self._log:
+            with contextlib.suppress(Exception):
+                self._log.close()
+
+
+class RedisFactory:
+    """redis_factory() -> RedisServer; at finalize() every one still running is
+    stopped by PID."""
+
+    def __init__(self, log_dir: Path):
+        self.log_dir = log_dir
+        self.servers = []
+
+    def __call__(self, port: Optional[int] = None) -> RedisServer:
+        """A started redis-server, on port when given (else a free one)."""
+        last = None
+        for _ in range(1 if port else 3):  # a port grabbed between free_port() and bind: retry
+            try:
+                srv = RedisServer(self.log_dir, port)
+            except AssertionError as e:
+                last = e
+                continue
+            self.servers.append(srv)
+            return srv
+        raise last
+
+    def finalize(self):
+        for srv in self.servers:
+            srv.close_clients()
+            srv.stop()
+            srv.close_log()
+        self.servers = []
+
+
+@pytest.fixture
+def redis_factory(tmp_path):
+    """Factory of redis-servers for one test, stopped by PID at teardown.
+    Request it before `wsfan` so that pytest stops the nodes first."""
+    factory = RedisFactory(tmp_path)
+    yield factory
+    factory.finalize()
+
+
+@pytest.fixture(scope="module")
+def redis_factory_module(tmp_path_factory):
+    factory = RedisFactory(tmp_path_factory.mktemp("redis"))
+    yield factory
+    factory.finalize()
+
+
+@pytest.fixture
+def redis_server(redis_factory) -> RedisServer:
+    """One redis-server for one test."""
+    return redis_factory()
+
+
+def redis_node(factory: ServerFactory, redis_server, node_id: str, *args, env: Optional[dict] = None,
+               ready: bool = True) -> Server:
+    """A wsfan node on redis_server (a RedisServer or a redis:// URL) with
+    --node-id node_id. With ready, waits until it is connected (wait_ready)."""
+    url = redis_server if isinstance(redis_server, str) else redis_server.url
+    srv = factory("--redis", url, "--node-id", node_id, *args, env=env)
+    srv.node_id = node_id
+    if ready:
+        wait_ready(srv)
+    return srv
+
+
+def readyz(srv: Server, timeout: float = 2.0) -> int:
+    """The status of GET /readyz (404 while the build has no /readyz)."""
+    return http_get(srv.port, "/readyz", timeout=timeout).status
+
+
+async def _probe_send(client) -> Optional[dict]:
+    await client.send({"type": "send", "user": "ready.probe", "data": None, "ref": "ready-probe"})
+    for _ in range(100):
+        m = await client.recv(5.0)
+        if m.get("ref") == "ready-probe":
+            return m
+    return None
+
+
+async def await_ready(srv: Server, timeout: float = 10.0, probe=None):
+    """Waits until the node's Redis links are up: /readyz 200, or, while the
+    build has no /readyz (404), until a `send` is acknowledged rather than
+    refused with `unavailable`. Fails after timeout (scaled by SLOW)."""
+    deadline = time.monotonic() + timeout * SLOW
+    last = None
+    own = None
+    try:
+        for _ in range(100_000):
+            if time.monotonic() >= deadline:
+                break
+            status = readyz(srv)
+            if status == 200:
+                return
+            last = f"/readyz {status}"
+            if status == 404:
+                if probe is None:
+                    own = probe = await connect_json(srv)
+                reply = await _probe_send(probe)
+                if reply and reply.get("type") == "ack":
+                    return
+                last = f"/readyz 404 and a send answered {reply!r}"
+            await asyncio.sleep(0.02)
+    finally:
+        if own is not None:
+            await own.ws.close()
+    raise AssertionError(f"{srv.describe()}: not connected to Redis within {timeout * SLOW:.0f}s "
+                         f"(last: {last}); log:\n{srv.log_tail()}")
+
+
+def wait_ready(srv: Server, timeout: float = 10.0):
+    run(await_ready(srv, timeout), timeout + 5)
+
+
+def wait_until(fn, what: str, timeout: float = 5.0, interval: float = 0.02):
+    """Polls fn() -> (ok, detail) until ok; fails after timeout (scaled by
+    SLOW) with what and the last detail. Returns the last detail."""
+    deadline = time.monotonic() + timeout * SLOW
+    detail = None
+    for _ in range(1_000_000):
+        ok, detail = fn()
+        if ok:
+            return detail
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not true within {timeout * SLOW:.1f}s; last: {detail!r}")
+
+
+async def await_until(fn, what: str, timeout: float = 5.0, interval: float = 0.02):
+    """wait_until for async tests: fn() -> (ok, detail), a plain function."""
+    deadline = time.monotonic() + timeout * SLOW
+    detail = None
+    for _ in range(1_000_000):
+        ok, detail = fn()
+        if ok:
+            return detail
+        if time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(interval)
+    raise AssertionError(f"{what}: not true within {timeout * SLOW:.1f}s; last: {detail!r}")
+
+
+def numsub(r, *channels) -> dict:
+    """PUBSUB NUMSUB as {channel: subscribers}."""
+    return dict(r.pubsub_numsub(*channels)) if channels else {}
+
+
+async def publish_many(client, room: str, datas, window: int = 64, **kw):
+    """Publishes every item of datas to room from a protocol_client.Client,
+    up to window commands in flight (below the server's limit of pending
+    commands), in order; returns the acks in publish order. Fails on any
+    other reply."""
+    datas = list(datas)
+    acks = []
+    for start in range(0, len(datas), window):
+        refs = []
+        for d in datas[start:start + window]:
+            ref = client.ref()
+            refs.append(ref)
+            await client.send({"type": "publish", "room": room, "data": d, "ref": ref, **kw})
+        for ref in refs:
+            r = await client.recv_match(lambda m, ref=ref: m.get("ref") == ref and m.get("type") in
+                                        ("ack", "error"), f"reply to publish {ref}", 10.0)
+            assert r["type"] == "ack", f"{client.label}: publish {ref} to {room} should be acknowledged, got {r!r}"
+            acks.append(r)
+    return acks
