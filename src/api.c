@@ -11,11 +11,14 @@
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "bus.h"
+#include "command.h"
 #include "conn.h"
 #include "http.h"
 #include "metrics.h"

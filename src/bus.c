@@ -216,6 +216,8 @@ static void run_delivery(struct task *t, void *ctx)
 /* Posts ev to every worker with local interest; takes the caller's ref. */
 static void deliver_now(struct bus *b, struct bus_room *r, struct bus_event *ev)
 {
+    if (ev->target == BUS_ROOM)
+        metrics_room_event(&b->server->metrics, ev->name);
     if (r && ev->has_offset && (!r->has_seen || offset_cmp(ev->offset, r->seen) > 0)) {
         r->seen = ev->offset;
         r->has_seen = 1;
@@ -341,6 +343,8 @@ static void join_done(struct store_call *call)
     strcpy(room, req->room);
     struct bus_room *r = map_get(&b->rooms, room, strlen(room));
     struct offset latest;
+    if (call->error)
+        metrics_store_error(&b->server->metrics);
     if (!call->error && r && !r->has_seen && offset_parse(call->offset, &latest) == 0) {
         r->seen = latest;
         r->has_seen = 1;
@@ -476,6 +480,8 @@ static void store_done(struct store_call *call)
 {
     struct bus_request *req = request_of(call);
     req->error = call->error;
+    if (call->error && strcmp(call->error, "history_unavailable"))
+        metrics_store_error(&req->bus->server->metrics);
     bus_reply(req->bus, req);
 }
 

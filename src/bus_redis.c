@@ -132,6 +132,7 @@ static struct redis_link *data_link(struct redis_bus *e)
 static void bad_envelope(struct redis_bus *e, const char *channel, const char *why)
 {
     e->bad_envelopes++;
+    metrics_invalid_envelope(&bus_server(e->bus)->metrics);
     uint32_t suppressed;
     if (log_limit_allow(&e->bad_envelope_log, event_now_ms(), &suppressed))
         log_warn("redis: dropped a payload on %s: %s (%llu dropped in all, %u not logged)", channel, why,
@@ -237,6 +238,8 @@ static void redis_interest(struct bus *b, enum bus_target target, const char *na
 static void on_sub_up(struct redis_link *l)
 {
     struct redis_bus *e = l->data;
+    if (l->reconnects)
+        metrics_bus_reconnect(&bus_server(e->bus)->metrics);
     /* Subscribe everything wanted again; rooms fill their gap on confirmation. */
     const struct map_slot *slot;
     for (size_t i = 0; map_next(&e->channels, &i, &slot);)

@@ -274,25 +274,30 @@ static int skipped(const struct bus_event *ev, const struct conn *c)
 }
 
 /* Enqueues f on the entry's connections, last first: one that overflows
- * and closes leaves its slot to one already served. */
-static void deliver_entry(struct map *m, struct hub_entry *e, const struct bus_event *ev, struct frame *f)
+ * and closes leaves its slot to one already served. Returns how many. */
+static uint32_t deliver_entry(struct map *m, struct hub_entry *e, const struct bus_event *ev, struct frame *f)
 {
+    uint32_t n = 0;
     e->refs++;
     for (uint32_t i = e->set.count; i-- > 0;) {
         if (i >= e->set.count)
             continue;
         struct conn *c = e->set.items[i];
-        if (!skipped(ev, c))
+        if (!skipped(ev, c)) {
             conn_enqueue(c, f);
+            n++;
+        }
     }
     entry_unref(m, e);
+    return n;
 }
 
 /* Fresh members get events without an offset, skip persisted ones their
  * replay had, and become ordinary members at the first one past it
  * (offsets arrive in increasing order). */
-static void deliver_fresh(struct map *m, struct hub_entry *r, const struct bus_event *ev, struct frame *f)
+static uint32_t deliver_fresh(struct map *m, struct hub_entry *r, const struct bus_event *ev, struct frame *f)
 {
+    uint32_t n = 0;
     r->refs++;
     for (uint32_t i = r->nfresh; i-- > 0;) {
         if (i >= r->nfresh)
@@ -308,10 +313,13 @@ static void deliver_fresh(struct map *m, struct hub_entry *r, const struct bus_e
                 r->fresh[i] = r->fresh[--r->nfresh];
             }
         }
-        if (!skipped(ev, c))
+        if (!skipped(ev, c)) {
             conn_enqueue(c, f);
+            n++;
+        }
     }
     entry_unref(m, r);
+    return n;
 }
 
 void hub_deliver(struct hub *h, const struct bus_event *ev)
@@ -325,17 +333,22 @@ void hub_deliver(struct hub *h, const struct bus_event *ev)
         log_error("worker %d: out of memory encoding an event", h->worker->index);
         return;
     }
+    uint32_t n = 0;
     if (e && e->nfresh) {
         /* Members first: fresh ones promoted here must not get it twice. */
         e->refs++;
-        deliver_entry(m, e, ev, f);
-        deliver_fresh(m, e, ev, f);
+        n = deliver_entry(m, e, ev, f);
+        n += deliver_fresh(m, e, ev, f);
         entry_unref(m, e);
-    } else if (e)
-        deliver_entry(m, e, ev, f);
-    else
+    } else if (e) {
+        n = deliver_entry(m, e, ev, f);
+    } else {
         for (struct conn *c = h->worker->conns; c; c = c->next)
-            if (c->state == CONN_WS && !skipped(ev, c))
+            if (c->state == CONN_WS && !skipped(ev, c)) {
                 conn_enqueue(c, f);
+                n++;
+            }
+    }
+    metrics_fanout(&h->worker->metrics, ev->target, n);
     frame_unref(f);
 }

@@ -117,6 +117,17 @@ void metrics_room_event(struct metrics_bus *mb, const char *room)
     uv_mutex_unlock(&mb->lock);
 }
 
+size_t metrics_busiest_rooms(struct metrics_bus *mb, struct metrics_room *top, uint64_t *total)
+{
+    uv_mutex_lock(&mb->lock);
+    roll(mb, now_ms());
+    size_t n = mb->nlast;
+    *total = mb->last_total;
+    memcpy(top, mb->last, sizeof top[0] * n);
+    uv_mutex_unlock(&mb->lock);
+    return n;
+}
+
 /* The last complete window, copied out. */
 struct rates {
     uint64_t total;
@@ -126,12 +137,7 @@ struct rates {
 
 static void rates_read(struct metrics_bus *mb, struct rates *r)
 {
-    uv_mutex_lock(&mb->lock);
-    roll(mb, now_ms());
-    r->total = mb->last_total;
-    r->n = mb->nlast;
-    memcpy(r->top, mb->last, sizeof r->top[0] * r->n);
-    uv_mutex_unlock(&mb->lock);
+    r->n = metrics_busiest_rooms(mb, r->top, &r->total);
 }
 
 static double per_second(uint64_t count)

@@ -13,8 +13,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "command.h"
 #include "map.h"
-#include "protocol.h"
 
 #define METRICS_TOP_ROOMS 10
 #define METRICS_RATE_WINDOW_MS 5000
@@ -117,6 +117,11 @@ static inline void metrics_store_error(struct metrics_bus *mb) { metrics_add(&mb
 
 /* One message reached room (for the busiest rooms' rates). */
 void metrics_room_event(struct metrics_bus *mb, const char *room);
+
+/* The last complete window (METRICS_RATE_WINDOW_MS long): the busiest
+ * rooms, busiest first, into top (METRICS_TOP_ROOMS long), and all the room
+ * events in *total. Returns how many rooms were written. Any thread. */
+size_t metrics_busiest_rooms(struct metrics_bus *mb, struct metrics_room *top, uint64_t *total);
 
 /* ---- readers (any thread) ------------------------------------------------- */
 

@@ -298,10 +298,13 @@ void protocol_handle(struct conn *c, const char *text, size_t len)
 {
     struct command cmd;
     struct command_error err;
-    if (command_parse(text, len, &cmd, &err))
+    if (command_parse(text, len, &cmd, &err)) {
+        metrics_message_in(&c->worker->metrics, METRICS_IN_INVALID);
         send_error(c, cmd.ref, err.code, err.message);
-    else
+    } else {
+        metrics_message_in(&c->worker->metrics, (int)cmd.type);
         run_command(c, &cmd);
+    }
     command_free(&cmd);
 }
 

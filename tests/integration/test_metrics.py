@@ -1,0 +1,211 @@
+"""GET /metrics (Prometheus text, checked with promtool from Debian's
+prometheus package) and GET /api/stats: what the counters say after real
+traffic: connections by close code, bytes, replies, slow readers, the send
+queue gauge, fan-out, commands by kind and the busiest rooms."""
+
+import json
+import re
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import (OP_TEXT, SLOW, RawClient, cmd, frame, http_get, http_request, json_client,
+                      request_head, run)
+
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')
+
+
+def scrape(srv):
+    """(raw text, {name or name{labels}: float})."""
+    resp = http_get(srv.port, "/metrics")
+    assert resp.status == 200, resp.head
+    assert resp.header("content-type").startswith("text/plain; version=0.0.4"), resp.head
+    text = resp.body.decode()
+    values = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = SAMPLE.match(line)
+        assert m, f"not a sample line: {line!r}"
+        values[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+    return text, values
+
+
+def promtool_check(text):
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: scripts/install-deps installs Debian's prometheus package"
+    p = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, f"promtool check metrics failed:\n{p.stdout}{p.stderr}\n--- metrics:\n{text}"
+
+
+def wait_metric(srv, key, want, timeout=5.0):
+    """Polls until the sample key satisfies want(value); returns the values."""
+    deadline = time.monotonic() + timeout * SLOW
+    while True:
+        _, values = scrape(srv)
+        if key in values and want(values[key]):
+            return values
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{key} = {values.get(key)} did not reach the expected value within "
+                                 f"{timeout * SLOW:.0f}s")
+        time.sleep(0.05)
+
+
+def stats(srv):
+    resp = http_get(srv.port, "/api/stats")
+    assert resp.status == 200 and resp.header("content-type") == "application/json", resp.head
+    return json.loads(resp.body)
+
+
+def test_exposition_is_valid_prometheus_text_before_and_after_traffic(wsfan):
+    srv = wsfan("--workers", "3")
+    text, values = scrape(srv)
+    promtool_check(text)
+    assert values["wsfan_connections"] == 0
+    assert values["wsfan_bus_up"] == 1
+    assert sum(v for k, v in values.items() if k.startswith("wsfan_worker_connections{")) == 0
+    assert len([k for k in values if k.startswith("wsfan_worker_connections{")]) == 3
+
+    async def traffic():
+        async with json_client(srv, "/ws?user=a") as a, json_client(srv, "/ws?user=b") as b:
+            for c in (a, b):
+                await c.request({"type": "join", "room": "m-room"})
+            for i in range(20):
+                await a.send({"type": "publish", "room": "m-room", "data": i})
+            await a.request({"type": "ping"})
+            await a.request({"type": "not-a-command"})
+    run(traffic())
+    text, values = scrape(srv)
+    promtool_check(text)
+
+
+def test_connections_are_counted_by_close_code(wsfan):
+    srv = wsfan("--workers", "2")
+    a = RawClient.open(srv)
+    b = RawClient.open(srv)
+    c = RawClient.open(srv)
+    values = wait_metric(srv, "wsfan_connections", lambda v: v == 3)
+    assert values["wsfan_connections_opened_total"] == 3
+    assert sum(v for k, v in values.items() if k.startswith("wsfan_worker_connections{")) == 3
+
+    a.send_close(1000)
+    a.expect_close(1000)
+    b.send_close()  # an empty close: 1005
+    b.expect_close(None)
+    c.close()  # no close handshake at all: 1006
+    values = wait_metric(srv, "wsfan_connections", lambda v: v == 0)
+    assert values['wsfan_connections_closed_total{code="1000"}'] == 1, values
+    assert values['wsfan_connections_closed_total{code="1005"}'] == 1, values
+    assert values['wsfan_connections_closed_total{code="1006"}'] == 1, values
+    assert values["wsfan_bytes_in_total"] > 0 and values["wsfan_bytes_out_total"] > 0
+    # The three welcomes are replies to their own connections.
+    assert values['wsfan_messages_out_total{kind="reply"}'] >= 3
+
+
+def test_bytes_and_replies_grow_with_traffic(wsfan):
+    srv = wsfan()
+    _, before = scrape(srv)
+    with RawClient.open(srv) as c:
+        for i in range(10):
+            assert c.request({"type": "ping", "ref": i})["type"] == "pong"
+    _, after = scrape(srv)
+    assert after['wsfan_messages_out_total{kind="reply"}'] - before['wsfan_messages_out_total{kind="reply"}'] >= 11
+    assert after["wsfan_bytes_in_total"] - before["wsfan_bytes_in_total"] > 10 * 20
+    assert after["wsfan_bytes_out_total"] - before["wsfan_bytes_out_total"] > 10 * 10
+    assert after["wsfan_http_requests_total"] > before["wsfan_http_requests_total"]
+
+
+def test_slow_reader_is_counted_and_the_queue_gauge_returns_to_zero(wsfan):
+    srv = wsfan("--send-queue-limit", "64k", "--workers", "1")
+    slow = RawClient.open(srv, rcvbuf=4096)
+    batch = b"".join(frame(OP_TEXT, cmd({"type": "ping", "ref": "r" * 60})) for _ in range(200))
+    slow.sock.settimeout(0.5)
+    t0 = time.monotonic()
+    for _ in range(100):  # as in test_server.py: at most 20k pings that are never read
+        if time.monotonic() - t0 > 10:
+            break
+        try:
+            slow.sock.sendall(batch)
+        except (socket.timeout, OSError):
+            break
+    values = wait_metric(srv, "wsfan_slow_readers_closed_total", lambda v: v == 1, timeout=10)
+    assert values['wsfan_connections_closed_total{code="1013"}'] == 1, values
+    slow.close()
+    values = wait_metric(srv, "wsfan_connections", lambda v: v == 0, timeout=10)
+    wait_metric(srv, "wsfan_send_queue_bytes", lambda v: v == 0, timeout=10)
+
+
+def test_stats_json_for_the_dashboard(wsfan):
+    srv = wsfan("--workers", "2")
+    with RawClient.open(srv), RawClient.open(srv):
+        deadline = time.monotonic() + 5 * SLOW
+        while (s := stats(srv))["connections"] != 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert s["connections"] == 2, s
+    assert [w["worker"] for w in s["workers"]] == [0, 1], s
+    assert sum(w["connections"] for w in s["workers"]) == 2, s
+    for key in ("node", "version", "uptime_s", "messages_in", "messages_out", "bytes_in", "bytes_out",
+                "fanout_deliveries", "send_queue_bytes", "slow_readers_closed", "room_messages_per_s",
+                "rate_window_s", "busiest_rooms"):
+        assert key in s, f"/api/stats lacks {key}: {s}"
+    assert s["bus"] == {"engine": "memory", "up": True, "reconnects": 0, "invalid_envelopes": 0, "store_errors": 0}
+    head = http_request(srv.port, request_head("HEAD", "/api/stats", [("Connection", "close")]))
+    assert head.status == 200 and head.body == b""
+
+
+# ---- counted where the bus, the hub and protocol.c call metrics.h -------------------------
+
+def test_commands_are_counted_by_kind(wsfan):
+    srv = wsfan()
+
+    async def traffic():
+        async with json_client(srv, "/ws") as c:
+            await c.request({"type": "ping"})
+            await c.request({"type": "ping"})
+            await c.request({"type": "join", "room": "k"})
+            await c.request({"type": "nope"})
+            await c.request("not json")
+    run(traffic())
+    _, values = scrape(srv)
+    assert values['wsfan_messages_in_total{kind="ping"}'] == 2, values
+    assert values['wsfan_messages_in_total{kind="join"}'] == 1, values
+    assert values['wsfan_messages_in_total{kind="invalid"}'] == 2, values
+
+
+def test_fanout_counts_one_event_per_worker_and_one_delivery_per_member(wsfan):
+    srv = wsfan("--workers", "1")
+
+    async def traffic():
+        async with json_client(srv, "/ws") as a, json_client(srv, "/ws") as b, json_client(srv, "/ws") as c:
+            for x in (a, b, c):
+                await x.request({"type": "join", "room": "fan"})
+            await a.request({"type": "publish", "room": "fan", "data": 1, "echo": True})
+            for x in (b, c):
+                await x.recv()
+    run(traffic())
+    _, values = scrape(srv)
+    assert values['wsfan_fanout_events_total{target="room"}'] >= 1, values
+    assert values["wsfan_fanout_deliveries_total"] >= 3, values
+    assert values['wsfan_messages_out_total{kind="room"}'] >= 3, values
+
+
+def test_busiest_rooms_show_their_rate_top_n_only(wsfan):
+    srv = wsfan()
+    raw = b"".join(request_head("POST", "/api/publish", [("Content-Type", "application/json"),
+                                                         ("Content-Length", str(len(body)))]) + body
+                   for body in (json.dumps({"room": f"r{i % 12}", "data": i}).encode() for i in range(12 * 12 + 48)))
+    # Rooms count while they have members: keep one in each.
+    clients = [RawClient.open(srv) for _ in range(12)]
+    for i, c in enumerate(clients):
+        assert c.request({"type": "join", "room": f"r{i}"})["type"] == "joined"
+    http_request(srv.port, raw, count=12 * 12 + 48, timeout=20)
+    values = wait_metric(srv, "wsfan_room_messages_per_second", lambda v: v > 0, timeout=15)
+    rooms = {k: v for k, v in values.items() if k.startswith("wsfan_busiest_room_messages_per_second{")}
+    assert 0 < len(rooms) <= 10, rooms
+    s = stats(srv)
+    assert s["busiest_rooms"][0]["room"] in {f"r{i}" for i in range(12)}, s
+    for c in clients:
+        c.close()
