@@ -48,7 +48,8 @@ static int parse_offset(json_t *body, const char *key, int *present, struct offs
 {
     json_t *v = json_object_get(body, key);
     *present = v != NULL;
-    if (v && !(json_is_string(v) && offset_parse(json_string_value(v), out) == 0))
+    if (v && !(json_is_string(v) && strlen(json_string_value(v)) == json_string_length(v) &&
+               offset_parse(json_string_value(v), out) == 0))
         return refuse(err, "bad_command", "%s must be an offset string such as \"1732312345678-0\"", key);
     return 0;
 }
@@ -140,14 +141,16 @@ int command_parse(const char *text, size_t len, struct command *cmd, struct comm
         goto done;
     }
     size_t i = 0;
-    while (i < sizeof command_names / sizeof command_names[0] && strcmp(json_string_value(type), command_names[i]))
+    /* Whole strings: "ping\u0000x" is not "ping". */
+    while (i < sizeof command_names / sizeof command_names[0] &&
+           (strlen(command_names[i]) != json_string_length(type) || strcmp(json_string_value(type), command_names[i])))
         i++;
     if (i == sizeof command_names / sizeof command_names[0]) {
         refuse(err, "unknown_type", "unknown command type");
         goto done;
     }
     cmd->type = (enum command_type)i;
-    r = parse_fields(body, cmd, err);
+    r = parse_fields(body, cmd, err) ? -1 : 0;
 done:
     json_decref(body);
     return r;

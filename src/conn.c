@@ -326,8 +326,9 @@ static void conn_read_http(struct conn *c, const char *buf, size_t len);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 
-/* A deferred request was answered: read the requests held back meanwhile,
- * then the socket again. */
+/* A deferred request was answered: read the socket again (a closing
+ * connection too, to see the peer's end) and, while the connection stays
+ * in HTTP, the requests held back meanwhile. */
 static void http_resume(struct conn *c)
 {
     char *held = c->held;
@@ -335,16 +336,16 @@ static void http_resume(struct conn *c)
     c->deferred = 0;
     c->held = NULL;
     c->held_len = 0;
-    if (c->state == CONN_HTTP) {
+    conn_ref(c);
+    if (!c->closed && uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read)) {
+        conn_drop(c);
+    } else if (c->state == CONN_HTTP) {
         http_reader_reset(c->http);
         c->phase_ms = uv_now(&c->worker->loop);
-        conn_ref(c);
-        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read))
-            conn_drop(c);
-        else if (held_len)
+        if (held_len)
             conn_read_http(c, held, held_len);
-        conn_unref(c);
     }
+    conn_unref(c);
     free(held);
 }
 

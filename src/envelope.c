@@ -38,6 +38,14 @@ int envelope_channel_parse(const char *ns_name, const char *ch, enum bus_target 
     return 0;
 }
 
+/* The value of a JSON string without a NUL inside it (C functions would
+ * read it cut short), else NULL. */
+static const char *whole_string(json_t *v)
+{
+    const char *s = json_string_value(v);
+    return s && strlen(s) == json_string_length(v) ? s : NULL;
+}
+
 /* A name field that may be absent or null; -1 when present but invalid. */
 static int optional_name(json_t *env, const char *key, const char **out)
 {
@@ -74,7 +82,7 @@ static struct bus_event *event_of(const char *node_id, enum bus_target target, c
     struct offset offset;
     json_t *offset_v = json_object_get(env, "offset");
     int has_offset = offset_v && !json_is_null(offset_v);
-    if (has_offset && (!json_is_string(offset_v) || offset_parse(json_string_value(offset_v), &offset))) {
+    if (has_offset && (!whole_string(offset_v) || offset_parse(whole_string(offset_v), &offset))) {
         *why = "offset is not an offset";
         return NULL;
     }
@@ -84,7 +92,7 @@ static struct bus_event *event_of(const char *node_id, enum bus_target target, c
     char *json = NULL, *data = NULL;
     size_t len = 0;
     if (presence) {
-        const char *kind = json_string_value(presence);
+        const char *kind = whole_string(presence);
         if (target != BUS_ROOM || !user || !kind || (strcmp(kind, "join") && strcmp(kind, "leave"))) {
             *why = "presence needs a room channel, a user and join or leave";
             return NULL;
@@ -111,8 +119,8 @@ static struct bus_event *event_of(const char *node_id, enum bus_target target, c
     json_t *origin = json_object_get(env, "origin"), *skip = json_object_get(env, "echo_skip");
     unsigned worker;
     unsigned long long seq;
-    if (json_is_string(origin) && !strcmp(json_string_value(origin), node_id) && json_is_string(skip) &&
-        sscanf(json_string_value(skip), "%u.%llu", &worker, &seq) == 2) {
+    if (whole_string(origin) && !strcmp(whole_string(origin), node_id) && whole_string(skip) &&
+        sscanf(whole_string(skip), "%u.%llu", &worker, &seq) == 2) {
         ev->skip_worker = (int)worker;
         ev->skip_seq = seq;
     }

@@ -10,6 +10,30 @@
 
 #include "log.h"
 
+/* A decimal number of 1 to 6 digits, nothing else (no sign, no blank). */
+static int parse_number(const char *s, const char *end, long *out)
+{
+    if (end <= s || end - s > 6)
+        return -1;
+    long v = 0;
+    for (; s < end; s++) {
+        if (*s < '0' || *s > '9')
+            return -1;
+        v = v * 10 + (*s - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+static int copy_part(char *out, size_t cap, const char *s, const char *end)
+{
+    if ((size_t)(end - s) >= cap)
+        return -1;
+    memcpy(out, s, (size_t)(end - s));
+    out[end - s] = '\0';
+    return 0;
+}
+
 int redis_url_parse(const char *s, struct redis_url *out)
 {
     memset(out, 0, sizeof *out);
@@ -20,41 +44,28 @@ int redis_url_parse(const char *s, struct redis_url *out)
     const char *at = strrchr(s, '@');
     if (at) {
         const char *colon = memchr(s, ':', (size_t)(at - s));
-        const char *user_end = colon ? colon : at;
-        if ((size_t)(user_end - s) >= sizeof out->user)
+        /* redis://secret@host: a password alone, as redis-cli reads it. */
+        if (colon ? copy_part(out->user, sizeof out->user, s, colon) || copy_part(out->pass, sizeof out->pass, colon + 1, at)
+                  : copy_part(out->pass, sizeof out->pass, s, at))
             return -1;
-        memcpy(out->user, s, (size_t)(user_end - s));
-        if (colon) {
-            if ((size_t)(at - colon - 1) >= sizeof out->pass)
-                return -1;
-            memcpy(out->pass, colon + 1, (size_t)(at - colon - 1));
-        } else {
-            /* redis://secret@host: a password alone, as redis-cli reads it. */
-            strcpy(out->pass, out->user);
-            out->user[0] = '\0';
-        }
         s = at + 1;
     }
     const char *slash = strchr(s, '/');
     const char *host_end = slash ? slash : s + strlen(s);
     const char *colon = memchr(s, ':', (size_t)(host_end - s));
     const char *name_end = colon ? colon : host_end;
-    if (name_end == s || (size_t)(name_end - s) >= sizeof out->host)
+    if (name_end == s || copy_part(out->host, sizeof out->host, s, name_end))
         return -1;
-    memcpy(out->host, s, (size_t)(name_end - s));
+    long v;
     if (colon) {
-        char *end;
-        long port = strtol(colon + 1, &end, 10);
-        if (end != host_end || colon + 1 == host_end || port < 1 || port > 65535)
+        if (parse_number(colon + 1, host_end, &v) || v < 1 || v > 65535)
             return -1;
-        out->port = (int)port;
+        out->port = (int)v;
     }
     if (slash && slash[1]) {
-        char *end;
-        long db = strtol(slash + 1, &end, 10);
-        if (*end || db < 0 || db > 100000)
+        if (parse_number(slash + 1, slash + strlen(slash), &v) || v > 100000)
             return -1;
-        out->db = (int)db;
+        out->db = (int)v;
     }
     return 0;
 }

@@ -529,6 +529,33 @@ static void test_config_node_id_is_a_valid_name(void **state)
     expect_env_refused("WSFAN_NODE_ID", "n\xc3\xa9");
 }
 
+static void test_config_api_key_is_kept_and_never_echoed(void **state)
+{
+    struct config cfg;
+    char key[258];
+
+    (void)state;
+    assert_int_equal(PARSE_NONE(&cfg), CONFIG_OK);
+    assert_string_equal(cfg.api_key, "");
+    assert_int_equal(PARSE(&cfg, "--api-key", "k3y/with+symbols="), CONFIG_OK);
+    assert_string_equal(cfg.api_key, "k3y/with+symbols=");
+    memset(key, 'k', 256);
+    key[256] = '\0';
+    setenv("WSFAN_API_KEY", key, 1);
+    assert_int_equal(PARSE_NONE(&cfg), CONFIG_OK);
+    assert_string_equal(cfg.api_key, key);
+    unsetenv("WSFAN_API_KEY");
+
+    key[256] = 'k';
+    key[257] = '\0';
+    const char *bad[] = {"", "has space", "tab\tkey", key};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        expect_refused((const char *const[]){"--api-key", bad[i], NULL}, "--api-key=(hidden)");
+        if (bad[i][0] && strstr(err_text, bad[i]))
+            fail_msg("the refused key is repeated on stderr: %s", err_text);
+    }
+}
+
 /* ---- Arguments that are not options ----------------------------------------------- */
 
 static void test_config_refuses_unknown_options_and_stray_arguments(void **state)
@@ -602,6 +629,7 @@ int main(void)
         cmocka_unit_test_setup(test_config_allow_broadcast_is_a_switch_or_a_boolean, clear_wsfan_env),
         cmocka_unit_test_setup(test_config_auth_is_none_only, clear_wsfan_env),
         cmocka_unit_test_setup(test_config_node_id_is_a_valid_name, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_api_key_is_kept_and_never_echoed, clear_wsfan_env),
         cmocka_unit_test_setup(test_config_refuses_unknown_options_and_stray_arguments, clear_wsfan_env),
         cmocka_unit_test_setup(test_config_refuses_missing_value, clear_wsfan_env),
         cmocka_unit_test_setup(test_config_help_and_version_exit, clear_wsfan_env),

@@ -1,0 +1,103 @@
+/* fuzz_command.c - libFuzzer target for command.c: parses the input as one
+ * client command and checks what comes out. Accepted: a known type, the
+ * fields its type needs (valid names, data that is JSON text of data_len
+ * bytes, limit in range), a ref that is JSON text of a string or an
+ * integer. Refused: -1 with one of the error codes of PROTOCOL.md section 3
+ * and a message. Either way command_free releases everything. */
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "command.h"
+
+static const char *const codes[] = {"bad_json", "bad_command", "unknown_type", "room_invalid", "user_invalid",
+                                    "unavailable"};
+
+static void check_name(const char *s)
+{
+    size_t n = strnlen(s, NAME_MAX_LEN + 1);
+    if (n > NAME_MAX_LEN || !name_valid(s, n))
+        abort();
+}
+
+/* s must be JSON text that parses back to a value (any kind when any). */
+static json_t *load(const char *s, size_t len, int any)
+{
+    json_error_t err;
+    json_t *v = json_loadb(s, len, JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES, &err);
+    if (!v || (!any && !json_is_string(v) && !json_is_integer(v)))
+        abort();
+    return v;
+}
+
+static void check_accepted(const struct command *cmd)
+{
+    switch (cmd->type) {
+    case CMD_JOIN:
+    case CMD_LEAVE:
+    case CMD_PRESENCE:
+    case CMD_HISTORY:
+    case CMD_PUBLISH:
+        check_name(cmd->room);
+        break;
+    case CMD_SEND:
+        check_name(cmd->user);
+        break;
+    case CMD_BROADCAST:
+    case CMD_PING:
+        break;
+    default:
+        abort();
+    }
+    int has_data = cmd->type == CMD_PUBLISH || cmd->type == CMD_SEND || cmd->type == CMD_BROADCAST;
+    if (has_data != (cmd->data != NULL))
+        abort();
+    if (cmd->data) {
+        if (strlen(cmd->data) != cmd->data_len)
+            abort();
+        json_decref(load(cmd->data, cmd->data_len, 1));
+    }
+    if (cmd->type == CMD_PUBLISH && ((cmd->ephemeral != 0 && cmd->ephemeral != 1) || (cmd->echo != 0 && cmd->echo != 1)))
+        abort();
+    if (cmd->type == CMD_HISTORY && (cmd->limit < 1 || cmd->limit > HISTORY_MAX_LIMIT))
+        abort();
+    if ((cmd->has_since != 0 && cmd->has_since != 1) || (cmd->has_before != 0 && cmd->has_before != 1))
+        abort();
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    struct command cmd;
+    struct command_error err;
+
+    memset(&err, 0, sizeof err);
+    int rc = command_parse((const char *)data, size, &cmd, &err);
+    if (rc == 0) {
+        check_accepted(&cmd);
+    } else {
+        size_t i = 0;
+        if (rc != -1 || !err.code)
+            abort();
+        while (i < sizeof codes / sizeof codes[0] && strcmp(err.code, codes[i]))
+            i++;
+        if (i == sizeof codes / sizeof codes[0] || !memchr(err.message, '\0', sizeof err.message) || !err.message[0])
+            abort();
+        if (!strcmp(err.code, "bad_json") && cmd.ref[0])
+            abort();
+    }
+    /* The ref, when there is one, is the JSON text of a string of at most
+     * 64 bytes or of an integer. */
+    size_t ref_len = strnlen(cmd.ref, REF_TEXT_MAX);
+    if (ref_len == REF_TEXT_MAX)
+        abort();
+    if (ref_len) {
+        json_t *ref = load(cmd.ref, ref_len, 0);
+        if (json_is_string(ref) && json_string_length(ref) > REF_MAX_LEN)
+            abort();
+        json_decref(ref);
+    }
+    command_free(&cmd);
+    return 0;
+}

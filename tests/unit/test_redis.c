@@ -1,0 +1,219 @@
+/* test_redis.c - unit tests of redis.c, URL parsing only (the connection
+ * needs a server: tests/integration). redis_url_parse reads
+ * redis://[[user]:pass@]host[:port][/db] and redis://secret@host (a
+ * password alone, as redis-cli reads it), and refuses anything else. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "redis.h"
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+static void expect_url(const char *s, const char *host, int port, const char *user, const char *pass, int db)
+{
+    struct redis_url u;
+
+    if (redis_url_parse(s, &u) != 0)
+        fail_msg("refused %s", s);
+    assert_string_equal(u.host, host);
+    assert_int_equal(u.port, port);
+    assert_string_equal(u.user, user);
+    assert_string_equal(u.pass, pass);
+    assert_int_equal(u.db, db);
+}
+
+static void expect_refused(const char *s)
+{
+    struct redis_url u;
+
+    if (redis_url_parse(s, &u) != -1)
+        fail_msg("accepted [%s] as host=%s port=%d user=%s pass=%s db=%d", s, u.host, u.port, u.user, u.pass, u.db);
+}
+
+/* "redis://" + prefix + n copies of ch + suffix. */
+static const char *url_with(const char *prefix, char ch, size_t n, const char *suffix)
+{
+    static char buf[1024];
+    size_t len = (size_t)snprintf(buf, sizeof buf, "redis://%s", prefix);
+
+    assert_true(len + n + strlen(suffix) < sizeof buf);
+    memset(buf + len, ch, n);
+    snprintf(buf + len + n, sizeof buf - len - n, "%s", suffix);
+    return buf;
+}
+
+static void test_redis_url_host_alone_takes_the_defaults(void **state)
+{
+    (void)state;
+    expect_url("redis://localhost", "localhost", 6379, "", "", 0);
+    expect_url("redis://127.0.0.1", "127.0.0.1", 6379, "", "", 0);
+    expect_url("redis://redis.internal.example.com", "redis.internal.example.com", 6379, "", "", 0);
+    expect_url("redis://h", "h", 6379, "", "", 0);
+}
+
+static void test_redis_url_host_port(void **state)
+{
+    (void)state;
+    expect_url("redis://localhost:6380", "localhost", 6380, "", "", 0);
+    expect_url("redis://10.0.0.5:1", "10.0.0.5", 1, "", "", 0);
+    expect_url("redis://h:65535", "h", 65535, "", "", 0);
+}
+
+static void test_redis_url_host_port_db(void **state)
+{
+    (void)state;
+    expect_url("redis://localhost:6379/0", "localhost", 6379, "", "", 0);
+    expect_url("redis://localhost:6379/2", "localhost", 6379, "", "", 2);
+    expect_url("redis://localhost:6379/15", "localhost", 6379, "", "", 15);
+    expect_url("redis://localhost/3", "localhost", 6379, "", "", 3);
+    /* An empty path is database 0. */
+    expect_url("redis://localhost:6379/", "localhost", 6379, "", "", 0);
+}
+
+static void test_redis_url_credentials(void **state)
+{
+    (void)state;
+    expect_url("redis://:s3cret@localhost:6379", "localhost", 6379, "", "s3cret", 0);
+    expect_url("redis://app:s3cret@localhost:6379/2", "localhost", 6379, "app", "s3cret", 2);
+    expect_url("redis://app:s3cret@localhost", "localhost", 6379, "app", "s3cret", 0);
+    /* A password alone, as redis-cli reads it. */
+    expect_url("redis://s3cret@localhost", "localhost", 6379, "", "s3cret", 0);
+    expect_url("redis://s3cret@localhost:7000/1", "localhost", 7000, "", "s3cret", 1);
+    /* The password runs to the last '@' and may hold ':' and '@'. */
+    expect_url("redis://:p@ss:w0rd@localhost", "localhost", 6379, "", "p@ss:w0rd", 0);
+    expect_url("redis://app:a:b@c@h:1/1", "h", 1, "app", "a:b@c", 1);
+    /* An empty password after a user. */
+    expect_url("redis://app:@h", "h", 6379, "app", "", 0);
+}
+
+static void test_redis_url_refuses_other_schemes(void **state)
+{
+    static const char *bad[] = {
+        "localhost",      "localhost:6379", "//localhost",     "http://localhost", "https://localhost:6379",
+        "rediss://localhost", "redis:/localhost", "redis:localhost", "redis//localhost", " redis://localhost",
+        "tcp://localhost:6379", "", "unix:///tmp/redis.sock",
+    };
+
+    (void)state;
+    for (size_t i = 0; i < COUNT(bad); i++)
+        expect_refused(bad[i]);
+}
+
+static void test_redis_url_refuses_empty_host(void **state)
+{
+    static const char *bad[] = {
+        "redis://", "redis://:6379", "redis:///0", "redis://:6379/0", "redis://user:pass@", "redis://:pass@:6379",
+        "redis://secret@", "redis://secret@/1", "redis://@",
+    };
+
+    (void)state;
+    for (size_t i = 0; i < COUNT(bad); i++)
+        expect_refused(bad[i]);
+}
+
+static void test_redis_url_refuses_bad_ports(void **state)
+{
+    static const char *bad[] = {
+        "redis://h:0",    "redis://h:65536", "redis://h:99999", "redis://h:abc",  "redis://h:",
+        "redis://h:-1",   "redis://h:6379x", "redis://h:63 79", "redis://h:6379:1", "redis://h:0x10",
+        "redis://h:99999999999999999999", "redis://h:-6379", "redis://h::6379", "redis://h:6379/0:1",
+    };
+
+    (void)state;
+    for (size_t i = 0; i < COUNT(bad); i++)
+        expect_refused(bad[i]);
+}
+
+static void test_redis_url_refuses_bad_databases(void **state)
+{
+    static const char *bad[] = {
+        "redis://h:6379/-1", "redis://h:6379/abc", "redis://h/abc", "redis://h/1x", "redis://h/1/2",
+        "redis://h/1.5",     "redis://h/0x1",      "redis://h//1",  "redis://h/99999999999999999999",
+    };
+
+    (void)state;
+    for (size_t i = 0; i < COUNT(bad); i++)
+        expect_refused(bad[i]);
+}
+
+/* Numbers are digits only: strtol's leading blanks and signs are not URL
+ * syntax. */
+static void test_redis_url_refuses_signs_and_blanks_in_numbers(void **state)
+{
+    static const char *bad[] = {
+        "redis://h:+6379", "redis://h: 6379", "redis://h:\t6379", "redis://h/+1", "redis://h/ 1", "redis://h/-0",
+    };
+
+    (void)state;
+    for (size_t i = 0; i < COUNT(bad); i++)
+        expect_refused(bad[i]);
+}
+
+static void test_redis_url_field_lengths(void **state)
+{
+    struct redis_url u;
+
+    (void)state;
+    /* host: up to 255 bytes */
+    assert_int_equal(redis_url_parse(url_with("", 'h', 255, ":1"), &u), 0);
+    assert_int_equal(strlen(u.host), 255);
+    assert_int_equal(u.port, 1);
+    expect_refused(url_with("", 'h', 256, ""));
+    expect_refused(url_with("", 'h', 256, ":6379"));
+    expect_refused(url_with("", 'h', 1000, ""));
+    /* user: up to 127 bytes */
+    assert_int_equal(redis_url_parse(url_with("", 'u', 127, ":p@h"), &u), 0);
+    assert_int_equal(strlen(u.user), 127);
+    assert_string_equal(u.pass, "p");
+    expect_refused(url_with("", 'u', 128, ":p@h"));
+    /* password: up to 255 bytes */
+    assert_int_equal(redis_url_parse(url_with(":", 'p', 255, "@h"), &u), 0);
+    assert_int_equal(strlen(u.pass), 255);
+    assert_string_equal(u.host, "h");
+    expect_refused(url_with(":", 'p', 256, "@h"));
+    expect_refused(url_with("u:", 'p', 256, "@h"));
+    expect_refused(url_with(":", 'p', 900, "@h"));
+}
+
+/* A password alone is a password: it may be as long as one after a ':'
+ * (255 bytes), not only as long as a user name. */
+static void test_redis_url_password_alone_has_the_password_limit(void **state)
+{
+    struct redis_url u;
+
+    (void)state;
+    assert_int_equal(redis_url_parse(url_with("", 's', 127, "@h"), &u), 0);
+    assert_int_equal(strlen(u.pass), 127);
+    assert_string_equal(u.user, "");
+    if (redis_url_parse(url_with("", 's', 200, "@h"), &u) != 0)
+        fail_msg("refused a password alone of 200 bytes (redis://:<200 bytes>@h is accepted)");
+    assert_int_equal(strlen(u.pass), 200);
+    assert_int_equal(redis_url_parse(url_with("", 's', 255, "@h"), &u), 0);
+    assert_int_equal(strlen(u.pass), 255);
+    expect_refused(url_with("", 's', 256, "@h"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_redis_url_host_alone_takes_the_defaults),
+        cmocka_unit_test(test_redis_url_host_port),
+        cmocka_unit_test(test_redis_url_host_port_db),
+        cmocka_unit_test(test_redis_url_credentials),
+        cmocka_unit_test(test_redis_url_refuses_other_schemes),
+        cmocka_unit_test(test_redis_url_refuses_empty_host),
+        cmocka_unit_test(test_redis_url_refuses_bad_ports),
+        cmocka_unit_test(test_redis_url_refuses_bad_databases),
+        cmocka_unit_test(test_redis_url_refuses_signs_and_blanks_in_numbers),
+        cmocka_unit_test(test_redis_url_field_lengths),
+        cmocka_unit_test(test_redis_url_password_alone_has_the_password_limit),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
