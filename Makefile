@@ -24,7 +24,7 @@ ASAN_OBJS := $(SRCS:src/%.c=$(B)/asan/%.o) $(B)/asan/web_assets.o
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/unit/%)
 FUZZ_BINS := $(FUZZ_SRCS:fuzz/%.c=$(B)/fuzz/%)
 PYTHON    := /usr/bin/python3
-FUZZ_SECONDS ?= 20
+FUZZ_SECONDS ?= 15
 
 .PHONY: all deps run test unit integration integration-asan fuzz fuzz-smoke js-test browser-test clean
 
@@ -39,7 +39,7 @@ run: deps
 
 test: deps
 	@$(MAKE) --no-print-directory all $(B)/wsfan-asan $(UNIT_BINS) $(FUZZ_BINS)
-	@$(MAKE) --no-print-directory unit integration integration-asan fuzz-smoke
+	@$(MAKE) --no-print-directory unit integration integration-asan js-test browser-test bench-smoke fuzz-smoke
 
 $(B)/release/%.o: src/%.c $(wildcard src/*.h) VERSION | $(B)/release
 	$(CC) $(CFLAGS) $(WARN) $(DEPCFLAGS) -DWSFAN_VERSION='"$(VERSION)"' -c $< -o $@
@@ -93,10 +93,10 @@ fuzz: $(FUZZ_BINS)
 
 # The JavaScript client against a real server, then the pages in Chromium.
 js-test: $(B)/wsfan node_modules/.package-lock.json
-	WSFAN_BIN=$(CURDIR)/$(B)/wsfan node --test tests/js/
+	WSFAN_BIN=$(CURDIR)/$(B)/wsfan node --test tests/js/*.test.mjs
 
 browser-test: $(B)/wsfan node_modules/.package-lock.json
-	WSFAN_BIN=$(CURDIR)/$(B)/wsfan node --test tests/browser/
+	WSFAN_BIN=$(CURDIR)/$(B)/wsfan node --test tests/browser/*.test.mjs
 
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -106,3 +106,16 @@ $(B)/release $(B)/asan $(B)/unit $(B)/fuzz $(B)/gen:
 
 clean:
 	rm -rf $(B)
+
+# Benchmarks: bench/run.sh measures wsfan and its peers into docs/benchmarks.md;
+# bench-smoke checks the load generator's counts against wsfan (no speeds).
+.PHONY: bench bench-smoke
+$(B)/bench/%: bench/%.c
+	@mkdir -p $(@D)
+	$(CC) -O2 -g -Wall -Wextra -Werror -std=gnu11 -pthread $< -o $@
+
+bench: $(B)/wsfan $(B)/bench/loadgen $(B)/bench/limit
+	bench/run.sh
+
+bench-smoke: $(B)/wsfan $(B)/bench/loadgen
+	bench/smoke.sh
