@@ -9,7 +9,7 @@
 #include "command.h"
 
 #define PROTOCOL_SUBPROTOCOL "wsfan.v1"
-#define PENDING_MAX 256 /* commands of one connection waiting for the bus */
+#define PENDING_MAX 1024 /* commands of one connection waiting for the bus */
 
 struct conn;
 
