@@ -274,13 +274,10 @@ static void on_history(struct task *t, void *ctx)
     struct bus_request *breq = (struct bus_request *)t;
     struct conn *c = reply_conn(breq);
     if (c && !reply_error(c, breq, "history is not available for this room")) {
-        /* The batch is newline-separated events: commas make it an array. */
-        struct store_batch *b = &breq->store.batch;
-        for (size_t i = 0; i < b->len; i++)
-            if (b->text[i] == '\n')
-                b->text[i] = ',';
-        respond_fmt(c, reply_keep_alive(c), "{\"room\":\"%s\",\"messages\":[%.*s]}", breq->room,
-                    (int)(b->len ? b->len - 1 : 0), b->text ? b->text : "");
+        size_t len;
+        const char *events = store_batch_join(&breq->store.batch, &len);
+        respond_fmt(c, reply_keep_alive(c), "{\"room\":\"%s\",\"messages\":[%.*s]}", breq->room, (int)len,
+                    events);
     }
     reply_done(breq);
 }

@@ -56,6 +56,7 @@ struct bus {
     struct map rooms;  /* room -> struct bus_room */
     struct map users;  /* user -> struct bus_room (interest only) */
     int stopping;      /* workers are gone: replies and deliveries are dropped */
+    atomic_int ready;  /* engine->ready, for readers on other threads */
 };
 
 /* A bus event on its way to one worker. */
@@ -170,7 +171,12 @@ char *bus_rooms_format(struct bus *b, const struct map *cluster)
 
 int bus_ready(struct bus *b)
 {
-    return b->engine->ready(b);
+    return atomic_load_explicit(&b->ready, memory_order_relaxed);
+}
+
+void bus_ready_changed(struct bus *b)
+{
+    atomic_store_explicit(&b->ready, b->engine->ready(b), memory_order_relaxed);
 }
 
 static struct bus_request *request_of(struct store_call *call)
@@ -216,7 +222,8 @@ static void run_delivery(struct task *t, void *ctx)
 /* Posts ev to every worker with local interest; takes the caller's ref. */
 static void deliver_now(struct bus *b, struct bus_room *r, struct bus_event *ev)
 {
-    if (ev->target == BUS_ROOM)
+    /* The busiest rooms' rates count messages, not presence events. */
+    if (ev->target == BUS_ROOM && !strncmp(ev->json, "{\"type\":\"message\"", 17))
         metrics_room_event(&b->server->metrics, ev->name);
     if (r && ev->has_offset && (!r->has_seen || offset_cmp(ev->offset, r->seen) > 0)) {
         r->seen = ev->offset;
@@ -431,9 +438,12 @@ static void gap_fill_start(struct bus *b, const char *room, struct bus_room *r)
     b->store->ops->recover(b->store, &g->call);
 }
 
-static void store_ready(void *arg)
+static void store_changed(void *arg)
 {
     struct bus *b = arg;
+    bus_ready_changed(b);
+    if (!b->store->ops->ready(b->store))
+        return;
     const struct map_slot *slot;
     for (size_t i = 0; map_next(&b->rooms, &i, &slot);) {
         struct bus_room *r = slot->value;
@@ -587,8 +597,8 @@ struct bus *bus_create(struct server *s)
     }
     b->presence = presence_create();
     if (b->store) {
-        b->store->on_ready = store_ready;
-        b->store->ready_arg = b;
+        b->store->on_change = store_changed;
+        b->store->change_arg = b;
     }
     if (!b->store || !b->presence || inbox_init(&b->inbox, s->loop, b) || b->engine->start(b)) {
         if (b->store)
@@ -598,6 +608,7 @@ struct bus *bus_create(struct server *s)
         free(b);
         return NULL;
     }
+    bus_ready_changed(b);
     return b;
 }
 

@@ -138,8 +138,11 @@ char *bus_rooms_format(struct bus *b, const struct map *cluster);
 /* Calls fn for every room with local members. */
 void bus_each_room(struct bus *b, void (*fn)(const char *room, void *arg), void *arg);
 
-/* True while the bus and the store can serve (for /readyz). */
+/* True while the bus and the store can serve (for /readyz). Any thread. */
 int bus_ready(struct bus *b);
+
+/* From the engine: a link went up or down; bus_ready follows. */
+void bus_ready_changed(struct bus *b);
 
 /* Creates the bus on the server's main loop: the Redis engine and store
  * when --redis is set, else the memory ones. */

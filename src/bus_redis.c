@@ -254,13 +254,21 @@ static void on_sub_up(struct redis_link *l)
         free(keys[i]);
     }
     free(keys);
+    bus_ready_changed(e->bus);
     bus_link_changed(e->bus, 1);
 }
 
 static void on_sub_down(struct redis_link *l)
 {
     struct redis_bus *e = l->data;
+    bus_ready_changed(e->bus);
     bus_link_changed(e->bus, 0);
+}
+
+static void on_pub_changed(struct redis_link *l)
+{
+    struct redis_bus *e = l->data;
+    bus_ready_changed(e->bus);
 }
 
 /* ---- publishing ----------------------------------------------------------- */
@@ -730,6 +738,7 @@ static int redis_start(struct bus *b)
         links[i]->max_backoff_ms = (uint64_t)e->cfg->redis_backoff_max;
         links[i]->data = e;
     }
+    e->pub.on_up = e->pub.on_down = on_pub_changed;
     e->sub.on_up = on_sub_up;
     e->sub.on_down = on_sub_down;
     bus_set_engine_data(b, e);

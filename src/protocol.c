@@ -119,13 +119,9 @@ static void send_joined(struct conn *c, struct bus_request *req, const char *ref
 
 static void send_history(struct conn *c, struct bus_request *req, const char *ref)
 {
-    /* The batch is newline-separated events: commas make it an array. */
-    struct store_batch *b = &req->store.batch;
-    for (size_t i = 0; i + 1 < b->len; i++)
-        if (b->text[i] == '\n')
-            b->text[i] = ',';
-    send_fmt(c, "{\"type\":\"history\"%s,\"room\":\"%s\",\"messages\":[%.*s]}", ref, req->room,
-             (int)(b->len ? b->len - 1 : 0), b->text ? b->text : "");
+    size_t len;
+    const char *events = store_batch_join(&req->store.batch, &len);
+    send_fmt(c, "{\"type\":\"history\"%s,\"room\":\"%s\",\"messages\":[%.*s]}", ref, req->room, (int)len, events);
 }
 
 /* Runs on the asking worker when the bus is done with req. */

@@ -73,3 +73,17 @@ void store_batch_free(struct store_batch *b)
     free(b->offsets);
     memset(b, 0, sizeof *b);
 }
+
+const char *store_batch_join(struct store_batch *b, size_t *len)
+{
+    if (!b->len) {
+        *len = 0;
+        return "";
+    }
+    /* Event JSON never holds a raw newline, so each one is a separator. */
+    for (size_t i = 0; i + 1 < b->len; i++)
+        if (b->text[i] == '\n')
+            b->text[i] = ',';
+    *len = b->len - 1;
+    return b->text;
+}

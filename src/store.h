@@ -34,6 +34,11 @@ struct store_batch {
 int store_batch_add(struct store_batch *b, const char *event, size_t len, struct offset offset);
 void store_batch_free(struct store_batch *b);
 
+/* Turns the batch into the inside of a JSON array ("ev,ev,ev", no
+ * brackets), in place; returns that text ("" for an empty batch) and sets
+ * *len. The batch can only be freed afterwards. */
+const char *store_batch_join(struct store_batch *b, size_t *len);
+
 /* One operation on the store. The caller owns the call and its strings
  * until done() runs; the results belong to the caller after it. */
 struct store_call {
@@ -84,9 +89,9 @@ struct store_ops {
 
 struct store {
     const struct store_ops *ops;
-    /* Set by the owner: called when a store that was down can serve again. */
-    void (*on_ready)(void *arg);
-    void *ready_arg;
+    /* Set by the owner: called when the store goes down or comes back. */
+    void (*on_change)(void *arg);
+    void *change_arg;
 };
 
 struct config;

@@ -260,13 +260,19 @@ static int redis_ready(struct store *s)
     return ((struct store_redis *)s)->link.up;
 }
 
+static void link_changed(struct redis_link *l)
+{
+    struct store_redis *r = l->data;
+    if (r->base.on_change)
+        r->base.on_change(r->base.change_arg);
+}
+
 static void on_link_up(struct redis_link *l)
 {
     struct store_redis *r = l->data;
     redis_script_load(l, &r->append);
     redis_script_load(l, &r->recover);
-    if (r->base.on_ready)
-        r->base.on_ready(r->base.ready_arg);
+    link_changed(l);
 }
 
 static void on_link_stopped(struct redis_link *l)
@@ -308,6 +314,7 @@ struct store *store_redis_create(uv_loop_t *loop, const struct config *cfg)
     r->link.min_backoff_ms = (uint64_t)cfg->redis_backoff_min;
     r->link.max_backoff_ms = (uint64_t)cfg->redis_backoff_max;
     r->link.on_up = on_link_up;
+    r->link.on_down = link_changed;
     r->link.on_stopped = on_link_stopped;
     r->link.data = r;
     r->append.source = append_source;

@@ -1,1 +1,423 @@
-placeholder
+// wsfan.js - the JavaScript client of wsfan (protocol: docs/protocol.md).
+// One dependency-free ES module for browsers and Node. In Node without a
+// global WebSocket, pass the `ws` package: connect(url, { WebSocket: (await import('ws')).default }).
+//
+// What it does for you:
+// - every command returns a promise matched to its reply by `ref`;
+//   an error reply rejects with a WsfanError carrying the protocol's code;
+// - it reconnects by itself with exponential backoff and jitter, rejoins
+//   every room with `since` = the last offset it saw, so that nothing
+//   persisted is lost, and says so: each rejoin emits "rejoined" with
+//   `recovered`, false when history no longer reaches back (refetch then);
+// - commands issued while disconnected wait and go out after the rejoins.
+//
+//   const client = connect('ws://127.0.0.1:8080/ws', { user: 'alice' });
+//   client.on('message', (m) => console.log(m.room, m.from, m.data));
+//   await client.join('general');
+//   await client.publish('general', { text: 'hi' });
+
+const OPEN = 1;
+const SUBPROTOCOL = 'wsfan.v1';
+
+/** A refused command: `code` is the protocol's error code ("not_member", ...). */
+export class WsfanError extends Error {
+  constructor(code, message, reply) {
+    super(message || code);
+    this.name = 'WsfanError';
+    this.code = code;
+    this.reply = reply;
+  }
+}
+
+/**
+ * The wait before reconnect attempt `attempt` (0 for the first): an
+ * exponential step, capped, of which a random half is jitter, so that
+ * clients dropped together do not come back together.
+ */
+export function backoffDelay(attempt, min = 250, max = 10000, random = Math.random) {
+  const step = Math.min(max, min * 2 ** Math.min(attempt, 30));
+  return Math.round(step / 2 + random() * (step / 2));
+}
+
+function defaultUrl() {
+  const loc = globalThis.location;
+  if (!loc || !loc.host) throw new Error('wsfan: pass the server URL, e.g. ws://127.0.0.1:8080/ws');
+  return `${loc.protocol === 'https:' ? 'wss:' : 'ws:'}//${loc.host}/ws`;
+}
+
+export class WsfanClient {
+  /**
+   * @param {string|undefined} url ws:// or wss:// URL of /ws (in a browser, defaults to this page's server)
+   * @param {object} options see wsfan.d.ts
+   */
+  constructor(url, options = {}) {
+    this.url = url || defaultUrl();
+    this.options = {
+      backoffMin: 250,
+      backoffMax: 10000,
+      timeout: 10000,
+      ...options,
+    };
+    this.WebSocket = options.WebSocket || globalThis.WebSocket;
+    if (!this.WebSocket) {
+      throw new Error('wsfan: no WebSocket here; in Node pass { WebSocket } from the "ws" package');
+    }
+    this.state = 'connecting';
+    this.welcome = null;
+    this.socket = null;
+    this.attempt = 0;
+    this.nextRef = 1;
+    this.pending = new Map(); // ref -> { resolve, reject, timer }, sent on this socket
+    this.outbox = []; // commands waiting for a connection: { command, resolve, reject, timer }
+    this.rooms = new Map(); // room -> { offset, joined, wasJoined, waiters: [{resolve, reject}] }
+    this.listeners = new Map();
+    this.lastRx = 0;
+    this.heartbeatTimer = null;
+    this.reconnectTimer = null;
+    this.closedByUser = false;
+    this._open();
+  }
+
+  // ---- events --------------------------------------------------------------
+
+  /** Calls fn(event) for each event of type; returns a function that stops it. */
+  on(type, fn) {
+    if (!this.listeners.has(type)) this.listeners.set(type, new Set());
+    this.listeners.get(type).add(fn);
+    return () => this.off(type, fn);
+  }
+
+  off(type, fn) {
+    const set = this.listeners.get(type);
+    if (set) set.delete(fn);
+  }
+
+  /** The next event of type, as a promise. */
+  once(type) {
+    return new Promise((resolve) => {
+      const stop = this.on(type, (ev) => {
+        stop();
+        resolve(ev);
+      });
+    });
+  }
+
+  _emit(type, ev) {
+    const set = this.listeners.get(type);
+    if (!set) return;
+    for (const fn of [...set]) {
+      try {
+        fn(ev);
+      } catch (err) {
+        if (type !== 'error') this._emit('error', err);
+      }
+    }
+  }
+
+  _setState(state) {
+    if (this.state === state) return;
+    this.state = state;
+    this._emit('state', state);
+  }
+
+  // ---- the connection ---------------------------------------------------------
+
+  _socketUrl() {
+    const u = new URL(this.url);
+    const { user, token } = this.options;
+    const t = typeof token === 'function' ? token() : token;
+    if (user) u.searchParams.set('user', user);
+    if (t) u.searchParams.set('token', t);
+    return u.toString();
+  }
+
+  _open() {
+    let socket;
+    try {
+      socket = new this.WebSocket(this._socketUrl(), [SUBPROTOCOL]);
+    } catch (err) {
+      this._emit('error', err);
+      this._scheduleReconnect();
+      return;
+    }
+    this.socket = socket;
+    socket.onmessage = (ev) => {
+      if (this.socket === socket) this._receive(ev.data);
+    };
+    socket.onclose = (ev) => {
+      if (this.socket === socket) this._lost(ev.code, ev.reason);
+    };
+    socket.onerror = () => {
+      // A close event always follows; it reconnects.
+    };
+  }
+
+  _receive(data) {
+    this.lastRx = Date.now();
+    let ev;
+    try {
+      ev = JSON.parse(typeof data === 'string' ? data : String(data));
+    } catch (err) {
+      this._emit('error', new Error(`wsfan: a frame that is not JSON: ${String(data).slice(0, 80)}`));
+      return;
+    }
+    if (ev.ref !== undefined && this.pending.has(ev.ref)) {
+      const p = this.pending.get(ev.ref);
+      this.pending.delete(ev.ref);
+      clearTimeout(p.timer);
+      if (ev.type === 'error') p.reject(new WsfanError(ev.code, ev.message, ev));
+      else p.resolve(ev);
+      return;
+    }
+    switch (ev.type) {
+      case 'welcome':
+        this._welcomed(ev);
+        break;
+      case 'message':
+        this._noteOffset(ev.room, ev.offset);
+        this._emit('message', ev);
+        break;
+      case 'direct':
+      case 'broadcast':
+        this._emit(ev.type, ev);
+        break;
+      case 'presence_join':
+      case 'presence_leave':
+        this._emit('presence', ev);
+        break;
+      case 'error':
+        this._emit('error', new WsfanError(ev.code, ev.message, ev));
+        break;
+      default:
+        this._emit('event', ev);
+    }
+  }
+
+  _welcomed(welcome) {
+    const reconnect = this.welcome !== null;
+    this.welcome = welcome;
+    this.attempt = 0;
+    this._setState('open');
+    this._startHeartbeat(welcome.heartbeat || 25);
+    this._emit('open', { welcome, reconnect });
+    for (const [room, entry] of this.rooms) this._sendJoin(room, entry);
+    const queued = this.outbox;
+    this.outbox = [];
+    for (const item of queued) this._transmit(item);
+  }
+
+  _lost(code, reason) {
+    this.socket = null;
+    this._stopHeartbeat();
+    for (const [, p] of this.pending) {
+      clearTimeout(p.timer);
+      p.reject(new WsfanError('disconnected', 'the connection closed before the reply came'));
+    }
+    this.pending.clear();
+    for (const entry of this.rooms.values()) entry.joined = false;
+    const willReconnect = !this.closedByUser;
+    this._emit('close', { code, reason, willReconnect });
+    if (willReconnect) this._scheduleReconnect();
+    else this._setState('closed');
+  }
+
+  _scheduleReconnect() {
+    if (this.closedByUser) return;
+    const delay = backoffDelay(this.attempt, this.options.backoffMin, this.options.backoffMax);
+    this.attempt++;
+    this._setState('reconnecting');
+    this._emit('reconnecting', { attempt: this.attempt, delay });
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      if (!this.closedByUser) this._open();
+    }, delay);
+  }
+
+  // The server pings at the WebSocket level, which a browser never shows:
+  // a quiet connection is checked with a ping command, and given up (then
+  // reconnected) when nothing at all has come for two intervals.
+  _startHeartbeat(seconds) {
+    this._stopHeartbeat();
+    const interval = seconds * 1000;
+    this.lastRx = Date.now();
+    this.heartbeatTimer = setInterval(() => {
+      const quiet = Date.now() - this.lastRx;
+      if (quiet > 2 * interval + 1000) {
+        this._drop();
+      } else if (quiet > interval) {
+        this.ping().catch(() => {});
+      }
+    }, interval / 2);
+    if (this.heartbeatTimer.unref) this.heartbeatTimer.unref();
+  }
+
+  _stopHeartbeat() {
+    clearInterval(this.heartbeatTimer);
+    this.heartbeatTimer = null;
+  }
+
+  /** Closes the socket as if the network had dropped it; reconnects. */
+  _drop() {
+    const socket = this.socket;
+    if (!socket) return;
+    try {
+      socket.close(4000, 'no reply from the server');
+    } catch (err) {
+      // Already closing.
+    }
+    this._lost(1006, 'no reply from the server');
+  }
+
+  /** Closes for good: no reconnect; waiting commands are rejected. */
+  close() {
+    this.closedByUser = true;
+    clearTimeout(this.reconnectTimer);
+    for (const item of this.outbox) {
+      clearTimeout(item.timer);
+      item.reject(new WsfanError('closed', 'the client was closed'));
+    }
+    this.outbox = [];
+    for (const entry of this.rooms.values()) {
+      for (const w of entry.waiters) w.reject(new WsfanError('closed', 'the client was closed'));
+      entry.waiters = [];
+    }
+    if (this.socket) this.socket.close(1000, 'bye');
+    else this._setState('closed');
+  }
+
+  // ---- commands ---------------------------------------------------------------
+
+  /** Sends command now when connected, else when the connection is back. */
+  _request(command) {
+    return new Promise((resolve, reject) => {
+      if (this.closedByUser) {
+        reject(new WsfanError('closed', 'the client was closed'));
+        return;
+      }
+      const item = { command, resolve, reject, timer: null };
+      item.timer = setTimeout(() => {
+        this.outbox = this.outbox.filter((x) => x !== item);
+        if (item.ref !== undefined) this.pending.delete(item.ref);
+        reject(new WsfanError('timeout', `no reply to ${command.type} within ${this.options.timeout} ms`));
+      }, this.options.timeout);
+      if (this._connected()) this._transmit(item);
+      else this.outbox.push(item);
+    });
+  }
+
+  _connected() {
+    return this.socket && this.socket.readyState === OPEN && this.state === 'open';
+  }
+
+  _transmit(item) {
+    item.ref = this.nextRef++;
+    this.pending.set(item.ref, item);
+    this.socket.send(JSON.stringify({ ...item.command, ref: item.ref }));
+  }
+
+  _noteOffset(room, offset) {
+    const entry = this.rooms.get(room);
+    if (entry && offset) entry.offset = offset;
+  }
+
+  // Joins room for entry; a room that was joined before on a lost
+  // connection is a rejoin, reported with whether nothing was lost.
+  _sendJoin(room, entry) {
+    const rejoin = entry.wasJoined;
+    const command = { type: 'join', room };
+    if (entry.offset) command.since = entry.offset;
+    const item = { command, timer: null };
+    item.resolve = (reply) => {
+      if (this.rooms.get(room) !== entry) return;
+      // A replay brings the offset up to date message by message; without
+      // one, the reply's offset is where live messages start.
+      if (reply.offset && (!reply.recovered || reply.missed === 0)) entry.offset = reply.offset;
+      entry.joined = true;
+      entry.wasJoined = true;
+      const waiters = entry.waiters;
+      entry.waiters = [];
+      for (const w of waiters) w.resolve(reply);
+      if (rejoin) this._emit('rejoined', { room, recovered: reply.recovered, missed: reply.missed, offset: reply.offset });
+    };
+    item.reject = (err) => {
+      if (this.rooms.get(room) !== entry || err.code === 'disconnected') return; // retried on reconnect
+      this.rooms.delete(room);
+      for (const w of entry.waiters) w.reject(err);
+      entry.waiters = [];
+    };
+    this._transmit(item);
+  }
+
+  /**
+   * Joins room and stays in it across reconnects. since: an offset to
+   * replay from. Resolves with the joined reply ({offset, recovered,
+   * missed}); the missed messages arrive as "message" events after it.
+   */
+  join(room, { since } = {}) {
+    let entry = this.rooms.get(room);
+    if (entry && entry.joined) return Promise.resolve({ type: 'joined', room, offset: entry.offset, recovered: true, missed: 0 });
+    return new Promise((resolve, reject) => {
+      if (this.closedByUser) {
+        reject(new WsfanError('closed', 'the client was closed'));
+        return;
+      }
+      if (!entry) {
+        entry = { offset: since || null, joined: false, wasJoined: false, waiters: [] };
+        this.rooms.set(room, entry);
+        if (this._connected()) this._sendJoin(room, entry);
+      }
+      entry.waiters.push({ resolve, reject });
+    });
+  }
+
+  /** Leaves room; it is not rejoined after a reconnect. */
+  leave(room) {
+    const entry = this.rooms.get(room);
+    this.rooms.delete(room);
+    if (entry) {
+      for (const w of entry.waiters) w.reject(new WsfanError('left', `left ${room} before the join completed`));
+    }
+    if (!this._connected()) return Promise.resolve({ type: 'left', room });
+    return this._request({ type: 'leave', room });
+  }
+
+  /** Publishes data to a room joined before. Resolves with {offset} (null when ephemeral). */
+  publish(room, data, { ephemeral, echo } = {}) {
+    const command = { type: 'publish', room, data };
+    if (ephemeral !== undefined) command.ephemeral = ephemeral;
+    if (echo !== undefined) command.echo = echo;
+    return this._request(command);
+  }
+
+  /** Sends data to every connection of user. */
+  send(user, data) {
+    return this._request({ type: 'send', user, data });
+  }
+
+  /** Sends data to every connection (needs the broadcast permission). */
+  broadcast(data) {
+    return this._request({ type: 'broadcast', data });
+  }
+
+  /** The last `limit` messages of room (before an offset), oldest first. */
+  async history(room, { limit, before } = {}) {
+    const command = { type: 'history', room };
+    if (limit !== undefined) command.limit = limit;
+    if (before !== undefined) command.before = before;
+    return (await this._request(command)).messages;
+  }
+
+  /** The users in room: [{user, connections}]. */
+  async presence(room) {
+    return (await this._request({ type: 'presence', room })).users;
+  }
+
+  ping() {
+    return this._request({ type: 'ping' });
+  }
+}
+
+/** Creates a client and starts connecting. */
+export function connect(url, options) {
+  return new WsfanClient(url, options);
+}

@@ -1,0 +1,133 @@
+// wsfan.d.ts - TypeScript declarations of clients/js/wsfan.js.
+
+/** Any JSON value. */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+/** Opaque, increasing within a room: "<ms>-<seq>". */
+export type Offset = string;
+
+export interface Welcome {
+  type: 'welcome';
+  session: string;
+  user: string | null;
+  node: string;
+  heartbeat: number;
+}
+
+export interface MessageEvent {
+  type: 'message';
+  room: string;
+  /** Present only on persisted (not ephemeral) messages. */
+  offset?: Offset;
+  /** null when published by the server API or another service. */
+  from: string | null;
+  data: Json;
+  ts: number;
+}
+
+export interface DirectEvent {
+  type: 'direct' | 'broadcast';
+  from: string | null;
+  data: Json;
+  ts: number;
+}
+
+export interface PresenceEvent {
+  type: 'presence_join' | 'presence_leave';
+  room: string;
+  user: string;
+}
+
+export interface JoinedReply {
+  type: 'joined';
+  room: string;
+  offset: Offset | null;
+  /** false when `since` was given but history no longer reaches back: refetch. */
+  recovered: boolean;
+  missed: number;
+}
+
+export interface RejoinedEvent {
+  room: string;
+  /** false: messages may have been missed while disconnected; refetch history. */
+  recovered: boolean;
+  missed: number;
+  offset: Offset | null;
+}
+
+export interface AckReply {
+  type: 'ack';
+  offset?: Offset | null;
+}
+
+export interface PresenceUser {
+  user: string;
+  connections: number;
+}
+
+export type ClientState = 'connecting' | 'open' | 'reconnecting' | 'closed';
+
+export interface ClientEvents {
+  open: { welcome: Welcome; reconnect: boolean };
+  close: { code: number; reason: string; willReconnect: boolean };
+  reconnecting: { attempt: number; delay: number };
+  rejoined: RejoinedEvent;
+  state: ClientState;
+  message: MessageEvent;
+  direct: DirectEvent;
+  broadcast: DirectEvent;
+  presence: PresenceEvent;
+  /** Server events of types this client does not know. */
+  event: { type: string; [key: string]: Json };
+  error: Error;
+}
+
+export interface ClientOptions {
+  /** Auth mode "none": the user id to connect as (development only). */
+  user?: string;
+  /** Auth mode "jwt": the token, or a function giving a fresh one for each (re)connect. */
+  token?: string | (() => string);
+  /** A WebSocket constructor; defaults to globalThis.WebSocket (in Node: pass the "ws" package's default export). */
+  WebSocket?: unknown;
+  /** First reconnect wait in ms (default 250); doubles per attempt with jitter. */
+  backoffMin?: number;
+  /** Longest reconnect wait in ms (default 10000). */
+  backoffMax?: number;
+  /** Milliseconds a command may wait for its reply, connection included (default 10000). */
+  timeout?: number;
+}
+
+/** A refused command; `code` is the protocol's error code, or "timeout", "disconnected", "closed", "left". */
+export class WsfanError extends Error {
+  readonly code: string;
+  readonly reply?: Json;
+}
+
+export class WsfanClient {
+  constructor(url?: string, options?: ClientOptions);
+  readonly url: string;
+  readonly state: ClientState;
+  /** The last welcome (null before the first). */
+  readonly welcome: Welcome | null;
+
+  on<K extends keyof ClientEvents>(type: K, fn: (ev: ClientEvents[K]) => void): () => void;
+  off<K extends keyof ClientEvents>(type: K, fn: (ev: ClientEvents[K]) => void): void;
+  once<K extends keyof ClientEvents>(type: K): Promise<ClientEvents[K]>;
+
+  join(room: string, options?: { since?: Offset }): Promise<JoinedReply>;
+  leave(room: string): Promise<{ type: 'left'; room: string }>;
+  publish(room: string, data: Json, options?: { ephemeral?: boolean; echo?: boolean }): Promise<AckReply>;
+  send(user: string, data: Json): Promise<AckReply>;
+  broadcast(data: Json): Promise<AckReply>;
+  history(room: string, options?: { limit?: number; before?: Offset }): Promise<MessageEvent[]>;
+  presence(room: string): Promise<PresenceUser[]>;
+  ping(): Promise<{ type: 'pong' }>;
+  /** Closes for good (no reconnect). */
+  close(): void;
+}
+
+/** Creates a client and starts connecting. In a browser, url defaults to this page's server. */
+export function connect(url?: string, options?: ClientOptions): WsfanClient;
+
+/** The wait before reconnect attempt `attempt` (0-based): min·2^attempt capped at max, half of it random. */
+export function backoffDelay(attempt: number, min?: number, max?: number, random?: () => number): number;
