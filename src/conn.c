@@ -6,8 +6,10 @@
  * worker's metrics. */
 #include "conn.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include "api.h"
 #include "http.h"
@@ -106,14 +108,37 @@ static void outq_shrink(struct outq *q)
 static unsigned outq_iov(const struct outq *q, uv_buf_t *iov, unsigned max, size_t *bytes)
 {
     unsigned n = q->count < max ? q->count : max;
-    *bytes = 0;
+    uint32_t mask = q->cap - 1;
+    size_t total = 0;
     for (unsigned i = 0; i < n; i++) {
-        struct frame *f = outq_at(q, i);
-        uint32_t skip = i == 0 ? q->head_offset : 0;
-        iov[i] = uv_buf_init((char *)f->bytes + skip, f->len - skip);
-        *bytes += f->len - skip;
+        struct frame *f = q->items[(q->head + i) & mask];
+        iov[i].base = (char *)f->bytes;
+        iov[i].len = f->len;
+        total += f->len;
     }
+    if (n) {
+        iov[0].base += q->head_offset;
+        iov[0].len -= q->head_offset;
+        total -= q->head_offset;
+    }
+    *bytes = total;
     return n;
+}
+
+/* One writev of iov; returns the bytes written, 0 when the socket is full,
+ * or a negative uv error. uv_buf_t is laid out as struct iovec on Unix. */
+static ssize_t write_now(struct conn *c, uv_buf_t *iov, unsigned n)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd))
+        return UV_EBADF;
+    ssize_t r;
+    do
+        r = writev(fd, (const struct iovec *)iov, (int)n);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : uv_translate_sys_error(errno);
+    return r;
 }
 
 /* ---- lifetime ---------------------------------------------------------- */
@@ -231,8 +256,8 @@ void conn_flush(struct conn *c)
     uv_buf_t *iov = c->worker->iov;
     size_t bytes;
     unsigned n = outq_iov(q, iov, WORKER_IOV_MAX, &bytes);
-    int r = uv_try_write((uv_stream_t *)&c->tcp, iov, n);
-    if (r < 0 && r != UV_EAGAIN) {
+    ssize_t r = write_now(c, iov, n);
+    if (r < 0) {
         conn_drop(c);
         return;
     }
