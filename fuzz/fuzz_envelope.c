@@ -5,13 +5,7 @@
  * room channel of "r" so that the payload is still read. An event that
  * comes out must be a JSON object of the kind its channel carries, naming
  * its room; a refusal must give a reason.
- *
- * The events are made by bus_event_create() of bus.c, and bus.c needs the
- * whole server (every module, WSFAN_VERSION and the generated web assets),
- * which the fuzz rule of the Makefile cannot build. So this file carries
- * weak copies of bus_event_create/bus_event_unref; once they live in a
- * module of their own that fuzz_envelope.deps can list, the real ones
- * replace these without a change here. */
+ */
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -20,31 +14,6 @@
 #include <string.h>
 
 #include "envelope.h"
-
-/* Weak copies of bus.c's (see above): same fields, same defaults. */
-__attribute__((weak)) struct bus_event *bus_event_create(enum bus_target target, const char *name, const char *json,
-                                                         size_t len)
-{
-    struct bus_event *ev = malloc(sizeof *ev + len + 1);
-    if (!ev)
-        return NULL;
-    atomic_init(&ev->refs, 1);
-    ev->target = target;
-    snprintf(ev->name, sizeof ev->name, "%s", name ? name : "");
-    ev->skip_worker = -1;
-    ev->skip_seq = 0;
-    ev->has_offset = 0;
-    ev->len = len;
-    memcpy(ev->json, json, len);
-    ev->json[len] = '\0';
-    return ev;
-}
-
-__attribute__((weak)) void bus_event_unref(struct bus_event *ev)
-{
-    if (atomic_fetch_sub(&ev->refs, 1) == 1)
-        free(ev);
-}
 
 #define NS "wsfan"
 #define NODE "node-1"

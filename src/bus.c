@@ -65,29 +65,6 @@ struct delivery {
     struct bus_event *ev;
 };
 
-struct bus_event *bus_event_create(enum bus_target target, const char *name, const char *json, size_t len)
-{
-    struct bus_event *ev = malloc(sizeof *ev + len + 1);
-    if (!ev)
-        return NULL;
-    atomic_init(&ev->refs, 1);
-    ev->target = target;
-    snprintf(ev->name, sizeof ev->name, "%s", name ? name : "");
-    ev->skip_worker = -1;
-    ev->skip_seq = 0;
-    ev->has_offset = 0;
-    ev->len = len;
-    memcpy(ev->json, json, len);
-    ev->json[len] = '\0';
-    return ev;
-}
-
-void bus_event_unref(struct bus_event *ev)
-{
-    if (atomic_fetch_sub(&ev->refs, 1) == 1)
-        free(ev);
-}
-
 struct bus_request *bus_request_create(enum bus_op op)
 {
     struct bus_request *req = calloc(1, sizeof *req);

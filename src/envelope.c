@@ -46,6 +46,32 @@ static const char *whole_string(json_t *v)
     return s && strlen(s) == json_string_length(v) ? s : NULL;
 }
 
+/* Reads a decimal number that fits 64 bits at *s and moves *s past it. */
+static int parse_decimal(const char **s, uint64_t *out)
+{
+    uint64_t v = 0;
+    const char *p = *s;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        uint64_t digit = (uint64_t)(*p - '0');
+        if (v > (UINT64_MAX - digit) / 10)
+            return -1;
+        v = v * 10 + digit;
+    }
+    if (p == *s)
+        return -1;
+    *s = p;
+    *out = v;
+    return 0;
+}
+
+/* A session id "<worker>.<seq>", nothing else. */
+static int parse_session(const char *s, uint64_t *worker, uint64_t *seq)
+{
+    if (parse_decimal(&s, worker) || *s++ != '.' || parse_decimal(&s, seq))
+        return -1;
+    return *s ? -1 : 0;
+}
+
 /* A name field that may be absent or null; -1 when present but invalid. */
 static int optional_name(json_t *env, const char *key, const char **out)
 {
@@ -113,14 +139,13 @@ static struct bus_event *event_of(const char *node_id, enum bus_target target, c
         *why = "out of memory";
         return NULL;
     }
-    ev->has_offset = has_offset && !presence;
+    ev->has_offset = has_offset && !presence && target == BUS_ROOM;
     ev->offset = offset;
     /* echo:false from this node: the publisher's own connection is skipped. */
     json_t *origin = json_object_get(env, "origin"), *skip = json_object_get(env, "echo_skip");
-    unsigned worker;
-    unsigned long long seq;
+    uint64_t worker, seq;
     if (whole_string(origin) && !strcmp(whole_string(origin), node_id) && whole_string(skip) &&
-        sscanf(whole_string(skip), "%u.%llu", &worker, &seq) == 2) {
+        parse_session(whole_string(skip), &worker, &seq) == 0 && worker < 65536) {
         ev->skip_worker = (int)worker;
         ev->skip_seq = seq;
     }
