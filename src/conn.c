@@ -201,10 +201,27 @@ void conn_session_id(const struct conn *c, char *buf, size_t cap)
 
 /* ---- writing ----------------------------------------------------------- */
 
+/* The request for a write or shutdown; NULL when out of memory. */
+static union conn_req *req_take(struct conn *c)
+{
+    if (!c->req && !(c->req = malloc(sizeof *c->req)))
+        return NULL;
+    conn_ref(c);
+    return c->req;
+}
+
+/* The request is done: the conn gives it back and drops its reference. */
+static void req_done(struct conn *c)
+{
+    free(c->req);
+    c->req = NULL;
+    conn_unref(c);
+}
+
 static void on_shutdown(uv_shutdown_t *req, int status)
 {
     (void)status;
-    conn_unref(req->data);
+    req_done(req->data);
 }
 
 /* Once a closing connection's last bytes are out, half-close so the peer
@@ -214,10 +231,14 @@ static void shutdown_if_drained(struct conn *c)
     if (c->state != CONN_CLOSING || c->shutdown_sent || c->out.count || c->closed)
         return;
     c->shutdown_sent = 1;
-    c->shutdown_req.data = c;
-    conn_ref(c);
-    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown)) {
-        conn_unref(c);
+    union conn_req *req = req_take(c);
+    if (!req) {
+        conn_drop(c);
+        return;
+    }
+    req->shutdown.data = c;
+    if (uv_shutdown(&req->shutdown, (uv_stream_t *)&c->tcp, on_shutdown)) {
+        req_done(c);
         conn_drop(c);
     }
 }
@@ -226,6 +247,9 @@ static void on_write(uv_write_t *req, int status)
 {
     struct conn *c = req->data;
     struct outq *q = &c->out;
+    /* Free the request now: what follows may start the next one. */
+    free(c->req);
+    c->req = NULL;
     size_t written = q->inflight_bytes;
     q->inflight = 0;
     q->inflight_bytes = 0;
@@ -271,14 +295,18 @@ void conn_flush(struct conn *c)
     }
     /* The socket is full: hand the rest to libuv, which writes it when the
      * socket drains. The frames stay referenced by the queue meanwhile. */
+    union conn_req *req = req_take(c);
+    if (!req) {
+        conn_drop(c);
+        return;
+    }
     q->inflight = outq_iov(q, iov, WORKER_IOV_MAX, &q->inflight_bytes);
-    c->write_req.data = c;
-    conn_ref(c);
-    r = uv_write(&c->write_req, (uv_stream_t *)&c->tcp, iov, q->inflight, on_write);
+    req->write.data = c;
+    r = uv_write(&req->write, (uv_stream_t *)&c->tcp, iov, q->inflight, on_write);
     if (r) {
         q->inflight = 0;
         q->inflight_bytes = 0;
-        conn_unref(c);
+        req_done(c);
         conn_drop(c);
     }
 }

@@ -34,6 +34,14 @@ struct outq {
     struct frame *inline_items[OUTQ_INLINE];
 };
 
+/* A write to a full socket or the final half-close: never both at once
+ * (the half-close waits for an empty queue), and rare, so allocated when
+ * needed rather than carried by every idle connection. */
+union conn_req {
+    uv_write_t write;
+    uv_shutdown_t shutdown;
+};
+
 struct conn {
     uv_tcp_t tcp;
     struct worker *worker;
@@ -55,8 +63,7 @@ struct conn {
     size_t held_len;
     struct ws_parser parser;
     struct outq out;
-    uv_write_t write_req;
-    uv_shutdown_t shutdown_req;
+    union conn_req *req;        /* the write or shutdown libuv is doing (slow path only) */
     char *user;                 /* NULL when anonymous */
     struct hub_conn hub;        /* this conn's rooms and user slot */
 };
