@@ -533,24 +533,57 @@ static void on_presence_synced(redisAsyncContext *ac, void *reply, void *privdat
     free(pc);
 }
 
+/* Arguments of a sync script: KEYS[1], node, now, expiry, then name and
+ * count pairs. Strings are borrowed; counts are printed here. */
 struct sync_args {
     const char **args;
     size_t *lens;
-    int n, cap;
     char (*counts)[24];
+    int n, cap;
+    char now[24], expiry[24];
 };
 
-static void add_user(const char *user, unsigned long count, void *arg)
+/* Room for pairs name/count pairs after the head. Returns 0 or -1. */
+static int sync_args_init(struct sync_args *a, struct redis_bus *e, const char *key, size_t pairs)
+{
+    a->cap = 4 + 2 * (int)pairs;
+    a->n = 0;
+    a->args = calloc((size_t)a->cap, sizeof *a->args);
+    a->lens = calloc((size_t)a->cap, sizeof *a->lens);
+    a->counts = calloc((size_t)a->cap, sizeof *a->counts);
+    if (!a->args || !a->lens || !a->counts)
+        return -1;
+    uint64_t now = event_now_ms();
+    snprintf(a->now, sizeof a->now, "%llu", (unsigned long long)now);
+    snprintf(a->expiry, sizeof a->expiry, "%llu", (unsigned long long)presence_expiry(e, now));
+    const char *head[] = {key, e->cfg->node_id, a->now, a->expiry};
+    for (int i = 0; i < 4; i++) {
+        a->args[a->n] = head[i];
+        a->lens[a->n++] = strlen(head[i]);
+    }
+    return 0;
+}
+
+/* Adds a name and its count; a callback of presence_each_user and
+ * bus_each_room_count. */
+static void sync_args_add(const char *name, unsigned long count, void *arg)
 {
     struct sync_args *a = arg;
     if (a->n + 2 > a->cap)
         return;
     snprintf(a->counts[a->n], sizeof a->counts[0], "%lu", count);
-    a->args[a->n] = user;
-    a->lens[a->n] = strlen(user);
+    a->args[a->n] = name;
+    a->lens[a->n] = strlen(name);
     a->args[a->n + 1] = a->counts[a->n];
     a->lens[a->n + 1] = strlen(a->counts[a->n]);
     a->n += 2;
+}
+
+static void sync_args_free(struct sync_args *a)
+{
+    free(a->args);
+    free(a->lens);
+    free(a->counts);
 }
 
 /* Refreshes this node's presence in room and sweeps out dead nodes. */
@@ -558,33 +591,19 @@ static void sync_room(const char *room, void *arg)
 {
     struct redis_bus *e = arg;
     struct presence *p = bus_presence(e->bus);
-    size_t users = presence_user_count(p, room);
-    int cap = 4 + 2 * (int)users;
-    struct sync_args a = {calloc((size_t)cap, sizeof *a.args), calloc((size_t)cap, sizeof *a.lens), 0, cap,
-                          calloc((size_t)cap, sizeof *a.counts)};
-    struct presence_call *pc = calloc(1, sizeof *pc);
-    if (!a.args || !a.lens || !a.counts || !pc)
-        goto done;
-    char key[NAME_MAX_LEN + 160], now_text[24], exp_text[24];
-    uint64_t now = event_now_ms();
+    char key[NAME_MAX_LEN + 160];
     snprintf(key, sizeof key, "%s:presence:{%s}", e->cfg->ns, room);
-    snprintf(now_text, sizeof now_text, "%llu", (unsigned long long)now);
-    snprintf(exp_text, sizeof exp_text, "%llu", (unsigned long long)presence_expiry(e, now));
-    const char *head[] = {key, e->cfg->node_id, now_text, exp_text};
-    for (int i = 0; i < 4; i++) {
-        a.args[a.n] = head[i];
-        a.lens[a.n++] = strlen(head[i]);
+    struct sync_args a = {0};
+    struct presence_call *pc = calloc(1, sizeof *pc);
+    if (pc && sync_args_init(&a, e, key, presence_user_count(p, room)) == 0) {
+        presence_each_user(p, room, sync_args_add, &a);
+        pc->e = e;
+        snprintf(pc->room, sizeof pc->room, "%s", room);
+        if (redis_script_call(data_link(e), &e->presence_sync, 1, a.n, a.args, a.lens, on_presence_synced, pc) == 0)
+            pc = NULL;
     }
-    presence_each_user(p, room, add_user, &a);
-    pc->e = e;
-    snprintf(pc->room, sizeof pc->room, "%s", room);
-    if (redis_script_call(data_link(e), &e->presence_sync, 1, a.n, a.args, a.lens, on_presence_synced, pc) == 0)
-        pc = NULL;
-done:
     free(pc);
-    free(a.args);
-    free(a.lens);
-    free(a.counts);
+    sync_args_free(&a);
 }
 
 static void count_one(const char *room, unsigned long members, void *arg)
@@ -597,26 +616,6 @@ static void count_one(const char *room, unsigned long members, void *arg)
 static void rooms_key(const struct redis_bus *e, char *out, size_t cap)
 {
     snprintf(out, cap, "%s:rooms", e->cfg->ns);
-}
-
-struct room_counts {
-    const char **args;
-    size_t *lens;
-    char (*counts)[24];
-    int n, cap;
-};
-
-static void add_room_count(const char *room, unsigned long members, void *arg)
-{
-    struct room_counts *a = arg;
-    if (a->n + 2 > a->cap)
-        return;
-    snprintf(a->counts[a->n], sizeof a->counts[0], "%lu", members);
-    a->args[a->n] = room;
-    a->lens[a->n] = strlen(room);
-    a->args[a->n + 1] = a->counts[a->n];
-    a->lens[a->n + 1] = strlen(a->counts[a->n]);
-    a->n += 2;
 }
 
 static void on_rooms_synced(redisAsyncContext *ac, void *reply, void *privdata)
@@ -633,26 +632,14 @@ static void sync_rooms(struct redis_bus *e)
 {
     size_t rooms = 0;
     bus_each_room_count(e->bus, count_one, &rooms);
-    int cap = 4 + 2 * (int)rooms;
-    struct room_counts a = {calloc((size_t)cap, sizeof *a.args), calloc((size_t)cap, sizeof *a.lens),
-                            calloc((size_t)cap, sizeof *a.counts), 0, cap};
-    char key[NAME_MAX_LEN + 160], now_text[24], exp_text[24];
-    uint64_t now = event_now_ms();
+    char key[NAME_MAX_LEN + 160];
     rooms_key(e, key, sizeof key);
-    snprintf(now_text, sizeof now_text, "%llu", (unsigned long long)now);
-    snprintf(exp_text, sizeof exp_text, "%llu", (unsigned long long)presence_expiry(e, now));
-    const char *head[] = {key, e->cfg->node_id, now_text, exp_text};
-    if (a.args && a.lens && a.counts) {
-        for (int i = 0; i < 4; i++) {
-            a.args[a.n] = head[i];
-            a.lens[a.n++] = strlen(head[i]);
-        }
-        bus_each_room_count(e->bus, add_room_count, &a);
+    struct sync_args a = {0};
+    if (sync_args_init(&a, e, key, rooms) == 0) {
+        bus_each_room_count(e->bus, sync_args_add, &a);
         redis_script_call(data_link(e), &e->rooms_sync, 1, a.n, a.args, a.lens, on_rooms_synced, NULL);
     }
-    free(a.args);
-    free(a.lens);
-    free(a.counts);
+    sync_args_free(&a);
 }
 
 static void on_rooms(redisAsyncContext *ac, void *reply, void *privdata)
