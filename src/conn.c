@@ -129,12 +129,9 @@ static unsigned outq_iov(const struct outq *q, uv_buf_t *iov, unsigned max, size
  * or a negative uv error. uv_buf_t is laid out as struct iovec on Unix. */
 static ssize_t write_now(struct conn *c, uv_buf_t *iov, unsigned n)
 {
-    uv_os_fd_t fd;
-    if (uv_fileno((uv_handle_t *)&c->tcp, &fd))
-        return UV_EBADF;
     ssize_t r;
     do
-        r = writev(fd, (const struct iovec *)iov, (int)n);
+        r = writev(c->fd, (const struct iovec *)iov, (int)n);
     while (r < 0 && errno == EINTR);
     if (r < 0)
         return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : uv_translate_sys_error(errno);
@@ -650,6 +647,12 @@ void conn_accept(struct worker *w, uv_stream_t *listener)
         conn_drop(c);
         return;
     }
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd)) {
+        conn_drop(c);
+        return;
+    }
+    c->fd = fd;
     uv_tcp_nodelay(&c->tcp, 1);
     c->seq = ++w->next_seq;
     c->state = CONN_HTTP;

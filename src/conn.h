@@ -55,6 +55,7 @@ struct conn {
     uint8_t deferred;           /* HTTP: the request's answer comes later; reading waits */
     uint32_t refs;              /* the worker's own plus one per pending reply */
     uint32_t pending;           /* commands waiting for the bus */
+    int fd;                     /* the socket, for the flush's writev */
     uint64_t seq;
     uint64_t phase_ms;           /* when the current request or the close began */
     uint64_t last_rx_ms, last_ping_ms;
