@@ -1,0 +1,520 @@
+#!/usr/bin/python3
+"""report.py - turns the JSON lines of one `make bench` run into
+docs/benchmarks.md and docs/bench-fanout.png (gnuplot).
+
+    /usr/bin/python3 bench/report.py bench/results/<stamp>.jsonl
+
+Every figure is the median of the repeats, with the spread (lowest..highest)
+beside it; ratios are computed from medians of the same run. Targets from the
+issue are checked here and printed as met or not met: nothing is asserted.
+Hand-written analysis comes from bench/notes.md, included as it is."""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PEERS = ["wsfan", "nchan", "socketio"]
+NAMES = {"wsfan": "wsfan", "nchan": "nchan", "socketio": "Socket.IO"}
+
+
+def load(path):
+    rows = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                rows.append(json.loads(line))
+    return rows
+
+
+def split_label(d):
+    parts = d.get("label", "").split("/")
+    return (parts + ["", "", ""])[:3]
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def human(v, unit=""):
+    if v is None:
+        return "n/a"
+    a = abs(v)
+    if a >= 1e6:
+        return "%.2fM%s" % (v / 1e6, unit)
+    if a >= 1e4:
+        return "%.0fk%s" % (v / 1e3, unit)
+    if a >= 1e3:
+        return "%.1fk%s" % (v / 1e3, unit)
+    if a >= 100:
+        return "%.0f%s" % (v, unit)
+    return "%.2g%s" % (v, unit) if a < 10 else "%.1f%s" % (v, unit)
+
+
+def spread(values, fmt=human):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    m = statistics.median(values)
+    if len(values) == 1:
+        return fmt(m)
+    return "%s (%s..%s)" % (fmt(m), fmt(min(values)), fmt(max(values)))
+
+
+def ms(v):
+    return "n/a" if v is None else "%.2f" % (v / 1000.0)
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "n/a"
+    return "%.1fx" % (a / b)
+
+
+class Run:
+    def __init__(self, rows):
+        self.rows = rows
+        self.machine = next((d for d in rows if d.get("mode") == "machine"), {})
+        self.commands = [d for d in rows if d.get("mode") == "command"]
+
+    def of(self, mode, scenario=None, peer=None):
+        out = []
+        for d in self.rows:
+            if d.get("mode") != mode:
+                continue
+            s, p, _ = split_label(d)
+            if scenario and s != scenario:
+                continue
+            if peer and p != peer:
+                continue
+            out.append(d)
+        return out
+
+    def summary_values(self, scenario, peer, key):
+        return [d.get(key) for d in self.of("summary", scenario, peer)
+                if d.get("max_ok_rate", -1) > 0 or key in ("first_bad_rate",)]
+
+    def limit(self, batch):
+        return [d["messages_per_s"] for d in self.of("limit") if d["batch"] == batch]
+
+
+def others_on_core(run, label, core=0):
+    """Most CPU that other processes took on the server's core in any step of
+    one ladder: the core's busy share less the measured servers' own."""
+    worst = None
+    for d in run.rows:
+        if d.get("mode") == "ladder" and d.get("label") == label and d.get("core_busy_pct"):
+            v = d["core_busy_pct"][core] - d.get("server_cpu_pct", 0)
+            worst = v if worst is None else max(worst, v)
+    return None if worst is None else max(worst, 0.0)
+
+
+def ladder_table(run, scenario, out, with_half=True):
+    head = "| peer | highest publish rate with loss < 0.1% (msg/s) | delivered msgs/s there | " \
+           "server CPU there | p99 there (ms)"
+    if with_half:
+        head += " | p50 / p99 / p99.9 at half that rate (ms)"
+    head += " | other processes on the server core (worst step)"
+    out.append(head + " | repeats |")
+    out.append("|" + " --- |" * (head.count("|") + 1))
+    meds = {}
+    for p in PEERS:
+        sums = run.of("summary", scenario, p)
+        if not sums:
+            continue
+        ok = [d for d in sums if d.get("max_ok_rate", -1) > 0]
+        rate = [d["max_ok_rate"] for d in ok]
+        deliv = [d["delivered_per_s_at_max"] for d in ok]
+        cpu = [d.get("cpu_pct_at_max") for d in ok]
+        p99 = [d.get("p99_us_at_max") for d in ok]
+        meds[p] = med(deliv)
+        row = "| %s | %s | %s | %s | %s" % (
+            NAMES[p], spread(rate), spread(deliv),
+            spread(cpu, lambda v: "%.0f%%" % v), spread(p99, ms))
+        if with_half:
+            h50 = med([d.get("half_p50_us") for d in ok])
+            h99 = [d.get("half_p99_us") for d in ok]
+            h999 = med([d.get("half_p999_us") for d in ok])
+            row += " | %s / %s / %s" % (ms(h50), spread(h99, ms), ms(h999))
+        row += " | %s" % spread([others_on_core(run, d["label"]) for d in sums], lambda v: "%.0f%%" % v)
+        exhausted = sum(1 for d in sums if d.get("ladder_exhausted"))
+        closed = sum(1 for d in sums if d.get("connections_closed"))
+        notes = []
+        if exhausted:
+            notes.append("%d never failed: the ladder's top was reached" % exhausted)
+        if closed:
+            notes.append("%d closed connections" % closed)
+        if len(ok) < len(sums):
+            notes.append("%d with no loss-free step" % (len(sums) - len(ok)))
+        row += " | %d%s |" % (len(sums), ("; " + "; ".join(notes)) if notes else "")
+        out.append(row)
+    return meds
+
+
+def ratio_lines(meds, limits, out, label="delivered msgs/s"):
+    w = meds.get("wsfan")
+    if w is None:
+        return
+    parts = []
+    for p in ("nchan", "socketio"):
+        if meds.get(p):
+            parts.append("%s %s" % (ratio(w, meds[p]), NAMES[p]))
+    for b in (1, 4, 16):
+        if limits.get(b):
+            parts.append("%.0f%% of the limit probe at %d per write" % (100.0 * w / limits[b], b))
+    out.append("")
+    out.append("wsfan's %s: %s." % (label, ", ".join(parts)))
+
+
+def loadgen_note(run, scenario, out):
+    """Says where the load generator itself was the busier side."""
+    steps = [d for d in run.of("ladder", scenario) if d.get("ok")]
+    busy = [d for d in steps if d.get("loadgen_cpu_pct", 0) >= 90]
+    if busy:
+        peers = sorted({split_label(d)[1] for d in busy})
+        out.append("")
+        out.append("The load generator's core was 90%% busy or more in %d loss-free step(s) (%s): "
+                   "there the figure is a lower bound of the server's capacity."
+                   % (len(busy), ", ".join(NAMES.get(p, p) for p in peers)))
+
+
+def chart(run, path):
+    """Delivered rate and p99 latency against offered rate, fan-out scenario."""
+    tmp = tempfile.mkdtemp(prefix="wsfan-chart-")
+    plots_rate, plots_lat = [], []
+    colors = {"wsfan": "#1b7837", "nchan": "#2166ac", "socketio": "#b2182b"}
+    for p in PEERS:
+        steps = run.of("ladder", "fanout", p)
+        if not steps:
+            continue
+        by_rate = {}
+        for d in steps:
+            by_rate.setdefault(d["offered_rate"], []).append(d)
+        fn = os.path.join(tmp, p + ".dat")
+        with open(fn, "w") as f:
+            for rate in sorted(by_rate):
+                ds = by_rate[rate]
+                f.write("%g %g %g %g\n" % (rate, med([d["delivered_per_s"] for d in ds]),
+                                            max(med([d["lat_p99_us"] for d in ds]) / 1000.0, 0.01),
+                                            rate * ds[0]["subs"] / ds[0]["rooms"]))
+        plots_rate.append("'%s' using 1:2 with linespoints lw 2 pt 7 lc rgb '%s' title '%s'"
+                          % (fn, colors[p], NAMES[p]))
+        plots_lat.append("'%s' using 1:3 with linespoints lw 2 pt 7 lc rgb '%s' title '%s'"
+                         % (fn, colors[p], NAMES[p]))
+    if not plots_rate:
+        return False
+    fn = os.path.join(tmp, "wsfan.dat")
+    if os.path.exists(fn):
+        plots_rate.append("'%s' using 1:4 with lines dt 3 lc rgb '#777777' title 'offered deliveries'" % fn)
+    limit_lines = []
+    for b in (1, 16):
+        v = med(run.limit(b))
+        if v:
+            limit_lines.append("%g title 'limit probe, %d msg per write' with lines dt 2 lw 1 lc rgb '%s'"
+                               % (v, b, "#999999" if b == 1 else "#444444"))
+    script = """
+set terminal pngcairo size 1000,900 font 'DejaVu Sans,10'
+set output '%s'
+set multiplot layout 2,1 title 'Fan-out: 1 room, 1,000 subscribers, 1 publisher, 100-byte payload (server on one core)'
+set logscale xy
+set grid
+set key left top
+set xlabel 'offered publish rate (messages/s)'
+set ylabel 'delivered messages/s'
+set format y '%%.0s%%c'
+plot %s
+set key left top
+set ylabel 'p99 latency (ms)'
+set format y '%%g'
+set yrange [0.1:*]
+plot %s
+unset multiplot
+""" % (path, ", ".join(plots_rate + limit_lines), ", ".join(plots_lat))
+    sf = os.path.join(tmp, "chart.gp")
+    with open(sf, "w") as f:
+        f.write(script)
+    try:
+        subprocess.run(["gnuplot", sf], check=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as e:
+        print("report: gnuplot failed: %s" % e, file=sys.stderr)
+        return False
+    return True
+
+
+def main():
+    if len(sys.argv) < 2:
+        print("usage: report.py RESULTS.jsonl [OUT.md]", file=sys.stderr)
+        return 2
+    run = Run(load(sys.argv[1]))
+    md_path = sys.argv[2] if len(sys.argv) > 2 else os.path.join(ROOT, "docs", "benchmarks.md")
+    png_path = os.path.join(os.path.dirname(md_path), "bench-fanout.png")
+    m = run.machine
+    limits = {b: med(run.limit(b)) for b in (1, 4, 16)}
+    repeats = max([int(split_label(d)[2] or 0) for d in run.rows if d.get("label")] + [0])
+    out = []
+    out.append("# Benchmarks")
+    out.append("")
+    out.append("How fast wsfan delivers, next to the servers its users would otherwise pick, all measured in "
+               "one run by the same load generator (`bench/loadgen.c`). This file is written by "
+               "`make bench` (`bench/run.sh`, then `bench/report.py`); the analysis at the end comes from "
+               "`bench/notes.md`. Every figure is the median of %d repeat(s), the spread (lowest..highest) "
+               "in brackets." % repeats)
+    out.append("")
+    out.append("## Machine and run")
+    out.append("")
+    out.append("- Date: %s" % m.get("date", "?"))
+    out.append("- Machine: %s, %s cores, %s; %s, kernel %s" % (m.get("cpu", "?"), m.get("cores", "?"),
+                                                            m.get("memory", "?"), m.get("os", "?"),
+                                                            m.get("kernel", "?")))
+    out.append("- Load average when the run began: %s (the machine is shared: every JSON line records "
+               "the load average of its moment)" % m.get("loadavg_at_start", "?"))
+    out.append("- wsfan %s (`--workers 1`); %s with libnginx-mod-nchan %s (one worker process); "
+               "Socket.IO %s on Node %s; %s" % (m.get("wsfan", "?"), m.get("nginx", "nginx").replace(
+                   "nginx version: ", ""), m.get("nchan", "?"), m.get("socketio", "?"), m.get("node", "?"),
+                   m.get("redis", "?").split(" sha=")[0]))
+    out.append("- Servers pinned to core 0 (`taskset -c 0`), the load generator to core 1; all traffic "
+               "on 127.0.0.1..127.0.0.4.")
+    out.append("- Raw results: `bench/results/<stamp>.jsonl` (not committed; one JSON line per step).")
+    out.append("")
+    out.append("How to run: `make bench` (about 10 minutes; installs nginx, libnginx-mod-nchan, "
+               "redis-server and gnuplot-nox from Debian and the Socket.IO packages of "
+               "`bench/peers/package-lock.json` when missing). `make bench-smoke` checks the load "
+               "generator's counts against wsfan in a few seconds (correctness only).")
+    out.append("")
+    out.append("How the load generator counts: every subscriber must first receive a warm-up message "
+               "in its room. Then each step publishes at a fixed rate for %s s; each payload carries "
+               "the publisher, a sequence number and a CLOCK_MONOTONIC timestamp, so every delivery is "
+               "checked for loss, duplicates and order, and its latency is measured when the load "
+               "generator reads it (so it includes the load generator's own queueing). A step is "
+               "*loss-free* when at most 0.1%% of the expected deliveries are missing after a drain of "
+               "up to 1 s, nothing was refused, duplicated, reordered or closed, and the deliveries "
+               "kept up (the last one no later than 10%% past the step). The ladder doubles the rate "
+               "and goes on past a failed step while it lost at most 1%%; then it bisects (three times, "
+               "twice for two nodes) between the highest loss-free rate and the lowest failed rate "
+               "above it, then measures latency at half the highest loss-free rate. Rates are total "
+               "publishes per second; publishers are spread evenly over each interval."
+               % next((str(d.get("duration_s")) for d in run.of("ladder")), "1"))
+
+    out.append("")
+    out.append("## 1. Fan-out: 1 room, 1,000 subscribers, 1 publisher, 100-byte payload")
+    out.append("")
+    meds = ladder_table(run, "fanout", out)
+    ratio_lines(meds, limits, out)
+    loadgen_note(run, "fanout", out)
+    if chart(run, png_path):
+        out.append("")
+        out.append("![delivered rate and p99 latency against offered rate](bench-fanout.png)")
+
+    out.append("")
+    out.append("## 2. Rooms: 100 rooms x 50 subscribers, one publisher per room")
+    out.append("")
+    rmeds = ladder_table(run, "rooms", out)
+    ratio_lines(rmeds, limits, out)
+    loadgen_note(run, "rooms", out)
+
+    out.append("")
+    out.append("## 3. Idle: 10,000 connections, each joined to one of 100 rooms")
+    out.append("")
+    out.append("RSS delta per connection: the server's VmRSS after every connection joined and received "
+               "one message, minus its VmRSS before, divided by 10,000 (kernel socket buffers are not "
+               "in it). Idle CPU: the server's utime+stime over 3 idle seconds.")
+    out.append("")
+    out.append("| peer | RSS per connection (bytes) | idle CPU | RSS with 10k connections | repeats |")
+    out.append("| --- | --- | --- | --- | --- |")
+    idle_med = {}
+    for p in PEERS:
+        ds = run.of("idle", "idle", p)
+        if not ds:
+            continue
+        per = [d["rss_per_conn_bytes"] for d in ds if d.get("conns") == 10000]
+        idle_med[p] = med(per)
+        out.append("| %s | %s | %s | %s | %d |" % (
+            NAMES[p], spread(per, lambda v: "%.0f" % v),
+            spread([d.get("server_cpu_pct") for d in ds], lambda v: "%.1f%%" % v),
+            spread([d.get("rss_after_kb", 0) * 1024 for d in ds], lambda v: human(v, "B")), len(ds)))
+    if idle_med.get("wsfan"):
+        out.append("")
+        out.append("wsfan's memory per idle connection: " + ", ".join(
+            "%s of %s's" % ("%.0f%%" % (100.0 * idle_med["wsfan"] / idle_med[p]), NAMES[p])
+            for p in ("nchan", "socketio") if idle_med.get(p)) + ".")
+
+    out.append("")
+    out.append("## 4. Connect storm: 10,000 connections, 500 in flight")
+    out.append("")
+    out.append("A handshake is TCP connect, HTTP upgrade, the server's first frame (wsfan's welcome, "
+               "engine.io's open and Socket.IO's connect) and a join with its reply (nchan: the upgrade "
+               "itself subscribes).")
+    out.append("")
+    out.append("| peer | handshakes/s | p50 (ms) | p99 (ms) | server CPU | failed | repeats |")
+    out.append("| --- | --- | --- | --- | --- | --- | --- |")
+    storm_med = {}
+    for p in PEERS:
+        ds = run.of("storm", "storm", p)
+        if not ds:
+            continue
+        hs = [d["handshakes_per_s"] for d in ds]
+        storm_med[p] = med(hs)
+        out.append("| %s | %s | %s | %s | %s | %d | %d |" % (
+            NAMES[p], spread(hs), spread([d["hs_p50_ms"] for d in ds], lambda v: "%.1f" % v),
+            spread([d["hs_p99_ms"] for d in ds], lambda v: "%.1f" % v),
+            spread([d.get("server_cpu_pct") for d in ds], lambda v: "%.0f%%" % v),
+            sum(d.get("failed", 0) for d in ds), len(ds)))
+    ratio_lines(storm_med, {}, out, "handshakes/s")
+
+    out.append("")
+    out.append("## 5. Two nodes and one redis-server")
+    out.append("")
+    out.append("Two server processes of the same kind and one redis-server, all three on core 0; 1,000 "
+               "subscribers alternate between the two nodes, the publisher is on the first. Server CPU "
+               "is the sum of the three processes. Redis commands are counted with INFO commandstats "
+               "over the whole ladder, divided by the messages the server accepted (published less "
+               "those refused with an error reply).")
+    out.append("")
+    out.append("| peer | highest publish rate with loss < 0.1% (msg/s) | delivered msgs/s there | "
+               "CPU of all three there | p99 there (ms) | Redis PUBLISH per message | Redis commands per "
+               "message | repeats |")
+    out.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    two_med = {}
+    for p in PEERS:
+        sums = run.of("summary", "twonode", p)
+        if not sums:
+            continue
+        ok = [d for d in sums if d.get("max_ok_rate", -1) > 0]
+        deliv = [d["delivered_per_s_at_max"] for d in ok]
+        two_med[p] = med(deliv)
+        pub_per, cmd_per = [], []
+        for d in run.of("redis", "twonode", p):
+            rep = split_label(d)[2]
+            published = sum(s["published"] - s.get("errors", 0) for s in run.of("ladder", "twonode", p)
+                            if split_label(s)[2] == rep)
+            if published:
+                st = d["commandstats"]
+                pub_per.append(st.get("publish", 0) / published)
+                cmd_per.append(sum(v for k, v in st.items() if not k.startswith("config")) / published)
+        out.append("| %s | %s | %s | %s | %s | %s | %s | %d |" % (
+            NAMES[p], spread([d["max_ok_rate"] for d in ok]), spread(deliv),
+            spread([d.get("cpu_pct_at_max") for d in ok], lambda v: "%.0f%%" % v),
+            spread([d.get("p99_us_at_max") for d in ok], ms),
+            spread(pub_per, lambda v: "%.2f" % v), spread(cmd_per, lambda v: "%.1f" % v), len(sums)))
+    ratio_lines(two_med, {}, out)
+
+    out.append("")
+    out.append("## The physical-limit probe")
+    out.append("")
+    probe = run.of("limit")
+    size = probe[0]["size"] if probe else 0
+    out.append("`bench/limit.c`: the same bytes (one %d-byte WebSocket frame per message, the size of wsfan's "
+               "message event here) pushed into 1,000 loopback TCP sockets by one thread on core 0 with one "
+               "`writev` per socket per round and no protocol work at all; a thread on core 1 drains them. "
+               "wsfan can pass it: it gathers every frame queued for a connection into one `writev`, so at "
+               "high rates it writes more than 16 messages per call." % size)
+    out.append("")
+    out.append("| messages per writev | messages/s | writev calls/s | repeats |")
+    out.append("| --- | --- | --- | --- |")
+    for b in (1, 4, 16):
+        ds = [d for d in probe if d["batch"] == b]
+        if ds:
+            out.append("| %d | %s | %s | %d |" % (b, spread([d["messages_per_s"] for d in ds]),
+                                                 spread([d["writes_per_s"] for d in ds]), len(ds)))
+
+    prof = run.of("profile")
+    if prof and prof[0].get("instructions_per_delivery"):
+        d = prof[0]
+        out.append("")
+        out.append("## Instructions per delivery (callgrind)")
+        out.append("")
+        out.append("wsfan under `valgrind --tool=callgrind --instr-atstart=no`, instrumentation switched on "
+                   "(`callgrind_control -i on`) only for one step of the fan-out scenario at 100 msg/s for "
+                   "2 s: %s user-space instructions for %s deliveries, **%.0f instructions per delivery** "
+                   "(kernel work not included). At this rate every message is its own `write` on every "
+                   "connection; at high rates frames are gathered and the per-delivery cost falls. The "
+                   "functions with the most instructions of their own:"
+                   % (human(d["instructions"]), human(d["deliveries"]), d["instructions_per_delivery"]))
+        out.append("")
+        out.append("| instructions | share | function |")
+        out.append("| --- | --- | --- |")
+        for t in d.get("top", [])[:12]:
+            fn = t["fn"].split(" [")[0]
+            out.append("| %s | %.1f%% | `%s` |" % (human(t["ir"]), t["pct"], fn))
+
+    # Targets of the issue, checked against this run's medians.
+    out.append("")
+    out.append("## Targets")
+    out.append("")
+    out.append("| target | measured | met |")
+    out.append("| --- | --- | --- |")
+
+    def target(name, value, ok):
+        out.append("| %s | %s | %s |" % (name, value, "yes" if ok else ("no" if ok is not None else "n/a")))
+
+    for scen, mm in (("fan-out", meds), ("rooms", rmeds)):
+        w = mm.get("wsfan")
+        for p, need in (("nchan", 3), ("socketio", 10)):
+            target("%s: delivered msgs/s >= %dx %s" % (scen, need, NAMES[p]), ratio(w, mm.get(p)),
+                   (w / mm[p] >= need) if w and mm.get(p) else None)
+        target("%s: >= 50%% of the limit probe at 16 per write" % scen,
+               "%.0f%%" % (100.0 * w / limits[16]) if w and limits.get(16) else "n/a",
+               (w >= 0.5 * limits[16]) if w and limits.get(16) else None)
+    wi = idle_med.get("wsfan")
+    target("idle: < 1 KiB RSS per connection", "%.0f bytes" % wi if wi else "n/a", wi < 1024 if wi else None)
+    others = [idle_med[p] for p in ("nchan", "socketio") if idle_med.get(p)]
+    target("idle: lowest RSS per connection of all peers", "%.0f vs %s" % (
+        wi, ", ".join("%.0f" % v for v in others)) if wi and others else "n/a",
+        all(wi < v for v in others) if wi and others else None)
+    h99 = med([d.get("half_p99_us") for d in run.of("summary", "fanout", "wsfan")])
+    target("fan-out: p99 < 5 ms at half the highest loss-free rate", "%s ms" % ms(h99) if h99 else "n/a",
+           h99 < 5000 if h99 else None)
+    tw, ts = two_med.get("wsfan"), two_med.get("socketio")
+    target("two nodes: >= 3x Socket.IO with its Redis adapter", ratio(tw, ts), (tw / ts >= 3) if tw and ts else None)
+    pubs = []
+    for d in run.of("redis", "twonode", "wsfan"):
+        rep = split_label(d)[2]
+        published = sum(s["published"] - s.get("errors", 0) for s in run.of("ladder", "twonode", "wsfan")
+                        if split_label(s)[2] == rep)
+        if published:
+            pubs.append(d["commandstats"].get("publish", 0) / published)
+    mp = med(pubs)
+    target("two nodes: one PUBLISH per message per room", "%.3f per message" % mp if mp is not None else "n/a",
+           (abs(mp - 1) < 0.01) if mp is not None else None)
+
+    notes = os.path.join(ROOT, "bench", "notes.md")
+    if os.path.exists(notes):
+        out.append("")
+        with open(notes) as f:
+            out.append(f.read().rstrip())
+
+    out.append("")
+    out.append("## Exact commands")
+    out.append("")
+    out.append("`make bench` ran `bench/run.sh`, which started each server as below (port and PID vary) "
+               "and ran, in repeat 1:")
+    out.append("")
+    out.append("```")
+    out.append("taskset -c 0 build/wsfan --listen 127.0.0.1:PORT --workers 1 --log-level warn "
+               "[--redis redis://127.0.0.1:RPORT]")
+    out.append("taskset -c 0 nginx -p DIR -c DIR/nginx.conf        # bench/run.sh start_nchan writes it")
+    out.append("taskset -c 0 node bench/peers/socketio-server.js --port PORT [--redis redis://127.0.0.1:RPORT]")
+    out.append("taskset -c 0 redis-server --port RPORT --bind 127.0.0.1 --save '' --appendonly no")
+    seen = set()
+    for c in run.commands:
+        if c["repeat"] != 1:
+            continue
+        key = (c["scenario"], c["peer"])
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(c["cmd"].replace(ROOT + "/", ""))
+    out.append("```")
+    out.append("")
+    with open(md_path, "w") as f:
+        f.write("\n".join(out))
+    print("report: wrote %s%s" % (md_path, " and " + png_path if os.path.exists(png_path) else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
