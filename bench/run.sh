@@ -30,7 +30,7 @@ PY=/usr/bin/python3
 mkdir -p bench/results
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RES=$PWD/bench/results/$STAMP.jsonl
-WORK=$(mktemp -d /tmp/wsfan-bench.XXXXXX)
+WORK=$(mktemp -d)
 T0=$(date +%s)
 
 log() { printf 'bench [%4ds] %s\n' $(($(date +%s) - T0)) "$*" >&2; }
