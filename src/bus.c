@@ -36,6 +36,7 @@ struct bus_room {
     uint32_t holds;               /* history reads in flight: live events wait */
     struct held_event *held, *held_tail;
     struct bus_request *waiting;  /* joins waiting for the subscription */
+    struct bus_request *rejoins;  /* answered when the holds end */
     int has_seen;
     struct offset seen;
     uint32_t per_worker[];
@@ -181,7 +182,7 @@ static struct bus_room *room_get(struct bus *b, struct map *index, const char *n
 /* Frees a room nobody is interested in and nothing waits on. */
 static void room_maybe_free(struct map *index, const char *name, struct bus_room *r)
 {
-    if (r->total == 0 && r->holds == 0 && !r->waiting)
+    if (r->total == 0 && r->holds == 0 && !r->waiting && !r->rejoins)
         free(map_remove(index, name, strlen(name)));
 }
 
@@ -254,6 +255,13 @@ static void room_release(struct bus *b, const char *name)
     struct bus_room *r = map_get(&b->rooms, name, strlen(name));
     if (!r || --r->holds)
         return;
+    struct bus_request *req = r->rejoins;
+    r->rejoins = NULL;
+    while (req) {
+        struct bus_request *next = req->next_waiting;
+        bus_reply(b, req);
+        req = next;
+    }
     struct held_event *h = r->held;
     r->held = r->held_tail = NULL;
     while (h) {
@@ -541,6 +549,19 @@ static void on_request(struct task *t, void *ctx)
     case BUS_ROOMS:
         b->engine->rooms(b, req);
         break;
+    case BUS_REJOIN: {
+        struct bus_room *r = map_get(&b->rooms, req->room, strlen(req->room));
+        if (r && r->holds) {
+            struct bus_request **tail = &r->rejoins;
+            while (*tail)
+                tail = &(*tail)->next_waiting;
+            req->next_waiting = NULL;
+            *tail = req;
+        } else {
+            bus_reply(b, req);
+        }
+        break;
+    }
     case BUS_ONLINE:
     case BUS_OFFLINE:
         interest_change(b, BUS_USER, req->user, req->worker, req->op == BUS_ONLINE ? 1 : -1);
@@ -600,6 +621,10 @@ static void free_rooms(struct map *index)
             free(h);
         }
         for (struct bus_request *req = r->waiting, *next; req; req = next) {
+            next = req->next_waiting;
+            bus_request_free(req);
+        }
+        for (struct bus_request *req = r->rejoins, *next; req; req = next) {
             next = req->next_waiting;
             bus_request_free(req);
         }

@@ -45,7 +45,9 @@ struct bus_event {
 struct bus_event *bus_event_create(enum bus_target target, const char *name, const char *json, size_t len);
 void bus_event_unref(struct bus_event *ev);
 
-enum bus_op { BUS_JOIN, BUS_LEAVE, BUS_PUBLISH, BUS_HISTORY, BUS_PRESENCE, BUS_ONLINE, BUS_OFFLINE, BUS_ROOMS };
+/* BUS_REJOIN: a join of a room whose first join is still on its way; it is
+ * answered after that one, so the client sees its replies in order. */
+enum bus_op { BUS_JOIN, BUS_LEAVE, BUS_PUBLISH, BUS_HISTORY, BUS_PRESENCE, BUS_ONLINE, BUS_OFFLINE, BUS_ROOMS, BUS_REJOIN };
 
 struct bus;
 

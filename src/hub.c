@@ -136,6 +136,12 @@ int hub_is_member(const struct conn *c, const char *room)
     return membership_find(c, room) != NULL;
 }
 
+int hub_is_pending(const struct conn *c, const char *room)
+{
+    const struct hub_membership *m = membership_find(c, room);
+    return m && m->slot == HUB_PENDING;
+}
+
 uint32_t hub_room_count(const struct conn *c)
 {
     return c->hub.nrooms;

@@ -58,6 +58,9 @@ int hub_room_remove(struct hub *h, struct conn *c, const char *room);
 /* True when c has joined room or asked to. */
 int hub_is_member(const struct conn *c, const char *room);
 
+/* True when c asked to join room and the join has not completed yet. */
+int hub_is_pending(const struct conn *c, const char *room);
+
 /* Number of rooms c has joined or asked to. */
 uint32_t hub_room_count(const struct conn *c);
 

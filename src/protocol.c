@@ -117,6 +117,12 @@ static void send_joined(struct conn *c, struct bus_request *req, const char *ref
     }
 }
 
+static void send_rejoined(struct conn *c, const char *ref, const char *room)
+{
+    send_fmt(c, "{\"type\":\"joined\"%s,\"room\":\"%s\",\"offset\":null,\"recovered\":true,\"missed\":0}", ref,
+             room);
+}
+
 static void send_history(struct conn *c, struct bus_request *req, const char *ref)
 {
     size_t len;
@@ -145,6 +151,10 @@ static void on_reply(struct task *t, void *ctx)
         send_error(c, req->ref, req->error, what[req->op]);
     } else if (req->op == BUS_JOIN) {
         send_joined(c, req, ref);
+    } else if (req->op == BUS_REJOIN && hub_is_member(c, req->room)) {
+        send_rejoined(c, ref, req->room);
+    } else if (req->op == BUS_REJOIN) {
+        send_error(c, req->ref, "unavailable", "the join could not complete");
     } else if (req->op == BUS_LEAVE) {
         send_fmt(c, "{\"type\":\"left\"%s,\"room\":\"%s\"}", ref, req->room);
     } else if (req->op == BUS_PUBLISH && req->target != BUS_ROOM) {
@@ -210,9 +220,13 @@ static void run_join(struct conn *c, struct command *cmd)
 {
     char refbuf[REF_TEXT_MAX + 8];
     if (hub_is_member(c, cmd->room)) {
-        /* Already a member: nothing was missed, nothing changes. */
-        send_fmt(c, "{\"type\":\"joined\"%s,\"room\":\"%s\",\"offset\":null,\"recovered\":true,\"missed\":0}",
-                 ref_field(cmd->ref, refbuf, sizeof refbuf), cmd->room);
+        /* Already a member: nothing was missed, nothing changes. While the
+         * first join is still on its way, the answer waits behind it. */
+        struct bus_request *req;
+        if (!hub_is_pending(c, cmd->room))
+            send_rejoined(c, ref_field(cmd->ref, refbuf, sizeof refbuf), cmd->room);
+        else if ((req = request(c, cmd, BUS_REJOIN)))
+            bus_submit(c->worker->server->bus, req);
         return;
     }
     if (hub_room_count(c) >= (uint32_t)c->worker->server->cfg->max_rooms) {
