@@ -155,6 +155,11 @@ def ladder_table(run, scenario, out, with_half=True):
     return meds
 
 
+def probe_pass_ms(d):
+    """Milliseconds the limit probe needs for one writev on each of its sockets."""
+    return 1000.0 * d["conns"] / d["writes_per_s"] if d.get("writes_per_s") else None
+
+
 def ratio_lines(meds, limits, out, label="delivered msgs/s"):
     w = meds.get("wsfan")
     if w is None:
@@ -411,15 +416,18 @@ def main():
                "message event here) pushed into 1,000 loopback TCP sockets by one thread on core 0 with one "
                "`writev` per socket per round and no protocol work at all; a thread on core 1 drains them. "
                "wsfan can pass it: it gathers every frame queued for a connection into one `writev`, so at "
-               "high rates it writes more than 16 messages per call." % size)
+               "high rates it writes more than 16 messages per call. One pass is one `writev` on every "
+               "socket: the least time in which one core can hand a message to all 1,000 connections, "
+               "so no server on that core can deliver to all of them with a lower p99." % size)
     out.append("")
-    out.append("| messages per writev | messages/s | writev calls/s | repeats |")
-    out.append("| --- | --- | --- | --- |")
+    out.append("| messages per writev | messages/s | writev calls/s | one pass over the sockets (ms) | repeats |")
+    out.append("| --- | --- | --- | --- | --- |")
     for b in (1, 4, 16):
         ds = [d for d in probe if d["batch"] == b]
         if ds:
-            out.append("| %d | %s | %s | %d |" % (b, spread([d["messages_per_s"] for d in ds]),
-                                                 spread([d["writes_per_s"] for d in ds]), len(ds)))
+            out.append("| %d | %s | %s | %s | %d |" % (
+                b, spread([d["messages_per_s"] for d in ds]), spread([d["writes_per_s"] for d in ds]),
+                spread([probe_pass_ms(d) for d in ds], lambda v: "%.2f" % v), len(ds)))
 
     prof = run.of("profile")
     if prof and prof[0].get("instructions_per_delivery"):
@@ -466,8 +474,10 @@ def main():
         wi, ", ".join("%.0f" % v for v in others)) if wi and others else "n/a",
         all(wi < v for v in others) if wi and others else None)
     h99 = med([d.get("half_p99_us") for d in run.of("summary", "fanout", "wsfan")])
-    target("fan-out: p99 < 5 ms at half the highest loss-free rate", "%s ms" % ms(h99) if h99 else "n/a",
-           h99 < 5000 if h99 else None)
+    floor = med([probe_pass_ms(d) for d in probe if d["batch"] == 16])
+    target("fan-out: p99 < 5 ms at half the highest loss-free rate",
+           ("%s ms (one pass of the limit probe at 16 per write: %.2f ms)" % (ms(h99), floor) if floor
+            else "%s ms" % ms(h99)) if h99 else "n/a", h99 < 5000 if h99 else None)
     tw, ts = two_med.get("wsfan"), two_med.get("socketio")
     target("two nodes: >= 3x Socket.IO with its Redis adapter", ratio(tw, ts), (tw / ts >= 3) if tw and ts else None)
     pubs = []

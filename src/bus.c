@@ -577,6 +577,11 @@ void bus_submit(struct bus *b, struct bus_request *req)
         bus_request_free(req);
 }
 
+int bus_busy(struct bus *b)
+{
+    return inbox_pending(&b->inbox);
+}
+
 struct bus *bus_create(struct server *s)
 {
     struct bus *b = calloc(1, sizeof *b);

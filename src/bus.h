@@ -164,6 +164,9 @@ void bus_request_free(struct bus_request *req);
 /* From a worker: hands req to the bus (ownership passes). */
 void bus_submit(struct bus *b, struct bus_request *req);
 
+/* Whether requests wait for the bus thread. Any thread. */
+int bus_busy(struct bus *b);
+
 /* From the bus's engine: delivers ev to every worker with local interest.
  * Takes the caller's reference. */
 void bus_deliver(struct bus *b, struct bus_event *ev);

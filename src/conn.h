@@ -81,7 +81,7 @@ void conn_enqueue(struct conn *c, struct frame *f);
 void conn_send_text(struct conn *c, const char *json, size_t len);
 
 /* Writes as much of the queue as the socket takes now; the rest waits for a
- * uv_write. Called by the worker's flusher once per loop turn. */
+ * uv_write. Called by the worker's flusher, a slice of connections per turn. */
 void conn_flush(struct conn *c);
 
 /* HTTP phase: answers the request being handled with status, the extra

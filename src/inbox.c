@@ -50,6 +50,14 @@ int inbox_post(struct inbox *in, struct task *t)
     return 0;
 }
 
+int inbox_pending(struct inbox *in)
+{
+    uv_mutex_lock(&in->lock);
+    int pending = in->head != NULL;
+    uv_mutex_unlock(&in->lock);
+    return pending;
+}
+
 void inbox_drain(struct inbox *in)
 {
     uv_mutex_lock(&in->lock);

@@ -36,6 +36,9 @@ void inbox_close(struct inbox *in);
  * -1 when the inbox is closed (the caller keeps t). */
 int inbox_post(struct inbox *in, struct task *t);
 
+/* Whether tasks are waiting to run (a hint: it may change at once). */
+int inbox_pending(struct inbox *in);
+
 /* Runs every queued task now, on the owning loop's thread. */
 void inbox_drain(struct inbox *in);
 

@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -20,6 +21,13 @@
 
 #define TICK_MS 250
 #define SHUTDOWN_GRACE_MS 3000
+#define FLUSH_SLICE 64
+
+/* Active while dirty connections remain: keeps the loop from blocking. */
+static void on_flush_more(uv_idle_t *h)
+{
+    (void)h;
+}
 
 static int listen_socket(const struct config *cfg, int *fd_out)
 {
@@ -54,25 +62,38 @@ void worker_mark_dirty(struct worker *w, struct conn *c)
         return;
     c->dirty = 1;
     conn_ref(c);
-    c->dirty_next = w->dirty;
-    w->dirty = c;
+    c->dirty_next = NULL;
+    if (w->dirty_tail)
+        w->dirty_tail->dirty_next = c;
+    else
+        w->dirty = c;
+    w->dirty_tail = c;
 }
 
+/* Flushes at most FLUSH_SLICE dirty connections per loop turn, oldest first,
+ * so that the loop reads (and queues new messages) between slices instead of
+ * once per pass over every connection: a message then waits at most about one
+ * pass, not one pass for the turn to end plus one for its own flush. */
 static void on_flush(uv_prepare_t *h)
 {
     struct worker *w = h->data;
-    /* Flushing can close a conn, which can mark others dirty: take the list. */
-    while (w->dirty) {
+    for (int n = 0; n < FLUSH_SLICE && w->dirty; n++) {
         struct conn *c = w->dirty;
-        w->dirty = NULL;
-        while (c) {
-            struct conn *next = c->dirty_next;
-            c->dirty = 0;
-            conn_flush(c);
-            conn_unref(c);
-            c = next;
-        }
+        w->dirty = c->dirty_next;
+        if (!w->dirty)
+            w->dirty_tail = NULL;
+        c->dirty = 0;
+        conn_flush(c);
+        conn_unref(c);
     }
+    if (!w->dirty) {
+        uv_idle_stop(&w->flush_more);
+        return;
+    }
+    uv_idle_start(&w->flush_more, on_flush_more);
+    if (bus_busy(w->server->bus))
+        sched_yield(); /* the bus thread may share this core: let it sequence
+                          what waits, so the next slice can carry it */
 }
 
 static void on_tick(uv_timer_t *t)
@@ -100,6 +121,7 @@ static void on_connection(uv_stream_t *listener, int status)
 static void worker_close_handles(struct worker *w)
 {
     uv_close((uv_handle_t *)&w->flusher, NULL);
+    uv_close((uv_handle_t *)&w->flush_more, NULL);
     uv_close((uv_handle_t *)&w->ticker, NULL);
     uv_close((uv_handle_t *)&w->stop_timer, NULL);
     inbox_close(&w->inbox);
@@ -176,6 +198,7 @@ static int worker_init(struct server *s, struct worker *w, int index)
     uv_prepare_init(&w->loop, &w->flusher);
     w->flusher.data = w;
     uv_prepare_start(&w->flusher, on_flush);
+    uv_idle_init(&w->loop, &w->flush_more);
     uv_timer_init(&w->loop, &w->ticker);
     w->ticker.data = w;
     uv_timer_start(&w->ticker, on_tick, TICK_MS, TICK_MS);

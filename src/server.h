@@ -28,11 +28,13 @@ struct worker {
     uv_thread_t thread;
     uv_tcp_t listener;
     struct inbox inbox;
-    uv_prepare_t flusher;   /* flushes dirty connections once per loop turn */
+    uv_prepare_t flusher;   /* flushes a slice of dirty connections per loop turn */
+    uv_idle_t flush_more;   /* active while dirty connections remain */
     uv_timer_t ticker;      /* heartbeats, handshake and linger timeouts */
     uv_timer_t stop_timer;  /* bounds a graceful shutdown */
     struct conn *conns;     /* every connection of this worker (list head) */
-    struct conn *dirty;     /* connections with output to flush this turn */
+    struct conn *dirty;     /* connections with output to flush, oldest first */
+    struct conn *dirty_tail;
     uint64_t next_seq;      /* for session ids "<worker>.<seq>" */
     int stopping;
     struct frame *ping;     /* the one ping frame every connection shares */

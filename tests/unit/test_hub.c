@@ -94,7 +94,7 @@ static void drain_all(struct fixture *f)
 {
     for (struct conn *c = f->w->conns; c; c = c->next)
         conn_drain(c);
-    f->w->dirty = NULL;
+    f->w->dirty = f->w->dirty_tail = NULL;
 }
 
 static void leave_quietly(struct conn *c, const char *room)
