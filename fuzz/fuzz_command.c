@@ -3,7 +3,9 @@
  * fields its type needs (valid names, data that is JSON text of data_len
  * bytes, limit in range), a ref that is JSON text of a string or an
  * integer. Refused: -1 with one of the error codes of PROTOCOL.md section 3
- * and a message. Either way command_free releases everything. */
+ * and a message. Either way command_free releases everything. And
+ * command_parse, which reads compact commands in place, gives exactly what
+ * command_parse_general (jansson alone) gives. */
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -67,13 +69,39 @@ static void check_accepted(const struct command *cmd)
         abort();
 }
 
+/* Both parses must agree field by field (err only on its code). */
+static void check_same(int rc, const struct command *a, const struct command_error *ea, int rc_general,
+                       const struct command *b, const struct command_error *eb)
+{
+    if (rc != rc_general || strcmp(a->ref, b->ref))
+        abort();
+    if (rc) {
+        if (strcmp(ea->code, eb->code))
+            abort();
+        return;
+    }
+    if (a->type != b->type || strcmp(a->room, b->room) || strcmp(a->user, b->user) || a->data_len != b->data_len ||
+        (a->data && memcmp(a->data, b->data, a->data_len)) || (a->data == NULL) != (b->data == NULL) ||
+        a->ephemeral != b->ephemeral || a->echo != b->echo || a->has_since != b->has_since ||
+        memcmp(&a->since, &b->since, sizeof a->since) || a->limit != b->limit || a->has_before != b->has_before ||
+        memcmp(&a->before, &b->before, sizeof a->before))
+        abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    struct command general;
+    struct command_error general_err;
+    memset(&general_err, 0, sizeof general_err);
+    int rc_general = command_parse_general((const char *)data, size, &general, &general_err);
+
     struct command cmd;
     struct command_error err;
 
     memset(&err, 0, sizeof err);
     int rc = command_parse((const char *)data, size, &cmd, &err);
+    check_same(rc, &cmd, &err, rc_general, &general, &general_err);
+    command_free(&general);
     if (rc == 0) {
         check_accepted(&cmd);
     } else {

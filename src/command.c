@@ -4,9 +4,12 @@
 
 #include <jansson.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "ws.h"
 
 static int refuse(struct command_error *err, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -123,7 +126,313 @@ static int parse_fields(json_t *body, struct command *cmd, struct command_error 
     return 0;
 }
 
+/* ---- the fast path ---------------------------------------------------------
+ * Most commands are compact JSON, as JSON.stringify writes it. For those the
+ * compact re-serialization the general path gets from jansson is the text
+ * itself, so they can be read in place: one pass, no tree, no allocation but
+ * the copy of data. The fast path takes only valid commands written that way:
+ * strings without escapes other than \" \\ \b \f \n \r \t, integers of
+ * at most 18 digits and not -0, no whitespace inside data, no repeated key,
+ * at most FAST_KEYS keys per object and FAST_DEPTH levels. Anything else,
+ * errors included, goes to the general path, which decides. fuzz_command
+ * checks that both paths agree on every input the fast path takes. */
+
+#define FAST_KEYS 16
+#define FAST_DEPTH 32
+
+enum fast_kind { FAST_STRING, FAST_INT, FAST_TRUE, FAST_FALSE, FAST_NULL, FAST_ARRAY, FAST_OBJECT };
+
+struct fast_scan {
+    const char *p, *end;
+    int depth;
+};
+
+/* A JSON value as the fast path sees it: its text and what it is. */
+struct fast_value {
+    const char *text;
+    size_t len;
+    enum fast_kind kind;
+    int escaped;        /* a string with escapes */
+    long long integer;  /* FAST_INT */
+};
+
+static void fast_skip_ws(struct fast_scan *s)
+{
+    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+        s->p++;
+}
+
+static int fast_string(struct fast_scan *s, struct fast_value *v)
+{
+    const char *p = s->p + 1;
+    v->kind = FAST_STRING;
+    v->escaped = 0;
+    while (p < s->end) {
+        unsigned char ch = (unsigned char)*p;
+        if (ch == '"') {
+            s->p = p + 1;
+            return 0;
+        }
+        if (ch < 0x20)
+            return -1;
+        if (ch == '\\') {
+            if (p + 1 >= s->end || !p[1] || !strchr("\"\\bfnrt", p[1]))
+                return -1;
+            v->escaped = 1;
+            p++;
+        }
+        p++;
+    }
+    return -1;
+}
+
+static int fast_integer(struct fast_scan *s, struct fast_value *v)
+{
+    const char *p = s->p;
+    int negative = *p == '-';
+    p += negative;
+    const char *digits = p;
+    while (p < s->end && *p >= '0' && *p <= '9')
+        p++;
+    size_t count = (size_t)(p - digits);
+    if (count == 0 || count > 18 || (digits[0] == '0' && (count > 1 || negative)) ||
+        (p < s->end && (*p == '.' || *p == 'e' || *p == 'E')))
+        return -1;
+    long long n = 0;
+    for (const char *d = digits; d < p; d++)
+        n = n * 10 + (*d - '0');
+    v->kind = FAST_INT;
+    v->integer = negative ? -n : n;
+    s->p = p;
+    return 0;
+}
+
+static int fast_literal(struct fast_scan *s, struct fast_value *v, const char *word, enum fast_kind kind)
+{
+    size_t n = strlen(word);
+    if ((size_t)(s->end - s->p) < n || memcmp(s->p, word, n))
+        return -1;
+    v->kind = kind;
+    s->p += n;
+    return 0;
+}
+
+static int fast_value(struct fast_scan *s, struct fast_value *v);
+
+/* Reads one object member's key into key and checks it against the keys
+ * before it (keys holds *nkeys of them). Then the ':' after it. */
+static int fast_key(struct fast_scan *s, struct fast_value *key, struct fast_value keys[FAST_KEYS], int *nkeys,
+                    int top)
+{
+    key->text = s->p;
+    if (s->p >= s->end || *s->p != '"' || fast_string(s, key) || key->escaped || *nkeys == FAST_KEYS)
+        return -1;
+    key->len = (size_t)(s->p - key->text);
+    for (int i = 0; i < *nkeys; i++)
+        if (keys[i].len == key->len && !memcmp(keys[i].text, key->text, key->len))
+            return -1;
+    keys[(*nkeys)++] = *key;
+    if (top)
+        fast_skip_ws(s);
+    if (s->p >= s->end || *s->p != ':')
+        return -1;
+    s->p++;
+    if (top)
+        fast_skip_ws(s);
+    return 0;
+}
+
+/* An array or an object inside a value: no whitespace at all. */
+static int fast_container(struct fast_scan *s, struct fast_value *v)
+{
+    char close = *s->p == '[' ? ']' : '}';
+    struct fast_value keys[FAST_KEYS], key, item;
+    int nkeys = 0;
+    v->kind = close == ']' ? FAST_ARRAY : FAST_OBJECT;
+    if (++s->depth > FAST_DEPTH)
+        return -1;
+    s->p++;
+    if (s->p < s->end && *s->p == close) {
+        s->p++;
+        s->depth--;
+        return 0;
+    }
+    for (;;) {
+        if ((close == '}' && fast_key(s, &key, keys, &nkeys, 0)) || fast_value(s, &item) || s->p >= s->end)
+            return -1;
+        if (*s->p == close) {
+            s->p++;
+            s->depth--;
+            return 0;
+        }
+        if (*s->p++ != ',')
+            return -1;
+    }
+}
+
+static int fast_value(struct fast_scan *s, struct fast_value *v)
+{
+    if (s->p >= s->end)
+        return -1;
+    v->text = s->p;
+    int r;
+    switch (*s->p) {
+    case '"': r = fast_string(s, v); break;
+    case '[':
+    case '{': r = fast_container(s, v); break;
+    case 't': r = fast_literal(s, v, "true", FAST_TRUE); break;
+    case 'f': r = fast_literal(s, v, "false", FAST_FALSE); break;
+    case 'n': r = fast_literal(s, v, "null", FAST_NULL); break;
+    default: r = fast_integer(s, v); break;
+    }
+    v->len = (size_t)(s->p - v->text);
+    return r;
+}
+
+enum fast_field { F_TYPE, F_REF, F_ROOM, F_USER, F_DATA, F_SINCE, F_BEFORE, F_LIMIT, F_ECHO, F_EPHEMERAL, F_COUNT };
+static const char *const fast_field_names[F_COUNT] = {
+    [F_TYPE] = "\"type\"",   [F_REF] = "\"ref\"",       [F_ROOM] = "\"room\"",   [F_USER] = "\"user\"",
+    [F_DATA] = "\"data\"",   [F_SINCE] = "\"since\"",   [F_BEFORE] = "\"before\"", [F_LIMIT] = "\"limit\"",
+    [F_ECHO] = "\"echo\"",   [F_EPHEMERAL] = "\"ephemeral\"",
+};
+
+static int fast_name(const struct fast_value *v, char out[NAME_MAX_LEN + 1])
+{
+    if (!v->text || v->kind != FAST_STRING || v->escaped || !name_valid(v->text + 1, v->len - 2))
+        return -1;
+    memcpy(out, v->text + 1, v->len - 2);
+    out[v->len - 2] = '\0';
+    return 0;
+}
+
+/* An optional offset: absent, or a string that parses. */
+static int fast_offset(const struct fast_value *v, int *present, struct offset *out)
+{
+    char text[64];
+    *present = v->text != NULL;
+    if (!*present)
+        return 0;
+    if (v->kind != FAST_STRING || v->escaped || v->len - 2 >= sizeof text)
+        return -1;
+    memcpy(text, v->text + 1, v->len - 2);
+    text[v->len - 2] = '\0';
+    return offset_parse(text, out);
+}
+
+static int fast_bool(const struct fast_value *v, int dflt, int *out)
+{
+    if (!v->text) {
+        *out = dflt;
+        return 0;
+    }
+    if (v->kind != FAST_TRUE && v->kind != FAST_FALSE)
+        return -1;
+    *out = v->kind == FAST_TRUE;
+    return 0;
+}
+
+static int fast_data(const struct fast_value *v, struct command *cmd)
+{
+    if (!v->text || !(cmd->data = malloc(v->len + 1)))
+        return -1;
+    memcpy(cmd->data, v->text, v->len);
+    cmd->data[v->len] = '\0';
+    cmd->data_len = v->len;
+    return 0;
+}
+
+static int fast_fields(const struct fast_value *f, struct command *cmd)
+{
+    switch (cmd->type) {
+    case CMD_JOIN:
+        return fast_name(&f[F_ROOM], cmd->room) || fast_offset(&f[F_SINCE], &cmd->has_since, &cmd->since);
+    case CMD_LEAVE:
+    case CMD_PRESENCE:
+        return fast_name(&f[F_ROOM], cmd->room);
+    case CMD_PUBLISH:
+        return fast_name(&f[F_ROOM], cmd->room) || fast_bool(&f[F_EPHEMERAL], 0, &cmd->ephemeral) ||
+               fast_bool(&f[F_ECHO], 1, &cmd->echo) || fast_data(&f[F_DATA], cmd);
+    case CMD_SEND:
+        return fast_name(&f[F_USER], cmd->user) || fast_data(&f[F_DATA], cmd);
+    case CMD_BROADCAST:
+        return fast_data(&f[F_DATA], cmd);
+    case CMD_HISTORY:
+        cmd->limit = HISTORY_DEFAULT_LIMIT;
+        if (f[F_LIMIT].text) {
+            if (f[F_LIMIT].kind != FAST_INT || f[F_LIMIT].integer < 1 || f[F_LIMIT].integer > HISTORY_MAX_LIMIT)
+                return -1;
+            cmd->limit = (int)f[F_LIMIT].integer;
+        }
+        return fast_name(&f[F_ROOM], cmd->room) || fast_offset(&f[F_BEFORE], &cmd->has_before, &cmd->before);
+    case CMD_PING:
+        return 0;
+    }
+    return -1;
+}
+
+/* Returns 0 with cmd filled in, or -1 when the general path must decide
+ * (cmd is then left for it to reset). */
+static int parse_fast(const char *text, size_t len, struct command *cmd)
+{
+    uint32_t utf8 = WS_UTF8_ACCEPT;
+    if (ws_utf8_feed(&utf8, (const uint8_t *)text, len) || !ws_utf8_complete(utf8))
+        return -1;
+    struct fast_scan s = {text, text + len, 1};
+    struct fast_value f[F_COUNT] = {0}, keys[FAST_KEYS], key;
+    int nkeys = 0;
+    fast_skip_ws(&s);
+    if (s.p >= s.end || *s.p++ != '{')
+        return -1;
+    for (;;) {
+        fast_skip_ws(&s);
+        struct fast_value v;
+        if (fast_key(&s, &key, keys, &nkeys, 1) || fast_value(&s, &v))
+            return -1;
+        for (int i = 0; i < F_COUNT; i++)
+            if (strlen(fast_field_names[i]) == key.len && !memcmp(fast_field_names[i], key.text, key.len))
+                f[i] = v;
+        fast_skip_ws(&s);
+        if (s.p >= s.end)
+            return -1;
+        if (*s.p == '}')
+            break;
+        if (*s.p++ != ',')
+            return -1;
+    }
+    s.p++;
+    fast_skip_ws(&s);
+    if (s.p != s.end)
+        return -1;
+    const struct fast_value *ref = &f[F_REF];
+    if (ref->text) {
+        if (!((ref->kind == FAST_STRING && !ref->escaped && ref->len - 2 <= REF_MAX_LEN) || ref->kind == FAST_INT))
+            return -1;
+        memcpy(cmd->ref, ref->text, ref->len);
+        cmd->ref[ref->len] = '\0';
+    }
+    const struct fast_value *type = &f[F_TYPE];
+    if (!type->text || type->kind != FAST_STRING || type->escaped)
+        return -1;
+    size_t i = 0;
+    while (i < sizeof command_names / sizeof command_names[0] &&
+           (strlen(command_names[i]) != type->len - 2 || memcmp(command_names[i], type->text + 1, type->len - 2)))
+        i++;
+    if (i == sizeof command_names / sizeof command_names[0])
+        return -1;
+    cmd->type = (enum command_type)i;
+    return fast_fields(f, cmd);
+}
+
 int command_parse(const char *text, size_t len, struct command *cmd, struct command_error *err)
+{
+    memset(cmd, 0, sizeof *cmd);
+    if (parse_fast(text, len, cmd) == 0)
+        return 0;
+    command_free(cmd);
+    return command_parse_general(text, len, cmd, err);
+}
+
+int command_parse_general(const char *text, size_t len, struct command *cmd, struct command_error *err)
 {
     memset(cmd, 0, sizeof *cmd);
     json_error_t jerr;

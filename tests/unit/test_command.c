@@ -833,6 +833,80 @@ static void test_command_free_twice_is_harmless(void **state)
     command_free(&cmd);
 }
 
+
+/* ---- the fast path agrees with jansson ------------------------------------ */
+
+/* command_parse reads compact commands in place; command_parse_general
+ * goes through jansson. Both must give the same command or the same error,
+ * for texts on both sides of the fast path's limits. */
+static void test_command_fast_path_agrees_with_the_general_path(void **state)
+{
+    static const char *const texts[] = {
+        "{\"type\":\"publish\",\"room\":\"r\",\"data\":{\"a\":[1,-2,true,false,null,\"x\"],\"b\":{}},\"ref\":7}",
+        "{\"type\":\"publish\",\"room\":\"r\",\"data\":\"q\\\"uo\\\\te\\n\\t\\r\\b\\f\",\"echo\":false,\"ephemeral\":true}",
+        "{\"type\":\"publish\",\"room\":\"r\",\"data\":\"caf\xc3\xa9 \xf0\x9f\x98\x80 \x7f\"}",
+        "{\"type\":\"publish\",\"room\":\"r\",\"data\":\"\\u00e9\\/\"}",
+        "{\"type\":\"publish\",\"room\":\"r\",\"data\":[1.5,1e2,-0,0,123456789012345678,1234567890123456789]}",
+        "{\"type\":\"publish\",\"room\":\"r\",\"data\":{\"a\": 1}}",
+        "{\"type\":\"publish\",\"room\":\"r\",\"data\":{\"a\":1,\"a\":2}}",
+        "{\"type\":\"publish\",\"room\":\"r\",\"data\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}",
+        "{\"type\":\"publish\",\"room\":\"r\",\"data\":{\"k1\":1,\"k2\":2,\"k3\":3,\"k4\":4,\"k5\":5,\"k6\":6,\"k7\":7,"
+        "\"k8\":8,\"k9\":9,\"k10\":10,\"k11\":11,\"k12\":12,\"k13\":13,\"k14\":14,\"k15\":15,\"k16\":16,\"k17\":17}}",
+        " {\"type\" : \"send\" ,\t\"user\":\"bob\",\n\"data\":null} \r\n",
+        "{\"type\":\"broadcast\",\"data\":0,\"ref\":\"\xc3\xa9t\xc3\xa9\"}",
+        "{\"type\":\"join\",\"room\":\"r\",\"since\":\"1732312345678-3\",\"ref\":-12}",
+        "{\"type\":\"join\",\"room\":\"r\",\"since\":\"1-\"}",
+        "{\"type\":\"history\",\"room\":\"r\",\"limit\":1000,\"before\":\"5-0\"}",
+        "{\"type\":\"history\",\"room\":\"r\",\"limit\":1001}",
+        "{\"type\":\"history\",\"room\":\"r\",\"limit\":1.0}",
+        "{\"type\":\"leave\",\"room\":\"a:b.c-d_e\",\"ref\":\"" /* 64 bytes */
+        "0123456789012345678901234567890123456789012345678901234567890123\"}",
+        "{\"type\":\"leave\",\"room\":\"r\",\"ref\":\"01234567890123456789012345678901234567890123456789012345678901234\"}",
+        "{\"type\":\"leave\",\"room\":\"r\",\"ref\":1.5}",
+        "{\"type\":\"presence\",\"room\":\"bad room\"}",
+        "{\"type\":\"ping\",\"room\":5,\"extra\":[{\"x\":\"y\"}]}",
+        "{\"type\":\"ping\",\"type\":\"ping\"}",
+        "{\"type\":\"pin\\u0067\"}",
+        "{\"type\":\"PING\"}",
+        "{\"type\":\"ping\"}x",
+        "{\"type\":\"ping\",}",
+        "{\"type\":\"publish\",\"room\":\"r\",\"data\":[1,]}",
+        "{\"type\":\"publish\",\"room\":\"r\",\"data\":tru}",
+        "{\"type\":\"publish\",\"room\":\"r\",\"data\":\"\xff\"}",
+        "{\"type\":\"publish\",\"room\":\"r\"}",
+        "[\"type\",\"ping\"]",
+        "",
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        struct command a, b;
+        struct command_error ea = {0}, eb = {0};
+        int ra = command_parse(texts[i], strlen(texts[i]), &a, &ea);
+        int rb = command_parse_general(texts[i], strlen(texts[i]), &b, &eb);
+        if (ra != rb || strcmp(a.ref, b.ref) || (ra && strcmp(ea.code, eb.code)))
+            fail_msg("text %zu: %d %s / %d %s", i, ra, ra ? ea.code : a.ref, rb, rb ? eb.code : b.ref);
+        if (!ra) {
+            assert_int_equal(a.type, b.type);
+            assert_string_equal(a.room, b.room);
+            assert_string_equal(a.user, b.user);
+            assert_true((a.data == NULL) == (b.data == NULL));
+            if (a.data)
+                assert_string_equal(a.data, b.data);
+            assert_int_equal(a.data_len, b.data_len);
+            assert_int_equal(a.echo, b.echo);
+            assert_int_equal(a.ephemeral, b.ephemeral);
+            assert_int_equal(a.limit, b.limit);
+            assert_int_equal(a.has_since, b.has_since);
+            assert_int_equal(a.since.ms, b.since.ms);
+            assert_int_equal(a.since.seq, b.since.seq);
+            assert_int_equal(a.has_before, b.has_before);
+            assert_int_equal(a.before.ms, b.before.ms);
+        }
+        command_free(&a);
+        command_free(&b);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -875,6 +949,7 @@ int main(void)
         cmocka_unit_test(test_command_refusal_returns_minus_one),
         cmocka_unit_test(test_command_reads_only_len_bytes),
         cmocka_unit_test(test_command_free_twice_is_harmless),
+        cmocka_unit_test(test_command_fast_path_agrees_with_the_general_path),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
