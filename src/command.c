@@ -100,30 +100,54 @@ static const char *const command_names[] = {
     [CMD_PRESENCE] = "presence",   [CMD_PING] = "ping",
 };
 
-static int parse_fields(json_t *body, struct command *cmd, struct command_error *err)
+/* The command type named by the n bytes at s (whole strings: "ping\u0000x"
+ * is not "ping"), or -1. */
+static int command_type_of(const char *s, size_t n)
 {
-    switch (cmd->type) {
-    case CMD_JOIN:
-        return parse_name(body, "room", "room_invalid", cmd->room, err) ||
-               parse_offset(body, "since", &cmd->has_since, &cmd->since, err);
-    case CMD_LEAVE:
-    case CMD_PRESENCE:
-        return parse_name(body, "room", "room_invalid", cmd->room, err);
-    case CMD_PUBLISH:
-        return parse_name(body, "room", "room_invalid", cmd->room, err) ||
-               parse_bool(body, "ephemeral", 0, &cmd->ephemeral, err) ||
-               parse_bool(body, "echo", 1, &cmd->echo, err) || parse_data(body, cmd, err);
-    case CMD_SEND:
-        return parse_name(body, "user", "user_invalid", cmd->user, err) || parse_data(body, cmd, err);
-    case CMD_BROADCAST:
-        return parse_data(body, cmd, err);
-    case CMD_HISTORY:
-        return parse_name(body, "room", "room_invalid", cmd->room, err) || parse_limit(body, &cmd->limit, err) ||
-               parse_offset(body, "before", &cmd->has_before, &cmd->before, err);
-    case CMD_PING:
-        return 0;
+    for (size_t i = 0; i < sizeof command_names / sizeof command_names[0]; i++)
+        if (strlen(command_names[i]) == n && !memcmp(command_names[i], s, n))
+            return (int)i;
+    return -1;
+}
+
+/* The fields a command reads besides type and ref. Both paths read them
+ * from command_fields, in the order listed there, which is the order of
+ * checks of docs/protocol.md. */
+enum field {
+    FIELD_END, FIELD_ROOM, FIELD_USER, FIELD_EPHEMERAL, FIELD_ECHO, FIELD_DATA, FIELD_LIMIT, FIELD_SINCE, FIELD_BEFORE,
+    FIELD_TYPE, FIELD_REF, FIELD_COUNT
+};
+
+static const char *const field_names[FIELD_COUNT] = {
+    [FIELD_ROOM] = "room",   [FIELD_USER] = "user",   [FIELD_EPHEMERAL] = "ephemeral", [FIELD_ECHO] = "echo",
+    [FIELD_DATA] = "data",   [FIELD_LIMIT] = "limit", [FIELD_SINCE] = "since",         [FIELD_BEFORE] = "before",
+    [FIELD_TYPE] = "type",   [FIELD_REF] = "ref",
+};
+
+static const enum field command_fields[][5] = {
+    [CMD_JOIN] = {FIELD_ROOM, FIELD_SINCE},
+    [CMD_LEAVE] = {FIELD_ROOM},
+    [CMD_PUBLISH] = {FIELD_ROOM, FIELD_EPHEMERAL, FIELD_ECHO, FIELD_DATA},
+    [CMD_SEND] = {FIELD_USER, FIELD_DATA},
+    [CMD_BROADCAST] = {FIELD_DATA},
+    [CMD_HISTORY] = {FIELD_ROOM, FIELD_LIMIT, FIELD_BEFORE},
+    [CMD_PRESENCE] = {FIELD_ROOM},
+    [CMD_PING] = {FIELD_END},
+};
+
+static int parse_field(json_t *body, enum field f, struct command *cmd, struct command_error *err)
+{
+    switch (f) {
+    case FIELD_ROOM: return parse_name(body, "room", "room_invalid", cmd->room, err);
+    case FIELD_USER: return parse_name(body, "user", "user_invalid", cmd->user, err);
+    case FIELD_EPHEMERAL: return parse_bool(body, "ephemeral", 0, &cmd->ephemeral, err);
+    case FIELD_ECHO: return parse_bool(body, "echo", 1, &cmd->echo, err);
+    case FIELD_DATA: return parse_data(body, cmd, err);
+    case FIELD_LIMIT: return parse_limit(body, &cmd->limit, err);
+    case FIELD_SINCE: return parse_offset(body, "since", &cmd->has_since, &cmd->since, err);
+    case FIELD_BEFORE: return parse_offset(body, "before", &cmd->has_before, &cmd->before, err);
+    default: return 0;
     }
-    return 0;
 }
 
 /* ---- the fast path ---------------------------------------------------------
@@ -145,6 +169,7 @@ enum fast_kind { FAST_STRING, FAST_INT, FAST_TRUE, FAST_FALSE, FAST_NULL, FAST_A
 struct fast_scan {
     const char *p, *end;
     int depth;
+    int non_ascii;  /* a string had bytes past 0x7f: check the text's UTF-8 */
 };
 
 /* A JSON value as the fast path sees it: its text and what it is. */
@@ -175,6 +200,7 @@ static int fast_string(struct fast_scan *s, struct fast_value *v)
         }
         if (ch < 0x20)
             return -1;
+        s->non_ascii |= ch > 0x7f;
         if (ch == '\\') {
             if (p + 1 >= s->end || !p[1] || !strchr("\"\\bfnrt", p[1]))
                 return -1;
@@ -289,13 +315,6 @@ static int fast_value(struct fast_scan *s, struct fast_value *v)
     return r;
 }
 
-enum fast_field { F_TYPE, F_REF, F_ROOM, F_USER, F_DATA, F_SINCE, F_BEFORE, F_LIMIT, F_ECHO, F_EPHEMERAL, F_COUNT };
-static const char *const fast_field_names[F_COUNT] = {
-    [F_TYPE] = "\"type\"",   [F_REF] = "\"ref\"",       [F_ROOM] = "\"room\"",   [F_USER] = "\"user\"",
-    [F_DATA] = "\"data\"",   [F_SINCE] = "\"since\"",   [F_BEFORE] = "\"before\"", [F_LIMIT] = "\"limit\"",
-    [F_ECHO] = "\"echo\"",   [F_EPHEMERAL] = "\"ephemeral\"",
-};
-
 static int fast_name(const struct fast_value *v, char out[NAME_MAX_LEN + 1])
 {
     if (!v->text || v->kind != FAST_STRING || v->escaped || !name_valid(v->text + 1, v->len - 2))
@@ -341,44 +360,34 @@ static int fast_data(const struct fast_value *v, struct command *cmd)
     return 0;
 }
 
-static int fast_fields(const struct fast_value *f, struct command *cmd)
+static int fast_field(const struct fast_value *fields, enum field f, struct command *cmd)
 {
-    switch (cmd->type) {
-    case CMD_JOIN:
-        return fast_name(&f[F_ROOM], cmd->room) || fast_offset(&f[F_SINCE], &cmd->has_since, &cmd->since);
-    case CMD_LEAVE:
-    case CMD_PRESENCE:
-        return fast_name(&f[F_ROOM], cmd->room);
-    case CMD_PUBLISH:
-        return fast_name(&f[F_ROOM], cmd->room) || fast_bool(&f[F_EPHEMERAL], 0, &cmd->ephemeral) ||
-               fast_bool(&f[F_ECHO], 1, &cmd->echo) || fast_data(&f[F_DATA], cmd);
-    case CMD_SEND:
-        return fast_name(&f[F_USER], cmd->user) || fast_data(&f[F_DATA], cmd);
-    case CMD_BROADCAST:
-        return fast_data(&f[F_DATA], cmd);
-    case CMD_HISTORY:
+    const struct fast_value *v = &fields[f];
+    switch (f) {
+    case FIELD_ROOM: return fast_name(v, cmd->room);
+    case FIELD_USER: return fast_name(v, cmd->user);
+    case FIELD_EPHEMERAL: return fast_bool(v, 0, &cmd->ephemeral);
+    case FIELD_ECHO: return fast_bool(v, 1, &cmd->echo);
+    case FIELD_DATA: return fast_data(v, cmd);
+    case FIELD_LIMIT:
         cmd->limit = HISTORY_DEFAULT_LIMIT;
-        if (f[F_LIMIT].text) {
-            if (f[F_LIMIT].kind != FAST_INT || f[F_LIMIT].integer < 1 || f[F_LIMIT].integer > HISTORY_MAX_LIMIT)
-                return -1;
-            cmd->limit = (int)f[F_LIMIT].integer;
-        }
-        return fast_name(&f[F_ROOM], cmd->room) || fast_offset(&f[F_BEFORE], &cmd->has_before, &cmd->before);
-    case CMD_PING:
+        if (!v->text)
+            return 0;
+        if (v->kind != FAST_INT || v->integer < 1 || v->integer > HISTORY_MAX_LIMIT)
+            return -1;
+        cmd->limit = (int)v->integer;
         return 0;
+    case FIELD_SINCE: return fast_offset(v, &cmd->has_since, &cmd->since);
+    case FIELD_BEFORE: return fast_offset(v, &cmd->has_before, &cmd->before);
+    default: return 0;
     }
-    return -1;
 }
 
-/* Returns 0 with cmd filled in, or -1 when the general path must decide
- * (cmd is then left for it to reset). */
-static int parse_fast(const char *text, size_t len, struct command *cmd)
+int command_parse_compact(const char *text, size_t len, struct command *cmd)
 {
-    uint32_t utf8 = WS_UTF8_ACCEPT;
-    if (ws_utf8_feed(&utf8, (const uint8_t *)text, len) || !ws_utf8_complete(utf8))
-        return -1;
-    struct fast_scan s = {text, text + len, 1};
-    struct fast_value f[F_COUNT] = {0}, keys[FAST_KEYS], key;
+    memset(cmd, 0, sizeof *cmd);
+    struct fast_scan s = {text, text + len, 1, 0};
+    struct fast_value f[FIELD_COUNT] = {{0}}, keys[FAST_KEYS], key;
     int nkeys = 0;
     fast_skip_ws(&s);
     if (s.p >= s.end || *s.p++ != '{')
@@ -388,8 +397,8 @@ static int parse_fast(const char *text, size_t len, struct command *cmd)
         struct fast_value v;
         if (fast_key(&s, &key, keys, &nkeys, 1) || fast_value(&s, &v))
             return -1;
-        for (int i = 0; i < F_COUNT; i++)
-            if (strlen(fast_field_names[i]) == key.len && !memcmp(fast_field_names[i], key.text, key.len))
+        for (int i = FIELD_ROOM; i < FIELD_COUNT; i++)
+            if (strlen(field_names[i]) == key.len - 2 && !memcmp(field_names[i], key.text + 1, key.len - 2))
                 f[i] = v;
         fast_skip_ws(&s);
         if (s.p >= s.end)
@@ -401,32 +410,32 @@ static int parse_fast(const char *text, size_t len, struct command *cmd)
     }
     s.p++;
     fast_skip_ws(&s);
-    if (s.p != s.end)
+    uint32_t utf8 = WS_UTF8_ACCEPT;
+    if (s.p != s.end ||
+        (s.non_ascii && (ws_utf8_feed(&utf8, (const uint8_t *)text, len) || !ws_utf8_complete(utf8))))
         return -1;
-    const struct fast_value *ref = &f[F_REF];
+    const struct fast_value *ref = &f[FIELD_REF];
     if (ref->text) {
         if (!((ref->kind == FAST_STRING && !ref->escaped && ref->len - 2 <= REF_MAX_LEN) || ref->kind == FAST_INT))
             return -1;
         memcpy(cmd->ref, ref->text, ref->len);
         cmd->ref[ref->len] = '\0';
     }
-    const struct fast_value *type = &f[F_TYPE];
-    if (!type->text || type->kind != FAST_STRING || type->escaped)
+    const struct fast_value *type = &f[FIELD_TYPE];
+    int t = type->text && type->kind == FAST_STRING && !type->escaped ? command_type_of(type->text + 1, type->len - 2)
+                                                                          : -1;
+    if (t < 0)
         return -1;
-    size_t i = 0;
-    while (i < sizeof command_names / sizeof command_names[0] &&
-           (strlen(command_names[i]) != type->len - 2 || memcmp(command_names[i], type->text + 1, type->len - 2)))
-        i++;
-    if (i == sizeof command_names / sizeof command_names[0])
-        return -1;
-    cmd->type = (enum command_type)i;
-    return fast_fields(f, cmd);
+    cmd->type = (enum command_type)t;
+    for (const enum field *field = command_fields[t]; *field != FIELD_END; field++)
+        if (fast_field(f, *field, cmd))
+            return -1;
+    return 0;
 }
 
 int command_parse(const char *text, size_t len, struct command *cmd, struct command_error *err)
 {
-    memset(cmd, 0, sizeof *cmd);
-    if (parse_fast(text, len, cmd) == 0)
+    if (command_parse_compact(text, len, cmd) == 0)
         return 0;
     command_free(cmd);
     return command_parse_general(text, len, cmd, err);
@@ -449,17 +458,15 @@ int command_parse_general(const char *text, size_t len, struct command *cmd, str
         refuse(err, "bad_command", "type is required and must be a string");
         goto done;
     }
-    size_t i = 0;
-    /* Whole strings: "ping\u0000x" is not "ping". */
-    while (i < sizeof command_names / sizeof command_names[0] &&
-           (strlen(command_names[i]) != json_string_length(type) || strcmp(json_string_value(type), command_names[i])))
-        i++;
-    if (i == sizeof command_names / sizeof command_names[0]) {
+    int t = command_type_of(json_string_value(type), json_string_length(type));
+    if (t < 0) {
         refuse(err, "unknown_type", "unknown command type");
         goto done;
     }
-    cmd->type = (enum command_type)i;
-    r = parse_fields(body, cmd, err) ? -1 : 0;
+    cmd->type = (enum command_type)t;
+    r = 0;
+    for (const enum field *field = command_fields[t]; r == 0 && *field != FIELD_END; field++)
+        r = parse_field(body, *field, cmd, err);
 done:
     json_decref(body);
     return r;

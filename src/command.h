@@ -50,9 +50,12 @@ struct command_error {
 int command_parse(const char *text, size_t len, struct command *cmd, struct command_error *err);
 void command_free(struct command *cmd);
 
-/* The same through jansson alone. command_parse reads compact, valid
- * commands in place and leaves every other text to this one; the fuzz
- * target checks that both give the same result. */
+/* The two paths of command_parse, for the tests that check they agree.
+ * command_parse_compact reads a valid command written as compact JSON in
+ * place and returns 0; it returns -1 for any other text (cmd may then hold
+ * a partial result: command_free it). command_parse_general parses any
+ * text through jansson. */
+int command_parse_compact(const char *text, size_t len, struct command *cmd);
 int command_parse_general(const char *text, size_t len, struct command *cmd, struct command_error *err);
 
 #endif

@@ -16,17 +16,8 @@ struct piece {
 
 #define LIT(text) ((struct piece){text, sizeof text - 1})
 #define STR(text) ((struct piece){text, strlen(text)})
-#define NULLABLE(name, buf) ((name) ? quoted(name, buf) : LIT("null"))
-
-/* "\"name\"" in buf (names are at most NAME_MAX_LEN bytes). */
-static struct piece quoted(const char *name, char buf[160])
-{
-    size_t n = strnlen(name, 157);
-    buf[0] = '"';
-    memcpy(buf + 1, name, n);
-    buf[n + 1] = '"';
-    return (struct piece){buf, n + 2};
-}
+/* "name" quoted, or null: three pieces. */
+#define NULLABLE(name) (name) ? LIT("\"") : LIT("null"), (name) ? STR(name) : LIT(""), (name) ? LIT("\"") : LIT("")
 
 /* The decimal digits of v in buf. */
 static struct piece decimal(uint64_t v, char buf[24])
@@ -62,17 +53,17 @@ static char *splice(size_t *len, const struct piece *pieces, size_t n)
 char *event_message(const char *room, const char *offset, const char *from, const char *data, size_t data_len,
                     uint64_t ts, size_t *len)
 {
-    char from_buf[160], ts_buf[24];
+    char ts_buf[24];
     return SPLICE(len, LIT("{\"type\":\"message\",\"room\":\""), STR(room),
                   offset ? LIT("\",\"offset\":\"") : LIT(""), offset ? STR(offset) : LIT(""),
-                  LIT("\",\"from\":"), NULLABLE(from, from_buf), LIT(",\"data\":"), ((struct piece){data, data_len}),
+                  LIT("\",\"from\":"), NULLABLE(from), LIT(",\"data\":"), ((struct piece){data, data_len}),
                   LIT(",\"ts\":"), decimal(ts, ts_buf), LIT("}"));
 }
 
 char *event_direct(const char *type, const char *from, const char *data, size_t data_len, uint64_t ts, size_t *len)
 {
-    char from_buf[160], ts_buf[24];
-    return SPLICE(len, LIT("{\"type\":\""), STR(type), LIT("\",\"from\":"), NULLABLE(from, from_buf),
+    char ts_buf[24];
+    return SPLICE(len, LIT("{\"type\":\""), STR(type), LIT("\",\"from\":"), NULLABLE(from),
                   LIT(",\"data\":"), ((struct piece){data, data_len}), LIT(",\"ts\":"), decimal(ts, ts_buf),
                   LIT("}"));
 }

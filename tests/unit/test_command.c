@@ -836,53 +836,62 @@ static void test_command_free_twice_is_harmless(void **state)
 
 /* ---- the fast path agrees with jansson ------------------------------------ */
 
-/* command_parse reads compact commands in place; command_parse_general
- * goes through jansson. Both must give the same command or the same error,
- * for texts on both sides of the fast path's limits. */
+/* command_parse reads compact commands in place (command_parse_compact)
+ * and leaves the rest to jansson (command_parse_general). Each text here is
+ * on a known side of the compact path's limits, and both paths must give the
+ * same command or the same error. */
 static void test_command_fast_path_agrees_with_the_general_path(void **state)
 {
-    static const char *const texts[] = {
-        "{\"type\":\"publish\",\"room\":\"r\",\"data\":{\"a\":[1,-2,true,false,null,\"x\"],\"b\":{}},\"ref\":7}",
-        "{\"type\":\"publish\",\"room\":\"r\",\"data\":\"q\\\"uo\\\\te\\n\\t\\r\\b\\f\",\"echo\":false,\"ephemeral\":true}",
-        "{\"type\":\"publish\",\"room\":\"r\",\"data\":\"caf\xc3\xa9 \xf0\x9f\x98\x80 \x7f\"}",
-        "{\"type\":\"publish\",\"room\":\"r\",\"data\":\"\\u00e9\\/\"}",
-        "{\"type\":\"publish\",\"room\":\"r\",\"data\":[1.5,1e2,-0,0,123456789012345678,1234567890123456789]}",
-        "{\"type\":\"publish\",\"room\":\"r\",\"data\":{\"a\": 1}}",
-        "{\"type\":\"publish\",\"room\":\"r\",\"data\":{\"a\":1,\"a\":2}}",
-        "{\"type\":\"publish\",\"room\":\"r\",\"data\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}",
-        "{\"type\":\"publish\",\"room\":\"r\",\"data\":{\"k1\":1,\"k2\":2,\"k3\":3,\"k4\":4,\"k5\":5,\"k6\":6,\"k7\":7,"
-        "\"k8\":8,\"k9\":9,\"k10\":10,\"k11\":11,\"k12\":12,\"k13\":13,\"k14\":14,\"k15\":15,\"k16\":16,\"k17\":17}}",
-        " {\"type\" : \"send\" ,\t\"user\":\"bob\",\n\"data\":null} \r\n",
-        "{\"type\":\"broadcast\",\"data\":0,\"ref\":\"\xc3\xa9t\xc3\xa9\"}",
-        "{\"type\":\"join\",\"room\":\"r\",\"since\":\"1732312345678-3\",\"ref\":-12}",
-        "{\"type\":\"join\",\"room\":\"r\",\"since\":\"1-\"}",
-        "{\"type\":\"history\",\"room\":\"r\",\"limit\":1000,\"before\":\"5-0\"}",
-        "{\"type\":\"history\",\"room\":\"r\",\"limit\":1001}",
-        "{\"type\":\"history\",\"room\":\"r\",\"limit\":1.0}",
-        "{\"type\":\"leave\",\"room\":\"a:b.c-d_e\",\"ref\":\"" /* 64 bytes */
-        "0123456789012345678901234567890123456789012345678901234567890123\"}",
-        "{\"type\":\"leave\",\"room\":\"r\",\"ref\":\"01234567890123456789012345678901234567890123456789012345678901234\"}",
-        "{\"type\":\"leave\",\"room\":\"r\",\"ref\":1.5}",
-        "{\"type\":\"presence\",\"room\":\"bad room\"}",
-        "{\"type\":\"ping\",\"room\":5,\"extra\":[{\"x\":\"y\"}]}",
-        "{\"type\":\"ping\",\"type\":\"ping\"}",
-        "{\"type\":\"pin\\u0067\"}",
-        "{\"type\":\"PING\"}",
-        "{\"type\":\"ping\"}x",
-        "{\"type\":\"ping\",}",
-        "{\"type\":\"publish\",\"room\":\"r\",\"data\":[1,]}",
-        "{\"type\":\"publish\",\"room\":\"r\",\"data\":tru}",
-        "{\"type\":\"publish\",\"room\":\"r\",\"data\":\"\xff\"}",
-        "{\"type\":\"publish\",\"room\":\"r\"}",
-        "[\"type\",\"ping\"]",
-        "",
+    /* {taken by the compact path, text} */
+    static const struct {
+        int compact;
+        const char *text;
+    } cases[] = {
+        {1, "{\"type\":\"publish\",\"room\":\"r\",\"data\":{\"a\":[1,-2,true,false,null,\"x\"],\"b\":{}},\"ref\":7}"},
+        {1, "{\"type\":\"publish\",\"room\":\"r\",\"data\":\"q\\\"uo\\\\te\\n\\t\\r\\b\\f\",\"echo\":false,\"ephemeral\":true}"},
+        {1, "{\"type\":\"publish\",\"room\":\"r\",\"data\":\"caf\xc3\xa9 \xf0\x9f\x98\x80 \x7f\"}"},
+        {0, "{\"type\":\"publish\",\"room\":\"r\",\"data\":\"\\u00e9\\/\"}"},
+        {0, "{\"type\":\"publish\",\"room\":\"r\",\"data\":[1.5,1e2,-0,0,123456789012345678,1234567890123456789]}"},
+        {0, "{\"type\":\"publish\",\"room\":\"r\",\"data\":{\"a\": 1}}"},
+        {0, "{\"type\":\"publish\",\"room\":\"r\",\"data\":{\"a\":1,\"a\":2}}"},
+        {0, "{\"type\":\"publish\",\"room\":\"r\",\"data\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}"},
+        {0, "{\"type\":\"publish\",\"room\":\"r\",\"data\":{\"k1\":1,\"k2\":2,\"k3\":3,\"k4\":4,\"k5\":5,\"k6\":6,\"k7\":7,"
+                 "\"k8\":8,\"k9\":9,\"k10\":10,\"k11\":11,\"k12\":12,\"k13\":13,\"k14\":14,\"k15\":15,\"k16\":16,\"k17\":17}}"},
+        {1, " {\"type\" : \"send\" ,\t\"user\":\"bob\",\n\"data\":null} \r\n"},
+        {1, "{\"type\":\"broadcast\",\"data\":0,\"ref\":\"\xc3\xa9t\xc3\xa9\"}"},
+        {1, "{\"type\":\"join\",\"room\":\"r\",\"since\":\"1732312345678-3\",\"ref\":-12}"},
+        {0, "{\"type\":\"join\",\"room\":\"r\",\"since\":\"1-\"}"},
+        {1, "{\"type\":\"history\",\"room\":\"r\",\"limit\":1000,\"before\":\"5-0\"}"},
+        {0, "{\"type\":\"history\",\"room\":\"r\",\"limit\":1001}"},
+        {0, "{\"type\":\"history\",\"room\":\"r\",\"limit\":1.0}"},
+        {1, "{\"type\":\"leave\",\"room\":\"a:b.c-d_e\",\"ref\":\"" /* 64 bytes */
+                 "0123456789012345678901234567890123456789012345678901234567890123\"}"},
+        {0, "{\"type\":\"leave\",\"room\":\"r\",\"ref\":\"01234567890123456789012345678901234567890123456789012345678901234\"}"},
+        {0, "{\"type\":\"leave\",\"room\":\"r\",\"ref\":1.5}"},
+        {0, "{\"type\":\"presence\",\"room\":\"bad room\"}"},
+        {1, "{\"type\":\"ping\",\"room\":5,\"extra\":[{\"x\":\"y\"}]}"},
+        {0, "{\"type\":\"ping\",\"type\":\"ping\"}"},
+        {0, "{\"type\":\"pin\\u0067\"}"},
+        {0, "{\"type\":\"PING\"}"},
+        {0, "{\"type\":\"ping\"}x"},
+        {0, "{\"type\":\"ping\",}"},
+        {0, "{\"type\":\"publish\",\"room\":\"r\",\"data\":[1,]}"},
+        {0, "{\"type\":\"publish\",\"room\":\"r\",\"data\":tru}"},
+        {0, "{\"type\":\"publish\",\"room\":\"r\",\"data\":\"\xff\"}"},
+        {0, "{\"type\":\"publish\",\"room\":\"r\"}"},
+        {0, "[\"type\",\"ping\"]"},
+        {0, ""},
     };
     (void)state;
-    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *text = cases[i].text;
         struct command a, b;
         struct command_error ea = {0}, eb = {0};
-        int ra = command_parse(texts[i], strlen(texts[i]), &a, &ea);
-        int rb = command_parse_general(texts[i], strlen(texts[i]), &b, &eb);
+        if ((command_parse_compact(text, strlen(text), &a) == 0) != cases[i].compact)
+            fail_msg("text %zu: the compact path %s it", i, cases[i].compact ? "refused" : "took");
+        command_free(&a);
+        int ra = command_parse(text, strlen(text), &a, &ea);
+        int rb = command_parse_general(text, strlen(text), &b, &eb);
         if (ra != rb || strcmp(a.ref, b.ref) || (ra && strcmp(ea.code, eb.code)))
             fail_msg("text %zu: %d %s / %d %s", i, ra, ra ? ea.code : a.ref, rb, rb ? eb.code : b.ref);
         if (!ra) {
