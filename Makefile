@@ -9,7 +9,8 @@ DEPCFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lpthread -lm
 SAN       := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-SRCS      := $(wildcard src/*.c)
+SRCS      := $(wildcard src/*.c src/*/*.c)
+HDRS      := $(wildcard src/*.h src/*/*.h)
 LIB_SRCS  := $(filter-out src/main.c,$(SRCS))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 FUZZ_SRCS := $(wildcard fuzz/fuzz_*.c)
@@ -41,19 +42,21 @@ test: deps
 	@$(MAKE) --no-print-directory all $(B)/wsfan-asan $(UNIT_BINS) $(FUZZ_BINS)
 	@$(MAKE) --no-print-directory unit integration integration-asan js-test browser-test bench-smoke fuzz-smoke
 
-$(B)/release/%.o: src/%.c $(wildcard src/*.h) VERSION | $(B)/release
-	$(CC) $(CFLAGS) $(WARN) $(DEPCFLAGS) -DWSFAN_VERSION='"$(VERSION)"' -c $< -o $@
+$(B)/release/%.o: src/%.c $(HDRS) VERSION
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(WARN) $(DEPCFLAGS) -Isrc -DWSFAN_VERSION='"$(VERSION)"' -c $< -o $@
 
-$(B)/asan/%.o: src/%.c $(wildcard src/*.h) VERSION | $(B)/asan
-	$(CC) -O1 -g $(SAN) $(WARN) $(DEPCFLAGS) -DWSFAN_VERSION='"$(VERSION)"' -c $< -o $@
+$(B)/asan/%.o: src/%.c $(HDRS) VERSION
+	@mkdir -p $(@D)
+	$(CC) -O1 -g $(SAN) $(WARN) $(DEPCFLAGS) -Isrc -DWSFAN_VERSION='"$(VERSION)"' -c $< -o $@
 
 $(WEB_GEN): scripts/embed-web $(filter-out /%,$(WEB_ASSETS)) | $(B)/gen
 	scripts/embed-web $@ $(WEB_ASSETS)
 
-$(B)/release/web_assets.o: $(WEB_GEN) src/web.h | $(B)/release
+$(B)/release/web_assets.o: $(WEB_GEN) src/app/web.h | $(B)/release
 	$(CC) $(CFLAGS) $(WARN) -Isrc -c $< -o $@
 
-$(B)/asan/web_assets.o: $(WEB_GEN) src/web.h | $(B)/asan
+$(B)/asan/web_assets.o: $(WEB_GEN) src/app/web.h | $(B)/asan
 	$(CC) -O1 -g $(SAN) $(WARN) -Isrc -c $< -o $@
 
 $(B)/wsfan: $(OBJS)
@@ -67,7 +70,7 @@ $(B)/unit/%: tests/unit/%.c $(filter-out $(B)/asan/main.o,$(ASAN_OBJS)) | $(B)/u
 	$(CC) -O1 -g $(SAN) $(WARN) $(DEPCFLAGS) -Isrc $^ -o $@ $(LDLIBS) -lcmocka
 
 # Fuzz targets link the modules they exercise (fuzz/<target>.deps lists them).
-$(B)/fuzz/%: fuzz/%.c $(SRCS) $(wildcard src/*.h) | $(B)/fuzz
+$(B)/fuzz/%: fuzz/%.c fuzz/%.deps $(SRCS) $(HDRS) | $(B)/fuzz
 	clang -O1 -g -fsanitize=fuzzer,address,undefined $(filter-out -Werror,$(WARN)) -Werror $(DEPCFLAGS) -Isrc \
 	  $< $(addprefix src/,$(shell cat fuzz/$*.deps)) -o $@ $(LDLIBS)
 
@@ -119,3 +122,11 @@ bench: $(B)/wsfan $(B)/bench/loadgen $(B)/bench/limit
 
 bench-smoke: $(B)/wsfan $(B)/bench/loadgen
 	bench/smoke.sh
+
+# bench-compare BEFORE=<old wsfan binary> [AFTER=<new one>, default build/wsfan]:
+# bench/compare.sh, the callgrind step and the fan-out and rooms ladders of
+# `make bench`, the two binaries alternated in one sitting (about 8 minutes).
+.PHONY: bench-compare
+bench-compare: $(B)/wsfan $(B)/bench/loadgen
+	@test -n "$(BEFORE)" || { echo "usage: make bench-compare BEFORE=path/to/old/wsfan [AFTER=path/to/new/wsfan]" >&2; exit 2; }
+	bench/compare.sh $(BEFORE) $(or $(AFTER),$(B)/wsfan)

@@ -4,8 +4,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "log.h"
+#include "core/config.h"
+#include "core/log.h"
 #include "server.h"
 
 int main(int argc, char **argv)

@@ -1,33 +1,66 @@
 /* server.c - process lifetime: listening sockets (one SO_REUSEPORT listener
  * per worker, so the kernel spreads connections), worker threads with one
- * loop each, the per-turn flush, the ticker, signals and graceful shutdown.
- * Does not parse anything; conn.c handles what arrives. */
+ * loop each, signals and graceful shutdown; and the wiring of the layers
+ * (see server.h). Does not parse anything; the router handles what
+ * arrives. */
 #include "server.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
-#include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "bus.h"
-#include "conn.h"
-#include "hub.h"
-#include "log.h"
-#include "ws.h"
+#include "app/app.h"
+#include "app/hub.h"
+#include "app/router.h"
+#include "cluster/bus.h"
+#include "codec/command.h"
+#include "codec/ws.h"
+#include "core/clock.h"
+#include "core/inbox.h"
+#include "core/log.h"
+#include "metrics/metrics.h"
+#include "net/loop.h"
 
-#define TICK_MS 250
 #define SHUTDOWN_GRACE_MS 3000
-#define FLUSH_SLICE 64
+#define STOP_CHECK_MS 10
 
-/* Active while dirty connections remain: keeps the loop from blocking. */
-static void on_flush_more(uv_idle_t *h)
-{
-    (void)h;
-}
+struct server;
+
+struct worker {
+    struct server *server;
+    int index;
+    uv_loop_t loop;
+    uv_thread_t thread;
+    uv_tcp_t listener;
+    struct inbox inbox;
+    uv_timer_t stop_timer;   /* bounds a graceful shutdown */
+    uv_timer_t stop_check;   /* ends the loop once its last connection is gone */
+    struct net_loop net;
+    struct app app;
+    struct metrics_worker metrics;  /* written by this worker only */
+};
+
+struct server {
+    const struct config *cfg;
+    uv_loop_t *loop;             /* the main thread's loop */
+    struct worker *workers;
+    int nworkers;
+    atomic_int ws_connections;   /* upgraded connections, for --max-connections */
+    uv_signal_t sigterm, sigint;
+    int stopping;
+    struct bus *bus;             /* runs on the main loop */
+    struct metrics_bus metrics;  /* written by the bus thread */
+    struct metrics_view view;
+    struct metrics_worker **worker_metrics;
+    const char *in_kinds[CMD_COUNT + 1];
+    uv_async_t workers_done;     /* a worker has exited */
+    atomic_int workers_exited;
+};
 
 static int listen_socket(const struct config *cfg, int *fd_out)
 {
@@ -56,58 +89,6 @@ static int listen_socket(const struct config *cfg, int *fd_out)
     return 0;
 }
 
-void worker_mark_dirty(struct worker *w, struct conn *c)
-{
-    if (c->dirty)
-        return;
-    c->dirty = 1;
-    conn_ref(c);
-    c->dirty_next = NULL;
-    if (w->dirty_tail)
-        w->dirty_tail->dirty_next = c;
-    else
-        w->dirty = c;
-    w->dirty_tail = c;
-}
-
-/* Flushes at most FLUSH_SLICE dirty connections per loop turn, oldest first,
- * so that the loop reads (and queues new messages) between slices instead of
- * once per pass over every connection: a message then waits at most about one
- * pass, not one pass for the turn to end plus one for its own flush. */
-static void on_flush(uv_prepare_t *h)
-{
-    struct worker *w = h->data;
-    for (int n = 0; n < FLUSH_SLICE && w->dirty; n++) {
-        struct conn *c = w->dirty;
-        w->dirty = c->dirty_next;
-        if (!w->dirty)
-            w->dirty_tail = NULL;
-        c->dirty = 0;
-        conn_flush(c);
-        conn_unref(c);
-    }
-    if (!w->dirty) {
-        uv_idle_stop(&w->flush_more);
-        return;
-    }
-    uv_idle_start(&w->flush_more, on_flush_more);
-    if (bus_busy(w->server->bus))
-        sched_yield(); /* the bus thread may share this core: let it sequence
-                          what waits, so the next slice can carry it */
-}
-
-static void on_tick(uv_timer_t *t)
-{
-    struct worker *w = t->data;
-    uint64_t now = uv_now(&w->loop);
-    struct conn *c = w->conns;
-    while (c) {
-        struct conn *next = c->next;
-        conn_tick(c, now);
-        c = next;
-    }
-}
-
 static void on_connection(uv_stream_t *listener, int status)
 {
     struct worker *w = listener->data;
@@ -115,51 +96,41 @@ static void on_connection(uv_stream_t *listener, int status)
         log_warn("worker %d: accept: %s", w->index, uv_strerror(status));
         return;
     }
-    conn_accept(w, listener);
+    router_accept(&w->app, listener);
 }
 
 static void worker_close_handles(struct worker *w)
 {
-    uv_close((uv_handle_t *)&w->flusher, NULL);
-    uv_close((uv_handle_t *)&w->flush_more, NULL);
-    uv_close((uv_handle_t *)&w->ticker, NULL);
+    net_loop_close(&w->net);
     uv_close((uv_handle_t *)&w->stop_timer, NULL);
+    uv_close((uv_handle_t *)&w->stop_check, NULL);
     inbox_close(&w->inbox);
 }
 
-/* Called whenever a connection is freed: the worker ends with its last one. */
 static void on_stop_deadline(uv_timer_t *t)
 {
     struct worker *w = t->data;
     log_warn("worker %d: %s", w->index, "shutdown grace time over, dropping the rest");
-    for (struct conn *c = w->conns; c; c = c->next)
-        conn_drop(c);
+    net_loop_drop_all(&w->net);
 }
 
-static void on_stop_check(uv_timer_t *t);
+/* The worker ends with its last connection. */
+static void on_stop_check(uv_timer_t *t)
+{
+    struct worker *w = t->data;
+    net_loop_tick(&w->net);
+    if (!w->net.conns)
+        worker_close_handles(w);
+}
 
 static void worker_stop(struct task *task, void *ctx)
 {
     struct worker *w = ctx;
     free(task);
-    w->stopping = 1;
     uv_close((uv_handle_t *)&w->listener, NULL);
-    for (struct conn *c = w->conns; c; c = c->next)
-        conn_close(c, WS_CLOSE_GOING_AWAY, "server shutting down");
+    net_loop_close_all(&w->net, WS_CLOSE_GOING_AWAY, "server shutting down");
     uv_timer_start(&w->stop_timer, on_stop_deadline, SHUTDOWN_GRACE_MS, 0);
-    uv_timer_start(&w->ticker, on_stop_check, 10, 10);
-}
-
-static void on_stop_check(uv_timer_t *t)
-{
-    struct worker *w = t->data;
-    uint64_t now = uv_now(&w->loop);
-    for (struct conn *c = w->conns, *next; c; c = next) {
-        next = c->next;
-        conn_tick(c, now);
-    }
-    if (!w->conns)
-        worker_close_handles(w);
+    uv_timer_start(&w->stop_check, on_stop_check, STOP_CHECK_MS, STOP_CHECK_MS);
 }
 
 static void worker_main(void *arg)
@@ -167,13 +138,38 @@ static void worker_main(void *arg)
     struct worker *w = arg;
     struct server *s = w->server;
     uv_run(&w->loop, UV_RUN_DEFAULT);
-    frame_unref(w->ping);
-    hub_destroy(w->hub);
+    hub_destroy(w->app.hub);
     int r = uv_loop_close(&w->loop);
     if (r)
         log_warn("worker %d: loop closed with handles open: %s", w->index, uv_strerror(r));
     atomic_fetch_add(&s->workers_exited, 1);
     uv_async_send(&s->workers_done);
+}
+
+/* ---- hooks: how the layers reach each other -------------------------------- */
+
+/* The bus posts events and replies to a worker's inbox. */
+static int post_to_worker(void *arg, int worker, struct task *t)
+{
+    struct server *s = arg;
+    return inbox_post(&s->workers[worker].inbox, t);
+}
+
+/* On the worker: an event from the bus fans out through its hub. */
+static void deliver_on_worker(void *ctx, const struct event *ev)
+{
+    struct worker *w = ctx;
+    hub_deliver(w->app.hub, ev);
+}
+
+static int bus_is_busy(void *arg)
+{
+    return bus_busy(arg);
+}
+
+static int bus_is_ready(void *arg)
+{
+    return bus_ready(arg);
 }
 
 static int worker_init(struct server *s, struct worker *w, int index)
@@ -193,20 +189,48 @@ static int worker_init(struct server *s, struct worker *w, int index)
         log_error("--listen %s:%u: %s", s->cfg->listen_host, s->cfg->listen_port, uv_strerror(r));
         return r;
     }
-    if ((r = inbox_init(&w->inbox, &w->loop, w)))
+    if ((r = inbox_init(&w->inbox, &w->loop, w)) || (r = net_loop_init(&w->net, &w->loop, index, s->cfg, &w->metrics)))
         return r;
-    uv_prepare_init(&w->loop, &w->flusher);
-    w->flusher.data = w;
-    uv_prepare_start(&w->flusher, on_flush);
-    uv_idle_init(&w->loop, &w->flush_more);
-    uv_timer_init(&w->loop, &w->ticker);
-    w->ticker.data = w;
-    uv_timer_start(&w->ticker, on_tick, TICK_MS, TICK_MS);
+    w->net.busy = bus_is_busy;
+    w->net.busy_arg = s->bus;
+    w->net.data = &w->app;
     uv_timer_init(&w->loop, &w->stop_timer);
     w->stop_timer.data = w;
-    w->ping = ws_frame_create(WS_OP_PING, NULL, 0);
-    w->hub = hub_create(w);
-    return w->ping && w->hub ? 0 : UV_ENOMEM;
+    uv_timer_init(&w->loop, &w->stop_check);
+    w->stop_check.data = w;
+    w->app = (struct app){
+        .cfg = s->cfg,
+        .net = &w->net,
+        .hub = hub_create(&w->net),
+        .bus = s->bus,
+        .ws_connections = &s->ws_connections,
+        .metrics = &s->view,
+    };
+    return w->app.hub ? 0 : UV_ENOMEM;
+}
+
+/* What /metrics and /api/stats read. */
+static int view_init(struct server *s)
+{
+    if (!(s->worker_metrics = calloc((size_t)s->nworkers, sizeof *s->worker_metrics)))
+        return -1;
+    for (int i = 0; i < s->nworkers; i++)
+        s->worker_metrics[i] = &s->workers[i].metrics;
+    for (int i = 0; i < CMD_COUNT; i++)
+        s->in_kinds[i] = command_type_name((enum command_type)i);
+    s->in_kinds[CMD_COUNT] = "invalid"; /* client.c counts refused commands there */
+    s->view = (struct metrics_view){
+        .node_id = s->cfg->node_id,
+        .engine = s->cfg->redis_url[0] ? "redis" : "memory",
+        .nworkers = s->nworkers,
+        .workers = s->worker_metrics,
+        .bus = &s->metrics,
+        .in_kinds = s->in_kinds,
+        .n_in_kinds = CMD_COUNT + 1,
+        .ready = bus_is_ready,
+        .ready_arg = s->bus,
+    };
+    return 0;
 }
 
 static void on_signal(uv_signal_t *sig, int signum)
@@ -283,7 +307,18 @@ int server_run(const struct config *cfg)
     }
     s.workers_done.data = &s;
     uv_async_init(&loop, &s.workers_done, on_workers_done);
-    if (!(s.bus = bus_create(&s))) {
+    struct bus_hooks hooks = {
+        .arg = &s,
+        .nworkers = s.nworkers,
+        .post = post_to_worker,
+        .deliver = deliver_on_worker,
+    };
+    int redis = cfg->redis_url[0] != '\0';
+    struct store *store = redis ? store_redis_create(&loop, cfg)
+                                : store_memory_create(cfg->history_length, cfg->history_ttl,
+                                                      (struct offset){clock_wall_ms(), 0});
+    s.bus = bus_create(&loop, cfg, &hooks, &s.metrics, redis ? &bus_redis_engine : &bus_memory_engine, store);
+    if (!s.bus || view_init(&s)) {
         log_error("out of memory creating the bus");
         return 1;
     }
@@ -315,6 +350,7 @@ int server_run(const struct config *cfg)
     }
     bus_free(s.bus);
     metrics_bus_close(&s.metrics);
+    free(s.worker_metrics);
     free(s.workers);
     uv_loop_close(&loop);
     return status;

@@ -13,8 +13,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "names.h"
+#include "core/config.h"
+#include "core/names.h"
 
 extern char **environ;
 
@@ -158,7 +158,6 @@ static void test_config_defaults_without_flags_or_env(void **state)
     assert_int_equal(cfg.history_length, 100);
     assert_int_equal(cfg.history_ttl, 3600);
     assert_int_equal(cfg.allow_broadcast, 0);
-    assert_int_equal(cfg.auth, AUTH_NONE);
     /* host name and pid, and a valid id */
     assert_true(name_valid(cfg.node_id, strlen(cfg.node_id)));
     char pid[32];
@@ -487,20 +486,12 @@ static void test_config_allow_broadcast_is_a_switch_or_a_boolean(void **state)
     expect_refused((const char *const[]){"--allow-broadcast", "maybe", NULL}, "maybe");
 }
 
-static void test_config_auth_is_none_only(void **state)
+static void test_config_auth_is_not_an_option(void **state)
 {
-    struct config cfg;
-
     (void)state;
-    assert_int_equal(PARSE(&cfg, "--auth", "none"), CONFIG_OK);
-    assert_int_equal(cfg.auth, AUTH_NONE);
-    setenv("WSFAN_AUTH", "none", 1);
-    assert_int_equal(PARSE_NONE(&cfg), CONFIG_OK);
-    unsetenv("WSFAN_AUTH");
-    expect_flag_refused("auth", "token");
-    expect_flag_refused("auth", "NONE");
-    expect_flag_refused("auth", "");
-    expect_env_refused("WSFAN_AUTH", "jwt");
+    /* Authentication arrives with JWT; until then there is no flag that
+     * pretends to choose a mode. */
+    expect_flag_refused("auth", "none");
 }
 
 static void test_config_node_id_is_a_valid_name(void **state)
@@ -627,7 +618,7 @@ int main(void)
         cmocka_unit_test_setup(test_config_listen_refuses_bad_addresses, clear_wsfan_env),
         cmocka_unit_test_setup(test_config_log_level_names, clear_wsfan_env),
         cmocka_unit_test_setup(test_config_allow_broadcast_is_a_switch_or_a_boolean, clear_wsfan_env),
-        cmocka_unit_test_setup(test_config_auth_is_none_only, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_auth_is_not_an_option, clear_wsfan_env),
         cmocka_unit_test_setup(test_config_node_id_is_a_valid_name, clear_wsfan_env),
         cmocka_unit_test_setup(test_config_api_key_is_kept_and_never_echoed, clear_wsfan_env),
         cmocka_unit_test_setup(test_config_refuses_unknown_options_and_stray_arguments, clear_wsfan_env),

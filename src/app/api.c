@@ -1,0 +1,452 @@
+/* api.c - plain HTTP on the port of /ws (docs/protocol.md section 7): one route
+ * table, the --api-key check (Bearer, compared in constant time), the API
+ * endpoints, /metrics, the health checks and the built-in pages. Publish,
+ * history, presence and rooms travel through the bus like a client's
+ * commands (a publish has no user, so its "from" is null); the router
+ * defers the answer until the reply is back, which keeps pipelined answers
+ * in order. Worker thread only. Does not parse HTTP (http.c) or build
+ * events (the bus and the store do). */
+#include "app/api.h"
+
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "app/app.h"
+#include "app/client.h"
+#include "app/router.h"
+#include "app/web.h"
+#include "codec/http.h"
+#include "codec/reply.h"
+#include "core/error.h"
+#include "core/names.h"
+
+enum { M_GET = 1, M_HEAD = 2, M_POST = 4 };
+
+struct route {
+    const char *path;
+    unsigned methods;  /* M_* */
+    int guarded;       /* needs the API key when one is set */
+    void (*serve)(struct client *c, const struct http_request *req);
+};
+
+/* ---- answers ---------------------------------------------------------------- */
+
+static int is_api_path(const char *path)
+{
+    return path && !strncmp(path, "/api/", 5);
+}
+
+/* The one JSON error answer of the API: {"error":code,"message":message},
+ * with the status of err. message NULL: err's own line. */
+static void api_error(struct client *c, int err, const char *extra_headers, const char *message, int keep_alive)
+{
+    size_t len;
+    char *text = reply_api_error(wsfan_error_code(err), message ? message : wsfan_strerror(err), &len);
+    if (!text) {
+        conn_drop(&c->conn);
+        return;
+    }
+    int status = wsfan_error_status(err);
+    if (status == 503 && !extra_headers)
+        extra_headers = "Retry-After: 1\r\n";
+    router_respond(c, status, "application/json", extra_headers, text, len, keep_alive);
+    free(text);
+}
+
+/* A JSON 200 answer of text (malloc'ed by a reply builder, NULL when that
+ * ran out of memory) of *len bytes, which is freed. len is read here, after
+ * the builder in the caller's argument list has set it. */
+static void respond_json(struct client *c, char *text, const size_t *len, int keep_alive)
+{
+    if (!text) {
+        api_error(c, WSFAN_ENOMEM, NULL, NULL, keep_alive);
+        return;
+    }
+    router_respond(c, 200, "application/json", "Cache-Control: no-store\r\n", text, *len, keep_alive);
+    free(text);
+}
+
+void api_refuse(struct client *c, const struct http_request *req, int status)
+{
+    int err = status == 431 || status == 413 ? WSFAN_ETOO_LARGE : status == 500 ? WSFAN_ENOMEM : WSFAN_EBAD_REQUEST;
+    const char *message = status == 431   ? "request head too large"
+                          : status == 413 ? "request body too large"
+                          : status == 500 ? "out of memory"
+                                          : "malformed request";
+    if (!is_api_path(req->path)) {
+        router_respond_text(c, status, NULL, message, 0);
+        return;
+    }
+    size_t len;
+    char *text = reply_api_error(wsfan_error_code(err), message, &len);
+    if (!text) {
+        conn_drop(&c->conn);
+        return;
+    }
+    router_respond(c, status, "application/json", NULL, text, len, 0);
+    free(text);
+}
+
+/* ---- answers that come back from the bus ------------------------------------- */
+
+/* A call for the HTTP request c is handling, answered by on_reply on this
+ * worker. NULL (after answering 503) when out of memory. */
+static struct call *api_call(struct client *c, const struct http_request *req, enum bus_op op, task_fn on_reply)
+{
+    struct call *call = call_create(c, op, on_reply);
+    if (!call)
+        api_error(c, WSFAN_ENOMEM, NULL, NULL, req->keep_alive);
+    return call;
+}
+
+/* Hands call to the bus; c answers nothing else until the reply is in. */
+static void api_call_submit(struct client *c, struct call *call)
+{
+    router_defer(c);
+    bus_submit(client_app(c)->bus, &call->req.base);
+}
+
+/* The client a reply is for, or NULL when it closed meanwhile. */
+static struct client *reply_client(struct call *call)
+{
+    struct client *c = call->client;
+    return c->deferred && !c->conn.closed && c->conn.state == CONN_HTTP ? c : NULL;
+}
+
+static int reply_keep_alive(struct client *c)
+{
+    return http_reader_request(c->http)->keep_alive;
+}
+
+/* A bus error as the answer that fits. True when there was one. */
+static int answer_error(struct client *c, struct call *call, const char *message)
+{
+    if (!call->req.base.error)
+        return 0;
+    api_error(c, call->req.base.error, NULL, message, reply_keep_alive(c));
+    return 1;
+}
+
+/* ---- POST /api/publish ------------------------------------------------------- */
+
+static void on_published(struct task *t, void *ctx)
+{
+    (void)ctx;
+    struct call *call = (struct call *)t;
+    struct client *c = reply_client(call);
+    size_t len;
+    if (c && !answer_error(c, call, "the message was not published"))
+        respond_json(c, reply_api_published(call->req.publish.store.offset, &len), &len, reply_keep_alive(c));
+    call_done(call);
+}
+
+/* True when the Content-Type is application/json, parameters allowed. */
+static int is_json_type(const char *type)
+{
+    static const char json_type[] = "application/json";
+    if (!type || strncasecmp(type, json_type, sizeof json_type - 1))
+        return 0;
+    char next = type[sizeof json_type - 1];
+    return next == '\0' || next == ';' || next == ' ' || next == '\t';
+}
+
+/* Exactly one of room, user and all:true. Fills pub's target and name, or
+ * answers 400 and returns -1. */
+static int publish_target(struct client *c, const struct http_request *req, json_t *body, struct bus_publish *pub)
+{
+    json_t *room = json_object_get(body, "room"), *user = json_object_get(body, "user"),
+           *all = json_object_get(body, "all");
+    if ((room != NULL) + (user != NULL) + (all != NULL) != 1) {
+        api_error(c, WSFAN_EBAD_COMMAND, NULL, "exactly one of room, user or all is required", req->keep_alive);
+        return -1;
+    }
+    if (all) {
+        if (!json_is_true(all)) {
+            api_error(c, WSFAN_EBAD_COMMAND, NULL, "all must be true", req->keep_alive);
+            return -1;
+        }
+        pub->target = EVENT_ALL;
+        return 0;
+    }
+    json_t *name = room ? room : user;
+    if (!json_is_string(name) || !name_valid(json_string_value(name), json_string_length(name))) {
+        api_error(c, room ? WSFAN_EROOM_INVALID : WSFAN_EUSER_INVALID, NULL, NULL, req->keep_alive);
+        return -1;
+    }
+    pub->target = room ? EVENT_ROOM : EVENT_USER;
+    strcpy(pub->name, json_string_value(name));
+    return 0;
+}
+
+static void serve_publish(struct client *c, const struct http_request *req)
+{
+    if (!is_json_type(req->content_type)) {
+        api_error(c, WSFAN_EUNSUPPORTED_MEDIA_TYPE, NULL, NULL, req->keep_alive);
+        return;
+    }
+    json_error_t jerr;
+    json_t *body = json_loadb(req->body ? req->body : "", req->body_len,
+                              JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    struct call *call = NULL;
+    if (!json_is_object(body)) {
+        api_error(c, WSFAN_EBAD_JSON, NULL, body ? "the body must be a JSON object" : jerr.text, req->keep_alive);
+        goto done;
+    }
+    json_t *data = json_object_get(body, "data"), *ephemeral = json_object_get(body, "ephemeral");
+    if (!data) {
+        api_error(c, WSFAN_EBAD_COMMAND, NULL, "data is required", req->keep_alive);
+        goto done;
+    }
+    if (ephemeral && !json_is_boolean(ephemeral)) {
+        api_error(c, WSFAN_EBAD_COMMAND, NULL, "ephemeral must be true or false", req->keep_alive);
+        goto done;
+    }
+    if (!(call = api_call(c, req, BUS_PUBLISH, on_published)))
+        goto done;
+    struct bus_publish *pub = &call->req.publish;
+    if (publish_target(c, req, body, pub))
+        goto done;
+    pub->ephemeral = pub->target == EVENT_ROOM && json_is_true(ephemeral);
+    if (!(pub->data = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY))) {
+        api_error(c, WSFAN_ENOMEM, NULL, NULL, req->keep_alive);
+        goto done;
+    }
+    pub->data_len = strlen(pub->data);
+    api_call_submit(c, call);
+    call = NULL;
+done:
+    if (call)
+        call_done(call);
+    json_decref(body);
+}
+
+/* ---- GET /api/history, /api/presence, /api/rooms -------------------------------- */
+
+/* The room of the query into room; or answers 400 and returns -1. */
+static int query_room(struct client *c, const struct http_request *req, char room[NAME_MAX_LEN + 1])
+{
+    int n = http_query_get(req->query, "room", room, NAME_MAX_LEN + 1);
+    if (n == -1) {
+        api_error(c, WSFAN_EBAD_COMMAND, NULL, "the query must name a room: ?room=<room>", req->keep_alive);
+        return -1;
+    }
+    if (n < 0 || !name_valid(room, (size_t)n)) {
+        api_error(c, WSFAN_EROOM_INVALID, NULL, NULL, req->keep_alive);
+        return -1;
+    }
+    return 0;
+}
+
+static void on_history(struct task *t, void *ctx)
+{
+    (void)ctx;
+    struct call *call = (struct call *)t;
+    struct client *c = reply_client(call);
+    if (c && !answer_error(c, call, "history is not available for this room")) {
+        size_t events_len, len;
+        const char *events = store_batch_join(&call->req.history.store.batch, &events_len);
+        respond_json(c, reply_api_history(call->req.history.room, events, events_len, &len), &len,
+                     reply_keep_alive(c));
+    }
+    call_done(call);
+}
+
+static void serve_history(struct client *c, const struct http_request *req)
+{
+    char room[NAME_MAX_LEN + 1], limit[16], before[OFFSET_MAX_LEN];
+    if (query_room(c, req, room))
+        return;
+    int n = http_query_get(req->query, "limit", limit, sizeof limit);
+    long value = HISTORY_DEFAULT_LIMIT;
+    char *end = limit;
+    if (n >= 0)
+        value = strtol(limit, &end, 10);
+    if (n == -2 || (n >= 0 && (end == limit || *end || value < 1 || value > HISTORY_MAX_LIMIT))) {
+        api_error(c, WSFAN_EBAD_COMMAND, NULL, "limit must be a whole number from 1 to 1000", req->keep_alive);
+        return;
+    }
+    struct offset before_offset;
+    n = http_query_get(req->query, "before", before, sizeof before);
+    if (n == -2 || (n >= 0 && offset_parse(before, &before_offset))) {
+        api_error(c, WSFAN_EBAD_COMMAND, NULL, "before must be an offset such as 1732312345678-0", req->keep_alive);
+        return;
+    }
+    struct call *call = api_call(c, req, BUS_HISTORY, on_history);
+    if (!call)
+        return;
+    struct bus_history *history = &call->req.history;
+    strcpy(history->room, room);
+    history->store.limit = (int)value;
+    history->store.has_before = n >= 0;
+    if (n >= 0)
+        history->store.before = before_offset;
+    api_call_submit(c, call);
+}
+
+static void on_presence(struct task *t, void *ctx)
+{
+    (void)ctx;
+    struct call *call = (struct call *)t;
+    struct client *c = reply_client(call);
+    size_t len;
+    if (c && !answer_error(c, call, "presence is not available"))
+        respond_json(c, reply_api_presence(call->req.presence.room, call->req.presence.users, &len), &len,
+                     reply_keep_alive(c));
+    call_done(call);
+}
+
+static void serve_presence(struct client *c, const struct http_request *req)
+{
+    char room[NAME_MAX_LEN + 1];
+    if (query_room(c, req, room))
+        return;
+    struct call *call = api_call(c, req, BUS_PRESENCE, on_presence);
+    if (!call)
+        return;
+    strcpy(call->req.presence.room, room);
+    api_call_submit(c, call);
+}
+
+static void on_rooms(struct task *t, void *ctx)
+{
+    (void)ctx;
+    struct call *call = (struct call *)t;
+    struct client *c = reply_client(call);
+    size_t len;
+    if (c && !answer_error(c, call, "the room list is not available"))
+        respond_json(c, reply_api_rooms(client_app(c)->cfg->node_id, call->req.rooms.rooms, &len), &len,
+                     reply_keep_alive(c));
+    call_done(call);
+}
+
+static void serve_rooms(struct client *c, const struct http_request *req)
+{
+    struct call *call = api_call(c, req, BUS_ROOMS, on_rooms);
+    if (call)
+        api_call_submit(c, call);
+}
+
+/* ---- answered on the worker -------------------------------------------------- */
+
+static void serve_stats(struct client *c, const struct http_request *req)
+{
+    size_t len = 0;
+    char *json = metrics_stats_json(client_app(c)->metrics, &len);
+    respond_json(c, json, &len, req->keep_alive);
+}
+
+static void serve_metrics(struct client *c, const struct http_request *req)
+{
+    size_t len;
+    char *text = metrics_prometheus(client_app(c)->metrics, &len);
+    if (!text) {
+        router_respond_text(c, 503, NULL, "out of memory", req->keep_alive);
+        return;
+    }
+    router_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, text, len, req->keep_alive);
+    free(text);
+}
+
+static void serve_healthz(struct client *c, const struct http_request *req)
+{
+    router_respond_text(c, 200, NULL, "ok", req->keep_alive);
+}
+
+static void serve_readyz(struct client *c, const struct http_request *req)
+{
+    if (bus_ready(client_app(c)->bus))
+        router_respond_text(c, 200, NULL, "ready", req->keep_alive);
+    else
+        router_respond_text(c, 503, "Retry-After: 1\r\n", "not ready: the bus or the store is not connected",
+                          req->keep_alive);
+}
+
+static void serve_page(struct client *c, const struct http_request *req)
+{
+    const struct web_asset *a = web_asset_find(req->path);
+    router_respond(c, 200, a->content_type, "Cache-Control: no-cache\r\n", (const char *)a->bytes, a->len,
+                 req->keep_alive);
+}
+
+/* ---- routing ----------------------------------------------------------------- */
+
+static const struct route routes[] = {
+    {"/api/publish", M_POST, 1, serve_publish},
+    {"/api/history", M_GET | M_HEAD, 1, serve_history},
+    {"/api/presence", M_GET | M_HEAD, 1, serve_presence},
+    {"/api/rooms", M_GET | M_HEAD, 1, serve_rooms},
+    {"/api/stats", M_GET | M_HEAD, 1, serve_stats},
+    {"/metrics", M_GET | M_HEAD, 1, serve_metrics},
+    {"/healthz", M_GET | M_HEAD, 0, serve_healthz},
+    {"/readyz", M_GET | M_HEAD, 0, serve_readyz},
+};
+
+static const struct route page_route = {NULL, M_GET | M_HEAD, 0, serve_page};
+
+static const struct route *route_find(const char *path)
+{
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
+        if (!strcmp(routes[i].path, path))
+            return &routes[i];
+    return web_asset_find(path) ? &page_route : NULL;
+}
+
+/* True when no API key is set or req carries it. Both sides are hashed
+ * first so that the comparison takes the same time whatever the length. */
+static int authorized(const struct config *cfg, const struct http_request *req)
+{
+    static const char scheme[] = "Bearer ";
+    if (!cfg->api_key[0])
+        return 1;
+    const char *h = req->authorization;
+    if (!h || strncasecmp(h, scheme, sizeof scheme - 1))
+        return 0;
+    h += sizeof scheme - 1;
+    unsigned char given[SHA256_DIGEST_LENGTH], want[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)h, strlen(h), given);
+    SHA256((const unsigned char *)cfg->api_key, strlen(cfg->api_key), want);
+    return CRYPTO_memcmp(given, want, sizeof want) == 0;
+}
+
+static unsigned method_bit(enum http_method_kind m)
+{
+    switch (m) {
+    case HTTP_GET: return M_GET;
+    case HTTP_HEAD: return M_HEAD;
+    case HTTP_POST: return M_POST;
+    default: return 0;
+    }
+}
+
+void api_route(struct client *c, const struct http_request *req)
+{
+    int json = is_api_path(req->path);
+    const struct route *r = route_find(req->path);
+    if (!r) {
+        if (json)
+            api_error(c, WSFAN_ENOT_FOUND, NULL, NULL, req->keep_alive);
+        else
+            router_respond_text(c, 404, NULL, "not found", req->keep_alive);
+        return;
+    }
+    if (r->guarded && !authorized(client_app(c)->cfg, req)) {
+        api_error(c, WSFAN_EUNAUTHORIZED, "WWW-Authenticate: Bearer realm=\"wsfan\"\r\n", NULL, req->keep_alive);
+        return;
+    }
+    if (!(method_bit(req->method) & r->methods)) {
+        const char *allow = r->methods == M_POST ? "Allow: POST\r\n" : "Allow: GET, HEAD\r\n";
+        if (json)
+            api_error(c, WSFAN_EMETHOD_NOT_ALLOWED, allow, r->methods == M_POST ? "use POST" : "use GET",
+                      req->keep_alive);
+        else
+            router_respond_text(c, 405, allow, "method not allowed", req->keep_alive);
+        return;
+    }
+    r->serve(c, req);
+}

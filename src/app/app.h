@@ -1,0 +1,56 @@
+/* app.h - what the application layer of one worker shares: its settings,
+ * its loop of connections, its hub, the bus, the counters it writes and the
+ * metrics view it exports; and the struct call that carries one bus request
+ * of a client (a WebSocket command or an HTTP API request) until its reply
+ * comes back. Filled in by the server; worker thread only. */
+#ifndef WSFAN_APP_H
+#define WSFAN_APP_H
+
+#include <stdatomic.h>
+
+#include "cluster/bus.h"
+#include "codec/command.h"
+#include "core/config.h"
+#include "metrics/metrics.h"
+#include "net/loop.h"
+
+struct hub;
+struct client;
+
+struct app {
+    const struct config *cfg;
+    struct net_loop *net;         /* net->data points back here */
+    struct hub *hub;
+    struct bus *bus;
+    atomic_int *ws_connections;   /* upgraded connections of the process, for --max-connections */
+    const struct metrics_view *metrics;
+};
+
+/* One bus request of a client with what its answer needs. The request
+ * comes first, as the bus wants (bus.h); the bus never reads past it. */
+struct call {
+    union {
+        struct bus_request base;
+        struct bus_join join;
+        struct bus_leave leave;
+        struct bus_publish publish;
+        struct bus_history history;
+        struct bus_presence presence;
+        struct bus_rooms rooms;
+    } req;
+    struct client *client;   /* holds a reference on the client's conn */
+    char ref[REF_TEXT_MAX];  /* the command's ref as JSON text, or "" */
+};
+
+/* A zeroed call of op for c, answered by on_reply on c's worker; takes a
+ * reference on c. NULL when out of memory. */
+struct call *call_create(struct client *c, enum bus_op op, task_fn on_reply);
+
+/* Ends a call that came back: drops its reference and frees it. */
+void call_done(struct call *call);
+
+/* Hands a zeroed request of op (no reply wanted) from worker to the bus;
+ * size is that of op's struct. NULL when out of memory. */
+struct bus_request *app_request(size_t size, enum bus_op op, int worker);
+
+#endif

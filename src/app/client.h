@@ -1,0 +1,54 @@
+/* client.h - one client of the server: the struct that embeds its conn,
+ * and the WebSocket session after the upgrade (docs/protocol.md sections
+ * 1 to 3): JSON commands in, replies and events out. Validates and
+ * dispatches each command; answers at once (ping, errors) or submits a
+ * request to the bus and answers when it comes back. Never writes to
+ * another connection's socket. The HTTP phase before the upgrade is
+ * router.c's. Worker thread only. */
+#ifndef WSFAN_CLIENT_H
+#define WSFAN_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "app/hub.h"
+#include "net/conn.h"
+#include "net/loop.h"
+
+#define CLIENT_SUBPROTOCOL "wsfan.v1"
+#define PENDING_MAX 1024 /* commands of one connection waiting for the bus */
+
+struct app;
+struct http_reader;
+
+struct client {
+    struct conn conn;           /* first: the transport's part */
+    /* HTTP phase (router.c) */
+    struct http_reader *http;   /* the request being read */
+    char *held;                 /* bytes read past a deferred request (owned) */
+    size_t held_len;
+    uint64_t http_since_ms;     /* when the current request began */
+    uint8_t deferred;           /* the request's answer comes later; reading waits */
+    /* WebSocket session */
+    uint8_t counted;            /* holds a slot of --max-connections */
+    uint32_t pending;           /* commands waiting for the bus */
+    char *user;                 /* NULL when anonymous */
+    struct hub_conn hub;        /* this client's rooms and user slot */
+};
+
+static inline struct client *client_of(struct conn *c) { return (struct client *)c; }
+
+/* The application state of c's worker. */
+static inline struct app *client_app(const struct client *c) { return c->conn.loop->data; }
+
+/* The handler of upgraded connections (the router switches to it). */
+extern const struct conn_handler client_handler;
+
+/* Starts the session of a client the router just upgraded: sends the
+ * welcome event and announces the user, if any, to the bus. */
+void client_start(struct client *c);
+
+/* Frees what c owns and c itself; the conn's last reference is gone. */
+void client_free(struct client *c);
+
+#endif

@@ -1,0 +1,84 @@
+/* hub.h - one worker's local index: room -> connections, user ->
+ * connections, and (through the worker's list) all connections; and the
+ * fan-out of one bus event to the local recipients with one shared frame.
+ * Owns the index entries only; client.c owns the clients. Runs on the
+ * owning worker's loop and is never shared between threads. Does not talk
+ * to the bus or check permissions. */
+#ifndef WSFAN_HUB_H
+#define WSFAN_HUB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "codec/event.h"
+
+struct client;
+struct net_loop;
+struct hub_entry;
+
+/* One room of one connection. A pending membership counts for
+ * --max-rooms and membership checks but gets no events until the join
+ * completes (so that a replay comes before any live message). */
+struct hub_membership {
+    struct hub_entry *room;
+    uint32_t slot;  /* index in the room's member array, HUB_PENDING before the join
+                       completes, HUB_FRESH while its replay may overlap live events */
+};
+#define HUB_PENDING UINT32_MAX
+#define HUB_FRESH (UINT32_MAX - 1)
+
+/* What a client carries for the hub; embedded in struct client. */
+struct hub_conn {
+    struct hub_membership *rooms;
+    uint32_t nrooms, rooms_cap;
+    uint32_t user_slot;  /* index in the user's array, when the conn has a user */
+};
+
+struct hub;
+
+/* The hub of the worker whose connections are on net (its number is
+ * net->index, for echo:false). NULL when out of memory. */
+struct hub *hub_create(struct net_loop *net);
+void hub_destroy(struct hub *h);
+
+enum { HUB_OK = 0, HUB_ALREADY = 1, HUB_NOT_MEMBER = 2, HUB_NOMEM = -1 };
+
+/* c asks to join room: a pending membership. Returns HUB_OK, HUB_ALREADY
+ * (pending or joined) or HUB_NOMEM. */
+int hub_room_add(struct hub *h, struct client *c, const char *room);
+
+/* The join of room by c completed: c gets the room's events from now on,
+ * except persisted ones at or below *after (its replay already had them);
+ * after may be NULL. Returns HUB_OK, HUB_NOT_MEMBER when c left meanwhile,
+ * or HUB_NOMEM. */
+int hub_room_activate(struct hub *h, struct client *c, const char *room, const struct offset *after);
+
+/* c leaves room (pending or joined). Returns HUB_OK or HUB_NOT_MEMBER. */
+int hub_room_remove(struct hub *h, struct client *c, const char *room);
+
+/* True when c has joined room or asked to. */
+int hub_is_member(const struct client *c, const char *room);
+
+/* True when c asked to join room and the join has not completed yet. */
+int hub_is_pending(const struct client *c, const char *room);
+
+/* Number of rooms c has joined or asked to. */
+uint32_t hub_room_count(const struct client *c);
+
+/* Calls fn for each of c's rooms, then removes them all. */
+void hub_conn_leave_all(struct hub *h, struct client *c, void (*fn)(struct client *c, const char *room));
+
+/* Indexes c under its user (c->user must be set). Returns HUB_OK or
+ * HUB_NOMEM. */
+int hub_user_add(struct hub *h, struct client *c);
+void hub_user_remove(struct hub *h, struct client *c);
+
+/* Local connections of the room, joined ones only (for tests and stats). */
+uint32_t hub_room_members(const struct hub *h, const char *room);
+
+/* Delivers ev to every local recipient: encodes one frame for all of them
+ * and queues a reference to it on each; no per-recipient allocation, copy
+ * or JSON work. Counts into the loop's metrics. */
+void hub_deliver(struct hub *h, const struct event *ev);
+
+#endif

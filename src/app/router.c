@@ -1,0 +1,231 @@
+/* router.c - the HTTP phase: request heads in, answers out, the upgrade to
+ * a WebSocket session, and the request timeout. See router.h. */
+#include "app/router.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app/api.h"
+#include "app/app.h"
+#include "app/client.h"
+#include "codec/http.h"
+#include "core/log.h"
+#include "core/names.h"
+
+#define HTTP_MAX_HEAD 8192
+
+static const struct conn_handler http_handler;
+
+/* ---- answers ---------------------------------------------------------------- */
+
+static void read_requests(struct client *c, const char *buf, size_t len);
+
+/* A deferred request was answered: read the socket again (a closing
+ * connection too, to see the peer's end) and, while the connection stays
+ * in HTTP, the requests held back meanwhile. */
+static void resume(struct client *c)
+{
+    char *held = c->held;
+    size_t held_len = c->held_len;
+    c->deferred = 0;
+    c->held = NULL;
+    c->held_len = 0;
+    conn_ref(&c->conn);
+    conn_read_start(&c->conn);
+    if (!c->conn.closed && c->conn.state == CONN_HTTP) {
+        http_reader_reset(c->http);
+        c->http_since_ms = uv_now(c->conn.loop->uv);
+        if (held_len)
+            read_requests(c, held, held_len);
+    }
+    conn_unref(&c->conn);
+    free(held);
+}
+
+void router_respond(struct client *c, int status, const char *content_type, const char *extra_headers,
+                    const char *body, size_t len, int keep_alive)
+{
+    struct frame *f = http_response_create(status, content_type, extra_headers, body, len, keep_alive);
+    if (!f) {
+        conn_drop(&c->conn);
+        return;
+    }
+    if (body && c->http && http_reader_request(c->http)->method == HTTP_HEAD) {
+        /* HEAD: the same head, without the body (RFC 9110 9.3.2). */
+        f->len -= (uint32_t)len;
+    }
+    conn_enqueue(&c->conn, f);
+    frame_unref(f);
+    if (!keep_alive)
+        conn_close(&c->conn, 0, NULL);
+    if (c->deferred)
+        resume(c);
+}
+
+void router_respond_text(struct client *c, int status, const char *extra_headers, const char *text, int keep_alive)
+{
+    char body[256];
+    int n = snprintf(body, sizeof body, "%s\n", text);
+    router_respond(c, status, "text/plain; charset=utf-8", extra_headers, body,
+                   (size_t)n < sizeof body ? (size_t)n : sizeof body - 1, keep_alive);
+}
+
+void router_defer(struct client *c)
+{
+    c->deferred = 1;
+}
+
+/* The request just routed was deferred: keep the bytes after it and stop
+ * reading until its answer is out (resume). */
+static void hold(struct client *c, const char *buf, size_t len)
+{
+    conn_read_stop(&c->conn);
+    if (len == 0)
+        return;
+    char *held = malloc(len);
+    if (!held) {
+        conn_drop(&c->conn);
+        return;
+    }
+    memcpy(held, buf, len);
+    c->held = held;
+    c->held_len = len;
+}
+
+/* ---- the upgrade ------------------------------------------------------------ */
+
+static void upgrade(struct client *c, const struct http_request *req)
+{
+    struct app *app = client_app(c);
+    const char *reason;
+    int status = http_ws_check(req, &reason);
+    if (status) {
+        router_respond_text(c, status, status == 426 ? "Sec-WebSocket-Version: 13\r\n" : NULL, reason, 0);
+        return;
+    }
+    char user[NAME_MAX_LEN + 1];
+    int user_len = http_query_get(req->query, "user", user, sizeof user);
+    if (user_len == -2 || (user_len >= 0 && !name_valid(user, (size_t)user_len))) {
+        router_respond_text(c, 400, NULL, "user must be 1 to 128 characters of A-Z a-z 0-9 _ . : -", 0);
+        return;
+    }
+    if (atomic_fetch_add(app->ws_connections, 1) >= app->cfg->max_connections) {
+        atomic_fetch_sub(app->ws_connections, 1);
+        router_respond_text(c, 503, "Retry-After: 5\r\n", "server full", 0);
+        return;
+    }
+    c->counted = 1; /* given back by on_close, in this phase or the next */
+    if (user_len > 0 && !(c->user = strdup(user))) {
+        conn_drop(&c->conn);
+        return;
+    }
+    char accept[29], headers[256];
+    ws_accept_key(req->ws_key, strlen(req->ws_key), accept);
+    snprintf(headers, sizeof headers,
+             "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s", accept,
+             http_header_has_token(req->ws_protocol, CLIENT_SUBPROTOCOL)
+                 ? "Sec-WebSocket-Protocol: " CLIENT_SUBPROTOCOL "\r\n"
+                 : "");
+    struct frame *f = http_response_create(101, NULL, headers, NULL, 0, 1);
+    if (!f) {
+        conn_drop(&c->conn);
+        return;
+    }
+    conn_enqueue(&c->conn, f);
+    frame_unref(f);
+    http_reader_destroy(c->http);
+    c->http = NULL;
+    conn_upgrade(&c->conn, &client_handler, app->cfg->max_message);
+    client_start(c);
+}
+
+/* ---- reading ---------------------------------------------------------------- */
+
+static void route(struct client *c, const struct http_request *req)
+{
+    metrics_http_request(c->conn.loop->metrics);
+    if (!strcmp(req->path, "/ws"))
+        upgrade(c, req);
+    else
+        api_route(c, req);
+}
+
+static void read_requests(struct client *c, const char *buf, size_t len)
+{
+    if (!c->http && !(c->http = http_reader_create(HTTP_MAX_HEAD, client_app(c)->cfg->max_message))) {
+        conn_drop(&c->conn);
+        return;
+    }
+    while (len && c->conn.state == CONN_HTTP && !c->conn.closed) {
+        size_t used;
+        int r = http_reader_feed(c->http, buf, len, &used);
+        buf += used;
+        len -= used;
+        if (r == HTTP_READ_NEED_MORE)
+            return;
+        if (r < 0) {
+            api_refuse(c, http_reader_request(c->http), -r);
+            return;
+        }
+        route(c, http_reader_request(c->http));
+        if (c->deferred) {
+            hold(c, buf, len);
+            return;
+        }
+        if (c->conn.state == CONN_HTTP) {
+            http_reader_reset(c->http);
+            c->http_since_ms = uv_now(c->conn.loop->uv);
+        }
+    }
+    /* Frames that came right behind the upgrade request. */
+    if (c->conn.state == CONN_WS && len)
+        conn_receive(&c->conn, buf, len);
+}
+
+static void on_bytes(struct conn *conn, const char *buf, size_t len)
+{
+    read_requests(client_of(conn), buf, len);
+}
+
+static void on_tick(struct conn *conn, uint64_t now_ms)
+{
+    struct client *c = client_of(conn);
+    /* A deferred request waits for the bus, which always answers. */
+    if (!c->deferred && now_ms - c->http_since_ms >= (uint64_t)client_app(c)->cfg->handshake_timeout * 1000)
+        router_respond_text(c, 408, NULL, "request not completed in time", 0);
+}
+
+static void on_free(struct conn *conn)
+{
+    client_free(client_of(conn));
+}
+
+/* A connection dropped during its upgrade may hold a --max-connections
+ * slot already: give it back. */
+static void on_close(struct conn *conn)
+{
+    struct client *c = client_of(conn);
+    if (c->counted)
+        atomic_fetch_sub(client_app(c)->ws_connections, 1);
+    c->counted = 0;
+}
+
+static const struct conn_handler http_handler = {
+    .on_bytes = on_bytes,
+    .on_tick = on_tick,
+    .on_close = on_close,
+    .on_free = on_free,
+};
+
+void router_accept(struct app *app, uv_stream_t *listener)
+{
+    struct client *c = calloc(1, sizeof *c);
+    if (!c) {
+        log_error("worker %d: out of memory accepting a connection", app->net->index);
+        return;
+    }
+    c->conn.handler = &http_handler;
+    if (conn_accept(app->net, listener, &c->conn) == 0)
+        c->http_since_ms = uv_now(app->net->uv);
+}

@@ -1,0 +1,34 @@
+/* router.h - every connection's HTTP phase: accepts it as a client, reads
+ * request heads (codec/http.c), upgrades /ws to a WebSocket session
+ * (client.c) and hands every other request to the API and pages (api.c).
+ * Answers pipelined requests in order: a request whose answer waits for
+ * the bus is deferred, and nothing after it is read until it is answered.
+ * Worker thread only. */
+#ifndef WSFAN_ROUTER_H
+#define WSFAN_ROUTER_H
+
+#include <stddef.h>
+#include <uv.h>
+
+struct app;
+struct client;
+
+/* Accepts a connection from the worker's listener. */
+void router_accept(struct app *app, uv_stream_t *listener);
+
+/* Answers the request being handled with status, the extra header lines
+ * (each ending in "\r\n", may be NULL) and body (copied; left out for
+ * HEAD, Content-Length kept), then closes unless keep_alive. When the
+ * answer was deferred, the next pipelined request is read now. */
+void router_respond(struct client *c, int status, const char *content_type, const char *extra_headers,
+                    const char *body, size_t len, int keep_alive);
+
+/* The same with text and a newline as a text/plain body. */
+void router_respond_text(struct client *c, int status, const char *extra_headers, const char *text, int keep_alive);
+
+/* The answer to the request being handled comes later (from the bus). The
+ * request stays readable and no later request is read until
+ * router_respond() answers it. */
+void router_defer(struct client *c);
+
+#endif

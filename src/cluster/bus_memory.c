@@ -1,0 +1,103 @@
+/* bus_memory.c - the memory engine of the bus: the workers of this process
+ * are all there is, so publishing is storing (for persisted room messages)
+ * and delivering straight away. Presence is presence.c's. Runs on the bus
+ * thread. */
+#include <stdlib.h>
+
+#include "cluster/bus.h"
+#include "cluster/presence.h"
+#include "core/clock.h"
+
+/* Delivers ev (taking its reference) and acknowledges the publish. */
+static void deliver_and_ack(struct bus *b, struct bus_publish *req, struct event *ev)
+{
+    if (!ev) {
+        req->base.error = WSFAN_ENOMEM;
+        bus_reply(b, &req->base);
+        return;
+    }
+    if (req->skip_seq) {
+        ev->skip_worker = req->base.worker;
+        ev->skip_seq = req->skip_seq;
+    }
+    bus_deliver(b, ev);
+    bus_reply(b, &req->base);
+}
+
+static void persisted(struct store_call *call)
+{
+    struct bus_publish *req = (struct bus_publish *)((char *)call - offsetof(struct bus_publish, store));
+    if (call->error) {
+        req->base.error = call->error;
+        bus_reply(req->base.bus, &req->base);
+        return;
+    }
+    /* The store keeps its own reference for history; this one fans out. */
+    struct event *ev = call->event;
+    call->event = NULL;
+    deliver_and_ack(req->base.bus, req, ev);
+}
+
+static void memory_publish(struct bus *b, struct bus_publish *req)
+{
+    const char *from = req->from[0] ? req->from : NULL;
+    uint64_t ts = clock_wall_ms();
+    if (req->target == EVENT_ROOM && !req->ephemeral) {
+        struct store *s = bus_store(b);
+        req->store.from = from;
+        req->store.data = req->data;
+        req->store.data_len = req->data_len;
+        req->store.ts = ts;
+        req->store.done = persisted;
+        s->ops->append(s, &req->store);
+        return;
+    }
+    struct event *ev = req->target == EVENT_ROOM
+                           ? event_message(req->name, NULL, from, req->data, req->data_len, ts)
+                           : event_direct(req->target, req->name, from, req->data, req->data_len, ts);
+    deliver_and_ack(b, req, ev);
+}
+
+/* Every publish reaches the bus at once: a room's events are "arriving"
+ * from its first member on. */
+static void memory_interest(struct bus *b, enum event_target target, const char *name, int on)
+{
+    if (target == EVENT_ROOM && on)
+        bus_subscribed(b, name);
+}
+
+static void memory_rooms(struct bus *b, struct bus_rooms *req)
+{
+    if (!(req->rooms = bus_rooms_format(b, NULL)))
+        req->base.error = WSFAN_ENOMEM;
+    bus_reply(b, &req->base);
+}
+
+static int memory_start(struct bus *b)
+{
+    (void)b;
+    return 0;
+}
+
+static void memory_stop(struct bus *b)
+{
+    (void)b;
+}
+
+static int memory_ready(struct bus *b)
+{
+    (void)b;
+    return 1;
+}
+
+const struct bus_engine bus_memory_engine = {
+    .name = "memory",
+    .start = memory_start,
+    .stop = memory_stop,
+    .ready = memory_ready,
+    .publish = memory_publish,
+    .interest = memory_interest,
+    .presence = presence_memory_changed,
+    .presence_list = presence_memory_list,
+    .rooms = memory_rooms,
+};

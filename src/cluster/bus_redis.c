@@ -1,0 +1,376 @@
+/* bus_redis.c - the Redis engine of the bus (docs/protocol.md section 6): any
+ * number of processes on any number of machines act as one server.
+ * - One publishing connection and one subscriber connection per process.
+ * - Subscriptions follow local interest: one SUBSCRIBE per room channel
+ *   while the process has a member, per user channel while it has a
+ *   connection of the user, NS:all always. Each channel has at most one
+ *   SUBSCRIBE or UNSUBSCRIBE in flight; a change of mind meanwhile is acted
+ *   on when the reply comes, so churn never leaks or loses a subscription.
+ * - Every PUBLISH payload is the envelope of section 6 (codec/envelope.c
+ *   builds and reads it); what arrives is checked, turned into a client
+ *   event once, and handed to bus_deliver().
+ * - Presence is presence_redis.c's, on this engine's links.
+ * Runs on the bus thread (the main loop). */
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster/bus.h"
+#include "cluster/presence.h"
+#include "codec/envelope.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/map.h"
+#include "net/redis.h"
+
+enum sub_state { SUB_IDLE, SUB_SUBSCRIBING, SUB_SUBSCRIBED, SUB_UNSUBSCRIBING };
+
+/* One channel this process wants, or is still leaving. */
+struct channel {
+    enum sub_state state;
+    int want;
+    enum event_target target;
+    char name[NAME_MAX_LEN + 1];
+};
+
+struct redis_bus {
+    struct bus *bus;
+    const struct config *cfg;
+    struct redis_link pub, sub;
+    struct map channels;          /* channel name -> struct channel */
+    struct presence_redis *presence;
+    struct log_limit bad_envelope_log;
+    uint64_t bad_envelopes;
+    int links_stopped;
+};
+
+static struct redis_bus *engine(struct bus *b)
+{
+    return bus_engine_data(b);
+}
+
+/* ---- envelopes in ---------------------------------------------------------- */
+
+static void bad_envelope(struct redis_bus *e, const char *channel, const char *why)
+{
+    e->bad_envelopes++;
+    metrics_invalid_envelope(bus_metrics(e->bus));
+    uint32_t suppressed;
+    if (log_limit_allow(&e->bad_envelope_log, clock_wall_ms(), &suppressed))
+        log_warn("redis: dropped a payload on %s: %s (%llu dropped in all, %u not logged)", channel, why,
+                 (unsigned long long)e->bad_envelopes, suppressed);
+}
+
+static void on_payload(struct redis_bus *e, const char *channel, const char *payload, size_t len)
+{
+    enum event_target target;
+    char name[NAME_MAX_LEN + 1];
+    const char *why = "not a channel of this namespace";
+    struct event *ev = envelope_channel_parse(e->cfg->ns, channel, &target, name) == 0
+                               ? envelope_to_event(e->cfg->node_id, target, name, payload, len, &why)
+                               : NULL;
+    if (ev)
+        bus_deliver(e->bus, ev);
+    else
+        bad_envelope(e, channel, why);
+}
+
+/* ---- subscriptions ---------------------------------------------------------- */
+
+static void on_sub_reply(redisAsyncContext *ac, void *reply, void *privdata);
+
+static void channel_command(struct redis_bus *e, const char *verb, const char *channel)
+{
+    const char *argv[] = {verb, channel};
+    if (redis_link_command(&e->sub, on_sub_reply, e, 2, argv, NULL))
+        log_debug("redis: %s %s: the subscriber link is down; done when it is back", verb, channel);
+}
+
+/* Moves a channel one step towards what is wanted, if nothing is in
+ * flight; frees it when it is neither wanted nor subscribed. */
+static void channel_drive(struct redis_bus *e, const char *key)
+{
+    struct channel *c = map_get(&e->channels, key, strlen(key));
+    if (!c)
+        return;
+    if (c->state == SUB_IDLE && !c->want) {
+        free(map_remove(&e->channels, key, strlen(key)));
+        return;
+    }
+    if (!e->sub.up)
+        return;
+    if (c->want && c->state == SUB_IDLE) {
+        c->state = SUB_SUBSCRIBING;
+        channel_command(e, "SUBSCRIBE", key);
+    } else if (!c->want && c->state == SUB_SUBSCRIBED) {
+        c->state = SUB_UNSUBSCRIBING;
+        channel_command(e, "UNSUBSCRIBE", key);
+    }
+}
+
+static void on_sub_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    (void)ac;
+    struct redis_bus *e = privdata;
+    redisReply *r = reply;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 3 || r->element[0]->type != REDIS_REPLY_STRING ||
+        r->element[1]->type != REDIS_REPLY_STRING)
+        return;
+    const char *kind = r->element[0]->str, *channel = r->element[1]->str;
+    if (!strcmp(kind, "message")) {
+        if (r->element[2]->type == REDIS_REPLY_STRING)
+            on_payload(e, channel, r->element[2]->str, r->element[2]->len);
+        return;
+    }
+    struct channel *c = map_get(&e->channels, channel, strlen(channel));
+    if (!c)
+        return;
+    if (!strcmp(kind, "subscribe")) {
+        c->state = SUB_SUBSCRIBED;
+        if (c->want && c->target == EVENT_ROOM)
+            bus_subscribed(e->bus, c->name);
+    } else if (!strcmp(kind, "unsubscribe")) {
+        c->state = SUB_IDLE;
+    }
+    channel_drive(e, channel);
+}
+
+static void redis_interest(struct bus *b, enum event_target target, const char *name, int on)
+{
+    struct redis_bus *e = engine(b);
+    char key[ENVELOPE_CHANNEL_MAX];
+    envelope_channel_name(e->cfg->ns, target, name, key);
+    struct channel *c = map_get(&e->channels, key, strlen(key));
+    if (!c && on) {
+        c = calloc(1, sizeof *c);
+        if (!c || map_put(&e->channels, key, strlen(key), c)) {
+            free(c);
+            log_error("redis: out of memory subscribing to %s", key);
+            return;
+        }
+        c->target = target;
+        snprintf(c->name, sizeof c->name, "%s", name);
+    }
+    if (!c)
+        return;
+    c->want = on;
+    channel_drive(e, key);
+}
+
+static void on_sub_up(struct redis_link *l)
+{
+    struct redis_bus *e = l->data;
+    if (l->reconnects)
+        metrics_bus_reconnect(bus_metrics(e->bus));
+    /* Subscribe everything wanted again; rooms fill their gap on confirmation. */
+    const struct map_slot *slot;
+    for (size_t i = 0; map_next(&e->channels, &i, &slot);)
+        ((struct channel *)slot->value)->state = SUB_IDLE;
+    char **keys = malloc(sizeof *keys * (e->channels.count + 1));
+    size_t n = 0;
+    for (size_t i = 0; keys && map_next(&e->channels, &i, &slot);)
+        keys[n++] = strdup(slot->key);
+    for (size_t i = 0; i < n; i++) {
+        if (keys[i])
+            channel_drive(e, keys[i]);
+        free(keys[i]);
+    }
+    free(keys);
+    bus_ready_changed(e->bus);
+    bus_link_changed(e->bus, 1);
+}
+
+static void on_sub_down(struct redis_link *l)
+{
+    struct redis_bus *e = l->data;
+    bus_ready_changed(e->bus);
+    bus_link_changed(e->bus, 0);
+}
+
+static void on_pub_changed(struct redis_link *l)
+{
+    struct redis_bus *e = l->data;
+    bus_ready_changed(e->bus);
+}
+
+/* ---- publishing ----------------------------------------------------------- */
+
+static void on_published(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    (void)ac;
+    struct bus_publish *req = privdata;
+    redisReply *r = reply;
+    if (!r || r->type == REDIS_REPLY_ERROR)
+        req->base.error = WSFAN_EUNAVAILABLE;
+    bus_reply(req->base.bus, &req->base);
+}
+
+/* PUBLISHes the envelope parts around offset (NULL: none) and answers req
+ * when Redis has it. */
+static void publish_envelope(struct redis_bus *e, struct bus_publish *req, const char *channel,
+                             const struct envelope_parts *env, const char *offset)
+{
+    char *payload = envelope_join(env, offset);
+    const char *argv[] = {"PUBLISH", channel, payload};
+    if (!payload || redis_link_command(&e->pub, on_published, req, 3, argv, NULL)) {
+        req->base.error = payload ? WSFAN_EUNAVAILABLE : WSFAN_ENOMEM;
+        bus_reply(e->bus, &req->base);
+    }
+    free(payload);
+}
+
+/* What an append carries until its reply: the envelope and its channel. */
+struct append {
+    struct envelope_parts env;
+    char channel[ENVELOPE_CHANNEL_MAX];
+};
+
+static void on_appended(struct store_call *call)
+{
+    struct bus_publish *req = (struct bus_publish *)((char *)call - offsetof(struct bus_publish, store));
+    struct redis_bus *e = engine(req->base.bus);
+    struct append *a = (struct append *)((char *)call->envelope - offsetof(struct append, env));
+    call->envelope = NULL;
+    if (call->error) {
+        req->base.error = call->error;
+        bus_reply(e->bus, &req->base);
+    } else if (call->published) {
+        bus_reply(e->bus, &req->base);
+    } else {
+        /* History lives on another Redis: publish after persisting. */
+        publish_envelope(e, req, a->channel, &a->env, call->offset);
+    }
+    envelope_parts_free(&a->env);
+    free(a);
+}
+
+static void redis_publish(struct bus *b, struct bus_publish *req)
+{
+    struct redis_bus *e = engine(b);
+    char skip[48];
+    snprintf(skip, sizeof skip, "%d.%llu", req->base.worker, (unsigned long long)req->skip_seq);
+    struct envelope_fields f = {
+        .target = req->target,
+        .room = req->name,
+        .from = req->from[0] ? req->from : NULL,
+        .ts = clock_wall_ms(),
+        .origin = e->cfg->node_id,
+        .echo_skip = req->skip_seq ? skip : NULL,
+        .data = req->data,
+        .data_len = req->data_len,
+    };
+    int persisted = req->target == EVENT_ROOM && !req->ephemeral && e->cfg->history_length > 0;
+    struct append *a = calloc(1, sizeof *a);
+    if (!a || envelope_build(&f, persisted, &a->env)) {
+        free(a);
+        req->base.error = WSFAN_ENOMEM;
+        bus_reply(b, &req->base);
+        return;
+    }
+    envelope_channel_name(e->cfg->ns, req->target, req->name, a->channel);
+    if (!persisted) {
+        publish_envelope(e, req, a->channel, &a->env, NULL);
+        envelope_parts_free(&a->env);
+        free(a);
+        return;
+    }
+    struct store *s = bus_store(b);
+    req->store.from = f.from;
+    req->store.data = req->data;
+    req->store.data_len = req->data_len;
+    req->store.ts = f.ts;
+    req->store.channel = a->channel;
+    req->store.envelope = &a->env;
+    req->store.done = on_appended;
+    s->ops->append(s, &req->store);
+}
+
+/* ---- presence ---------------------------------------------------------------- */
+
+static void redis_presence(struct bus *b, const char *room, const char *user, unsigned long before,
+                           unsigned long count)
+{
+    (void)before;
+    presence_redis_changed(engine(b)->presence, room, user, count);
+}
+
+static void redis_presence_list(struct bus *b, struct bus_presence *req)
+{
+    presence_redis_list(engine(b)->presence, req);
+}
+
+static void redis_rooms(struct bus *b, struct bus_rooms *req)
+{
+    presence_redis_rooms(engine(b)->presence, req);
+}
+
+/* ---- lifetime -------------------------------------------------------------- */
+
+static int redis_start(struct bus *b)
+{
+    struct redis_bus *e = calloc(1, sizeof *e);
+    if (!e)
+        return -1;
+    e->bus = b;
+    e->cfg = bus_config(b);
+    map_init(&e->channels);
+    struct redis_link *links[] = {&e->pub, &e->sub};
+    const char *names[] = {"bus", "subscriber"};
+    for (int i = 0; i < 2; i++) {
+        redis_url_parse(e->cfg->redis_url, &links[i]->url);
+        links[i]->name = names[i];
+        links[i]->min_backoff_ms = (uint64_t)e->cfg->redis_backoff_min;
+        links[i]->max_backoff_ms = (uint64_t)e->cfg->redis_backoff_max;
+        links[i]->data = e;
+    }
+    e->pub.on_up = e->pub.on_down = on_pub_changed;
+    e->sub.on_up = on_sub_up;
+    e->sub.on_down = on_sub_down;
+    bus_set_engine_data(b, e);
+    if (!(e->presence = presence_redis_create(b, &e->pub))) {
+        free(e);
+        return -1;
+    }
+    redis_interest(b, EVENT_ALL, "", 1);
+    return redis_link_start(&e->pub, bus_loop(b)) || redis_link_start(&e->sub, bus_loop(b)) ? -1 : 0;
+}
+
+static void on_link_stopped(struct redis_link *l)
+{
+    struct redis_bus *e = l->data;
+    if (++e->links_stopped < 2)
+        return;
+    const struct map_slot *slot;
+    for (size_t i = 0; map_next(&e->channels, &i, &slot);)
+        free(slot->value);
+    map_free(&e->channels);
+    free(e);
+}
+
+static void redis_stop(struct bus *b)
+{
+    struct redis_bus *e = engine(b);
+    presence_redis_destroy(e->presence);
+    e->pub.on_stopped = e->sub.on_stopped = on_link_stopped;
+    redis_link_stop(&e->pub);
+    redis_link_stop(&e->sub);
+}
+
+static int redis_ready(struct bus *b)
+{
+    struct redis_bus *e = engine(b);
+    struct store *s = bus_store(b);
+    return e->pub.up && e->sub.up && s->ops->ready(s);
+}
+
+const struct bus_engine bus_redis_engine = {
+    .name = "redis",
+    .start = redis_start,
+    .stop = redis_stop,
+    .ready = redis_ready,
+    .publish = redis_publish,
+    .interest = redis_interest,
+    .presence = redis_presence,
+    .presence_list = redis_presence_list,
+    .rooms = redis_rooms,
+};

@@ -1,0 +1,217 @@
+/* envelope.c - envelopes built for Redis, and envelopes from Redis checked
+ * and turned into client events once per process. See envelope.h. */
+#include "codec/envelope.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+
+
+void envelope_channel_name(const char *ns, enum event_target target, const char *name,
+                           char out[ENVELOPE_CHANNEL_MAX])
+{
+    if (target == EVENT_ROOM)
+        snprintf(out, ENVELOPE_CHANNEL_MAX, "%s:room:{%s}", ns, name);
+    else if (target == EVENT_USER)
+        snprintf(out, ENVELOPE_CHANNEL_MAX, "%s:user:{%s}", ns, name);
+    else
+        snprintf(out, ENVELOPE_CHANNEL_MAX, "%s:all", ns);
+}
+
+int envelope_build(const struct envelope_fields *f, int persisted, struct envelope_parts *out)
+{
+    char from[NAME_MAX_LEN + 3] = "null", skip[48] = "null", room[NAME_MAX_LEN + 16] = "";
+    if (f->from)
+        snprintf(from, sizeof from, "\"%s\"", f->from);
+    if (f->echo_skip)
+        snprintf(skip, sizeof skip, "\"%s\"", f->echo_skip);
+    if (f->target == EVENT_ROOM)
+        snprintf(room, sizeof room, "\"room\":\"%s\",", f->room);
+    out->head = out->tail = NULL;
+    if (asprintf(&out->head, "{\"v\":1,%s\"from\":%s,\"ts\":%llu,\"origin\":\"%s\",\"echo_skip\":%s%s", room, from,
+                 (unsigned long long)f->ts, f->origin, skip, persisted ? ",\"offset\":\"" : "") < 0) {
+        out->head = NULL;
+        return -1;
+    }
+    if (asprintf(&out->tail, "%s,\"data\":%.*s}", persisted ? "\"" : "", (int)f->data_len, f->data) < 0) {
+        free(out->head);
+        out->head = out->tail = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+char *envelope_join(const struct envelope_parts *p, const char *offset)
+{
+    char *text = NULL;
+    if (asprintf(&text, "%s%s%s", p->head, offset ? offset : "", p->tail) < 0)
+        return NULL;
+    return text;
+}
+
+void envelope_parts_free(struct envelope_parts *p)
+{
+    free(p->head);
+    free(p->tail);
+    p->head = p->tail = NULL;
+}
+
+char *envelope_presence(const char *room, const char *user, enum event_kind kind, const char *origin)
+{
+    char *text = NULL;
+    if (asprintf(&text, "{\"v\":1,\"room\":\"%s\",\"presence\":\"%s\",\"user\":\"%s\",\"origin\":\"%s\",\"data\":null}",
+                 room, kind == EVENT_PRESENCE_JOIN ? "join" : "leave", user, origin) < 0)
+        return NULL;
+    return text;
+}
+
+int envelope_channel_parse(const char *ns_name, const char *ch, enum event_target *target, char name[NAME_MAX_LEN + 1])
+{
+    size_t ns = strlen(ns_name);
+    if (strncmp(ch, ns_name, ns) || ch[ns] != ':')
+        return -1;
+    ch += ns + 1;
+    if (!strcmp(ch, "all")) {
+        *target = EVENT_ALL;
+        name[0] = '\0';
+        return 0;
+    }
+    const char *open = strchr(ch, '{');
+    size_t len = strlen(ch);
+    if (!open || ch[len - 1] != '}')
+        return -1;
+    size_t name_len = (size_t)(ch + len - 1 - open - 1);
+    if (!strncmp(ch, "room:{", 6) && open == ch + 5)
+        *target = EVENT_ROOM;
+    else if (!strncmp(ch, "user:{", 6) && open == ch + 5)
+        *target = EVENT_USER;
+    else
+        return -1;
+    if (!name_valid(open + 1, name_len))
+        return -1;
+    memcpy(name, open + 1, name_len);
+    name[name_len] = '\0';
+    return 0;
+}
+
+/* The value of a JSON string without a NUL inside it (C functions would
+ * read it cut short), else NULL. */
+static const char *whole_string(json_t *v)
+{
+    const char *s = json_string_value(v);
+    return s && strlen(s) == json_string_length(v) ? s : NULL;
+}
+
+/* Reads a decimal number that fits 64 bits at *s and moves *s past it. */
+static int parse_decimal(const char **s, uint64_t *out)
+{
+    uint64_t v = 0;
+    const char *p = *s;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        uint64_t digit = (uint64_t)(*p - '0');
+        if (v > (UINT64_MAX - digit) / 10)
+            return -1;
+        v = v * 10 + digit;
+    }
+    if (p == *s)
+        return -1;
+    *s = p;
+    *out = v;
+    return 0;
+}
+
+/* A session id "<worker>.<seq>", nothing else. */
+static int parse_session(const char *s, uint64_t *worker, uint64_t *seq)
+{
+    if (parse_decimal(&s, worker) || *s++ != '.' || parse_decimal(&s, seq))
+        return -1;
+    return *s ? -1 : 0;
+}
+
+/* A name field that may be absent or null; -1 when present but invalid. */
+static int optional_name(json_t *env, const char *key, const char **out)
+{
+    json_t *v = json_object_get(env, key);
+    *out = NULL;
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_string(v) || !name_valid(json_string_value(v), json_string_length(v)))
+        return -1;
+    *out = json_string_value(v);
+    return 0;
+}
+
+/* Builds the client event for one envelope; NULL with *why set when the
+ * envelope is not acceptable. */
+static struct event *event_of(const char *node_id, enum event_target target, const char *name, json_t *env,
+                                  const char **why)
+{
+    json_t *v = json_object_get(env, "v");
+    if (v && !(json_is_integer(v) && json_integer_value(v) == 1)) {
+        *why = "unknown envelope version";
+        return NULL;
+    }
+    if (!json_object_get(env, "data")) {
+        *why = "no data";
+        return NULL;
+    }
+    const char *from, *user;
+    if (optional_name(env, "from", &from) || optional_name(env, "user", &user)) {
+        *why = "from or user is not a valid id";
+        return NULL;
+    }
+    json_t *presence = json_object_get(env, "presence");
+    struct offset offset;
+    json_t *offset_v = json_object_get(env, "offset");
+    int has_offset = offset_v && !json_is_null(offset_v);
+    if (has_offset && (!whole_string(offset_v) || offset_parse(whole_string(offset_v), &offset))) {
+        *why = "offset is not an offset";
+        return NULL;
+    }
+    json_t *ts_v = json_object_get(env, "ts");
+    uint64_t ts = json_is_integer(ts_v) && json_integer_value(ts_v) >= 0 ? (uint64_t)json_integer_value(ts_v)
+                                                                          : clock_wall_ms();
+    struct event *ev = NULL;
+    if (presence) {
+        const char *kind = whole_string(presence);
+        if (target != EVENT_ROOM || !user || !kind || (strcmp(kind, "join") && strcmp(kind, "leave"))) {
+            *why = "presence needs a room channel, a user and join or leave";
+            return NULL;
+        }
+        ev = event_presence(!strcmp(kind, "join") ? EVENT_PRESENCE_JOIN : EVENT_PRESENCE_LEAVE, name, user);
+    } else {
+        char *data = json_dumps(json_object_get(env, "data"), JSON_COMPACT | JSON_ENCODE_ANY);
+        if (data && target == EVENT_ROOM)
+            ev = event_message(name, has_offset ? &offset : NULL, from, data, strlen(data), ts);
+        else if (data)
+            ev = event_direct(target, name, from, data, strlen(data), ts);
+        free(data);
+    }
+    if (!ev) {
+        *why = "out of memory";
+        return NULL;
+    }
+    /* echo:false from this node: the publisher's own connection is skipped. */
+    json_t *origin = json_object_get(env, "origin"), *skip = json_object_get(env, "echo_skip");
+    uint64_t worker, seq;
+    if (whole_string(origin) && !strcmp(whole_string(origin), node_id) && whole_string(skip) &&
+        parse_session(whole_string(skip), &worker, &seq) == 0 && worker < 65536) {
+        ev->skip_worker = (int)worker;
+        ev->skip_seq = seq;
+    }
+    return ev;
+}
+
+struct event *envelope_to_event(const char *node_id, enum event_target target, const char *name,
+                                    const char *payload, size_t len, const char **why)
+{
+    json_error_t err;
+    json_t *env = json_loadb(payload, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &err);
+    *why = "not a JSON object";
+    struct event *ev = json_is_object(env) ? event_of(node_id, target, name, env, why) : NULL;
+    json_decref(env);
+    return ev;
+}

@@ -1,0 +1,339 @@
+/* config.c - defaults, WSFAN_* environment variables and flags, validated
+ * from one table so that every option is parsed and reported the same way. */
+#include "core/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/names.h"
+#include "core/redis_url.h"
+
+enum opt_kind { OPT_INT, OPT_SIZE, OPT_LISTEN, OPT_LEVEL, OPT_BOOL, OPT_NAME, OPT_REDIS_URL, OPT_SECRET };
+
+struct option_spec {
+    const char *name;  /* flag without the dashes; the env var is derived */
+    enum opt_kind kind;
+    size_t offset;     /* into struct config */
+    long long min, max;
+    const char *help;
+};
+
+#define FIELD(f) offsetof(struct config, f)
+
+static const struct option_spec options[] = {
+    {"listen", OPT_LISTEN, 0, 0, 0, "HOST:PORT to listen on (default 127.0.0.1:8080)"},
+    {"workers", OPT_INT, FIELD(workers), 1, 256, "worker threads (default: number of cores)"},
+    {"max-message", OPT_SIZE, FIELD(max_message), 128, 1LL << 30,
+     "largest client message in bytes, e.g. 64k (default 1m)"},
+    {"max-connections", OPT_INT, FIELD(max_connections), 1, 10000000,
+     "WebSocket connections before 503 (default 1000000)"},
+    {"heartbeat", OPT_INT, FIELD(heartbeat), 1, 3600, "seconds between pings (default 25)"},
+    {"send-queue-limit", OPT_SIZE, FIELD(send_queue_limit), 1024, 1LL << 32,
+     "bytes queued for a client before it is closed with 1013 (default 4m)"},
+    {"handshake-timeout", OPT_INT, FIELD(handshake_timeout), 1, 3600,
+     "seconds to send a complete request head (default 10)"},
+    {"log-level", OPT_LEVEL, FIELD(log_level), 0, 0, "error, warn, info or debug (default info)"},
+    {"max-rooms", OPT_INT, FIELD(max_rooms), 1, 100000, "rooms one connection may join (default 100)"},
+    {"history-length", OPT_INT, FIELD(history_length), 0, 1000000,
+     "messages kept per room, 0 for none (default 100)"},
+    {"history-ttl", OPT_INT, FIELD(history_ttl), 0, 100000000,
+     "seconds a message stays in history, 0 for no limit (default 3600)"},
+    {"allow-broadcast", OPT_BOOL, FIELD(allow_broadcast), 0, 1,
+     "let clients use the broadcast command (default off)"},
+    {"node-id", OPT_NAME, FIELD(node_id), 1, 128, "this node's id (default: host name and pid)"},
+    {"redis", OPT_REDIS_URL, FIELD(redis_url), 0, 0,
+     "redis://[user:pass@]host:port[/db]: share rooms, users and history with other nodes (default: none)"},
+    {"store-redis", OPT_REDIS_URL, FIELD(store_redis_url), 0, 0,
+     "a different Redis for history and presence (default: the --redis one)"},
+    {"namespace", OPT_NAME, FIELD(ns), 1, 128, "prefix of every Redis key and channel (default wsfan)"},
+    {"redis-backoff-min", OPT_INT, FIELD(redis_backoff_min), 10, 600000,
+     "milliseconds before the first Redis reconnect (default 100)"},
+    {"redis-backoff-max", OPT_INT, FIELD(redis_backoff_max), 10, 600000,
+     "longest wait between Redis reconnects in milliseconds (default 5000)"},
+    {"presence-ttl", OPT_INT, FIELD(presence_ttl), 2, 3600,
+     "seconds after which a dead node's users leave presence (default 15)"},
+    {"api-key", OPT_SECRET, FIELD(api_key), 1, 256,
+     "require Authorization: Bearer <key> on /api/* and /metrics; prefer the variable, ps shows flags (default: open)"},
+};
+
+static void config_defaults(struct config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    strcpy(cfg->listen_host, "127.0.0.1");
+    cfg->listen_port = 8080;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    cfg->workers = cores > 0 ? (cores > 256 ? 256 : (int)cores) : 1;
+    cfg->max_message = 1 << 20;
+    cfg->max_connections = 1000000;
+    cfg->heartbeat = 25;
+    cfg->send_queue_limit = 4 << 20;
+    cfg->handshake_timeout = 10;
+    cfg->log_level = LOG_INFO;
+    cfg->max_rooms = 100;
+    cfg->history_length = 100;
+    cfg->history_ttl = 3600;
+    cfg->allow_broadcast = 0;
+    strcpy(cfg->ns, "wsfan");
+    cfg->redis_backoff_min = 100;
+    cfg->redis_backoff_max = 5000;
+    cfg->presence_ttl = 15;
+    char host[64] = "wsfan";
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = '\0';
+    snprintf(cfg->node_id, sizeof cfg->node_id, "%s-%ld", host, (long)getpid());
+}
+
+static int parse_integer(const char *s, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* "64k", "1m", "2g" or plain bytes. */
+static int parse_size(const char *s, long long *out)
+{
+    char *end;
+    errno = 0;
+    if (!isdigit((unsigned char)*s))
+        return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno)
+        return -1;
+    unsigned shift = 0;
+    switch (tolower((unsigned char)*end)) {
+    case '\0': break;
+    case 'k': shift = 10; end++; break;
+    case 'm': shift = 20; end++; break;
+    case 'g': shift = 30; end++; break;
+    default: return -1;
+    }
+    if (*end == 'b' || *end == 'B')
+        end++;
+    if (*end || v > (1ULL << 40) >> shift)
+        return -1;
+    *out = (long long)(v << shift);
+    return 0;
+}
+
+static int parse_listen(struct config *cfg, const char *s)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon == s || (size_t)(colon - s) >= sizeof cfg->listen_host)
+        return -1;
+    long long port;
+    if (parse_integer(colon + 1, &port) || port < 1 || port > 65535)
+        return -1;
+    /* [::1]:8080 names an IPv6 host. */
+    if (s[0] == '[' && colon[-1] == ']') {
+        s++;
+        colon--;
+    }
+    memcpy(cfg->listen_host, s, (size_t)(colon - s));
+    cfg->listen_host[colon - s] = '\0';
+    cfg->listen_port = (uint16_t)port;
+    return 0;
+}
+
+static int parse_bool(const char *s, int *out)
+{
+    static const char *const yes[] = {"1", "true", "yes", "on"};
+    static const char *const no[] = {"0", "false", "no", "off"};
+    for (size_t i = 0; i < 4; i++) {
+        if (!strcasecmp(s, yes[i])) {
+            *out = 1;
+            return 0;
+        }
+        if (!strcasecmp(s, no[i])) {
+            *out = 0;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static void describe_allowed(const struct option_spec *o, char *buf, size_t cap)
+{
+    switch (o->kind) {
+    case OPT_INT:
+        snprintf(buf, cap, "expected a whole number from %lld to %lld", o->min, o->max);
+        break;
+    case OPT_SIZE:
+        snprintf(buf, cap, "expected a size from %lld to %lld bytes, such as 64k or 1m", o->min, o->max);
+        break;
+    case OPT_LISTEN: snprintf(buf, cap, "expected HOST:PORT with a port from 1 to 65535"); break;
+    case OPT_LEVEL: snprintf(buf, cap, "expected error, warn, info or debug"); break;
+    case OPT_BOOL: snprintf(buf, cap, "expected true or false"); break;
+    case OPT_NAME: snprintf(buf, cap, "expected 1 to 128 characters of A-Z a-z 0-9 _ . : -"); break;
+    case OPT_REDIS_URL: snprintf(buf, cap, "expected redis://[user:pass@]host:port[/db]"); break;
+    case OPT_SECRET:
+        snprintf(buf, cap, "expected %lld to %lld printable characters without spaces", o->min, o->max);
+        break;
+    }
+}
+
+/* Applies one value; returns 0, or -1 when it is not allowed. */
+static int apply(struct config *cfg, const struct option_spec *o, const char *value)
+{
+    char *field = (char *)cfg + o->offset;
+    long long v;
+    switch (o->kind) {
+    case OPT_INT:
+        if (parse_integer(value, &v) || v < o->min || v > o->max)
+            return -1;
+        *(int *)field = (int)v;
+        return 0;
+    case OPT_SIZE:
+        if (parse_size(value, &v) || v < o->min || v > o->max)
+            return -1;
+        *(size_t *)field = (size_t)v;
+        return 0;
+    case OPT_LISTEN:
+        return parse_listen(cfg, value);
+    case OPT_LEVEL: {
+        static const char *const names[] = {"error", "warn", "info", "debug"};
+        for (int i = 0; i < 4; i++)
+            if (!strcmp(value, names[i])) {
+                *(enum log_level *)field = (enum log_level)i;
+                return 0;
+            }
+        return -1;
+    }
+    case OPT_BOOL:
+        return parse_bool(value, (int *)field);
+    case OPT_NAME:
+        if (!name_valid(value, strlen(value)))
+            return -1;
+        strcpy(field, value);
+        return 0;
+    case OPT_SECRET: {
+        size_t len = strlen(value);
+        if (len < (size_t)o->min || len > (size_t)o->max)
+            return -1;
+        for (size_t i = 0; i < len; i++)
+            if (!isgraph((unsigned char)value[i]))
+                return -1;
+        strcpy(field, value);
+        return 0;
+    }
+    case OPT_REDIS_URL: {
+        struct redis_url url;
+        if (strlen(value) >= sizeof cfg->redis_url || redis_url_parse(value, &url))
+            return -1;
+        strcpy(field, value);
+        return 0;
+    }
+    }
+    return -1;
+}
+
+static void report(const char *source, const char *value, const struct option_spec *o)
+{
+    char allowed[160];
+    describe_allowed(o, allowed, sizeof allowed);
+    /* A secret is not repeated where logs would keep it. */
+    fprintf(stderr, "wsfan: %s=%s: %s\n", source, o->kind == OPT_SECRET ? "(hidden)" : value, allowed);
+}
+
+static void env_name(const struct option_spec *o, char *buf, size_t cap)
+{
+    size_t n = (size_t)snprintf(buf, cap, "WSFAN_");
+    for (const char *p = o->name; *p && n + 1 < cap; p++)
+        buf[n++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+    buf[n] = '\0';
+}
+
+static void print_help(void)
+{
+    printf("usage: wsfan [options]\n\n"
+           "A WebSocket fan-out server: rooms, users and everyone, across threads and nodes.\n\n"
+           "options (each also settable as WSFAN_<NAME>, e.g. WSFAN_MAX_MESSAGE=64k; the flag wins):\n");
+    for (size_t i = 0; i < sizeof options / sizeof options[0]; i++) {
+        char env[64];
+        env_name(&options[i], env, sizeof env);
+        printf("  --%-20s %s [%s]\n", options[i].name, options[i].help, env);
+    }
+    printf("  --%-20s %s\n  --%-20s %s\n", "help", "show this help", "version", "print the version");
+}
+
+static const struct option_spec *find_option(const char *name, size_t len)
+{
+    for (size_t i = 0; i < sizeof options / sizeof options[0]; i++)
+        if (strlen(options[i].name) == len && !strncmp(options[i].name, name, len))
+            return &options[i];
+    return NULL;
+}
+
+int config_parse(struct config *cfg, int argc, char **argv)
+{
+    config_defaults(cfg);
+
+    for (size_t i = 0; i < sizeof options / sizeof options[0]; i++) {
+        char env[64];
+        env_name(&options[i], env, sizeof env);
+        const char *value = getenv(env);
+        if (value && apply(cfg, &options[i], value)) {
+            report(env, value, &options[i]);
+            return CONFIG_ERROR;
+        }
+    }
+
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
+            print_help();
+            return CONFIG_EXIT;
+        }
+        if (!strcmp(arg, "--version")) {
+            printf("wsfan %s\n", WSFAN_VERSION);
+            return CONFIG_EXIT;
+        }
+        if (strncmp(arg, "--", 2)) {
+            fprintf(stderr, "wsfan: %s: unexpected argument; options start with -- (see --help)\n", arg);
+            return CONFIG_ERROR;
+        }
+        const char *name = arg + 2;
+        const char *eq = strchr(name, '=');
+        size_t name_len = eq ? (size_t)(eq - name) : strlen(name);
+        const struct option_spec *o = find_option(name, name_len);
+        if (!o) {
+            fprintf(stderr, "wsfan: %.*s: unknown option (see --help)\n", (int)(name_len + 2), arg);
+            return CONFIG_ERROR;
+        }
+        const char *value;
+        if (eq)
+            value = eq + 1;
+        else if (o->kind == OPT_BOOL && (i + 1 >= argc || parse_bool(argv[i + 1], &(int){0})))
+            value = "true";
+        else if (i + 1 < argc)
+            value = argv[++i];
+        else {
+            fprintf(stderr, "wsfan: --%s: missing value; %s\n", o->name, o->help);
+            return CONFIG_ERROR;
+        }
+        if (apply(cfg, o, value)) {
+            char flag[64];
+            snprintf(flag, sizeof flag, "--%s", o->name);
+            report(flag, value, o);
+            return CONFIG_ERROR;
+        }
+    }
+    if (cfg->redis_backoff_min > cfg->redis_backoff_max) {
+        fprintf(stderr, "wsfan: --redis-backoff-min=%d: must not exceed --redis-backoff-max=%d\n",
+                cfg->redis_backoff_min, cfg->redis_backoff_max);
+        return CONFIG_ERROR;
+    }
+    if (cfg->store_redis_url[0] && !cfg->redis_url[0]) {
+        fprintf(stderr, "wsfan: --store-redis=%s: needs --redis as well\n", cfg->store_redis_url);
+        return CONFIG_ERROR;
+    }
+    return CONFIG_OK;
+}

@@ -1,0 +1,45 @@
+/* config.h - every setting of wsfan: defaults, WSFAN_* environment variables
+ * and command-line flags (the flag wins), each validated with a message that
+ * names the option, the value and what is allowed.
+ * Parsed once on the main thread before workers start; read-only after. */
+#ifndef WSFAN_CONFIG_H
+#define WSFAN_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/log.h"
+
+struct config {
+    char listen_host[64];
+    uint16_t listen_port;
+    int workers;
+    size_t max_message;
+    int max_connections;
+    int heartbeat;          /* seconds between pings */
+    size_t send_queue_limit;
+    int handshake_timeout;  /* seconds to complete the HTTP head */
+    enum log_level log_level;
+    int max_rooms;          /* per connection */
+    int history_length;     /* messages kept per room */
+    int history_ttl;        /* seconds a message stays in history; 0 = forever */
+    int allow_broadcast;
+    char node_id[129];
+    char redis_url[512];        /* "" for the memory engines */
+    char store_redis_url[512];  /* "" to keep history on --redis */
+    char ns[129];               /* key and channel prefix */
+    int redis_backoff_min;      /* milliseconds */
+    int redis_backoff_max;
+    int presence_ttl;           /* seconds until a dead node's users are gone */
+    char api_key[257];          /* "" when the HTTP API is open */
+};
+
+enum { CONFIG_OK = 0, CONFIG_EXIT = 1, CONFIG_ERROR = -1 };
+
+/* Fills cfg from defaults, then the environment, then argv.
+ * Returns CONFIG_OK; CONFIG_EXIT after printing --help or --version to
+ * stdout (exit 0); CONFIG_ERROR after printing one line naming the option,
+ * the value and what is allowed to stderr (exit 2). */
+int config_parse(struct config *cfg, int argc, char **argv);
+
+#endif

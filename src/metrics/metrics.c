@@ -1,0 +1,341 @@
+/* metrics.c - sums of the per-worker and bus-thread counters, the busiest
+ * rooms' rates over fixed windows, and their two views: Prometheus text and
+ * the JSON of /api/stats. The counters are written by their owning thread
+ * only (metrics.h); this file reads them from whichever worker serves the
+ * request. The last complete window of room rates is the one shared,
+ * locked part: the bus thread writes it once per window, readers copy it. */
+#include "metrics/metrics.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+
+#define STRINGIFY(x) #x
+#define TEXT_OF(x) STRINGIFY(x)
+#define TOP_ROOMS_TEXT TEXT_OF(METRICS_TOP_ROOMS)
+
+static const uint16_t close_codes[METRICS_CLOSE_OTHER] = {
+    1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1011, 1013,
+};
+
+static const char *const out_kinds[METRICS_OUT_COUNT] = {
+    [METRICS_OUT_ROOM] = "room", [METRICS_OUT_USER] = "user", [METRICS_OUT_ALL] = "all", [METRICS_OUT_REPLY] = "reply",
+};
+
+void metrics_conn_closed(struct metrics_worker *m, uint16_t code)
+{
+    int i = 0;
+    while (i < METRICS_CLOSE_OTHER && close_codes[i] != code)
+        i++;
+    metrics_add(&m->closed[i], 1);
+}
+
+/* ---- busiest rooms ------------------------------------------------------------ */
+
+int metrics_bus_init(struct metrics_bus *mb)
+{
+    memset(mb, 0, sizeof *mb);
+    mb->started_ms = clock_wall_ms();
+    map_init(&mb->counts);
+    return uv_mutex_init(&mb->lock);
+}
+
+void metrics_bus_close(struct metrics_bus *mb)
+{
+    map_free(&mb->counts);
+    uv_mutex_destroy(&mb->lock);
+}
+
+void metrics_room_event(struct metrics_bus *mb, const char *room)
+{
+    size_t len = strlen(room);
+    mb->window_total++;
+    uintptr_t count = (uintptr_t)map_get(&mb->counts, room, len);
+    /* Past the bound, rooms new in this window go uncounted: a busy room
+     * shows up long before ten thousand quiet ones have. */
+    if (count || mb->counts.count < METRICS_ROOMS_TRACKED)
+        map_put(&mb->counts, room, len, (void *)(count + 1));
+}
+
+void metrics_bus_roll(struct metrics_bus *mb)
+{
+    struct metrics_room top[METRICS_TOP_ROOMS];
+    size_t n = 0;
+    const struct map_slot *slot;
+    for (size_t i = 0; map_next(&mb->counts, &i, &slot);) {
+        uint64_t count = (uintptr_t)slot->value;
+        size_t at = n;
+        while (at > 0 && top[at - 1].count < count)
+            at--;
+        if (at == METRICS_TOP_ROOMS)
+            continue;
+        size_t end = n < METRICS_TOP_ROOMS ? n : METRICS_TOP_ROOMS - 1;
+        memmove(&top[at + 1], &top[at], sizeof top[0] * (end - at));
+        snprintf(top[at].name, sizeof top[at].name, "%s", slot->key);
+        top[at].count = count;
+        if (n < METRICS_TOP_ROOMS)
+            n++;
+    }
+    uv_mutex_lock(&mb->lock);
+    memcpy(mb->last, top, sizeof top[0] * n);
+    mb->nlast = n;
+    mb->last_total = mb->window_total;
+    uv_mutex_unlock(&mb->lock);
+    map_free(&mb->counts);
+    map_init(&mb->counts);
+    mb->window_total = 0;
+}
+
+size_t metrics_busiest_rooms(struct metrics_bus *mb, struct metrics_room *top, uint64_t *total)
+{
+    uv_mutex_lock(&mb->lock);
+    size_t n = mb->nlast;
+    *total = mb->last_total;
+    memcpy(top, mb->last, sizeof top[0] * n);
+    uv_mutex_unlock(&mb->lock);
+    return n;
+}
+
+/* The last complete window, copied out. */
+struct rates {
+    uint64_t total;
+    size_t n;
+    struct metrics_room top[METRICS_TOP_ROOMS];
+};
+
+static void rates_read(struct metrics_bus *mb, struct rates *r)
+{
+    r->n = metrics_busiest_rooms(mb, r->top, &r->total);
+}
+
+static double per_second(uint64_t count)
+{
+    return (double)count * 1000.0 / METRICS_RATE_WINDOW_MS;
+}
+
+/* ---- sums ------------------------------------------------------------------------ */
+
+static uint64_t load(metrics_counter *c)
+{
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+/* Every worker's counters added up, or one worker's (a copy either way). */
+struct totals {
+    uint64_t opened, closed[METRICS_CLOSE_COUNT], closed_all;
+    uint64_t http_requests;
+    uint64_t in[METRICS_IN_MAX], in_all, out[METRICS_OUT_COUNT], out_all;
+    uint64_t fanout_events[3], fanout_deliveries;
+    uint64_t bytes_in, bytes_out, queued_bytes, slow_readers;
+};
+
+static void totals_add(struct totals *t, struct metrics_worker *m)
+{
+    t->opened += load(&m->opened);
+    for (int i = 0; i < METRICS_CLOSE_COUNT; i++) {
+        uint64_t n = load(&m->closed[i]);
+        t->closed[i] += n;
+        t->closed_all += n;
+    }
+    t->http_requests += load(&m->http_requests);
+    for (int i = 0; i < METRICS_IN_MAX; i++) {
+        uint64_t n = load(&m->in[i]);
+        t->in[i] += n;
+        t->in_all += n;
+    }
+    for (int i = 0; i < METRICS_OUT_COUNT; i++) {
+        uint64_t n = load(&m->out[i]);
+        t->out[i] += n;
+        t->out_all += n;
+    }
+    for (int i = 0; i < 3; i++)
+        t->fanout_events[i] += load(&m->fanout_events[i]);
+    t->fanout_deliveries += load(&m->fanout_deliveries);
+    t->bytes_in += load(&m->bytes_in);
+    t->bytes_out += load(&m->bytes_out);
+    t->queued_bytes += load(&m->queued_bytes);
+    t->slow_readers += load(&m->slow_readers);
+}
+
+/* Connections open now. Opened is read after closed, so a connection that
+ * opens and closes between the two loads cannot make this negative. */
+static uint64_t open_now(const struct totals *t)
+{
+    return t->opened >= t->closed_all ? t->opened - t->closed_all : 0;
+}
+
+/* ---- Prometheus text ------------------------------------------------------------ */
+
+static void family(FILE *f, const char *name, const char *type, const char *help)
+{
+    fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void sample(FILE *f, const char *name, uint64_t value)
+{
+    fprintf(f, "%s %llu\n", name, (unsigned long long)value);
+}
+
+/* A label value with \, " and newline escaped. Room names cannot hold
+ * them (names.h), but nothing here should rely on that. */
+static void label_value(FILE *f, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\\' || *v == '"')
+            fputc('\\', f);
+        if (*v == '\n')
+            fputs("\\n", f);
+        else
+            fputc(*v, f);
+    }
+}
+
+static void write_prometheus(FILE *f, const struct metrics_view *v)
+{
+    struct totals t = {0};
+    for (int i = 0; i < v->nworkers; i++)
+        totals_add(&t, v->workers[i]);
+    struct metrics_bus *mb = v->bus;
+    struct rates r;
+    rates_read(mb, &r);
+
+    family(f, "wsfan_build_info", "gauge", "Version and node id of this process.");
+    fprintf(f, "wsfan_build_info{version=\"%s\",node=\"", WSFAN_VERSION);
+    label_value(f, v->node_id);
+    fprintf(f, "\",engine=\"%s\"} 1\n", v->engine);
+    family(f, "wsfan_uptime_seconds", "gauge", "Seconds since the process started.");
+    sample(f, "wsfan_uptime_seconds", (clock_wall_ms() - mb->started_ms) / 1000);
+
+    family(f, "wsfan_connections", "gauge", "WebSocket connections open now.");
+    sample(f, "wsfan_connections", open_now(&t));
+    family(f, "wsfan_worker_connections", "gauge", "WebSocket connections open now, per worker thread.");
+    for (int i = 0; i < v->nworkers; i++) {
+        struct totals w = {0};
+        totals_add(&w, v->workers[i]);
+        fprintf(f, "wsfan_worker_connections{worker=\"%d\"} %llu\n", i, (unsigned long long)open_now(&w));
+    }
+    family(f, "wsfan_connections_opened_total", "counter", "WebSocket connections opened (upgrades).");
+    sample(f, "wsfan_connections_opened_total", t.opened);
+    family(f, "wsfan_connections_closed_total", "counter",
+           "WebSocket connections closed, by close code (1005: the peer sent none, 1006: no close handshake).");
+    for (int i = 0; i < METRICS_CLOSE_COUNT; i++) {
+        if (i < METRICS_CLOSE_OTHER)
+            fprintf(f, "wsfan_connections_closed_total{code=\"%u\"} %llu\n", close_codes[i],
+                    (unsigned long long)t.closed[i]);
+        else
+            fprintf(f, "wsfan_connections_closed_total{code=\"other\"} %llu\n", (unsigned long long)t.closed[i]);
+    }
+    family(f, "wsfan_http_requests_total", "counter", "HTTP requests answered (upgrades included).");
+    sample(f, "wsfan_http_requests_total", t.http_requests);
+
+    family(f, "wsfan_messages_in_total", "counter", "Client commands received, by type.");
+    for (int i = 0; i < v->n_in_kinds; i++)
+        fprintf(f, "wsfan_messages_in_total{kind=\"%s\"} %llu\n", v->in_kinds[i], (unsigned long long)t.in[i]);
+    family(f, "wsfan_messages_out_total", "counter",
+           "Messages queued to clients: room, user and all fan-out per recipient, and replies.");
+    for (int i = 0; i < METRICS_OUT_COUNT; i++)
+        fprintf(f, "wsfan_messages_out_total{kind=\"%s\"} %llu\n", out_kinds[i], (unsigned long long)t.out[i]);
+    family(f, "wsfan_fanout_events_total", "counter", "Bus events encoded once per worker and fanned out, by target.");
+    for (int i = 0; i < 3; i++)
+        fprintf(f, "wsfan_fanout_events_total{target=\"%s\"} %llu\n", out_kinds[i],
+                (unsigned long long)t.fanout_events[i]);
+    family(f, "wsfan_fanout_deliveries_total", "counter", "Fanned-out events queued on a recipient connection.");
+    sample(f, "wsfan_fanout_deliveries_total", t.fanout_deliveries);
+
+    family(f, "wsfan_bytes_in_total", "counter", "Bytes read from clients.");
+    sample(f, "wsfan_bytes_in_total", t.bytes_in);
+    family(f, "wsfan_bytes_out_total", "counter", "Bytes written to clients.");
+    sample(f, "wsfan_bytes_out_total", t.bytes_out);
+    family(f, "wsfan_send_queue_bytes", "gauge", "Bytes waiting in connections' send queues.");
+    sample(f, "wsfan_send_queue_bytes", t.queued_bytes);
+    family(f, "wsfan_slow_readers_closed_total", "counter", "Connections closed with 1013: send queue over the limit.");
+    sample(f, "wsfan_slow_readers_closed_total", t.slow_readers);
+
+    family(f, "wsfan_bus_up", "gauge", "1 while the bus (and the store) can serve, else 0.");
+    sample(f, "wsfan_bus_up", v->ready(v->ready_arg) ? 1 : 0);
+    family(f, "wsfan_bus_reconnects_total", "counter", "Times the bus link came back after going down.");
+    sample(f, "wsfan_bus_reconnects_total", load(&mb->reconnects));
+    family(f, "wsfan_invalid_envelopes_total", "counter", "Bus payloads dropped as invalid.");
+    sample(f, "wsfan_invalid_envelopes_total", load(&mb->invalid_envelopes));
+    family(f, "wsfan_store_errors_total", "counter", "History store operations that failed.");
+    sample(f, "wsfan_store_errors_total", load(&mb->store_errors));
+
+    family(f, "wsfan_room_messages_per_second", "gauge", "Room messages per second over the last complete window.");
+    fprintf(f, "wsfan_room_messages_per_second %g\n", per_second(r.total));
+    family(f, "wsfan_busiest_room_messages_per_second", "gauge",
+           "Messages per second of the busiest rooms (at most " TOP_ROOMS_TEXT ") over the last complete window.");
+    for (size_t i = 0; i < r.n; i++) {
+        fputs("wsfan_busiest_room_messages_per_second{room=\"", f);
+        label_value(f, r.top[i].name);
+        fprintf(f, "\"} %g\n", per_second(r.top[i].count));
+    }
+}
+
+/* Runs write into a memory stream; the text is malloc'ed. */
+static char *render(void (*write)(FILE *f, const struct metrics_view *v), const struct metrics_view *v,
+                    size_t *len)
+{
+    char *text = NULL;
+    FILE *f = open_memstream(&text, len);
+    if (!f)
+        return NULL;
+    write(f, v);
+    if (fclose(f)) {
+        free(text);
+        return NULL;
+    }
+    return text;
+}
+
+char *metrics_prometheus(const struct metrics_view *v, size_t *len)
+{
+    return render(write_prometheus, v, len);
+}
+
+/* ---- /api/stats ------------------------------------------------------------------ */
+
+static void write_stats(FILE *f, const struct metrics_view *v)
+{
+    struct totals t = {0};
+    struct metrics_bus *mb = v->bus;
+    struct rates r;
+    rates_read(mb, &r);
+    fprintf(f, "{\"node\":\"%s\",\"version\":\"%s\",\"uptime_s\":%llu,\"workers\":[", v->node_id,
+            WSFAN_VERSION, (unsigned long long)((clock_wall_ms() - mb->started_ms) / 1000));
+    for (int i = 0; i < v->nworkers; i++) {
+        struct totals w = {0};
+        totals_add(&w, v->workers[i]);
+        totals_add(&t, v->workers[i]);
+        fprintf(f,
+                "%s{\"worker\":%d,\"connections\":%llu,\"messages_in\":%llu,\"messages_out\":%llu,"
+                "\"bytes_in\":%llu,\"bytes_out\":%llu,\"send_queue_bytes\":%llu}",
+                i ? "," : "", i, (unsigned long long)open_now(&w), (unsigned long long)w.in_all,
+                (unsigned long long)w.out_all, (unsigned long long)w.bytes_in, (unsigned long long)w.bytes_out,
+                (unsigned long long)w.queued_bytes);
+    }
+    fprintf(f,
+            "],\"connections\":%llu,\"connections_opened\":%llu,\"http_requests\":%llu,\"messages_in\":%llu,"
+            "\"messages_out\":%llu,\"fanout_deliveries\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,"
+            "\"send_queue_bytes\":%llu,\"slow_readers_closed\":%llu,",
+            (unsigned long long)open_now(&t), (unsigned long long)t.opened, (unsigned long long)t.http_requests,
+            (unsigned long long)t.in_all, (unsigned long long)t.out_all, (unsigned long long)t.fanout_deliveries,
+            (unsigned long long)t.bytes_in, (unsigned long long)t.bytes_out, (unsigned long long)t.queued_bytes,
+            (unsigned long long)t.slow_readers);
+    fprintf(f, "\"rate_window_s\":%g,\"room_messages_per_s\":%g,\"busiest_rooms\":[",
+            METRICS_RATE_WINDOW_MS / 1000.0, per_second(r.total));
+    for (size_t i = 0; i < r.n; i++)
+        fprintf(f, "%s{\"room\":\"%s\",\"messages_per_s\":%g}", i ? "," : "", r.top[i].name,
+                per_second(r.top[i].count));
+    fprintf(f,
+            "],\"bus\":{\"engine\":\"%s\",\"up\":%s,\"reconnects\":%llu,\"invalid_envelopes\":%llu,"
+            "\"store_errors\":%llu}}",
+            v->engine, v->ready(v->ready_arg) ? "true" : "false", (unsigned long long)load(&mb->reconnects),
+            (unsigned long long)load(&mb->invalid_envelopes), (unsigned long long)load(&mb->store_errors));
+}
+
+char *metrics_stats_json(const struct metrics_view *v, size_t *len)
+{
+    return render(write_stats, v, len);
+}

@@ -1,0 +1,541 @@
+/* conn.c - one client socket: accept, reads handed to the phase's handler
+ * or through the WebSocket parser, the output queue of shared frames
+ * (gathered into one writev per flush), heartbeats, the linger after a
+ * close, and the one close path. Runs on its loop only. Counts what it sees
+ * in the loop's metrics. See conn.h. */
+#include "net/conn.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+
+#include "core/log.h"
+#include "net/loop.h"
+
+#define CLOSE_LINGER_MS 5000
+
+/* ---- output queue ------------------------------------------------------ */
+
+static void outq_init(struct outq *q)
+{
+    memset(q, 0, sizeof *q);
+    q->items = q->inline_items;
+    q->cap = OUTQ_INLINE;
+}
+
+static struct frame *outq_at(const struct outq *q, uint32_t i)
+{
+    return q->items[(q->head + i) & (q->cap - 1)];
+}
+
+/* Appends f with a new reference. Returns 0, or -1 when out of memory.
+ * m counts the worker's queued bytes, here and below. */
+static int outq_push(struct outq *q, struct frame *f, struct metrics_worker *m)
+{
+    if (q->count == q->cap) {
+        struct frame **items = malloc(sizeof *items * q->cap * 2);
+        if (!items)
+            return -1;
+        for (uint32_t i = 0; i < q->count; i++)
+            items[i] = outq_at(q, i);
+        if (q->items != q->inline_items)
+            free(q->items);
+        q->items = items;
+        q->head = 0;
+        q->cap *= 2;
+    }
+    q->items[(q->head + q->count) & (q->cap - 1)] = frame_ref(f);
+    q->count++;
+    q->bytes += f->len;
+    metrics_queued(m, f->len);
+    return 0;
+}
+
+/* Forgets the first n bytes of the queue: they were written. */
+static void outq_consume(struct outq *q, size_t n, struct metrics_worker *m)
+{
+    metrics_queued(m, -(int64_t)n);
+    while (n) {
+        struct frame *f = q->items[q->head];
+        size_t left = f->len - q->head_offset;
+        if (n < left) {
+            q->head_offset += (uint32_t)n;
+            q->bytes -= n;
+            return;
+        }
+        n -= left;
+        q->bytes -= left;
+        frame_unref(f);
+        q->head = (q->head + 1) & (q->cap - 1);
+        q->count--;
+        q->head_offset = 0;
+    }
+}
+
+/* Drops every frame after the first keep ones. */
+static void outq_truncate(struct outq *q, uint32_t keep, struct metrics_worker *m)
+{
+    size_t before = q->bytes;
+    while (q->count > keep) {
+        struct frame *f = outq_at(q, q->count - 1);
+        q->bytes -= f->len - (q->count == 1 ? q->head_offset : 0);
+        frame_unref(f);
+        q->count--;
+    }
+    if (q->count == 0)
+        q->head_offset = 0;
+    metrics_queued(m, -(int64_t)(before - q->bytes));
+}
+
+/* Returns a drained heap ring to the inline slots, so that idle
+ * connections hold no buffer. Called from the ticker, not per message. */
+static void outq_shrink(struct outq *q)
+{
+    if (q->count == 0 && q->items != q->inline_items) {
+        free(q->items);
+        outq_init(q);
+    }
+}
+
+/* Fills iov from the queue; returns the count and sets *bytes. */
+static unsigned outq_iov(const struct outq *q, uv_buf_t *iov, unsigned max, size_t *bytes)
+{
+    unsigned n = q->count < max ? q->count : max;
+    uint32_t mask = q->cap - 1;
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++) {
+        struct frame *f = q->items[(q->head + i) & mask];
+        iov[i].base = (char *)f->bytes;
+        iov[i].len = f->len;
+        total += f->len;
+    }
+    if (n) {
+        iov[0].base += q->head_offset;
+        iov[0].len -= q->head_offset;
+        total -= q->head_offset;
+    }
+    *bytes = total;
+    return n;
+}
+
+/* One writev of iov; returns the bytes written, 0 when the socket is full,
+ * or a negative uv error. uv_buf_t is laid out as struct iovec on Unix. */
+static ssize_t write_now(struct conn *c, uv_buf_t *iov, unsigned n)
+{
+    ssize_t r;
+    do
+        r = writev(c->fd, (const struct iovec *)iov, (int)n);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : uv_translate_sys_error(errno);
+    return r;
+}
+
+/* ---- lifetime ---------------------------------------------------------- */
+
+static void conn_free(struct conn *c)
+{
+    struct net_loop *l = c->loop;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        l->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    outq_truncate(&c->out, 0, l->metrics);
+    outq_shrink(&c->out);
+    ws_parser_free(&c->parser);
+    c->handler->on_free(c);
+}
+
+void conn_unref(struct conn *c)
+{
+    if (--c->refs == 0)
+        conn_free(c);
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    conn_unref(h->data);
+}
+
+/* Tells the application, once, that c is no longer usable. */
+static void tell_closed(struct conn *c)
+{
+    if (c->close_told)
+        return;
+    c->close_told = 1;
+    if (c->handler->on_close)
+        c->handler->on_close(c);
+}
+
+void conn_drop(struct conn *c)
+{
+    if (c->closed)
+        return;
+    if (c->state == CONN_WS)
+        metrics_conn_closed(c->loop->metrics, WS_CLOSE_ABNORMAL);
+    c->closed = 1;
+    tell_closed(c);
+    uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+/* ---- writing ----------------------------------------------------------- */
+
+/* The request for a write or shutdown; NULL when out of memory. */
+static union conn_req *req_take(struct conn *c)
+{
+    if (!c->req && !(c->req = malloc(sizeof *c->req)))
+        return NULL;
+    conn_ref(c);
+    return c->req;
+}
+
+/* The request is done: the conn gives it back and drops its reference. */
+static void req_done(struct conn *c)
+{
+    free(c->req);
+    c->req = NULL;
+    conn_unref(c);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    (void)status;
+    req_done(req->data);
+}
+
+/* Once a closing connection's last bytes are out, half-close so the peer
+ * sees the end; the socket is closed when the peer closes or lingers out. */
+static void shutdown_if_drained(struct conn *c)
+{
+    if (c->state != CONN_CLOSING || c->shutdown_sent || c->out.count || c->closed)
+        return;
+    c->shutdown_sent = 1;
+    union conn_req *req = req_take(c);
+    if (!req) {
+        conn_drop(c);
+        return;
+    }
+    req->shutdown.data = c;
+    if (uv_shutdown(&req->shutdown, (uv_stream_t *)&c->tcp, on_shutdown)) {
+        req_done(c);
+        conn_drop(c);
+    }
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    struct conn *c = req->data;
+    struct outq *q = &c->out;
+    /* Free the request now: what follows may start the next one. */
+    free(c->req);
+    c->req = NULL;
+    size_t written = q->inflight_bytes;
+    q->inflight = 0;
+    q->inflight_bytes = 0;
+    if (status < 0) {
+        if (status != UV_ECANCELED)
+            log_debug("conn %d.%llu: write: %s", c->loop->index, (unsigned long long)c->seq, uv_strerror(status));
+        conn_drop(c);
+    } else {
+        metrics_bytes_out(c->loop->metrics, written);
+        outq_consume(q, written, c->loop->metrics);
+        if (q->count)
+            net_loop_mark_dirty(c->loop, c);
+        else
+            shutdown_if_drained(c);
+    }
+    conn_unref(c);
+}
+
+void conn_flush(struct conn *c)
+{
+    struct outq *q = &c->out;
+    if (c->closed || q->inflight)
+        return;
+    if (q->count == 0) {
+        shutdown_if_drained(c);
+        return;
+    }
+    uv_buf_t *iov = c->loop->iov;
+    size_t bytes;
+    unsigned n = outq_iov(q, iov, NET_IOV_MAX, &bytes);
+    ssize_t r = write_now(c, iov, n);
+    if (r < 0) {
+        conn_drop(c);
+        return;
+    }
+    if (r > 0) {
+        metrics_bytes_out(c->loop->metrics, (size_t)r);
+        outq_consume(q, (size_t)r, c->loop->metrics);
+    }
+    if (q->count == 0) {
+        shutdown_if_drained(c);
+        return;
+    }
+    /* The socket is full: hand the rest to libuv, which writes it when the
+     * socket drains. The frames stay referenced by the queue meanwhile. */
+    union conn_req *req = req_take(c);
+    if (!req) {
+        conn_drop(c);
+        return;
+    }
+    q->inflight = outq_iov(q, iov, NET_IOV_MAX, &q->inflight_bytes);
+    req->write.data = c;
+    r = uv_write(&req->write, (uv_stream_t *)&c->tcp, iov, q->inflight, on_write);
+    if (r) {
+        q->inflight = 0;
+        q->inflight_bytes = 0;
+        req_done(c);
+        conn_drop(c);
+    }
+}
+
+/* The queue passed --send-queue-limit: keep what is already on its way,
+ * drop the rest, and close with 1013. Others never wait for this one. */
+static void conn_overflow(struct conn *c)
+{
+    struct outq *q = &c->out;
+    uint32_t keep = q->inflight ? q->inflight : (q->head_offset ? 1 : 0);
+    outq_truncate(q, keep, c->loop->metrics);
+    metrics_slow_reader(c->loop->metrics);
+    log_info("conn %d.%llu: send queue over %zu bytes, closing with 1013", c->loop->index,
+             (unsigned long long)c->seq, c->loop->cfg->send_queue_limit);
+    conn_close(c, WS_CLOSE_TRY_AGAIN, "send queue over limit");
+}
+
+void conn_enqueue(struct conn *c, struct frame *f)
+{
+    if (c->state == CONN_CLOSING || c->closed)
+        return;
+    if (c->out.bytes + f->len > c->loop->cfg->send_queue_limit && c->state == CONN_WS) {
+        conn_overflow(c);
+        return;
+    }
+    if (outq_push(&c->out, f, c->loop->metrics)) {
+        conn_drop(c);
+        return;
+    }
+    net_loop_mark_dirty(c->loop, c);
+}
+
+void conn_send_text(struct conn *c, const char *json, size_t len)
+{
+    struct frame *f = ws_frame_create(WS_OP_TEXT, json, len);
+    if (!f) {
+        conn_drop(c);
+        return;
+    }
+    metrics_reply_out(c->loop->metrics);
+    conn_enqueue(c, f);
+    frame_unref(f);
+}
+
+void conn_close(struct conn *c, uint16_t code, const char *reason)
+{
+    if (c->state == CONN_CLOSING || c->closed)
+        return;
+    if (c->state == CONN_WS) {
+        metrics_conn_closed(c->loop->metrics, code);
+        struct frame *f = ws_close_frame_create(code, reason);
+        if (!f || outq_push(&c->out, f, c->loop->metrics)) {
+            if (f)
+                frame_unref(f);
+            conn_drop(c);
+            return;
+        }
+        frame_unref(f);
+    }
+    c->state = CONN_CLOSING;
+    c->closing_ms = uv_now(c->loop->uv);
+    tell_closed(c);
+    net_loop_mark_dirty(c->loop, c);
+}
+
+void conn_upgrade(struct conn *c, const struct conn_handler *handler, size_t max_message)
+{
+    c->handler = handler;
+    c->state = CONN_WS;
+    metrics_conn_opened(c->loop->metrics);
+    c->last_ping_ms = uv_now(c->loop->uv);
+    ws_parser_init(&c->parser, max_message);
+}
+
+/* ---- reading ----------------------------------------------------------- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    struct conn *c = h->data;
+    /* One buffer per loop: every read is parsed (and copied where it is
+     * kept) before the next one. */
+    *buf = uv_buf_init(c->loop->read_buf, NET_READ_BUF);
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+
+void conn_read_stop(struct conn *c)
+{
+    uv_read_stop((uv_stream_t *)&c->tcp);
+}
+
+void conn_read_start(struct conn *c)
+{
+    if (!c->closed && uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read))
+        conn_drop(c);
+}
+
+static const char *close_reason(uint16_t code)
+{
+    switch (code) {
+    case WS_CLOSE_UNSUPPORTED: return "binary frames are not accepted";
+    case WS_CLOSE_BAD_DATA: return "invalid UTF-8";
+    case WS_CLOSE_TOO_BIG: return "message too large";
+    default: return "protocol error";
+    }
+}
+
+static void read_ws(struct conn *c, const uint8_t *buf, size_t len)
+{
+    /* Runs until the parser wants more, so that a final call with nothing
+     * left releases the buffer of the message just delivered. */
+    while (c->state == CONN_WS) {
+        size_t used;
+        struct ws_event ev;
+        uint16_t code;
+        int r = ws_parser_feed(&c->parser, buf, len, &used, &ev, &code);
+        buf += used;
+        len -= used;
+        if (r == WS_PARSE_ERROR) {
+            conn_close(c, code, close_reason(code));
+            return;
+        }
+        if (r == WS_PARSE_NEED_MORE)
+            return;
+        switch (ev.type) {
+        case WS_EV_TEXT:
+            c->handler->on_text(c, (const char *)ev.data, ev.len);
+            break;
+        case WS_EV_PING: {
+            struct frame *f = ws_frame_create(WS_OP_PONG, ev.data, ev.len);
+            if (!f) {
+                conn_drop(c);
+                return;
+            }
+            conn_enqueue(c, f);
+            frame_unref(f);
+            break;
+        }
+        case WS_EV_PONG:
+            break;
+        case WS_EV_CLOSE:
+            /* Echo the peer's code; an empty close is answered empty. */
+            conn_close(c, ev.close_code, "");
+            return;
+        }
+    }
+}
+
+void conn_receive(struct conn *c, const char *buf, size_t len)
+{
+    conn_ref(c);
+    if (c->state == CONN_HTTP && !c->closed)
+        c->handler->on_bytes(c, buf, len);
+    else if (c->state == CONN_WS && !c->closed)
+        read_ws(c, (const uint8_t *)buf, len);
+    conn_unref(c);
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    struct conn *c = stream->data;
+    if (nread < 0) {
+        conn_drop(c);
+        return;
+    }
+    if (nread == 0)
+        return;
+    c->last_rx_ms = uv_now(c->loop->uv);
+    metrics_bytes_in(c->loop->metrics, (size_t)nread);
+    conn_receive(c, buf->base, (size_t)nread);
+}
+
+/* Links c into l; its socket is set up by the caller. */
+static void conn_init(struct net_loop *l, struct conn *c)
+{
+    c->loop = l;
+    c->refs = 1;
+    c->tcp.data = c;
+    c->state = CONN_HTTP;
+    outq_init(&c->out);
+    uv_tcp_init(l->uv, &c->tcp);
+    c->next = l->conns;
+    if (l->conns)
+        l->conns->prev = c;
+    l->conns = c;
+    c->seq = ++l->next_seq;
+    c->last_rx_ms = uv_now(l->uv);
+}
+
+/* Starts reading the socket that r (0 or a uv error) says c has. */
+static int conn_start(struct conn *c, int r)
+{
+    if (r == 0)
+        r = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    uv_os_fd_t fd = -1;
+    if (r == 0)
+        r = uv_fileno((uv_handle_t *)&c->tcp, &fd);
+    if (r) {
+        log_warn("worker %d: accept: %s", c->loop->index, uv_strerror(r));
+        conn_drop(c);
+        return -1;
+    }
+    c->fd = fd;
+    uv_tcp_nodelay(&c->tcp, 1);
+    return 0;
+}
+
+int conn_accept(struct net_loop *l, uv_stream_t *listener, struct conn *c)
+{
+    conn_init(l, c);
+    return conn_start(c, uv_accept(listener, (uv_stream_t *)&c->tcp));
+}
+
+int conn_open(struct net_loop *l, int fd, struct conn *c)
+{
+    conn_init(l, c);
+    return conn_start(c, uv_tcp_open(&c->tcp, fd));
+}
+
+/* ---- timers ------------------------------------------------------------ */
+
+void conn_tick(struct conn *c, uint64_t now_ms)
+{
+    if (c->closed)
+        return;
+    const struct config *cfg = c->loop->cfg;
+    switch (c->state) {
+    case CONN_HTTP:
+        if (c->handler->on_tick)
+            c->handler->on_tick(c, now_ms);
+        break;
+    case CONN_WS:
+        if (now_ms - c->last_rx_ms >= (uint64_t)cfg->heartbeat * 2000) {
+            log_debug("conn %d.%llu: silent for two heartbeats, dropped", c->loop->index,
+                      (unsigned long long)c->seq);
+            conn_drop(c);
+        } else if (now_ms - c->last_ping_ms >= (uint64_t)cfg->heartbeat * 1000) {
+            c->last_ping_ms = now_ms;
+            conn_enqueue(c, c->loop->ping);
+        }
+        break;
+    case CONN_CLOSING:
+        if (now_ms - c->closing_ms >= CLOSE_LINGER_MS)
+            conn_drop(c);
+        break;
+    }
+    if (!c->closed && !c->out.inflight)
+        outq_shrink(&c->out);
+}

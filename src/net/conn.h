@@ -1,0 +1,137 @@
+/* conn.h - one client socket from accept to close: reads, the WebSocket
+ * framing after the upgrade (frames in, pings, pongs and the close
+ * handshake), the output queue of shared frames with its byte limit,
+ * heartbeats, and the one close path. Knows nothing of what the bytes
+ * mean: the application reaches it through a struct conn_handler, set at
+ * accept (the HTTP phase) and again at the upgrade (the WebSocket session),
+ * and embeds struct conn in a struct of its own. Lives on its loop only. */
+#ifndef WSFAN_CONN_H
+#define WSFAN_CONN_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "codec/ws.h"
+
+struct conn;
+struct net_loop;
+
+enum conn_state {
+    CONN_HTTP,     /* before the upgrade: bytes go to handler->on_bytes */
+    CONN_WS,       /* upgraded: text messages go to handler->on_text */
+    CONN_CLOSING,  /* our last bytes are queued; input is read and dropped */
+};
+
+/* What the application does with a connection. Every function is called
+ * on the connection's loop; c stays valid until the call returns. */
+struct conn_handler {
+    /* HTTP phase: bytes read from the socket (borrowed until return). */
+    void (*on_bytes)(struct conn *c, const char *buf, size_t len);
+    /* HTTP phase: once per tick, for the application's own timeouts. */
+    void (*on_tick)(struct conn *c, uint64_t now_ms);
+    /* WebSocket phase: one complete, UTF-8-valid text message (borrowed). */
+    void (*on_text)(struct conn *c, const char *text, size_t len);
+    /* The connection stopped being usable (closing or dropped), in any
+     * phase; called once. */
+    void (*on_close)(struct conn *c);
+    /* The last reference is gone: free the struct that embeds c. */
+    void (*on_free)(struct conn *c);
+};
+
+/* A ring of frames waiting to be written. The first frame may be partly
+ * written (head_offset bytes of it are gone). Small rings live inline so
+ * that an idle connection allocates nothing. */
+#define OUTQ_INLINE 4
+struct outq {
+    struct frame **items;
+    uint32_t head, count, cap;
+    uint32_t head_offset;
+    uint32_t inflight;     /* items handed to a uv_write still running */
+    size_t inflight_bytes; /* and their bytes */
+    size_t bytes;          /* unsent bytes in the queue */
+    struct frame *inline_items[OUTQ_INLINE];
+};
+
+/* A write to a full socket or the final half-close: never both at once
+ * (the half-close waits for an empty queue), and rare, so allocated when
+ * needed rather than carried by every idle connection. */
+union conn_req {
+    uv_write_t write;
+    uv_shutdown_t shutdown;
+};
+
+struct conn {
+    uv_tcp_t tcp;
+    struct net_loop *loop;
+    const struct conn_handler *handler;
+    struct conn *prev, *next;   /* the loop's list of connections */
+    struct conn *dirty_next;
+    enum conn_state state;
+    uint8_t dirty;
+    uint8_t closed;             /* uv_close called; freed in its callback */
+    uint8_t shutdown_sent;
+    uint8_t close_told;         /* handler->on_close has run */
+    uint32_t refs;              /* the loop's own plus one per pending reply */
+    int fd;                     /* the socket, for the flush's writev */
+    uint64_t seq;               /* unique on its loop */
+    uint64_t closing_ms;        /* when the close began */
+    uint64_t last_rx_ms, last_ping_ms;
+    struct ws_parser parser;
+    struct outq out;
+    union conn_req *req;        /* the write or shutdown libuv is doing (slow path only) */
+};
+
+/* Accepts a connection from listener into c, which the caller allocated
+ * zeroed (embedded in its own struct) with handler set; from then on c is
+ * freed through handler->on_free. Returns 0, or -1 when the accept failed
+ * (c was dropped and will be freed). */
+int conn_accept(struct net_loop *l, uv_stream_t *listener, struct conn *c);
+
+/* The same for a socket that is connected already (fd, a stream socket:
+ * TCP, or a socketpair in the tests); c owns fd from then on. */
+int conn_open(struct net_loop *l, int fd, struct conn *c);
+
+/* Switches c to the WebSocket phase with handler; frames of at most
+ * max_message bytes. The caller has queued the 101 answer. */
+void conn_upgrade(struct conn *c, const struct conn_handler *handler, size_t max_message);
+
+/* Hands bytes to the current phase, as if they had just been read: what a
+ * handler calls with bytes it held back. */
+void conn_receive(struct conn *c, const char *buf, size_t len);
+
+/* Stops and restarts reading the socket (HTTP: while an answer waits). */
+void conn_read_stop(struct conn *c);
+void conn_read_start(struct conn *c);
+
+/* Queues f for sending and marks the connection for the flush. Takes one
+ * reference; the caller keeps its own. Dropped silently when the
+ * connection is closing. Past --send-queue-limit closes with 1013. */
+void conn_enqueue(struct conn *c, struct frame *f);
+
+/* Queues a text frame carrying the bytes of text (copied). */
+void conn_send_text(struct conn *c, const char *text, size_t len);
+
+/* Writes as much of the queue as the socket takes now; the rest waits for
+ * a uv_write. Called by the loop's flusher. */
+void conn_flush(struct conn *c);
+
+/* Starts the close handshake with code (WebSocket) or closes after the
+ * queued response (HTTP). Input is read and dropped until the peer closes
+ * or the linger time passes. Safe to call more than once. */
+void conn_close(struct conn *c, uint16_t code, const char *reason);
+
+/* Closes the socket now, without a close frame; frees when libuv is done. */
+void conn_drop(struct conn *c);
+
+/* Heartbeat and linger checks, and the handler's tick in the HTTP phase;
+ * called by the loop's ticker. */
+void conn_tick(struct conn *c, uint64_t now_ms);
+
+/* True while the connection can still send (not closing, not closed). */
+static inline int conn_is_open(const struct conn *c) { return !c->closed && c->state != CONN_CLOSING; }
+
+/* A pending reply holds a reference so that the conn outlives it. */
+static inline void conn_ref(struct conn *c) { c->refs++; }
+void conn_unref(struct conn *c);
+
+#endif

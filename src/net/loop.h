@@ -1,0 +1,63 @@
+/* loop.h - what one worker's event loop does for its connections: the list
+ * of them, the dirty list and the flusher that writes a slice of them per
+ * loop turn, the ticker that runs heartbeats and timeouts, and the scratch
+ * buffers every read and writev of the loop shares. Knows nothing of
+ * what the connections carry. One thread: the loop's. */
+#ifndef WSFAN_LOOP_H
+#define WSFAN_LOOP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/config.h"
+#include "metrics/metrics.h"
+
+#define NET_IOV_MAX 1024
+#define NET_READ_BUF (64 * 1024)
+
+struct conn;
+struct frame;
+
+struct net_loop {
+    uv_loop_t *uv;
+    int index;                   /* the worker's number, in session ids and logs */
+    const struct config *cfg;
+    struct metrics_worker *metrics;
+    void *data;                  /* the owner's */
+    /* Whether another thread waits for this core (the bus): the flusher
+     * yields between slices when it does. NULL: never. */
+    int (*busy)(void *arg);
+    void *busy_arg;
+    uv_prepare_t flusher;        /* flushes a slice of dirty connections per loop turn */
+    uv_idle_t flush_more;        /* active while dirty connections remain */
+    uv_timer_t ticker;           /* heartbeats, handshake and linger timeouts */
+    struct conn *conns;          /* every connection of this loop (list head) */
+    struct conn *dirty;          /* connections with output to flush, oldest first */
+    struct conn *dirty_tail;
+    uint64_t next_seq;
+    struct frame *ping;          /* the one ping frame every connection shares */
+    uv_buf_t iov[NET_IOV_MAX];   /* scratch for one writev */
+    char read_buf[NET_READ_BUF]; /* reads are parsed before the next one */
+};
+
+/* Starts the flusher and the ticker on uv. Returns 0 or a uv error. */
+int net_loop_init(struct net_loop *l, uv_loop_t *uv, int index, const struct config *cfg,
+                  struct metrics_worker *metrics);
+
+/* Closes the loop's handles (their callbacks run on uv). */
+void net_loop_close(struct net_loop *l);
+
+/* Marks c to be flushed by the flusher. */
+void net_loop_mark_dirty(struct net_loop *l, struct conn *c);
+
+/* Starts closing every connection with code, for a shutdown. */
+void net_loop_close_all(struct net_loop *l, uint16_t code, const char *reason);
+
+/* Drops every connection now (a shutdown's grace time is over). */
+void net_loop_drop_all(struct net_loop *l);
+
+/* Runs the ticks of every connection now. */
+void net_loop_tick(struct net_loop *l);
+
+#endif

@@ -1,0 +1,347 @@
+/* redis.c - a Redis connection owned for the server's lifetime: connect,
+ * AUTH, SELECT, PING to confirm, and reconnect with exponential backoff and
+ * jitter when it drops. See redis.h. */
+#include "net/redis.h"
+
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+
+/* ---- hiredis on libuv ----------------------------------------------------
+ * Debian's hiredis 0.14 adapter drops poll errors, so a refused connect is
+ * never reported and the link would wait forever. This one hands an error
+ * to hiredis as the events it waits for, and hiredis then finds the socket
+ * error itself. */
+struct uv_events {
+    redisAsyncContext *ac;
+    uv_poll_t poll;
+    int events;
+};
+
+static void on_poll(uv_poll_t *h, int status, int events)
+{
+    struct uv_events *p = h->data;
+    int ev = status < 0 ? p->events : events;
+    if (p->ac && (ev & UV_READABLE))
+        redisAsyncHandleRead(p->ac);
+    if (p->ac && (ev & UV_WRITABLE))
+        redisAsyncHandleWrite(p->ac);
+}
+
+static void poll_update(struct uv_events *p, int add, int remove)
+{
+    p->events = (p->events | add) & ~remove;
+    if (p->events)
+        uv_poll_start(&p->poll, p->events, on_poll);
+    else
+        uv_poll_stop(&p->poll);
+}
+
+static void add_read(void *data) { poll_update(data, UV_READABLE, 0); }
+static void del_read(void *data) { poll_update(data, 0, UV_READABLE); }
+static void add_write(void *data) { poll_update(data, UV_WRITABLE, 0); }
+static void del_write(void *data) { poll_update(data, 0, UV_WRITABLE); }
+
+static void on_poll_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void cleanup(void *data)
+{
+    struct uv_events *p = data;
+    p->ac = NULL; /* hiredis is freeing the context */
+    uv_close((uv_handle_t *)&p->poll, on_poll_closed);
+}
+
+static int attach(redisAsyncContext *ac, uv_loop_t *loop)
+{
+    struct uv_events *p = calloc(1, sizeof *p);
+    if (!p)
+        return -1;
+    if (uv_poll_init(loop, &p->poll, ac->c.fd)) {
+        free(p);
+        return -1;
+    }
+    p->ac = ac;
+    p->poll.data = p;
+    ac->ev.data = p;
+    ac->ev.addRead = add_read;
+    ac->ev.delRead = del_read;
+    ac->ev.addWrite = add_write;
+    ac->ev.delWrite = del_write;
+    ac->ev.cleanup = cleanup;
+    return 0;
+}
+
+/* ---- the link ------------------------------------------------------------ */
+
+static void schedule_retry(struct redis_link *l);
+
+static void on_retry_closed(uv_handle_t *h)
+{
+    struct redis_link *l = h->data;
+    if (l->on_stopped)
+        l->on_stopped(l);
+}
+
+static void finish_stop(struct redis_link *l)
+{
+    uv_close((uv_handle_t *)&l->retry, on_retry_closed);
+}
+
+static void link_down(struct redis_link *l)
+{
+    int was_up = l->up;
+    l->ac = NULL;
+    l->up = 0;
+    if (was_up && l->on_down)
+        l->on_down(l);
+    if (l->stopping)
+        finish_stop(l);
+    else
+        schedule_retry(l);
+}
+
+static void on_ready(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct redis_link *l = privdata;
+    redisReply *r = reply;
+    if (!r || ac != l->ac)
+        return;
+    if (r->type == REDIS_REPLY_ERROR) {
+        log_error("redis %s %s:%d: %s", l->name, l->url.host, l->url.port, r->str);
+        redisAsyncDisconnect(ac);
+        return;
+    }
+    l->up = 1;
+    l->backoff_ms = l->min_backoff_ms;
+    if (l->was_up)
+        l->reconnects++;
+    l->was_up = 1;
+    log_info("redis %s %s:%d: connected", l->name, l->url.host, l->url.port);
+    if (l->on_up)
+        l->on_up(l);
+}
+
+/* AUTH and SELECT fail the setup through on_ready's error check: their
+ * replies are checked in order, and only PING's marks the link up. */
+static void on_setup_step(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct redis_link *l = privdata;
+    redisReply *r = reply;
+    if (r && ac == l->ac && r->type == REDIS_REPLY_ERROR) {
+        log_error("redis %s %s:%d: %s", l->name, l->url.host, l->url.port, r->str);
+        redisAsyncDisconnect(ac);
+    }
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    struct redis_link *l = ac->data;
+    if (status != REDIS_OK) {
+        log_warn("redis %s %s:%d: %s", l->name, l->url.host, l->url.port, ac->errstr);
+        link_down(l);
+        return;
+    }
+    redisAsyncContext *c = l->ac;
+    if (l->url.pass[0]) {
+        if (l->url.user[0])
+            redisAsyncCommand(c, on_setup_step, l, "AUTH %s %s", l->url.user, l->url.pass);
+        else
+            redisAsyncCommand(c, on_setup_step, l, "AUTH %s", l->url.pass);
+    }
+    if (l->url.db)
+        redisAsyncCommand(c, on_setup_step, l, "SELECT %d", l->url.db);
+    redisAsyncCommand(c, on_ready, l, "PING");
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct redis_link *l = ac->data;
+    if (status != REDIS_OK && !l->stopping)
+        log_warn("redis %s %s:%d: connection lost: %s", l->name, l->url.host, l->url.port,
+                 ac->errstr ? ac->errstr : "closed");
+    link_down(l);
+}
+
+static void connect_now(struct redis_link *l)
+{
+    redisAsyncContext *ac = redisAsyncConnect(l->url.host, l->url.port);
+    if (!ac || ac->err) {
+        log_warn("redis %s %s:%d: %s", l->name, l->url.host, l->url.port, ac ? ac->errstr : "out of memory");
+        if (ac)
+            redisAsyncFree(ac);
+        schedule_retry(l);
+        return;
+    }
+    if (attach(ac, l->loop)) {
+        log_error("redis %s: out of memory", l->name);
+        redisAsyncFree(ac);
+        schedule_retry(l);
+        return;
+    }
+    ac->data = l;
+    l->ac = ac;
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+}
+
+static void on_retry(uv_timer_t *t)
+{
+    connect_now(t->data);
+}
+
+/* Exponential backoff with full jitter in [delay/2, delay]. */
+static void schedule_retry(struct redis_link *l)
+{
+    uint64_t delay = l->backoff_ms / 2 + (uint64_t)rand() % (l->backoff_ms / 2 + 1);
+    l->backoff_ms = l->backoff_ms * 2 > l->max_backoff_ms ? l->max_backoff_ms : l->backoff_ms * 2;
+    uv_timer_start(&l->retry, on_retry, delay, 0);
+}
+
+int redis_link_start(struct redis_link *l, uv_loop_t *loop)
+{
+    l->loop = loop;
+    l->backoff_ms = l->min_backoff_ms;
+    int r = uv_timer_init(loop, &l->retry);
+    if (r)
+        return r;
+    l->retry.data = l;
+    connect_now(l);
+    return 0;
+}
+
+void redis_link_stop(struct redis_link *l)
+{
+    l->stopping = 1;
+    uv_timer_stop(&l->retry);
+    if (l->ac && (l->ac->c.flags & REDIS_CONNECTED)) {
+        redisAsyncDisconnect(l->ac); /* link_down follows from its callback */
+        return;
+    }
+    /* Still connecting (no callback will come) or already down. */
+    if (l->ac)
+        redisAsyncFree(l->ac);
+    l->ac = NULL;
+    finish_stop(l);
+}
+
+int redis_link_command(struct redis_link *l, redisCallbackFn *fn, void *privdata, int argc, const char **argv,
+                       const size_t *argvlen)
+{
+    if (!l->up || !l->ac)
+        return -1;
+    return redisAsyncCommandArgv(l->ac, fn, privdata, argc, argv, argvlen) == REDIS_OK ? 0 : -1;
+}
+
+void redis_script_init(struct redis_script *s)
+{
+    unsigned char digest[SHA_DIGEST_LENGTH];
+    SHA1((const unsigned char *)s->source, strlen(s->source), digest);
+    for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
+        snprintf(s->sha + 2 * i, 3, "%02x", digest[i]);
+}
+
+static void on_script_loaded(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    (void)ac;
+    redisReply *r = reply;
+    struct redis_link *l = privdata;
+    if (r && r->type == REDIS_REPLY_ERROR)
+        log_error("redis %s: SCRIPT LOAD: %s", l->name, r->str);
+}
+
+void redis_script_load(struct redis_link *l, struct redis_script *s)
+{
+    const char *argv[] = {"SCRIPT", "LOAD", s->source};
+    redis_link_command(l, on_script_loaded, l, 3, argv, NULL);
+}
+
+/* One script call in flight, with what it takes to send it again. */
+struct script_call {
+    struct redis_link *link;
+    struct redis_script *script;
+    redisCallbackFn *fn;
+    void *privdata;
+    int retried;
+    int argc;          /* command words: EVALSHA sha nkeys args... */
+    const char **argv;
+    size_t *lens;
+};
+
+static void script_call_free(struct script_call *sc)
+{
+    for (int i = 2; i < sc->argc; i++)
+        free((char *)sc->argv[i]);
+    free(sc->argv);
+    free(sc->lens);
+    free(sc);
+}
+
+static void on_script_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct script_call *sc = privdata;
+    redisReply *r = reply;
+    if (r && r->type == REDIS_REPLY_ERROR && !sc->retried && !strncmp(r->str, "NOSCRIPT", 8)) {
+        sc->retried = 1;
+        sc->argv[0] = "EVAL";
+        sc->argv[1] = sc->script->source;
+        sc->lens[0] = 4;
+        sc->lens[1] = strlen(sc->script->source);
+        if (redisAsyncCommandArgv(ac, on_script_reply, sc, sc->argc, sc->argv, sc->lens) == REDIS_OK)
+            return;
+        r = NULL;
+    }
+    sc->fn(ac, r, sc->privdata);
+    script_call_free(sc);
+}
+
+int redis_script_call(struct redis_link *l, struct redis_script *s, int nkeys, int nargs, const char **args,
+                      const size_t *lens, redisCallbackFn *fn, void *privdata)
+{
+    if (!l->up || !l->ac)
+        return -1;
+    struct script_call *sc = calloc(1, sizeof *sc);
+    char nkeys_text[16];
+    snprintf(nkeys_text, sizeof nkeys_text, "%d", nkeys);
+    if (!sc || !(sc->argv = calloc((size_t)nargs + 3, sizeof *sc->argv)) ||
+        !(sc->lens = calloc((size_t)nargs + 3, sizeof *sc->lens))) {
+        if (sc) {
+            free(sc->argv);
+            free(sc);
+        }
+        return -1;
+    }
+    sc->link = l;
+    sc->script = s;
+    sc->fn = fn;
+    sc->privdata = privdata;
+    sc->argv[0] = "EVALSHA";
+    sc->lens[0] = 7;
+    sc->argv[1] = s->sha;
+    sc->lens[1] = 40;
+    sc->argv[2] = strdup(nkeys_text);
+    sc->lens[2] = strlen(nkeys_text);
+    sc->argc = 3;
+    for (int i = 0; i < nargs; i++) {
+        char *copy = malloc(lens[i] + 1);
+        if (!copy || !sc->argv[2]) {
+            free(copy);
+            script_call_free(sc);
+            return -1;
+        }
+        memcpy(copy, args[i], lens[i]);
+        copy[lens[i]] = '\0';
+        sc->argv[sc->argc] = copy;
+        sc->lens[sc->argc++] = lens[i];
+    }
+    if (redisAsyncCommandArgv(l->ac, on_script_reply, sc, sc->argc, sc->argv, sc->lens) != REDIS_OK) {
+        script_call_free(sc);
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,65 @@
+/* redis.h - one asynchronous Redis connection (hiredis with its libuv
+ * adapter) that the server owns for its lifetime: connects, authenticates,
+ * selects the database, and when the connection is lost reconnects with
+ * exponential backoff and jitter, telling its owner when it is up and down.
+ * Runs on the loop it is given (the main
+ * thread's); never blocks. */
+#ifndef WSFAN_REDIS_H
+#define WSFAN_REDIS_H
+
+#include <hiredis/async.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/redis_url.h"
+
+struct redis_link {
+    uv_loop_t *loop;
+    struct redis_url url;
+    const char *name;            /* for logs: "bus", "subscriber", "store" */
+    redisAsyncContext *ac;       /* NULL while disconnected */
+    int up;                      /* connected, authenticated, database selected */
+    int stopping;
+    uv_timer_t retry;
+    uint64_t backoff_ms, min_backoff_ms, max_backoff_ms;
+    uint64_t reconnects;         /* times the link came back after being up */
+    int was_up;
+    void (*on_up)(struct redis_link *l);
+    void (*on_down)(struct redis_link *l);
+    void (*on_stopped)(struct redis_link *l); /* after redis_link_stop: the owner may free l */
+    void *data;
+};
+
+/* Starts connecting l (its url, name, callbacks and backoff bounds are
+ * set by the caller). Returns 0 or a uv error. */
+int redis_link_start(struct redis_link *l, uv_loop_t *loop);
+
+/* Disconnects for good: pending commands are answered (or get NULL
+ * replies), then on_stopped runs. */
+void redis_link_stop(struct redis_link *l);
+
+/* Sends a command when the link is up. Returns 0, or -1 when down (the
+ * callback is not called then). */
+int redis_link_command(struct redis_link *l, redisCallbackFn *fn, void *privdata, int argc, const char **argv,
+                       const size_t *argvlen);
+
+/* A Lua script run with EVALSHA; on NOSCRIPT (the server lost its script
+ * cache) it is sent again with EVAL, which also reloads it. */
+struct redis_script {
+    const char *source;
+    char sha[41];
+};
+
+/* Computes the script's SHA1. */
+void redis_script_init(struct redis_script *s);
+
+/* SCRIPT LOAD, for a link that just came up. */
+void redis_script_load(struct redis_link *l, struct redis_script *s);
+
+/* Runs the script with nkeys of the args as KEYS and the rest as ARGV;
+ * fn gets the reply (NULL when the link went down). Returns 0 or -1 when
+ * the link is down (fn is not called then). The args are copied. */
+int redis_script_call(struct redis_link *l, struct redis_script *s, int nkeys, int nargs, const char **args,
+                      const size_t *lens, redisCallbackFn *fn, void *privdata);
+
+#endif
