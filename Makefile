@@ -27,7 +27,7 @@ FUZZ_BINS := $(FUZZ_SRCS:fuzz/%.c=$(B)/fuzz/%)
 PYTHON    := /usr/bin/python3
 FUZZ_SECONDS ?= 15
 
-.PHONY: all deps run test unit integration integration-asan fuzz fuzz-smoke js-test browser-test clean
+.PHONY: all deps run test layers unit integration integration-asan fuzz fuzz-smoke js-test browser-test clean
 
 all: $(B)/wsfan
 
@@ -40,7 +40,7 @@ run: deps
 
 test: deps
 	@$(MAKE) --no-print-directory all $(B)/wsfan-asan $(UNIT_BINS) $(FUZZ_BINS)
-	@$(MAKE) --no-print-directory unit integration integration-asan js-test browser-test bench-smoke fuzz-smoke
+	@$(MAKE) --no-print-directory layers unit integration integration-asan js-test browser-test bench-smoke fuzz-smoke
 
 $(B)/release/%.o: src/%.c $(HDRS) VERSION
 	@mkdir -p $(@D)
@@ -73,6 +73,10 @@ $(B)/unit/%: tests/unit/%.c $(filter-out $(B)/asan/main.o,$(ASAN_OBJS)) | $(B)/u
 $(B)/fuzz/%: fuzz/%.c fuzz/%.deps $(SRCS) $(HDRS) | $(B)/fuzz
 	clang -O1 -g -fsanitize=fuzzer,address,undefined $(filter-out -Werror,$(WARN)) -Werror $(DEPCFLAGS) -Isrc \
 	  $< $(addprefix src/,$(shell cat fuzz/$*.deps)) -o $@ $(LDLIBS)
+
+# No include goes up a layer (docs/architecture.md, "Layers").
+layers:
+	@$(PYTHON) scripts/check-layers src && echo "== layers: no include goes up"
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
@@ -125,7 +129,7 @@ bench-smoke: $(B)/wsfan $(B)/bench/loadgen
 
 # bench-compare BEFORE=<old wsfan binary> [AFTER=<new one>, default build/wsfan]:
 # bench/compare.sh, the callgrind step and the fan-out and rooms ladders of
-# `make bench`, the two binaries alternated in one sitting (about 8 minutes).
+# `make bench`, the two binaries alternated in one sitting (about 10 minutes).
 .PHONY: bench-compare
 bench-compare: $(B)/wsfan $(B)/bench/loadgen
 	@test -n "$(BEFORE)" || { echo "usage: make bench-compare BEFORE=path/to/old/wsfan [AFTER=path/to/new/wsfan]" >&2; exit 2; }

@@ -2,8 +2,8 @@
  * client command and checks what comes out. Accepted: a known type, the
  * fields its type needs (valid names, data that is JSON text of data_len
  * bytes, limit in range), a ref that is JSON text of a string or an
- * integer. Refused: -1 with one of the error codes of PROTOCOL.md section 3
- * and a message. Either way command_free releases everything. And
+ * integer. Refused: -1 with one of the errors of docs/protocol.md section 3
+ * (a WSFAN_E* of core/error.h) and a message. Either way command_free releases everything. And
  * command_parse, which reads compact commands in place, gives exactly what
  * command_parse_general (jansson alone) gives. */
 #include <jansson.h>
@@ -12,10 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "command.h"
+#include "codec/command.h"
 
-static const char *const codes[] = {"bad_json", "bad_command", "unknown_type", "room_invalid", "user_invalid",
-                                    "unavailable"};
+/* What a parse may refuse with ("unavailable" to the client when out of
+ * memory). */
+static const int codes[] = {WSFAN_EBAD_JSON,     WSFAN_EBAD_COMMAND,  WSFAN_EUNKNOWN_TYPE,
+                            WSFAN_EROOM_INVALID, WSFAN_EUSER_INVALID, WSFAN_ENOMEM};
 
 static void check_name(const char *s)
 {
@@ -76,7 +78,7 @@ static void check_same(int rc, const struct command *a, const struct command_err
     if (rc != rc_general || strcmp(a->ref, b->ref))
         abort();
     if (rc) {
-        if (strcmp(ea->code, eb->code))
+        if (ea->code != eb->code)
             abort();
         return;
     }
@@ -108,11 +110,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t i = 0;
         if (rc != -1 || !err.code)
             abort();
-        while (i < sizeof codes / sizeof codes[0] && strcmp(err.code, codes[i]))
+        while (i < sizeof codes / sizeof codes[0] && err.code != codes[i])
             i++;
         if (i == sizeof codes / sizeof codes[0] || !memchr(err.message, '\0', sizeof err.message) || !err.message[0])
             abort();
-        if (!strcmp(err.code, "bad_json") && cmd.ref[0])
+        if (err.code == WSFAN_EBAD_JSON && cmd.ref[0])
             abort();
     }
     /* The ref, when there is one, is the JSON text of a string of at most

@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "http.h"
-#include "ws.h"
+#include "codec/http.h"
+#include "codec/ws.h"
 
 /* Small limits so that the fuzzer reaches them. */
 #define FUZZ_MAX_HEAD 512

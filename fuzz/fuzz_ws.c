@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ws.h"
+#include "codec/ws.h"
 
 struct outcome {
     uint64_t hash; /* FNV-1a over every event */

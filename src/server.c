@@ -286,72 +286,78 @@ static int port_free(const struct config *cfg)
     return 1;
 }
 
+/* The bus with the engine and store that cfg asks for. */
+static struct bus *bus_start(struct server *s)
+{
+    struct bus_hooks hooks = {
+        .arg = s,
+        .nworkers = s->nworkers,
+        .post = post_to_worker,
+        .deliver = deliver_on_worker,
+    };
+    const struct config *cfg = s->cfg;
+    if (cfg->redis_url[0])
+        return bus_create(s->loop, cfg, &hooks, &s->metrics, &bus_redis_engine, store_redis_create(s->loop, cfg));
+    struct store *store =
+        store_memory_create(cfg->history_length, cfg->history_ttl, (struct offset){clock_wall_ms(), 0});
+    return bus_create(s->loop, cfg, &hooks, &s->metrics, &bus_memory_engine, store);
+}
+
+/* Runs the workers until the signal handler has stopped them all. */
+static void run_workers(struct server *s)
+{
+    uv_signal_init(s->loop, &s->sigterm);
+    uv_signal_init(s->loop, &s->sigint);
+    s->sigterm.data = s->sigint.data = s;
+    uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&s->sigint, on_signal, SIGINT);
+    for (int i = 0; i < s->nworkers; i++)
+        uv_thread_create(&s->workers[i].thread, worker_main, &s->workers[i]);
+    log_info("wsfan %s listening on %s:%u with %d workers, node %s", WSFAN_VERSION, s->cfg->listen_host,
+             s->cfg->listen_port, s->nworkers, s->cfg->node_id);
+    uv_run(s->loop, UV_RUN_DEFAULT);
+    for (int i = 0; i < s->nworkers; i++)
+        uv_thread_join(&s->workers[i].thread);
+    log_info("stopped");
+}
+
 int server_run(const struct config *cfg)
 {
     struct server s = {.cfg = cfg, .nworkers = cfg->workers};
     uv_loop_t loop;
+    int status = 1;
     uv_loop_init(&loop);
     s.loop = &loop;
     signal(SIGPIPE, SIG_IGN);
     if (!port_free(cfg))
-        return 1;
-    s.workers = calloc((size_t)s.nworkers, sizeof *s.workers);
-    if (!s.workers) {
-        log_error("out of memory for %d workers", s.nworkers);
-        return 1;
-    }
-    int started = 0, status = 0;
+        goto fail;
     if (metrics_bus_init(&s.metrics)) {
         log_error("cannot set up the metrics lock");
-        return 1;
+        goto fail;
+    }
+    if (!(s.workers = calloc((size_t)s.nworkers, sizeof *s.workers)) || !(s.bus = bus_start(&s)) || view_init(&s)) {
+        log_error("out of memory starting %d workers and the bus", s.nworkers);
+        goto fail_bus;
     }
     s.workers_done.data = &s;
     uv_async_init(&loop, &s.workers_done, on_workers_done);
-    struct bus_hooks hooks = {
-        .arg = &s,
-        .nworkers = s.nworkers,
-        .post = post_to_worker,
-        .deliver = deliver_on_worker,
-    };
-    int redis = cfg->redis_url[0] != '\0';
-    struct store *store = redis ? store_redis_create(&loop, cfg)
-                                : store_memory_create(cfg->history_length, cfg->history_ttl,
-                                                      (struct offset){clock_wall_ms(), 0});
-    s.bus = bus_create(&loop, cfg, &hooks, &s.metrics, redis ? &bus_redis_engine : &bus_memory_engine, store);
-    if (!s.bus || view_init(&s)) {
-        log_error("out of memory creating the bus");
-        return 1;
-    }
-    for (int i = 0; i < s.nworkers; i++) {
+    for (int i = 0; i < s.nworkers; i++)
         if (worker_init(&s, &s.workers[i], i)) {
-            status = 1;
-            break;
+            /* The workers never ran: let the bus stop on its own loop. */
+            uv_close((uv_handle_t *)&s.workers_done, NULL);
+            bus_stop(s.bus);
+            uv_run(&loop, UV_RUN_DEFAULT);
+            goto fail_bus;
         }
-    }
-    if (status == 0) {
-        uv_signal_init(&loop, &s.sigterm);
-        uv_signal_init(&loop, &s.sigint);
-        s.sigterm.data = s.sigint.data = &s;
-        uv_signal_start(&s.sigterm, on_signal, SIGTERM);
-        uv_signal_start(&s.sigint, on_signal, SIGINT);
-        for (; started < s.nworkers; started++)
-            uv_thread_create(&s.workers[started].thread, worker_main, &s.workers[started]);
-        log_info("wsfan %s listening on %s:%u with %d workers, node %s", WSFAN_VERSION, cfg->listen_host,
-                 cfg->listen_port, s.nworkers, cfg->node_id);
-        uv_run(&loop, UV_RUN_DEFAULT);
-        for (int i = 0; i < started; i++)
-            uv_thread_join(&s.workers[i].thread);
-        log_info("stopped");
-    }
-    if (status) {
-        uv_close((uv_handle_t *)&s.workers_done, NULL);
-        bus_stop(s.bus);
-        uv_run(&loop, UV_RUN_DEFAULT);
-    }
-    bus_free(s.bus);
-    metrics_bus_close(&s.metrics);
+    run_workers(&s);
+    status = 0;
+fail_bus:
+    if (s.bus)
+        bus_free(s.bus);
     free(s.worker_metrics);
     free(s.workers);
+    metrics_bus_close(&s.metrics);
+fail:
     uv_loop_close(&loop);
     return status;
 }

@@ -83,10 +83,8 @@ export interface ClientEvents {
 }
 
 export interface ClientOptions {
-  /** Auth mode "none": the user id to connect as (development only). */
+  /** The user id to connect as (?user=; the server trusts it: development only). */
   user?: string;
-  /** Auth mode "jwt": the token, or a function giving a fresh one for each (re)connect. */
-  token?: string | (() => string);
   /** A WebSocket constructor; defaults to globalThis.WebSocket (in Node: pass the "ws" package's default export). */
   WebSocket?: unknown;
   /** First reconnect wait in ms (default 250); doubles per attempt with jitter. */

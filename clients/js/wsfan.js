@@ -124,10 +124,8 @@ export class WsfanClient {
 
   _socketUrl() {
     const u = new URL(this.url);
-    const { user, token } = this.options;
-    const t = typeof token === 'function' ? token() : token;
+    const { user } = this.options;
     if (user) u.searchParams.set('user', user);
-    if (t) u.searchParams.set('token', t);
     return u.toString();
   }
 

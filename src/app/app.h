@@ -7,6 +7,7 @@
 #define WSFAN_APP_H
 
 #include <stdatomic.h>
+#include <stdint.h>
 
 #include "cluster/bus.h"
 #include "codec/command.h"
@@ -39,6 +40,8 @@ struct call {
         struct bus_rooms rooms;
     } req;
     struct client *client;   /* holds a reference on the client's conn */
+    uint32_t seq;            /* the client's count of its calls, for reply order */
+    struct call *next_parked;
     char ref[REF_TEXT_MAX];  /* the command's ref as JSON text, or "" */
 };
 

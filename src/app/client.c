@@ -194,12 +194,9 @@ static void send_result(struct client *c, struct call *call)
     }
 }
 
-/* Runs on this worker when the bus is done with a command's call. */
-static void on_reply(struct task *t, void *ctx)
+/* Answers one call that came back, in its turn, and ends it. */
+static void answer(struct client *c, struct call *call)
 {
-    (void)ctx;
-    struct call *call = (struct call *)t;
-    struct client *c = call->client;
     if (c->conn.state != CONN_WS || c->conn.closed) {
         /* Closed meanwhile: nobody to answer. */
     } else if (call->req.base.error) {
@@ -211,6 +208,44 @@ static void on_reply(struct task *t, void *ctx)
     }
     c->pending--;
     call_done(call);
+}
+
+/* Keeps call until the calls before it are answered; the list is in the
+ * order of the calls. */
+static void park(struct client *c, struct call *call)
+{
+    uint32_t distance = call->seq - c->next_reply;
+    struct call **at = &c->parked;
+    while (*at && (*at)->seq - c->next_reply < distance)
+        at = &(*at)->next_parked;
+    call->next_parked = *at;
+    *at = call;
+}
+
+/* Runs on this worker when the bus is done with a command's call. Replies
+ * that go through the bus keep the order of the commands (docs/protocol.md
+ * section 2), although the bus may finish them in another (a join waiting
+ * for its subscription, a read that takes longer): one that comes early
+ * waits for those before it. */
+static void on_reply(struct task *t, void *ctx)
+{
+    (void)ctx;
+    struct call *call = (struct call *)t;
+    struct client *c = call->client;
+    if (call->seq != c->next_reply) {
+        park(c, call);
+        return;
+    }
+    conn_ref(&c->conn); /* the last call's end may be the client's */
+    answer(c, call);
+    c->next_reply++;
+    while (c->parked && c->parked->seq == c->next_reply) {
+        struct call *next = c->parked;
+        c->parked = next->next_parked;
+        answer(c, next);
+        c->next_reply++;
+    }
+    conn_unref(&c->conn);
 }
 
 /* ---- running commands ------------------------------------------------------ */
@@ -230,6 +265,7 @@ static struct call *command_call(struct client *c, const struct command *cmd, en
         return NULL;
     }
     c->pending++;
+    call->seq = c->next_call++;
     strcpy(call->ref, cmd->ref);
     return call;
 }

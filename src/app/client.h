@@ -19,6 +19,7 @@
 #define PENDING_MAX 1024 /* commands of one connection waiting for the bus */
 
 struct app;
+struct call;
 struct http_reader;
 
 struct client {
@@ -32,6 +33,9 @@ struct client {
     /* WebSocket session */
     uint8_t counted;            /* holds a slot of --max-connections */
     uint32_t pending;           /* commands waiting for the bus */
+    uint32_t next_call;         /* seq of the next call */
+    uint32_t next_reply;        /* seq of the call to answer next */
+    struct call *parked;        /* replies that overtook an earlier one, by seq */
     char *user;                 /* NULL when anonymous */
     struct hub_conn hub;        /* this client's rooms and user slot */
 };

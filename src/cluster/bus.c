@@ -293,6 +293,8 @@ void bus_reply(struct bus *b, struct bus_request *req)
 
 /* ---- interest ------------------------------------------------------------ */
 
+static void join_read(struct bus *b, struct bus_join *req);
+
 /* Counts a worker's interest up or down; tells the engine when the
  * process's first interest begins or its last ends. */
 static void interest_change(struct bus *b, enum event_target target, const char *name, int worker, int delta)
@@ -306,8 +308,18 @@ static void interest_change(struct bus *b, enum event_target target, const char 
     if (r->total == 0) {
         r->subscribed = 0;
         r->gap_fill = 0;
+        /* Joins still waiting for the subscription will get no live event
+         * now (they were left meanwhile): their reads go ahead, so that
+         * they are answered and release their holds. */
+        struct bus_join *waiting = r->waiting;
+        r->waiting = NULL;
         room_maybe_free(index, name, r);
         b->engine->interest(b, target, name, 0);
+        while (waiting) {
+            struct bus_join *next = waiting->next_waiting;
+            join_read(b, waiting);
+            waiting = next;
+        }
     } else if (r->total == 1 && delta > 0) {
         b->engine->interest(b, target, name, 1);
     }

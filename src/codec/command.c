@@ -24,7 +24,7 @@ static int refuse(struct command_error *err, int code, const char *fmt, ...)
 }
 
 /* A required name: bad_command when missing or not a string, invalid_code
- * when it breaks the rules of PROTOCOL.md section 4. */
+ * when it breaks the rules of docs/protocol.md section 4. */
 static int parse_name(json_t *body, const char *key, int invalid_code, char out[NAME_MAX_LEN + 1],
                       struct command_error *err)
 {

@@ -1,6 +1,6 @@
 /* http.h - HTTP/1.1 requests: an incremental reader built on the http-parser
  * library (head size limit, body size limit, keep-alive and pipelining), the
- * WebSocket upgrade checks of PROTOCOL.md section 1, query-string lookup and
+ * WebSocket upgrade checks of docs/protocol.md section 1, query-string lookup and
  * response formatting.
  * Pure functions over caller-owned state: no sockets, no event loop. One
  * reader belongs to one connection on one worker thread. */

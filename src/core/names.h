@@ -1,4 +1,4 @@
-/* names.h - room, user and node ids (PROTOCOL.md section 4): 1 to 128 bytes
+/* names.h - room, user and node ids (docs/protocol.md section 4): 1 to 128 bytes
  * of A-Z a-z 0-9 _ . : -, refused otherwise and never rewritten. */
 #ifndef WSFAN_NAMES_H
 #define WSFAN_NAMES_H

@@ -1,9 +1,11 @@
-/* test_command.c - unit tests of command.c: client commands (PROTOCOL.md
- * section 2) from JSON text to a checked struct command. Every malformed
- * shape is refused with its error code (bad_json, bad_command,
- * unknown_type, room_invalid, user_invalid), refs are echoed as their exact
- * JSON text, defaults are filled in, and names follow section 4. Every
- * parse is followed by command_free (LeakSanitizer watches). */
+/* test_command.c - unit tests of codec/command.c: client commands
+ * (docs/protocol.md section 2) from JSON text to a checked struct command.
+ * Every malformed shape is refused with its error (WSFAN_EBAD_JSON,
+ * WSFAN_EBAD_COMMAND, WSFAN_EUNKNOWN_TYPE, WSFAN_EROOM_INVALID,
+ * WSFAN_EUSER_INVALID of core/error.h: bad_json, bad_command, ... to the
+ * client), refs are echoed as their exact JSON text, defaults are filled
+ * in, and names follow section 4. Every parse is followed by command_free
+ * (LeakSanitizer watches). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -15,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "command.h"
+#include "codec/command.h"
 
 /* ---- helpers ---------------------------------------------------------------- */
 
@@ -32,7 +34,7 @@ static void parse_ok_len(const char *text, size_t len, struct command *cmd)
     rc = command_parse(copy, len, cmd, &err);
     free(copy);
     if (rc != 0)
-        fail_msg("refused %.*s: %s: %s", (int)len, text, err.code, err.message);
+        fail_msg("refused %.*s: %s: %s", (int)len, text, wsfan_error_code(err.code), err.message);
 }
 
 static void parse_ok(const char *text, struct command *cmd)
@@ -42,7 +44,7 @@ static void parse_ok(const char *text, struct command *cmd)
 
 /* Expects text of len bytes to be refused with code, and the error to
  * carry ref (JSON text, "" for none). */
-static void refused_len(const char *text, size_t len, const char *code, const char *ref)
+static void refused_len(const char *text, size_t len, int code, const char *ref)
 {
     struct command cmd;
     struct command_error err = {0};
@@ -54,10 +56,10 @@ static void refused_len(const char *text, size_t len, const char *code, const ch
     rc = command_parse(copy, len, &cmd, &err);
     free(copy);
     if (rc == 0)
-        fail_msg("accepted %.*s (expected %s)", (int)len, text, code);
-    assert_non_null(err.code);
-    if (strcmp(err.code, code))
-        fail_msg("%.*s: got %s (%s), expected %s", (int)len, text, err.code, err.message, code);
+        fail_msg("accepted %.*s (expected %s)", (int)len, text, wsfan_error_code(code));
+    if (err.code != code)
+        fail_msg("%.*s: got %s (%s), expected %s", (int)len, text, wsfan_error_code(err.code), err.message,
+                 wsfan_error_code(code));
     assert_true(err.message[0] != '\0');
     assert_non_null(memchr(err.message, '\0', sizeof err.message));
     if (strcmp(cmd.ref, ref))
@@ -65,12 +67,12 @@ static void refused_len(const char *text, size_t len, const char *code, const ch
     command_free(&cmd);
 }
 
-static void refused(const char *text, const char *code)
+static void refused(const char *text, int code)
 {
     refused_len(text, strlen(text), code, "");
 }
 
-static void refused_ref(const char *text, const char *code, const char *ref)
+static void refused_ref(const char *text, int code, const char *ref)
 {
     refused_len(text, strlen(text), code, ref);
 }
@@ -140,16 +142,16 @@ static void test_command_refuses_text_that_is_not_json(void **state)
 
     (void)state;
     for (size_t i = 0; i < COUNT(bad); i++)
-        refused(bad[i], "bad_json");
+        refused(bad[i], WSFAN_EBAD_JSON);
 }
 
 static void test_command_refuses_raw_nul_bytes(void **state)
 {
     (void)state;
     /* A raw NUL inside a string or after the object is not JSON. */
-    refused_len("{\"type\":\"ping\"}\0", 16, "bad_json", "");
-    refused_len("{\"type\":\"ping\",\"ref\":\"a\0b\"}", 27, "bad_json", "");
-    refused_len("\0{\"type\":\"ping\"}", 16, "bad_json", "");
+    refused_len("{\"type\":\"ping\"}\0", 16, WSFAN_EBAD_JSON, "");
+    refused_len("{\"type\":\"ping\",\"ref\":\"a\0b\"}", 27, WSFAN_EBAD_JSON, "");
+    refused_len("\0{\"type\":\"ping\"}", 16, WSFAN_EBAD_JSON, "");
 }
 
 static void test_command_refuses_json_that_is_not_an_object(void **state)
@@ -161,16 +163,16 @@ static void test_command_refuses_json_that_is_not_an_object(void **state)
 
     (void)state;
     for (size_t i = 0; i < COUNT(bad); i++)
-        refused(bad[i], "bad_json");
+        refused(bad[i], WSFAN_EBAD_JSON);
 }
 
 static void test_command_refuses_duplicate_keys(void **state)
 {
     (void)state;
-    refused("{\"type\":\"ping\",\"type\":\"ping\"}", "bad_json");
-    refused("{\"type\":\"join\",\"room\":\"a\",\"room\":\"b\"}", "bad_json");
-    refused("{\"type\":\"ping\",\"ref\":1,\"ref\":1}", "bad_json");
-    refused("{\"type\":\"broadcast\",\"data\":{\"k\":1,\"k\":2}}", "bad_json");
+    refused("{\"type\":\"ping\",\"type\":\"ping\"}", WSFAN_EBAD_JSON);
+    refused("{\"type\":\"join\",\"room\":\"a\",\"room\":\"b\"}", WSFAN_EBAD_JSON);
+    refused("{\"type\":\"ping\",\"ref\":1,\"ref\":1}", WSFAN_EBAD_JSON);
+    refused("{\"type\":\"broadcast\",\"data\":{\"k\":1,\"k\":2}}", WSFAN_EBAD_JSON);
 }
 
 static void test_command_accepts_surrounding_whitespace_and_extra_fields(void **state)
@@ -198,7 +200,7 @@ static void test_command_refuses_missing_or_non_string_type(void **state)
 
     (void)state;
     for (size_t i = 0; i < COUNT(bad); i++)
-        refused(bad[i], "bad_command");
+        refused(bad[i], WSFAN_EBAD_COMMAND);
 }
 
 static void test_command_refuses_unknown_type(void **state)
@@ -211,7 +213,7 @@ static void test_command_refuses_unknown_type(void **state)
     for (size_t i = 0; i < COUNT(bad); i++) {
         char text[128];
         snprintf(text, sizeof text, "{\"type\":\"%s\",\"room\":\"r\",\"user\":\"u\",\"data\":1}", bad[i]);
-        refused(text, "unknown_type");
+        refused(text, WSFAN_EUNKNOWN_TYPE);
     }
 }
 
@@ -221,16 +223,17 @@ static void test_command_refuses_unknown_type(void **state)
 static void test_command_strings_with_nul_are_judged_whole(void **state)
 {
     static const struct {
-        const char *text, *code;
+        const char *text;
+        int code;
     } cases[] = {
-        {"{\"type\":\"ping\\u0000\"}", "unknown_type"},
-        {"{\"type\":\"join\\u0000x\",\"room\":\"r\"}", "unknown_type"},
-        {"{\"type\":\"\\u0000\"}", "unknown_type"},
-        {"{\"type\":\"join\",\"room\":\"r\",\"since\":\"1-2\\u0000x\"}", "bad_command"},
-        {"{\"type\":\"history\",\"room\":\"r\",\"before\":\"1-2\\u0000\"}", "bad_command"},
+        {"{\"type\":\"ping\\u0000\"}", WSFAN_EUNKNOWN_TYPE},
+        {"{\"type\":\"join\\u0000x\",\"room\":\"r\"}", WSFAN_EUNKNOWN_TYPE},
+        {"{\"type\":\"\\u0000\"}", WSFAN_EUNKNOWN_TYPE},
+        {"{\"type\":\"join\",\"room\":\"r\",\"since\":\"1-2\\u0000x\"}", WSFAN_EBAD_COMMAND},
+        {"{\"type\":\"history\",\"room\":\"r\",\"before\":\"1-2\\u0000\"}", WSFAN_EBAD_COMMAND},
         /* names already are (name_valid gets the length) */
-        {"{\"type\":\"join\",\"room\":\"r\\u0000x\"}", "room_invalid"},
-        {"{\"type\":\"send\",\"user\":\"u\\u0000\",\"data\":1}", "user_invalid"},
+        {"{\"type\":\"join\",\"room\":\"r\\u0000x\"}", WSFAN_EROOM_INVALID},
+        {"{\"type\":\"send\",\"user\":\"u\\u0000\",\"data\":1}", WSFAN_EUSER_INVALID},
     };
     char failures[1024] = "";
     size_t n = 0;
@@ -240,9 +243,9 @@ static void test_command_strings_with_nul_are_judged_whole(void **state)
         struct command cmd;
         struct command_error err = {0};
         int rc = command_parse(cases[i].text, strlen(cases[i].text), &cmd, &err);
-        if (rc == 0 || strcmp(err.code, cases[i].code))
+        if (rc == 0 || err.code != cases[i].code)
             n += (size_t)snprintf(failures + n, sizeof failures - n, "\n  %s: %s, expected %s", cases[i].text,
-                                  rc == 0 ? "accepted" : err.code, cases[i].code);
+                                  rc == 0 ? "accepted" : wsfan_error_code(err.code), wsfan_error_code(cases[i].code));
         command_free(&cmd);
     }
     if (n)
@@ -314,9 +317,9 @@ static void test_command_ref_string_up_to_64_bytes(void **state)
     expect_ref(json, json);
 
     snprintf(text, sizeof text, "{\"type\":\"ping\",\"ref\":\"%s\"}", repeat(0, 'a', 65));
-    refused(text, "bad_command");
+    refused(text, WSFAN_EBAD_COMMAND);
     snprintf(text, sizeof text, "{\"type\":\"ping\",\"ref\":\"%s\"}", repeat(0, 'a', 200));
-    refused(text, "bad_command");
+    refused(text, WSFAN_EBAD_COMMAND);
 }
 
 static void test_command_ref_length_counts_bytes_not_characters(void **state)
@@ -338,14 +341,14 @@ static void test_command_ref_length_counts_bytes_not_characters(void **state)
     parse_ok(ok, &cmd);
     assert_int_equal(strlen(cmd.ref), 64 + 2);
     command_free(&cmd);
-    refused(bad, "bad_command");
+    refused(bad, WSFAN_EBAD_COMMAND);
 
     /* "\u00e9" escapes count as the two bytes they decode to. */
     n = (size_t)snprintf(ok, sizeof ok, "{\"type\":\"ping\",\"ref\":\"");
     for (int i = 0; i < 33; i++)
         n += (size_t)snprintf(ok + n, sizeof ok - n, "\\u00e9");
     snprintf(ok + n, sizeof ok - n, "\"}");
-    refused(ok, "bad_command");
+    refused(ok, WSFAN_EBAD_COMMAND);
 }
 
 static void test_command_ref_integer(void **state)
@@ -367,10 +370,10 @@ static void test_command_ref_of_other_types_is_refused_without_ref(void **state)
     for (size_t i = 0; i < COUNT(bad); i++) {
         char text[128];
         snprintf(text, sizeof text, "{\"type\":\"ping\",\"ref\":%s}", bad[i]);
-        refused_ref(text, "bad_command", "");
+        refused_ref(text, WSFAN_EBAD_COMMAND, "");
         /* Also when the rest of the command is fine or missing. */
         snprintf(text, sizeof text, "{\"ref\":%s}", bad[i]);
-        refused_ref(text, "bad_command", "");
+        refused_ref(text, WSFAN_EBAD_COMMAND, "");
     }
 }
 
@@ -413,16 +416,16 @@ static void test_command_ref_of_64_escaped_bytes_fits(void **state)
 static void test_command_error_carries_a_good_ref(void **state)
 {
     (void)state;
-    refused_ref("{\"ref\":\"q1\"}", "bad_command", "\"q1\"");
-    refused_ref("{\"ref\":5,\"type\":7}", "bad_command", "5");
-    refused_ref("{\"ref\":\"q\\\"2\",\"type\":\"nope\"}", "unknown_type", "\"q\\\"2\"");
-    refused_ref("{\"ref\":3,\"type\":\"join\"}", "bad_command", "3");
-    refused_ref("{\"ref\":3,\"type\":\"join\",\"room\":\"a b\"}", "room_invalid", "3");
-    refused_ref("{\"ref\":3,\"type\":\"send\",\"user\":\"\",\"data\":1}", "user_invalid", "3");
-    refused_ref("{\"ref\":3,\"type\":\"history\",\"room\":\"r\",\"limit\":0}", "bad_command", "3");
+    refused_ref("{\"ref\":\"q1\"}", WSFAN_EBAD_COMMAND, "\"q1\"");
+    refused_ref("{\"ref\":5,\"type\":7}", WSFAN_EBAD_COMMAND, "5");
+    refused_ref("{\"ref\":\"q\\\"2\",\"type\":\"nope\"}", WSFAN_EUNKNOWN_TYPE, "\"q\\\"2\"");
+    refused_ref("{\"ref\":3,\"type\":\"join\"}", WSFAN_EBAD_COMMAND, "3");
+    refused_ref("{\"ref\":3,\"type\":\"join\",\"room\":\"a b\"}", WSFAN_EROOM_INVALID, "3");
+    refused_ref("{\"ref\":3,\"type\":\"send\",\"user\":\"\",\"data\":1}", WSFAN_EUSER_INVALID, "3");
+    refused_ref("{\"ref\":3,\"type\":\"history\",\"room\":\"r\",\"limit\":0}", WSFAN_EBAD_COMMAND, "3");
     /* No ref can be read from text that does not parse. */
-    refused_ref("{\"ref\":3,\"type\":\"ping\"", "bad_json", "");
-    refused_ref("[{\"ref\":3,\"type\":\"ping\"}]", "bad_json", "");
+    refused_ref("{\"ref\":3,\"type\":\"ping\"", WSFAN_EBAD_JSON, "");
+    refused_ref("[{\"ref\":3,\"type\":\"ping\"}]", WSFAN_EBAD_JSON, "");
 }
 
 /* ---- rooms and users --------------------------------------------------------- */
@@ -433,9 +436,9 @@ static void test_command_room_missing_or_not_a_string_is_bad_command(void **stat
 
     (void)state;
     for (size_t c = 0; c < COUNT(room_commands); c++) {
-        refused(room_less_commands[c], "bad_command");
+        refused(room_less_commands[c], WSFAN_EBAD_COMMAND);
         for (size_t i = 0; i < COUNT(bad); i++)
-            refused(fmt(room_commands[c], bad[i]), "bad_command");
+            refused(fmt(room_commands[c], bad[i]), WSFAN_EBAD_COMMAND);
     }
 }
 
@@ -452,9 +455,9 @@ static void test_command_room_invalid_is_room_invalid(void **state)
     (void)state;
     for (size_t c = 0; c < COUNT(room_commands); c++) {
         for (size_t i = 0; i < COUNT(bad_names); i++)
-            refused(fmt(room_commands[c], bad_names[i]), "room_invalid");
+            refused(fmt(room_commands[c], bad_names[i]), WSFAN_EROOM_INVALID);
         snprintf(json, sizeof json, "\"%s\"", repeat(0, 'r', NAME_MAX_LEN + 1));
-        refused(fmt(room_commands[c], json), "room_invalid");
+        refused(fmt(room_commands[c], json), WSFAN_EROOM_INVALID);
     }
 }
 
@@ -483,19 +486,19 @@ static void test_command_send_user_checks(void **state)
     struct command cmd;
 
     (void)state;
-    refused("{\"type\":\"send\",\"data\":1}", "bad_command");
+    refused("{\"type\":\"send\",\"data\":1}", WSFAN_EBAD_COMMAND);
     /* room instead of user is not a user */
-    refused("{\"type\":\"send\",\"room\":\"r\",\"data\":1}", "bad_command");
+    refused("{\"type\":\"send\",\"room\":\"r\",\"data\":1}", WSFAN_EBAD_COMMAND);
     for (size_t i = 0; i < COUNT(not_strings); i++) {
         snprintf(text, sizeof text, "{\"type\":\"send\",\"user\":%s,\"data\":1}", not_strings[i]);
-        refused(text, "bad_command");
+        refused(text, WSFAN_EBAD_COMMAND);
     }
     for (size_t i = 0; i < COUNT(bad_names); i++) {
         snprintf(text, sizeof text, "{\"type\":\"send\",\"user\":%s,\"data\":1}", bad_names[i]);
-        refused(text, "user_invalid");
+        refused(text, WSFAN_EUSER_INVALID);
     }
     snprintf(text, sizeof text, "{\"type\":\"send\",\"user\":\"%s\",\"data\":1}", repeat(0, 'u', NAME_MAX_LEN + 1));
-    refused(text, "user_invalid");
+    refused(text, WSFAN_EUSER_INVALID);
 
     snprintf(json, sizeof json, "%s", repeat(0, 'u', NAME_MAX_LEN));
     snprintf(text, sizeof text, "{\"type\":\"send\",\"user\":\"%s\",\"data\":1}", json);
@@ -526,7 +529,7 @@ static void test_command_names_allow_exactly_the_alphabet(void **state)
             assert_int_equal((unsigned char)cmd.room[1], ch);
         } else {
             assert_int_equal(rc, -1);
-            assert_string_equal(err.code, "room_invalid");
+            assert_int_equal(err.code, WSFAN_EROOM_INVALID);
         }
         command_free(&cmd);
     }
@@ -538,8 +541,8 @@ static void test_command_data_missing_is_bad_command(void **state)
 {
     (void)state;
     for (size_t c = 0; c < COUNT(data_less_commands); c++)
-        refused(data_less_commands[c], "bad_command");
-    refused("{\"type\":\"broadcast\",\"Data\":1}", "bad_command");
+        refused(data_less_commands[c], WSFAN_EBAD_COMMAND);
+    refused("{\"type\":\"broadcast\",\"Data\":1}", WSFAN_EBAD_COMMAND);
 }
 
 static void test_command_data_is_any_json_kept_compact(void **state)
@@ -588,7 +591,7 @@ static void test_command_data_with_nul_in_a_key_is_bad_json(void **state)
 {
     (void)state;
     for (size_t c = 0; c < COUNT(data_commands); c++)
-        refused(fmt(data_commands[c], "{\"k\\u0000x\":1}"), "bad_json");
+        refused(fmt(data_commands[c], "{\"k\\u0000x\":1}"), WSFAN_EBAD_JSON);
 }
 
 static void test_command_data_is_ignored_where_not_used(void **state)
@@ -651,9 +654,9 @@ static void test_command_publish_flags_must_be_booleans(void **state)
     (void)state;
     for (size_t i = 0; i < COUNT(bad); i++) {
         snprintf(text, sizeof text, "{\"type\":\"publish\",\"room\":\"r\",\"data\":1,\"ephemeral\":%s}", bad[i]);
-        refused(text, "bad_command");
+        refused(text, WSFAN_EBAD_COMMAND);
         snprintf(text, sizeof text, "{\"type\":\"publish\",\"room\":\"r\",\"data\":1,\"echo\":%s}", bad[i]);
-        refused(text, "bad_command");
+        refused(text, WSFAN_EBAD_COMMAND);
     }
 }
 
@@ -713,7 +716,7 @@ static void test_command_join_since_malformed_is_bad_command(void **state)
     (void)state;
     for (size_t i = 0; i < COUNT(bad_offsets); i++) {
         snprintf(text, sizeof text, "{\"type\":\"join\",\"room\":\"r\",\"since\":%s}", bad_offsets[i]);
-        refused(text, "bad_command");
+        refused(text, WSFAN_EBAD_COMMAND);
     }
 }
 
@@ -751,7 +754,7 @@ static void test_command_history_limit_range(void **state)
     }
     for (size_t i = 0; i < COUNT(bad); i++) {
         snprintf(text, sizeof text, "{\"type\":\"history\",\"room\":\"r\",\"limit\":%s}", bad[i]);
-        refused(text, "bad_command");
+        refused(text, WSFAN_EBAD_COMMAND);
     }
 }
 
@@ -768,7 +771,7 @@ static void test_command_history_before(void **state)
     command_free(&cmd);
     for (size_t i = 0; i < COUNT(bad_offsets); i++) {
         snprintf(text, sizeof text, "{\"type\":\"history\",\"room\":\"r\",\"before\":%s}", bad_offsets[i]);
-        refused(text, "bad_command");
+        refused(text, WSFAN_EBAD_COMMAND);
     }
 }
 
@@ -778,10 +781,10 @@ static void test_command_checks_in_a_stable_order(void **state)
 {
     (void)state;
     /* bad ref before anything else; type before fields; room before data. */
-    refused("{\"ref\":1.5,\"type\":\"nope\"}", "bad_command");
-    refused_ref("{\"ref\":1,\"type\":\"nope\",\"room\":\"a b\"}", "unknown_type", "1");
-    refused("{\"type\":\"publish\",\"room\":\"a b\"}", "room_invalid");
-    refused("{\"type\":\"send\",\"user\":\"a b\"}", "user_invalid");
+    refused("{\"ref\":1.5,\"type\":\"nope\"}", WSFAN_EBAD_COMMAND);
+    refused_ref("{\"ref\":1,\"type\":\"nope\",\"room\":\"a b\"}", WSFAN_EUNKNOWN_TYPE, "1");
+    refused("{\"type\":\"publish\",\"room\":\"a b\"}", WSFAN_EROOM_INVALID);
+    refused("{\"type\":\"send\",\"user\":\"a b\"}", WSFAN_EUSER_INVALID);
 }
 
 /* command.h: "Returns 0, or -1 with err filled in" - for every kind of
@@ -803,7 +806,7 @@ static void test_command_refusal_returns_minus_one(void **state)
         int rc = command_parse(bad[i], strlen(bad[i]), &cmd, &err);
         command_free(&cmd);
         if (rc != -1)
-            fail_msg("%s: returned %d (%s), expected -1", bad[i], rc, err.code);
+            fail_msg("%s: returned %d (%s), expected -1", bad[i], rc, wsfan_error_code(err.code));
     }
 }
 
@@ -818,8 +821,8 @@ static void test_command_reads_only_len_bytes(void **state)
     parse_ok_len(text, 15, &cmd);
     assert_int_equal(cmd.type, CMD_PING);
     command_free(&cmd);
-    refused_len(text, 14, "bad_json", "");
-    refused_len(text, 0, "bad_json", "");
+    refused_len(text, 14, WSFAN_EBAD_JSON, "");
+    refused_len(text, 0, WSFAN_EBAD_JSON, "");
 }
 
 static void test_command_free_twice_is_harmless(void **state)
@@ -892,8 +895,9 @@ static void test_command_fast_path_agrees_with_the_general_path(void **state)
         command_free(&a);
         int ra = command_parse(text, strlen(text), &a, &ea);
         int rb = command_parse_general(text, strlen(text), &b, &eb);
-        if (ra != rb || strcmp(a.ref, b.ref) || (ra && strcmp(ea.code, eb.code)))
-            fail_msg("text %zu: %d %s / %d %s", i, ra, ra ? ea.code : a.ref, rb, rb ? eb.code : b.ref);
+        if (ra != rb || strcmp(a.ref, b.ref) || (ra && ea.code != eb.code))
+            fail_msg("text %zu: %d %s / %d %s", i, ra, ra ? wsfan_error_code(ea.code) : a.ref, rb,
+                     rb ? wsfan_error_code(eb.code) : b.ref);
         if (!ra) {
             assert_int_equal(a.type, b.type);
             assert_string_equal(a.room, b.room);

@@ -488,10 +488,19 @@ static void test_config_allow_broadcast_is_a_switch_or_a_boolean(void **state)
 
 static void test_config_auth_is_not_an_option(void **state)
 {
+    struct config cfg;
+
     (void)state;
     /* Authentication arrives with JWT; until then there is no flag that
-     * pretends to choose a mode. */
-    expect_flag_refused("auth", "none");
+     * pretends to choose a mode: --auth is refused as unknown, by name,
+     * whatever its value and however it is written. */
+    expect_refused((const char *const[]){"--auth", "none", NULL}, "--auth: unknown option");
+    expect_refused((const char *const[]){"--auth=none", NULL}, "--auth: unknown option");
+    expect_refused((const char *const[]){"--auth", NULL}, "--auth: unknown option");
+    /* and WSFAN_AUTH is like any variable that is not an option: ignored */
+    setenv("WSFAN_AUTH", "none", 1);
+    assert_int_equal(PARSE_NONE(&cfg), CONFIG_OK);
+    unsetenv("WSFAN_AUTH");
 }
 
 static void test_config_node_id_is_a_valid_name(void **state)

@@ -1,9 +1,11 @@
-/* test_envelope.c - unit tests of envelope.c: the Redis channel names of a
- * namespace (PROTOCOL.md section 6) and envelopes turned into client
- * events (section 3): the minimal {"data":..} from other services, full
- * envelopes from other nodes, direct and broadcast channels, the presence
- * extension, echo_skip, and every envelope that must be refused with a
- * reason instead of forwarded. */
+/* test_envelope.c - unit tests of codec/envelope.c: the Redis channel names
+ * of a namespace (docs/protocol.md section 6), built and read; the
+ * envelopes this node publishes (message parts joined around an offset,
+ * presence), exactly as section 6 writes them and read back as the same
+ * event; and envelopes turned into client events (section 3): the minimal
+ * {"data":..} from other services, full envelopes from other nodes, direct
+ * and broadcast channels, the presence extension, echo_skip, and every
+ * envelope that must be refused with a reason instead of forwarded. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -15,8 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "envelope.h"
-#include "event.h"
+#include "codec/envelope.h"
+#include "codec/event.h"
+#include "core/clock.h"
 
 #define NODE "node-1"
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
@@ -25,11 +28,11 @@
 
 /* The event for payload (from a buffer of exactly its size, so ASan sees
  * any over-read); fails the test when refused. */
-static struct bus_event *event_len(enum bus_target target, const char *name, const char *payload, size_t len)
+static struct event *event_len(enum event_target target, const char *name, const char *payload, size_t len)
 {
     const char *why = NULL;
     char *copy = malloc(len ? len : 1);
-    struct bus_event *ev;
+    struct event *ev;
 
     assert_non_null(copy);
     memcpy(copy, payload, len);
@@ -43,17 +46,17 @@ static struct bus_event *event_len(enum bus_target target, const char *name, con
     return ev;
 }
 
-static struct bus_event *event_of(enum bus_target target, const char *name, const char *payload)
+static struct event *event_of(enum event_target target, const char *name, const char *payload)
 {
     return event_len(target, name, payload, strlen(payload));
 }
 
 /* Expects payload on target/name to be refused with a reason. */
-static const char *refused_len(enum bus_target target, const char *name, const char *payload, size_t len)
+static const char *refused_len(enum event_target target, const char *name, const char *payload, size_t len)
 {
     const char *why = NULL;
     char *copy = malloc(len ? len : 1);
-    struct bus_event *ev;
+    struct event *ev;
 
     assert_non_null(copy);
     memcpy(copy, payload, len);
@@ -62,7 +65,7 @@ static const char *refused_len(enum bus_target target, const char *name, const c
     if (ev) {
         char text[512];
         snprintf(text, sizeof text, "%s", ev->json);
-        bus_event_unref(ev);
+        event_unref(ev);
         fail_msg("accepted %.*s as %s", (int)len, payload, text);
     }
     assert_non_null(why);
@@ -71,13 +74,13 @@ static const char *refused_len(enum bus_target target, const char *name, const c
     return why;
 }
 
-static const char *refused(enum bus_target target, const char *name, const char *payload)
+static const char *refused(enum event_target target, const char *name, const char *payload)
 {
     return refused_len(target, name, payload, strlen(payload));
 }
 
 /* Checks that ev's text is exactly expected and valid JSON. */
-static void expect_json(const struct bus_event *ev, const char *expected)
+static void expect_json(const struct event *ev, const char *expected)
 {
     json_error_t err;
     json_t *v;
@@ -93,7 +96,7 @@ static void expect_json(const struct bus_event *ev, const char *expected)
 
 /* For events stamped with the current time: the text before "ts" must be
  * prefix, and ts within [lo, hi] followed by "}". */
-static void expect_json_now(const struct bus_event *ev, const char *prefix, uint64_t lo, uint64_t hi)
+static void expect_json_now(const struct event *ev, const char *prefix, uint64_t lo, uint64_t hi)
 {
     size_t n = strlen(prefix);
     char *end;
@@ -107,7 +110,7 @@ static void expect_json_now(const struct bus_event *ev, const char *prefix, uint
     assert_true(ts >= lo && ts <= hi);
 }
 
-static void expect_no_skip(const struct bus_event *ev)
+static void expect_no_skip(const struct event *ev)
 {
     assert_int_equal(ev->skip_worker, -1);
     assert_true(ev->skip_seq == 0);
@@ -117,40 +120,40 @@ static void expect_no_skip(const struct bus_event *ev)
 
 static void test_envelope_channel_room_user_all(void **state)
 {
-    enum bus_target target = BUS_ALL;
+    enum event_target target = EVENT_ALL;
     char name[NAME_MAX_LEN + 1];
 
     (void)state;
     assert_int_equal(envelope_channel_parse("wsfan", "wsfan:room:{general}", &target, name), 0);
-    assert_int_equal(target, BUS_ROOM);
+    assert_int_equal(target, EVENT_ROOM);
     assert_string_equal(name, "general");
 
     assert_int_equal(envelope_channel_parse("wsfan", "wsfan:user:{alice}", &target, name), 0);
-    assert_int_equal(target, BUS_USER);
+    assert_int_equal(target, EVENT_USER);
     assert_string_equal(name, "alice");
 
     strcpy(name, "leftover");
     assert_int_equal(envelope_channel_parse("wsfan", "wsfan:all", &target, name), 0);
-    assert_int_equal(target, BUS_ALL);
+    assert_int_equal(target, EVENT_ALL);
     assert_string_equal(name, "");
 
     /* Names may hold every allowed character, including ':'. */
     assert_int_equal(envelope_channel_parse("wsfan", "wsfan:room:{org:42:A-Z_a.z}", &target, name), 0);
-    assert_int_equal(target, BUS_ROOM);
+    assert_int_equal(target, EVENT_ROOM);
     assert_string_equal(name, "org:42:A-Z_a.z");
 }
 
 static void test_envelope_channel_namespace_with_colons(void **state)
 {
-    enum bus_target target;
+    enum event_target target;
     char name[NAME_MAX_LEN + 1];
 
     (void)state;
     assert_int_equal(envelope_channel_parse("prod:chat", "prod:chat:room:{r}", &target, name), 0);
-    assert_int_equal(target, BUS_ROOM);
+    assert_int_equal(target, EVENT_ROOM);
     assert_string_equal(name, "r");
     assert_int_equal(envelope_channel_parse("prod:chat:t1", "prod:chat:t1:all", &target, name), 0);
-    assert_int_equal(target, BUS_ALL);
+    assert_int_equal(target, EVENT_ALL);
     /* A shorter namespace does not own the longer one's channels. */
     assert_int_equal(envelope_channel_parse("prod", "prod:chat:room:{r}", &target, name), -1);
     assert_int_equal(envelope_channel_parse("prod", "prod:chat:all", &target, name), -1);
@@ -164,7 +167,7 @@ static void test_envelope_channel_refuses_other_namespaces(void **state)
         ":room:{r}",      "wsfan",           "wsfan:",        "",               "wsfan;room:{r}",
         "wsfan:wsfan:all", "wsfan:all:", "wsfanall",
     };
-    enum bus_target target;
+    enum event_target target;
     char name[NAME_MAX_LEN + 1];
 
     (void)state;
@@ -184,7 +187,7 @@ static void test_envelope_channel_refuses_bad_shapes(void **state)
         "wsfan: all", "wsfan:allx", "wsfan:room:{a b}", "wsfan:room:{a*}", "wsfan:room:{a?}", "wsfan:room:{[a]}",
         "wsfan:room:{a\\b}", "wsfan:room:{caf\xc3\xa9}", "wsfan:user:{a/b}", "wsfan:user:{a\tb}", "{", "}", "{}",
     };
-    enum bus_target target;
+    enum event_target target;
     char name[NAME_MAX_LEN + 1];
 
     (void)state;
@@ -196,14 +199,14 @@ static void test_envelope_channel_refuses_bad_shapes(void **state)
 static void test_envelope_channel_name_length(void **state)
 {
     char channel[NAME_MAX_LEN + 64], name[NAME_MAX_LEN + 1];
-    enum bus_target target;
+    enum event_target target;
 
     (void)state;
     snprintf(channel, sizeof channel, "wsfan:user:{%.*s}", NAME_MAX_LEN,
              "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
              "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
     assert_int_equal(envelope_channel_parse("wsfan", channel, &target, name), 0);
-    assert_int_equal(target, BUS_USER);
+    assert_int_equal(target, EVENT_USER);
     assert_int_equal(strlen(name), NAME_MAX_LEN);
     snprintf(channel, sizeof channel, "wsfan:room:{%.*sy}", NAME_MAX_LEN,
              "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
@@ -213,24 +216,348 @@ static void test_envelope_channel_name_length(void **state)
     assert_string_equal(name, "x");
 }
 
+/* ---- building channel names ------------------------------------------------ */
+
+static void test_envelope_channel_name_of_each_target(void **state)
+{
+    char channel[ENVELOPE_CHANNEL_MAX];
+
+    (void)state;
+    envelope_channel_name("wsfan", EVENT_ROOM, "general", channel);
+    assert_string_equal(channel, "wsfan:room:{general}");
+    envelope_channel_name("prod:chat", EVENT_USER, "alice", channel);
+    assert_string_equal(channel, "prod:chat:user:{alice}");
+    envelope_channel_name("wsfan", EVENT_ALL, "", channel);
+    assert_string_equal(channel, "wsfan:all");
+}
+
+static void test_envelope_channel_name_reads_back(void **state)
+{
+    char longest[NAME_MAX_LEN + 1], channel[ENVELOPE_CHANNEL_MAX], name[NAME_MAX_LEN + 1];
+    const char *names[] = {"r", "org:42:A-Z_a.z", longest};
+    const char *namespaces[] = {"wsfan", "prod:chat", "prod:chat:t1"};
+    enum event_target target;
+
+    (void)state;
+    memset(longest, 'x', NAME_MAX_LEN);
+    longest[NAME_MAX_LEN] = '\0';
+    for (size_t n = 0; n < COUNT(namespaces); n++) {
+        for (size_t i = 0; i < COUNT(names); i++) {
+            for (enum event_target t = EVENT_ROOM; t <= EVENT_USER; t++) {
+                envelope_channel_name(namespaces[n], t, names[i], channel);
+                assert_int_equal(envelope_channel_parse(namespaces[n], channel, &target, name), 0);
+                assert_int_equal(target, t);
+                assert_string_equal(name, names[i]);
+            }
+        }
+        envelope_channel_name(namespaces[n], EVENT_ALL, "", channel);
+        strcpy(name, "leftover");
+        assert_int_equal(envelope_channel_parse(namespaces[n], channel, &target, name), 0);
+        assert_int_equal(target, EVENT_ALL);
+        assert_string_equal(name, "");
+    }
+}
+
+/* ---- building envelopes ----------------------------------------------------- */
+
+/* f's envelope as the bus publishes it: the parts (with room for an offset
+ * when offset is not NULL) joined around offset. The caller frees it. */
+static char *build(const struct envelope_fields *f, const char *offset)
+{
+    struct envelope_parts parts;
+    char *text;
+
+    assert_int_equal(envelope_build(f, offset != NULL, &parts), 0);
+    assert_non_null(parts.head);
+    assert_non_null(parts.tail);
+    text = envelope_join(&parts, offset);
+    assert_non_null(text);
+    envelope_parts_free(&parts);
+    assert_null(parts.head);
+    assert_null(parts.tail);
+    envelope_parts_free(&parts); /* freed parts free again fine */
+    return text;
+}
+
+/* Checks text is exactly expected and one JSON object without duplicate
+ * keys. */
+static void expect_envelope(const char *text, const char *expected)
+{
+    json_error_t err;
+    json_t *v;
+
+    if (strcmp(text, expected))
+        fail_msg("envelope [%s], expected [%s]", text, expected);
+    v = json_loads(text, JSON_REJECT_DUPLICATES, &err);
+    if (!v)
+        fail_msg("not JSON: %s: %s", err.text, text);
+    assert_true(json_is_object(v));
+    json_decref(v);
+}
+
+static void test_envelope_build_room_message_is_the_documented_text(void **state)
+{
+    struct envelope_fields f = {
+        .target = EVENT_ROOM, .room = "general", .from = "alice", .ts = 1732312345678ULL, .origin = NODE,
+        .echo_skip = NULL, .data = "{\"text\":\"hi\"}", .data_len = 13,
+    };
+    char *text;
+
+    (void)state;
+    text = build(&f, "1732312345678-0");
+    expect_envelope(text, "{\"v\":1,\"room\":\"general\",\"from\":\"alice\",\"ts\":1732312345678,\"origin\":\"" NODE
+                          "\",\"echo_skip\":null,\"offset\":\"1732312345678-0\",\"data\":{\"text\":\"hi\"}}");
+    free(text);
+
+    /* not persisted: no offset field; anonymous; echo off */
+    f.from = NULL;
+    f.echo_skip = "3.42";
+    f.ts = 5;
+    text = build(&f, NULL);
+    expect_envelope(text, "{\"v\":1,\"room\":\"general\",\"from\":null,\"ts\":5,\"origin\":\"" NODE
+                          "\",\"echo_skip\":\"3.42\",\"data\":{\"text\":\"hi\"}}");
+    free(text);
+}
+
+static void test_envelope_build_direct_and_broadcast_have_no_room(void **state)
+{
+    struct envelope_fields f = {
+        .target = EVENT_USER, .room = NULL, .from = "alice", .ts = 5, .origin = NODE, .data = "\"psst\"",
+        .data_len = 6,
+    };
+    char *text;
+
+    (void)state;
+    text = build(&f, NULL);
+    expect_envelope(text, "{\"v\":1,\"from\":\"alice\",\"ts\":5,\"origin\":\"" NODE
+                          "\",\"echo_skip\":null,\"data\":\"psst\"}");
+    free(text);
+
+    f.target = EVENT_ALL;
+    f.from = NULL;
+    f.data = "[1,2]xyz"; /* data is taken by its length */
+    f.data_len = 5;
+    text = build(&f, NULL);
+    expect_envelope(text, "{\"v\":1,\"from\":null,\"ts\":5,\"origin\":\"" NODE "\",\"echo_skip\":null,\"data\":[1,2]}");
+    free(text);
+}
+
+static void test_envelope_build_parts_surround_the_offset(void **state)
+{
+    struct envelope_fields f = {
+        .target = EVENT_ROOM, .room = "r", .from = "u", .ts = 1, .origin = NODE, .data = "1", .data_len = 1,
+    };
+    struct envelope_parts parts;
+    char *text;
+
+    (void)state;
+    /* The store learns the offset when it appends: the parts are written
+     * once, the offset goes between them. */
+    assert_int_equal(envelope_build(&f, 1, &parts), 0);
+    assert_string_equal(parts.head, "{\"v\":1,\"room\":\"r\",\"from\":\"u\",\"ts\":1,\"origin\":\"" NODE
+                                    "\",\"echo_skip\":null,\"offset\":\"");
+    assert_string_equal(parts.tail, "\",\"data\":1}");
+    text = envelope_join(&parts, "7-0");
+    expect_envelope(text, "{\"v\":1,\"room\":\"r\",\"from\":\"u\",\"ts\":1,\"origin\":\"" NODE
+                          "\",\"echo_skip\":null,\"offset\":\"7-0\",\"data\":1}");
+    free(text);
+    text = envelope_join(&parts, "18446744073709551615-18446744073709551615");
+    expect_envelope(text, "{\"v\":1,\"room\":\"r\",\"from\":\"u\",\"ts\":1,\"origin\":\"" NODE
+                          "\",\"echo_skip\":null,\"offset\":\"18446744073709551615-18446744073709551615\",\"data\":1}");
+    free(text);
+    envelope_parts_free(&parts);
+
+    assert_int_equal(envelope_build(&f, 0, &parts), 0);
+    assert_string_equal(parts.head, "{\"v\":1,\"room\":\"r\",\"from\":\"u\",\"ts\":1,\"origin\":\"" NODE
+                                    "\",\"echo_skip\":null");
+    assert_string_equal(parts.tail, ",\"data\":1}");
+    envelope_parts_free(&parts);
+}
+
+static void test_envelope_presence_is_the_documented_text(void **state)
+{
+    char *text;
+
+    (void)state;
+    text = envelope_presence("general", "alice", EVENT_PRESENCE_JOIN, NODE);
+    assert_non_null(text);
+    expect_envelope(text, "{\"v\":1,\"room\":\"general\",\"presence\":\"join\",\"user\":\"alice\",\"origin\":\"" NODE
+                          "\",\"data\":null}");
+    free(text);
+    text = envelope_presence("r", "u.1", EVENT_PRESENCE_LEAVE, "node-2");
+    assert_non_null(text);
+    expect_envelope(text, "{\"v\":1,\"room\":\"r\",\"presence\":\"leave\",\"user\":\"u.1\",\"origin\":\"node-2\","
+                          "\"data\":null}");
+    free(text);
+}
+
+/* ---- built envelopes read back ---------------------------------------------- */
+
+/* Checks that got is the same event as expected: text, target, kind, name,
+ * offset. */
+static void expect_same_event(const struct event *got, const struct event *expected)
+{
+    assert_non_null(expected);
+    if (strcmp(got->json, expected->json))
+        fail_msg("read back [%s], expected [%s]", got->json, expected->json);
+    assert_int_equal(got->len, expected->len);
+    assert_int_equal(got->target, expected->target);
+    assert_int_equal(got->kind, expected->kind);
+    assert_string_equal(got->name, expected->name);
+    assert_int_equal(got->has_offset, expected->has_offset);
+    assert_int_equal(offset_cmp(got->offset, expected->offset), 0);
+}
+
+static void test_envelope_built_message_reads_back_as_the_same_event(void **state)
+{
+    char longest[NAME_MAX_LEN + 1];
+    static const char *datas[] = {
+        "null", "0", "-1.5", "\"\"", "{}", "[]", "{\"text\":\"hi\"}",
+        "{\"s\":\"caf\xc3\xa9 \\\"q\\\" \\\\ \\n \\u0000 </script>\",\"n\":-12,\"b\":[true,false,null,{}]}",
+    };
+    static const char *offsets[] = {NULL, "0-0", "1732312345678-3", "18446744073709551615-18446744073709551615"};
+
+    (void)state;
+    memset(longest, 'x', NAME_MAX_LEN);
+    longest[NAME_MAX_LEN] = '\0';
+    const char *froms[] = {NULL, "alice", longest};
+    const char *rooms[] = {"general", "org:42:A-Z_a.z", longest};
+    for (size_t d = 0; d < COUNT(datas); d++)
+        for (size_t o = 0; o < COUNT(offsets); o++)
+            for (size_t i = 0; i < COUNT(froms); i++) {
+                const char *room = rooms[(d + o + i) % COUNT(rooms)];
+                struct envelope_fields f = {
+                    .target = EVENT_ROOM, .room = room, .from = froms[i], .ts = d * 1000 + o, .origin = "node-2",
+                    .data = datas[d], .data_len = strlen(datas[d]),
+                };
+                struct offset offset;
+                if (offsets[o])
+                    assert_int_equal(offset_parse(offsets[o], &offset), 0);
+                char *text = build(&f, offsets[o]);
+                struct event *ev = event_of(EVENT_ROOM, room, text);
+                struct event *expected =
+                    event_message(room, offsets[o] ? &offset : NULL, froms[i], datas[d], strlen(datas[d]), f.ts);
+                expect_same_event(ev, expected);
+                expect_no_skip(ev);
+                event_unref(expected);
+                event_unref(ev);
+                free(text);
+            }
+}
+
+static void test_envelope_built_direct_and_broadcast_read_back_as_the_same_event(void **state)
+{
+    struct envelope_fields f = {
+        .target = EVENT_USER, .from = "alice", .ts = INT64_MAX, .origin = "node-2", .data = "{\"t\":[1,\"x\"]}",
+        .data_len = 13,
+    };
+    char *text;
+    struct event *ev, *expected;
+
+    (void)state;
+    text = build(&f, NULL);
+    ev = event_of(EVENT_USER, "bob", text);
+    expected = event_direct(EVENT_USER, "bob", "alice", f.data, f.data_len, INT64_MAX);
+    expect_same_event(ev, expected);
+    expect_no_skip(ev);
+    event_unref(expected);
+    event_unref(ev);
+    free(text);
+
+    f.target = EVENT_ALL;
+    f.from = NULL;
+    f.ts = 0;
+    text = build(&f, NULL);
+    ev = event_of(EVENT_ALL, "", text);
+    expected = event_direct(EVENT_ALL, NULL, NULL, f.data, f.data_len, 0);
+    expect_same_event(ev, expected);
+    expect_no_skip(ev);
+    event_unref(expected);
+    event_unref(ev);
+    free(text);
+}
+
+static void test_envelope_built_echo_skip_reads_back_on_this_node_only(void **state)
+{
+    static const struct {
+        const char *skip;
+        int worker;
+        uint64_t seq;
+    } cases[] = {{"3.42", 3, 42}, {"0.0", 0, 0}, {"65535.18446744073709551615", 65535, UINT64_MAX}};
+    static const enum event_target targets[] = {EVENT_ROOM, EVENT_USER, EVENT_ALL};
+    static const char *names[] = {"r", "u", ""};
+
+    (void)state;
+    for (size_t i = 0; i < COUNT(cases); i++)
+        for (size_t t = 0; t < COUNT(targets); t++)
+            for (int persisted = 0; persisted <= (targets[t] == EVENT_ROOM); persisted++) {
+                struct envelope_fields f = {
+                    .target = targets[t], .room = targets[t] == EVENT_ROOM ? "r" : NULL, .from = "alice", .ts = 9,
+                    .origin = NODE, .echo_skip = cases[i].skip, .data = "1", .data_len = 1,
+                };
+                char *text = build(&f, persisted ? "5-1" : NULL);
+                struct event *ev = event_of(targets[t], names[t], text);
+                assert_int_equal(ev->skip_worker, cases[i].worker);
+                assert_true(ev->skip_seq == cases[i].seq);
+                assert_int_equal(ev->has_offset, persisted);
+                event_unref(ev);
+                free(text);
+
+                /* the same envelope from another node skips nobody */
+                f.origin = "node-2";
+                text = build(&f, persisted ? "5-1" : NULL);
+                ev = event_of(targets[t], names[t], text);
+                expect_no_skip(ev);
+                event_unref(ev);
+                free(text);
+            }
+}
+
+static void test_envelope_built_presence_reads_back_as_the_same_event(void **state)
+{
+    char longest[NAME_MAX_LEN + 1];
+    static const enum event_kind kinds[] = {EVENT_PRESENCE_JOIN, EVENT_PRESENCE_LEAVE};
+
+    (void)state;
+    memset(longest, 'x', NAME_MAX_LEN);
+    longest[NAME_MAX_LEN] = '\0';
+    const char *rooms[] = {"general", longest}, *users[] = {"u.1", longest};
+    for (size_t k = 0; k < COUNT(kinds); k++)
+        for (size_t i = 0; i < COUNT(rooms); i++) {
+            /* from this node or another: presence has no echo to skip */
+            for (int here = 0; here <= 1; here++) {
+                char *text = envelope_presence(rooms[i], users[i], kinds[k], here ? NODE : "node-2");
+                assert_non_null(text);
+                struct event *ev = event_of(EVENT_ROOM, rooms[i], text);
+                struct event *expected = event_presence(kinds[k], rooms[i], users[i]);
+                expect_same_event(ev, expected);
+                expect_no_skip(ev);
+                event_unref(expected);
+                event_unref(ev);
+                free(text);
+            }
+        }
+}
+
 /* ---- messages --------------------------------------------------------------- */
 
 static void test_envelope_minimal_data_is_a_message_from_null(void **state)
 {
-    uint64_t before = event_now_ms();
-    struct bus_event *ev = event_of(BUS_ROOM, "general", "{\"data\":{\"text\":\"hi\"}}");
+    uint64_t before = clock_wall_ms();
+    struct event *ev = event_of(EVENT_ROOM, "general", "{\"data\":{\"text\":\"hi\"}}");
 
     (void)state;
     expect_json_now(ev, "{\"type\":\"message\",\"room\":\"general\",\"from\":null,\"data\":{\"text\":\"hi\"},", before,
-                    event_now_ms());
+                    clock_wall_ms());
     assert_int_equal(ev->has_offset, 0);
+    assert_int_equal(ev->kind, EVENT_MESSAGE);
     expect_no_skip(ev);
-    bus_event_unref(ev);
+    event_unref(ev);
 }
 
 static void test_envelope_full_envelope_is_the_exact_event(void **state)
 {
-    struct bus_event *ev = event_of(BUS_ROOM, "general",
+    struct event *ev = event_of(EVENT_ROOM, "general",
                                     "{\"v\":1,\"room\":\"general\",\"from\":\"alice\",\"offset\":\"1732312345678-0\","
                                     "\"ts\":1732312345678,\"origin\":\"node-2\",\"echo_skip\":null,"
                                     "\"data\":{\"text\":\"hi\"}}");
@@ -241,22 +568,22 @@ static void test_envelope_full_envelope_is_the_exact_event(void **state)
     assert_int_equal(ev->has_offset, 1);
     assert_true(ev->offset.ms == 1732312345678ULL && ev->offset.seq == 0);
     expect_no_skip(ev);
-    bus_event_unref(ev);
+    event_unref(ev);
 
-    ev = event_of(BUS_ROOM, "r", "{\"offset\":\"18446744073709551615-7\",\"ts\":0,\"data\":[]}");
+    ev = event_of(EVENT_ROOM, "r", "{\"offset\":\"18446744073709551615-7\",\"ts\":0,\"data\":[]}");
     expect_json(ev, "{\"type\":\"message\",\"room\":\"r\",\"offset\":\"18446744073709551615-7\",\"from\":null,"
                     "\"data\":[],\"ts\":0}");
     assert_true(ev->offset.ms == UINT64_MAX && ev->offset.seq == 7);
-    bus_event_unref(ev);
+    event_unref(ev);
 }
 
 static void test_envelope_room_comes_from_the_channel(void **state)
 {
-    struct bus_event *ev = event_of(BUS_ROOM, "general", "{\"room\":\"elsewhere\",\"ts\":1,\"data\":1}");
+    struct event *ev = event_of(EVENT_ROOM, "general", "{\"room\":\"elsewhere\",\"ts\":1,\"data\":1}");
 
     (void)state;
     expect_json(ev, "{\"type\":\"message\",\"room\":\"general\",\"from\":null,\"data\":1,\"ts\":1}");
-    bus_event_unref(ev);
+    event_unref(ev);
 }
 
 static void test_envelope_data_is_any_json_kept_compact(void **state)
@@ -282,20 +609,20 @@ static void test_envelope_data_is_any_json_kept_compact(void **state)
         snprintf(payload, sizeof payload, "{\"ts\":9,\"data\":%s}", cases[i].in);
         snprintf(expected, sizeof expected, "{\"type\":\"message\",\"room\":\"r\",\"from\":null,\"data\":%s,\"ts\":9}",
                  cases[i].out);
-        struct bus_event *ev = event_of(BUS_ROOM, "r", payload);
+        struct event *ev = event_of(EVENT_ROOM, "r", payload);
         expect_json(ev, expected);
-        bus_event_unref(ev);
+        event_unref(ev);
     }
 }
 
 static void test_envelope_offset_and_from_may_be_null(void **state)
 {
-    struct bus_event *ev = event_of(BUS_ROOM, "r", "{\"from\":null,\"offset\":null,\"ts\":3,\"data\":2}");
+    struct event *ev = event_of(EVENT_ROOM, "r", "{\"from\":null,\"offset\":null,\"ts\":3,\"data\":2}");
 
     (void)state;
     expect_json(ev, "{\"type\":\"message\",\"room\":\"r\",\"from\":null,\"data\":2,\"ts\":3}");
     assert_int_equal(ev->has_offset, 0);
-    bus_event_unref(ev);
+    event_unref(ev);
 }
 
 static void test_envelope_bad_ts_means_now(void **state)
@@ -305,11 +632,11 @@ static void test_envelope_bad_ts_means_now(void **state)
 
     (void)state;
     for (size_t i = 0; i < COUNT(bad); i++) {
-        uint64_t before = event_now_ms();
+        uint64_t before = clock_wall_ms();
         snprintf(payload, sizeof payload, "{\"ts\":%s,\"data\":0}", bad[i]);
-        struct bus_event *ev = event_of(BUS_ROOM, "r", payload);
-        expect_json_now(ev, "{\"type\":\"message\",\"room\":\"r\",\"from\":null,\"data\":0,", before, event_now_ms());
-        bus_event_unref(ev);
+        struct event *ev = event_of(EVENT_ROOM, "r", payload);
+        expect_json_now(ev, "{\"type\":\"message\",\"room\":\"r\",\"from\":null,\"data\":0,", before, clock_wall_ms());
+        event_unref(ev);
     }
 }
 
@@ -317,32 +644,34 @@ static void test_envelope_bad_ts_means_now(void **state)
 
 static void test_envelope_user_channel_is_direct(void **state)
 {
-    struct bus_event *ev = event_of(BUS_USER, "bob", "{\"v\":1,\"from\":\"alice\",\"ts\":5,\"origin\":\"node-2\","
+    struct event *ev = event_of(EVENT_USER, "bob", "{\"v\":1,\"from\":\"alice\",\"ts\":5,\"origin\":\"node-2\","
                                                      "\"echo_skip\":null,\"data\":{\"t\":\"psst\"}}");
 
     (void)state;
     expect_json(ev, "{\"type\":\"direct\",\"from\":\"alice\",\"data\":{\"t\":\"psst\"},\"ts\":5}");
+    assert_int_equal(ev->kind, EVENT_DIRECT);
     expect_no_skip(ev);
-    bus_event_unref(ev);
+    event_unref(ev);
 
-    uint64_t before = event_now_ms();
-    ev = event_of(BUS_USER, "bob", "{\"data\":null}");
-    expect_json_now(ev, "{\"type\":\"direct\",\"from\":null,\"data\":null,", before, event_now_ms());
-    bus_event_unref(ev);
+    uint64_t before = clock_wall_ms();
+    ev = event_of(EVENT_USER, "bob", "{\"data\":null}");
+    expect_json_now(ev, "{\"type\":\"direct\",\"from\":null,\"data\":null,", before, clock_wall_ms());
+    event_unref(ev);
 }
 
 static void test_envelope_all_channel_is_broadcast(void **state)
 {
-    struct bus_event *ev = event_of(BUS_ALL, "", "{\"v\":1,\"from\":\"ops\",\"ts\":77,\"data\":\"restart at 5\"}");
+    struct event *ev = event_of(EVENT_ALL, "", "{\"v\":1,\"from\":\"ops\",\"ts\":77,\"data\":\"restart at 5\"}");
 
     (void)state;
     expect_json(ev, "{\"type\":\"broadcast\",\"from\":\"ops\",\"data\":\"restart at 5\",\"ts\":77}");
+    assert_int_equal(ev->kind, EVENT_BROADCAST);
     expect_no_skip(ev);
-    bus_event_unref(ev);
+    event_unref(ev);
 
-    ev = event_of(BUS_ALL, "", "{\"data\":{},\"ts\":1}");
+    ev = event_of(EVENT_ALL, "", "{\"data\":{},\"ts\":1}");
     expect_json(ev, "{\"type\":\"broadcast\",\"from\":null,\"data\":{},\"ts\":1}");
-    bus_event_unref(ev);
+    event_unref(ev);
 }
 
 /* ---- refusals --------------------------------------------------------------- */
@@ -355,12 +684,12 @@ static void test_envelope_refuses_unknown_versions(void **state)
     (void)state;
     for (size_t i = 0; i < COUNT(bad); i++) {
         snprintf(payload, sizeof payload, "{\"v\":%s,\"data\":1}", bad[i]);
-        refused(BUS_ROOM, "r", payload);
-        refused(BUS_USER, "u", payload);
-        refused(BUS_ALL, "", payload);
+        refused(EVENT_ROOM, "r", payload);
+        refused(EVENT_USER, "u", payload);
+        refused(EVENT_ALL, "", payload);
     }
-    struct bus_event *ev = event_of(BUS_ROOM, "r", "{\"v\":1,\"data\":1}");
-    bus_event_unref(ev);
+    struct event *ev = event_of(EVENT_ROOM, "r", "{\"v\":1,\"data\":1}");
+    event_unref(ev);
 }
 
 static void test_envelope_refuses_missing_data(void **state)
@@ -370,8 +699,8 @@ static void test_envelope_refuses_missing_data(void **state)
 
     (void)state;
     for (size_t i = 0; i < COUNT(bad); i++) {
-        refused(BUS_ROOM, "r", bad[i]);
-        refused(BUS_ALL, "", bad[i]);
+        refused(EVENT_ROOM, "r", bad[i]);
+        refused(EVENT_ALL, "", bad[i]);
     }
 }
 
@@ -386,21 +715,21 @@ static void test_envelope_refuses_what_is_not_a_json_object(void **state)
 
     (void)state;
     for (size_t i = 0; i < COUNT(bad); i++)
-        refused(BUS_ROOM, "r", bad[i]);
-    refused_len(BUS_ROOM, "r", "{\"data\":1}\0", 11);
-    refused_len(BUS_ROOM, "r", "{\"data\":\"a\0b\"}", 14);
+        refused(EVENT_ROOM, "r", bad[i]);
+    refused_len(EVENT_ROOM, "r", "{\"data\":1}\0", 11);
+    refused_len(EVENT_ROOM, "r", "{\"data\":\"a\0b\"}", 14);
 }
 
 static void test_envelope_reads_only_len_bytes(void **state)
 {
     const char *payload = "{\"data\":1,\"ts\":2}garbage";
-    struct bus_event *ev = event_len(BUS_ROOM, "r", payload, 17);
+    struct event *ev = event_len(EVENT_ROOM, "r", payload, 17);
 
     (void)state;
     expect_json(ev, "{\"type\":\"message\",\"room\":\"r\",\"from\":null,\"data\":1,\"ts\":2}");
-    bus_event_unref(ev);
-    refused_len(BUS_ROOM, "r", payload, 16);
-    refused_len(BUS_ROOM, "r", payload, 0);
+    event_unref(ev);
+    refused_len(EVENT_ROOM, "r", payload, 16);
+    refused_len(EVENT_ROOM, "r", payload, 0);
 }
 
 static void test_envelope_refuses_invalid_from(void **state)
@@ -416,9 +745,9 @@ static void test_envelope_refuses_invalid_from(void **state)
     (void)state;
     for (size_t i = 0; i < COUNT(bad); i++) {
         snprintf(payload, sizeof payload, "{\"from\":%s,\"data\":1}", bad[i]);
-        refused(BUS_ROOM, "r", payload);
-        refused(BUS_USER, "u", payload);
-        refused(BUS_ALL, "", payload);
+        refused(EVENT_ROOM, "r", payload);
+        refused(EVENT_USER, "u", payload);
+        refused(EVENT_ALL, "", payload);
     }
 }
 
@@ -434,7 +763,7 @@ static void test_envelope_refuses_invalid_offset(void **state)
     (void)state;
     for (size_t i = 0; i < COUNT(bad); i++) {
         snprintf(payload, sizeof payload, "{\"offset\":%s,\"data\":1}", bad[i]);
-        refused(BUS_ROOM, "r", payload);
+        refused(EVENT_ROOM, "r", payload);
     }
 }
 
@@ -442,25 +771,27 @@ static void test_envelope_refuses_invalid_offset(void **state)
 
 static void test_envelope_presence_join_and_leave(void **state)
 {
-    struct bus_event *ev =
-        event_of(BUS_ROOM, "r", "{\"v\":1,\"room\":\"r\",\"presence\":\"join\",\"user\":\"u\",\"origin\":\"n\","
+    struct event *ev =
+        event_of(EVENT_ROOM, "r", "{\"v\":1,\"room\":\"r\",\"presence\":\"join\",\"user\":\"u\",\"origin\":\"n\","
                                 "\"data\":null}");
 
     (void)state;
     expect_json(ev, "{\"type\":\"presence_join\",\"room\":\"r\",\"user\":\"u\"}");
     assert_int_equal(ev->has_offset, 0);
+    assert_int_equal(ev->kind, EVENT_PRESENCE_JOIN);
     expect_no_skip(ev);
-    bus_event_unref(ev);
+    event_unref(ev);
 
-    ev = event_of(BUS_ROOM, "general", "{\"v\":1,\"presence\":\"leave\",\"user\":\"alice\",\"data\":null}");
+    ev = event_of(EVENT_ROOM, "general", "{\"v\":1,\"presence\":\"leave\",\"user\":\"alice\",\"data\":null}");
     expect_json(ev, "{\"type\":\"presence_leave\",\"room\":\"general\",\"user\":\"alice\"}");
-    bus_event_unref(ev);
+    assert_int_equal(ev->kind, EVENT_PRESENCE_LEAVE);
+    event_unref(ev);
 
     /* An offset on a presence envelope does not make it a persisted message. */
-    ev = event_of(BUS_ROOM, "r", "{\"presence\":\"join\",\"user\":\"u\",\"offset\":\"5-5\",\"data\":{}}");
+    ev = event_of(EVENT_ROOM, "r", "{\"presence\":\"join\",\"user\":\"u\",\"offset\":\"5-5\",\"data\":{}}");
     expect_json(ev, "{\"type\":\"presence_join\",\"room\":\"r\",\"user\":\"u\"}");
     assert_int_equal(ev->has_offset, 0);
-    bus_event_unref(ev);
+    event_unref(ev);
 }
 
 static void test_envelope_presence_refusals(void **state)
@@ -491,41 +822,41 @@ static void test_envelope_presence_refusals(void **state)
 
     (void)state;
     for (size_t i = 0; i < COUNT(bad_room); i++)
-        refused(BUS_ROOM, "r", bad_room[i]);
+        refused(EVENT_ROOM, "r", bad_room[i]);
     /* Only a room channel carries presence. */
-    refused(BUS_USER, "u", good_elsewhere);
-    refused(BUS_ALL, "", good_elsewhere);
-    struct bus_event *ev = event_of(BUS_ROOM, "r", good_elsewhere);
-    bus_event_unref(ev);
+    refused(EVENT_USER, "u", good_elsewhere);
+    refused(EVENT_ALL, "", good_elsewhere);
+    struct event *ev = event_of(EVENT_ROOM, "r", good_elsewhere);
+    event_unref(ev);
 }
 
 /* ---- echo_skip -------------------------------------------------------------- */
 
 static void test_envelope_echo_skip_from_this_node(void **state)
 {
-    struct bus_event *ev = event_of(BUS_ROOM, "r", "{\"v\":1,\"room\":\"r\",\"from\":\"alice\",\"ts\":1,"
+    struct event *ev = event_of(EVENT_ROOM, "r", "{\"v\":1,\"room\":\"r\",\"from\":\"alice\",\"ts\":1,"
                                                    "\"origin\":\"" NODE "\",\"echo_skip\":\"3.42\",\"data\":1}");
 
     (void)state;
     expect_json(ev, "{\"type\":\"message\",\"room\":\"r\",\"from\":\"alice\",\"data\":1,\"ts\":1}");
     assert_int_equal(ev->skip_worker, 3);
     assert_true(ev->skip_seq == 42);
-    bus_event_unref(ev);
+    event_unref(ev);
 
-    ev = event_of(BUS_ROOM, "r", "{\"origin\":\"" NODE "\",\"echo_skip\":\"0.18446744073709551615\",\"data\":1}");
+    ev = event_of(EVENT_ROOM, "r", "{\"origin\":\"" NODE "\",\"echo_skip\":\"0.18446744073709551615\",\"data\":1}");
     assert_int_equal(ev->skip_worker, 0);
     assert_true(ev->skip_seq == UINT64_MAX);
-    bus_event_unref(ev);
+    event_unref(ev);
 
     /* On user and all channels too (a send or broadcast with echo off). */
-    ev = event_of(BUS_USER, "u", "{\"origin\":\"" NODE "\",\"echo_skip\":\"1.7\",\"data\":1}");
+    ev = event_of(EVENT_USER, "u", "{\"origin\":\"" NODE "\",\"echo_skip\":\"1.7\",\"data\":1}");
     assert_int_equal(ev->skip_worker, 1);
     assert_true(ev->skip_seq == 7);
-    bus_event_unref(ev);
-    ev = event_of(BUS_ALL, "", "{\"origin\":\"" NODE "\",\"echo_skip\":\"2.8\",\"data\":1}");
+    event_unref(ev);
+    ev = event_of(EVENT_ALL, "", "{\"origin\":\"" NODE "\",\"echo_skip\":\"2.8\",\"data\":1}");
     assert_int_equal(ev->skip_worker, 2);
     assert_true(ev->skip_seq == 8);
-    bus_event_unref(ev);
+    event_unref(ev);
 }
 
 static void test_envelope_echo_skip_ignored_unless_origin_is_this_node(void **state)
@@ -553,10 +884,10 @@ static void test_envelope_echo_skip_ignored_unless_origin_is_this_node(void **st
 
     (void)state;
     for (size_t i = 0; i < COUNT(payloads); i++) {
-        struct bus_event *ev = event_of(BUS_ROOM, "r", payloads[i]);
+        struct event *ev = event_of(EVENT_ROOM, "r", payloads[i]);
         if (ev->skip_worker != -1 || ev->skip_seq != 0)
             fail_msg("%s: skips %d.%llu", payloads[i], ev->skip_worker, (unsigned long long)ev->skip_seq);
-        bus_event_unref(ev);
+        event_unref(ev);
     }
 }
 
@@ -573,20 +904,20 @@ static void test_envelope_strings_with_nul_are_judged_whole(void **state)
     char failures[1024] = "";
     size_t n = 0;
     const char *why;
-    struct bus_event *ev;
+    struct event *ev;
 
     (void)state;
-    ev = envelope_to_event(NODE, BUS_ROOM, "r", skip, strlen(skip), &why);
+    ev = envelope_to_event(NODE, EVENT_ROOM, "r", skip, strlen(skip), &why);
     assert_non_null(ev);
     if (ev->skip_worker != -1 || ev->skip_seq != 0)
         n += (size_t)snprintf(failures + n, sizeof failures - n, "\n  %s: skips %d.%llu", skip, ev->skip_worker,
                               (unsigned long long)ev->skip_seq);
-    bus_event_unref(ev);
+    event_unref(ev);
     for (size_t i = 0; i < COUNT(refuse); i++) {
-        ev = envelope_to_event(NODE, BUS_ROOM, "r", refuse[i], strlen(refuse[i]), &why);
+        ev = envelope_to_event(NODE, EVENT_ROOM, "r", refuse[i], strlen(refuse[i]), &why);
         if (ev) {
             n += (size_t)snprintf(failures + n, sizeof failures - n, "\n  %s: accepted as %s", refuse[i], ev->json);
-            bus_event_unref(ev);
+            event_unref(ev);
         }
     }
     if (n)
@@ -601,6 +932,16 @@ int main(void)
         cmocka_unit_test(test_envelope_channel_refuses_other_namespaces),
         cmocka_unit_test(test_envelope_channel_refuses_bad_shapes),
         cmocka_unit_test(test_envelope_channel_name_length),
+        cmocka_unit_test(test_envelope_channel_name_of_each_target),
+        cmocka_unit_test(test_envelope_channel_name_reads_back),
+        cmocka_unit_test(test_envelope_build_room_message_is_the_documented_text),
+        cmocka_unit_test(test_envelope_build_direct_and_broadcast_have_no_room),
+        cmocka_unit_test(test_envelope_build_parts_surround_the_offset),
+        cmocka_unit_test(test_envelope_presence_is_the_documented_text),
+        cmocka_unit_test(test_envelope_built_message_reads_back_as_the_same_event),
+        cmocka_unit_test(test_envelope_built_direct_and_broadcast_read_back_as_the_same_event),
+        cmocka_unit_test(test_envelope_built_echo_skip_reads_back_on_this_node_only),
+        cmocka_unit_test(test_envelope_built_presence_reads_back_as_the_same_event),
         cmocka_unit_test(test_envelope_minimal_data_is_a_message_from_null),
         cmocka_unit_test(test_envelope_full_envelope_is_the_exact_event),
         cmocka_unit_test(test_envelope_room_comes_from_the_channel),

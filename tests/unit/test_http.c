@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "http.h"
-#include "ws.h"
+#include "codec/http.h"
+#include "codec/ws.h"
 
 #define MAX_HEAD 1024
 #define MAX_BODY 256

@@ -1,9 +1,11 @@
-/* test_hub.c - unit tests of hub.c: one worker's room and user indexes
+/* test_hub.c - unit tests of app/hub.c: one worker's room and user indexes
  * (pending and joined memberships, swap-remove slots that stay consistent
- * whichever member leaves) and the fan-out of a bus event: one frame shared
- * by every recipient's queue, the publisher skipped for echo:false.
- * Connections are built by hand (no sockets): a struct worker with a server
- * and config, and conns in CONN_WS with an empty output queue. */
+ * whichever member leaves, members fresh from a replay) and the fan-out of
+ * an event: one frame shared by every recipient's queue, the publisher
+ * skipped for echo:false, counted into the loop's metrics.
+ * Clients are built by hand (no sockets): a struct net_loop started with
+ * net_loop_init on a uv loop that never runs until teardown, and struct
+ * clients whose conns are in CONN_WS with an empty output queue. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -13,41 +15,47 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uv.h>
 
-#include "bus.h"
-#include "conn.h"
-#include "hub.h"
-#include "server.h"
-#include "ws.h"
+#include "app/client.h"
+#include "app/hub.h"
+#include "codec/event.h"
+#include "codec/ws.h"
+#include "core/config.h"
+#include "metrics/metrics.h"
+#include "net/conn.h"
+#include "net/loop.h"
 
 #define NCONN 16
 #define WORKER_INDEX 3
 
 struct fixture {
     struct config cfg;
-    struct server server;
-    struct worker *w;
+    struct metrics_worker metrics;
+    uv_loop_t uv;
+    struct net_loop net;
     struct hub *hub;
-    struct conn *c[NCONN];
+    struct client *c[NCONN];
     int user_indexed[NCONN];
 };
 
-static struct conn *conn_new(struct fixture *f, int i, const char *user)
+static struct client *client_new(struct fixture *f, int i, const char *user)
 {
-    struct conn *c = calloc(1, sizeof *c);
+    struct client *c = calloc(1, sizeof *c);
+    struct conn *conn = &c->conn;
 
     assert_non_null(c);
-    c->worker = f->w;
-    c->seq = 100 + (uint64_t)i;
-    c->state = CONN_WS;
-    c->refs = 1;
+    conn->loop = &f->net;
+    conn->seq = 100 + (uint64_t)i;
+    conn->state = CONN_WS;
+    conn->refs = 1;
+    conn->out.items = conn->out.inline_items;
+    conn->out.cap = OUTQ_INLINE;
+    conn->next = f->net.conns;
+    if (conn->next)
+        conn->next->prev = conn;
+    f->net.conns = conn;
     c->user = user ? strdup(user) : NULL;
-    c->out.items = c->out.inline_items;
-    c->out.cap = OUTQ_INLINE;
-    c->next = f->w->conns;
-    if (c->next)
-        c->next->prev = c;
-    f->w->conns = c;
     return c;
 }
 
@@ -57,16 +65,12 @@ static int setup(void **state)
 
     assert_non_null(f);
     f->cfg.send_queue_limit = 1 << 20;
-    f->server.cfg = &f->cfg;
-    f->w = calloc(1, sizeof *f->w);
-    assert_non_null(f->w);
-    f->w->server = &f->server;
-    f->w->index = WORKER_INDEX;
-    f->hub = hub_create(f->w);
+    assert_int_equal(uv_loop_init(&f->uv), 0);
+    assert_int_equal(net_loop_init(&f->net, &f->uv, WORKER_INDEX, &f->cfg, &f->metrics), 0);
+    f->hub = hub_create(&f->net);
     assert_non_null(f->hub);
-    f->w->hub = f->hub;
     for (int i = 0; i < NCONN; i++)
-        f->c[i] = conn_new(f, i, NULL);
+        f->c[i] = client_new(f, i, NULL);
     *state = f;
     return 0;
 }
@@ -92,12 +96,12 @@ static void conn_drain(struct conn *c)
 
 static void drain_all(struct fixture *f)
 {
-    for (struct conn *c = f->w->conns; c; c = c->next)
+    for (struct conn *c = f->net.conns; c; c = c->next)
         conn_drain(c);
-    f->w->dirty = f->w->dirty_tail = NULL;
+    f->net.dirty = f->net.dirty_tail = NULL;
 }
 
-static void leave_quietly(struct conn *c, const char *room)
+static void leave_quietly(struct client *c, const char *room)
 {
     (void)c;
     (void)room;
@@ -108,9 +112,9 @@ static int teardown(void **state)
     struct fixture *f = *state;
 
     drain_all(f);
-    while (f->w->conns) {
-        struct conn *c = f->w->conns;
-        f->w->conns = c->next;
+    while (f->net.conns) {
+        struct client *c = client_of(f->net.conns);
+        f->net.conns = c->conn.next;
         hub_conn_leave_all(f->hub, c, leave_quietly);
         for (int i = 0; i < NCONN; i++)
             if (f->c[i] == c && f->user_indexed[i])
@@ -120,7 +124,9 @@ static int teardown(void **state)
     }
     /* Entries die with their last reference: LeakSanitizer sees any left. */
     hub_destroy(f->hub);
-    free(f->w);
+    net_loop_close(&f->net);
+    assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&f->uv), 0);
     free(f);
     return 0;
 }
@@ -152,25 +158,17 @@ static void leave(struct fixture *f, int i, const char *room)
 
 #define BIT(i) (1u << (i))
 
-/* Delivers json to target/name with the given echo skip and returns the
- * set of fixture conns that got it, after checking that every recipient
- * got exactly one frame, the same frame, encoding json, marked dirty once
- * with one reference for it; then empties the queues. */
-static uint32_t deliver_skip(struct fixture *f, enum bus_target target, const char *name, int skip_worker,
-                             uint64_t skip_seq)
+/* The set of fixture clients whose conns got one frame, after checking
+ * that every recipient got exactly one frame, the same frame, encoding
+ * json, marked dirty once with one reference for it, and that the loop's
+ * metrics counted them as deliveries to target; then empties the queues. */
+static uint32_t delivered(struct fixture *f, enum event_target target, const char *json, size_t len,
+                          uint64_t deliveries_before, uint64_t out_before)
 {
-    static const char json[] = "{\"type\":\"message\",\"room\":\"r\",\"from\":null,\"data\":1,\"ts\":1}";
-    struct bus_event *ev = bus_event_create(target, name, json, sizeof json - 1);
     struct frame *shared = NULL;
     uint32_t got = 0, recipients = 0, dirty = 0;
 
-    assert_non_null(ev);
-    ev->skip_worker = skip_worker;
-    ev->skip_seq = skip_seq;
-    hub_deliver(f->hub, ev);
-    bus_event_unref(ev);
-
-    for (struct conn *c = f->w->conns; c; c = c->next) {
+    for (struct conn *c = f->net.conns; c; c = c->next) {
         if (c->out.count == 0) {
             assert_int_equal(c->dirty, 0);
             continue;
@@ -185,25 +183,55 @@ static uint32_t deliver_skip(struct fixture *f, enum bus_target target, const ch
         assert_int_equal(c->refs, 2);
         recipients++;
         for (int i = 0; i < NCONN; i++)
-            if (f->c[i] == c)
+            if (&f->c[i]->conn == c)
                 got |= BIT(i);
     }
-    for (struct conn *c = f->w->dirty; c; c = c->dirty_next)
+    for (struct conn *c = f->net.dirty; c; c = c->dirty_next)
         dirty++;
     assert_int_equal(dirty, recipients);
     if (shared) {
         /* One reference per queue; the hub kept none. */
         assert_int_equal(shared->refs, recipients);
-        assert_int_equal(shared->len, 2 + sizeof json - 1);
+        assert_int_equal(shared->len, 2 + len);
         assert_int_equal(shared->bytes[0], 0x81);
-        assert_int_equal(shared->bytes[1], sizeof json - 1);
-        assert_memory_equal(shared->bytes + 2, json, sizeof json - 1);
+        assert_int_equal(shared->bytes[1], len);
+        assert_memory_equal(shared->bytes + 2, json, len);
     }
+    assert_int_equal(f->metrics.fanout_deliveries - deliveries_before, recipients);
+    assert_int_equal(f->metrics.out[target] - out_before, recipients);
     drain_all(f);
     return got;
 }
 
-static uint32_t deliver(struct fixture *f, enum bus_target target, const char *name)
+/* Delivers an event of json to target/name with the given echo skip and
+ * returns the set of fixture clients that got it (see delivered). */
+static uint32_t deliver_event(struct fixture *f, enum event_target target, const char *name, const char *json,
+                              int has_offset, struct offset offset, int skip_worker, uint64_t skip_seq)
+{
+    struct event *ev = event_copy(target, name, json, strlen(json));
+    uint64_t deliveries = f->metrics.fanout_deliveries, out = f->metrics.out[target];
+
+    assert_non_null(ev);
+    ev->has_offset = has_offset;
+    ev->offset = offset;
+    ev->skip_worker = skip_worker;
+    ev->skip_seq = skip_seq;
+    hub_deliver(f->hub, ev);
+    /* the hub took no reference of its own */
+    assert_int_equal(atomic_load(&ev->refs), 1);
+    event_unref(ev);
+    return delivered(f, target, json, strlen(json), deliveries, out);
+}
+
+static const char message_json[] = "{\"type\":\"message\",\"room\":\"r\",\"from\":null,\"data\":1,\"ts\":1}";
+
+static uint32_t deliver_skip(struct fixture *f, enum event_target target, const char *name, int skip_worker,
+                             uint64_t skip_seq)
+{
+    return deliver_event(f, target, name, message_json, 0, (struct offset){0, 0}, skip_worker, skip_seq);
+}
+
+static uint32_t deliver(struct fixture *f, enum event_target target, const char *name)
 {
     return deliver_skip(f, target, name, -1, 0);
 }
@@ -213,7 +241,7 @@ static uint32_t deliver(struct fixture *f, enum bus_target target, const char *n
 static void test_hub_room_add_is_pending_until_activated(void **state)
 {
     struct fixture *f = *state;
-    struct conn *c = f->c[0];
+    struct client *c = f->c[0];
 
     assert_int_equal(hub_room_count(c), 0);
     assert_false(hub_is_member(c, "r"));
@@ -222,17 +250,17 @@ static void test_hub_room_add_is_pending_until_activated(void **state)
     assert_true(hub_is_member(c, "r"));
     assert_int_equal(hub_room_count(c), 1);
     assert_int_equal(hub_room_members(f->hub, "r"), 0);
-    assert_int_equal(deliver(f, BUS_ROOM, "r"), 0);
+    assert_int_equal(deliver(f, EVENT_ROOM, "r"), 0);
     assert_int_equal(hub_room_activate(f->hub, c, "r", NULL), HUB_OK);
     assert_int_equal(hub_room_members(f->hub, "r"), 1);
     assert_int_equal(hub_room_count(c), 1);
-    assert_int_equal(deliver(f, BUS_ROOM, "r"), BIT(0));
+    assert_int_equal(deliver(f, EVENT_ROOM, "r"), BIT(0));
 }
 
 static void test_hub_room_add_twice_is_already(void **state)
 {
     struct fixture *f = *state;
-    struct conn *c = f->c[0];
+    struct client *c = f->c[0];
 
     assert_int_equal(hub_room_add(f->hub, c, "r"), HUB_OK);
     assert_int_equal(hub_room_add(f->hub, c, "r"), HUB_ALREADY); /* pending */
@@ -250,16 +278,16 @@ static void test_hub_activate_twice_counts_once(void **state)
     join(f, 0, "r");
     assert_int_equal(hub_room_activate(f->hub, f->c[0], "r", NULL), HUB_OK);
     assert_int_equal(hub_room_members(f->hub, "r"), 1);
-    assert_int_equal(deliver(f, BUS_ROOM, "r"), BIT(0));
+    assert_int_equal(deliver(f, EVENT_ROOM, "r"), BIT(0));
     leave(f, 0, "r");
     assert_int_equal(hub_room_members(f->hub, "r"), 0);
-    assert_int_equal(deliver(f, BUS_ROOM, "r"), 0);
+    assert_int_equal(deliver(f, EVENT_ROOM, "r"), 0);
 }
 
 static void test_hub_activate_after_leaving_is_not_member(void **state)
 {
     struct fixture *f = *state;
-    struct conn *c = f->c[0];
+    struct client *c = f->c[0];
 
     assert_int_equal(hub_room_activate(f->hub, c, "never", NULL), HUB_NOT_MEMBER);
     /* The join was asked for, then the conn left before it completed. */
@@ -281,7 +309,7 @@ static void test_hub_room_remove_of_pending_and_joined(void **state)
     assert_int_equal(hub_room_remove(f->hub, f->c[0], "r"), HUB_OK);
     assert_int_equal(hub_room_remove(f->hub, f->c[0], "r"), HUB_NOT_MEMBER);
     assert_int_equal(hub_room_members(f->hub, "r"), 1);
-    assert_int_equal(deliver(f, BUS_ROOM, "r"), BIT(1));
+    assert_int_equal(deliver(f, EVENT_ROOM, "r"), BIT(1));
     leave(f, 1, "r");
     assert_int_equal(hub_room_remove(f->hub, f->c[1], "r"), HUB_NOT_MEMBER);
     assert_false(hub_is_member(f->c[1], "r"));
@@ -289,13 +317,13 @@ static void test_hub_room_remove_of_pending_and_joined(void **state)
     assert_int_equal(hub_room_members(f->hub, "r"), 0);
     /* The room is gone and can be made again. */
     join(f, 2, "r");
-    assert_int_equal(deliver(f, BUS_ROOM, "r"), BIT(2));
+    assert_int_equal(deliver(f, EVENT_ROOM, "r"), BIT(2));
 }
 
 static void test_hub_membership_matches_whole_names(void **state)
 {
     struct fixture *f = *state;
-    struct conn *c = f->c[0];
+    struct client *c = f->c[0];
 
     join(f, 0, "ab");
     assert_true(hub_is_member(c, "ab"));
@@ -305,8 +333,8 @@ static void test_hub_membership_matches_whole_names(void **state)
     assert_int_equal(hub_room_remove(f->hub, c, "a"), HUB_NOT_MEMBER);
     assert_int_equal(hub_room_activate(f->hub, c, "abc", NULL), HUB_NOT_MEMBER);
     assert_int_equal(hub_room_members(f->hub, "a"), 0);
-    assert_int_equal(deliver(f, BUS_ROOM, "a"), 0);
-    assert_int_equal(deliver(f, BUS_ROOM, "ab"), BIT(0));
+    assert_int_equal(deliver(f, EVENT_ROOM, "a"), 0);
+    assert_int_equal(deliver(f, EVENT_ROOM, "ab"), BIT(0));
 }
 
 static void test_hub_conn_in_many_rooms_keeps_the_others_when_one_leaves(void **state)
@@ -334,7 +362,7 @@ static void test_hub_conn_in_many_rooms_keeps_the_others_when_one_leaves(void **
         snprintf(room, sizeof room, "room-%d", r);
         assert_int_equal(hub_is_member(f->c[0], room), r % 3 != 1);
         assert_int_equal(hub_room_members(f->hub, room), __builtin_popcount(expect));
-        assert_int_equal(deliver(f, BUS_ROOM, room), expect);
+        assert_int_equal(deliver(f, EVENT_ROOM, room), expect);
     }
     assert_int_equal(hub_room_count(f->c[0]), ROOMS - (ROOMS + 1) / 3);
 }
@@ -350,7 +378,7 @@ static void test_hub_removing_a_member_from_the_middle_keeps_slots(void **state)
         join(f, i, "r");
         members |= BIT(i);
     }
-    assert_int_equal(deliver(f, BUS_ROOM, "r"), members);
+    assert_int_equal(deliver(f, EVENT_ROOM, "r"), members);
     /* c5 moves into c1's slot; then c5 leaves from there, and so on. */
     static const int order[] = {1, 5, 0, 3, 4, 2};
     for (size_t k = 0; k < 6; k++) {
@@ -358,7 +386,7 @@ static void test_hub_removing_a_member_from_the_middle_keeps_slots(void **state)
         members &= ~BIT(order[k]);
         assert_false(hub_is_member(f->c[order[k]], "r"));
         assert_int_equal(hub_room_members(f->hub, "r"), __builtin_popcount(members));
-        assert_int_equal(deliver(f, BUS_ROOM, "r"), members);
+        assert_int_equal(deliver(f, EVENT_ROOM, "r"), members);
     }
 }
 
@@ -372,7 +400,7 @@ static void test_hub_room_index_matches_reference_under_random_joins_and_leaves(
     for (int step = 0; step < 3000; step++) {
         rng = rng * 1103515245u + 12345u;
         int i = (int)((rng >> 16) % NCONN), r = (int)((rng >> 8) % 3), op = (int)((rng >> 4) % 3);
-        struct conn *c = f->c[i];
+        struct client *c = f->c[i];
         uint32_t bit = BIT(i);
         int member = ((pending[r] | joined[r]) & bit) != 0;
         if (op == 0) {
@@ -394,7 +422,7 @@ static void test_hub_room_index_matches_reference_under_random_joins_and_leaves(
             assert_int_equal(hub_room_members(f->hub, rooms[k]), __builtin_popcount(joined[k]));
         if (step % 10 == 0)
             for (int k = 0; k < 3; k++)
-                assert_int_equal(deliver(f, BUS_ROOM, rooms[k]), joined[k]);
+                assert_int_equal(deliver(f, EVENT_ROOM, rooms[k]), joined[k]);
     }
     for (int i = 0; i < NCONN; i++) {
         uint32_t count = 0;
@@ -411,9 +439,9 @@ static void test_hub_room_index_matches_reference_under_random_joins_and_leaves(
 
 static char left_rooms[8][NAME_MAX_LEN + 1];
 static int left_count;
-static struct conn *left_conn;
+static struct client *left_conn;
 
-static void record_leave(struct conn *c, const char *room)
+static void record_leave(struct client *c, const char *room)
 {
     assert_ptr_equal(c, left_conn);
     assert_true(left_count < 8);
@@ -454,9 +482,9 @@ static void test_hub_leave_all_reports_each_room_then_forgets_them(void **state)
     assert_int_equal(hub_room_count(f->c[0]), 0);
     assert_false(hub_is_member(f->c[0], "a"));
     assert_false(hub_is_member(f->c[0], "pending"));
-    assert_int_equal(deliver(f, BUS_ROOM, "a"), BIT(1));
-    assert_int_equal(deliver(f, BUS_ROOM, "b"), BIT(2));
-    assert_int_equal(deliver(f, BUS_ROOM, "c"), BIT(1));
+    assert_int_equal(deliver(f, EVENT_ROOM, "a"), BIT(1));
+    assert_int_equal(deliver(f, EVENT_ROOM, "b"), BIT(2));
+    assert_int_equal(deliver(f, EVENT_ROOM, "c"), BIT(1));
     assert_int_equal(hub_room_members(f->hub, "pending"), 0);
 
     /* Nothing to leave: no callback. */
@@ -465,7 +493,109 @@ static void test_hub_leave_all_reports_each_room_then_forgets_them(void **state)
     assert_int_equal(left_count, 0);
     /* The conn can join again. */
     join(f, 0, "a");
-    assert_int_equal(deliver(f, BUS_ROOM, "a"), BIT(0) | BIT(1));
+    assert_int_equal(deliver(f, EVENT_ROOM, "a"), BIT(0) | BIT(1));
+}
+
+/* ---- Rooms: members fresh from a replay ----------------------------------------- */
+
+/* A persisted event of room r at offset ms-seq. */
+static uint32_t deliver_at(struct fixture *f, uint64_t ms, uint64_t seq)
+{
+    return deliver_event(f, EVENT_ROOM, "r", message_json, 1, (struct offset){ms, seq}, -1, 0);
+}
+
+static void activate_after(struct fixture *f, int i, uint64_t ms, uint64_t seq)
+{
+    assert_int_equal(hub_room_add(f->hub, f->c[i], "r"), HUB_OK);
+    assert_int_equal(hub_room_activate(f->hub, f->c[i], "r", &(struct offset){ms, seq}), HUB_OK);
+    assert_false(hub_is_pending(f->c[i], "r"));
+    assert_true(hub_is_member(f->c[i], "r"));
+}
+
+static void test_hub_fresh_member_skips_persisted_events_its_replay_had(void **state)
+{
+    struct fixture *f = *state;
+
+    join(f, 0, "r");
+    activate_after(f, 1, 10, 5);
+    /* at or below the replay's offset: the replay had it */
+    assert_int_equal(deliver_at(f, 10, 4), BIT(0));
+    assert_int_equal(deliver_at(f, 9, 99), BIT(0));
+    assert_int_equal(deliver_at(f, 10, 5), BIT(0));
+    /* events without an offset were in no replay */
+    assert_int_equal(deliver(f, EVENT_ROOM, "r"), BIT(0) | BIT(1));
+    assert_int_equal(hub_room_members(f->hub, "r"), 1);
+    /* the first one past it reaches it once, and makes it an ordinary member */
+    assert_int_equal(deliver_at(f, 10, 6), BIT(0) | BIT(1));
+    assert_int_equal(hub_room_members(f->hub, "r"), 2);
+    assert_int_equal(deliver_at(f, 10, 3), BIT(0) | BIT(1));
+    leave(f, 1, "r");
+    assert_int_equal(deliver_at(f, 11, 0), BIT(0));
+    assert_int_equal(hub_room_members(f->hub, "r"), 1);
+}
+
+static void test_hub_fresh_members_each_have_their_own_offset(void **state)
+{
+    struct fixture *f = *state;
+
+    activate_after(f, 0, 5, 0);
+    activate_after(f, 1, 7, 0);
+    activate_after(f, 2, 6, 0);
+    assert_int_equal(hub_room_members(f->hub, "r"), 0);
+    assert_int_equal(deliver_at(f, 5, 0), 0);
+    assert_int_equal(deliver_at(f, 6, 0), BIT(0));
+    assert_int_equal(deliver_at(f, 7, 0), BIT(0) | BIT(2));
+    assert_int_equal(hub_room_members(f->hub, "r"), 2);
+    assert_int_equal(deliver_at(f, 8, 0), BIT(0) | BIT(1) | BIT(2));
+    assert_int_equal(hub_room_members(f->hub, "r"), 3);
+    /* slots stay right after the promotions */
+    leave(f, 0, "r");
+    assert_int_equal(deliver_at(f, 9, 0), BIT(1) | BIT(2));
+    leave(f, 2, "r");
+    assert_int_equal(deliver(f, EVENT_ROOM, "r"), BIT(1));
+}
+
+static void test_hub_fresh_member_can_leave_before_it_is_promoted(void **state)
+{
+    struct fixture *f = *state;
+
+    join(f, 0, "r");
+    activate_after(f, 1, 10, 0);
+    activate_after(f, 2, 10, 0);
+    leave(f, 1, "r");
+    assert_false(hub_is_member(f->c[1], "r"));
+    assert_int_equal(hub_room_count(f->c[1]), 0);
+    assert_int_equal(deliver(f, EVENT_ROOM, "r"), BIT(0) | BIT(2));
+    assert_int_equal(deliver_at(f, 11, 0), BIT(0) | BIT(2));
+    /* and from leave_all */
+    activate_after(f, 3, 20, 0);
+    left_count = 0;
+    left_conn = f->c[3];
+    hub_conn_leave_all(f->hub, f->c[3], record_leave);
+    assert_int_equal(left_count, 1);
+    assert_int_equal(deliver_at(f, 21, 0), BIT(0) | BIT(2));
+    /* a room of fresh members only goes when the last one leaves */
+    activate_after(f, 4, 1, 0);
+    leave(f, 0, "r");
+    leave(f, 2, "r");
+    leave(f, 4, "r");
+    assert_int_equal(hub_room_members(f->hub, "r"), 0);
+    assert_int_equal(deliver_at(f, 30, 0), 0);
+}
+
+static void test_hub_fresh_member_publisher_is_skipped_too(void **state)
+{
+    struct fixture *f = *state;
+
+    join(f, 0, "r");
+    activate_after(f, 1, 10, 0);
+    assert_int_equal(deliver_skip(f, EVENT_ROOM, "r", WORKER_INDEX, f->c[1]->conn.seq), BIT(0));
+    /* promoted by an event it does not get */
+    assert_int_equal(
+        deliver_event(f, EVENT_ROOM, "r", message_json, 1, (struct offset){11, 0}, WORKER_INDEX, f->c[1]->conn.seq),
+        BIT(0));
+    assert_int_equal(hub_room_members(f->hub, "r"), 2);
+    assert_int_equal(deliver_at(f, 10, 0), BIT(0) | BIT(1));
 }
 
 /* ---- Users ------------------------------------------------------------------------ */
@@ -480,20 +610,20 @@ static void test_hub_user_index_keeps_slots_when_one_leaves_from_the_middle(void
         alice |= BIT(i);
     }
     set_user(f, 6, "bob");
-    assert_int_equal(deliver(f, BUS_USER, "alice"), alice);
-    assert_int_equal(deliver(f, BUS_USER, "bob"), BIT(6));
-    assert_int_equal(deliver(f, BUS_USER, "carol"), 0);
+    assert_int_equal(deliver(f, EVENT_USER, "alice"), alice);
+    assert_int_equal(deliver(f, EVENT_USER, "bob"), BIT(6));
+    assert_int_equal(deliver(f, EVENT_USER, "carol"), 0);
 
     static const int order[] = {2, 5, 0, 4, 1, 3};
     for (size_t k = 0; k < 6; k++) {
         unset_user(f, order[k]);
         alice &= ~BIT(order[k]);
-        assert_int_equal(deliver(f, BUS_USER, "alice"), alice);
-        assert_int_equal(deliver(f, BUS_USER, "bob"), BIT(6));
+        assert_int_equal(deliver(f, EVENT_USER, "alice"), alice);
+        assert_int_equal(deliver(f, EVENT_USER, "bob"), BIT(6));
     }
     /* Gone, and back again. */
     set_user(f, 3, "alice");
-    assert_int_equal(deliver(f, BUS_USER, "alice"), BIT(3));
+    assert_int_equal(deliver(f, EVENT_USER, "alice"), BIT(3));
 }
 
 static void test_hub_users_and_rooms_are_separate_namespaces(void **state)
@@ -502,8 +632,8 @@ static void test_hub_users_and_rooms_are_separate_namespaces(void **state)
 
     set_user(f, 0, "same");
     join(f, 1, "same");
-    assert_int_equal(deliver(f, BUS_USER, "same"), BIT(0));
-    assert_int_equal(deliver(f, BUS_ROOM, "same"), BIT(1));
+    assert_int_equal(deliver(f, EVENT_USER, "same"), BIT(0));
+    assert_int_equal(deliver(f, EVENT_ROOM, "same"), BIT(1));
 }
 
 /* ---- Delivery ---------------------------------------------------------------------- */
@@ -518,8 +648,8 @@ static void test_hub_deliver_room_shares_one_frame_among_joined_members(void **s
     assert_int_equal(hub_room_add(f->hub, f->c[3], "r"), HUB_OK); /* pending: nothing */
     join(f, 4, "other");
     /* deliver() checks the shared frame, its bytes, refs and dirty marks. */
-    assert_int_equal(deliver(f, BUS_ROOM, "r"), BIT(0) | BIT(1) | BIT(2));
-    assert_int_equal(deliver(f, BUS_ROOM, "other"), BIT(4));
+    assert_int_equal(deliver(f, EVENT_ROOM, "r"), BIT(0) | BIT(1) | BIT(2));
+    assert_int_equal(deliver(f, EVENT_ROOM, "other"), BIT(4));
 }
 
 static void test_hub_deliver_skips_exactly_the_publisher(void **state)
@@ -532,14 +662,14 @@ static void test_hub_deliver_skips_exactly_the_publisher(void **state)
         set_user(f, i, "alice");
         all |= BIT(i);
     }
-    assert_int_equal(deliver_skip(f, BUS_ROOM, "r", WORKER_INDEX, f->c[2]->seq), all & ~BIT(2));
-    assert_int_equal(deliver_skip(f, BUS_USER, "alice", WORKER_INDEX, f->c[4]->seq), all & ~BIT(4));
-    assert_int_equal(deliver_skip(f, BUS_ALL, "", WORKER_INDEX, f->c[0]->seq), ((1u << NCONN) - 1) & ~BIT(0));
+    assert_int_equal(deliver_skip(f, EVENT_ROOM, "r", WORKER_INDEX, f->c[2]->conn.seq), all & ~BIT(2));
+    assert_int_equal(deliver_skip(f, EVENT_USER, "alice", WORKER_INDEX, f->c[4]->conn.seq), all & ~BIT(4));
+    assert_int_equal(deliver_skip(f, EVENT_ALL, "", WORKER_INDEX, f->c[0]->conn.seq), ((1u << NCONN) - 1) & ~BIT(0));
     /* The same seq on another worker is another connection. */
-    assert_int_equal(deliver_skip(f, BUS_ROOM, "r", WORKER_INDEX + 1, f->c[2]->seq), all);
+    assert_int_equal(deliver_skip(f, EVENT_ROOM, "r", WORKER_INDEX + 1, f->c[2]->conn.seq), all);
     /* No skip (-1) and a seq of nobody skip nobody. */
-    assert_int_equal(deliver_skip(f, BUS_ROOM, "r", -1, f->c[2]->seq), all);
-    assert_int_equal(deliver_skip(f, BUS_ROOM, "r", WORKER_INDEX, 99999), all);
+    assert_int_equal(deliver_skip(f, EVENT_ROOM, "r", -1, f->c[2]->conn.seq), all);
+    assert_int_equal(deliver_skip(f, EVENT_ROOM, "r", WORKER_INDEX, 99999), all);
 }
 
 static void test_hub_deliver_all_reaches_every_upgraded_connection(void **state)
@@ -548,11 +678,11 @@ static void test_hub_deliver_all_reaches_every_upgraded_connection(void **state)
     uint32_t all = (1u << NCONN) - 1;
 
     join(f, 0, "r");
-    f->c[5]->state = CONN_HTTP;    /* not upgraded yet */
-    f->c[6]->state = CONN_CLOSING; /* on its way out */
-    assert_int_equal(deliver(f, BUS_ALL, ""), all & ~BIT(5) & ~BIT(6));
-    f->c[5]->state = CONN_WS;
-    f->c[6]->state = CONN_WS;
+    f->c[5]->conn.state = CONN_HTTP;    /* not upgraded yet */
+    f->c[6]->conn.state = CONN_CLOSING; /* on its way out */
+    assert_int_equal(deliver(f, EVENT_ALL, ""), all & ~BIT(5) & ~BIT(6));
+    f->c[5]->conn.state = CONN_WS;
+    f->c[6]->conn.state = CONN_WS;
 }
 
 static void test_hub_deliver_to_unknown_room_or_user_queues_nothing(void **state)
@@ -561,16 +691,16 @@ static void test_hub_deliver_to_unknown_room_or_user_queues_nothing(void **state
 
     join(f, 0, "r");
     set_user(f, 1, "alice");
-    assert_int_equal(deliver(f, BUS_ROOM, "nobody"), 0);
-    assert_int_equal(deliver(f, BUS_USER, "nobody"), 0);
-    assert_int_equal(deliver(f, BUS_ROOM, "alice"), 0);
-    assert_int_equal(deliver(f, BUS_USER, "r"), 0);
+    assert_int_equal(deliver(f, EVENT_ROOM, "nobody"), 0);
+    assert_int_equal(deliver(f, EVENT_USER, "nobody"), 0);
+    assert_int_equal(deliver(f, EVENT_ROOM, "alice"), 0);
+    assert_int_equal(deliver(f, EVENT_USER, "r"), 0);
 }
 
 static void test_hub_deliver_queues_events_in_order_and_marks_dirty_once(void **state)
 {
     struct fixture *f = *state;
-    struct bus_event *ev[6];
+    struct event *ev[6];
     char json[32];
 
     join(f, 0, "r");
@@ -578,13 +708,13 @@ static void test_hub_deliver_queues_events_in_order_and_marks_dirty_once(void **
     /* More events than the inline ring holds. */
     for (int k = 0; k < 6; k++) {
         int n = snprintf(json, sizeof json, "{\"n\":%d}", k);
-        ev[k] = bus_event_create(BUS_ROOM, "r", json, (size_t)n);
+        ev[k] = event_copy(EVENT_ROOM, "r", json, (size_t)n);
         assert_non_null(ev[k]);
         hub_deliver(f->hub, ev[k]);
-        bus_event_unref(ev[k]);
+        event_unref(ev[k]);
     }
     for (int i = 0; i < 2; i++) {
-        struct conn *c = f->c[i];
+        struct conn *c = &f->c[i]->conn;
         assert_int_equal(c->out.count, 6);
         assert_int_equal(c->dirty, 1);
         assert_int_equal(c->refs, 2);
@@ -595,20 +725,23 @@ static void test_hub_deliver_queues_events_in_order_and_marks_dirty_once(void **
             assert_memory_equal(fr->bytes + 2, json, (size_t)n);
             assert_int_equal(fr->refs, 2);
             /* both conns hold the same frame */
-            assert_ptr_equal(fr, f->c[1 - i]->out.items[(f->c[1 - i]->out.head + k) & (f->c[1 - i]->out.cap - 1)]);
+            struct conn *other = &f->c[1 - i]->conn;
+            assert_ptr_equal(fr, other->out.items[(other->out.head + k) & (other->out.cap - 1)]);
         }
     }
     uint32_t dirty = 0;
-    for (struct conn *c = f->w->dirty; c; c = c->dirty_next)
+    for (struct conn *c = f->net.dirty; c; c = c->dirty_next)
         dirty++;
     assert_int_equal(dirty, 2);
+    assert_int_equal(f->metrics.fanout_events[METRICS_OUT_ROOM], 6);
+    assert_int_equal(f->metrics.fanout_deliveries, 12);
     drain_all(f);
 }
 
-/* protocol_welcome() closes a conn whose bus request or hub_user_add() ran
- * out of memory, and the close path (protocol_conn_closed) then calls
+/* client_start() closes a client whose hub_user_add() or bus request ran
+ * out of memory, and the close path (client.c's on_close) then calls
  * hub_user_remove() for it although it was never indexed. Its user_slot is
- * then 0 (calloc'ed conn) or HUB_PENDING (failed add): removing must not
+ * then 0 (calloc'ed client) or HUB_PENDING (failed add): removing must not
  * take another connection of the same user out of the index. */
 static void test_hub_user_remove_of_unindexed_conn_leaves_the_others(void **state)
 {
@@ -619,7 +752,7 @@ static void test_hub_user_remove_of_unindexed_conn_leaves_the_others(void **stat
     free(f->c[2]->user);
     f->c[2]->user = strdup("alice"); /* never hub_user_add()ed */
     hub_user_remove(f->hub, f->c[2]);
-    assert_int_equal(deliver(f, BUS_USER, "alice"), BIT(0) | BIT(1));
+    assert_int_equal(deliver(f, EVENT_USER, "alice"), BIT(0) | BIT(1));
 }
 
 int main(void)
@@ -636,6 +769,10 @@ int main(void)
         T(test_hub_removing_a_member_from_the_middle_keeps_slots),
         T(test_hub_room_index_matches_reference_under_random_joins_and_leaves),
         T(test_hub_leave_all_reports_each_room_then_forgets_them),
+        T(test_hub_fresh_member_skips_persisted_events_its_replay_had),
+        T(test_hub_fresh_members_each_have_their_own_offset),
+        T(test_hub_fresh_member_can_leave_before_it_is_promoted),
+        T(test_hub_fresh_member_publisher_is_skipped_too),
         T(test_hub_user_index_keeps_slots_when_one_leaves_from_the_middle),
         T(test_hub_users_and_rooms_are_separate_namespaces),
         T(test_hub_deliver_room_shares_one_frame_among_joined_members),

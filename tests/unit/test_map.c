@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "map.h"
+#include "core/map.h"
 
 /* A value that is not NULL and tells keys apart. */
 #define VAL(i) ((void *)(uintptr_t)((i) + 1))

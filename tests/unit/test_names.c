@@ -8,7 +8,7 @@
 
 #include <string.h>
 
-#include "names.h"
+#include "core/names.h"
 
 static int in_alphabet(int ch)
 {

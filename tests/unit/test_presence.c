@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "presence.h"
+#include "cluster/presence.h"
 
 /* Checks the room's list is exactly expected and valid JSON. */
 static void expect_list(struct presence *p, const char *room, const char *expected)

@@ -11,7 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "redis.h"
+#include "net/redis.h"
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 

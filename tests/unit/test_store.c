@@ -1,7 +1,9 @@
-/* test_store.c - unit tests of store.c (offsets and event batches) and of
- * the memory engine (store_memory.c): offsets increasing in publish order,
- * the ring of --history-length, exact recovery of a join `since`, history
- * pages, --history-ttl expiry, and history turned off. */
+/* test_store.c - unit tests of store/store.c (event batches) and of the
+ * memory engine (store/store_memory.c): offsets increasing in publish order,
+ * the message event built once and shared with the caller, the ring of
+ * --history-length, exact recovery of a join `since`, history pages,
+ * --history-ttl expiry, and history turned off. Offsets themselves are
+ * tested in test_offset.c. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -14,73 +16,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "store.h"
-
-/* ---- Offsets ---------------------------------------------------------------- */
-
-static void test_store_offset_parse_accepts_ms_dash_seq(void **state)
-{
-    struct offset o;
-
-    (void)state;
-    assert_int_equal(offset_parse("0-0", &o), 0);
-    assert_true(o.ms == 0 && o.seq == 0);
-    assert_int_equal(offset_parse("1732312345678-5", &o), 0);
-    assert_true(o.ms == 1732312345678ULL && o.seq == 5);
-    assert_int_equal(offset_parse("18446744073709551615-18446744073709551615", &o), 0);
-    assert_true(o.ms == UINT64_MAX && o.seq == UINT64_MAX);
-}
-
-static void test_store_offset_parse_rejects_everything_else(void **state)
-{
-    static const char *bad[] = {
-        "", "-", "1", "1-", "-1", "a-1", "1-a", "1-2-3", " 1-2", "1-2 ", "+1-2", "1-+2", "1--2", "1.5-2", "0x1-0",
-        "18446744073709551616-0", /* 2^64 */
-        "1-18446744073709551616",
-        "99999999999999999999-0", /* 20 digits, past 2^64 */
-        "100000000000000000000-0", /* 21 digits */
-        "\xef\xbc\x91-0",          /* a full-width digit */
-    };
-    struct offset o = {77, 88};
-
-    (void)state;
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        if (offset_parse(bad[i], &o) != -1)
-            fail_msg("accepted \"%s\"", bad[i]);
-        /* o is left alone */
-        assert_true(o.ms == 77 && o.seq == 88);
-    }
-}
-
-static void test_store_offset_format_round_trips(void **state)
-{
-    struct offset in[] = {{0, 0}, {1, 2}, {1732312345678ULL, 0}, {UINT64_MAX, UINT64_MAX}};
-    const char *text[] = {"0-0", "1-2", "1732312345678-0", "18446744073709551615-18446744073709551615"};
-    char buf[OFFSET_MAX_LEN];
-    struct offset out;
-
-    (void)state;
-    for (size_t i = 0; i < sizeof in / sizeof in[0]; i++) {
-        memset(buf, 'x', sizeof buf);
-        offset_format(in[i], buf);
-        assert_string_equal(buf, text[i]);
-        assert_int_equal(offset_parse(buf, &out), 0);
-        assert_int_equal(offset_cmp(in[i], out), 0);
-    }
-}
-
-static void test_store_offset_cmp_orders_by_ms_then_seq(void **state)
-{
-    (void)state;
-    assert_int_equal(offset_cmp((struct offset){1, 0}, (struct offset){1, 0}), 0);
-    assert_int_equal(offset_cmp((struct offset){1, 0}, (struct offset){1, 1}), -1);
-    assert_int_equal(offset_cmp((struct offset){1, 1}, (struct offset){1, 0}), 1);
-    assert_int_equal(offset_cmp((struct offset){1, 99}, (struct offset){2, 0}), -1);
-    assert_int_equal(offset_cmp((struct offset){2, 0}, (struct offset){1, 99}), 1);
-    assert_int_equal(offset_cmp((struct offset){0, UINT64_MAX}, (struct offset){UINT64_MAX, 0}), -1);
-    assert_int_equal(offset_cmp((struct offset){UINT64_MAX, UINT64_MAX}, (struct offset){UINT64_MAX, UINT64_MAX}),
-                     0);
-}
+#include "core/clock.h"
+#include "store/store.h"
 
 /* ---- Batches ---------------------------------------------------------------- */
 
@@ -120,9 +57,11 @@ static void call_init(struct store_call *call, const char *room)
 }
 
 /* Appends data to room at ts; the offset goes to offset (may be NULL) and
- * the event, when event is not NULL, to *event (the caller frees it). */
+ * the event, when event is not NULL, to *event (the caller's reference:
+ * event_unref it). Checks the event is the room's message event, with the
+ * offset of the call when it has one. */
 static void append_full(struct store *s, const char *room, const char *from, const char *data, uint64_t ts,
-                        char *offset, char **event)
+                        char *offset, struct event **event)
 {
     struct store_call call;
 
@@ -134,15 +73,25 @@ static void append_full(struct store *s, const char *room, const char *from, con
     done_calls = 0;
     s->ops->append(s, &call);
     assert_int_equal(done_calls, 1);
-    assert_null(call.error);
+    assert_int_equal(call.error, 0);
     assert_non_null(call.event);
-    assert_int_equal(call.event_len, strlen(call.event));
+    assert_int_equal(call.event->len, strlen(call.event->json));
+    assert_int_equal(call.event->target, EVENT_ROOM);
+    assert_int_equal(call.event->kind, EVENT_MESSAGE);
+    assert_string_equal(call.event->name, room);
+    assert_int_equal(call.event->skip_worker, -1);
+    assert_int_equal(call.event->has_offset, call.offset[0] != '\0');
+    if (call.event->has_offset) {
+        char formatted[OFFSET_MAX_LEN];
+        offset_format(call.event->offset, formatted);
+        assert_string_equal(formatted, call.offset);
+    }
     if (offset)
         strcpy(offset, call.offset);
     if (event)
         *event = call.event;
     else
-        free(call.event);
+        event_unref(call.event);
 }
 
 static void append(struct store *s, const char *room, uint64_t ts, char *offset)
@@ -169,7 +118,7 @@ static void latest(struct store *s, const char *room, char *offset)
     done_calls = 0;
     s->ops->latest(s, &call);
     assert_int_equal(done_calls, 1);
-    assert_null(call.error);
+    assert_int_equal(call.error, 0);
     strcpy(offset, call.offset);
 }
 
@@ -184,7 +133,7 @@ static struct store_call recover(struct store *s, const char *room, const char *
     done_calls = 0;
     s->ops->recover(s, &call);
     assert_int_equal(done_calls, 1);
-    assert_null(call.error);
+    assert_int_equal(call.error, 0);
     return call;
 }
 
@@ -255,7 +204,7 @@ static void expect_history(struct store *s, const char *room, int limit, const c
     struct store_call call = history(s, room, limit, before);
     char got[512];
 
-    assert_null(call.error);
+    assert_int_equal(call.error, 0);
     batch_numbers(&call.batch, room, got, sizeof got);
     assert_string_equal(got, numbers);
     store_batch_free(&call.batch);
@@ -284,18 +233,44 @@ static void expect_recover(struct store *s, const char *room, const char *since,
 static void test_store_memory_append_builds_message_event_with_offset(void **state)
 {
     struct store *s = store_memory_create(10, 0, (struct offset){0, 0});
-    char offset[OFFSET_MAX_LEN], *event;
+    char offset[OFFSET_MAX_LEN];
+    struct event *event;
 
     (void)state;
     append_full(s, "general", "alice", "{\"text\":\"hi\"}", T0, offset, &event);
     assert_string_equal(offset, "1700000000000-0");
-    assert_string_equal(event, "{\"type\":\"message\",\"room\":\"general\",\"offset\":\"1700000000000-0\","
-                               "\"from\":\"alice\",\"data\":{\"text\":\"hi\"},\"ts\":1700000000000}");
-    free(event);
+    assert_string_equal(event->json, "{\"type\":\"message\",\"room\":\"general\",\"offset\":\"1700000000000-0\","
+                                     "\"from\":\"alice\",\"data\":{\"text\":\"hi\"},\"ts\":1700000000000}");
+    assert_true(event->offset.ms == T0 && event->offset.seq == 0);
+    event_unref(event);
     append_full(s, "general", NULL, "1", T0 + 1, offset, &event);
-    assert_string_equal(event, "{\"type\":\"message\",\"room\":\"general\",\"offset\":\"1700000000001-0\","
-                               "\"from\":null,\"data\":1,\"ts\":1700000000001}");
-    free(event);
+    assert_string_equal(event->json, "{\"type\":\"message\",\"room\":\"general\",\"offset\":\"1700000000001-0\","
+                                     "\"from\":null,\"data\":1,\"ts\":1700000000001}");
+    event_unref(event);
+    s->ops->destroy(s);
+}
+
+/* The event is built once: the caller's reference and the one history keeps
+ * are the same block, which outlives the caller's unref. */
+static void test_store_memory_append_event_is_shared_with_history(void **state)
+{
+    struct store *s = store_memory_create(10, 0, (struct offset){0, 0});
+    struct event *event;
+    struct store_call call;
+    char json[256];
+
+    (void)state;
+    append_full(s, "r", "alice", "{\"a\":1}", T0, NULL, &event);
+    assert_int_equal(atomic_load(&event->refs), 2);
+    assert_true(event->len < sizeof json);
+    memcpy(json, event->json, event->len + 1);
+    event_unref(event);
+    call = recover(s, "r", "0-0");
+    assert_int_equal(call.recovered, 1);
+    assert_int_equal(call.batch.count, 1);
+    assert_int_equal(call.batch.len, strlen(json) + 1);
+    assert_memory_equal(call.batch.text, json, strlen(json));
+    store_batch_free(&call.batch);
     s->ops->destroy(s);
 }
 
@@ -321,7 +296,8 @@ static void test_store_memory_offsets_increase_within_a_millisecond(void **state
 static void test_store_memory_offsets_increase_when_clock_goes_backwards(void **state)
 {
     struct store *s = store_memory_create(10, 0, (struct offset){0, 0});
-    char o[OFFSET_MAX_LEN], *event;
+    char o[OFFSET_MAX_LEN];
+    struct event *event;
 
     (void)state;
     append(s, "r", T0 + 5, o);
@@ -330,9 +306,9 @@ static void test_store_memory_offsets_increase_when_clock_goes_backwards(void **
      * while the event keeps its own ts. */
     append_full(s, "r", "u", "{}", T0 + 3, o, &event);
     assert_string_equal(o, "1700000000005-1");
-    assert_string_equal(event, "{\"type\":\"message\",\"room\":\"r\",\"offset\":\"1700000000005-1\","
-                               "\"from\":\"u\",\"data\":{},\"ts\":1700000000003}");
-    free(event);
+    assert_string_equal(event->json, "{\"type\":\"message\",\"room\":\"r\",\"offset\":\"1700000000005-1\","
+                                     "\"from\":\"u\",\"data\":{},\"ts\":1700000000003}");
+    event_unref(event);
     append(s, "r", T0, o);
     assert_string_equal(o, "1700000000005-2");
     append(s, "r", T0 + 5, o);
@@ -521,7 +497,8 @@ static void test_store_memory_recover_empty_room(void **state)
 static void test_store_memory_recovered_events_are_the_appended_ones(void **state)
 {
     struct store *s = store_memory_create(10, 0, (struct offset){0, 0});
-    char *events[3], o[OFFSET_MAX_LEN];
+    struct event *events[3];
+    char o[OFFSET_MAX_LEN];
     struct store_call call;
     size_t len = 0;
 
@@ -533,15 +510,15 @@ static void test_store_memory_recovered_events_are_the_appended_ones(void **stat
     assert_int_equal(call.recovered, 1);
     assert_int_equal(call.batch.count, 3);
     for (int i = 0; i < 3; i++)
-        len += strlen(events[i]) + 1;
+        len += events[i]->len + 1;
     assert_int_equal(call.batch.len, len);
     char *p = call.batch.text;
     for (int i = 0; i < 3; i++) {
-        size_t n = strlen(events[i]);
-        assert_memory_equal(p, events[i], n);
+        size_t n = events[i]->len;
+        assert_memory_equal(p, events[i]->json, n);
         assert_int_equal(p[n], '\n');
         p += n + 1;
-        free(events[i]);
+        event_unref(events[i]);
     }
     batch_offset(&call.batch, 2, o);
     assert_string_equal(o, "1700000000001-1");
@@ -592,7 +569,7 @@ static void test_store_memory_history_before_oldest_is_empty(void **state)
     expect_history(s, "r", 50, "1700000000000-0", "");
     expect_history(s, "r", 50, "0-0", "");
     call = history(s, "r", 50, "1600000000000-0");
-    assert_null(call.error);
+    assert_int_equal(call.error, 0);
     assert_int_equal(call.batch.count, 0);
     assert_null(call.batch.text);
     s->ops->destroy(s);
@@ -633,7 +610,7 @@ static void test_store_memory_history_after_wrap_pages_back(void **state)
 static void test_store_memory_ttl_drops_expired_messages(void **state)
 {
     struct store *s = store_memory_create(100, 10, (struct offset){0, 0});
-    uint64_t now = event_now_ms();
+    uint64_t now = clock_wall_ms();
 
     (void)state;
     /* ts + ttl <= now: expired on arrival (it goes when the room is next read) */
@@ -647,7 +624,7 @@ static void test_store_memory_ttl_drops_expired_messages(void **state)
 static void test_store_memory_ttl_boundary_ts_plus_ttl_equal_now_is_expired(void **state)
 {
     struct store *s = store_memory_create(100, 10, (struct offset){0, 0});
-    uint64_t now = event_now_ms();
+    uint64_t now = clock_wall_ms();
 
     (void)state;
     /* ts + ttl == now when appended; now only grows after. */
@@ -660,7 +637,7 @@ static void test_store_memory_ttl_boundary_ts_plus_ttl_equal_now_is_expired(void
 static void test_store_memory_ttl_expiry_is_a_trim_for_recover(void **state)
 {
     struct store *s = store_memory_create(100, 10, (struct offset){0, 0});
-    uint64_t old = event_now_ms() - 10 * 1000 - 1, fresh = event_now_ms() + 60 * 1000;
+    uint64_t old = clock_wall_ms() - 10 * 1000 - 1, fresh = clock_wall_ms() + 60 * 1000;
     char expired_last[OFFSET_MAX_LEN], kept_first[OFFSET_MAX_LEN], last[OFFSET_MAX_LEN], first[OFFSET_MAX_LEN];
 
     (void)state;
@@ -682,7 +659,7 @@ static void test_store_memory_ttl_expired_room_keeps_its_latest_offset(void **st
     char o[OFFSET_MAX_LEN], last[OFFSET_MAX_LEN];
 
     (void)state;
-    append(s, "r", event_now_ms(), last);
+    append(s, "r", clock_wall_ms(), last);
     usleep(1100 * 1000);
     /* Everything expired: history is empty, yet offsets never go back. */
     expect_history(s, "r", 50, NULL, "");
@@ -715,18 +692,22 @@ static void test_store_memory_ttl_zero_keeps_messages_forever(void **state)
 static void test_store_memory_length_zero_appends_without_offset(void **state)
 {
     struct store *s = store_memory_create(0, 3600, (struct offset){0, 0});
-    char o[OFFSET_MAX_LEN], *event;
+    char o[OFFSET_MAX_LEN];
+    struct event *event;
 
     (void)state;
     append_full(s, "r", "alice", "{\"x\":1}", T0, o, &event);
     assert_string_equal(o, "");
-    assert_string_equal(event, "{\"type\":\"message\",\"room\":\"r\",\"from\":\"alice\",\"data\":{\"x\":1},"
-                               "\"ts\":1700000000000}");
-    free(event);
+    assert_string_equal(event->json, "{\"type\":\"message\",\"room\":\"r\",\"from\":\"alice\",\"data\":{\"x\":1},"
+                                     "\"ts\":1700000000000}");
+    /* nothing is kept: the caller has the only reference */
+    assert_int_equal(atomic_load(&event->refs), 1);
+    event_unref(event);
     append_full(s, "r", NULL, "2", T0, o, &event);
     assert_string_equal(o, "");
-    assert_string_equal(event, "{\"type\":\"message\",\"room\":\"r\",\"from\":null,\"data\":2,\"ts\":1700000000000}");
-    free(event);
+    assert_string_equal(event->json,
+                        "{\"type\":\"message\",\"room\":\"r\",\"from\":null,\"data\":2,\"ts\":1700000000000}");
+    event_unref(event);
     latest(s, "r", o);
     assert_string_equal(o, "0-0");
     s->ops->destroy(s);
@@ -740,12 +721,11 @@ static void test_store_memory_length_zero_history_is_unavailable(void **state)
     (void)state;
     append_numbered(s, "r", 1, 2, T0);
     call = history(s, "r", 50, NULL);
-    assert_non_null(call.error);
-    assert_string_equal(call.error, "history_unavailable");
+    assert_int_equal(call.error, WSFAN_EHISTORY_UNAVAILABLE);
     assert_int_equal(call.batch.count, 0);
     assert_null(call.batch.text);
     call = history(s, "r", 50, "1700000000000-0");
-    assert_string_equal(call.error, "history_unavailable");
+    assert_int_equal(call.error, WSFAN_EHISTORY_UNAVAILABLE);
     s->ops->destroy(s);
 }
 
@@ -763,12 +743,9 @@ static void test_store_memory_length_zero_never_recovers(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_store_offset_parse_accepts_ms_dash_seq),
-        cmocka_unit_test(test_store_offset_parse_rejects_everything_else),
-        cmocka_unit_test(test_store_offset_format_round_trips),
-        cmocka_unit_test(test_store_offset_cmp_orders_by_ms_then_seq),
         cmocka_unit_test(test_store_batch_joins_events_with_newlines),
         cmocka_unit_test(test_store_memory_append_builds_message_event_with_offset),
+        cmocka_unit_test(test_store_memory_append_event_is_shared_with_history),
         cmocka_unit_test(test_store_memory_offsets_increase_within_a_millisecond),
         cmocka_unit_test(test_store_memory_offsets_increase_when_clock_goes_backwards),
         cmocka_unit_test(test_store_memory_rooms_have_their_own_offsets),

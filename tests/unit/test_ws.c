@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ws.h"
+#include "codec/ws.h"
 
 /* ---- Building client frames --------------------------------------------- */
 
