@@ -3,6 +3,12 @@
 docs/benchmarks.md and docs/bench-fanout.png (gnuplot).
 
     /usr/bin/python3 bench/report.py bench/results/<stamp>.jsonl
+    /usr/bin/python3 bench/report.py --compare bench/results/compare-<stamp>.jsonl
+
+With --compare (a run of bench/compare.sh) it writes only the section that
+sets two wsfan binaries side by side, between the COMPARE_BEGIN and
+COMPARE_END comments of docs/benchmarks.md (before the analysis when the file
+has none yet); a plain run keeps that section where it is.
 
 Every figure is the median of the repeats, with the spread (lowest..highest)
 beside it; ratios are computed from medians of the same run. Targets from the
@@ -250,9 +256,209 @@ unset multiplot
     return True
 
 
+# ---------- bench/compare.sh: two wsfan binaries, before and after ----------
+COMPARE_BEGIN = "<!-- compare:begin (bench/compare.sh and bench/report.py --compare write this section; " \
+                "make bench keeps it) -->"
+COMPARE_END = "<!-- compare:end -->"
+SIDES = ("before", "after")
+
+
+def fn_name(fn):
+    """callgrind_annotate's "file:function [object]" to the function alone, so
+    that a function that moved to another file is still the same row."""
+    fn = fn.split(" [")[0]
+    return fn if fn.startswith("???") else fn.rsplit(":", 1)[-1]
+
+
+def compare_section(run):
+    c = next((d for d in run.rows if d.get("mode") == "compare"), None)
+    if c is None:
+        raise SystemExit("report: no compare line in this file: not a run of bench/compare.sh")
+    m = run.machine
+    out = [COMPARE_BEGIN, "## %s" % c["title"], ""]
+    profs = {name: {t: [d for d in run.of("profile", name, t) if d.get("instructions_per_delivery")]
+                    for t in SIDES} for name in ("profile", "profile-low")}
+    sums = {(s, t): run.of("summary", s, t) for s in ("fanout", "rooms") for t in SIDES}
+    out.append("Two wsfan binaries measured by `bench/compare.sh` on one machine in one sitting, each "
+               "run alternating with the other (before, after, then after, before, ...) so that drift "
+               "and a busy moment of the shared machine fall on both alike. The ladders are those of "
+               "sections 1 and 2 (`bench/run.sh`'s own functions: the same rates, %s s steps, bisection "
+               "and loss threshold, server pinned to core 0 with `--workers 1`, load generator on core "
+               "1, one load generator binary for both) and the callgrind step is that of \"Instructions "
+               "per delivery\", run also at a rate where the server under valgrind has time to spare: "
+               "there every message is one `writev` per connection and the count repeats within about "
+               "0.1%%, the row to judge the code by (at 100 msg/s the server under valgrind is nearly "
+               "saturated, and how many frames share a `writev` depends on how much of the core it got). "
+               "Each figure is the median of the repeats, the spread (lowest..highest) in brackets; the "
+               "ratio is after / before, of the medians, and of the best repeats: other work on a shared "
+               "machine only ever makes a repeat worse, so the best repeats are the least disturbed ones "
+               "(the highest rate, the lowest latency; for callgrind the run with the most instructions "
+               "per delivery, since a server that falls behind gathers frames into fewer `writev` calls "
+               "and so spends fewer). Rows without a ratio are conditions of the run, not results."
+               % next(("%g" % d.get("duration_s", 1) for d in run.of("ladder", "fanout")), "1"))
+    out.append("")
+    out.append("- Date: %s; %s, %s cores; load average %s when the comparison began, %s over its steps"
+               % (m.get("date", "?"), m.get("cpu", "?"), m.get("cores", "?"), m.get("loadavg_at_start", "?"),
+                  spread([d.get("loadavg") for d in run.rows if d.get("mode") == "ladder"],
+                         lambda v: "%.2f" % v)))
+    for t in SIDES:
+        b = c[t]
+        out.append("- %s: `%s` (source tree %s, sha256 %s)" % (
+            t, b["path"].replace(ROOT + "/", ""), b.get("tree") or "unknown", b["sha256"][:12]))
+    if c.get("same_binary"):
+        out.append("- Both sides are the same binary: this is an A/A run, and its ratios show only the noise.")
+    out.append("")
+    out.append("| metric | before | after | ratio (after / before) | ratio of the best repeats |")
+    out.append("| --- | --- | --- | --- | --- |")
+
+    def row(name, values, fmt, best=None):
+        """best: max or min, which repeat is the best one; None: no ratios (a condition, not a result)."""
+        r = rb = ""
+        if best:
+            meds = [med(values[t]) for t in SIDES]
+            r = "%.3f" % (meds[1] / meds[0]) if meds[0] and meds[1] is not None else "n/a"
+            bests = [best([v for v in values[t] if v is not None] or [None]) for t in SIDES]
+            rb = "%.3f" % (bests[1] / bests[0]) if bests[0] and bests[1] is not None else "n/a"
+        out.append("| %s | %s | %s | %s | %s |" % (name, spread(values["before"], fmt), spread(values["after"], fmt),
+                                                 r, rb))
+
+    for name, prof in profs.items():
+        if not (prof["before"] or prof["after"]):
+            continue
+        step = next((d for d in run.of("ladder", name)), {})
+        what = "callgrind, 1,000 subscribers at %g msg/s for %g s" % (step.get("offered_rate", 0),
+                                                                      step.get("duration_s", 0))
+        row("instructions per delivery, %s (lower is better; %d+%d runs)"
+            % (what, len(prof["before"]), len(prof["after"])),
+            {t: [d["instructions_per_delivery"] for d in prof[t]] for t in SIDES}, lambda v: "%.1f" % v, max)
+        row("%s: server CPU under valgrind (near 100%%: saturated, frames get gathered)" % what,
+            {t: [d.get("server_cpu_pct") for d in run.of("ladder", name, t)] for t in SIDES},
+            lambda v: "%.0f%%" % v)
+    for s, name in (("fanout", "fan-out (1 room x 1,000)"), ("rooms", "rooms (100 x 50)")):
+        ok = {t: [d for d in sums[(s, t)] if d.get("max_ok_rate", -1) > 0] for t in SIDES}
+        if not any(sums[(s, t)] for t in SIDES):
+            continue
+        n = "%d+%d repeats" % tuple(len(sums[(s, t)]) for t in SIDES)
+        row("%s: delivered msgs/s at the highest loss-free rate (higher is better; %s)" % (name, n),
+            {t: [d["delivered_per_s_at_max"] for d in ok[t]] for t in SIDES}, human, max)
+        row("%s: highest loss-free publish rate, msg/s" % name,
+            {t: [d["max_ok_rate"] for d in ok[t]] for t in SIDES}, human, max)
+        row("%s: server CPU there" % name,
+            {t: [d.get("cpu_pct_at_max") for d in ok[t]] for t in SIDES}, lambda v: "%.0f%%" % v)
+        row("%s: p50 at half that rate, ms" % name,
+            {t: [d.get("half_p50_us") for d in ok[t]] for t in SIDES}, ms, min)
+        row("%s: p99 at half that rate, ms" % name,
+            {t: [d.get("half_p99_us") for d in ok[t]] for t in SIDES}, ms, min)
+        row("%s: other processes on the server core, worst step" % name,
+            {t: [others_on_core(run, d["label"]) for d in sums[(s, t)]] for t in SIDES},
+            lambda v: "%.0f%%" % v)
+    notes = []
+    for s in ("fanout", "rooms"):
+        for t in SIDES:
+            ds = sums[(s, t)]
+            for what, k in (("reached the ladder's top without failing", "ladder_exhausted"),
+                            ("closed connections", "connections_closed")):
+                k_n = sum(1 for d in ds if d.get(k))
+                if k_n:
+                    notes.append("%s %s: %d repeat(s) %s" % (s, t, k_n, what))
+            none = sum(1 for d in ds if d.get("max_ok_rate", -1) <= 0)
+            if none:
+                notes.append("%s %s: %d repeat(s) with no loss-free step" % (s, t, none))
+    if notes:
+        out.append("")
+        out.append("Note: " + "; ".join(notes) + ".")
+
+    # Where the instructions go, per delivery, by function (callgrind's top 15 of each run;
+    # a function outside one run's top 15 counts as missing there, not as zero).
+    prof = profs["profile-low"] if profs["profile-low"]["before"] else profs["profile"]
+    per = {t: {} for t in SIDES}
+    for t in SIDES:
+        for d in prof[t]:
+            agg = {}
+            for x in d.get("top", []):
+                agg[fn_name(x["fn"])] = agg.get(fn_name(x["fn"]), 0) + x["ir"]
+            for f, ir in agg.items():
+                per[t].setdefault(f, []).append(ir / d["deliveries"])
+    if per["before"] or per["after"]:
+        names = sorted(set(per["before"]) | set(per["after"]),
+                       key=lambda f: -max(med(per["after"].get(f, [])) or 0, med(per["before"].get(f, [])) or 0))
+        out.append("")
+        step = next((d for d in run.of("ladder", (prof["before"] or prof["after"])[0]["label"].split("/")[0])), {})
+        out.append("Instructions per delivery by function, callgrind at %g msg/s (own instructions; callgrind's "
+                   "15 busiest functions of each run, \"-\" where a function is not among them):"
+                   % step.get("offered_rate", 0))
+        out.append("")
+        out.append("| function | before | after |")
+        out.append("| --- | --- | --- |")
+        for f in names[:15]:
+            vals = [med(per[t].get(f, [])) for t in SIDES]
+            out.append("| `%s` | %s | %s |" % (f, *("-" if v is None else "%.1f" % v for v in vals)))
+
+    out.append("")
+    done = next((d for d in run.rows if d.get("mode") == "compare_done"), {})
+    out.append("Command (%s):" % ("%.1f minutes for this run" % (done["seconds"] / 60.0)
+                                  if done.get("seconds") else "run time not recorded"))
+    out.append("")
+    out.append("```")
+    out.append(c["cmd"])
+    out.append("```")
+    out.append("")
+    out.append("which started each binary as `taskset -c 0 BINARY --listen 127.0.0.1:PORT --workers 1 "
+               "--log-level warn` (under `valgrind --tool=callgrind --instr-atstart=no` for the callgrind "
+               "step) and ran, for the before side in repeat 1 (the after side's commands differ only in "
+               "label, port and PID):")
+    out.append("")
+    out.append("```")
+    for cm in run.commands:
+        if cm["peer"] == "before" and cm["repeat"] == 1:
+            out.append(cm["cmd"].replace(ROOT + "/", ""))
+    out.append("```")
+    out.append(COMPARE_END)
+    return out
+
+
+def kept_compare(md_path):
+    """The compare section of an existing docs/benchmarks.md, or None."""
+    try:
+        text = open(md_path).read()
+    except OSError:
+        return None
+    a, b = text.find(COMPARE_BEGIN), text.find(COMPARE_END)
+    if a < 0 or b < a:
+        return None
+    return text[a:b + len(COMPARE_END)]
+
+
+def write_compare(results, md_path):
+    section = "\n".join(compare_section(Run(load(results))))
+    try:
+        text = open(md_path).read()
+    except OSError:
+        text = "# Benchmarks\n"
+    old = kept_compare(md_path)
+    if old is not None:
+        text = text.replace(old, section)
+    else:
+        for anchor in ("\n## Analysis", "\n## Exact commands"):
+            i = text.find(anchor)
+            if i >= 0:
+                text = text[:i] + "\n" + section + "\n" + text[i:]
+                break
+        else:
+            text = text.rstrip("\n") + "\n\n" + section + "\n"
+    with open(md_path, "w") as f:
+        f.write(text)
+    print("report: wrote the section \"%s\" of %s" % (section.split("\n")[1][3:], md_path))
+    return 0
+
+
 def main():
+    if len(sys.argv) >= 3 and sys.argv[1] == "--compare":
+        return write_compare(sys.argv[2], sys.argv[3] if len(sys.argv) > 3
+                             else os.path.join(ROOT, "docs", "benchmarks.md"))
     if len(sys.argv) < 2:
-        print("usage: report.py RESULTS.jsonl [OUT.md]", file=sys.stderr)
+        print("usage: report.py RESULTS.jsonl [OUT.md]\n       report.py --compare COMPARE.jsonl [OUT.md]",
+              file=sys.stderr)
         return 2
     run = Run(load(sys.argv[1]))
     md_path = sys.argv[2] if len(sys.argv) > 2 else os.path.join(ROOT, "docs", "benchmarks.md")
@@ -490,6 +696,11 @@ def main():
     mp = med(pubs)
     target("two nodes: one PUBLISH per message per room", "%.3f per message" % mp if mp is not None else "n/a",
            (abs(mp - 1) < 0.01) if mp is not None else None)
+
+    kept = kept_compare(md_path)
+    if kept:
+        out.append("")
+        out.append(kept)
 
     notes = os.path.join(ROOT, "bench", "notes.md")
     if os.path.exists(notes):

@@ -14,8 +14,11 @@
 # BENCH_SCENARIOS ("fanout limit rooms idle storm twonode profile"; profile runs once),
 # BENCH_STEP (seconds per ladder step, 1), BENCH_NO_SETUP=1 (skip installs),
 # BENCH_NO_REPORT=1 (leave docs/ alone).
+#
+# Sourced (by bench/compare.sh) it only sets its knobs, the trap and the
+# functions, and runs nothing: `main` is the run.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 REPEATS=${BENCH_REPEATS:-3}
 PEERS=${BENCH_PEERS:-"wsfan nchan socketio"}
@@ -52,14 +55,15 @@ setup() {
         (cd bench/peers && npm ci --no-audit --no-fund --loglevel=error)
     fi
 }
-[ "${BENCH_NO_SETUP:-0}" = 1 ] || setup
 
 # 10,000 connections on each side of loopback, and then some.
-ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-if [ "$(ulimit -n)" -lt 11000 ]; then
-    log "ulimit -n is $(ulimit -n): the 10,000-connection scenarios need more (run as root)"
-fi
-NOFILE=$(ulimit -n)
+raise_nofile() {
+    ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+    if [ "$(ulimit -n)" -lt 11000 ]; then
+        log "ulimit -n is $(ulimit -n): the 10,000-connection scenarios need more (run as root)"
+    fi
+    NOFILE=$(ulimit -n)
+}
 
 # ---------- process control: everything started here is stopped by PID ----------
 STARTED=()
@@ -196,12 +200,14 @@ print(json.dumps({"mode": "command", "scenario": sys.argv[1], "peer": sys.argv[2
 EOF
 }
 
+# TAG, when set, names the run in the label instead of the peer (compare.sh:
+# "before" and "after", both with the wsfan adapter).
 loadgen() { # scenario peer repeat args...
-    local s=$1 p=$2 r=$3
+    local s=$1 p=$2 r=$3 t=${TAG:-$2}
     shift 3
-    local cmd=(taskset -c "$LCPU" "$LOADGEN" --adapter "$p" --label "$s/$p/$r" --out "$RES" --quiet "$@")
-    record_command "$s" "$p" "$r" "${cmd[@]}"
-    "${cmd[@]}" >/dev/null || log "loadgen $s/$p/$r exited with $?"
+    local cmd=(taskset -c "$LCPU" "$LOADGEN" --adapter "$p" --label "$s/$t/$r" --out "$RES" --quiet "$@")
+    record_command "$s" "$t" "$r" "${cmd[@]}"
+    "${cmd[@]}" >/dev/null || log "loadgen $s/$t/$r exited with $?"
 }
 
 # ---------- scenarios ----------
@@ -297,24 +303,29 @@ else:
 }
 
 # User-space instructions per delivery in wsfan, from callgrind: collection
-# is switched on only around one fixed step (1,000 subscribers, 100 msg/s, 2 s).
-scenario_profile() {
+# is switched on only around one fixed step (1,000 subscribers, 100 msg/s, 2 s;
+# BENCH_PROFILE_RATE and BENCH_PROFILE_SECONDS change the last two).
+# Labelled profile/wsfan/1, or NAME/$TAG/REPEAT when TAG is set.
+scenario_profile() { # [repeat [name]]
     command -v valgrind >/dev/null || { log "valgrind missing: no profile"; return 0; }
-    local port pid out=$PWD/bench/results/callgrind.$STAMP.out
+    local r=${1:-1} name=${2:-profile} label port pid out=$PWD/bench/results/callgrind.$STAMP.out
+    label=$name/${TAG:-wsfan}/$r
+    [ -z "${TAG:-}" ] || out=$PWD/bench/results/callgrind.$STAMP.$name.$TAG.$r.out
     port=$(free_port)
     taskset -c "$SCPU" valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
         "$WSFAN" --listen "127.0.0.1:$port" --workers 1 --log-level warn >>"$WORK/callgrind.log" 2>&1 &
     pid=$!
     STARTED+=("$pid")
     wait_port "$port" "$pid" || return 0
-    loadgen profile wsfan 1 --connect "127.0.0.1:$port" --server-pid "$pid" --subs 1000 --rooms 1 \
-        --pubs 1 --size 100 --rates 100 --duration 2 --drain 10 --setup-timeout 120 --warm-timeout 60 \
+    loadgen "$name" wsfan "$r" --connect "127.0.0.1:$port" --server-pid "$pid" --subs 1000 --rooms 1 \
+        --pubs 1 --size 100 --rates "${BENCH_PROFILE_RATE:-100}" --duration "${BENCH_PROFILE_SECONDS:-2}" \
+        --drain 10 --setup-timeout 120 --warm-timeout 60 \
         --hook-start "callgrind_control -i on $pid >/dev/null" \
         --hook-end "callgrind_control -i off $pid >/dev/null" --max-seconds 240
     stop "$pid"
     if [ -s "$out" ]; then
         callgrind_annotate --inclusive=no "$out" 2>/dev/null | head -n 60 >"$out.txt" || true
-        $PY - "$out" "$RES" <<'EOF' >>"$RES"
+        $PY - "$out" "$RES" "$label" <<'EOF' >>"$RES"
 import json, re, sys
 total = None
 for line in open(sys.argv[1], errors="replace"):
@@ -323,7 +334,7 @@ for line in open(sys.argv[1], errors="replace"):
 deliveries = 0
 for line in open(sys.argv[2]):
     d = json.loads(line)
-    if d.get("label") == "profile/wsfan/1" and d.get("mode") == "ladder":
+    if d.get("label") == sys.argv[3] and d.get("mode") == "ladder":
         deliveries += d["received"]
 top = []
 txt = open(sys.argv[1] + ".txt", errors="replace").read().splitlines()
@@ -331,7 +342,7 @@ for line in txt:
     m = re.match(r"\s*([\d,]+)\s+\(\s*([\d.]+)%\)\s+(.*)", line)
     if m and "PROGRAM TOTALS" not in line:
         top.append({"ir": int(m.group(1).replace(",", "")), "pct": float(m.group(2)), "fn": m.group(3)})
-print(json.dumps({"mode": "profile", "label": "profile/wsfan/1", "instructions": total,
+print(json.dumps({"mode": "profile", "label": sys.argv[3], "instructions": total,
                   "deliveries": deliveries,
                   "instructions_per_delivery": round(total / deliveries, 1) if total and deliveries else None,
                   "top": top[:15]}))
@@ -340,7 +351,7 @@ EOF
 }
 
 # ---------- the run ----------
-log "results: $RES"
+record_machine() {
 $PY - "$RES" <<'EOF'
 import json, os, platform, subprocess, sys, time
 def sh(cmd):
@@ -361,23 +372,35 @@ info = {"mode": "machine", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmti
 with open(sys.argv[1], "a") as f:
     f.write(json.dumps(info) + "\n")
 EOF
+}
 
-for r in $(seq "$REPEATS"); do
-    for s in $SCENARIOS; do
-        case $s in
-        limit) log "repeat $r: limit probe"; scenario_limit "$r" ;;
-        profile) ;;
-        *)
-            for p in $PEERS; do
-                log "repeat $r: $s / $p"
-                "scenario_$s" "$p" "$r"
-            done
-            ;;
-        esac
+main() {
+    [ "${BENCH_NO_SETUP:-0}" = 1 ] || setup
+    raise_nofile
+    log "results: $RES"
+    record_machine
+
+    for r in $(seq "$REPEATS"); do
+        for s in $SCENARIOS; do
+            case $s in
+            limit) log "repeat $r: limit probe"; scenario_limit "$r" ;;
+            profile) ;;
+            *)
+                for p in $PEERS; do
+                    log "repeat $r: $s / $p"
+                    "scenario_$s" "$p" "$r"
+                done
+                ;;
+            esac
+        done
     done
-done
-case " $SCENARIOS " in
-*" profile "*) log "profile: wsfan under callgrind"; scenario_profile ;;
-esac
-log "done in $(($(date +%s) - T0)) s"
-[ "${BENCH_NO_REPORT:-0}" = 1 ] || $PY bench/report.py "$RES"
+    case " $SCENARIOS " in
+    *" profile "*) log "profile: wsfan under callgrind"; scenario_profile ;;
+    esac
+    log "done in $(($(date +%s) - T0)) s"
+    [ "${BENCH_NO_REPORT:-0}" = 1 ] || $PY bench/report.py "$RES"
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    main "$@"
+fi
