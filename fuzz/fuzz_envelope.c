@@ -1,11 +1,13 @@
 /* fuzz_envelope.c - libFuzzer target for codec/envelope.c. The input is a
  * channel name, a newline, then the payload published on it (no newline:
  * all of it is a payload on the room channel of "r"). A channel that parses
- * must round-trip to the same text, by hand and through
- * envelope_channel_name; a channel that does not is replaced by the room
- * channel of "r" so that the payload is still read. An event that comes
- * out must be a JSON object of the kind its channel carries, naming its
- * room, its kind matching its type; and the envelope this node would
+ * (of the namespace or of a tenant of it) must round-trip to the same
+ * text, by hand and through envelope_channel_name; a channel that does not
+ * is replaced by the room channel of "r" so that the payload is still
+ * read. An event that comes out must be a JSON object of the kind its
+ * channel carries, naming its room (the key's name), its kind matching its
+ * type, a presence_join's info an object of at most EVENT_INFO_MAX bytes;
+ * and the envelope this node would
  * publish for that event (envelope_build and envelope_join, or
  * envelope_presence) must read back as the same event. A refusal must give
  * a reason.
@@ -23,21 +25,26 @@
 #define NODE "node-1"
 #define OTHER_NODE "node-2"
 
-static void check_channel(const char *channel, enum event_target target, const char *name)
+static void check_channel(const char *channel, enum event_target target, const char *key)
 {
-    char again[NAME_MAX_LEN + 64];
+    char again[ENVELOPE_CHANNEL_MAX], ns[NAME_MAX_LEN + TENANT_MAX_LEN + 2];
+    size_t tenant = key_tenant_len(key);
+    const char *name = key_name(key);
 
+    if (tenant && (!tenant_valid(key, tenant) || key[tenant] != '/'))
+        abort();
+    snprintf(ns, sizeof ns, NS "%s%.*s", tenant ? ":" : "", (int)tenant, key);
     switch (target) {
     case EVENT_ROOM:
-        snprintf(again, sizeof again, NS ":room:{%s}", name);
+        snprintf(again, sizeof again, "%s:room:{%s}", ns, name);
         break;
     case EVENT_USER:
-        snprintf(again, sizeof again, NS ":user:{%s}", name);
+        snprintf(again, sizeof again, "%s:user:{%s}", ns, name);
         break;
     case EVENT_ALL:
-        if (name[0])
+        if (name[0] || (!tenant && key[0]))
             abort();
-        snprintf(again, sizeof again, NS ":all");
+        snprintf(again, sizeof again, "%s:all", ns);
         break;
     default:
         abort();
@@ -47,7 +54,7 @@ static void check_channel(const char *channel, enum event_target target, const c
     if (strcmp(again, channel))
         abort();
     char built[ENVELOPE_CHANNEL_MAX];
-    envelope_channel_name(NS, target, name, built);
+    envelope_channel_name(NS, target, key, built);
     if (strcmp(built, channel))
         abort();
 }
@@ -66,7 +73,12 @@ static void check_rebuilt(const struct event *ev, json_t *v)
 {
     char *text = NULL;
     if (ev->kind == EVENT_PRESENCE_JOIN || ev->kind == EVENT_PRESENCE_LEAVE) {
-        text = envelope_presence(ev->name, string_field(v, "user"), ev->kind, OTHER_NODE);
+        json_t *info_v = json_object_get(v, "info");
+        char *info = info_v ? json_dumps(info_v, JSON_COMPACT) : NULL;
+        if (info_v && !info)
+            return;
+        text = envelope_presence(ev->key, string_field(v, "user"), ev->kind, OTHER_NODE, info);
+        free(info);
     } else {
         json_t *from = json_object_get(v, "from");
         char *data = json_dumps(json_object_get(v, "data"), JSON_COMPACT | JSON_ENCODE_ANY);
@@ -74,7 +86,7 @@ static void check_rebuilt(const struct event *ev, json_t *v)
             return;
         struct envelope_fields f = {
             .target = ev->target,
-            .room = ev->target == EVENT_ROOM ? ev->name : NULL,
+            .room = ev->target == EVENT_ROOM ? ev->key : NULL,
             .from = json_is_string(from) ? string_field(v, "from") : NULL,
             .ts = (uint64_t)json_integer_value(json_object_get(v, "ts")),
             .origin = OTHER_NODE,
@@ -94,7 +106,7 @@ static void check_rebuilt(const struct event *ev, json_t *v)
     if (!text)
         return;
     const char *why = NULL;
-    struct event *again = envelope_to_event(NODE, ev->target, ev->name, text, strlen(text), &why);
+    struct event *again = envelope_to_event(NODE, ev->target, ev->key, text, strlen(text), &why);
     if (!again || again->len != ev->len || memcmp(again->json, ev->json, ev->len) || again->kind != ev->kind ||
         again->has_offset != ev->has_offset || offset_cmp(again->offset, ev->offset) || again->skip_worker != -1)
         abort();
@@ -102,11 +114,12 @@ static void check_rebuilt(const struct event *ev, json_t *v)
     free(text);
 }
 
-static void check_event(const struct event *ev, enum event_target target, const char *name)
+static void check_event(const struct event *ev, enum event_target target, const char *key)
 {
     json_error_t err;
+    const char *name = key_name(key);
 
-    if (ev->target != target || strcmp(ev->name, name) || strlen(ev->json) != ev->len)
+    if (ev->target != target || strcmp(ev->key, key) || strlen(ev->json) != ev->len)
         abort();
     json_t *v = json_loadb(ev->json, ev->len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &err);
     if (!json_is_object(v))
@@ -127,9 +140,16 @@ static void check_event(const struct event *ev, enum event_target target, const 
             abort();
     } else if (target == EVENT_ROOM && (!strcmp(type, "presence_join") || !strcmp(type, "presence_leave"))) {
         const char *user = string_field(v, "user");
+        json_t *info = json_object_get(v, "info");
         if (strcmp(string_field(v, "room"), name) || !name_valid(user, strlen(user)) || ev->has_offset ||
-            json_object_size(v) != 3)
+            json_object_size(v) != (info ? 4u : 3u))
             abort();
+        if (info) {
+            char *text = json_dumps(info, JSON_COMPACT);
+            if (!json_is_object(info) || strcmp(type, "presence_join") || (text && strlen(text) > EVENT_INFO_MAX))
+                abort();
+            free(text);
+        }
     } else if ((target == EVENT_USER && !strcmp(type, "direct")) ||
                (target == EVENT_ALL && !strcmp(type, "broadcast"))) {
         if (!json_object_get(v, "data") || !json_is_integer(json_object_get(v, "ts")) || json_object_get(v, "room"))
@@ -152,7 +172,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *input = (const char *)data;
     const char *nl = memchr(input, '\n', size);
     enum event_target target = EVENT_ROOM;
-    char name[NAME_MAX_LEN + 1] = "r";
+    char name[KEY_MAX_LEN + 1] = "r";
     const char *payload = input;
     size_t len = size;
 

@@ -4,8 +4,10 @@
  * history, presence and rooms travel through the bus like a client's
  * commands (a publish has no user, so its "from" is null); the router
  * defers the answer until the reply is back, which keeps pipelined answers
- * in order. Worker thread only. Does not parse HTTP (http.c) or build
- * events (the bus and the store do). */
+ * in order. Every /api/ request may name a tenant with ?tenant= (a publish
+ * also with "tenant" in its body): its rooms and users are then that
+ * tenant's keys (core/names.h). Worker thread only. Does not parse HTTP
+ * (http.c) or build events (the bus and the store do). */
 #include "app/api.h"
 
 #include <jansson.h>
@@ -32,8 +34,11 @@ struct route {
     const char *path;
     unsigned methods;  /* M_* */
     int guarded;       /* needs the API key when one is set */
-    void (*serve)(struct client *c, const struct http_request *req);
+    /* tenant: the request's ("" for none), checked; API routes only */
+    void (*serve)(struct client *c, const struct http_request *req, const char *tenant);
 };
+
+static const char tenant_invalid[] = "tenant must be 1 to 64 characters of A-Z a-z 0-9 _ . : -";
 
 /* ---- answers ---------------------------------------------------------------- */
 
@@ -156,9 +161,10 @@ static int is_json_type(const char *type)
     return next == '\0' || next == ';' || next == ' ' || next == '\t';
 }
 
-/* Exactly one of room, user and all:true. Fills pub's target and name, or
- * answers 400 and returns -1. */
-static int publish_target(struct client *c, const struct http_request *req, json_t *body, struct bus_publish *pub)
+/* Exactly one of room, user and all:true. Fills pub's target and name (a
+ * key of tenant), or answers 400 and returns -1. */
+static int publish_target(struct client *c, const struct http_request *req, json_t *body, const char *tenant,
+                          struct bus_publish *pub)
 {
     json_t *room = json_object_get(body, "room"), *user = json_object_get(body, "user"),
            *all = json_object_get(body, "all");
@@ -171,7 +177,9 @@ static int publish_target(struct client *c, const struct http_request *req, json
             api_error(c, WSFAN_EBAD_COMMAND, NULL, "all must be true", req->keep_alive);
             return -1;
         }
+        char buf[KEY_MAX_LEN + 1];
         pub->target = EVENT_ALL;
+        strcpy(pub->name, key_of(tenant, "", buf));
         return 0;
     }
     json_t *name = room ? room : user;
@@ -180,11 +188,34 @@ static int publish_target(struct client *c, const struct http_request *req, json
         return -1;
     }
     pub->target = room ? EVENT_ROOM : EVENT_USER;
-    strcpy(pub->name, json_string_value(name));
+    char buf[KEY_MAX_LEN + 1];
+    strcpy(pub->name, key_of(tenant, json_string_value(name), buf));
     return 0;
 }
 
-static void serve_publish(struct client *c, const struct http_request *req)
+/* The tenant of a publish: "tenant" in the body, which must agree with
+ * ?tenant= when both are there, into out. Or answers 400 and returns -1. */
+static int publish_tenant(struct client *c, const struct http_request *req, json_t *body, const char *query,
+                          char out[TENANT_MAX_LEN + 1])
+{
+    json_t *v = json_object_get(body, "tenant");
+    strcpy(out, query);
+    if (!v)
+        return 0;
+    if (!json_is_string(v) || !tenant_valid(json_string_value(v), json_string_length(v))) {
+        api_error(c, WSFAN_EBAD_COMMAND, NULL, tenant_invalid, req->keep_alive);
+        return -1;
+    }
+    if (query[0] && strcmp(query, json_string_value(v))) {
+        api_error(c, WSFAN_EBAD_COMMAND, NULL, "the tenant of the body and that of the query differ",
+                  req->keep_alive);
+        return -1;
+    }
+    strcpy(out, json_string_value(v));
+    return 0;
+}
+
+static void serve_publish(struct client *c, const struct http_request *req, const char *query_tenant)
 {
     if (!is_json_type(req->content_type)) {
         api_error(c, WSFAN_EUNSUPPORTED_MEDIA_TYPE, NULL, NULL, req->keep_alive);
@@ -207,10 +238,13 @@ static void serve_publish(struct client *c, const struct http_request *req)
         api_error(c, WSFAN_EBAD_COMMAND, NULL, "ephemeral must be true or false", req->keep_alive);
         goto done;
     }
+    char tenant[TENANT_MAX_LEN + 1];
+    if (publish_tenant(c, req, body, query_tenant, tenant))
+        goto done;
     if (!(call = api_call(c, req, BUS_PUBLISH, on_published)))
         goto done;
     struct bus_publish *pub = &call->req.publish;
-    if (publish_target(c, req, body, pub))
+    if (publish_target(c, req, body, tenant, pub))
         goto done;
     pub->ephemeral = pub->target == EVENT_ROOM && json_is_true(ephemeral);
     if (!(pub->data = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY))) {
@@ -251,13 +285,13 @@ static void on_history(struct task *t, void *ctx)
     if (c && !answer_error(c, call, "history is not available for this room")) {
         size_t events_len, len;
         const char *events = store_batch_join(&call->req.history.store.batch, &events_len);
-        respond_json(c, reply_api_history(call->req.history.room, events, events_len, &len), &len,
+        respond_json(c, reply_api_history(key_name(call->req.history.room), events, events_len, &len), &len,
                      reply_keep_alive(c));
     }
     call_done(call);
 }
 
-static void serve_history(struct client *c, const struct http_request *req)
+static void serve_history(struct client *c, const struct http_request *req, const char *tenant)
 {
     char room[NAME_MAX_LEN + 1], limit[16], before[OFFSET_MAX_LEN];
     if (query_room(c, req, room))
@@ -281,7 +315,8 @@ static void serve_history(struct client *c, const struct http_request *req)
     if (!call)
         return;
     struct bus_history *history = &call->req.history;
-    strcpy(history->room, room);
+    char buf[KEY_MAX_LEN + 1];
+    strcpy(history->room, key_of(tenant, room, buf));
     history->store.limit = (int)value;
     history->store.has_before = n >= 0;
     if (n >= 0)
@@ -296,12 +331,12 @@ static void on_presence(struct task *t, void *ctx)
     struct client *c = reply_client(call);
     size_t len;
     if (c && !answer_error(c, call, "presence is not available"))
-        respond_json(c, reply_api_presence(call->req.presence.room, call->req.presence.users, &len), &len,
+        respond_json(c, reply_api_presence(key_name(call->req.presence.room), call->req.presence.users, &len), &len,
                      reply_keep_alive(c));
     call_done(call);
 }
 
-static void serve_presence(struct client *c, const struct http_request *req)
+static void serve_presence(struct client *c, const struct http_request *req, const char *tenant)
 {
     char room[NAME_MAX_LEN + 1];
     if (query_room(c, req, room))
@@ -309,7 +344,8 @@ static void serve_presence(struct client *c, const struct http_request *req)
     struct call *call = api_call(c, req, BUS_PRESENCE, on_presence);
     if (!call)
         return;
-    strcpy(call->req.presence.room, room);
+    char buf[KEY_MAX_LEN + 1];
+    strcpy(call->req.presence.room, key_of(tenant, room, buf));
     api_call_submit(c, call);
 }
 
@@ -325,24 +361,29 @@ static void on_rooms(struct task *t, void *ctx)
     call_done(call);
 }
 
-static void serve_rooms(struct client *c, const struct http_request *req)
+static void serve_rooms(struct client *c, const struct http_request *req, const char *tenant)
 {
     struct call *call = api_call(c, req, BUS_ROOMS, on_rooms);
-    if (call)
-        api_call_submit(c, call);
+    if (!call)
+        return;
+    strcpy(call->req.rooms.tenant, tenant);
+    api_call_submit(c, call);
 }
 
 /* ---- answered on the worker -------------------------------------------------- */
 
-static void serve_stats(struct client *c, const struct http_request *req)
+/* The whole process's numbers, whatever the tenant. */
+static void serve_stats(struct client *c, const struct http_request *req, const char *tenant)
 {
+    (void)tenant;
     size_t len = 0;
     char *json = metrics_stats_json(client_app(c)->metrics, &len);
     respond_json(c, json, &len, req->keep_alive);
 }
 
-static void serve_metrics(struct client *c, const struct http_request *req)
+static void serve_metrics(struct client *c, const struct http_request *req, const char *tenant)
 {
+    (void)tenant;
     size_t len;
     char *text = metrics_prometheus(client_app(c)->metrics, &len);
     if (!text) {
@@ -353,13 +394,15 @@ static void serve_metrics(struct client *c, const struct http_request *req)
     free(text);
 }
 
-static void serve_healthz(struct client *c, const struct http_request *req)
+static void serve_healthz(struct client *c, const struct http_request *req, const char *tenant)
 {
+    (void)tenant;
     router_respond_text(c, 200, NULL, "ok", req->keep_alive);
 }
 
-static void serve_readyz(struct client *c, const struct http_request *req)
+static void serve_readyz(struct client *c, const struct http_request *req, const char *tenant)
 {
+    (void)tenant;
     if (bus_ready(client_app(c)->bus))
         router_respond_text(c, 200, NULL, "ready", req->keep_alive);
     else
@@ -367,8 +410,9 @@ static void serve_readyz(struct client *c, const struct http_request *req)
                           req->keep_alive);
 }
 
-static void serve_page(struct client *c, const struct http_request *req)
+static void serve_page(struct client *c, const struct http_request *req, const char *tenant)
 {
+    (void)tenant;
     const struct web_asset *a = web_asset_find(req->path);
     router_respond(c, 200, a->content_type, "Cache-Control: no-cache\r\n", (const char *)a->bytes, a->len,
                  req->keep_alive);
@@ -448,5 +492,13 @@ void api_route(struct client *c, const struct http_request *req)
             router_respond_text(c, 405, allow, "method not allowed", req->keep_alive);
         return;
     }
-    r->serve(c, req);
+    char tenant[TENANT_MAX_LEN + 1] = "";
+    int n = json ? http_query_get(req->query, "tenant", tenant, sizeof tenant) : -1;
+    if (n == -2 || (n >= 0 && !tenant_valid(tenant, (size_t)n))) {
+        api_error(c, WSFAN_EBAD_COMMAND, NULL, tenant_invalid, req->keep_alive);
+        return;
+    }
+    if (n < 0)
+        tenant[0] = '\0';
+    r->serve(c, req, tenant);
 }

@@ -2,8 +2,10 @@
  * replies and events out (section 3). Parses each text message
  * (codec/command.c), checks membership and limits, and either answers at
  * once (ping, errors) or hands a call to the bus and answers when it comes
- * back to this worker. A command error never closes the connection. See
- * client.h. */
+ * back to this worker. A command error never closes the connection. Rooms
+ * and users of a command become keys of the client's tenant
+ * (core/names.h) once, here: the hub and the bus know only keys, and the
+ * replies name rooms by the key's name. See client.h. */
 #include "app/client.h"
 
 #include <stdio.h>
@@ -70,7 +72,7 @@ struct bus_request *app_request(size_t size, enum bus_op op, int worker)
     return req;
 }
 
-/* Tells the bus, without wanting an answer, that c left room. */
+/* Tells the bus, without wanting an answer, that c left room (a key). */
 static void submit_leave(struct client *c, const char *room)
 {
     struct bus_leave *req = (struct bus_leave *)app_request(sizeof *req, BUS_LEAVE, c->conn.loop->index);
@@ -84,13 +86,15 @@ static void submit_leave(struct client *c, const char *room)
     bus_submit(client_app(c)->bus, &req->base);
 }
 
-/* Tells the bus that a connection of c's user opened or closed. */
+/* Tells the bus that a connection of c's user, of c's tenant, or both
+ * opened or closed. */
 static int submit_user(struct client *c, enum bus_op op)
 {
     struct bus_user *req = (struct bus_user *)app_request(sizeof *req, op, c->conn.loop->index);
     if (!req)
         return -1;
-    strcpy(req->user, c->user);
+    char buf[KEY_MAX_LEN + 1];
+    strcpy(req->user, key_of(c->tenant, c->user ? c->user : "", buf));
     bus_submit(client_app(c)->bus, &req->base);
     return 0;
 }
@@ -104,16 +108,17 @@ void client_start(struct client *c)
     snprintf(session, sizeof session, "%d.%llu", c->conn.loop->index, (unsigned long long)c->conn.seq);
     size_t len;
     send_reply(c, reply_welcome(session, c->user, cfg->node_id, cfg->heartbeat, &len), &len);
-    if (!c->user)
+    if (!c->user && !c->tenant[0])
         return;
-    if (hub_user_add(client_app(c)->hub, c) || submit_user(c, BUS_ONLINE))
+    struct hub *hub = client_app(c)->hub;
+    if ((c->user && hub_user_add(hub, c)) || (c->tenant[0] && hub_tenant_add(hub, c)) || submit_user(c, BUS_ONLINE))
         conn_close(&c->conn, WS_CLOSE_INTERNAL, "out of memory");
 }
 
 /* ---- replies from the bus ------------------------------------------------- */
 
-/* The join never happened: forget the pending membership, and let the bus
- * forget its count of it. */
+/* The join of room (a key) never happened: forget the pending membership,
+ * and let the bus forget its count of it. */
 static void join_failed(struct client *c, const char *room)
 {
     if (hub_room_remove(client_app(c)->hub, c, room) == HUB_OK)
@@ -133,7 +138,8 @@ static void send_joined(struct client *c, struct call *call)
     }
     struct store_batch *missed = &req->store.batch;
     size_t len;
-    send_reply(c, reply_joined(call->ref, req->room, req->store.offset, req->store.recovered, missed->count, &len), &len);
+    send_reply(c, reply_joined(call->ref, key_name(req->room), req->store.offset, req->store.recovered, missed->count, &len),
+               &len);
     for (char *ev = missed->text, *end = missed->text + missed->len; ev && ev < end;) {
         char *nl = memchr(ev, '\n', (size_t)(end - ev));
         conn_send_text(&c->conn, ev, (size_t)(nl - ev));
@@ -170,12 +176,12 @@ static void send_result(struct client *c, struct call *call)
         return;
     case BUS_REJOIN:
         if (hub_is_member(c, call->req.join.room))
-            send_rejoined(c, call->ref, call->req.join.room);
+            send_rejoined(c, call->ref, key_name(call->req.join.room));
         else
             send_error(c, call->ref, WSFAN_EUNAVAILABLE, "the join could not complete");
         return;
     case BUS_LEAVE:
-        send_reply(c, reply_left(call->ref, call->req.leave.room, &len), &len);
+        send_reply(c, reply_left(call->ref, key_name(call->req.leave.room), &len), &len);
         return;
     case BUS_PUBLISH:
         send_reply(c, reply_ack(call->ref, call->req.publish.target == EVENT_ROOM, call->req.publish.store.offset, &len), &len);
@@ -183,11 +189,12 @@ static void send_result(struct client *c, struct call *call)
     case BUS_HISTORY: {
         size_t events_len;
         const char *events = store_batch_join(&call->req.history.store.batch, &events_len);
-        send_reply(c, reply_history(call->ref, call->req.history.room, events, events_len, &len), &len);
+        send_reply(c, reply_history(call->ref, key_name(call->req.history.room), events, events_len, &len), &len);
         return;
     }
     case BUS_PRESENCE:
-        send_reply(c, reply_presence(call->ref, call->req.presence.room, call->req.presence.users, &len), &len);
+        send_reply(c, reply_presence(call->ref, key_name(call->req.presence.room), call->req.presence.users, &len),
+                   &len);
         return;
     default:
         return;
@@ -270,26 +277,28 @@ static struct call *command_call(struct client *c, const struct command *cmd, en
     return call;
 }
 
-/* True when c is in the command's room; else sends not_member. */
-static int require_member(struct client *c, const struct command *cmd)
+/* True when c is in the command's room (room: its key); else sends
+ * not_member. */
+static int require_member(struct client *c, const struct command *cmd, const char *room)
 {
-    if (hub_is_member(c, cmd->room))
+    if (hub_is_member(c, room))
         return 1;
     send_error(c, cmd->ref, WSFAN_ENOT_MEMBER, NULL);
     return 0;
 }
 
-static void run_join(struct client *c, struct command *cmd)
+/* room: the key of cmd's room. */
+static void run_join(struct client *c, struct command *cmd, const char *room)
 {
     struct app *app = client_app(c);
     struct call *call;
-    if (hub_is_member(c, cmd->room)) {
+    if (hub_is_member(c, room)) {
         /* Already a member: nothing was missed, nothing changes. While the
          * first join is still on its way, the answer waits behind it. */
-        if (!hub_is_pending(c, cmd->room)) {
+        if (!hub_is_pending(c, room)) {
             send_rejoined(c, cmd->ref, cmd->room);
         } else if ((call = command_call(c, cmd, BUS_REJOIN))) {
-            strcpy(call->req.join.room, cmd->room);
+            strcpy(call->req.join.room, room);
             bus_submit(app->bus, &call->req.base);
         }
         return;
@@ -298,32 +307,38 @@ static void run_join(struct client *c, struct command *cmd)
         send_error(c, cmd->ref, WSFAN_ETOO_MANY_ROOMS, NULL);
         return;
     }
-    if (hub_room_add(app->hub, c, cmd->room) != HUB_OK) {
+    /* Presence shows the info of the user's newest connection (section 3). */
+    char *info = NULL;
+    if ((c->user && c->info && !(info = strdup(c->info))) || hub_room_add(app->hub, c, room) != HUB_OK) {
+        free(info);
         send_error(c, cmd->ref, WSFAN_ENOMEM, NULL);
         return;
     }
     if (!(call = command_call(c, cmd, BUS_JOIN))) {
-        hub_room_remove(app->hub, c, cmd->room);
+        free(info);
+        hub_room_remove(app->hub, c, room);
         return;
     }
     struct bus_join *req = &call->req.join;
-    strcpy(req->room, cmd->room);
+    strcpy(req->room, room);
     if (c->user)
         strcpy(req->user, c->user);
+    req->info = info;
     req->has_since = cmd->has_since;
     req->store.since = cmd->since;
     bus_submit(app->bus, &req->base);
 }
 
-/* A publish, send or broadcast of cmd to target; takes cmd's data. */
-static void run_publish(struct client *c, struct command *cmd, enum event_target target)
+/* A publish, send or broadcast of cmd to target, key (the room's, the
+ * user's or everyone's of c's tenant); takes cmd's data. */
+static void run_publish(struct client *c, struct command *cmd, enum event_target target, const char *key)
 {
     struct call *call = command_call(c, cmd, BUS_PUBLISH);
     if (!call)
         return;
     struct bus_publish *req = &call->req.publish;
     req->target = target;
-    strcpy(req->name, target == EVENT_ROOM ? cmd->room : target == EVENT_USER ? cmd->user : "");
+    strcpy(req->name, key);
     if (c->user)
         strcpy(req->from, c->user);
     req->ephemeral = target == EVENT_ROOM && cmd->ephemeral;
@@ -339,46 +354,49 @@ static void run_command(struct client *c, struct command *cmd)
     struct app *app = client_app(c);
     struct call *call;
     size_t len;
+    /* The key of the command's room (of everyone when it has none). */
+    char buf[KEY_MAX_LEN + 1];
+    const char *room = key_of(c->tenant, cmd->room, buf);
     switch (cmd->type) {
     case CMD_PING:
         send_reply(c, reply_pong(cmd->ref, &len), &len);
         return;
     case CMD_JOIN:
-        run_join(c, cmd);
+        run_join(c, cmd, room);
         return;
     case CMD_LEAVE:
-        if (!require_member(c, cmd) || !(call = command_call(c, cmd, BUS_LEAVE)))
+        if (!require_member(c, cmd, room) || !(call = command_call(c, cmd, BUS_LEAVE)))
             return;
-        hub_room_remove(app->hub, c, cmd->room);
-        strcpy(call->req.leave.room, cmd->room);
+        hub_room_remove(app->hub, c, room);
+        strcpy(call->req.leave.room, room);
         if (c->user)
             strcpy(call->req.leave.user, c->user);
         break;
     case CMD_PUBLISH:
-        if (require_member(c, cmd))
-            run_publish(c, cmd, EVENT_ROOM);
+        if (require_member(c, cmd, room))
+            run_publish(c, cmd, EVENT_ROOM, room);
         return;
     case CMD_SEND:
-        run_publish(c, cmd, EVENT_USER);
+        run_publish(c, cmd, EVENT_USER, key_of(c->tenant, cmd->user, buf));
         return;
     case CMD_BROADCAST:
         if (!app->cfg->allow_broadcast)
             send_error(c, cmd->ref, WSFAN_EFORBIDDEN, "broadcast is not allowed on this server");
         else
-            run_publish(c, cmd, EVENT_ALL);
+            run_publish(c, cmd, EVENT_ALL, room);
         return;
     case CMD_HISTORY:
-        if (!require_member(c, cmd) || !(call = command_call(c, cmd, BUS_HISTORY)))
+        if (!require_member(c, cmd, room) || !(call = command_call(c, cmd, BUS_HISTORY)))
             return;
-        strcpy(call->req.history.room, cmd->room);
+        strcpy(call->req.history.room, room);
         call->req.history.store.limit = cmd->limit;
         call->req.history.store.has_before = cmd->has_before;
         call->req.history.store.before = cmd->before;
         break;
     case CMD_PRESENCE:
-        if (!require_member(c, cmd) || !(call = command_call(c, cmd, BUS_PRESENCE)))
+        if (!require_member(c, cmd, room) || !(call = command_call(c, cmd, BUS_PRESENCE)))
             return;
-        strcpy(call->req.presence.room, cmd->room);
+        strcpy(call->req.presence.room, room);
         break;
     default:
         return;
@@ -419,11 +437,15 @@ static void on_close(struct conn *conn)
         atomic_fetch_sub(app->ws_connections, 1);
     c->counted = 0;
     hub_conn_leave_all(app->hub, c, leave_silently);
-    if (!c->user)
+    if (!c->user && !c->tenant[0])
         return;
-    hub_user_remove(app->hub, c);
+    if (c->user)
+        hub_user_remove(app->hub, c);
+    if (c->tenant[0])
+        hub_tenant_remove(app->hub, c);
     if (submit_user(c, BUS_OFFLINE))
-        log_error("out of memory: user %s stays routed here until restart", c->user);
+        log_error("out of memory: user %s of tenant \"%s\" stays routed here until restart", c->user ? c->user : "-",
+                  c->tenant);
 }
 
 static void on_free(struct conn *conn)
@@ -442,5 +464,6 @@ void client_free(struct client *c)
     http_reader_destroy(c->http);
     free(c->held);
     free(c->user);
+    free(c->info);
     free(c);
 }

@@ -37,7 +37,11 @@ struct client {
     uint32_t next_reply;        /* seq of the call to answer next */
     struct call *parked;        /* replies that overtook an earlier one, by seq */
     char *user;                 /* NULL when anonymous */
-    struct hub_conn hub;        /* this client's rooms and user slot */
+    char tenant[65];            /* TENANT_MAX_LEN + 1: the tenant (docs/protocol.md
+                                   section 1a), "" for none; its rooms and users are
+                                   keys of it (core/names.h) */
+    char *info;                 /* the info claim as JSON text (owned), or NULL */
+    struct hub_conn hub;        /* this client's rooms, user and tenant slots */
 };
 
 static inline struct client *client_of(struct conn *c) { return (struct client *)c; }

@@ -39,8 +39,9 @@ struct fresh_member {
 
 struct hub {
     struct net_loop *net;
-    struct map rooms;
-    struct map users;
+    struct map rooms;       /* room key -> entry */
+    struct map users;       /* user key, or tenant "T/" -> entry */
+    uint32_t tenant_conns;  /* connections with a tenant: broadcasts without one skip them */
 };
 
 /* Appends c; returns its slot or HUB_PENDING when out of memory. */
@@ -247,30 +248,72 @@ uint32_t hub_room_members(const struct hub *h, const char *room)
     return r ? r->set.count : 0;
 }
 
-int hub_user_add(struct hub *h, struct client *c)
+/* Indexes c under key in the users map; *slot is its place. */
+static int index_add(struct hub *h, struct client *c, const char *key, uint32_t *slot)
 {
-    struct hub_entry *u = entry_get(&h->users, c->user);
+    struct hub_entry *u = entry_get(&h->users, key);
     if (!u)
         return HUB_NOMEM;
     u->refs++;
-    c->hub.user_slot = set_add(&u->set, c);
-    if (c->hub.user_slot == HUB_PENDING) {
+    *slot = set_add(&u->set, c);
+    if (*slot == HUB_PENDING) {
         entry_unref(&h->users, u);
         return HUB_NOMEM;
     }
     return HUB_OK;
 }
 
+/* Takes c out of key's array of the users map; *slot_of(moved) follows. */
+static int index_remove(struct hub *h, struct client *c, const char *key, uint32_t slot,
+                        uint32_t *(*slot_of)(struct client *c))
+{
+    struct hub_entry *u = map_get(&h->users, key, strlen(key));
+    /* A conn whose indexing failed was never added. */
+    if (!u || slot >= u->set.count || u->set.items[slot] != c)
+        return HUB_NOT_MEMBER;
+    struct client *moved = set_remove(&u->set, slot);
+    if (moved)
+        *slot_of(moved) = slot;
+    entry_unref(&h->users, u);
+    return HUB_OK;
+}
+
+static uint32_t *user_slot_of(struct client *c)
+{
+    return &c->hub.user_slot;
+}
+
+static uint32_t *tenant_slot_of(struct client *c)
+{
+    return &c->hub.tenant_slot;
+}
+
+int hub_user_add(struct hub *h, struct client *c)
+{
+    char buf[KEY_MAX_LEN + 1];
+    return index_add(h, c, key_of(c->tenant, c->user, buf), &c->hub.user_slot);
+}
+
 void hub_user_remove(struct hub *h, struct client *c)
 {
-    struct hub_entry *u = map_get(&h->users, c->user, strlen(c->user));
-    /* A conn whose indexing failed was never added. */
-    if (!u || c->hub.user_slot >= u->set.count || u->set.items[c->hub.user_slot] != c)
-        return;
-    struct client *moved = set_remove(&u->set, c->hub.user_slot);
-    if (moved)
-        moved->hub.user_slot = c->hub.user_slot;
-    entry_unref(&h->users, u);
+    char buf[KEY_MAX_LEN + 1];
+    index_remove(h, c, key_of(c->tenant, c->user, buf), c->hub.user_slot, user_slot_of);
+}
+
+int hub_tenant_add(struct hub *h, struct client *c)
+{
+    char buf[KEY_MAX_LEN + 1];
+    int rc = index_add(h, c, key_of(c->tenant, "", buf), &c->hub.tenant_slot);
+    if (rc == HUB_OK)
+        h->tenant_conns++;
+    return rc;
+}
+
+void hub_tenant_remove(struct hub *h, struct client *c)
+{
+    char buf[KEY_MAX_LEN + 1];
+    if (index_remove(h, c, key_of(c->tenant, "", buf), c->hub.tenant_slot, tenant_slot_of) == HUB_OK)
+        h->tenant_conns--;
 }
 
 static int skipped(const struct event *ev, const struct client *c)
@@ -329,9 +372,12 @@ static uint32_t deliver_fresh(struct map *m, struct hub_entry *r, const struct e
 
 void hub_deliver(struct hub *h, const struct event *ev)
 {
+    /* A room's or user's key, or a tenant's "T/" (its broadcasts); only a
+     * broadcast without a tenant has the empty key, and walks every
+     * connection. */
     struct map *m = ev->target == EVENT_ROOM ? &h->rooms : &h->users;
     struct hub_entry *e = NULL;
-    if (ev->target != EVENT_ALL && !(e = map_get(m, ev->name, strlen(ev->name))))
+    if (ev->key[0] && !(e = map_get(m, ev->key, strlen(ev->key))))
         return;
     struct frame *f = ws_frame_create(WS_OP_TEXT, ev->json, ev->len);
     if (!f) {
@@ -348,8 +394,9 @@ void hub_deliver(struct hub *h, const struct event *ev)
     } else if (e) {
         n = deliver_entry(m, e, ev, f);
     } else {
+        int tenants = h->tenant_conns != 0;
         for (struct conn *c = h->net->conns; c; c = c->next)
-            if (c->state == CONN_WS && !skipped(ev, client_of(c))) {
+            if (c->state == CONN_WS && !(tenants && client_of(c)->tenant[0]) && !skipped(ev, client_of(c))) {
                 conn_enqueue(c, f);
                 n++;
             }

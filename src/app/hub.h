@@ -1,6 +1,9 @@
 /* hub.h - one worker's local index: room -> connections, user ->
- * connections, and (through the worker's list) all connections; and the
- * fan-out of one bus event to the local recipients with one shared frame.
+ * connections, tenant -> connections, and (through the worker's list) all
+ * connections; and the fan-out of one bus event to the local recipients
+ * with one shared frame. Rooms and users are keys (core/names.h), so a
+ * tenant's never meet another's; a tenant's connections are indexed under
+ * "T/" beside the users, for its broadcasts.
  * Owns the index entries only; client.c owns the clients. Runs on the
  * owning worker's loop and is never shared between threads. Does not talk
  * to the bus or check permissions. */
@@ -31,7 +34,8 @@ struct hub_membership {
 struct hub_conn {
     struct hub_membership *rooms;
     uint32_t nrooms, rooms_cap;
-    uint32_t user_slot;  /* index in the user's array, when the conn has a user */
+    uint32_t user_slot;    /* index in the user's array, when the conn has a user */
+    uint32_t tenant_slot;  /* index in the tenant's array, when the conn has a tenant */
 };
 
 struct hub;
@@ -43,7 +47,8 @@ void hub_destroy(struct hub *h);
 
 enum { HUB_OK = 0, HUB_ALREADY = 1, HUB_NOT_MEMBER = 2, HUB_NOMEM = -1 };
 
-/* c asks to join room: a pending membership. Returns HUB_OK, HUB_ALREADY
+/* Rooms below are the keys of c's tenant's rooms (key_of(c->tenant, ..)).
+ * c asks to join room: a pending membership. Returns HUB_OK, HUB_ALREADY
  * (pending or joined) or HUB_NOMEM. */
 int hub_room_add(struct hub *h, struct client *c, const char *room);
 
@@ -68,17 +73,24 @@ uint32_t hub_room_count(const struct client *c);
 /* Calls fn for each of c's rooms, then removes them all. */
 void hub_conn_leave_all(struct hub *h, struct client *c, void (*fn)(struct client *c, const char *room));
 
-/* Indexes c under its user (c->user must be set). Returns HUB_OK or
+/* Indexes c under its user's key (c->user must be set). Returns HUB_OK or
  * HUB_NOMEM. */
 int hub_user_add(struct hub *h, struct client *c);
 void hub_user_remove(struct hub *h, struct client *c);
 
-/* Local connections of the room, joined ones only (for tests and stats). */
+/* Indexes c under its tenant (c->tenant must not be empty), for the
+ * tenant's broadcasts. Returns HUB_OK or HUB_NOMEM. */
+int hub_tenant_add(struct hub *h, struct client *c);
+void hub_tenant_remove(struct hub *h, struct client *c);
+
+/* Local connections of the room (a key), joined ones only (for tests and
+ * stats). */
 uint32_t hub_room_members(const struct hub *h, const char *room);
 
-/* Delivers ev to every local recipient: encodes one frame for all of them
- * and queues a reference to it on each; no per-recipient allocation, copy
- * or JSON work. Counts into the loop's metrics. */
+/* Delivers ev to every local recipient (a broadcast without a tenant: the
+ * connections without one): encodes one frame for all of them and queues a
+ * reference to it on each; no per-recipient allocation, copy or JSON work.
+ * Counts into the loop's metrics. */
 void hub_deliver(struct hub *h, const struct event *ev);
 
 #endif

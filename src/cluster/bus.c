@@ -58,8 +58,8 @@ struct bus {
     void *engine_data;
     struct store *store;
     struct presence *presence;
-    struct map rooms;  /* room -> struct bus_room */
-    struct map users;  /* user -> struct bus_room (interest only) */
+    struct map rooms;  /* room key -> struct bus_room */
+    struct map users;  /* user key, or a tenant's "T/" (its broadcasts) -> struct bus_room (interest only) */
     int stopping;      /* workers are gone: replies and deliveries are dropped */
     atomic_int ready;  /* engine->ready, for readers on other threads */
 };
@@ -91,7 +91,9 @@ void bus_request_free(struct bus_request *req)
             event_unref(call->event);
         store_batch_free(&call->batch);
     }
-    if (req->op == BUS_PUBLISH)
+    if (req->op == BUS_JOIN || req->op == BUS_REJOIN)
+        free(((struct bus_join *)req)->info);
+    else if (req->op == BUS_PUBLISH)
         free(((struct bus_publish *)req)->data);
     else if (req->op == BUS_PRESENCE)
         free(((struct bus_presence *)req)->users);
@@ -122,19 +124,30 @@ static int by_room(const void *a, const void *b)
                   json_string_value(json_object_get(*(json_t *const *)b, "room")));
 }
 
-char *bus_rooms_format(struct bus *b, const struct map *cluster)
+/* True when key is a key of tenant (of length tlen; 0: no tenant). */
+static int key_in_tenant(const char *key, const char *tenant, size_t tlen)
+{
+    return tlen ? !strncmp(key, tenant, tlen) && key[tlen] == '/' : !strchr(key, '/');
+}
+
+char *bus_rooms_format(struct bus *b, const struct map *cluster, const char *tenant)
 {
     json_t *list = json_array();
+    size_t tlen = strlen(tenant);
     const struct map_slot *slot;
     for (size_t i = 0; list && map_next(&b->rooms, &i, &slot);) {
         const struct bus_room *r = slot->value;
-        uintptr_t total = cluster ? (uintptr_t)map_get(cluster, slot->key, slot->len) : r->total;
-        if (r->total)
-            json_array_append_new(list, json_pack("{s:s, s:I, s:I}", "room", slot->key, "local", (json_int_t)r->total,
-                                                  "cluster", (json_int_t)(total > r->total ? total : r->total)));
+        if (!r->total || !key_in_tenant(slot->key, tenant, tlen))
+            continue;
+        const char *name = slot->key + (tlen ? tlen + 1 : 0);
+        uintptr_t total = cluster ? (uintptr_t)map_get(cluster, name, strlen(name)) : r->total;
+        json_array_append_new(list, json_pack("{s:s, s:I, s:I}", "room", name, "local", (json_int_t)r->total,
+                                              "cluster", (json_int_t)(total > r->total ? total : r->total)));
     }
     for (size_t i = 0; list && cluster && map_next(cluster, &i, &slot);) {
-        const struct bus_room *r = map_get(&b->rooms, slot->key, slot->len);
+        char buf[KEY_MAX_LEN + 1];
+        const char *key = key_of(tenant, slot->key, buf);
+        const struct bus_room *r = map_get(&b->rooms, key, strlen(key));
         if (!r || !r->total)
             json_array_append_new(list, json_pack("{s:s, s:I, s:I}", "room", slot->key, "local", (json_int_t)0,
                                                   "cluster", (json_int_t)(uintptr_t)slot->value));
@@ -201,18 +214,21 @@ static void run_delivery(struct task *t, void *ctx)
     free(d);
 }
 
-/* Posts ev to every worker with local interest; takes the caller's ref. */
+/* Posts ev to every worker with local interest (r: the room's, user's or
+ * tenant's, NULL when none); a broadcast without a tenant goes to every
+ * worker. Takes the caller's ref. */
 static void deliver_now(struct bus *b, struct bus_room *r, struct event *ev)
 {
     /* The busiest rooms' rates count messages, not presence events. */
     if (ev->kind == EVENT_MESSAGE)
-        metrics_room_event(b->metrics, ev->name);
+        metrics_room_event(b->metrics, ev->key);
     if (r && ev->has_offset && (!r->has_seen || offset_cmp(ev->offset, r->seen) > 0)) {
         r->seen = ev->offset;
         r->has_seen = 1;
     }
+    int everyone = ev->target == EVENT_ALL && !ev->key[0];
     for (int i = 0; !b->stopping && i < b->hooks.nworkers; i++) {
-        if (ev->target != EVENT_ALL && (!r || !r->per_worker[i]))
+        if (!everyone && (!r || !r->per_worker[i]))
             continue;
         struct delivery *d = malloc(sizeof *d);
         if (!d) {
@@ -233,8 +249,9 @@ static void deliver_now(struct bus *b, struct bus_room *r, struct event *ev)
 
 void bus_deliver(struct bus *b, struct event *ev)
 {
+    /* A tenant's broadcast goes where its connections are ("T/" in users). */
     struct map *index = ev->target == EVENT_ROOM ? &b->rooms : &b->users;
-    struct bus_room *r = ev->target == EVENT_ALL ? NULL : map_get(index, ev->name, strlen(ev->name));
+    struct bus_room *r = ev->key[0] ? map_get(index, ev->key, strlen(ev->key)) : NULL;
     if (r && r->holds) {
         struct held_event *h = malloc(sizeof *h);
         if (h) {
@@ -247,7 +264,7 @@ void bus_deliver(struct bus *b, struct event *ev)
             r->held_tail = h;
             return;
         }
-        log_error("bus: out of memory holding an event of %s; delivering it now", ev->name);
+        log_error("bus: out of memory holding an event of %s; delivering it now", ev->key);
     }
     deliver_now(b, r, ev);
 }
@@ -327,10 +344,11 @@ static void interest_change(struct bus *b, enum event_target target, const char 
 
 /* ---- presence ------------------------------------------------------------ */
 
-static void presence_changed(struct bus *b, const char *room, const char *user, int delta)
+/* A connection of user joined (delta 1, with its info) or left (-1) room. */
+static void presence_changed(struct bus *b, const char *room, const char *user, int delta, const char *info)
 {
     unsigned long before = presence_count(b->presence, room, user);
-    if (delta > 0 && presence_add(b->presence, room, user) < 0) {
+    if (delta > 0 && presence_add(b->presence, room, user, info) < 0) {
         log_error("bus: out of memory counting %s in %s", user, room);
         return;
     }
@@ -338,7 +356,7 @@ static void presence_changed(struct bus *b, const char *room, const char *user, 
         presence_remove(b->presence, room, user);
     unsigned long after = presence_count(b->presence, room, user);
     if (after != before)
-        b->engine->presence(b, room, user, before, after);
+        b->engine->presence(b, room, user, before, after, delta > 0 ? presence_info(b->presence, room, user) : NULL);
 }
 
 /* ---- joins and gap fill -------------------------------------------------- */
@@ -352,7 +370,7 @@ static void join_done(struct store_call *call)
 {
     struct bus_join *req = join_of(call);
     struct bus *b = req->base.bus;
-    char room[NAME_MAX_LEN + 1];
+    char room[KEY_MAX_LEN + 1];
     strcpy(room, req->room);
     struct bus_room *r = map_get(&b->rooms, room, strlen(room));
     struct offset latest;
@@ -380,7 +398,7 @@ static void join_read(struct bus *b, struct bus_join *req)
  * every local member before the events held meanwhile. */
 struct gap_fill {
     struct bus *b;
-    char room[NAME_MAX_LEN + 1];
+    char room[KEY_MAX_LEN + 1];
     struct store_call call;
 };
 
@@ -525,9 +543,9 @@ static void on_join(struct bus *b, struct bus_join *req)
     }
     r->holds++; /* released when the join's read is done */
     if (req->user[0])
-        presence_changed(b, req->room, req->user, 1);
+        presence_changed(b, req->room, req->user, 1, req->info);
     if (!b->engine->ready(b)) {
-        char room[NAME_MAX_LEN + 1];
+        char room[KEY_MAX_LEN + 1];
         strcpy(room, req->room);
         req->base.error = WSFAN_EUNAVAILABLE;
         bus_reply(b, &req->base);
@@ -553,7 +571,7 @@ static void on_leave(struct bus *b, struct bus_leave *req)
 {
     interest_change(b, EVENT_ROOM, req->room, req->base.worker, -1);
     if (req->user[0])
-        presence_changed(b, req->room, req->user, -1);
+        presence_changed(b, req->room, req->user, -1, NULL);
     bus_reply(b, &req->base);
 }
 
@@ -575,9 +593,20 @@ static void on_history(struct bus *b, struct bus_history *req)
     b->store->ops->history(b->store, &req->store);
 }
 
+/* A connection of a user, of a tenant, or both: interest in the user's
+ * channel, and in the tenant's broadcasts ("T/"). */
 static void on_user(struct bus *b, struct bus_user *req)
 {
-    interest_change(b, EVENT_USER, req->user, req->base.worker, req->base.op == BUS_ONLINE ? 1 : -1);
+    int delta = req->base.op == BUS_ONLINE ? 1 : -1;
+    if (key_name(req->user)[0])
+        interest_change(b, EVENT_USER, req->user, req->base.worker, delta);
+    size_t tenant = key_tenant_len(req->user);
+    if (tenant) {
+        char all[TENANT_MAX_LEN + 2];
+        memcpy(all, req->user, tenant + 1);
+        all[tenant + 1] = '\0';
+        interest_change(b, EVENT_ALL, all, req->base.worker, delta);
+    }
     bus_reply(b, &req->base);
 }
 

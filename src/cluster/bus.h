@@ -30,7 +30,11 @@ struct bus;
 struct presence;
 
 /* BUS_REJOIN: a join of a room whose first join is still on its way; it is
- * answered after that one, so the client sees its replies in order. */
+ * answered after that one, so the client sees its replies in order.
+ * Rooms and users in requests are keys (core/names.h): the asker, which
+ * knows the tenant, makes them once per request; from here down everything
+ * is per key, so a tenant's rooms, users, presence and history never meet
+ * another's. */
 enum bus_op { BUS_JOIN, BUS_REJOIN, BUS_LEAVE, BUS_PUBLISH, BUS_HISTORY, BUS_PRESENCE, BUS_ROOMS, BUS_ONLINE, BUS_OFFLINE };
 
 /* What every request starts with. The asker allocates the request as the
@@ -50,8 +54,9 @@ struct bus_request {
 struct bus_join {
     struct bus_request base;
     struct bus_join *next_waiting;  /* joins waiting for a subscription or a hold */
-    char room[NAME_MAX_LEN + 1];
+    char room[KEY_MAX_LEN + 1];     /* the room's key */
     char user[NAME_MAX_LEN + 1];    /* the connection's user, or "" */
+    char *info;                     /* the connection's info, JSON text (owned), or NULL */
     int has_since;
     struct store_call store;        /* the replay read: since in, offset and batch out */
 };
@@ -59,15 +64,15 @@ struct bus_join {
 /* BUS_LEAVE. */
 struct bus_leave {
     struct bus_request base;
-    char room[NAME_MAX_LEN + 1];
-    char user[NAME_MAX_LEN + 1];
+    char room[KEY_MAX_LEN + 1];   /* the room's key */
+    char user[NAME_MAX_LEN + 1];  /* the connection's user, or "" */
 };
 
 /* BUS_PUBLISH: a room message, a direct message or a broadcast. */
 struct bus_publish {
     struct bus_request base;
     enum event_target target;
-    char name[NAME_MAX_LEN + 1];  /* the room or the user; "" for all */
+    char name[KEY_MAX_LEN + 1];   /* the room's or the user's key; all: "" or "T/" */
     char from[NAME_MAX_LEN + 1];  /* the publishing user, or "" */
     int ephemeral;
     uint64_t skip_seq;            /* echo:false: the publisher's connection, else 0 */
@@ -79,27 +84,30 @@ struct bus_publish {
 /* BUS_HISTORY. */
 struct bus_history {
     struct bus_request base;
-    char room[NAME_MAX_LEN + 1];
+    char room[KEY_MAX_LEN + 1];   /* the room's key */
     struct store_call store;      /* limit and before in, batch out */
 };
 
 /* BUS_PRESENCE. */
 struct bus_presence {
     struct bus_request base;
-    char room[NAME_MAX_LEN + 1];
-    char *users;  /* result: [{"user":..,"connections":N},..] (owned) */
+    char room[KEY_MAX_LEN + 1];  /* the room's key */
+    char *users;  /* result: [{"user":..,"connections":N[,"info":{..}]},..] (owned) */
 };
 
 /* BUS_ROOMS. */
 struct bus_rooms {
     struct bus_request base;
+    char tenant[TENANT_MAX_LEN + 1];  /* whose rooms; "" without a tenant */
     char *rooms;  /* result: [{"room":..,"local":N,"cluster":N},..] (owned) */
 };
 
-/* BUS_ONLINE and BUS_OFFLINE: a connection of user opened or closed. */
+/* BUS_ONLINE and BUS_OFFLINE: a connection of user opened or closed. user
+ * is the user's key; a connection of tenant T counts for T's broadcasts
+ * too, and one of T without a user comes as "T/". */
 struct bus_user {
     struct bus_request base;
-    char user[NAME_MAX_LEN + 1];
+    char user[KEY_MAX_LEN + 1];
 };
 
 /* Frees what req owns and the block it starts. */
@@ -132,13 +140,16 @@ struct bus_engine {
      * through bus_deliver(); the engine answers with bus_reply() after
      * setting the error or req->store.offset. */
     void (*publish)(struct bus *b, struct bus_publish *req);
-    /* This process gained its first local interest in a room or user
-     * (on = 1) or lost its last (on = 0). The engine calls
-     * bus_subscribed() once events of a room are sure to arrive. */
-    void (*interest)(struct bus *b, enum event_target target, const char *name, int on);
-    /* This process now has count connections of user in room (it had
-     * before). The engine makes presence_join/presence_leave happen. */
-    void (*presence)(struct bus *b, const char *room, const char *user, unsigned long before, unsigned long count);
+    /* This process gained its first local interest in a room or user, or
+     * in a tenant's broadcasts (EVENT_ALL, key "T/") (on = 1) or lost its
+     * last (on = 0); key as in bus_user. The engine calls bus_subscribed()
+     * once events of a room are sure to arrive. */
+    void (*interest)(struct bus *b, enum event_target target, const char *key, int on);
+    /* This process now has count connections of user in room (a key; it
+     * had before). When count > before, a connection joined with info (JSON
+     * text, or NULL). The engine makes presence_join/presence_leave happen. */
+    void (*presence)(struct bus *b, const char *room, const char *user, unsigned long before, unsigned long count,
+                     const char *info);
     /* Fills req->users with the room's users across the cluster. */
     void (*presence_list)(struct bus *b, struct bus_presence *req);
     /* Fills req->rooms (bus_rooms_format) with member counts. */
@@ -158,8 +169,8 @@ struct metrics_bus *bus_metrics(struct bus *b);
 void *bus_engine_data(struct bus *b);
 void bus_set_engine_data(struct bus *b, void *data);
 
-/* From the engine: events of the room are sure to arrive from now on
- * (the subscription is confirmed). */
+/* From the engine: events of the room (a key) are sure to arrive from now
+ * on (the subscription is confirmed). */
 void bus_subscribed(struct bus *b, const char *room);
 
 /* From the engine: the link that brings events went down (up = 0) or came
@@ -167,14 +178,16 @@ void bus_subscribed(struct bus *b, const char *room);
  * when their subscription is confirmed again. */
 void bus_link_changed(struct bus *b, int up);
 
-/* Calls fn(room, local members, arg) for every room with local members. */
+/* Calls fn(room key, local members, arg) for every room with local
+ * members. */
 void bus_each_room_count(struct bus *b, void (*fn)(const char *room, unsigned long members, void *arg), void *arg);
 
-/* The rooms reply: every room of cluster (room -> count, may be NULL:
- * the local counts then stand for the cluster) or with local members,
- * sorted, as JSON text. malloc'ed; NULL when out of memory. */
+/* The rooms reply of tenant ("" for none): every room of cluster (room
+ * name -> count, of that tenant; may be NULL: the local counts then stand
+ * for the cluster) or with local members in the tenant, sorted, as JSON
+ * text with room names. malloc'ed; NULL when out of memory. */
 struct map;
-char *bus_rooms_format(struct bus *b, const struct map *cluster);
+char *bus_rooms_format(struct bus *b, const struct map *cluster, const char *tenant);
 
 /* True while the bus and the store can serve (for /readyz). Any thread. */
 int bus_ready(struct bus *b);

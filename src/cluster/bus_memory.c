@@ -60,15 +60,15 @@ static void memory_publish(struct bus *b, struct bus_publish *req)
 
 /* Every publish reaches the bus at once: a room's events are "arriving"
  * from its first member on. */
-static void memory_interest(struct bus *b, enum event_target target, const char *name, int on)
+static void memory_interest(struct bus *b, enum event_target target, const char *key, int on)
 {
     if (target == EVENT_ROOM && on)
-        bus_subscribed(b, name);
+        bus_subscribed(b, key);
 }
 
 static void memory_rooms(struct bus *b, struct bus_rooms *req)
 {
-    if (!(req->rooms = bus_rooms_format(b, NULL)))
+    if (!(req->rooms = bus_rooms_format(b, NULL, req->tenant)))
         req->base.error = WSFAN_ENOMEM;
     bus_reply(b, &req->base);
 }

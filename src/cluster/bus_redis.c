@@ -3,7 +3,10 @@
  * - One publishing connection and one subscriber connection per process.
  * - Subscriptions follow local interest: one SUBSCRIBE per room channel
  *   while the process has a member, per user channel while it has a
- *   connection of the user, NS:all always. Each channel has at most one
+ *   connection of the user, per tenant's NS:all while it has a connection
+ *   of the tenant, and the namespace's own NS:all always. Rooms and users
+ *   are keys (core/names.h); a tenant's channels are under
+ *   <namespace>:<tenant> (codec/envelope.c names and reads them). Each channel has at most one
  *   SUBSCRIBE or UNSUBSCRIBE in flight; a change of mind meanwhile is acted
  *   on when the reply comes, so churn never leaks or loses a subscription.
  * - Every PUBLISH payload is the envelope of section 6 (codec/envelope.c
@@ -30,7 +33,7 @@ struct channel {
     enum sub_state state;
     int want;
     enum event_target target;
-    char name[NAME_MAX_LEN + 1];
+    char key[KEY_MAX_LEN + 1];  /* the room's, user's or tenant's key */
 };
 
 struct redis_bus {
@@ -64,10 +67,10 @@ static void bad_envelope(struct redis_bus *e, const char *channel, const char *w
 static void on_payload(struct redis_bus *e, const char *channel, const char *payload, size_t len)
 {
     enum event_target target;
-    char name[NAME_MAX_LEN + 1];
+    char key[KEY_MAX_LEN + 1];
     const char *why = "not a channel of this namespace";
-    struct event *ev = envelope_channel_parse(e->cfg->ns, channel, &target, name) == 0
-                               ? envelope_to_event(e->cfg->node_id, target, name, payload, len, &why)
+    struct event *ev = envelope_channel_parse(e->cfg->ns, channel, &target, key) == 0
+                               ? envelope_to_event(e->cfg->node_id, target, key, payload, len, &why)
                                : NULL;
     if (ev)
         bus_deliver(e->bus, ev);
@@ -88,23 +91,23 @@ static void channel_command(struct redis_bus *e, const char *verb, const char *c
 
 /* Moves a channel one step towards what is wanted, if nothing is in
  * flight; frees it when it is neither wanted nor subscribed. */
-static void channel_drive(struct redis_bus *e, const char *key)
+static void channel_drive(struct redis_bus *e, const char *channel)
 {
-    struct channel *c = map_get(&e->channels, key, strlen(key));
+    struct channel *c = map_get(&e->channels, channel, strlen(channel));
     if (!c)
         return;
     if (c->state == SUB_IDLE && !c->want) {
-        free(map_remove(&e->channels, key, strlen(key)));
+        free(map_remove(&e->channels, channel, strlen(channel)));
         return;
     }
     if (!e->sub.up)
         return;
     if (c->want && c->state == SUB_IDLE) {
         c->state = SUB_SUBSCRIBING;
-        channel_command(e, "SUBSCRIBE", key);
+        channel_command(e, "SUBSCRIBE", channel);
     } else if (!c->want && c->state == SUB_SUBSCRIBED) {
         c->state = SUB_UNSUBSCRIBING;
-        channel_command(e, "UNSUBSCRIBE", key);
+        channel_command(e, "UNSUBSCRIBE", channel);
     }
 }
 
@@ -128,33 +131,33 @@ static void on_sub_reply(redisAsyncContext *ac, void *reply, void *privdata)
     if (!strcmp(kind, "subscribe")) {
         c->state = SUB_SUBSCRIBED;
         if (c->want && c->target == EVENT_ROOM)
-            bus_subscribed(e->bus, c->name);
+            bus_subscribed(e->bus, c->key);
     } else if (!strcmp(kind, "unsubscribe")) {
         c->state = SUB_IDLE;
     }
     channel_drive(e, channel);
 }
 
-static void redis_interest(struct bus *b, enum event_target target, const char *name, int on)
+static void redis_interest(struct bus *b, enum event_target target, const char *key, int on)
 {
     struct redis_bus *e = engine(b);
-    char key[ENVELOPE_CHANNEL_MAX];
-    envelope_channel_name(e->cfg->ns, target, name, key);
-    struct channel *c = map_get(&e->channels, key, strlen(key));
+    char name[ENVELOPE_CHANNEL_MAX];
+    envelope_channel_name(e->cfg->ns, target, key, name);
+    struct channel *c = map_get(&e->channels, name, strlen(name));
     if (!c && on) {
         c = calloc(1, sizeof *c);
-        if (!c || map_put(&e->channels, key, strlen(key), c)) {
+        if (!c || map_put(&e->channels, name, strlen(name), c)) {
             free(c);
-            log_error("redis: out of memory subscribing to %s", key);
+            log_error("redis: out of memory subscribing to %s", name);
             return;
         }
         c->target = target;
-        snprintf(c->name, sizeof c->name, "%s", name);
+        snprintf(c->key, sizeof c->key, "%s", key);
     }
     if (!c)
         return;
     c->want = on;
-    channel_drive(e, key);
+    channel_drive(e, name);
 }
 
 static void on_sub_up(struct redis_link *l)
@@ -288,10 +291,9 @@ static void redis_publish(struct bus *b, struct bus_publish *req)
 /* ---- presence ---------------------------------------------------------------- */
 
 static void redis_presence(struct bus *b, const char *room, const char *user, unsigned long before,
-                           unsigned long count)
+                           unsigned long count, const char *info)
 {
-    (void)before;
-    presence_redis_changed(engine(b)->presence, room, user, count);
+    presence_redis_changed(engine(b)->presence, room, user, count, count > before, info);
 }
 
 static void redis_presence_list(struct bus *b, struct bus_presence *req)

@@ -1,11 +1,14 @@
 /* presence_redis.c - the Redis engine of presence (docs/protocol.md
  * section 6): NS:presence:{ROOM} is a hash of user -> the nodes that have
  * connections of the user, each with a count and an expiry that the node
- * refreshes every third of --presence-ttl. A node that dies stops being
- * refreshed, and any node still in the room sweeps its users out and
- * announces presence_leave. The same refresh keeps NS:rooms, this node's
- * member count of each room, for GET /api/rooms. Runs on the bus thread;
- * uses the store's link for the hashes and the bus's for announcements. */
+ * refreshes every third of --presence-ttl, then the user's info after a
+ * '|' when it has one (the newest join's, on any node). A node that dies
+ * stops being refreshed, and any node still in the room sweeps its users
+ * out and announces presence_leave. The same refresh keeps NS:rooms, this
+ * node's member count of each room, for GET /api/rooms. A tenant's keys
+ * are under <namespace>:<tenant> (rooms are keys, core/names.h), and each
+ * tenant has its own NS:rooms. Runs on the bus thread; uses the store's
+ * link for the hashes and the bus's for announcements. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,47 +21,71 @@
 #include "core/map.h"
 #include "net/redis.h"
 
-/* KEYS: presence hash. ARGV: node, user, count, now ms, expiry ms.
- * Sets this node's count of the user; returns "join" when the user was
- * present on no node before, "leave" when on none after, else "". */
+/* A presence hash value: "node=count@expiry,node=count@expiry..." for the
+ * nodes, then "|" and the info's JSON when the user has one. Node ids and
+ * numbers never hold '|', so the first one starts the info. */
+#define SPLIT_VALUE                                                                   \
+    "local function split(v)\n"                                                       \
+    "  local bar = string.find(v, '|', 1, true)\n"                                    \
+    "  if bar then return string.sub(v, 1, bar - 1), string.sub(v, bar + 1) end\n"    \
+    "  return v, ''\n"                                                                \
+    "end\n"                                                                           \
+    "local function value(kept, info)\n"                                              \
+    "  local v = table.concat(kept, ',')\n"                                           \
+    "  if info ~= '' then v = v .. '|' .. info end\n"                                 \
+    "  return v\n"                                                                    \
+    "end\n"
+
+/* KEYS: presence hash. ARGV: node, user, count, now ms, expiry ms, joined
+ * ("1" when a connection joined, "0" when one left), the joiner's info
+ * ("" for none). Sets this node's count of the user, and on a join the
+ * user's info (newest wins); returns "join" when the user was present on
+ * no node before, "leave" when on none after, else "". */
 static const char presence_set_source[] =
+    SPLIT_VALUE
     "local node, user, count, now = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])\n"
     "local v = redis.call('HGET', KEYS[1], user)\n"
-    "local before, kept = false, {}\n"
-    "if v then\n"
-    "  for n, c, e in string.gmatch(v, '([^,=]+)=(%d+)@(%d+)') do\n"
-    "    if tonumber(e) > now then\n"
-    "      before = true\n"
-    "      if n ~= node then kept[#kept + 1] = n .. '=' .. c .. '@' .. e end\n"
-    "    end\n"
+    "local before, kept, counts, info = false, {}, '', ''\n"
+    "if v then counts, info = split(v) end\n"
+    "for n, c, e in string.gmatch(counts, '([^,=]+)=(%d+)@(%d+)') do\n"
+    "  if tonumber(e) > now then\n"
+    "    before = true\n"
+    "    if n ~= node then kept[#kept + 1] = n .. '=' .. c .. '@' .. e end\n"
     "  end\n"
     "end\n"
+    "if ARGV[6] == '1' then info = ARGV[7] end\n"
     "if count > 0 then kept[#kept + 1] = node .. '=' .. count .. '@' .. ARGV[5] end\n"
-    "if #kept > 0 then redis.call('HSET', KEYS[1], user, table.concat(kept, ','))\n"
+    "if #kept > 0 then redis.call('HSET', KEYS[1], user, value(kept, info))\n"
     "else redis.call('HDEL', KEYS[1], user) end\n"
     "if #kept > 0 and not before then return 'join' end\n"
     "if before and #kept == 0 then return 'leave' end\n"
     "return ''\n";
 
-/* KEYS: presence hash. ARGV: node, now ms, expiry ms, then user, count
- * pairs of this node. Refreshes this node's entries, drops expired ones of
- * dead nodes, returns the users no node has any more. */
+/* KEYS: presence hash. ARGV: node, now ms, expiry ms, then user, count,
+ * info ("" for none) triples of this node. Refreshes this node's entries
+ * (the info of a user that has an entry stays; one this node writes anew,
+ * the store having lost it, gets this node's), drops expired ones of dead
+ * nodes, returns the users no node has any more. */
 static const char presence_sync_source[] =
+    SPLIT_VALUE
     "local node, now, exp = ARGV[1], tonumber(ARGV[2]), ARGV[3]\n"
-    "local mine = {}\n"
-    "for i = 4, #ARGV, 2 do mine[ARGV[i]] = ARGV[i + 1] end\n"
+    "local mine, mine_info = {}, {}\n"
+    "for i = 4, #ARGV, 3 do mine[ARGV[i]] = ARGV[i + 1]; mine_info[ARGV[i]] = ARGV[i + 2] end\n"
     "local left = {}\n"
     "local all = redis.call('HGETALL', KEYS[1])\n"
     "for i = 1, #all, 2 do\n"
     "  local user, kept = all[i], {}\n"
-    "  for n, c, e in string.gmatch(all[i + 1], '([^,=]+)=(%d+)@(%d+)') do\n"
+    "  local counts, info = split(all[i + 1])\n"
+    "  for n, c, e in string.gmatch(counts, '([^,=]+)=(%d+)@(%d+)') do\n"
     "    if n ~= node and tonumber(e) > now then kept[#kept + 1] = n .. '=' .. c .. '@' .. e end\n"
     "  end\n"
     "  if mine[user] then kept[#kept + 1] = node .. '=' .. mine[user] .. '@' .. exp; mine[user] = nil end\n"
-    "  if #kept > 0 then redis.call('HSET', KEYS[1], user, table.concat(kept, ','))\n"
+    "  if #kept > 0 then redis.call('HSET', KEYS[1], user, value(kept, info))\n"
     "  else redis.call('HDEL', KEYS[1], user); left[#left + 1] = user end\n"
     "end\n"
-    "for user, c in pairs(mine) do redis.call('HSET', KEYS[1], user, node .. '=' .. c .. '@' .. exp) end\n"
+    "for user, c in pairs(mine) do\n"
+    "  redis.call('HSET', KEYS[1], user, value({node .. '=' .. c .. '@' .. exp}, mine_info[user]))\n"
+    "end\n"
     "return left\n";
 
 /* KEYS: the rooms hash. ARGV: node, now ms, expiry ms, then room, members
@@ -75,8 +102,6 @@ static const char rooms_sync_source[] =
     "for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i] .. suffix, ARGV[i + 1] .. '@' .. exp) end\n"
     "return 0\n";
 
-
-
 struct presence_redis {
     struct bus *bus;
     const struct config *cfg;
@@ -84,6 +109,7 @@ struct presence_redis {
     struct redis_script presence_set, presence_sync, rooms_sync;
     uv_timer_t timer;
     uint64_t scripts_loaded_for;  /* store-link connection the scripts were loaded on, plus one */
+    struct map tenants;           /* tenants whose NS:rooms the last refresh wrote */
 };
 
 static struct redis_link *data_link(struct presence_redis *e)
@@ -91,17 +117,13 @@ static struct redis_link *data_link(struct presence_redis *e)
     return store_redis_link(bus_store(e->bus));
 }
 
-static void presence_key(const struct presence_redis *e, char out[ENVELOPE_CHANNEL_MAX], const char *room)
-{
-    snprintf(out, ENVELOPE_CHANNEL_MAX, "%s:presence:{%s}", e->cfg->ns, room);
-}
-
-static void publish_presence(struct presence_redis *e, const char *room, const char *user, const char *kind)
+static void publish_presence(struct presence_redis *e, const char *room, const char *user, const char *kind,
+                             const char *info)
 {
     char channel[ENVELOPE_CHANNEL_MAX];
     envelope_channel_name(e->cfg->ns, EVENT_ROOM, room, channel);
     char *payload = envelope_presence(room, user, !strcmp(kind, "join") ? EVENT_PRESENCE_JOIN : EVENT_PRESENCE_LEAVE,
-                                      e->cfg->node_id);
+                                      e->cfg->node_id, info);
     if (!payload)
         return;
     const char *argv[] = {"PUBLISH", channel, payload};
@@ -113,9 +135,17 @@ static void publish_presence(struct presence_redis *e, const char *room, const c
 /* What a presence script call needs when its reply comes. */
 struct presence_call {
     struct presence_redis *e;
-    char room[NAME_MAX_LEN + 1];
+    char room[KEY_MAX_LEN + 1];
     char user[NAME_MAX_LEN + 1];
+    char *info;  /* the joiner's (owned), for its presence_join */
 };
+
+static void presence_call_free(struct presence_call *pc)
+{
+    if (pc)
+        free(pc->info);
+    free(pc);
+}
 
 static void on_presence_set(redisAsyncContext *ac, void *reply, void *privdata)
 {
@@ -123,10 +153,10 @@ static void on_presence_set(redisAsyncContext *ac, void *reply, void *privdata)
     struct presence_call *pc = privdata;
     redisReply *r = reply;
     if (r && r->type == REDIS_REPLY_STRING && r->len)
-        publish_presence(pc->e, pc->room, pc->user, r->str);
+        publish_presence(pc->e, pc->room, pc->user, r->str, pc->info);
     else if (!r || r->type == REDIS_REPLY_ERROR)
         log_warn("redis: presence of %s in %s not recorded: %s", pc->user, pc->room, r ? r->str : "store down");
-    free(pc);
+    presence_call_free(pc);
 }
 
 static uint64_t presence_expiry(const struct presence_redis *e, uint64_t now)
@@ -134,27 +164,32 @@ static uint64_t presence_expiry(const struct presence_redis *e, uint64_t now)
     return now + (uint64_t)e->cfg->presence_ttl * 1000;
 }
 
-void presence_redis_changed(struct presence_redis *e, const char *room, const char *user, unsigned long count)
+void presence_redis_changed(struct presence_redis *e, const char *room, const char *user, unsigned long count,
+                            int joined, const char *info)
 {
     struct presence_call *pc = calloc(1, sizeof *pc);
-    if (!pc)
+    if (!pc || (joined && info && !(pc->info = strdup(info)))) {
+        log_error("redis: out of memory recording the presence of %s in %s", user, room);
+        presence_call_free(pc);
         return;
+    }
     pc->e = e;
     strcpy(pc->room, room);
     strcpy(pc->user, user);
     char key[ENVELOPE_CHANNEL_MAX], count_text[24], now_text[24], exp_text[24];
-    presence_key(e, key, room);
+    envelope_redis_name(e->cfg->ns, "presence", room, key);
     uint64_t now = clock_wall_ms();
     snprintf(count_text, sizeof count_text, "%lu", count);
     snprintf(now_text, sizeof now_text, "%llu", (unsigned long long)now);
     snprintf(exp_text, sizeof exp_text, "%llu", (unsigned long long)presence_expiry(e, now));
-    const char *args[] = {key, e->cfg->node_id, user, count_text, now_text, exp_text};
-    size_t lens[6];
-    for (int i = 0; i < 6; i++)
+    const char *args[] = {key, e->cfg->node_id, user, count_text, now_text, exp_text, joined ? "1" : "0",
+                          pc->info ? pc->info : ""};
+    size_t lens[8];
+    for (int i = 0; i < 8; i++)
         lens[i] = strlen(args[i]);
-    if (redis_script_call(data_link(e), &e->presence_set, 1, 6, args, lens, on_presence_set, pc)) {
+    if (redis_script_call(data_link(e), &e->presence_set, 1, 8, args, lens, on_presence_set, pc)) {
         log_warn("redis: presence of %s in %s not recorded: the store is down", user, room);
-        free(pc);
+        presence_call_free(pc);
     }
 }
 
@@ -162,6 +197,32 @@ static int by_user(const void *a, const void *b, void *arg)
 {
     const redisReply *r = arg;
     return strcmp(r->element[*(const size_t *)a]->str, r->element[*(const size_t *)b]->str);
+}
+
+/* One user's entry of the presence list from its hash value, or NULL when
+ * no live node has it (or out of memory). An info that is not a JSON object
+ * of at most EVENT_INFO_MAX bytes (something else wrote it) is left out. */
+static json_t *list_entry(const char *user, const char *value, uint64_t now)
+{
+    const char *bar = strchr(value, '|');
+    char *counts = bar ? strndup(value, (size_t)(bar - value)) : strdup(value), *save = NULL;
+    unsigned long total = 0;
+    for (char *tok = counts ? strtok_r(counts, ",", &save) : NULL; tok; tok = strtok_r(NULL, ",", &save)) {
+        unsigned long count;
+        unsigned long long expiry;
+        char *eq = strrchr(tok, '=');
+        if (eq && sscanf(eq + 1, "%lu@%llu", &count, &expiry) == 2 && expiry > now)
+            total += count;
+    }
+    free(counts);
+    if (!total)
+        return NULL;
+    json_t *entry = json_pack("{s:s, s:I}", "user", user, "connections", (json_int_t)total);
+    json_t *info = bar && strlen(bar + 1) <= EVENT_INFO_MAX ? json_loads(bar + 1, JSON_REJECT_DUPLICATES, NULL) : NULL;
+    if (entry && json_is_object(info))
+        json_object_set(entry, "info", info);
+    json_decref(info);
+    return entry;
 }
 
 static void on_presence_list(redisAsyncContext *ac, void *reply, void *privdata)
@@ -174,8 +235,8 @@ static void on_presence_list(redisAsyncContext *ac, void *reply, void *privdata)
         bus_reply(req->base.bus, &req->base);
         return;
     }
-    /* HGETALL: user, "node=count@expiry,..."; counts of live nodes add up.
-     * Redis keeps fields in no order: sort by user as the memory engine does. */
+    /* HGETALL: user, value; counts of live nodes add up. Redis keeps fields
+     * in no order: sort by user as the memory engine does. */
     uint64_t now = clock_wall_ms();
     size_t n = r->elements / 2;
     size_t *order = malloc(sizeof *order * (n ? n : 1));
@@ -186,19 +247,9 @@ static void on_presence_list(redisAsyncContext *ac, void *reply, void *privdata)
     json_t *users = order ? json_array() : NULL;
     for (size_t k = 0; users && k < n; k++) {
         size_t i = order[k];
-        unsigned long total = 0;
-        char *entries = strdup(r->element[i + 1]->str ? r->element[i + 1]->str : ""), *save = NULL;
-        for (char *tok = entries ? strtok_r(entries, ",", &save) : NULL; tok; tok = strtok_r(NULL, ",", &save)) {
-            unsigned long count;
-            unsigned long long expiry;
-            char *eq = strrchr(tok, '=');
-            if (eq && sscanf(eq + 1, "%lu@%llu", &count, &expiry) == 2 && expiry > now)
-                total += count;
-        }
-        free(entries);
-        if (total)
-            json_array_append_new(users, json_pack("{s:s, s:I}", "user", r->element[i]->str, "connections",
-                                                   (json_int_t)total));
+        json_t *entry = list_entry(r->element[i]->str, r->element[i + 1]->str ? r->element[i + 1]->str : "", now);
+        if (entry)
+            json_array_append_new(users, entry);
     }
     free(order);
     req->users = users ? json_dumps(users, JSON_COMPACT) : NULL;
@@ -211,7 +262,7 @@ static void on_presence_list(redisAsyncContext *ac, void *reply, void *privdata)
 void presence_redis_list(struct presence_redis *e, struct bus_presence *req)
 {
     char key[ENVELOPE_CHANNEL_MAX];
-    presence_key(e, key, req->room);
+    envelope_redis_name(e->cfg->ns, "presence", req->room, key);
     const char *argv[] = {"HGETALL", key};
     if (redis_link_command(data_link(e), on_presence_list, req, 2, argv, NULL)) {
         req->base.error = WSFAN_EUNAVAILABLE;
@@ -226,13 +277,15 @@ static void on_presence_synced(redisAsyncContext *ac, void *reply, void *privdat
     redisReply *r = reply;
     for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
         if (r->element[i]->type == REDIS_REPLY_STRING && name_valid(r->element[i]->str, r->element[i]->len))
-            publish_presence(pc->e, pc->room, r->element[i]->str, "leave");
-    free(pc);
+            publish_presence(pc->e, pc->room, r->element[i]->str, "leave", NULL);
+    presence_call_free(pc);
 }
 
-/* Arguments of a sync script: KEYS[1], node, now, expiry, then name and
- * count pairs. Strings are borrowed; counts are printed here. */
+/* Arguments of a sync script: KEYS[1], node, now, expiry, then groups of
+ * a name, a count (printed here) and, for presence, an info. Strings other
+ * than the key are borrowed. */
 struct sync_args {
+    char key[ENVELOPE_CHANNEL_MAX];
     const char **args;
     size_t *lens;
     char (*counts)[24];
@@ -240,10 +293,11 @@ struct sync_args {
     char now[24], expiry[24];
 };
 
-/* Room for pairs name/count pairs after the head. Returns 0 or -1. */
-static int sync_args_init(struct sync_args *a, struct presence_redis *e, const char *key, size_t pairs)
+/* Room for groups of per (2 or 3) arguments after the head. Returns 0 or
+ * -1 when out of memory. */
+static int sync_args_init(struct sync_args *a, struct presence_redis *e, size_t groups, int per)
 {
-    a->cap = 4 + 2 * (int)pairs;
+    a->cap = 4 + per * (int)groups;
     a->n = 0;
     a->args = calloc((size_t)a->cap, sizeof *a->args);
     a->lens = calloc((size_t)a->cap, sizeof *a->lens);
@@ -253,7 +307,7 @@ static int sync_args_init(struct sync_args *a, struct presence_redis *e, const c
     uint64_t now = clock_wall_ms();
     snprintf(a->now, sizeof a->now, "%llu", (unsigned long long)now);
     snprintf(a->expiry, sizeof a->expiry, "%llu", (unsigned long long)presence_expiry(e, now));
-    const char *head[] = {key, e->cfg->node_id, a->now, a->expiry};
+    const char *head[] = {a->key, e->cfg->node_id, a->now, a->expiry};
     for (int i = 0; i < 4; i++) {
         a->args[a->n] = head[i];
         a->lens[a->n++] = strlen(head[i]);
@@ -261,59 +315,61 @@ static int sync_args_init(struct sync_args *a, struct presence_redis *e, const c
     return 0;
 }
 
-/* Adds a name and its count; a callback of presence_each_user and
- * bus_each_room_count. */
-static void sync_args_add(const char *name, unsigned long count, void *arg)
+static void sync_args_push(struct sync_args *a, const char *s)
 {
-    struct sync_args *a = arg;
-    if (a->n + 2 > a->cap)
-        return;
-    snprintf(a->counts[a->n], sizeof a->counts[0], "%lu", count);
-    a->args[a->n] = name;
-    a->lens[a->n] = strlen(name);
-    a->args[a->n + 1] = a->counts[a->n];
-    a->lens[a->n + 1] = strlen(a->counts[a->n]);
-    a->n += 2;
+    a->args[a->n] = s;
+    a->lens[a->n++] = strlen(s);
 }
 
+/* Adds a name and its count, and the info when with_info. */
+static void sync_args_add(struct sync_args *a, const char *name, unsigned long count, int with_info, const char *info)
+{
+    if (a->n + 2 + with_info > a->cap)
+        return;
+    snprintf(a->counts[a->n], sizeof a->counts[0], "%lu", count);
+    const char *count_text = a->counts[a->n];
+    sync_args_push(a, name);
+    sync_args_push(a, count_text);
+    if (with_info)
+        sync_args_push(a, info ? info : "");
+}
+
+/* A callback of presence_each_user. */
+static void sync_args_add_user(const char *user, unsigned long count, const char *info, void *arg)
+{
+    sync_args_add(arg, user, count, 1, info);
+}
+
+/* Frees the arrays (args NULL after: nothing to send). */
 static void sync_args_free(struct sync_args *a)
 {
     free(a->args);
     free(a->lens);
     free(a->counts);
+    a->args = NULL;
+    a->lens = NULL;
+    a->counts = NULL;
 }
 
-/* Refreshes this node's presence in room and sweeps out dead nodes. */
+/* Refreshes this node's presence in room (a key) and sweeps out dead
+ * nodes. A callback of bus_each_room_count. */
 static void sync_room(const char *room, unsigned long members, void *arg)
 {
     (void)members;
     struct presence_redis *e = arg;
     struct presence *p = bus_presence(e->bus);
-    char key[ENVELOPE_CHANNEL_MAX];
-    presence_key(e, key, room);
     struct sync_args a = {0};
+    envelope_redis_name(e->cfg->ns, "presence", room, a.key);
     struct presence_call *pc = calloc(1, sizeof *pc);
-    if (pc && sync_args_init(&a, e, key, presence_user_count(p, room)) == 0) {
-        presence_each_user(p, room, sync_args_add, &a);
+    if (pc && sync_args_init(&a, e, presence_user_count(p, room), 3) == 0) {
+        presence_each_user(p, room, sync_args_add_user, &a);
         pc->e = e;
         snprintf(pc->room, sizeof pc->room, "%s", room);
         if (redis_script_call(data_link(e), &e->presence_sync, 1, a.n, a.args, a.lens, on_presence_synced, pc) == 0)
             pc = NULL;
     }
-    free(pc);
+    presence_call_free(pc);
     sync_args_free(&a);
-}
-
-static void count_one(const char *room, unsigned long members, void *arg)
-{
-    (void)room;
-    (void)members;
-    (*(size_t *)arg)++;
-}
-
-static void rooms_key(const struct presence_redis *e, char *out, size_t cap)
-{
-    snprintf(out, cap, "%s:rooms", e->cfg->ns);
 }
 
 static void on_rooms_synced(redisAsyncContext *ac, void *reply, void *privdata)
@@ -325,19 +381,80 @@ static void on_rooms_synced(redisAsyncContext *ac, void *reply, void *privdata)
         log_warn("redis: room counts not recorded: %s", r->str);
 }
 
-/* Records this node's member count of each room for /api/rooms. */
+/* One tenant's rooms on their way to its NS:rooms. */
+struct tenant_rooms {
+    size_t rooms;
+    struct sync_args a;
+};
+
+/* Counts the rooms of each tenant (tenant -> struct tenant_rooms; the
+ * tenant is the key's first key_tenant_len bytes). A callback of
+ * bus_each_room_count. */
+static void count_room(const char *room, unsigned long members, void *arg)
+{
+    (void)members;
+    size_t len = key_tenant_len(room);
+    struct tenant_rooms *t = map_get(arg, room, len);
+    if (!t && (!(t = calloc(1, sizeof *t)) || map_put(arg, room, len, t))) {
+        free(t);
+        return;
+    }
+    t->rooms++;
+}
+
+/* Adds a room's name and count to its tenant's arguments. A callback of
+ * bus_each_room_count. */
+static void add_room(const char *room, unsigned long members, void *arg)
+{
+    struct tenant_rooms *t = map_get(arg, room, key_tenant_len(room));
+    if (t && t->a.args)
+        sync_args_add(&t->a, key_name(room), members, 0, NULL);
+}
+
+/* Records this node's member count of each room for /api/rooms, in the
+ * NS:rooms of each tenant with rooms here, of the namespace itself always,
+ * and once more (empty) of each tenant that had rooms at the last refresh
+ * and has none now. */
 static void sync_rooms(struct presence_redis *e)
 {
-    size_t rooms = 0;
-    bus_each_room_count(e->bus, count_one, &rooms);
-    char key[ENVELOPE_CHANNEL_MAX];
-    rooms_key(e, key, sizeof key);
-    struct sync_args a = {0};
-    if (sync_args_init(&a, e, key, rooms) == 0) {
-        bus_each_room_count(e->bus, sync_args_add, &a);
-        redis_script_call(data_link(e), &e->rooms_sync, 1, a.n, a.args, a.lens, on_rooms_synced, NULL);
+    struct map tenants;
+    map_init(&tenants);
+    struct tenant_rooms *none = calloc(1, sizeof *none);
+    if (!none || map_put(&tenants, "", 0, none)) {
+        free(none);
+        map_free(&tenants);
+        return;
     }
-    sync_args_free(&a);
+    bus_each_room_count(e->bus, count_room, &tenants);
+    const struct map_slot *slot;
+    for (size_t i = 0; map_next(&e->tenants, &i, &slot);) {
+        if (!map_get(&tenants, slot->key, slot->len)) {
+            struct tenant_rooms *t = calloc(1, sizeof *t);
+            if (!t || map_put(&tenants, slot->key, slot->len, t))
+                free(t);
+        }
+    }
+    for (size_t i = 0; map_next(&tenants, &i, &slot);) {
+        struct tenant_rooms *t = slot->value;
+        char buf[KEY_MAX_LEN + 1];
+        envelope_redis_name(e->cfg->ns, "rooms", key_of(slot->key, "", buf), t->a.key);
+        if (sync_args_init(&t->a, e, t->rooms, 2))
+            sync_args_free(&t->a);
+    }
+    bus_each_room_count(e->bus, add_room, &tenants);
+    map_free(&e->tenants);
+    map_init(&e->tenants);
+    for (size_t i = 0; map_next(&tenants, &i, &slot);) {
+        struct tenant_rooms *t = slot->value;
+        /* No rooms: the script only takes this node's fields away. */
+        if (t->a.args)
+            redis_script_call(data_link(e), &e->rooms_sync, 1, t->a.n, t->a.args, t->a.lens, on_rooms_synced, NULL);
+        if (slot->len && t->rooms)
+            map_put(&e->tenants, slot->key, slot->len, (void *)1);
+        sync_args_free(&t->a);
+        free(t);
+    }
+    map_free(&tenants);
 }
 
 static void on_rooms(redisAsyncContext *ac, void *reply, void *privdata)
@@ -361,10 +478,12 @@ static void on_rooms(redisAsyncContext *ac, void *reply, void *privdata)
         if (!bar || sscanf(r->element[i + 1]->str, "%lu@%llu", &members, &expiry) != 2 || expiry <= now)
             continue;
         size_t len = (size_t)(bar - field);
+        if (!name_valid(field, len))
+            continue;
         uintptr_t sum = (uintptr_t)map_get(&cluster, field, len) + members;
         map_put(&cluster, field, len, (void *)sum);
     }
-    if (!(req->rooms = bus_rooms_format(req->base.bus, &cluster)))
+    if (!(req->rooms = bus_rooms_format(req->base.bus, &cluster, req->tenant)))
         req->base.error = WSFAN_ENOMEM;
     map_free(&cluster);
     bus_reply(req->base.bus, &req->base);
@@ -372,8 +491,8 @@ static void on_rooms(redisAsyncContext *ac, void *reply, void *privdata)
 
 void presence_redis_rooms(struct presence_redis *e, struct bus_rooms *req)
 {
-    char key[ENVELOPE_CHANNEL_MAX];
-    rooms_key(e, key, sizeof key);
+    char key[ENVELOPE_CHANNEL_MAX], buf[KEY_MAX_LEN + 1];
+    envelope_redis_name(e->cfg->ns, "rooms", key_of(req->tenant, "", buf), key);
     const char *argv[] = {"HGETALL", key};
     if (redis_link_command(data_link(e), on_rooms, req, 2, argv, NULL)) {
         req->base.error = WSFAN_EUNAVAILABLE;
@@ -404,6 +523,7 @@ struct presence_redis *presence_redis_create(struct bus *b, struct redis_link *p
     e->bus = b;
     e->cfg = bus_config(b);
     e->pub = pub;
+    map_init(&e->tenants);
     e->presence_set.source = presence_set_source;
     e->presence_sync.source = presence_sync_source;
     e->rooms_sync.source = rooms_sync_source;
@@ -419,7 +539,9 @@ struct presence_redis *presence_redis_create(struct bus *b, struct redis_link *p
 
 static void on_timer_closed(uv_handle_t *h)
 {
-    free(h->data);
+    struct presence_redis *e = h->data;
+    map_free(&e->tenants);
+    free(e);
 }
 
 void presence_redis_destroy(struct presence_redis *e)

@@ -10,15 +10,20 @@
 #include "core/clock.h"
 
 
-void envelope_channel_name(const char *ns, enum event_target target, const char *name,
+void envelope_redis_name(const char *ns, const char *kind, const char *key, char out[ENVELOPE_CHANNEL_MAX])
+{
+    int tenant = (int)key_tenant_len(key);
+    const char *name = key_name(key);
+    if (*name)
+        snprintf(out, ENVELOPE_CHANNEL_MAX, "%s%s%.*s:%s:{%s}", ns, tenant ? ":" : "", tenant, key, kind, name);
+    else
+        snprintf(out, ENVELOPE_CHANNEL_MAX, "%s%s%.*s:%s", ns, tenant ? ":" : "", tenant, key, kind);
+}
+
+void envelope_channel_name(const char *ns, enum event_target target, const char *key,
                            char out[ENVELOPE_CHANNEL_MAX])
 {
-    if (target == EVENT_ROOM)
-        snprintf(out, ENVELOPE_CHANNEL_MAX, "%s:room:{%s}", ns, name);
-    else if (target == EVENT_USER)
-        snprintf(out, ENVELOPE_CHANNEL_MAX, "%s:user:{%s}", ns, name);
-    else
-        snprintf(out, ENVELOPE_CHANNEL_MAX, "%s:all", ns);
+    envelope_redis_name(ns, target == EVENT_ROOM ? "room" : target == EVENT_USER ? "user" : "all", key, out);
 }
 
 int envelope_build(const struct envelope_fields *f, int persisted, struct envelope_parts *out)
@@ -29,7 +34,7 @@ int envelope_build(const struct envelope_fields *f, int persisted, struct envelo
     if (f->echo_skip)
         snprintf(skip, sizeof skip, "\"%s\"", f->echo_skip);
     if (f->target == EVENT_ROOM)
-        snprintf(room, sizeof room, "\"room\":\"%s\",", f->room);
+        snprintf(room, sizeof room, "\"room\":\"%s\",", key_name(f->room));
     out->head = out->tail = NULL;
     if (asprintf(&out->head, "{\"v\":1,%s\"from\":%s,\"ts\":%llu,\"origin\":\"%s\",\"echo_skip\":%s%s", room, from,
                  (unsigned long long)f->ts, f->origin, skip, persisted ? ",\"offset\":\"" : "") < 0) {
@@ -59,41 +64,64 @@ void envelope_parts_free(struct envelope_parts *p)
     p->head = p->tail = NULL;
 }
 
-char *envelope_presence(const char *room, const char *user, enum event_kind kind, const char *origin)
+char *envelope_presence(const char *room, const char *user, enum event_kind kind, const char *origin,
+                        const char *info)
 {
     char *text = NULL;
-    if (asprintf(&text, "{\"v\":1,\"room\":\"%s\",\"presence\":\"%s\",\"user\":\"%s\",\"origin\":\"%s\",\"data\":null}",
-                 room, kind == EVENT_PRESENCE_JOIN ? "join" : "leave", user, origin) < 0)
+    int join = kind == EVENT_PRESENCE_JOIN;
+    if (asprintf(&text, "{\"v\":1,\"room\":\"%s\",\"presence\":\"%s\",\"user\":\"%s\",\"origin\":\"%s\",%s%s%s\"data\":null}",
+                 key_name(room), join ? "join" : "leave", user, origin, join && info ? "\"info\":" : "",
+                 join && info ? info : "", join && info ? "," : "") < 0)
         return NULL;
     return text;
 }
 
-int envelope_channel_parse(const char *ns_name, const char *ch, enum event_target *target, char name[NAME_MAX_LEN + 1])
+/* The tenant part of a channel, s[0..len) with the ':' that ends it, into
+ * key as "T/" (nothing without a tenant). Returns the length written, or
+ * -1 when it is not ":"-ended around a valid tenant name. */
+static int tenant_prefix(const char *s, size_t len, char key[KEY_MAX_LEN + 1])
+{
+    if (len == 0)
+        return 0;
+    if (s[len - 1] != ':' || !tenant_valid(s, len - 1))
+        return -1;
+    memcpy(key, s, len - 1);
+    key[len - 1] = '/';
+    return (int)len;
+}
+
+int envelope_channel_parse(const char *ns_name, const char *ch, enum event_target *target, char key[KEY_MAX_LEN + 1])
 {
     size_t ns = strlen(ns_name);
     if (strncmp(ch, ns_name, ns) || ch[ns] != ':')
         return -1;
     ch += ns + 1;
-    if (!strcmp(ch, "all")) {
+    size_t len = strlen(ch);
+    const char *open = strchr(ch, '{');
+    int at;
+    if (!open) {
+        /* "all" or "T:all" */
+        if (len < 3 || strcmp(ch + len - 3, "all") || (at = tenant_prefix(ch, len - 3, key)) < 0)
+            return -1;
         *target = EVENT_ALL;
-        name[0] = '\0';
+        key[at] = '\0';
         return 0;
     }
-    const char *open = strchr(ch, '{');
-    size_t len = strlen(ch);
-    if (!open || ch[len - 1] != '}')
+    /* "room:{R}", "user:{U}", or either after "T:" */
+    if (open - ch < 5 || ch[len - 1] != '}')
         return -1;
-    size_t name_len = (size_t)(ch + len - 1 - open - 1);
-    if (!strncmp(ch, "room:{", 6) && open == ch + 5)
+    const char *kind = open - 5;
+    if (!strncmp(kind, "room:", 5))
         *target = EVENT_ROOM;
-    else if (!strncmp(ch, "user:{", 6) && open == ch + 5)
+    else if (!strncmp(kind, "user:", 5))
         *target = EVENT_USER;
     else
         return -1;
-    if (!name_valid(open + 1, name_len))
+    size_t name_len = (size_t)(ch + len - 1 - open - 1);
+    if ((at = tenant_prefix(ch, (size_t)(kind - ch), key)) < 0 || !name_valid(open + 1, name_len))
         return -1;
-    memcpy(name, open + 1, name_len);
-    name[name_len] = '\0';
+    memcpy(key + at, open + 1, name_len);
+    key[at + (int)name_len] = '\0';
     return 0;
 }
 
@@ -146,7 +174,7 @@ static int optional_name(json_t *env, const char *key, const char **out)
 
 /* Builds the client event for one envelope; NULL with *why set when the
  * envelope is not acceptable. */
-static struct event *event_of(const char *node_id, enum event_target target, const char *name, json_t *env,
+static struct event *event_of(const char *node_id, enum event_target target, const char *key, json_t *env,
                                   const char **why)
 {
     json_t *v = json_object_get(env, "v");
@@ -181,13 +209,23 @@ static struct event *event_of(const char *node_id, enum event_target target, con
             *why = "presence needs a room channel, a user and join or leave";
             return NULL;
         }
-        ev = event_presence(!strcmp(kind, "join") ? EVENT_PRESENCE_JOIN : EVENT_PRESENCE_LEAVE, name, user);
+        int join = !strcmp(kind, "join");
+        json_t *info_v = json_object_get(env, "info");
+        char *info = NULL;
+        if (join && info_v && !json_is_null(info_v) &&
+            (!json_is_object(info_v) || !(info = json_dumps(info_v, JSON_COMPACT)) || strlen(info) > EVENT_INFO_MAX)) {
+            free(info);
+            *why = "info is not a JSON object of at most 1 KiB";
+            return NULL;
+        }
+        ev = event_presence(join ? EVENT_PRESENCE_JOIN : EVENT_PRESENCE_LEAVE, key, user, info);
+        free(info);
     } else {
         char *data = json_dumps(json_object_get(env, "data"), JSON_COMPACT | JSON_ENCODE_ANY);
         if (data && target == EVENT_ROOM)
-            ev = event_message(name, has_offset ? &offset : NULL, from, data, strlen(data), ts);
+            ev = event_message(key, has_offset ? &offset : NULL, from, data, strlen(data), ts);
         else if (data)
-            ev = event_direct(target, name, from, data, strlen(data), ts);
+            ev = event_direct(target, key, from, data, strlen(data), ts);
         free(data);
     }
     if (!ev) {
@@ -205,13 +243,13 @@ static struct event *event_of(const char *node_id, enum event_target target, con
     return ev;
 }
 
-struct event *envelope_to_event(const char *node_id, enum event_target target, const char *name,
-                                    const char *payload, size_t len, const char **why)
+struct event *envelope_to_event(const char *node_id, enum event_target target, const char *key,
+                                const char *payload, size_t len, const char **why)
 {
     json_error_t err;
     json_t *env = json_loadb(payload, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &err);
     *why = "not a JSON object";
-    struct event *ev = json_is_object(env) ? event_of(node_id, target, name, env, why) : NULL;
+    struct event *ev = json_is_object(env) ? event_of(node_id, target, key, env, why) : NULL;
     json_decref(env);
     return ev;
 }

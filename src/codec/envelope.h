@@ -12,21 +12,31 @@
 
 #include "codec/event.h"
 
-#define ENVELOPE_CHANNEL_MAX (NAME_MAX_LEN + 160) /* a channel or key name, with its NUL */
+/* A channel or key name with its NUL: the namespace, a tenant, the
+ * longest kind and a name in braces. */
+#define ENVELOPE_CHANNEL_MAX (NAME_MAX_LEN + 1 + TENANT_MAX_LEN + 1 + 16 + NAME_MAX_LEN + 3)
 
-/* "NS:room:{R}", "NS:user:{U}" or "NS:all" into out. */
-void envelope_channel_name(const char *ns, enum event_target target, const char *name,
+/* The Redis name of kind ("room", "user", "all", "history", "presence",
+ * "rooms") for key (core/names.h) into out: "NS:kind:{name}", or "NS:kind"
+ * when the key's name is empty; in tenant T, NS is "ns:T" (docs/protocol.md
+ * section 6). */
+void envelope_redis_name(const char *ns, const char *kind, const char *key, char out[ENVELOPE_CHANNEL_MAX]);
+
+/* The channel of target and key: "NS:room:{R}", "NS:user:{U}" or "NS:all"
+ * (key "" or "T/"), NS with the key's tenant. */
+void envelope_channel_name(const char *ns, enum event_target target, const char *key,
                            char out[ENVELOPE_CHANNEL_MAX]);
 
-/* Reads a channel name of namespace ns. Returns 0, or -1 when channel is
- * none of this namespace's. */
+/* Reads a channel name of namespace ns or of any tenant of it
+ * ("ns:T:room:{R}"): its target, and the key of its room, user or
+ * everyone. Returns 0, or -1 when channel is none of these. */
 int envelope_channel_parse(const char *ns, const char *channel, enum event_target *target,
-                           char name[NAME_MAX_LEN + 1]);
+                           char key[KEY_MAX_LEN + 1]);
 
 /* What a published message says besides its data. */
 struct envelope_fields {
     enum event_target target;
-    const char *room;       /* the room of EVENT_ROOM, else NULL */
+    const char *room;       /* the room's key for EVENT_ROOM, else NULL */
     const char *from;       /* the publishing user, or NULL */
     uint64_t ts;
     const char *origin;     /* this node's id */
@@ -52,17 +62,19 @@ char *envelope_join(const struct envelope_parts *p, const char *offset);
 
 void envelope_parts_free(struct envelope_parts *p);
 
-/* The envelope announcing that user joined or left room (kind
- * EVENT_PRESENCE_JOIN or EVENT_PRESENCE_LEAVE), malloc'ed; NULL when out
- * of memory. */
-char *envelope_presence(const char *room, const char *user, enum event_kind kind, const char *origin);
+/* The envelope announcing that user joined or left room (a key; kind
+ * EVENT_PRESENCE_JOIN or EVENT_PRESENCE_LEAVE), with the joiner's info
+ * (JSON text of an object, or NULL), malloc'ed; NULL when out of memory. */
+char *envelope_presence(const char *room, const char *user, enum event_kind kind, const char *origin,
+                        const char *info);
 
-/* The client event for one envelope arriving on a channel of target/name:
+/* The client event for one envelope arriving on a channel of target/key:
  * a message, direct or broadcast event, or a presence event (the
- * "presence" extension). An envelope from node_id itself with echo_skip
- * names the connection to leave out. Returns the event (one reference), or
- * NULL with *why set to a one-line reason. */
-struct event *envelope_to_event(const char *node_id, enum event_target target, const char *name,
+ * "presence" extension, whose join may carry an "info" object of at most
+ * EVENT_INFO_MAX bytes as compact JSON). An envelope from node_id itself
+ * with echo_skip names the connection to leave out. Returns the event (one
+ * reference), or NULL with *why set to a one-line reason. */
+struct event *envelope_to_event(const char *node_id, enum event_target target, const char *key,
                                 const char *payload, size_t len, const char **why);
 
 #endif

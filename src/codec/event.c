@@ -28,7 +28,7 @@ static struct piece decimal(uint64_t v, char buf[24])
 }
 
 /* A new event whose JSON is the n pieces joined. */
-static struct event *splice(enum event_target target, enum event_kind kind, const char *name,
+static struct event *splice(enum event_target target, enum event_kind kind, const char *key,
                             const struct piece *pieces, size_t n)
 {
     size_t total = 0;
@@ -40,7 +40,7 @@ static struct event *splice(enum event_target target, enum event_kind kind, cons
     atomic_init(&ev->refs, 1);
     ev->target = target;
     ev->kind = kind;
-    snprintf(ev->name, sizeof ev->name, "%s", name ? name : "");
+    snprintf(ev->key, sizeof ev->key, "%s", key ? key : "");
     ev->skip_worker = -1;
     ev->skip_seq = 0;
     ev->has_offset = 0;
@@ -55,8 +55,8 @@ static struct event *splice(enum event_target target, enum event_kind kind, cons
     return ev;
 }
 
-#define SPLICE(target, kind, name, ...)                                                                    \
-    splice(target, kind, name, (const struct piece[]){__VA_ARGS__},                                      \
+#define SPLICE(target, kind, key, ...)                                                                     \
+    splice(target, kind, key, (const struct piece[]){__VA_ARGS__},                                      \
            sizeof((const struct piece[]){__VA_ARGS__}) / sizeof(struct piece))
 
 struct event *event_message(const char *room, const struct offset *offset, const char *from, const char *data,
@@ -65,7 +65,8 @@ struct event *event_message(const char *room, const struct offset *offset, const
     char ts_buf[24], offset_buf[OFFSET_MAX_LEN] = "";
     if (offset)
         offset_format(*offset, offset_buf);
-    struct event *ev = SPLICE(EVENT_ROOM, EVENT_MESSAGE, room, LIT("{\"type\":\"message\",\"room\":\""), STR(room),
+    struct event *ev = SPLICE(EVENT_ROOM, EVENT_MESSAGE, room, LIT("{\"type\":\"message\",\"room\":\""),
+                              STR(key_name(room)),
                               offset ? LIT("\",\"offset\":\"") : LIT(""), STR(offset_buf), LIT("\",\"from\":"),
                               NULLABLE(from), LIT(",\"data\":"), ((struct piece){data, data_len}),
                               LIT(",\"ts\":"), decimal(ts, ts_buf), LIT("}"));
@@ -81,18 +82,20 @@ struct event *event_direct(enum event_target target, const char *user, const cha
 {
     char ts_buf[24];
     int direct = target == EVENT_USER;
-    return SPLICE(target, direct ? EVENT_DIRECT : EVENT_BROADCAST, direct ? user : NULL,
+    return SPLICE(target, direct ? EVENT_DIRECT : EVENT_BROADCAST, user,
                   direct ? LIT("{\"type\":\"direct\",\"from\":") : LIT("{\"type\":\"broadcast\",\"from\":"),
                   NULLABLE(from), LIT(",\"data\":"), ((struct piece){data, data_len}), LIT(",\"ts\":"),
                   decimal(ts, ts_buf), LIT("}"));
 }
 
-struct event *event_presence(enum event_kind kind, const char *room, const char *user)
+struct event *event_presence(enum event_kind kind, const char *room, const char *user, const char *info)
 {
+    int join = kind == EVENT_PRESENCE_JOIN, with_info = join && info;
     return SPLICE(EVENT_ROOM, kind, room,
-                  kind == EVENT_PRESENCE_JOIN ? LIT("{\"type\":\"presence_join\",\"room\":\"")
-                                              : LIT("{\"type\":\"presence_leave\",\"room\":\""),
-                  STR(room), LIT("\",\"user\":\""), STR(user), LIT("\"}"));
+                  join ? LIT("{\"type\":\"presence_join\",\"room\":\"")
+                       : LIT("{\"type\":\"presence_leave\",\"room\":\""),
+                  STR(key_name(room)), LIT("\",\"user\":\""), STR(user),
+                  with_info ? LIT("\",\"info\":") : LIT("\""), with_info ? STR(info) : LIT(""), LIT("}"));
 }
 
 struct event *event_copy(enum event_target target, const char *name, const char *json, size_t len)

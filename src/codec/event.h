@@ -15,6 +15,9 @@
 #include "codec/offset.h"
 #include "core/names.h"
 
+/* The most an info object (docs/protocol.md section 1a) may take as JSON. */
+#define EVENT_INFO_MAX 1024
+
 /* Who gets an event: a room's members, a user's connections, everyone. */
 enum event_target { EVENT_ROOM, EVENT_USER, EVENT_ALL };
 
@@ -26,7 +29,9 @@ struct event {
     atomic_uint refs;
     enum event_target target;
     enum event_kind kind;
-    char name[NAME_MAX_LEN + 1];  /* the room or the user; empty for everyone */
+    char key[KEY_MAX_LEN + 1];    /* the room's or the user's key (core/names.h):
+                                     the name, or "T/name" in tenant T; for
+                                     everyone "" or "T/" */
     int skip_worker;              /* echo:false: the publisher's worker, or -1 */
     uint64_t skip_seq;            /* and its connection */
     int has_offset;               /* a persisted room message */
@@ -35,20 +40,26 @@ struct event {
     char json[];                  /* NUL-terminated, len bytes before the NUL */
 };
 
+/* Every builder takes the key of its room or user (core/names.h): the
+ * event's JSON names the room by the key's name part, and its target by
+ * the whole key. */
+
 /* {"type":"message","room":R,["offset":O,]"from":F|null,"data":D,"ts":T}
  * for room. offset and from may be NULL; data is JSON text. */
 struct event *event_message(const char *room, const struct offset *offset, const char *from, const char *data,
                             size_t data_len, uint64_t ts);
 
 /* {"type":"direct"|"broadcast","from":F|null,"data":D,"ts":T}: direct
- * to user (target EVENT_USER) or broadcast to everyone (EVENT_ALL, user
- * NULL). */
+ * to user (target EVENT_USER) or broadcast to everyone (EVENT_ALL; user is
+ * then the key of everyone: NULL or "" without a tenant, "T/" in T). */
 struct event *event_direct(enum event_target target, const char *user, const char *from, const char *data,
                            size_t data_len, uint64_t ts);
 
-/* {"type":"presence_join"|"presence_leave","room":R,"user":U}; kind is
- * EVENT_PRESENCE_JOIN or EVENT_PRESENCE_LEAVE. */
-struct event *event_presence(enum event_kind kind, const char *room, const char *user);
+/* {"type":"presence_join"|"presence_leave","room":R,"user":U[,"info":I]};
+ * kind is EVENT_PRESENCE_JOIN or EVENT_PRESENCE_LEAVE. info is the JSON
+ * text of the joining connection's info object (docs/protocol.md section
+ * 3), or NULL; a leave never carries it. */
+struct event *event_presence(enum event_kind kind, const char *room, const char *user, const char *info);
 
 /* An event of text that was built before (a replay from history): json
  * is copied. The kind is EVENT_MESSAGE. */

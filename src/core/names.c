@@ -1,6 +1,8 @@
 /* names.c - the one check of room, user and node ids. See names.h. */
 #include "core/names.h"
 
+#include <string.h>
+
 static const unsigned char allowed[256] = {
     ['_'] = 1, ['.'] = 1, [':'] = 1, ['-'] = 1,
     ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
@@ -20,4 +22,32 @@ int name_valid(const char *s, size_t len)
         if (!allowed[(unsigned char)s[i]])
             return 0;
     return 1;
+}
+
+int tenant_valid(const char *s, size_t len)
+{
+    return len <= TENANT_MAX_LEN && name_valid(s, len);
+}
+
+const char *key_of(const char *tenant, const char *name, char buf[KEY_MAX_LEN + 1])
+{
+    if (!tenant[0])
+        return name;
+    size_t t = strlen(tenant), n = strlen(name);
+    memcpy(buf, tenant, t);
+    buf[t] = '/';
+    memcpy(buf + t + 1, name, n + 1);
+    return buf;
+}
+
+const char *key_name(const char *key)
+{
+    const char *slash = strchr(key, '/');
+    return slash ? slash + 1 : key;
+}
+
+size_t key_tenant_len(const char *key)
+{
+    const char *slash = strchr(key, '/');
+    return slash ? (size_t)(slash - key) : 0;
 }

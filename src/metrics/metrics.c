@@ -267,8 +267,16 @@ static void write_prometheus(FILE *f, const struct metrics_view *v)
     family(f, "wsfan_busiest_room_messages_per_second", "gauge",
            "Messages per second of the busiest rooms (at most " TOP_ROOMS_TEXT ") over the last complete window.");
     for (size_t i = 0; i < r.n; i++) {
-        fputs("wsfan_busiest_room_messages_per_second{room=\"", f);
-        label_value(f, r.top[i].name);
+        /* A tenant's room has a tenant label too. */
+        size_t tenant = key_tenant_len(r.top[i].name);
+        fputs("wsfan_busiest_room_messages_per_second{", f);
+        if (tenant) {
+            fputs("tenant=\"", f);
+            fprintf(f, "%.*s", (int)tenant, r.top[i].name);
+            fputs("\",", f);
+        }
+        fputs("room=\"", f);
+        label_value(f, key_name(r.top[i].name));
         fprintf(f, "\"} %g\n", per_second(r.top[i].count));
     }
 }
@@ -325,9 +333,12 @@ static void write_stats(FILE *f, const struct metrics_view *v)
             (unsigned long long)t.slow_readers);
     fprintf(f, "\"rate_window_s\":%g,\"room_messages_per_s\":%g,\"busiest_rooms\":[",
             METRICS_RATE_WINDOW_MS / 1000.0, per_second(r.total));
-    for (size_t i = 0; i < r.n; i++)
-        fprintf(f, "%s{\"room\":\"%s\",\"messages_per_s\":%g}", i ? "," : "", r.top[i].name,
+    for (size_t i = 0; i < r.n; i++) {
+        int tenant = (int)key_tenant_len(r.top[i].name);
+        fprintf(f, "%s{\"room\":\"%s\",%s%.*s%s\"messages_per_s\":%g}", i ? "," : "", key_name(r.top[i].name),
+                tenant ? "\"tenant\":\"" : "", tenant, r.top[i].name, tenant ? "\"," : "",
                 per_second(r.top[i].count));
+    }
     fprintf(f,
             "],\"bus\":{\"engine\":\"%s\",\"up\":%s,\"reconnects\":%llu,\"invalid_envelopes\":%llu,"
             "\"store_errors\":%llu}}",

@@ -58,7 +58,7 @@ struct metrics_worker {
 
 /* A room and its count over one window. */
 struct metrics_room {
-    char name[NAME_MAX_LEN + 1];
+    char name[KEY_MAX_LEN + 1];  /* the room's key (core/names.h): "T/room" in tenant T */
     uint64_t count;
 };
 

@@ -36,7 +36,7 @@ const char *store_batch_join(struct store_batch *b, size_t *len);
 /* One operation on the store. The caller owns the call and its strings
  * until done() runs; the results belong to the caller after it. */
 struct store_call {
-    const char *room;
+    const char *room;  /* the room's key (core/names.h): each tenant's rooms are its own */
     /* append */
     const char *from;  /* NULL when published by a service */
     const char *data;  /* JSON text */

@@ -28,7 +28,7 @@ struct store_memory {
     int length;
     uint64_t ttl_ms;
     struct offset origin;
-    struct map rooms;
+    struct map rooms;  /* room key -> struct room_history */
     uint32_t appends;  /* since the last sweep */
 };
 

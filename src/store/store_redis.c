@@ -1,5 +1,6 @@
 /* store_redis.c - the Redis Streams engine of the store: a room's history
- * is the stream NS:history:{ROOM}, its entry ids are the offsets. A
+ * is the stream NS:history:{ROOM} (in a tenant's namespace for a room key
+ * of a tenant), its entry ids are the offsets. A
  * persisted message is appended (and, on the bus's own Redis, published) by
  * one script, so history order is delivery order; recovery reads the
  * stream in one script so that "latest", "recovered" and the missed
@@ -68,9 +69,10 @@ struct store_redis {
     int same_redis;  /* history lives on the bus's Redis: publish in the script */
 };
 
-static void key_of(const struct store_redis *r, const char *room, char *out, size_t cap)
+/* NS:history:{ROOM} of a room key: NS has the key's tenant. */
+static void history_key(const struct store_redis *r, const char *room, char out[ENVELOPE_CHANNEL_MAX])
 {
-    snprintf(out, cap, "%s:history:{%s}", r->cfg->ns, room);
+    envelope_redis_name(r->cfg->ns, "history", room, out);
 }
 
 static void fail(struct store_call *call, int code)
@@ -142,8 +144,8 @@ static void on_appended(redisAsyncContext *ac, void *reply, void *privdata)
 static void redis_append(struct store *s, struct store_call *call)
 {
     struct store_redis *r = (struct store_redis *)s;
-    char key[NAME_MAX_LEN + 160], maxlen[24], minid[48] = "", ts[24];
-    key_of(r, call->room, key, sizeof key);
+    char key[ENVELOPE_CHANNEL_MAX], maxlen[24], minid[48] = "", ts[24];
+    history_key(r, call->room, key);
     if (r->cfg->history_length == 0) {
         /* History is off: nothing is stored; the bus publishes as is. */
         call->offset[0] = '\0';
@@ -192,8 +194,8 @@ static void on_recovered(redisAsyncContext *ac, void *reply, void *privdata)
 
 static void recover_or_latest(struct store_redis *r, struct store_call *call, const char *since)
 {
-    char key[NAME_MAX_LEN + 160], minid[48] = "";
-    key_of(r, call->room, key, sizeof key);
+    char key[ENVELOPE_CHANNEL_MAX], minid[48] = "";
+    history_key(r, call->room, key);
     if (ttl_ms(r))
         snprintf(minid, sizeof minid, "%llu-0", (unsigned long long)(clock_wall_ms() - ttl_ms(r)));
     const char *args[] = {key, since, minid};
@@ -243,8 +245,8 @@ static void redis_history(struct store *s, struct store_call *call)
         fail(call, WSFAN_EHISTORY_UNAVAILABLE);
         return;
     }
-    char key[NAME_MAX_LEN + 160], end[OFFSET_MAX_LEN + 1] = "+", count[16];
-    key_of(r, call->room, key, sizeof key);
+    char key[ENVELOPE_CHANNEL_MAX], end[OFFSET_MAX_LEN + 1] = "+", count[16];
+    history_key(r, call->room, key);
     if (call->has_before) {
         end[0] = '(';
         offset_format(call->before, end + 1);

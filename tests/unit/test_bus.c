@@ -15,6 +15,10 @@
  * ends; gap fill after the link comes back delivers the missed persisted
  * events before the held live ones; who gets room, user and everyone
  * events; an unavailable engine; replies to one worker in request order;
+ * tenants: rooms of one name in two tenants (keys) kept apart in interest,
+ * delivery, presence, history and the rooms list, and a tenant's
+ * broadcast reaching only the workers of its connections; presence_join
+ * and the presence list with the info of the newest connection;
  * and that requests, held events and waiting joins are all freed (the
  * binary runs under ASan and LeakSanitizer). Runs the loop with
  * UV_RUN_NOWAIT a bounded number of times: never waits. */
@@ -195,14 +199,15 @@ static const struct store_ops gate_ops = {
 
 struct interest_rec {
     enum event_target target;
-    char name[NAME_MAX_LEN + 1];
+    char name[KEY_MAX_LEN + 1];
     int on;
 };
 
 struct presence_rec {
-    char room[NAME_MAX_LEN + 1];
+    char room[KEY_MAX_LEN + 1];
     char user[NAME_MAX_LEN + 1];
     unsigned long before, count;
+    char info[256];  /* of a join, "" for none */
 };
 
 struct engine_log {
@@ -275,7 +280,7 @@ static void fake_interest(struct bus *b, enum event_target target, const char *n
 
 /* Records the change and announces it as the memory engine does. */
 static void fake_presence(struct bus *b, const char *room, const char *user, unsigned long before,
-                          unsigned long count)
+                          unsigned long count, const char *info)
 {
     struct engine_log *e = eng(b);
     assert_true(e->npresence < MAX_RECS);
@@ -284,7 +289,8 @@ static void fake_presence(struct bus *b, const char *room, const char *user, uns
     snprintf(r->user, sizeof r->user, "%s", user);
     r->before = before;
     r->count = count;
-    presence_memory_changed(b, room, user, before, count);
+    snprintf(r->info, sizeof r->info, "%s", info ? info : "");
+    presence_memory_changed(b, room, user, before, count, info);
 }
 
 static void fake_presence_list(struct bus *b, struct bus_presence *req)
@@ -294,7 +300,7 @@ static void fake_presence_list(struct bus *b, struct bus_presence *req)
 
 static void fake_rooms(struct bus *b, struct bus_rooms *req)
 {
-    if (!(req->rooms = bus_rooms_format(b, NULL)))
+    if (!(req->rooms = bus_rooms_format(b, NULL, req->tenant)))
         req->base.error = WSFAN_ENOMEM;
     bus_reply(b, &req->base);
 }
@@ -1265,6 +1271,187 @@ static void test_bus_join_left_before_subscription_is_answered_before_left(void 
     assert_reply(w, 1, BUS_LEAVE, 0);
 }
 
+/* ---- Tenants and info ---------------------------------------------------- */
+
+/* A join with the connection's info, as client.c submits it. */
+static void submit_join_info(struct fixture *f, int worker, const char *room, const char *user, const char *info)
+{
+    struct bus_join *j = request(sizeof *j, BUS_JOIN, worker, 1);
+    snprintf(j->room, sizeof j->room, "%s", room);
+    snprintf(j->user, sizeof j->user, "%s", user);
+    j->info = info ? strdup(info) : NULL;
+    bus_submit(f->bus, &j->base);
+}
+
+static void submit_presence(struct fixture *f, int worker, const char *room)
+{
+    struct bus_presence *p = request(sizeof *p, BUS_PRESENCE, worker, 1);
+    snprintf(p->room, sizeof p->room, "%s", room);
+    bus_submit(f->bus, &p->base);
+}
+
+static void submit_rooms(struct fixture *f, int worker, const char *tenant)
+{
+    struct bus_rooms *r = request(sizeof *r, BUS_ROOMS, worker, 1);
+    snprintf(r->tenant, sizeof r->tenant, "%s", tenant);
+    bus_submit(f->bus, &r->base);
+}
+
+/* Three rooms named "general": acme's on worker 0, globex's on worker 1,
+ * and the one without a tenant on worker 2. Keys keep them apart in
+ * interest, delivery, presence (with info), history and the rooms list. */
+static void test_bus_rooms_of_the_same_name_in_two_tenants_never_meet(void **state)
+{
+    struct fixture *f = *state;
+
+    submit_join_info(f, 0, "acme/general", "alice", "{\"n\":\"acme\"}");
+    submit_join_info(f, 1, "globex/general", "alice", "{\"n\":\"globex\"}");
+    submit_join_info(f, 2, "general", "alice", NULL);
+    settle(f);
+    assert_int_equal(f->eng.ninterest, 3);
+    assert_interest(f, 0, EVENT_ROOM, "acme/general", 1);
+    assert_interest(f, 1, EVENT_ROOM, "globex/general", 1);
+    assert_interest(f, 2, EVENT_ROOM, "general", 1);
+    /* One first connection per tenant: three presence changes. */
+    assert_int_equal(f->eng.npresence, 3);
+    assert_string_equal(f->eng.presence[0].room, "acme/general");
+    assert_string_equal(f->eng.presence[0].info, "{\"n\":\"acme\"}");
+    assert_string_equal(f->eng.presence[2].info, "");
+    bus_subscribed(f->bus, "acme/general");
+    bus_subscribed(f->bus, "globex/general");
+    bus_subscribed(f->bus, "general");
+    settle(f);
+    /* Each got its join, then its own presence_join only. */
+    assert_int_equal(f->workers[0].n, 2);
+    assert_reply(&f->workers[0], 0, BUS_JOIN, 0);
+    assert_event_text(&f->workers[0], 1,
+                      "{\"type\":\"presence_join\",\"room\":\"general\",\"user\":\"alice\",\"info\":{\"n\":\"acme\"}}");
+    assert_event_text(&f->workers[1], 1, "\"info\":{\"n\":\"globex\"}");
+    assert_int_equal(f->workers[2].n, 2);
+    assert_event_text(&f->workers[2], 1, "{\"type\":\"presence_join\",\"room\":\"general\",\"user\":\"alice\"}");
+    clear_recs(f);
+
+    bus_deliver(f->bus, persist(f, "acme/general", "a1"));
+    bus_deliver(f->bus, ephemeral("globex/general", "g1"));
+    bus_deliver(f->bus, ephemeral("general", "n1"));
+    settle(f);
+    for (int i = 0; i < NWORKERS; i++)
+        assert_int_equal(f->workers[i].n, 1);
+    assert_event(&f->workers[0], 0, "a1");
+    assert_event_text(&f->workers[0], 0, "\"room\":\"general\"");
+    assert_event(&f->workers[1], 0, "g1");
+    assert_event(&f->workers[2], 0, "n1");
+    clear_recs(f);
+
+    submit_history(f, 0, "acme/general", 10);
+    submit_history(f, 1, "globex/general", 10);
+    submit_history(f, 2, "general", 10);
+    submit_presence(f, 0, "acme/general");
+    submit_presence(f, 1, "globex/general");
+    submit_presence(f, 2, "general");
+    submit_rooms(f, 0, "acme");
+    submit_rooms(f, 1, "");
+    submit_rooms(f, 2, "initech");
+    settle(f);
+    assert_reply(&f->workers[0], 0, BUS_HISTORY, 0);
+    assert_int_equal(f->workers[0].recs[0].count, 1);
+    assert_non_null(strstr(f->workers[0].recs[0].text, "\"room\":\"general\""));
+    assert_int_equal(f->workers[1].recs[0].count, 0);
+    assert_int_equal(f->workers[2].recs[0].count, 0);
+    assert_string_equal(f->workers[0].recs[1].text, "[{\"user\":\"alice\",\"connections\":1,\"info\":{\"n\":\"acme\"}}]");
+    assert_string_equal(f->workers[1].recs[1].text,
+                        "[{\"user\":\"alice\",\"connections\":1,\"info\":{\"n\":\"globex\"}}]");
+    assert_string_equal(f->workers[2].recs[1].text, "[{\"user\":\"alice\",\"connections\":1}]");
+    assert_string_equal(f->workers[0].recs[2].text, "[{\"room\":\"general\",\"local\":1,\"cluster\":1}]");
+    assert_string_equal(f->workers[1].recs[2].text, "[{\"room\":\"general\",\"local\":1,\"cluster\":1}]");
+    assert_string_equal(f->workers[2].recs[2].text, "[]");
+    clear_recs(f);
+
+    /* acme's alice leaves: only acme's room hears it. */
+    submit_leave(f, 0, "acme/general", "alice", 0);
+    settle(f);
+    assert_interest(f, 3, EVENT_ROOM, "acme/general", 0);
+    assert_int_equal(f->workers[0].n, 0);
+    assert_int_equal(f->workers[1].n, 0);
+    assert_int_equal(f->workers[2].n, 0);
+    submit_leave(f, 1, "globex/general", "alice", 0);
+    submit_leave(f, 2, "general", "alice", 0);
+    settle(f);
+    assert_int_equal(local_members(f), 0);
+}
+
+/* A tenant's connections count for its broadcasts ("T/"), with or without
+ * a user; its broadcast reaches the workers where they are, and a
+ * broadcast without a tenant still reaches every worker. */
+static void test_bus_tenant_broadcast_reaches_only_its_workers(void **state)
+{
+    struct fixture *f = *state;
+
+    submit_user(f, BUS_ONLINE, 1, "acme/alice");
+    submit_user(f, BUS_ONLINE, 2, "acme/");
+    submit_user(f, BUS_ONLINE, 0, "bob");
+    settle(f);
+    assert_int_equal(f->eng.ninterest, 3);
+    assert_interest(f, 0, EVENT_USER, "acme/alice", 1);
+    assert_interest(f, 1, EVENT_ALL, "acme/", 1);
+    assert_interest(f, 2, EVENT_USER, "bob", 1);
+
+    bus_deliver(f->bus, direct(EVENT_ALL, "acme/", "b1"));
+    bus_deliver(f->bus, direct(EVENT_ALL, "globex/", "b2"));
+    bus_deliver(f->bus, direct(EVENT_USER, "acme/alice", "d1"));
+    bus_deliver(f->bus, direct(EVENT_USER, "alice", "d2"));
+    bus_deliver(f->bus, direct(EVENT_USER, "globex/bob", "d3"));
+    settle(f);
+    assert_int_equal(f->workers[0].n, 0);
+    assert_int_equal(f->workers[1].n, 2);
+    assert_event(&f->workers[1], 0, "b1");
+    assert_event(&f->workers[1], 1, "d1");
+    assert_int_equal(f->workers[2].n, 1);
+    assert_event(&f->workers[2], 0, "b1");
+    clear_recs(f);
+
+    bus_deliver(f->bus, direct(EVENT_ALL, "", "b3"));
+    settle(f);
+    for (int i = 0; i < NWORKERS; i++)
+        assert_event(&f->workers[i], 0, "b3");
+    clear_recs(f);
+
+    submit_user(f, BUS_OFFLINE, 1, "acme/alice");
+    settle(f);
+    assert_int_equal(f->eng.ninterest, 4);
+    assert_interest(f, 3, EVENT_USER, "acme/alice", 0);
+    submit_user(f, BUS_OFFLINE, 2, "acme/");
+    settle(f);
+    assert_interest(f, 4, EVENT_ALL, "acme/", 0);
+    bus_deliver(f->bus, direct(EVENT_ALL, "acme/", "b4"));
+    settle(f);
+    for (int i = 0; i < NWORKERS; i++)
+        assert_int_equal(f->workers[i].n, 0);
+    submit_user(f, BUS_OFFLINE, 0, "bob");
+}
+
+/* presence_join carries the info of the user's first connection; a second
+ * connection announces nothing, but the list shows its newer info. */
+static void test_bus_presence_info_of_the_newest_connection(void **state)
+{
+    struct fixture *f = *state;
+
+    submit_join_info(f, 0, "r", "alice", "{\"v\":1}");
+    settle(f);
+    bus_subscribed(f->bus, "r");
+    submit_join_info(f, 1, "r", "alice", "{\"v\":2}");
+    settle(f);
+    assert_int_equal(f->eng.npresence, 2);
+    assert_string_equal(f->eng.presence[1].info, "{\"v\":2}");
+    assert_int_equal(f->eng.presence[1].before, 1);
+    assert_event_text(&f->workers[0], 1, "\"info\":{\"v\":1}");
+    assert_int_equal(f->workers[1].n, 1); /* its join only */
+    clear_recs(f);
+    submit_presence(f, 0, "r");
+    settle(f);
+    assert_string_equal(f->workers[0].recs[0].text, "[{\"user\":\"alice\",\"connections\":2,\"info\":{\"v\":2}}]");
+}
+
 /* ---- Freeing ------------------------------------------------------------- */
 
 static void test_bus_request_free_frees_what_each_request_owns(void **state)
@@ -1277,6 +1464,7 @@ static void test_bus_request_free_frees_what_each_request_owns(void **state)
     bus_request_free(&j->base);
 
     struct bus_join *rj = request(sizeof *rj, BUS_REJOIN, 0, 1);
+    rj->info = strdup("{}");
     bus_request_free(&rj->base);
 
     struct bus_publish *p = request(sizeof *p, BUS_PUBLISH, 0, 1);
@@ -1360,6 +1548,9 @@ int main(void)
         T(test_bus_history_presence_and_rooms_are_answered),
         T(test_bus_join_waiting_for_subscription_does_not_hold_other_requests),
         T(test_bus_join_left_before_subscription_is_answered_before_left),
+        T(test_bus_rooms_of_the_same_name_in_two_tenants_never_meet),
+        T(test_bus_tenant_broadcast_reaches_only_its_workers),
+        T(test_bus_presence_info_of_the_newest_connection),
         T(test_bus_request_free_frees_what_each_request_owns),
         T(test_bus_frees_waiting_joins_held_events_and_reads_at_stop),
 #undef T

@@ -14,8 +14,9 @@
  * ack and the message (echo:false leaves out the publisher only); command
  * errors (bad_json, bad_command, unknown_type, not_member, too_many_rooms,
  * forbidden, rate_limited) with their codes and refs; leave; rejoin;
- * history; and what closing gives back (rooms, presence, the connection
- * slot), with every client freed (LeakSanitizer checks). */
+ * history; clients of two tenants in rooms of one name; and what closing
+ * gives back (rooms, presence, the connection slot), with every client
+ * freed (LeakSanitizer checks). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -403,9 +404,12 @@ static int teardown(void **state)
     return 0;
 }
 
-/* A client of user (NULL: anonymous) as the router leaves it after the
- * upgrade, started; its welcome is read and checked. */
-static struct peer *connect_client(struct fixture *f, int i, const char *user)
+/* A client of user (NULL: anonymous) in tenant ("" for none) with info
+ * (NULL for none), as the router leaves it after the upgrade (and the
+ * authentication its tenant and info), started; its welcome is read and
+ * checked. */
+static struct peer *connect_client_in(struct fixture *f, int i, const char *user, const char *tenant,
+                                      const char *info)
 {
     struct peer *p = &f->peers[i];
     int sv[2];
@@ -422,6 +426,9 @@ static struct peer *connect_client(struct fixture *f, int i, const char *user)
     p->c->counted = 1;
     if (user)
         p->c->user = strdup(user);
+    snprintf(p->c->tenant, sizeof p->c->tenant, "%s", tenant);
+    if (info)
+        p->c->info = strdup(info);
     conn_upgrade(&p->c->conn, &client_handler, f->cfg.max_message);
     client_start(p->c);
 
@@ -437,6 +444,11 @@ static struct peer *connect_client(struct fixture *f, int i, const char *user)
     assert_int_equal(json_integer_value(json_object_get(msg, "heartbeat")), 30);
     json_decref(msg);
     return p;
+}
+
+static struct peer *connect_client(struct fixture *f, int i, const char *user)
+{
+    return connect_client_in(f, i, user, "", NULL);
 }
 
 /* Joins room with ref and checks the joined reply. */
@@ -907,6 +919,78 @@ static void test_client_commands_past_pending_max_are_rate_limited(void **state)
     json_decref(expect(f, p, "presence", "\"again\""));
 }
 
+/* Two tenants' clients in rooms of one name: replies and events name the
+ * room alone, and nothing of one tenant reaches the other (messages,
+ * presence with info, history, direct messages, broadcasts). */
+static void test_client_tenants_share_room_names_and_nothing_else(void **state)
+{
+    struct fixture *f = *state;
+    f->cfg.allow_broadcast = 1;
+    struct peer *p = connect_client_in(f, 0, "alice", "acme", "{\"name\":\"Alice\"}");
+    struct peer *q = connect_client_in(f, 1, "bob", "globex", NULL);
+
+    join(f, p, "lobby", "1");
+    json_t *msg = expect(f, p, "presence_join", NULL);
+    assert_string_equal(str(msg, "room"), "lobby");
+    assert_string_equal(str(json_object_get(msg, "info"), "name"), "Alice");
+    json_decref(msg);
+    join(f, q, "lobby", "1");
+    msg = expect(f, q, "presence_join", NULL);
+    assert_string_equal(str(msg, "user"), "bob");
+    assert_null(json_object_get(msg, "info"));
+    json_decref(msg);
+
+    /* Each publish: its event and its ack, in either order. */
+    const char *publishes[] = {
+        "{\"type\":\"publish\",\"room\":\"lobby\",\"data\":\"acme only\",\"ref\":2}",
+        "{\"type\":\"broadcast\",\"data\":\"acme all\",\"ref\":3}",
+    };
+    const char *events[] = {"message", "broadcast"};
+    for (int i = 0; i < 2; i++) {
+        send_cmd(f, p, publishes[i]);
+        json_t *a = next_msg(f, p), *b = next_msg(f, p);
+        const char *ta = json_string_value(json_object_get(a, "type"));
+        json_t *ack = ta && !strcmp(ta, "ack") ? a : b, *ev = ack == a ? b : a;
+        assert_type(ack, "ack");
+        assert_type(ev, events[i]);
+        if (i == 0)
+            assert_string_equal(str(ev, "room"), "lobby");
+        json_decref(a);
+        json_decref(b);
+    }
+    send_cmd(f, p, "{\"type\":\"send\",\"user\":\"bob\",\"data\":1,\"ref\":4}");
+    json_decref(expect(f, p, "ack", "4"));
+
+    send_cmd(f, p, "{\"type\":\"presence\",\"room\":\"lobby\",\"ref\":5}");
+    msg = expect(f, p, "presence", "5");
+    assert_string_equal(str(msg, "room"), "lobby");
+    json_t *users = json_object_get(msg, "users");
+    assert_int_equal(json_array_size(users), 1);
+    assert_string_equal(str(json_array_get(users, 0), "user"), "alice");
+    assert_string_equal(str(json_object_get(json_array_get(users, 0), "info"), "name"), "Alice");
+    json_decref(msg);
+
+    send_cmd(f, q, "{\"type\":\"history\",\"room\":\"lobby\",\"ref\":6}");
+    msg = expect(f, q, "history", "6");
+    assert_string_equal(str(msg, "room"), "lobby");
+    assert_int_equal(json_array_size(json_object_get(msg, "messages")), 0);
+    json_decref(msg);
+    send_cmd(f, q, "{\"type\":\"presence\",\"room\":\"lobby\",\"ref\":7}");
+    msg = expect(f, q, "presence", "7");
+    users = json_object_get(msg, "users");
+    assert_int_equal(json_array_size(users), 1);
+    assert_string_equal(str(json_array_get(users, 0), "user"), "bob");
+    json_decref(msg);
+    /* bob heard nothing of acme: no message, direct, broadcast or presence. */
+    assert_true(quiet(f, q, 50));
+
+    send_cmd(f, q, "{\"type\":\"leave\",\"room\":\"lobby\",\"ref\":8}");
+    msg = expect(f, q, "left", "8");
+    assert_string_equal(str(msg, "room"), "lobby");
+    json_decref(msg);
+    assert_true(quiet(f, p, 50));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -931,6 +1015,7 @@ int main(void)
         T(test_client_history_returns_what_was_published),
         T(test_client_join_since_replays_missed_messages),
         T(test_client_presence_lists_users_of_room),
+        T(test_client_tenants_share_room_names_and_nothing_else),
         T(test_client_close_leaves_rooms_and_gives_back_slot),
         T(test_client_close_with_replies_pending_frees_after_they_return),
         T(test_client_commands_past_pending_max_are_rate_limited),

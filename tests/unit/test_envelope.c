@@ -5,7 +5,9 @@
  * event; and envelopes turned into client events (section 3): the minimal
  * {"data":..} from other services, full envelopes from other nodes, direct
  * and broadcast channels, the presence extension, echo_skip, and every
- * envelope that must be refused with a reason instead of forwarded. */
+ * envelope that must be refused with a reason instead of forwarded. With
+ * tenants: names under <namespace>:<tenant> built and read back as keys
+ * (core/names.h), bad tenants refused, and info in presence announcements. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -41,7 +43,7 @@ static struct event *event_len(enum event_target target, const char *name, const
     if (!ev)
         fail_msg("refused %.*s: %s", (int)len, payload, why ? why : "(no reason)");
     assert_int_equal(ev->target, target);
-    assert_string_equal(ev->name, name);
+    assert_string_equal(ev->key, name);
     assert_int_equal(ev->len, strlen(ev->json));
     return ev;
 }
@@ -121,7 +123,7 @@ static void expect_no_skip(const struct event *ev)
 static void test_envelope_channel_room_user_all(void **state)
 {
     enum event_target target = EVENT_ALL;
-    char name[NAME_MAX_LEN + 1];
+    char name[KEY_MAX_LEN + 1];
 
     (void)state;
     assert_int_equal(envelope_channel_parse("wsfan", "wsfan:room:{general}", &target, name), 0);
@@ -146,7 +148,7 @@ static void test_envelope_channel_room_user_all(void **state)
 static void test_envelope_channel_namespace_with_colons(void **state)
 {
     enum event_target target;
-    char name[NAME_MAX_LEN + 1];
+    char name[KEY_MAX_LEN + 1];
 
     (void)state;
     assert_int_equal(envelope_channel_parse("prod:chat", "prod:chat:room:{r}", &target, name), 0);
@@ -154,9 +156,15 @@ static void test_envelope_channel_namespace_with_colons(void **state)
     assert_string_equal(name, "r");
     assert_int_equal(envelope_channel_parse("prod:chat:t1", "prod:chat:t1:all", &target, name), 0);
     assert_int_equal(target, EVENT_ALL);
-    /* A shorter namespace does not own the longer one's channels. */
-    assert_int_equal(envelope_channel_parse("prod", "prod:chat:room:{r}", &target, name), -1);
-    assert_int_equal(envelope_channel_parse("prod", "prod:chat:all", &target, name), -1);
+    /* A tenant's NS is <namespace>:<tenant>: to a shorter namespace, the
+     * longer one's channels are a tenant's. */
+    assert_int_equal(envelope_channel_parse("prod", "prod:chat:room:{r}", &target, name), 0);
+    assert_int_equal(target, EVENT_ROOM);
+    assert_string_equal(name, "chat/r");
+    assert_int_equal(envelope_channel_parse("prod", "prod:chat:all", &target, name), 0);
+    assert_int_equal(target, EVENT_ALL);
+    assert_string_equal(name, "chat/");
+    /* A longer namespace does not own the shorter one's channels. */
     assert_int_equal(envelope_channel_parse("prod:chat", "prod:all", &target, name), -1);
 }
 
@@ -165,10 +173,10 @@ static void test_envelope_channel_refuses_other_namespaces(void **state)
     static const char *bad[] = {
         "other:room:{r}", "wsfanx:room:{r}", "wsfa:room:{r}", "WSFAN:room:{r}", "xwsfan:room:{r}",
         ":room:{r}",      "wsfan",           "wsfan:",        "",               "wsfan;room:{r}",
-        "wsfan:wsfan:all", "wsfan:all:", "wsfanall",
+        "wsfan:all:", "wsfanall",
     };
     enum event_target target;
-    char name[NAME_MAX_LEN + 1];
+    char name[KEY_MAX_LEN + 1];
 
     (void)state;
     for (size_t i = 0; i < COUNT(bad); i++)
@@ -188,7 +196,7 @@ static void test_envelope_channel_refuses_bad_shapes(void **state)
         "wsfan:room:{a\\b}", "wsfan:room:{caf\xc3\xa9}", "wsfan:user:{a/b}", "wsfan:user:{a\tb}", "{", "}", "{}",
     };
     enum event_target target;
-    char name[NAME_MAX_LEN + 1];
+    char name[KEY_MAX_LEN + 1];
 
     (void)state;
     for (size_t i = 0; i < COUNT(bad); i++)
@@ -198,7 +206,7 @@ static void test_envelope_channel_refuses_bad_shapes(void **state)
 
 static void test_envelope_channel_name_length(void **state)
 {
-    char channel[NAME_MAX_LEN + 64], name[NAME_MAX_LEN + 1];
+    char channel[NAME_MAX_LEN + 64], name[KEY_MAX_LEN + 1];
     enum event_target target;
 
     (void)state;
@@ -233,7 +241,7 @@ static void test_envelope_channel_name_of_each_target(void **state)
 
 static void test_envelope_channel_name_reads_back(void **state)
 {
-    char longest[NAME_MAX_LEN + 1], channel[ENVELOPE_CHANNEL_MAX], name[NAME_MAX_LEN + 1];
+    char longest[NAME_MAX_LEN + 1], channel[ENVELOPE_CHANNEL_MAX], name[KEY_MAX_LEN + 1];
     const char *names[] = {"r", "org:42:A-Z_a.z", longest};
     const char *namespaces[] = {"wsfan", "prod:chat", "prod:chat:t1"};
     enum event_target target;
@@ -379,12 +387,12 @@ static void test_envelope_presence_is_the_documented_text(void **state)
     char *text;
 
     (void)state;
-    text = envelope_presence("general", "alice", EVENT_PRESENCE_JOIN, NODE);
+    text = envelope_presence("general", "alice", EVENT_PRESENCE_JOIN, NODE, NULL);
     assert_non_null(text);
     expect_envelope(text, "{\"v\":1,\"room\":\"general\",\"presence\":\"join\",\"user\":\"alice\",\"origin\":\"" NODE
                           "\",\"data\":null}");
     free(text);
-    text = envelope_presence("r", "u.1", EVENT_PRESENCE_LEAVE, "node-2");
+    text = envelope_presence("r", "u.1", EVENT_PRESENCE_LEAVE, "node-2", NULL);
     assert_non_null(text);
     expect_envelope(text, "{\"v\":1,\"room\":\"r\",\"presence\":\"leave\",\"user\":\"u.1\",\"origin\":\"node-2\","
                           "\"data\":null}");
@@ -403,7 +411,7 @@ static void expect_same_event(const struct event *got, const struct event *expec
     assert_int_equal(got->len, expected->len);
     assert_int_equal(got->target, expected->target);
     assert_int_equal(got->kind, expected->kind);
-    assert_string_equal(got->name, expected->name);
+    assert_string_equal(got->key, expected->key);
     assert_int_equal(got->has_offset, expected->has_offset);
     assert_int_equal(offset_cmp(got->offset, expected->offset), 0);
 }
@@ -526,10 +534,10 @@ static void test_envelope_built_presence_reads_back_as_the_same_event(void **sta
         for (size_t i = 0; i < COUNT(rooms); i++) {
             /* from this node or another: presence has no echo to skip */
             for (int here = 0; here <= 1; here++) {
-                char *text = envelope_presence(rooms[i], users[i], kinds[k], here ? NODE : "node-2");
+                char *text = envelope_presence(rooms[i], users[i], kinds[k], here ? NODE : "node-2", NULL);
                 assert_non_null(text);
                 struct event *ev = event_of(EVENT_ROOM, rooms[i], text);
-                struct event *expected = event_presence(kinds[k], rooms[i], users[i]);
+                struct event *expected = event_presence(kinds[k], rooms[i], users[i], NULL);
                 expect_same_event(ev, expected);
                 expect_no_skip(ev);
                 event_unref(expected);
@@ -537,6 +545,190 @@ static void test_envelope_built_presence_reads_back_as_the_same_event(void **sta
                 free(text);
             }
         }
+}
+
+/* ---- tenants ------------------------------------------------------------------ */
+
+static void test_envelope_tenant_names_are_under_namespace_and_tenant(void **state)
+{
+    char out[ENVELOPE_CHANNEL_MAX];
+
+    (void)state;
+    /* Without a tenant, the names are those of section 6, unchanged. */
+    envelope_channel_name("wsfan", EVENT_ROOM, "general", out);
+    assert_string_equal(out, "wsfan:room:{general}");
+    envelope_channel_name("wsfan", EVENT_ALL, "", out);
+    assert_string_equal(out, "wsfan:all");
+    envelope_redis_name("wsfan", "history", "general", out);
+    assert_string_equal(out, "wsfan:history:{general}");
+    envelope_redis_name("wsfan", "rooms", "", out);
+    assert_string_equal(out, "wsfan:rooms");
+    /* In tenant acme, NS is wsfan:acme. */
+    envelope_channel_name("wsfan", EVENT_ROOM, "acme/general", out);
+    assert_string_equal(out, "wsfan:acme:room:{general}");
+    envelope_channel_name("prod:chat", EVENT_USER, "acme/alice", out);
+    assert_string_equal(out, "prod:chat:acme:user:{alice}");
+    envelope_channel_name("wsfan", EVENT_ALL, "acme/", out);
+    assert_string_equal(out, "wsfan:acme:all");
+    envelope_redis_name("wsfan", "history", "acme/general", out);
+    assert_string_equal(out, "wsfan:acme:history:{general}");
+    envelope_redis_name("wsfan", "presence", "a:b/r:1", out);
+    assert_string_equal(out, "wsfan:a:b:presence:{r:1}");
+    envelope_redis_name("wsfan", "rooms", "acme/", out);
+    assert_string_equal(out, "wsfan:acme:rooms");
+}
+
+static void test_envelope_tenant_channels_read_back(void **state)
+{
+    char tenant[TENANT_MAX_LEN + 1], name[NAME_MAX_LEN + 1], ns[NAME_MAX_LEN + 1];
+    char channel[ENVELOPE_CHANNEL_MAX], got[KEY_MAX_LEN + 1];
+    /* Tenants named like the parts of a channel, with ':', the longest. */
+    const char *tenants[] = {"acme", "room", "user", "all", "a:b:c", "room:{x", tenant};
+    const char *names[] = {"r", "room:{x}", "all", name};
+    const char *namespaces[] = {"wsfan", "prod:chat", ns};
+    enum event_target target;
+
+    (void)state;
+    memset(tenant, 't', TENANT_MAX_LEN);
+    tenant[TENANT_MAX_LEN] = '\0';
+    memset(name, 'n', NAME_MAX_LEN);
+    name[NAME_MAX_LEN] = '\0';
+    memset(ns, 's', NAME_MAX_LEN);
+    ns[NAME_MAX_LEN] = '\0';
+    for (size_t n = 0; n < COUNT(namespaces); n++)
+        for (size_t t = 0; t < COUNT(tenants); t++) {
+            int valid = tenant_valid(tenants[t], strlen(tenants[t]));
+            for (size_t i = 0; i < COUNT(names); i++) {
+                int name_ok = name_valid(names[i], strlen(names[i]));
+                char key[KEY_MAX_LEN + 1];
+                if (!valid || !name_ok)
+                    continue;
+                snprintf(key, sizeof key, "%s/%s", tenants[t], names[i]);
+                for (enum event_target k = EVENT_ROOM; k <= EVENT_USER; k++) {
+                    envelope_channel_name(namespaces[n], k, key, channel);
+                    assert_int_equal(strlen(channel), strlen(namespaces[n]) + strlen(tenants[t]) + strlen(names[i]) + 9);
+                    assert_int_equal(envelope_channel_parse(namespaces[n], channel, &target, got), 0);
+                    assert_int_equal(target, k);
+                    assert_string_equal(got, key);
+                }
+                /* The longest Redis name of all fits. */
+                envelope_redis_name(namespaces[n], "presence", key, channel);
+                assert_int_equal(strlen(channel),
+                                 strlen(namespaces[n]) + strlen(tenants[t]) + strlen(names[i]) + 13);
+            }
+            if (!valid)
+                continue;
+            char all[TENANT_MAX_LEN + 2];
+            snprintf(all, sizeof all, "%s/", tenants[t]);
+            envelope_channel_name(namespaces[n], EVENT_ALL, all, channel);
+            assert_int_equal(envelope_channel_parse(namespaces[n], channel, &target, got), 0);
+            assert_int_equal(target, EVENT_ALL);
+            assert_string_equal(got, all);
+        }
+}
+
+static void test_envelope_channel_refuses_bad_tenants(void **state)
+{
+    char too_long[TENANT_MAX_LEN + 32], longest[TENANT_MAX_LEN + 32];
+    const char *bad[] = {
+        "wsfan::room:{r}", "wsfan::user:{u}", "wsfan::all", "wsfan:a b:room:{r}", "wsfan:t/x:room:{r}",
+        "wsfan:t/:all", "wsfan:troom:{r}", "wsfan:tuser:{u}", "wsfan:tall", "wsfan:t:rooms:{r}",
+        "wsfan:t:history:{r}", "wsfan:t:presence:{r}", "wsfan:t:all:{r}", "wsfan:t:{r}", "wsfan:t:all:",
+        "wsfan:t:room:{}", "wsfan:t:room:{a/b}", "wsfan:caf\xc3\xa9:all", "wsfan:t*:room:{r}", too_long,
+    };
+    enum event_target target;
+    char key[KEY_MAX_LEN + 1];
+
+    (void)state;
+    snprintf(too_long, sizeof too_long, "wsfan:%0*d:room:{r}", TENANT_MAX_LEN + 1, 0);
+    for (size_t i = 0; i < COUNT(bad); i++)
+        if (envelope_channel_parse("wsfan", bad[i], &target, key) != -1)
+            fail_msg("accepted channel [%s] as %s", bad[i], key);
+    snprintf(longest, sizeof longest, "wsfan:%0*d:room:{r}", TENANT_MAX_LEN, 0);
+    assert_int_equal(envelope_channel_parse("wsfan", longest, &target, key), 0);
+    assert_int_equal(strlen(key), TENANT_MAX_LEN + 2);
+}
+
+static void test_envelope_tenant_message_names_the_room_alone(void **state)
+{
+    struct envelope_fields f = {
+        .target = EVENT_ROOM, .room = "acme/general", .from = "alice", .ts = 7, .origin = NODE,
+        .echo_skip = NULL, .data = "1", .data_len = 1,
+    };
+    char *text;
+
+    (void)state;
+    text = build(&f, NULL);
+    expect_envelope(text, "{\"v\":1,\"room\":\"general\",\"from\":\"alice\",\"ts\":7,\"origin\":\"" NODE
+                          "\",\"echo_skip\":null,\"data\":1}");
+    /* On the tenant's channel it is the tenant's room's event. */
+    struct event *ev = event_of(EVENT_ROOM, "acme/general", text);
+    expect_json(ev, "{\"type\":\"message\",\"room\":\"general\",\"from\":\"alice\",\"data\":1,\"ts\":7}");
+    event_unref(ev);
+    free(text);
+    ev = event_of(EVENT_ALL, "acme/", "{\"data\":2,\"ts\":8}");
+    expect_json(ev, "{\"type\":\"broadcast\",\"from\":null,\"data\":2,\"ts\":8}");
+    assert_int_equal(ev->kind, EVENT_BROADCAST);
+    event_unref(ev);
+}
+
+/* ---- info in presence --------------------------------------------------------- */
+
+static void test_envelope_presence_carries_info(void **state)
+{
+    char *text;
+    struct event *ev;
+
+    (void)state;
+    text = envelope_presence("acme/r", "u", EVENT_PRESENCE_JOIN, NODE, "{\"name\":\"Ann\",\"n\":[1,2]}");
+    assert_non_null(text);
+    expect_envelope(text, "{\"v\":1,\"room\":\"r\",\"presence\":\"join\",\"user\":\"u\",\"origin\":\"" NODE
+                          "\",\"info\":{\"name\":\"Ann\",\"n\":[1,2]},\"data\":null}");
+    ev = event_of(EVENT_ROOM, "acme/r", text);
+    expect_json(ev, "{\"type\":\"presence_join\",\"room\":\"r\",\"user\":\"u\",\"info\":{\"name\":\"Ann\",\"n\":[1,2]}}");
+    struct event *expected = event_presence(EVENT_PRESENCE_JOIN, "acme/r", "u", "{\"name\":\"Ann\",\"n\":[1,2]}");
+    expect_same_event(ev, expected);
+    event_unref(expected);
+    event_unref(ev);
+    free(text);
+    /* A leave never carries it. */
+    text = envelope_presence("r", "u", EVENT_PRESENCE_LEAVE, NODE, "{\"name\":\"Ann\"}");
+    expect_envelope(text, "{\"v\":1,\"room\":\"r\",\"presence\":\"leave\",\"user\":\"u\",\"origin\":\"" NODE
+                          "\",\"data\":null}");
+    free(text);
+    ev = event_of(EVENT_ROOM, "r", "{\"presence\":\"leave\",\"user\":\"u\",\"info\":{\"a\":1},\"data\":null}");
+    expect_json(ev, "{\"type\":\"presence_leave\",\"room\":\"r\",\"user\":\"u\"}");
+    event_unref(ev);
+    /* Other services' info is read and written compact; null is none. */
+    ev = event_of(EVENT_ROOM, "r", "{\"presence\":\"join\",\"user\":\"u\",\"info\": { \"a\" : \"\\u00e9\" },\"data\":0}");
+    expect_json(ev, "{\"type\":\"presence_join\",\"room\":\"r\",\"user\":\"u\",\"info\":{\"a\":\"\xc3\xa9\"}}");
+    event_unref(ev);
+    ev = event_of(EVENT_ROOM, "r", "{\"presence\":\"join\",\"user\":\"u\",\"info\":null,\"data\":0}");
+    expect_json(ev, "{\"type\":\"presence_join\",\"room\":\"r\",\"user\":\"u\"}");
+    event_unref(ev);
+}
+
+static void test_envelope_presence_refuses_bad_info(void **state)
+{
+    static const char *bad[] = {
+        "{\"presence\":\"join\",\"user\":\"u\",\"info\":\"Ann\",\"data\":null}",
+        "{\"presence\":\"join\",\"user\":\"u\",\"info\":[1],\"data\":null}",
+        "{\"presence\":\"join\",\"user\":\"u\",\"info\":1,\"data\":null}",
+        "{\"presence\":\"join\",\"user\":\"u\",\"info\":true,\"data\":null}",
+    };
+    char big[EVENT_INFO_MAX + 128], at_limit[EVENT_INFO_MAX + 128];
+
+    (void)state;
+    for (size_t i = 0; i < COUNT(bad); i++)
+        refused(EVENT_ROOM, "r", bad[i]);
+    /* {"a":"xx..."} of 1025 bytes is over; of 1024 it is not. */
+    snprintf(big, sizeof big, "{\"presence\":\"join\",\"user\":\"u\",\"info\":{\"a\":\"%0*d\"},\"data\":0}",
+             EVENT_INFO_MAX - 8 + 1, 0);
+    refused(EVENT_ROOM, "r", big);
+    snprintf(at_limit, sizeof at_limit, "{\"presence\":\"join\",\"user\":\"u\",\"info\":{\"a\":\"%0*d\"},\"data\":0}",
+             EVENT_INFO_MAX - 8, 0);
+    struct event *ev = event_of(EVENT_ROOM, "r", at_limit);
+    event_unref(ev);
 }
 
 /* ---- messages --------------------------------------------------------------- */
@@ -961,6 +1153,12 @@ int main(void)
         cmocka_unit_test(test_envelope_echo_skip_from_this_node),
         cmocka_unit_test(test_envelope_echo_skip_ignored_unless_origin_is_this_node),
         cmocka_unit_test(test_envelope_strings_with_nul_are_judged_whole),
+        cmocka_unit_test(test_envelope_tenant_names_are_under_namespace_and_tenant),
+        cmocka_unit_test(test_envelope_tenant_channels_read_back),
+        cmocka_unit_test(test_envelope_channel_refuses_bad_tenants),
+        cmocka_unit_test(test_envelope_tenant_message_names_the_room_alone),
+        cmocka_unit_test(test_envelope_presence_carries_info),
+        cmocka_unit_test(test_envelope_presence_refuses_bad_info),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

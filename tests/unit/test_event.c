@@ -2,7 +2,8 @@
  * server event (docs/protocol.md section 3), that it parses back as the
  * same values, that data is spliced verbatim by its length, what the
  * shared block says besides its text (target, kind, name, offset, no echo
- * skip), copies of stored text, and the reference count. The clock is in
+ * skip), copies of stored text, and the reference count; events of a
+ * tenant's key (core/names.h) and presence_join with info. The clock is in
  * test_clock.c. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -42,7 +43,7 @@ static void expect_head(const struct event *ev, enum event_target target, enum e
 {
     assert_int_equal(ev->target, target);
     assert_int_equal(ev->kind, kind);
-    assert_string_equal(ev->name, name);
+    assert_string_equal(ev->key, name);
 }
 
 static void expect_offset(const struct event *ev, uint64_t ms, uint64_t seq)
@@ -223,7 +224,7 @@ static void test_event_presence_join_and_leave(void **state)
     json_t *v;
 
     (void)state;
-    ev = event_presence(EVENT_PRESENCE_JOIN, "general", "alice");
+    ev = event_presence(EVENT_PRESENCE_JOIN, "general", "alice", NULL);
     v = expect_event(ev, "{\"type\":\"presence_join\",\"room\":\"general\",\"user\":\"alice\"}");
     assert_int_equal(json_object_size(v), 3);
     json_decref(v);
@@ -231,10 +232,79 @@ static void test_event_presence_join_and_leave(void **state)
     assert_int_equal(ev->has_offset, 0);
     event_unref(ev);
 
-    ev = event_presence(EVENT_PRESENCE_LEAVE, "a:b.c-d_e", "u.1");
+    ev = event_presence(EVENT_PRESENCE_LEAVE, "a:b.c-d_e", "u.1", NULL);
     v = expect_event(ev, "{\"type\":\"presence_leave\",\"room\":\"a:b.c-d_e\",\"user\":\"u.1\"}");
     json_decref(v);
     expect_head(ev, EVENT_ROOM, EVENT_PRESENCE_LEAVE, "a:b.c-d_e");
+    event_unref(ev);
+}
+
+/* ---- tenants and info ------------------------------------------------------- */
+
+static void test_event_of_a_tenant_names_the_room_and_targets_the_key(void **state)
+{
+    static const struct offset off = {5, 1};
+    char tenant[TENANT_MAX_LEN + 1], name[NAME_MAX_LEN + 1], key[KEY_MAX_LEN + 1];
+    struct event *ev;
+    json_t *v;
+
+    (void)state;
+    ev = event_message("acme/general", &off, "alice", "1", 1, 9);
+    json_decref(expect_event(ev, "{\"type\":\"message\",\"room\":\"general\",\"offset\":\"5-1\",\"from\":\"alice\","
+                                 "\"data\":1,\"ts\":9}"));
+    expect_head(ev, EVENT_ROOM, EVENT_MESSAGE, "acme/general");
+    event_unref(ev);
+
+    ev = event_direct(EVENT_USER, "acme/bob", NULL, "2", 1, 9);
+    json_decref(expect_event(ev, "{\"type\":\"direct\",\"from\":null,\"data\":2,\"ts\":9}"));
+    expect_head(ev, EVENT_USER, EVENT_DIRECT, "acme/bob");
+    event_unref(ev);
+
+    /* A tenant's broadcast targets "T/"; one without a tenant "". */
+    ev = event_direct(EVENT_ALL, "acme/", NULL, "3", 1, 9);
+    json_decref(expect_event(ev, "{\"type\":\"broadcast\",\"from\":null,\"data\":3,\"ts\":9}"));
+    expect_head(ev, EVENT_ALL, EVENT_BROADCAST, "acme/");
+    event_unref(ev);
+    ev = event_direct(EVENT_ALL, "", NULL, "3", 1, 9);
+    expect_head(ev, EVENT_ALL, EVENT_BROADCAST, "");
+    event_unref(ev);
+
+    ev = event_presence(EVENT_PRESENCE_LEAVE, "a:b/c:d", "u", NULL);
+    json_decref(expect_event(ev, "{\"type\":\"presence_leave\",\"room\":\"c:d\",\"user\":\"u\"}"));
+    expect_head(ev, EVENT_ROOM, EVENT_PRESENCE_LEAVE, "a:b/c:d");
+    event_unref(ev);
+
+    /* The longest key fits whole. */
+    memset(tenant, 't', TENANT_MAX_LEN);
+    tenant[TENANT_MAX_LEN] = '\0';
+    memset(name, 'r', NAME_MAX_LEN);
+    name[NAME_MAX_LEN] = '\0';
+    key_of(tenant, name, key);
+    ev = event_message(key, NULL, NULL, "0", 1, 1);
+    expect_head(ev, EVENT_ROOM, EVENT_MESSAGE, key);
+    v = expect_event(ev, ev->json);
+    assert_string_equal(str_field(v, "room"), name);
+    json_decref(v);
+    event_unref(ev);
+}
+
+static void test_event_presence_join_carries_info(void **state)
+{
+    struct event *ev;
+    json_t *v;
+
+    (void)state;
+    ev = event_presence(EVENT_PRESENCE_JOIN, "acme/r", "alice", "{\"name\":\"Alice\",\"avatar\":\"https://x/a.png\"}");
+    v = expect_event(ev, "{\"type\":\"presence_join\",\"room\":\"r\",\"user\":\"alice\","
+                         "\"info\":{\"name\":\"Alice\",\"avatar\":\"https://x/a.png\"}}");
+    assert_true(json_is_object(json_object_get(v, "info")));
+    json_decref(v);
+    expect_head(ev, EVENT_ROOM, EVENT_PRESENCE_JOIN, "acme/r");
+    event_unref(ev);
+
+    /* A leave never carries it. */
+    ev = event_presence(EVENT_PRESENCE_LEAVE, "r", "alice", "{\"name\":\"Alice\"}");
+    json_decref(expect_event(ev, "{\"type\":\"presence_leave\",\"room\":\"r\",\"user\":\"alice\"}"));
     event_unref(ev);
 }
 
@@ -266,7 +336,7 @@ static void test_event_copy_takes_the_text_by_length(void **state)
 
 static void test_event_last_unref_frees_the_block(void **state)
 {
-    struct event *ev = event_presence(EVENT_PRESENCE_JOIN, "r", "u");
+    struct event *ev = event_presence(EVENT_PRESENCE_JOIN, "r", "u", NULL);
 
     (void)state;
     assert_non_null(ev);
@@ -292,6 +362,8 @@ int main(void)
         cmocka_unit_test(test_event_message_with_longest_names_and_offset),
         cmocka_unit_test(test_event_direct_and_broadcast),
         cmocka_unit_test(test_event_presence_join_and_leave),
+        cmocka_unit_test(test_event_of_a_tenant_names_the_room_and_targets_the_key),
+        cmocka_unit_test(test_event_presence_join_carries_info),
         cmocka_unit_test(test_event_copy_takes_the_text_by_length),
         cmocka_unit_test(test_event_last_unref_frees_the_block),
     };

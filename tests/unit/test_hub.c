@@ -2,7 +2,9 @@
  * (pending and joined memberships, swap-remove slots that stay consistent
  * whichever member leaves, members fresh from a replay) and the fan-out of
  * an event: one frame shared by every recipient's queue, the publisher
- * skipped for echo:false, counted into the loop's metrics.
+ * skipped for echo:false, counted into the loop's metrics; rooms and users
+ * of two tenants (keys) kept apart, and a tenant's broadcast reaching only
+ * its connections.
  * Clients are built by hand (no sockets): a struct net_loop started with
  * net_loop_init on a uv loop that never runs until teardown, and struct
  * clients whose conns are in CONN_WS with an empty output queue. */
@@ -37,6 +39,7 @@ struct fixture {
     struct hub *hub;
     struct client *c[NCONN];
     int user_indexed[NCONN];
+    int tenant_indexed[NCONN];
 };
 
 static struct client *client_new(struct fixture *f, int i, const char *user)
@@ -116,9 +119,12 @@ static int teardown(void **state)
         struct client *c = client_of(f->net.conns);
         f->net.conns = c->conn.next;
         hub_conn_leave_all(f->hub, c, leave_quietly);
-        for (int i = 0; i < NCONN; i++)
+        for (int i = 0; i < NCONN; i++) {
             if (f->c[i] == c && f->user_indexed[i])
                 hub_user_remove(f->hub, c);
+            if (f->c[i] == c && f->tenant_indexed[i])
+                hub_tenant_remove(f->hub, c);
+        }
         free(c->user);
         free(c);
     }
@@ -143,6 +149,22 @@ static void unset_user(struct fixture *f, int i)
 {
     hub_user_remove(f->hub, f->c[i]);
     f->user_indexed[i] = 0;
+}
+
+/* Puts client i in tenant, as client_start does at the upgrade (before its
+ * user is indexed: the user's key is the tenant's). */
+static void set_tenant(struct fixture *f, int i, const char *tenant)
+{
+    snprintf(f->c[i]->tenant, sizeof f->c[i]->tenant, "%s", tenant);
+    assert_int_equal(hub_tenant_add(f->hub, f->c[i]), HUB_OK);
+    f->tenant_indexed[i] = 1;
+}
+
+static void unset_tenant(struct fixture *f, int i)
+{
+    hub_tenant_remove(f->hub, f->c[i]);
+    f->tenant_indexed[i] = 0;
+    f->c[i]->tenant[0] = '\0';
 }
 
 static void join(struct fixture *f, int i, const char *room)
@@ -636,6 +658,69 @@ static void test_hub_users_and_rooms_are_separate_namespaces(void **state)
     assert_int_equal(deliver(f, EVENT_ROOM, "same"), BIT(1));
 }
 
+/* ---- Tenants ---------------------------------------------------------------------- */
+
+/* Rooms and users are keys: "general" of acme, of globex and of no tenant
+ * are three rooms; "alice" likewise three users. */
+static void test_hub_rooms_and_users_of_two_tenants_are_apart(void **state)
+{
+    struct fixture *f = *state;
+
+    set_tenant(f, 0, "acme");
+    set_tenant(f, 1, "globex");
+    set_tenant(f, 3, "acme");
+    set_tenant(f, 4, "globex");
+    join(f, 0, "acme/general");
+    join(f, 1, "globex/general");
+    join(f, 2, "general");
+    set_user(f, 3, "alice");
+    set_user(f, 4, "alice");
+    set_user(f, 5, "alice");
+    assert_true(hub_is_member(f->c[0], "acme/general"));
+    assert_false(hub_is_member(f->c[0], "general"));
+    assert_false(hub_is_member(f->c[2], "acme/general"));
+    assert_int_equal(hub_room_members(f->hub, "acme/general"), 1);
+    assert_int_equal(deliver(f, EVENT_ROOM, "acme/general"), BIT(0));
+    assert_int_equal(deliver(f, EVENT_ROOM, "globex/general"), BIT(1));
+    assert_int_equal(deliver(f, EVENT_ROOM, "general"), BIT(2));
+    assert_int_equal(deliver(f, EVENT_USER, "acme/alice"), BIT(3));
+    assert_int_equal(deliver(f, EVENT_USER, "globex/alice"), BIT(4));
+    assert_int_equal(deliver(f, EVENT_USER, "alice"), BIT(5));
+    unset_user(f, 3);
+    assert_int_equal(deliver(f, EVENT_USER, "acme/alice"), 0);
+    assert_int_equal(deliver(f, EVENT_USER, "globex/alice"), BIT(4));
+}
+
+/* A tenant's broadcast reaches its connections only (with a user or not);
+ * one without a tenant reaches every connection without one. */
+static void test_hub_tenant_broadcast_reaches_only_its_connections(void **state)
+{
+    struct fixture *f = *state;
+    uint32_t all = (1u << NCONN) - 1, acme = BIT(0) | BIT(1) | BIT(7), globex = BIT(2);
+
+    set_tenant(f, 0, "acme");
+    set_tenant(f, 1, "acme");
+    set_tenant(f, 7, "acme");
+    set_tenant(f, 2, "globex");
+    set_user(f, 0, "alice");
+    assert_int_equal(deliver(f, EVENT_ALL, "acme/"), acme);
+    assert_int_equal(deliver(f, EVENT_ALL, "globex/"), globex);
+    assert_int_equal(deliver(f, EVENT_ALL, "initech/"), 0);
+    assert_int_equal(deliver(f, EVENT_ALL, ""), all & ~acme & ~globex);
+    /* The publisher of a tenant's broadcast is skipped like any other. */
+    assert_int_equal(deliver_skip(f, EVENT_ALL, "acme/", WORKER_INDEX, f->c[1]->conn.seq), acme & ~BIT(1));
+    /* Leaving from the middle keeps the others. */
+    unset_tenant(f, 1);
+    assert_int_equal(deliver(f, EVENT_ALL, "acme/"), BIT(0) | BIT(7));
+    assert_int_equal(deliver(f, EVENT_ALL, ""), all & ~(BIT(0) | BIT(7)) & ~globex);
+    unset_user(f, 0);
+    unset_tenant(f, 0);
+    unset_tenant(f, 7);
+    unset_tenant(f, 2);
+    assert_int_equal(deliver(f, EVENT_ALL, "acme/"), 0);
+    assert_int_equal(deliver(f, EVENT_ALL, ""), all);
+}
+
 /* ---- Delivery ---------------------------------------------------------------------- */
 
 static void test_hub_deliver_room_shares_one_frame_among_joined_members(void **state)
@@ -775,6 +860,8 @@ int main(void)
         T(test_hub_fresh_member_publisher_is_skipped_too),
         T(test_hub_user_index_keeps_slots_when_one_leaves_from_the_middle),
         T(test_hub_users_and_rooms_are_separate_namespaces),
+        T(test_hub_rooms_and_users_of_two_tenants_are_apart),
+        T(test_hub_tenant_broadcast_reaches_only_its_connections),
         T(test_hub_deliver_room_shares_one_frame_among_joined_members),
         T(test_hub_deliver_skips_exactly_the_publisher),
         T(test_hub_deliver_all_reaches_every_upgraded_connection),

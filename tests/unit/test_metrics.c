@@ -197,7 +197,7 @@ static void fixture_init(struct fixture *f)
     for (int i = 0; i < 10; i++)
         metrics_room_event(&f->mb, "general");
     for (int i = 0; i < 5; i++)
-        metrics_room_event(&f->mb, "r2");
+        metrics_room_event(&f->mb, "acme/r2"); /* tenant acme's room r2 */
     end_window(&f->mb);
     metrics_room_event(&f->mb, "general"); /* the window under way does not show */
 
@@ -284,8 +284,8 @@ static void test_metrics_prometheus_sums_the_workers_of_the_view(void **state)
     /* the last complete window: 15 events in 5 s */
     expect_line(text, "wsfan_room_messages_per_second 3");
     expect_line(text, "wsfan_busiest_room_messages_per_second{room=\"general\"} 2");
-    expect_line(text, "wsfan_busiest_room_messages_per_second{room=\"r2\"} 1");
-    assert_true(strstr(text, "{room=\"general\"}") < strstr(text, "{room=\"r2\"}"));
+    expect_line(text, "wsfan_busiest_room_messages_per_second{tenant=\"acme\",room=\"r2\"} 1");
+    assert_true(strstr(text, "{room=\"general\"}") < strstr(text, "{tenant=\"acme\",room=\"r2\"}"));
     /* every family is typed */
     expect_line(text, "# TYPE wsfan_connections gauge");
     expect_line(text, "# TYPE wsfan_messages_in_total counter");
@@ -361,7 +361,9 @@ static void test_metrics_stats_json_sums_the_workers_of_the_view(void **state)
     assert_int_equal(json_array_size(rooms), 2);
     assert_string_equal(json_string_value(json_object_get(json_array_get(rooms, 0), "room")), "general");
     assert_true(json_number_value(json_object_get(json_array_get(rooms, 0), "messages_per_s")) == 2.0);
+    assert_null(json_object_get(json_array_get(rooms, 0), "tenant"));
     assert_string_equal(json_string_value(json_object_get(json_array_get(rooms, 1), "room")), "r2");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(rooms, 1), "tenant")), "acme");
     assert_true(json_number_value(json_object_get(json_array_get(rooms, 1), "messages_per_s")) == 1.0);
 
     bus = json_object_get(v, "bus");

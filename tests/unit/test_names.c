@@ -1,5 +1,7 @@
 /* test_names.c - unit tests of names.c: the one check of room, user and
- * node ids (PROTOCOL.md section 4): 1 to 128 bytes of A-Z a-z 0-9 _ . : -. */
+ * node ids (PROTOCOL.md section 4): 1 to 128 bytes of A-Z a-z 0-9 _ . : -;
+ * tenant names (at most 64 of the same), and the keys of a tenant's rooms
+ * and users. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -86,6 +88,63 @@ static void test_names_checks_only_the_given_length(void **state)
     assert_true(name_valid("ab\0cd", 2));
 }
 
+static void test_names_tenant_is_an_id_of_at_most_64(void **state)
+{
+    char s[TENANT_MAX_LEN + 2];
+
+    (void)state;
+    assert_int_equal(TENANT_MAX_LEN, 64);
+    memset(s, 'x', sizeof s);
+    assert_false(tenant_valid(s, 0));
+    assert_true(tenant_valid(s, 1));
+    assert_true(tenant_valid(s, TENANT_MAX_LEN));
+    assert_false(tenant_valid(s, TENANT_MAX_LEN + 1));
+    assert_true(tenant_valid("acme:eu-1_a.b", 13));
+    assert_false(tenant_valid("a/b", 3));
+    assert_false(tenant_valid("a b", 3));
+}
+
+static void test_names_keys_of_tenants_never_meet(void **state)
+{
+    char buf[KEY_MAX_LEN + 1], tenant[TENANT_MAX_LEN + 1], name[NAME_MAX_LEN + 1];
+    const char *key;
+
+    (void)state;
+    /* Without a tenant the key is the name itself, not a copy. */
+    const char *room = "general";
+    assert_ptr_equal(key_of("", room, buf), room);
+    assert_string_equal(key_name("general"), "general");
+    assert_int_equal(key_tenant_len("general"), 0);
+    assert_string_equal(key_of("", "", buf), "");
+
+    key = key_of("acme", "general", buf);
+    assert_ptr_equal(key, buf);
+    assert_string_equal(key, "acme/general");
+    assert_string_equal(key_name(key), "general");
+    assert_int_equal(key_tenant_len(key), 4);
+    /* Everyone of a tenant, and names with ':' on both sides. */
+    assert_string_equal(key_of("acme", "", buf), "acme/");
+    assert_string_equal(key_name(buf), "");
+    assert_string_equal(key_of("a:b", "c:d", buf), "a:b/c:d");
+    assert_string_equal(key_name(buf), "c:d");
+    assert_int_equal(key_tenant_len(buf), 3);
+    /* Tenant "a" room "b:c" and tenant "a:b" room "c" stay apart, and no
+     * name without a tenant can look like a key of one. */
+    char other[KEY_MAX_LEN + 1];
+    assert_string_not_equal(key_of("a", "b:c", buf), key_of("a:b", "c", other));
+    assert_false(name_valid(buf, strlen(buf)));
+
+    /* The longest of both fits. */
+    memset(tenant, 't', TENANT_MAX_LEN);
+    tenant[TENANT_MAX_LEN] = '\0';
+    memset(name, 'n', NAME_MAX_LEN);
+    name[NAME_MAX_LEN] = '\0';
+    key = key_of(tenant, name, buf);
+    assert_int_equal(strlen(key), KEY_MAX_LEN);
+    assert_string_equal(key_name(key), name);
+    assert_int_equal(key_tenant_len(key), TENANT_MAX_LEN);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -95,6 +154,8 @@ int main(void)
         cmocka_unit_test(test_names_rejects_common_lookalikes),
         cmocka_unit_test(test_names_length_from_1_to_128),
         cmocka_unit_test(test_names_checks_only_the_given_length),
+        cmocka_unit_test(test_names_tenant_is_an_id_of_at_most_64),
+        cmocka_unit_test(test_names_keys_of_tenants_never_meet),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

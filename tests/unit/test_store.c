@@ -78,7 +78,7 @@ static void append_full(struct store *s, const char *room, const char *from, con
     assert_int_equal(call.event->len, strlen(call.event->json));
     assert_int_equal(call.event->target, EVENT_ROOM);
     assert_int_equal(call.event->kind, EVENT_MESSAGE);
-    assert_string_equal(call.event->name, room);
+    assert_string_equal(call.event->key, room);
     assert_int_equal(call.event->skip_worker, -1);
     assert_int_equal(call.event->has_offset, call.offset[0] != '\0');
     if (call.event->has_offset) {
@@ -155,7 +155,8 @@ static struct store_call history(struct store *s, const char *room, int limit, c
 }
 
 /* The "n" of each event of the batch, in order, as "1,2,3"; also checks that
- * each line is a message event of room with an offset. */
+ * each line is a message event of room (a key: the event names the room
+ * alone) with an offset. */
 static void batch_numbers(const struct store_batch *b, const char *room, char *out, size_t cap)
 {
     size_t lines = 0, used = 0;
@@ -173,7 +174,7 @@ static void batch_numbers(const struct store_batch *b, const char *room, char *o
         v = json_loadb(p, (size_t)(nl - p), 0, NULL);
         assert_non_null(v);
         assert_string_equal(json_string_value(json_object_get(v, "type")), "message");
-        assert_string_equal(json_string_value(json_object_get(v, "room")), room);
+        assert_string_equal(json_string_value(json_object_get(v, "room")), key_name(room));
         assert_true(json_is_string(json_object_get(v, "offset")));
         n = json_object_get(json_object_get(v, "data"), "n");
         assert_true(json_is_integer(n));
@@ -335,6 +336,28 @@ static void test_store_memory_rooms_have_their_own_offsets(void **state)
     assert_string_equal(o, "1700000000000-1");
     latest(s, "b", o);
     assert_string_equal(o, "1700000000000-0");
+    s->ops->destroy(s);
+}
+
+/* Rooms are keys: one name in two tenants and in none is three rooms. */
+static void test_store_memory_rooms_of_one_name_in_two_tenants_are_apart(void **state)
+{
+    struct store *s = store_memory_create(10, 0, (struct offset){0, 0});
+    char o[OFFSET_MAX_LEN];
+
+    (void)state;
+    append_numbered(s, "acme/general", 1, 2, T0);
+    append_numbered(s, "globex/general", 10, 1, T0);
+    append_numbered(s, "general", 20, 1, T0);
+    expect_history(s, "acme/general", 50, NULL, "1,2");
+    expect_history(s, "globex/general", 50, NULL, "10");
+    expect_history(s, "general", 50, NULL, "20");
+    expect_history(s, "initech/general", 50, NULL, "");
+    latest(s, "acme/general", o);
+    assert_string_equal(o, "1700000000000-1");
+    latest(s, "globex/general", o);
+    assert_string_equal(o, "1700000000000-0");
+    expect_recover(s, "acme/general", "1700000000000-0", 1, "1700000000000-1", "2");
     s->ops->destroy(s);
 }
 
@@ -749,6 +772,7 @@ int main(void)
         cmocka_unit_test(test_store_memory_offsets_increase_within_a_millisecond),
         cmocka_unit_test(test_store_memory_offsets_increase_when_clock_goes_backwards),
         cmocka_unit_test(test_store_memory_rooms_have_their_own_offsets),
+        cmocka_unit_test(test_store_memory_rooms_of_one_name_in_two_tenants_are_apart),
         cmocka_unit_test(test_store_memory_ts_zero_still_gets_an_offset_after_0_0),
         cmocka_unit_test(test_store_memory_empty_room_latest_is_0_0),
         cmocka_unit_test(test_store_memory_ring_keeps_last_history_length_messages),
