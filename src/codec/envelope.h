@@ -18,6 +18,10 @@
 void envelope_channel_name(const char *ns, enum event_target target, const char *name,
                            char out[ENVELOPE_CHANNEL_MAX]);
 
+/* "NS:probe:{NODE}": the channel a node's subscriber link hears its own
+ * liveness probes on (never a client's). */
+void envelope_probe_channel(const char *ns, const char *node, char out[ENVELOPE_CHANNEL_MAX]);
+
 /* Reads a channel name of namespace ns. Returns 0, or -1 when channel is
  * none of this namespace's. */
 int envelope_channel_parse(const char *ns, const char *channel, enum event_target *target,
