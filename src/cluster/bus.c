@@ -177,7 +177,9 @@ int bus_ready(struct bus *b)
 
 void bus_ready_changed(struct bus *b)
 {
-    atomic_store_explicit(&b->ready, b->engine->ready(b), memory_order_relaxed);
+    /* While stopping, the engine's state may be gone already (its links
+     * stop one by one): the bus is not ready, whatever they say. */
+    atomic_store_explicit(&b->ready, !b->stopping && b->engine->ready(b), memory_order_relaxed);
 }
 
 /* ---- rooms --------------------------------------------------------------- */
@@ -466,6 +468,8 @@ static void store_changed(void *arg)
 {
     struct bus *b = arg;
     bus_ready_changed(b);
+    if (b->stopping)
+        return;
     if (!b->store->ops->ready(b->store))
         return;
     const struct map_slot *slot;

@@ -42,6 +42,7 @@ struct redis_bus {
     struct redis_link pub, sub;
     struct map channels;          /* channel name -> struct channel */
     struct presence_redis *presence;
+    char probe_channel[ENVELOPE_CHANNEL_MAX];  /* the subscriber link's liveness probes */
     struct log_limit bad_envelope_log;
     uint64_t bad_envelopes;
     int links_stopped;
@@ -120,6 +121,11 @@ static void on_sub_reply(redisAsyncContext *ac, void *reply, void *privdata)
         r->element[1]->type != REDIS_REPLY_STRING)
         return;
     const char *kind = r->element[0]->str, *channel = r->element[1]->str;
+    if (!strcmp(channel, e->probe_channel)) {
+        if (!strcmp(kind, "message"))
+            redis_link_alive(&e->sub);
+        return;
+    }
     if (!strcmp(kind, "message")) {
         if (r->element[2]->type == REDIS_REPLY_STRING)
             on_payload(e, channel, r->element[2]->str, r->element[2]->len);
@@ -160,11 +166,23 @@ static void redis_interest(struct bus *b, enum event_target target, const char *
     channel_drive(e, name);
 }
 
+/* The subscriber link's health check: pub/sub itself must work, not only
+ * the socket. A probe published on the bus link must come back on the
+ * subscriber within --redis-timeout, else the subscriber is rebuilt and
+ * every persisted room fills its gap, as after a reconnect. */
+static int sub_probe(struct redis_link *l)
+{
+    struct redis_bus *e = l->data;
+    const char *argv[] = {"PUBLISH", e->probe_channel, "probe"};
+    return redis_link_command(&e->pub, NULL, NULL, 3, argv, NULL);
+}
+
 static void on_sub_up(struct redis_link *l)
 {
     struct redis_bus *e = l->data;
     if (l->reconnects)
         metrics_bus_reconnect(bus_metrics(e->bus));
+    channel_command(e, "SUBSCRIBE", e->probe_channel);
     /* Subscribe everything wanted again; rooms fill their gap on confirmation. */
     const struct map_slot *slot;
     for (size_t i = 0; map_next(&e->channels, &i, &slot);)
@@ -323,10 +341,13 @@ static int redis_start(struct bus *b)
         links[i]->name = names[i];
         links[i]->min_backoff_ms = (uint64_t)e->cfg->redis_backoff_min;
         links[i]->max_backoff_ms = (uint64_t)e->cfg->redis_backoff_max;
+        links[i]->timeout_ms = (uint64_t)e->cfg->redis_timeout;
         links[i]->data = e;
     }
     e->pub.on_up = e->pub.on_down = on_pub_changed;
     e->sub.on_up = on_sub_up;
+    e->sub.probe = sub_probe;
+    envelope_probe_channel(e->cfg->ns, e->cfg->node_id, e->probe_channel);
     e->sub.on_down = on_sub_down;
     bus_set_engine_data(b, e);
     if (!(e->presence = presence_redis_create(b, &e->pub))) {

@@ -26,6 +26,11 @@ void envelope_channel_name(const char *ns, enum event_target target, const char 
     envelope_redis_name(ns, target == EVENT_ROOM ? "room" : target == EVENT_USER ? "user" : "all", key, out);
 }
 
+void envelope_probe_channel(const char *ns, const char *node, char out[ENVELOPE_CHANNEL_MAX])
+{
+    snprintf(out, ENVELOPE_CHANNEL_MAX, "%s:probe:{%s}", ns, node);
+}
+
 int envelope_build(const struct envelope_fields *f, int persisted, struct envelope_parts *out)
 {
     char from[NAME_MAX_LEN + 3] = "null", skip[48] = "null", room[NAME_MAX_LEN + 16] = "";

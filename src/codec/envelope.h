@@ -27,6 +27,10 @@ void envelope_redis_name(const char *ns, const char *kind, const char *key, char
 void envelope_channel_name(const char *ns, enum event_target target, const char *key,
                            char out[ENVELOPE_CHANNEL_MAX]);
 
+/* "NS:probe:{NODE}": the channel a node's subscriber link hears its own
+ * liveness probes on (never a client's). */
+void envelope_probe_channel(const char *ns, const char *node, char out[ENVELOPE_CHANNEL_MAX]);
+
 /* Reads a channel name of namespace ns or of any tenant of it
  * ("ns:T:room:{R}"): its target, and the key of its room, user or
  * everyone. Returns 0, or -1 when channel is none of these. */

@@ -54,6 +54,9 @@ static const struct option_spec options[] = {
      "milliseconds before the first Redis reconnect (default 100)"},
     {"redis-backoff-max", OPT_INT, FIELD(redis_backoff_max), 10, 600000,
      "longest wait between Redis reconnects in milliseconds (default 5000)"},
+    {"redis-timeout", OPT_INT, FIELD(redis_timeout), 100, 600000,
+     "milliseconds a Redis link may take to connect or to answer its health check before it is "
+     "reconnected (default 3000)"},
     {"presence-ttl", OPT_INT, FIELD(presence_ttl), 2, 3600,
      "seconds after which a dead node's users leave presence (default 15)"},
     {"api-key", OPT_SECRET, FIELD(api_key), 1, 256,
@@ -80,6 +83,7 @@ static void config_defaults(struct config *cfg)
     strcpy(cfg->ns, "wsfan");
     cfg->redis_backoff_min = 100;
     cfg->redis_backoff_max = 5000;
+    cfg->redis_timeout = 3000;
     cfg->presence_ttl = 15;
     char host[64] = "wsfan";
     gethostname(host, sizeof host - 1);

@@ -30,6 +30,7 @@ struct config {
     char ns[129];               /* key and channel prefix */
     int redis_backoff_min;      /* milliseconds */
     int redis_backoff_max;
+    int redis_timeout;          /* milliseconds a Redis link may take to connect or answer */
     int presence_ttl;           /* seconds until a dead node's users are gone */
     char api_key[257];          /* "" when the HTTP API is open */
 };

@@ -1,12 +1,16 @@
 /* redis.c - a Redis connection owned for the server's lifetime: connect,
- * AUTH, SELECT, PING to confirm, and reconnect with exponential backoff and
- * jitter when it drops. See redis.h. */
+ * AUTH, SELECT, PING to confirm, health checks, and reconnect with
+ * exponential backoff and jitter when it drops or stops answering. See
+ * redis.h. */
 #include "net/redis.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "core/log.h"
 
@@ -81,23 +85,26 @@ static int attach(redisAsyncContext *ac, uv_loop_t *loop)
 
 static void schedule_retry(struct redis_link *l);
 
-static void on_retry_closed(uv_handle_t *h)
+/* on_stopped runs once both timers are closed. */
+static void on_timer_closed(uv_handle_t *h)
 {
     struct redis_link *l = h->data;
-    if (l->on_stopped)
+    if (++l->timers_closed == 2 && l->on_stopped)
         l->on_stopped(l);
 }
 
 static void finish_stop(struct redis_link *l)
 {
-    uv_close((uv_handle_t *)&l->retry, on_retry_closed);
+    uv_close((uv_handle_t *)&l->retry, on_timer_closed);
+    uv_close((uv_handle_t *)&l->health, on_timer_closed);
 }
 
-static void link_down(struct redis_link *l)
+/* The context is gone; was_up tells whether the owner saw the link up. */
+static void link_down(struct redis_link *l, int was_up)
 {
-    int was_up = l->up;
     l->ac = NULL;
     l->up = 0;
+    l->checking = 0;
     if (was_up && l->on_down)
         l->on_down(l);
     if (l->stopping)
@@ -118,6 +125,7 @@ static void on_ready(redisAsyncContext *ac, void *reply, void *privdata)
         return;
     }
     l->up = 1;
+    l->alive_ms = uv_now(l->loop);
     l->backoff_ms = l->min_backoff_ms;
     if (l->was_up)
         l->reconnects++;
@@ -139,15 +147,31 @@ static void on_setup_step(redisAsyncContext *ac, void *reply, void *privdata)
     }
 }
 
+/* A peer that vanished without a RST (a partition) is noticed by the
+ * kernel too, not only by the health check: keepalive probes while idle,
+ * and a user timeout for data that is never acknowledged. */
+static void set_keepalive(const struct redis_link *l, int fd)
+{
+    int on = 1, idle = 5, interval = 2, count = 3;
+    unsigned int user_timeout = (unsigned int)l->timeout_ms;
+    if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on) ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval) ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count) ||
+        setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout))
+        log_warn("redis %s %s:%d: cannot set TCP keepalive", l->name, l->url.host, l->url.port);
+}
+
 static void on_connect(const redisAsyncContext *ac, int status)
 {
     struct redis_link *l = ac->data;
     if (status != REDIS_OK) {
         log_warn("redis %s %s:%d: %s", l->name, l->url.host, l->url.port, ac->errstr);
-        link_down(l);
+        link_down(l, 0);
         return;
     }
     redisAsyncContext *c = l->ac;
+    set_keepalive(l, c->c.fd);
     if (l->url.pass[0]) {
         if (l->url.user[0])
             redisAsyncCommand(c, on_setup_step, l, "AUTH %s %s", l->url.user, l->url.pass);
@@ -162,10 +186,12 @@ static void on_connect(const redisAsyncContext *ac, int status)
 static void on_disconnect(const redisAsyncContext *ac, int status)
 {
     struct redis_link *l = ac->data;
+    if (ac != l->ac)
+        return; /* abandoned: abandon() takes the link down itself */
     if (status != REDIS_OK && !l->stopping)
         log_warn("redis %s %s:%d: connection lost: %s", l->name, l->url.host, l->url.port,
                  ac->errstr ? ac->errstr : "closed");
-    link_down(l);
+    link_down(l, l->up);
 }
 
 static void connect_now(struct redis_link *l)
@@ -186,6 +212,7 @@ static void connect_now(struct redis_link *l)
     }
     ac->data = l;
     l->ac = ac;
+    l->connect_ms = uv_now(l->loop);
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
 }
@@ -203,14 +230,74 @@ static void schedule_retry(struct redis_link *l)
     uv_timer_start(&l->retry, on_retry, delay, 0);
 }
 
+/* Tears down a link that stopped answering: pending commands get NULL
+ * replies, and the link reconnects. Only from a timer, never inside a
+ * hiredis callback. */
+static void abandon(struct redis_link *l, const char *why)
+{
+    redisAsyncContext *ac = l->ac;
+    int was_up = l->up;
+    log_warn("redis %s %s:%d: %s in %llu ms, reconnecting", l->name, l->url.host, l->url.port, why,
+             (unsigned long long)l->timeout_ms);
+    /* Down first, so that what the NULL replies make the owner do cannot
+     * send on the context being freed. */
+    l->ac = NULL;
+    l->up = 0;
+    redisAsyncFree(ac);
+    link_down(l, was_up);
+}
+
+void redis_link_alive(struct redis_link *l)
+{
+    l->alive_ms = uv_now(l->loop);
+    l->checking = 0;
+}
+
+static void on_pong(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct redis_link *l = privdata;
+    if (reply && ac == l->ac)
+        redis_link_alive(l);
+}
+
+/* Every third of the timeout: a connect that takes too long is given up, a
+ * link whose last check has not come back within the timeout is torn
+ * down, and an idle one is checked again. */
+static void on_health(uv_timer_t *t)
+{
+    struct redis_link *l = t->data;
+    uint64_t now = uv_now(l->loop);
+    if (!l->ac || l->stopping)
+        return;
+    if (!l->up) {
+        if (now - l->connect_ms >= l->timeout_ms)
+            abandon(l, "no connection");
+        return;
+    }
+    if (l->checking && now - l->alive_ms >= l->timeout_ms) {
+        abandon(l, "no answer");
+        return;
+    }
+    if (l->checking && !l->probe)
+        return; /* one PING at a time; probes may be lost, so they go on */
+    int sent = l->probe ? l->probe(l) : redisAsyncCommand(l->ac, on_pong, l, "PING") == REDIS_OK ? 0 : -1;
+    if (sent == 0)
+        l->checking = 1;
+    else
+        l->alive_ms = now; /* cannot judge it now */
+}
+
 int redis_link_start(struct redis_link *l, uv_loop_t *loop)
 {
     l->loop = loop;
     l->backoff_ms = l->min_backoff_ms;
     int r = uv_timer_init(loop, &l->retry);
-    if (r)
+    if (r || (r = uv_timer_init(loop, &l->health)))
         return r;
     l->retry.data = l;
+    l->health.data = l;
+    uint64_t every = l->timeout_ms / 3 ? l->timeout_ms / 3 : 1;
+    uv_timer_start(&l->health, on_health, every, every);
     connect_now(l);
     return 0;
 }
@@ -219,6 +306,7 @@ void redis_link_stop(struct redis_link *l)
 {
     l->stopping = 1;
     uv_timer_stop(&l->retry);
+    uv_timer_stop(&l->health);
     if (l->ac && (l->ac->c.flags & REDIS_CONNECTED)) {
         redisAsyncDisconnect(l->ac); /* link_down follows from its callback */
         return;

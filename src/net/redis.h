@@ -2,7 +2,11 @@
  * adapter) that the server owns for its lifetime: connects, authenticates,
  * selects the database, and when the connection is lost reconnects with
  * exponential backoff and jitter, telling its owner when it is up and down.
- * Runs on the loop it is given (the main
+ * A link never hangs on a Redis that stopped answering: the connect has a
+ * deadline, the socket has TCP keepalive and a user timeout, and a health
+ * check (PING, or the owner's own probe on a subscriber link) must come
+ * back within timeout_ms, else the link is torn down (pending commands get
+ * NULL replies) and reconnected. Runs on the loop it is given (the main
  * thread's); never blocks. */
 #ifndef WSFAN_REDIS_H
 #define WSFAN_REDIS_H
@@ -21,7 +25,19 @@ struct redis_link {
     int up;                      /* connected, authenticated, database selected */
     int stopping;
     uv_timer_t retry;
+    uv_timer_t health;           /* the connect deadline, then the health check */
     uint64_t backoff_ms, min_backoff_ms, max_backoff_ms;
+    uint64_t timeout_ms;         /* connect and health deadline (set by the owner) */
+    uint64_t connect_ms;         /* when the current connect began */
+    uint64_t alive_ms;           /* when the link last proved alive */
+    int checking;                /* a health check is on its way */
+    int timers_closed;           /* after redis_link_stop */
+    /* The owner's health check, for a link that cannot PING (a subscriber
+     * link: hiredis 0.14 cannot route a PING reply in subscribed mode).
+     * Sends a probe that comes back through redis_link_alive(); returns
+     * -1 when it cannot be sent now (the link is not judged then). NULL:
+     * PING. */
+    int (*probe)(struct redis_link *l);
     uint64_t reconnects;         /* times the link came back after being up */
     int was_up;
     void (*on_up)(struct redis_link *l);
@@ -37,6 +53,9 @@ int redis_link_start(struct redis_link *l, uv_loop_t *loop);
 /* Disconnects for good: pending commands are answered (or get NULL
  * replies), then on_stopped runs. */
 void redis_link_stop(struct redis_link *l);
+
+/* From the owner's probe: the link proved alive. */
+void redis_link_alive(struct redis_link *l);
 
 /* Sends a command when the link is up. Returns 0, or -1 when down (the
  * callback is not called then). */

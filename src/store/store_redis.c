@@ -316,6 +316,7 @@ struct store *store_redis_create(uv_loop_t *loop, const struct config *cfg)
     r->link.name = "store";
     r->link.min_backoff_ms = (uint64_t)cfg->redis_backoff_min;
     r->link.max_backoff_ms = (uint64_t)cfg->redis_backoff_max;
+    r->link.timeout_ms = (uint64_t)cfg->redis_timeout;
     r->link.on_up = on_link_up;
     r->link.on_down = link_changed;
     r->link.on_stopped = on_link_stopped;

@@ -11,6 +11,11 @@ What is here:
 - json_client() and run(): a JSON-level client on python3-websockets (asyncio;
   the sync client does not exist in websockets 10.4, pytest-asyncio is absent).
 - Server.kill(): SIGKILL on purpose; the teardown then expects -9, not 0.
+- The `engine` fixture (module scope, params "memory" and "redis"): the
+  room, history and presence tests take it to run once on each engine, and
+  start their servers with engine.node(factory, *args) or a server of
+  several nodes with engine.nodes(factory, n, *args) (see Engine); a test
+  marked @engine_independent (what the parser refuses) runs on memory only.
 - For the Redis engines (test_redis_*.py): the `redis_factory` /
   `redis_factory_module` / `redis_server` fixtures (Debian's redis-server on a
   free loopback port, --save '' --appendonly no, stopped by PID; kill() and
@@ -27,6 +32,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 from signal import SIGKILL, SIGTERM
@@ -1063,3 +1069,80 @@ async def publish_many(client, room: str, datas, window: int = 64, **kw):
             assert r["type"] == "ack", f"{client.label}: publish {ref} to {room} should be acknowledged, got {r!r}"
             acks.append(r)
     return acks
+
+
+# ---- the engines: one test, run on the memory and on the Redis engines ----------
+
+ENGINES = ("memory", "redis")
+
+_namespaces = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def shared_redis(tmp_path_factory) -> RedisServer:
+    """One redis-server for the whole session, for the tests parametrized by
+    `engine`. Every server started on it has a namespace of its own, so no
+    test sees another's keys or channels. Started only if a test needs it."""
+    factory = RedisFactory(tmp_path_factory.mktemp("redis-shared"))
+    yield factory()
+    factory.finalize()
+
+
+class Engine:
+    """Starts wsfan on one engine. "memory": the in-process bus and store
+    (no option). "redis": --redis on the session's shared redis-server with a
+    fresh --namespace (and --node-id) per server, waiting until connected.
+    str(engine) is its name; .redis is the RedisServer (None for memory)."""
+
+    def __init__(self, name: str, redis=None):
+        assert name in ENGINES, name
+        self.name = name
+        self.redis = redis
+
+    def __str__(self):
+        return self.name
+
+    def __repr__(self):
+        return f"<Engine {self.name}>"
+
+    @property
+    def is_redis(self) -> bool:
+        return self.name == "redis"
+
+    def node(self, factory: ServerFactory, *args, env: Optional[dict] = None) -> Server:
+        """One server (a ServerFactory such as `wsfan` or `wsfan_module`
+        starts it). On Redis it is alone in its namespace; .namespace names it
+        (None for memory)."""
+        return self.nodes(factory, 1, *args, env=env)[0]
+
+    def nodes(self, factory: ServerFactory, n: int, *args, env: Optional[dict] = None):
+        """n nodes that act as one server, each with args: with Redis, n
+        processes in one fresh namespace; with memory, where one process is the
+        whole server, that one process n times."""
+        if not self.is_redis:
+            srv = factory(*args, env=env)
+            srv.namespace = None
+            return [srv] * n
+        ns = f"t{os.getpid()}.{next(_namespaces)}"
+        out = []
+        for i in range(n):
+            srv = redis_node(factory, self.redis, f"{ns}-n{i}", "--namespace", ns, *args, env=env)
+            srv.namespace = ns
+            out.append(srv)
+        return out
+
+
+# For a test of what the command parser refuses before any engine sees it
+# (bad names, limits, offsets): the same code on every engine, so it runs
+# once, on the memory engine (with the module's memory server).
+engine_independent = pytest.mark.parametrize("engine", ["memory"], indirect=True)
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def engine(request) -> Engine:
+    """The engine a test runs on: every test that takes it runs once with the
+    memory engines and once with Redis (module scope, so that a module's
+    shared servers are started once per engine)."""
+    if request.param == "redis":
+        return Engine("redis", request.getfixturevalue("shared_redis"))
+    return Engine("memory")

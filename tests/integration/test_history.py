@@ -2,29 +2,44 @@
 1..1000, default 50, before, oldest first, the same message events as live),
 the ring of --history-length, join `since` (the missed messages in order right
 after joined, recovered/missed, no gap and no duplicate even while others
-publish), since older than the history, malformed since, and
---history-length 0."""
+publish), since older than the history (the ring of --history-length, or
+the Redis stream trimmed by length), malformed since, --history-length 0,
+and history trimmed by age (--history-ttl) never reported as recovered.
+
+Every test runs on both engines (the `engine` fixture of conftest.py): the
+memory bus and store, and Redis; but for a malformed limit, before or
+since, which the command parser refuses before any engine sees it
+(@engine_independent). Where a test takes two nodes, the Redis engine runs
+two processes in one namespace and the memory engine, where one process is
+the whole server, one process twice."""
 
 import asyncio
 
 import pytest
 
-from conftest import run
-from protocol_client import clients, connect, offset_key, settle, uniq
+from conftest import engine_independent, publish_many, run
+from protocol_client import clients, connect, offset_key, settle, short, uniq
 
 
 @pytest.fixture(scope="module")
-def server(wsfan_module):
-    srv = wsfan_module("--workers", "2")
+def server(engine, wsfan_module):
+    srv = engine.node(wsfan_module, "--workers", "2")
     yield srv
     assert srv.alive(), f"server died during the module; log:\n{srv.log_tail()}"
 
 
 @pytest.fixture(scope="module")
-def ring10(wsfan_module):
-    srv = wsfan_module("--workers", "2", "--history-length", "10")
-    yield srv
-    assert srv.alive(), f"server died during the module; log:\n{srv.log_tail()}"
+def ring10(engine, wsfan_module):
+    """Two nodes of one server with --history-length 10."""
+    nodes = engine.nodes(wsfan_module, 2, "--workers", "2", "--history-length", "10")
+    yield nodes
+    for srv in nodes:
+        assert srv.alive(), f"server died during the module; log:\n{srv.log_tail()}"
+
+
+# Publishes into a room of ring10: Redis trims its stream with MAXLEN ~ 10,
+# by whole stream nodes (of 100 entries), so it takes a few hundred to trim.
+N_RING = 500
 
 
 async def publish_n(p, room, n, start=0):
@@ -34,6 +49,35 @@ async def publish_n(p, room, n, start=0):
 
 def datas(msgs):
     return [m["data"]["i"] for m in msgs]
+
+
+def pairs(msgs):
+    return [(m["offset"], m["data"]["i"]) for m in msgs]
+
+
+def kept_by_the_store(engine, node, room, acks, hist):
+    """Checks what the store still holds of a room of ring10 after N_RING
+    publishes (acks, in order), and returns it as (offset, i) pairs, oldest
+    first. hist is the room's history with limit 1000.
+    Memory: a ring, exactly the newest 10, all of them in hist.
+    Redis: the stream NS:history:{ROOM}, trimmed with MAXLEN ~ 10: at least
+    10 and fewer than N_RING entries, the newest acks; hist is the newest
+    entries of the stream, at least 10."""
+    sent = [(a["offset"], i) for i, a in enumerate(acks)]
+    if not engine.is_redis:
+        assert datas(hist["messages"]) == list(range(N_RING - 10, N_RING)), \
+            f"--history-length 10 keeps the newest 10 of {N_RING}: {datas(hist['messages'])}"
+        assert pairs(hist["messages"]) == sent[-10:]
+        return sent[-10:]
+    stream = [e[0] for e in engine.redis.client().xrange(f"{node.namespace}:history:{{{room}}}")]
+    assert 10 <= len(stream) < N_RING, \
+        f"precondition: MAXLEN ~ 10 trims {N_RING} entries to at least 10 and fewer than {N_RING}: {len(stream)}"
+    kept = sent[-len(stream):]
+    assert [o for o, _ in kept] == stream, "the stream holds the newest acknowledged publishes, in order"
+    got = pairs(hist["messages"])
+    assert got and got == kept[-len(got):] and len(got) >= 10, \
+        f"history returns the newest entries of the stream (at least the configured 10): {len(got)} {got[:3]}"
+    return kept
 
 
 # ---- the history command -------------------------------------------------------------
@@ -98,6 +142,7 @@ def test_history_default_limit_is_50(server):
     assert datas(sixty["messages"]) == list(range(60)), f"limit 60 returns all 60"
 
 
+@engine_independent
 @pytest.mark.parametrize("limit", [0, 1001, -1, 100000, "10", 2.5, None, True],
                          ids=["0", "1001", "-1", "100000", "string", "float", "null", "true"])
 def test_history_limit_out_of_range_is_bad_command(server, limit):
@@ -114,6 +159,7 @@ def test_history_limit_out_of_range_is_bad_command(server, limit):
         f"history limit {limit!r} should be bad_command, got {r!r}"
 
 
+@engine_independent
 @pytest.mark.parametrize("before", ["abc", "", "1-", "-1", "1-2-3", "x-1", 5, ["1-0"]])
 def test_history_before_malformed_is_bad_command(server, before):
     room = uniq("hbb")
@@ -128,28 +174,33 @@ def test_history_before_malformed_is_bad_command(server, before):
         f"history before {before!r} should be bad_command, got {r!r}"
 
 
-def test_history_ring_wraps_at_history_length(ring10):
+def test_history_ring_wraps_at_history_length(engine, ring10):
+    a, b = ring10
     room = uniq("ring")
 
     async def scenario():
-        async with clients(ring10, uniq("rp")) as (p,):
+        p = await connect(a, uniq("rp"))
+        rd = await connect(b, uniq("rd"))
+        try:
             await p.join(room)
-            acks = await publish_n(p, room, 25)
-            return acks, await p.history(room, limit=1000), await p.history(room), \
-                await p.history(room, limit=3, before=acks[20]["offset"]), \
-                await p.history(room, before=acks[15]["offset"])
+            await rd.join(room)
+            acks = await publish_many(p, room, [{"i": i} for i in range(N_RING)], window=100)
+            all_ = await rd.history(room, limit=1000)
+            kept = kept_by_the_store(engine, b, room, acks, all_)
+            return kept, all_, await rd.history(room), await rd.history(room, limit=3, before=kept[5][0]), \
+                await rd.history(room, before=kept[0][0])
+        finally:
+            await p.close()
+            await rd.close()
 
-    acks, all_, default, mid, oldest = run(scenario())
-    assert datas(all_["messages"]) == list(range(15, 25)), \
-        f"--history-length 10 keeps the newest 10 of 25: {datas(all_['messages'])}"
-    assert [m["offset"] for m in all_["messages"]] == [a["offset"] for a in acks[15:]]
-    assert default["messages"] == all_["messages"]
-    assert datas(mid["messages"]) == [17, 18, 19], mid
-    assert oldest["messages"] == [], f"nothing older than the ring is kept: {oldest}"
+    kept, all_, default, mid, oldest = run(scenario())
+    assert default["messages"] == all_["messages"][-50:], "without limit: the newest 50 (all that is kept, or 50)"
+    assert pairs(mid["messages"]) == kept[2:5], f"limit 3 before the 6th message kept: {short(mid['messages'])}"
+    assert oldest["messages"] == [], f"nothing older than what is kept is returned: {short(oldest['messages'])}"
 
 
-def test_history_unavailable_with_history_length_0(wsfan):
-    srv = wsfan("--workers", "2", "--history-length", "0")
+def test_history_unavailable_with_history_length_0(engine, wsfan):
+    srv = engine.node(wsfan, "--workers", "2", "--history-length", "0")
     room = uniq("h0")
 
     async def scenario():
@@ -221,43 +272,55 @@ def test_join_since_the_latest_offset_misses_nothing(server):
     assert replay == [], f"nothing was missed, nothing is replayed: {replay}"
 
 
-def test_join_since_in_the_ring_and_older_than_the_ring(ring10):
+def test_join_since_in_the_ring_and_older_than_the_ring(engine, ring10):
+    """Published on one node, recovered on the other: since the oldest message
+    kept, since the newest one dropped, and since older ones."""
+    a, b = ring10
     room = uniq("since-ring")
 
     async def scenario():
-        async with clients(ring10, uniq("rp")) as (p,):
+        p = await connect(a, uniq("rp"))
+        cs = []
+        try:
             await p.join(room)
-            acks = await publish_n(p, room, 25)   # the ring keeps 15..24
-            out = {}
-            for label, since in (("oldest-kept", acks[15]["offset"]), ("newest-dropped", acks[14]["offset"]),
+            acks = await publish_many(p, room, [{"i": i} for i in range(N_RING)], window=100)
+            kept = kept_by_the_store(engine, a, room, acks, await p.history(room, limit=1000))
+            first = [x["offset"] for x in acks].index(kept[0][0])
+            joins = {}
+            for label, since in (("oldest-kept", kept[0][0]), ("newest-dropped", acks[first - 1]["offset"]),
                                  ("old", acks[4]["offset"]), ("older", acks[0]["offset"])):
-                c = await connect(ring10, None)
-                try:
-                    j = await c.join(room, since=since)
-                    await p.publish(room, {"i": f"live-{label}"})
-                    await c.recv_until("message", data={"i": f"live-{label}"})
-                    out[label] = (j, [m for m in c.log if m["type"] == "message"])
-                finally:
-                    await c.close()
-            return acks, out
+                c = await connect(b, None, label=label)
+                cs.append(c)
+                joins[label] = await c.join(room, since=since)
+            live = await p.publish(room, {"i": "live"})
+            for c in cs:
+                await c.recv_until("message", data={"i": "live"})
+            await settle(cs + [p])
+            return acks, kept, (live["offset"], "live"), \
+                {c.label: (joins[c.label], pairs([m for m in c.log if m["type"] == "message"])) for c in cs}
+        finally:
+            await p.close()
+            await asyncio.gather(*(c.close() for c in cs))
 
-    acks, out = run(scenario())
+    acks, kept, live, out = run(scenario())
     j, msgs = out["oldest-kept"]
-    assert j["recovered"] is True and j["missed"] == 9, f"since the oldest kept message: 9 missed, recovered: {j}"
-    assert datas(msgs[:9]) == list(range(16, 25)) and len(msgs) == 10, f"replay 16..24 then live: {datas(msgs[:9])}"
+    assert j["recovered"] is True and j["missed"] == len(kept) - 1, \
+        f"since the oldest kept message: {len(kept) - 1} missed, recovered: {j}"
+    assert msgs == kept[1:] + [live], f"replay of every message kept after it, in order, then live: {msgs}"
     j, msgs = out["newest-dropped"]
     if j["recovered"]:   # every message after it is still kept: recovering exactly is allowed
-        assert j["missed"] == 10 and datas(msgs[:10]) == list(range(15, 25)) and len(msgs) == 11, (j, msgs)
+        assert j["missed"] == len(kept) and msgs == kept + [live], (j, msgs)
     else:
-        assert j["missed"] == 0 and len(msgs) == 1, f"not recovered: nothing replayed: {j} {msgs}"
+        assert j["missed"] == 0 and msgs == [live], f"not recovered: nothing replayed: {j} {msgs}"
     for label in ("old", "older"):
         j, msgs = out[label]
         assert j["type"] == "joined" and j["recovered"] is False and j["missed"] == 0, \
-            f"since older than the ring ({label}) should be recovered false, missed 0: {j}"
-        assert len(msgs) == 1 and msgs[0]["data"]["i"] == f"live-{label}", \
-            f"nothing may be replayed when not recovered ({label}): {msgs}"
+            f"since older than what is kept ({label}) should be recovered false, missed 0: {j}"
+        assert j["offset"] == acks[-1]["offset"], f"joined offset is the latest: {j!r} vs {acks[-1]!r}"
+        assert msgs == [live], f"nothing may be replayed when not recovered ({label}): {msgs}"
 
 
+@engine_independent
 @pytest.mark.parametrize("since", ["abc", "", "1-", "-1", "1-2-3", "x-1", "1.5-0", 5, 1.5, ["1-0"], {"o": "1-0"}],
                          ids=lambda v: repr(v))
 def test_join_since_malformed_is_bad_command_and_does_not_join(server, since):
@@ -331,3 +394,56 @@ def test_join_since_while_another_client_publishes_has_no_gap_and_no_duplicate(s
     assert 0 < j["missed"] < total, (f"the join should have landed while publishing ({j['missed']} missed of "
                                      f"{total}); the test did not race")
     assert datas(stream[1:1 + j["missed"]]) == list(range(j["missed"])), "the replay is the first messages, in order"
+
+
+AGE_CASES = ("stream_expired", "entries_aged")
+
+
+def test_history_trimmed_by_age_never_reports_a_gap_as_recovered(engine, wsfan):
+    """--history-ttl 1: messages older than a second are out of history. A
+    join since m1 after m2 aged out either says recovered false, or replays
+    every message after m1 (m2 included): never recovered true with m2
+    silently missing. Published on one node, joined on the other.
+    stream_expired: m1 and m2, then nothing for 1.5 s (on Redis, past the
+    stream key's expiry, if it had one), then m3. entries_aged: m1, m2, m3
+    0.75 s later, then the join 0.45 s after that (m1 and m2 are older than
+    1 s, m3 is not). The two cases run at the same time, each in its own
+    room."""
+    a, b = engine.nodes(wsfan, 2, "--history-ttl", "1")
+
+    async def case(name):
+        room = uniq(f"hage-{name}")
+        pub = await connect(a, uniq("pub"))
+        late = await connect(b, uniq("late"))
+        try:
+            await pub.join(room)
+            m1 = await pub.publish(room, "m1")
+            await pub.publish(room, "m2")
+            if name == "stream_expired":
+                await asyncio.sleep(1.5)
+                await pub.publish(room, "m3")
+            else:
+                await asyncio.sleep(0.75)
+                await pub.publish(room, "m3")
+                await asyncio.sleep(0.45)
+            h = await pub.history(room)  # before the join: m3 is under a second old
+            j = await late.join(room, since=m1["offset"])
+            await late.drain(0.3)
+            replay = [m["data"] for m in late.inbox if m["type"] == "message"]
+            return m1, j, replay, h
+        finally:
+            await pub.close()
+            await late.close()
+
+    async def scenario():
+        return dict(zip(AGE_CASES, await asyncio.gather(*(case(name) for name in AGE_CASES))))
+
+    for name, (m1, j, replay, h) in run(scenario()).items():
+        assert [m["data"] for m in h["messages"]] == ["m3"], \
+            f"{name}: with --history-ttl 1, messages older than a second are out of history: {short(h['messages'])}"
+        if j.get("recovered"):
+            assert replay == ["m2", "m3"], \
+                f"{name}: join since m1 ({m1['offset']}) answered recovered:true but replayed {replay}: m2 is " \
+                f"silently lost (joined {j!r}); with m2 aged out of history the answer must be recovered:false"
+        else:
+            assert replay == [] and j.get("missed") == 0, f"{name}: recovered false replays nothing: {replay} {j!r}"

@@ -2,7 +2,9 @@
 over --workers 4 in one room, 5 of them publishing 40 messages each at the same
 time. Every client gets all 200 exactly once, all in the same order, each
 publisher's messages in the order it published them, with offsets increasing
-in delivery order and equal to the publishers' acks."""
+in delivery order and equal to the publishers' acks. On both engines (the
+`engine` fixture of conftest.py); publishers on several nodes are in
+test_redis_delivery.py."""
 
 import asyncio
 
@@ -12,8 +14,8 @@ from protocol_client import connect, offset_key, uniq
 N_CLIENTS, N_PUBLISHERS, PER_PUBLISHER = 50, 5, 40
 
 
-def test_fifty_clients_see_two_hundred_concurrent_messages_in_one_order(wsfan):
-    srv = wsfan("--workers", "4")
+def test_fifty_clients_see_two_hundred_concurrent_messages_in_one_order(engine, wsfan):
+    srv = engine.node(wsfan, "--workers", "4")
     room = uniq("order")
     total = N_PUBLISHERS * PER_PUBLISHER
 

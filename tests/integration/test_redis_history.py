@@ -2,10 +2,14 @@
 holds the persisted messages of a room, shared by every node, in delivery
 order, the stream entry id being the offset; `history` and `join since`
 read it from any node; recovery is exact across nodes (no gap, no
-duplicate, replay before live) and `recovered` is false once the stream no
-longer reaches back; trimming by length and age; the persist-and-publish
-script survives SCRIPT FLUSH (NOSCRIPT); --store-redis puts history and
-presence on another Redis."""
+duplicate, replay before live); the persist-and-publish script survives
+SCRIPT FLUSH (NOSCRIPT); --store-redis puts history and presence on another
+Redis.
+
+History on one Redis node, as on the memory engines, is in test_history.py,
+which runs on both: among it `recovered` false once the stream was trimmed
+by length (test_join_since_in_the_ring_and_older_than_the_ring) and by age
+(test_history_trimmed_by_age_never_reports_a_gap_as_recovered)."""
 
 import asyncio
 import json
@@ -151,96 +155,6 @@ def test_join_since_on_one_node_while_another_node_publishes_is_exact(redis_serv
             f"{label}: the {missed} replayed messages end at the joined offset {latest}: {replay[-3:]}"
         assert all(offset_key(o) > offset_key(latest) for o in got[missed:]), \
             f"{label}: live messages come after the replay (offset above {latest})"
-
-
-def test_recovered_is_false_once_the_stream_was_trimmed(redis_factory, wsfan):
-    redis_srv = redis_factory()
-    a = redis_node(wsfan, redis_srv, "trim-a", "--history-length", "10")
-    b = redis_node(wsfan, redis_srv, "trim-b", "--history-length", "10")
-    room = uniq("htrim")
-    r = redis_srv.client()
-    N = 500
-
-    async def scenario():
-        pub = await connect(a, uniq("pub"))
-        c1 = await connect(b, uniq("late1"))
-        c2 = await connect(b, uniq("late2"))
-        try:
-            await pub.join(room)
-            acks = await publish_many(pub, room, [{"n": k} for k in range(N)], window=100)
-            length = r.xlen(stream_key(room))
-            first = r.xrange(stream_key(room), count=1)[0][0]
-            old = await c1.join(room, since=acks[0]["offset"])
-            await c1.drain(0.2)
-            replayed_old = [m for m in c1.inbox if m["type"] == "message"]
-            ok = await c2.join(room, since=first)
-            msgs = await c2.recv_n(lambda m: m["type"] == "message", ok.get("missed") or 0, "replay", 5)
-            h = await c2.history(room, limit=1000)
-            return acks, length, first, old, replayed_old, ok, msgs, h
-        finally:
-            for c in (pub, c1, c2):
-                await c.close()
-
-    acks, length, first, old, replayed_old, ok, msgs, h = run(scenario(), 60)
-    stream = [e[0] for e in r.xrange(stream_key(room))]
-    assert 10 <= length < N, f"precondition: MAXLEN ~ 10 trims 500 entries to at least 10 and fewer than 500: {length}"
-    assert old.get("recovered") is False and old.get("missed") == 0, \
-        f"since an offset trimmed from the stream: recovered false and nothing missed counted: {old!r}"
-    assert not replayed_old, f"nothing is replayed when not recovered: {short(replayed_old)}"
-    assert old.get("offset") == acks[-1]["offset"], f"joined offset is the latest: {old!r} vs {acks[-1]!r}"
-    assert ok.get("recovered") is True, f"since the stream's first entry {first}: recovered: {ok!r}"
-    assert [m["offset"] for m in msgs] == stream[1:], "the replay is every entry after the since, in order"
-    hist = [m["offset"] for m in h["messages"]]
-    assert hist and hist == stream[-len(hist):] and len(hist) >= 10, \
-        f"history returns the newest entries of the stream (at least the configured 10): {len(hist)} {hist[:3]}"
-
-
-@pytest.mark.parametrize("case", ["stream_expired", "entries_aged"])
-def test_history_trimmed_by_age_never_reports_a_gap_as_recovered(redis_server, wsfan, case):
-    """--history-ttl 1: messages older than a second are out of history. A
-    join since m1 after m2 aged out either says recovered false, or replays
-    every message after m1 (m2 included): never recovered true with m2
-    silently missing.
-    stream_expired: m1 and m2, then nothing for 1.5 s (the stream key's own
-    expiry passes), then m3. entries_aged: m1, m2, m3 0.75 s later (the key
-    lives on), then the join 0.45 s after that (m1 and m2 are older than 1 s,
-    m3 is not)."""
-    a = redis_node(wsfan, redis_server, "age-a", "--history-ttl", "1")
-    b = redis_node(wsfan, redis_server, "age-b", "--history-ttl", "1")
-    room = uniq("hage")
-
-    async def scenario():
-        pub = await connect(a, uniq("pub"))
-        late = await connect(b, uniq("late"))
-        try:
-            await pub.join(room)
-            m1 = await pub.publish(room, "m1")
-            await pub.publish(room, "m2")
-            if case == "stream_expired":
-                await asyncio.sleep(1.5)
-                await pub.publish(room, "m3")
-            else:
-                await asyncio.sleep(0.75)
-                await pub.publish(room, "m3")
-                await asyncio.sleep(0.45)
-            h = await pub.history(room)  # before the join: m3 is under a second old
-            j = await late.join(room, since=m1["offset"])
-            await late.drain(0.3)
-            replay = [m["data"] for m in late.inbox if m["type"] == "message"]
-            return m1, j, replay, h
-        finally:
-            await pub.close()
-            await late.close()
-
-    m1, j, replay, h = run(scenario())
-    assert [m["data"] for m in h["messages"]] == ["m3"], \
-        f"with --history-ttl 1, messages older than a second are out of history: {short(h['messages'])}"
-    if j.get("recovered"):
-        assert replay == ["m2", "m3"], \
-            f"join since m1 ({m1['offset']}) answered recovered:true but replayed {replay}: m2 is silently lost " \
-            f"(joined {j!r}); with m2 aged out of history the answer must be recovered:false"
-    else:
-        assert replay == [] and j.get("missed") == 0, f"recovered false replays nothing: {replay} {j!r}"
 
 
 def test_publishing_survives_script_flush(redis_server, two):

@@ -30,6 +30,12 @@ def user_ch(user, ns=NS):
     return f"{ns}:user:{{{user}}}"
 
 
+def bus_channels(r):
+    """PUBSUB CHANNELS less the nodes' own liveness probe channels
+    (NS:probe:{NODE}, one per node, always subscribed)."""
+    return {c for c in r.pubsub_channels() if ":probe:{" not in c}
+
+
 @pytest.fixture
 def two(redis_server, wsfan):
     a = redis_node(wsfan, redis_server, "sub-a", "--workers", "4")
@@ -43,8 +49,10 @@ def test_all_channel_is_subscribed_always_once_per_node(redis_server, two):
     r = redis_server.client()
     wait_until(lambda: (numsub(r, f"{NS}:all")[f"{NS}:all"] == 2, numsub(r, f"{NS}:all")),
                "NS:all should have one subscriber per node (2) without any client", 5)
-    chans = set(r.pubsub_channels())
+    chans = bus_channels(r)
     assert chans == {f"{NS}:all"}, f"with no client connected, only NS:all is subscribed: {chans}"
+    probes = set(r.pubsub_channels(f"{NS}:probe:*"))
+    assert probes == {f"{NS}:probe:{{sub-a}}", f"{NS}:probe:{{sub-b}}"}, f"one probe channel per node: {probes}"
 
 
 def test_room_channel_is_subscribed_while_the_node_has_a_local_member(redis_server, two):
@@ -54,7 +62,7 @@ def test_room_channel_is_subscribed_while_the_node_has_a_local_member(redis_serv
     ch = room_ch(room)
 
     def expect(n, what):
-        return await_until(lambda: (numsub(r, ch)[ch] == n, (numsub(r, ch), sorted(r.pubsub_channels()))),
+        return await_until(lambda: (numsub(r, ch)[ch] == n, (numsub(r, ch), sorted(bus_channels(r)))),
                            f"{what}: NUMSUB {ch} should be {n}", 5)
 
     async def scenario():
@@ -118,7 +126,7 @@ def test_user_channel_is_subscribed_while_the_user_has_a_local_connection(redis_
         await expect(1, "alice's last connection on node a closed")
         await b1.close()
         await expect(0, "alice has no connection anywhere")
-        chans = set(r.pubsub_channels())
+        chans = bus_channels(r)
         await anon.close()
         return got, chans
 
@@ -229,7 +237,7 @@ def test_join_leave_churn_leaves_each_node_subscribed_to_exactly_its_rooms(redis
             for s in slots:
                 s.rooms.clear()
             end = await await_until(
-                lambda: (set(r.pubsub_channels()) == {f"{NS}:all"}, sorted(r.pubsub_channels())),
+                lambda: (bus_channels(r) == {f"{NS}:all"}, sorted(bus_channels(r))),
                 "after every client left, only NS:all should remain subscribed (no leaked room or user "
                 "channel)", 5)
             return detail, exp, receivers, missing, stray, user_subs, end
@@ -316,7 +324,7 @@ def test_namespace_prefixes_every_channel_and_key_and_separates_deployments(redi
         try:
             for c in (cx, cy, cz):
                 await c.join(room)
-            chans = set(r.pubsub_channels())
+            chans = bus_channels(r)
             p = await cx.publish(room, {"from": "staging"})
             got_y = await cy.recv_until("message", room=room)
             await cz.drain(0.3)

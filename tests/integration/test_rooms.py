@@ -2,20 +2,25 @@
 the room's members, `send` every connection of one user, `broadcast` every
 connection (only with --allow-broadcast); the name rules for rooms and users;
 not_member; --max-rooms; ephemeral and echo:false; and a slow reader that is
-closed with 1013 while the other members get every message."""
+closed with 1013 while the other members get every message; a join sent
+again while the first is on its way is answered after it.
+
+Every test runs on both engines (the `engine` fixture of conftest.py): the
+memory bus and store, and Redis; but for the refused names, which the
+command parser refuses before any engine sees them (@engine_independent)."""
 
 import asyncio
 import time
 
 import pytest
 
-from conftest import SLOW, PeerClosed, RawClient, run
+from conftest import SLOW, PeerClosed, RawClient, engine_independent, run
 from protocol_client import (assert_keys, clients, connect, connect_on_other_worker, events, settle, uniq)
 
 
 @pytest.fixture(scope="module")
-def server(wsfan_module):
-    srv = wsfan_module("--workers", "4", "--allow-broadcast")
+def server(engine, wsfan_module):
+    srv = engine.node(wsfan_module, "--workers", "4", "--allow-broadcast")
     yield srv
     assert srv.alive(), f"server died during the module; log:\n{srv.log_tail()}"
 
@@ -170,8 +175,8 @@ def test_broadcast_reaches_every_connection_once(server):
     assert all(not m for m in room_msgs), f"a broadcast is not a room message: {room_msgs}"
 
 
-def test_broadcast_forbidden_without_allow_broadcast(wsfan):
-    srv = wsfan("--workers", "2")
+def test_broadcast_forbidden_without_allow_broadcast(engine, wsfan):
+    srv = engine.node(wsfan, "--workers", "2")
 
     async def scenario():
         async with clients(srv, uniq("u"), None, uniq("v")) as cs:
@@ -223,6 +228,7 @@ def rewrites(name: str):
     return sorted(n for n in out if n and len(n) <= 128 and all(ch in ALLOWED for ch in n) and n != name)
 
 
+@engine_independent
 @pytest.mark.parametrize("name", list(BAD_NAMES.values()), ids=list(BAD_NAMES))
 def test_bad_room_name_is_refused_never_rewritten(server, name):
     async def scenario():
@@ -246,6 +252,7 @@ def test_bad_room_name_is_refused_never_rewritten(server, name):
         assert r.get("code") == "not_member", f"join of {name!r} was refused, yet the connection is in {n!r}: {r!r}"
 
 
+@engine_independent
 @pytest.mark.parametrize("name", list(BAD_NAMES.values()), ids=list(BAD_NAMES))
 def test_bad_user_name_in_send_is_refused_never_rewritten(server, name):
     candidates = rewrites(name)
@@ -353,10 +360,28 @@ def test_not_member_of_a_room_others_are_in(server, command):
     assert [m["data"] for m in inside_msgs] == ["inside"], f"a refused publish was delivered: {inside_msgs}"
 
 
+def test_second_join_of_a_pending_room_is_answered_after_the_first(server):
+    room = uniq("rj")
+
+    async def scenario():
+        async with clients(server, uniq("u")) as (c,):
+            for ref in ("first", "second", "third"):
+                await c.send({"type": "join", "room": room, "ref": ref})
+            return await c.recv_n(lambda m: m["type"] == "joined", 3, "joined replies")
+
+    replies = run(scenario())
+    assert [m["ref"] for m in replies] == ["first", "second", "third"], \
+        f"joined replies in the order of the joins: {replies}"
+    assert isinstance(replies[0]["offset"], str), f"the first join is the real one: {replies[0]}"
+    for m in replies[1:]:
+        assert m["offset"] is None and m["recovered"] is True and m["missed"] == 0, \
+            f"a join of a room already joined changes nothing: {m}"
+
+
 # ---- --max-rooms ---------------------------------------------------------------------------
 
-def test_too_many_rooms(wsfan):
-    srv = wsfan("--workers", "2", "--max-rooms", "2")
+def test_too_many_rooms(engine, wsfan):
+    srv = engine.node(wsfan, "--workers", "2", "--max-rooms", "2")
     a, b, c = uniq("ra"), uniq("rb"), uniq("rc")
     xuser = uniq("tm")
 
@@ -463,8 +488,8 @@ def test_echo_false_leaves_out_only_the_publishing_connection(server):
 
 # ---- slow reader -----------------------------------------------------------------------------
 
-def test_slow_reader_is_closed_with_1013_and_others_get_everything(wsfan):
-    srv = wsfan("--workers", "2", "--send-queue-limit", "64k")
+def test_slow_reader_is_closed_with_1013_and_others_get_everything(engine, wsfan):
+    srv = engine.node(wsfan, "--workers", "2", "--send-queue-limit", "64k")
     room = uniq("slow")
     payload = "s" * 8000
     max_messages = 1500  # 12 MB at most: well past 64k plus any socket buffers
