@@ -28,6 +28,8 @@
 
 #define SHUTDOWN_GRACE_MS 3000
 #define STOP_CHECK_MS 10
+#define DRAIN_TICK_MS 50
+#define SHUTDOWN_BOUND_MS 5000 /* past the drain and the grace time: exit anyway */
 
 struct server;
 
@@ -40,6 +42,9 @@ struct worker {
     struct inbox inbox;
     uv_timer_t stop_timer;   /* bounds a graceful shutdown */
     uv_timer_t stop_check;   /* ends the loop once its last connection is gone */
+    uv_timer_t drain_timer;  /* closes connections a slice at a time */
+    uint64_t drain_start_ms;
+    size_t drain_total, drain_closed;
     struct net_loop net;
     struct app app;
     struct metrics_worker metrics;  /* written by this worker only */
@@ -51,7 +56,9 @@ struct server {
     struct worker *workers;
     int nworkers;
     atomic_int ws_connections;   /* upgraded connections, for --max-connections */
+    atomic_int draining;         /* a shutdown began */
     uv_signal_t sigterm, sigint;
+    uv_timer_t shutdown_bound;   /* a shutdown that does not end in time exits anyway */
     int stopping;
     struct bus *bus;             /* runs on the main loop */
     struct metrics_bus metrics;  /* written by the bus thread */
@@ -104,6 +111,7 @@ static void worker_close_handles(struct worker *w)
     net_loop_close(&w->net);
     uv_close((uv_handle_t *)&w->stop_timer, NULL);
     uv_close((uv_handle_t *)&w->stop_check, NULL);
+    uv_close((uv_handle_t *)&w->drain_timer, NULL);
     inbox_close(&w->inbox);
 }
 
@@ -123,14 +131,53 @@ static void on_stop_check(uv_timer_t *t)
         worker_close_handles(w);
 }
 
+/* Every connection is closing: the peers get the grace time to finish the
+ * close handshake, and the worker ends with its last connection. */
+static void worker_closed_all(struct worker *w)
+{
+    uv_timer_stop(&w->drain_timer);
+    uv_timer_start(&w->stop_timer, on_stop_deadline, SHUTDOWN_GRACE_MS, 0);
+    uv_timer_start(&w->stop_check, on_stop_check, STOP_CHECK_MS, STOP_CHECK_MS);
+}
+
+/* Closes the share of the connections that the time spent draining calls
+ * for, so that --drain-seconds spreads the closes (and the reconnects to
+ * other nodes) evenly. */
+static void on_drain(uv_timer_t *t)
+{
+    struct worker *w = t->data;
+    uint64_t drain_ms = (uint64_t)w->server->cfg->drain_seconds * 1000;
+    uint64_t elapsed = uv_now(&w->loop) - w->drain_start_ms;
+    if (elapsed >= drain_ms) {
+        uv_close((uv_handle_t *)&w->listener, NULL);
+        net_loop_close_some(&w->net, SIZE_MAX, WS_CLOSE_GOING_AWAY, "server shutting down");
+        worker_closed_all(w);
+        return;
+    }
+    size_t due = (size_t)((double)w->drain_total * (double)elapsed / (double)drain_ms);
+    if (due > w->drain_closed)
+        w->drain_closed += net_loop_close_some(&w->net, due - w->drain_closed, WS_CLOSE_GOING_AWAY,
+                                               "server shutting down");
+}
+
+/* Without a drain time, everything closes at once. With one, the port
+ * stays open while the connections close a share at a time: /readyz
+ * answers 503 and new WebSocket handshakes are refused (router.c), so that
+ * a load balancer sees the node leave; the listener closes at the end. */
 static void worker_stop(struct task *task, void *ctx)
 {
     struct worker *w = ctx;
     free(task);
-    uv_close((uv_handle_t *)&w->listener, NULL);
-    net_loop_close_all(&w->net, WS_CLOSE_GOING_AWAY, "server shutting down");
-    uv_timer_start(&w->stop_timer, on_stop_deadline, SHUTDOWN_GRACE_MS, 0);
-    uv_timer_start(&w->stop_check, on_stop_check, STOP_CHECK_MS, STOP_CHECK_MS);
+    w->drain_total = net_loop_open_count(&w->net);
+    w->drain_closed = 0;
+    w->drain_start_ms = uv_now(&w->loop);
+    if (w->server->cfg->drain_seconds == 0) {
+        uv_close((uv_handle_t *)&w->listener, NULL);
+        net_loop_close_some(&w->net, SIZE_MAX, WS_CLOSE_GOING_AWAY, "server shutting down");
+        worker_closed_all(w);
+        return;
+    }
+    uv_timer_start(&w->drain_timer, on_drain, DRAIN_TICK_MS, DRAIN_TICK_MS);
 }
 
 static void worker_main(void *arg)
@@ -198,12 +245,15 @@ static int worker_init(struct server *s, struct worker *w, int index)
     w->stop_timer.data = w;
     uv_timer_init(&w->loop, &w->stop_check);
     w->stop_check.data = w;
+    uv_timer_init(&w->loop, &w->drain_timer);
+    w->drain_timer.data = w;
     w->app = (struct app){
         .cfg = s->cfg,
         .net = &w->net,
         .hub = hub_create(&w->net),
         .bus = s->bus,
         .ws_connections = &s->ws_connections,
+        .draining = &s->draining,
         .metrics = &s->view,
     };
     return w->app.hub ? 0 : UV_ENOMEM;
@@ -233,13 +283,28 @@ static int view_init(struct server *s)
     return 0;
 }
 
+/* A shutdown that is still not over past the drain and the grace time
+ * (replies that never came back) must not hang the process. */
+static void on_shutdown_bound(uv_timer_t *t)
+{
+    struct server *s = t->data;
+    log_error("shutdown not complete %d s after the signal: exiting now",
+              s->cfg->drain_seconds + (SHUTDOWN_GRACE_MS + SHUTDOWN_BOUND_MS) / 1000);
+    _exit(1);
+}
+
 static void on_signal(uv_signal_t *sig, int signum)
 {
     struct server *s = sig->data;
     if (s->stopping)
         return;
     s->stopping = 1;
-    log_info("%s: closing every connection with 1001", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    atomic_store(&s->draining, 1); /* /readyz fails first */
+    if (s->cfg->drain_seconds)
+        log_info("%s: closing every connection with 1001 over %d s", signum == SIGINT ? "SIGINT" : "SIGTERM",
+                 s->cfg->drain_seconds);
+    else
+        log_info("%s: closing every connection with 1001", signum == SIGINT ? "SIGINT" : "SIGTERM");
     for (int i = 0; i < s->nworkers; i++) {
         struct task *t = malloc(sizeof *t);
         if (!t)
@@ -248,8 +313,14 @@ static void on_signal(uv_signal_t *sig, int signum)
         if (inbox_post(&s->workers[i].inbox, t))
             free(t);
     }
+    /* A second signal has its default effect: the process ends at once. */
     uv_close((uv_handle_t *)&s->sigterm, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
+    uv_timer_init(s->loop, &s->shutdown_bound);
+    s->shutdown_bound.data = s;
+    uv_timer_start(&s->shutdown_bound, on_shutdown_bound,
+                   (uint64_t)s->cfg->drain_seconds * 1000 + SHUTDOWN_GRACE_MS + SHUTDOWN_BOUND_MS, 0);
+    uv_unref((uv_handle_t *)&s->shutdown_bound);
 }
 
 /* The bus serves the workers until the last of them has exited. */
@@ -318,6 +389,8 @@ static void run_workers(struct server *s)
     uv_run(s->loop, UV_RUN_DEFAULT);
     for (int i = 0; i < s->nworkers; i++)
         uv_thread_join(&s->workers[i].thread);
+    uv_close((uv_handle_t *)&s->shutdown_bound, NULL);
+    uv_run(s->loop, UV_RUN_DEFAULT);
     log_info("stopped");
 }
 

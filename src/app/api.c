@@ -403,7 +403,10 @@ static void serve_healthz(struct client *c, const struct http_request *req, cons
 static void serve_readyz(struct client *c, const struct http_request *req, const char *tenant)
 {
     (void)tenant;
-    if (bus_ready(client_app(c)->bus))
+    struct app *app = client_app(c);
+    if (atomic_load_explicit(app->draining, memory_order_relaxed))
+        router_respond_text(c, 503, "Retry-After: 1\r\n", "not ready: shutting down", req->keep_alive);
+    else if (bus_ready(app->bus))
         router_respond_text(c, 200, NULL, "ready", req->keep_alive);
     else
         router_respond_text(c, 503, "Retry-After: 1\r\n", "not ready: the bus or the store is not connected",

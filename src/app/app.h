@@ -24,6 +24,7 @@ struct app {
     struct hub *hub;
     struct bus *bus;
     atomic_int *ws_connections;   /* upgraded connections of the process, for --max-connections */
+    atomic_int *draining;         /* set when a shutdown began: /readyz fails from then on */
     const struct metrics_view *metrics;
 };
 

@@ -110,6 +110,10 @@ static void upgrade(struct client *c, const struct http_request *req)
         router_respond_text(c, 400, NULL, "user must be 1 to 128 characters of A-Z a-z 0-9 _ . : -", 0);
         return;
     }
+    if (atomic_load_explicit(app->draining, memory_order_relaxed)) {
+        router_respond_text(c, 503, "Retry-After: 5\r\n", "server shutting down", 0);
+        return;
+    }
     if (atomic_fetch_add(app->ws_connections, 1) >= app->cfg->max_connections) {
         atomic_fetch_sub(app->ws_connections, 1);
         router_respond_text(c, 503, "Retry-After: 5\r\n", "server full", 0);

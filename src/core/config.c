@@ -59,6 +59,9 @@ static const struct option_spec options[] = {
      "reconnected (default 3000)"},
     {"presence-ttl", OPT_INT, FIELD(presence_ttl), 2, 3600,
      "seconds after which a dead node's users leave presence (default 15)"},
+    {"drain-seconds", OPT_INT, FIELD(drain_seconds), 0, 3600,
+     "on SIGTERM, close connections spread over this many seconds, so that clients do not all reconnect "
+     "at once (default 0: all at once)"},
     {"api-key", OPT_SECRET, FIELD(api_key), 1, 256,
      "require Authorization: Bearer <key> on /api/* and /metrics; prefer the variable, ps shows flags (default: open)"},
 };

@@ -98,10 +98,23 @@ void net_loop_close(struct net_loop *l)
     l->ping = NULL;
 }
 
-void net_loop_close_all(struct net_loop *l, uint16_t code, const char *reason)
+size_t net_loop_close_some(struct net_loop *l, size_t n, uint16_t code, const char *reason)
 {
-    for (struct conn *c = l->conns; c; c = c->next)
-        conn_close(c, code, reason);
+    size_t closed = 0;
+    for (struct conn *c = l->conns; c && closed < n; c = c->next)
+        if (conn_is_open(c)) {
+            conn_close(c, code, reason);
+            closed++;
+        }
+    return closed;
+}
+
+size_t net_loop_open_count(const struct net_loop *l)
+{
+    size_t n = 0;
+    for (const struct conn *c = l->conns; c; c = c->next)
+        n += conn_is_open(c);
+    return n;
 }
 
 void net_loop_drop_all(struct net_loop *l)

@@ -51,8 +51,13 @@ void net_loop_close(struct net_loop *l);
 /* Marks c to be flushed by the flusher. */
 void net_loop_mark_dirty(struct net_loop *l, struct conn *c);
 
-/* Starts closing every connection with code, for a shutdown. */
-void net_loop_close_all(struct net_loop *l, uint16_t code, const char *reason);
+/* Starts closing up to n of the connections still open with code (oldest
+ * last: the newest go first), for a shutdown; returns how many it began to
+ * close. n = SIZE_MAX closes every one. */
+size_t net_loop_close_some(struct net_loop *l, size_t n, uint16_t code, const char *reason);
+
+/* The connections not closing yet. */
+size_t net_loop_open_count(const struct net_loop *l);
 
 /* Drops every connection now (a shutdown's grace time is over). */
 void net_loop_drop_all(struct net_loop *l);

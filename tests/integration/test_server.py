@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from conftest import (OP_TEXT, SLOW, PeerClosed, RawClient, cmd, connect_json, free_port, frame,
-                      json_client, repo_version, run, run_wsfan, sanitizer_report)
+from conftest import (OP_TEXT, SLOW, PeerClosed, RawClient, cmd, connect_json, free_port, frame, http_get,
+                      json_client, repo_version, request_head, run, run_wsfan, sanitizer_report, upgrade_headers)
 
 
 # ---- command line ----------------------------------------------------------------
@@ -234,6 +234,44 @@ def test_shutdown_is_not_held_up_by_unresponsive_clients(wsfan):
     assert code == 1001, f"the mute client should still have been sent close 1001, got {code}"
     mute.close()
     half.close()
+
+
+def test_drain_spreads_the_closes_and_reports_not_ready_first(wsfan):
+    """--drain-seconds 2: /readyz answers 503 and new handshakes get 503 at
+    once, while the open connections get 1001 spread over the 2 s (not all
+    at once, so that they do not all reconnect elsewhere at the same
+    moment); then the process exits 0."""
+    srv = wsfan("--workers", "1", "--drain-seconds", "2")
+    clients = [RawClient.open(srv, f"/ws?user=d{i}") for i in range(20)]
+    for c in clients:
+        assert c.request({"type": "ping", "ref": 1}) == {"type": "pong", "ref": 1}
+    t0 = time.monotonic()
+    srv.signal(signal.SIGTERM)
+    ready = http_get(srv.port, "/readyz")
+    assert ready.status == 503, f"/readyz during the drain: {ready.status}"
+    late = RawClient(srv.port)
+    late.send(request_head("GET", "/ws", upgrade_headers()))
+    assert late.read_http_response().status == 503
+    late.close()
+    closed_at = {}
+    deadline = time.monotonic() + 5 * SLOW
+    while len(closed_at) < len(clients) and time.monotonic() < deadline:
+        for i, c in enumerate(clients):
+            if i in closed_at:
+                continue
+            try:
+                code, _, _ = c.read_until_close(timeout=0.01)
+            except socket.timeout:
+                continue
+            assert code == 1001, f"client {i} was closed with {code}"
+            closed_at[i] = time.monotonic() - t0
+            c.close()
+    assert len(closed_at) == len(clients), f"only {len(closed_at)} of {len(clients)} closed: {closed_at}"
+    first, last = min(closed_at.values()), max(closed_at.values())
+    closed_at = sorted(closed_at.values())
+    assert last - first >= 1.0, f"the closes should spread over the drain: {sorted(closed_at)}"
+    assert last <= 3.0 * SLOW, f"every connection should be closed by the end of the drain: {sorted(closed_at)}"
+    assert srv.wait(timeout=5 * SLOW) == 0
 
 
 def test_websockets_client_sees_1001_on_sigterm(wsfan):

@@ -67,6 +67,7 @@ struct fixture {
     struct inbox inbox;     /* the worker's: bus replies and deliveries */
     struct app app;
     atomic_int ws_connections;
+    atomic_int draining;
     struct peer peers[NPEERS];
 };
 
@@ -352,6 +353,7 @@ static int setup_with(void **state, const struct bus_engine *engine)
         .hub = hub_create(f->net),
         .bus = bus,
         .ws_connections = &f->ws_connections,
+        .draining = &f->draining,
     };
     assert_non_null(f->app.hub);
     f->net->data = &f->app;
