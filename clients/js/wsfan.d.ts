@@ -36,6 +36,8 @@ export interface PresenceEvent {
   type: 'presence_join' | 'presence_leave';
   room: string;
   user: string;
+  /** presence_join only: the joining connection's `info` claim, when its token has one. */
+  info?: { [key: string]: Json };
 }
 
 export interface JoinedReply {
@@ -63,6 +65,8 @@ export interface AckReply {
 export interface PresenceUser {
   user: string;
   connections: number;
+  /** The `info` of the user's newest connection in the room, when it has one. */
+  info?: { [key: string]: Json };
 }
 
 export type ClientState = 'connecting' | 'open' | 'reconnecting' | 'closed';

@@ -377,7 +377,7 @@ void hub_deliver(struct hub *h, const struct event *ev)
      * connection. */
     struct map *m = ev->target == EVENT_ROOM ? &h->rooms : &h->users;
     struct hub_entry *e = NULL;
-    if (ev->key[0] && !(e = map_get(m, ev->key, strlen(ev->key))))
+    if (ev->key_len && !(e = map_get(m, ev->key, ev->key_len)))
         return;
     struct frame *f = ws_frame_create(WS_OP_TEXT, ev->json, ev->len);
     if (!f) {

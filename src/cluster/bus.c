@@ -228,7 +228,7 @@ static void deliver_now(struct bus *b, struct bus_room *r, struct event *ev)
         r->seen = ev->offset;
         r->has_seen = 1;
     }
-    int everyone = ev->target == EVENT_ALL && !ev->key[0];
+    int everyone = ev->target == EVENT_ALL && !ev->key_len;
     for (int i = 0; !b->stopping && i < b->hooks.nworkers; i++) {
         if (!everyone && (!r || !r->per_worker[i]))
             continue;
@@ -253,7 +253,7 @@ void bus_deliver(struct bus *b, struct event *ev)
 {
     /* A tenant's broadcast goes where its connections are ("T/" in users). */
     struct map *index = ev->target == EVENT_ROOM ? &b->rooms : &b->users;
-    struct bus_room *r = ev->key[0] ? map_get(index, ev->key, strlen(ev->key)) : NULL;
+    struct bus_room *r = ev->key_len ? map_get(index, ev->key, ev->key_len) : NULL;
     if (r && r->holds) {
         struct held_event *h = malloc(sizeof *h);
         if (h) {

@@ -31,16 +31,20 @@ static struct piece decimal(uint64_t v, char buf[24])
 static struct event *splice(enum event_target target, enum event_kind kind, const char *key,
                             const struct piece *pieces, size_t n)
 {
-    size_t total = 0;
+    size_t total = 0, key_len = key ? strlen(key) : 0;
     for (size_t i = 0; i < n; i++)
         total += pieces[i].n;
-    struct event *ev = malloc(sizeof *ev + total + 1);
+    /* The header, the JSON and its NUL, then the key and its NUL. */
+    struct event *ev = malloc(sizeof *ev + total + 1 + key_len + 1);
     if (!ev)
         return NULL;
     atomic_init(&ev->refs, 1);
     ev->target = target;
     ev->kind = kind;
-    snprintf(ev->key, sizeof ev->key, "%s", key ? key : "");
+    char *key_copy = ev->json + total + 1;
+    memcpy(key_copy, key ? key : "", key_len + 1);
+    ev->key = key_copy;
+    ev->key_len = key_len;
     ev->skip_worker = -1;
     ev->skip_seq = 0;
     ev->has_offset = 0;

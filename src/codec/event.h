@@ -29,9 +29,11 @@ struct event {
     atomic_uint refs;
     enum event_target target;
     enum event_kind kind;
-    char key[KEY_MAX_LEN + 1];    /* the room's or the user's key (core/names.h):
+    const char *key;              /* the room's or the user's key (core/names.h):
                                      the name, or "T/name" in tenant T; for
-                                     everyone "" or "T/" */
+                                     everyone "" or "T/". In the block, after
+                                     the JSON */
+    size_t key_len;
     int skip_worker;              /* echo:false: the publisher's worker, or -1 */
     uint64_t skip_seq;            /* and its connection */
     int has_offset;               /* a persisted room message */
