@@ -138,7 +138,9 @@ static void send_joined(struct client *c, struct call *call)
     }
     struct store_batch *missed = &req->store.batch;
     size_t len;
-    send_reply(c, reply_joined(call->ref, key_name(req->room), req->store.offset, req->store.recovered, missed->count, &len),
+    send_reply(c,
+               reply_joined(call->ref, key_name(req->room), req->store.offset, req->store.recovered, missed->count,
+                            &len),
                &len);
     for (char *ev = missed->text, *end = missed->text + missed->len; ev && ev < end;) {
         char *nl = memchr(ev, '\n', (size_t)(end - ev));

@@ -74,7 +74,8 @@ char *envelope_presence(const char *room, const char *user, enum event_kind kind
 {
     char *text = NULL;
     int join = kind == EVENT_PRESENCE_JOIN;
-    if (asprintf(&text, "{\"v\":1,\"room\":\"%s\",\"presence\":\"%s\",\"user\":\"%s\",\"origin\":\"%s\",%s%s%s\"data\":null}",
+    if (asprintf(&text,
+                 "{\"v\":1,\"room\":\"%s\",\"presence\":\"%s\",\"user\":\"%s\",\"origin\":\"%s\",%s%s%s\"data\":null}",
                  key_name(room), join ? "join" : "leave", user, origin, join && info ? "\"info\":" : "",
                  join && info ? info : "", join && info ? "," : "") < 0)
         return NULL;

@@ -1358,7 +1358,8 @@ static void test_bus_rooms_of_the_same_name_in_two_tenants_never_meet(void **sta
     assert_non_null(strstr(f->workers[0].recs[0].text, "\"room\":\"general\""));
     assert_int_equal(f->workers[1].recs[0].count, 0);
     assert_int_equal(f->workers[2].recs[0].count, 0);
-    assert_string_equal(f->workers[0].recs[1].text, "[{\"user\":\"alice\",\"connections\":1,\"info\":{\"n\":\"acme\"}}]");
+    assert_string_equal(f->workers[0].recs[1].text,
+                        "[{\"user\":\"alice\",\"connections\":1,\"info\":{\"n\":\"acme\"}}]");
     assert_string_equal(f->workers[1].recs[1].text,
                         "[{\"user\":\"alice\",\"connections\":1,\"info\":{\"n\":\"globex\"}}]");
     assert_string_equal(f->workers[2].recs[1].text, "[{\"user\":\"alice\",\"connections\":1}]");

@@ -606,7 +606,8 @@ static void test_envelope_tenant_channels_read_back(void **state)
                 snprintf(key, sizeof key, "%s/%s", tenants[t], names[i]);
                 for (enum event_target k = EVENT_ROOM; k <= EVENT_USER; k++) {
                     envelope_channel_name(namespaces[n], k, key, channel);
-                    assert_int_equal(strlen(channel), strlen(namespaces[n]) + strlen(tenants[t]) + strlen(names[i]) + 9);
+                    assert_int_equal(strlen(channel),
+                                     strlen(namespaces[n]) + strlen(tenants[t]) + strlen(names[i]) + 9);
                     assert_int_equal(envelope_channel_parse(namespaces[n], channel, &target, got), 0);
                     assert_int_equal(target, k);
                     assert_string_equal(got, key);
@@ -685,7 +686,8 @@ static void test_envelope_presence_carries_info(void **state)
     expect_envelope(text, "{\"v\":1,\"room\":\"r\",\"presence\":\"join\",\"user\":\"u\",\"origin\":\"" NODE
                           "\",\"info\":{\"name\":\"Ann\",\"n\":[1,2]},\"data\":null}");
     ev = event_of(EVENT_ROOM, "acme/r", text);
-    expect_json(ev, "{\"type\":\"presence_join\",\"room\":\"r\",\"user\":\"u\",\"info\":{\"name\":\"Ann\",\"n\":[1,2]}}");
+    expect_json(ev,
+                "{\"type\":\"presence_join\",\"room\":\"r\",\"user\":\"u\",\"info\":{\"name\":\"Ann\",\"n\":[1,2]}}");
     struct event *expected = event_presence(EVENT_PRESENCE_JOIN, "acme/r", "u", "{\"name\":\"Ann\",\"n\":[1,2]}");
     expect_same_event(ev, expected);
     event_unref(expected);
@@ -700,7 +702,8 @@ static void test_envelope_presence_carries_info(void **state)
     expect_json(ev, "{\"type\":\"presence_leave\",\"room\":\"r\",\"user\":\"u\"}");
     event_unref(ev);
     /* Other services' info is read and written compact; null is none. */
-    ev = event_of(EVENT_ROOM, "r", "{\"presence\":\"join\",\"user\":\"u\",\"info\": { \"a\" : \"\\u00e9\" },\"data\":0}");
+    ev = event_of(EVENT_ROOM, "r",
+                  "{\"presence\":\"join\",\"user\":\"u\",\"info\": { \"a\" : \"\\u00e9\" },\"data\":0}");
     expect_json(ev, "{\"type\":\"presence_join\",\"room\":\"r\",\"user\":\"u\",\"info\":{\"a\":\"\xc3\xa9\"}}");
     event_unref(ev);
     ev = event_of(EVENT_ROOM, "r", "{\"presence\":\"join\",\"user\":\"u\",\"info\":null,\"data\":0}");
