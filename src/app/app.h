@@ -17,6 +17,7 @@
 
 struct hub;
 struct client;
+struct token_key;
 
 struct app {
     const struct config *cfg;
@@ -25,6 +26,7 @@ struct app {
     struct bus *bus;
     atomic_int *ws_connections;   /* upgraded connections of the process, for --max-connections */
     const struct metrics_view *metrics;
+    const struct token_key *token_key; /* --auth jwt: the key tokens are verified with; else NULL */
 };
 
 /* One bus request of a client with what its answer needs. The request
