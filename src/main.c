@@ -82,6 +82,9 @@ int main(int argc, char **argv)
     struct token_key *key;
     if (load_key(&cfg, &key))
         return 2;
+    if (key)
+        log_info("--auth jwt: clients need %s tokens%s", token_alg_name(token_key_alg(key)),
+                 cfg.allow_anonymous ? ", or connect anonymous" : "");
     /* Reconnect jitter must differ between nodes restarted together. */
     srand((unsigned)getpid() ^ (unsigned)time(NULL));
     int status = server_run(&cfg, key);
