@@ -135,7 +135,9 @@ void client_start(struct client *c, struct auth_result *who)
 {
     const struct config *cfg = client_app(c)->cfg;
     char session[48], exp[24];
-    if ((who->user[0] && !(c->user = strdup(who->user))) || (who->has_token && take_claims(c, &who->claims))) {
+    /* The user last: a client closed here must not tell the bus that a
+     * user it never announced went offline. */
+    if ((who->has_token && take_claims(c, &who->claims)) || (who->user[0] && !(c->user = strdup(who->user)))) {
         conn_close(&c->conn, WS_CLOSE_INTERNAL, "out of memory");
         return;
     }
