@@ -28,10 +28,10 @@
 static void check_channel(const char *channel, enum event_target target, const char *key)
 {
     char again[ENVELOPE_CHANNEL_MAX], ns[NAME_MAX_LEN + TENANT_MAX_LEN + 2];
-    size_t tenant = key_tenant_len(key);
-    const char *name = key_name(key);
+    size_t tenant = name_key_tenant_len(key);
+    const char *name = name_of_key(key);
 
-    if (tenant && (!tenant_valid(key, tenant) || key[tenant] != '/'))
+    if (tenant && (!name_tenant_valid(key, tenant) || key[tenant] != '/'))
         abort();
     snprintf(ns, sizeof ns, NS "%s%.*s", tenant ? ":" : "", (int)tenant, key);
     switch (target) {
@@ -117,7 +117,7 @@ static void check_rebuilt(const struct event *ev, json_t *v)
 static void check_event(const struct event *ev, enum event_target target, const char *key)
 {
     json_error_t err;
-    const char *name = key_name(key);
+    const char *name = name_of_key(key);
 
     if (ev->target != target || strcmp(ev->key, key) || strlen(ev->json) != ev->len)
         abort();

@@ -179,7 +179,7 @@ static int publish_target(struct client *c, const struct http_request *req, json
         }
         char buf[KEY_MAX_LEN + 1];
         pub->target = EVENT_ALL;
-        strcpy(pub->name, key_of(tenant, "", buf));
+        strcpy(pub->name, name_key(tenant, "", buf));
         return 0;
     }
     json_t *name = room ? room : user;
@@ -189,7 +189,7 @@ static int publish_target(struct client *c, const struct http_request *req, json
     }
     pub->target = room ? EVENT_ROOM : EVENT_USER;
     char buf[KEY_MAX_LEN + 1];
-    strcpy(pub->name, key_of(tenant, json_string_value(name), buf));
+    strcpy(pub->name, name_key(tenant, json_string_value(name), buf));
     return 0;
 }
 
@@ -202,7 +202,7 @@ static int publish_tenant(struct client *c, const struct http_request *req, json
     strcpy(out, query);
     if (!v)
         return 0;
-    if (!json_is_string(v) || !tenant_valid(json_string_value(v), json_string_length(v))) {
+    if (!json_is_string(v) || !name_tenant_valid(json_string_value(v), json_string_length(v))) {
         api_error(c, WSFAN_EBAD_COMMAND, NULL, tenant_invalid, req->keep_alive);
         return -1;
     }
@@ -285,7 +285,7 @@ static void on_history(struct task *t, void *ctx)
     if (c && !answer_error(c, call, "history is not available for this room")) {
         size_t events_len, len;
         const char *events = store_batch_join(&call->req.history.store.batch, &events_len);
-        respond_json(c, reply_api_history(key_name(call->req.history.room), events, events_len, &len), &len,
+        respond_json(c, reply_api_history(name_of_key(call->req.history.room), events, events_len, &len), &len,
                      reply_keep_alive(c));
     }
     call_done(call);
@@ -316,7 +316,7 @@ static void serve_history(struct client *c, const struct http_request *req, cons
         return;
     struct bus_history *history = &call->req.history;
     char buf[KEY_MAX_LEN + 1];
-    strcpy(history->room, key_of(tenant, room, buf));
+    strcpy(history->room, name_key(tenant, room, buf));
     history->store.limit = (int)value;
     history->store.has_before = n >= 0;
     if (n >= 0)
@@ -331,7 +331,7 @@ static void on_presence(struct task *t, void *ctx)
     struct client *c = reply_client(call);
     size_t len;
     if (c && !answer_error(c, call, "presence is not available"))
-        respond_json(c, reply_api_presence(key_name(call->req.presence.room), call->req.presence.users, &len), &len,
+        respond_json(c, reply_api_presence(name_of_key(call->req.presence.room), call->req.presence.users, &len), &len,
                      reply_keep_alive(c));
     call_done(call);
 }
@@ -345,7 +345,7 @@ static void serve_presence(struct client *c, const struct http_request *req, con
     if (!call)
         return;
     char buf[KEY_MAX_LEN + 1];
-    strcpy(call->req.presence.room, key_of(tenant, room, buf));
+    strcpy(call->req.presence.room, name_key(tenant, room, buf));
     api_call_submit(c, call);
 }
 
@@ -448,13 +448,11 @@ static const struct route *route_find(const char *path)
  * first so that the comparison takes the same time whatever the length. */
 static int authorized(const struct config *cfg, const struct http_request *req)
 {
-    static const char scheme[] = "Bearer ";
     if (!cfg->api_key[0])
         return 1;
-    const char *h = req->authorization;
-    if (!h || strncasecmp(h, scheme, sizeof scheme - 1))
+    const char *h = http_bearer(req);
+    if (!h)
         return 0;
-    h += sizeof scheme - 1;
     unsigned char given[SHA256_DIGEST_LENGTH], want[SHA256_DIGEST_LENGTH];
     SHA256((const unsigned char *)h, strlen(h), given);
     SHA256((const unsigned char *)cfg->api_key, strlen(cfg->api_key), want);
@@ -497,7 +495,7 @@ void api_route(struct client *c, const struct http_request *req)
     }
     char tenant[TENANT_MAX_LEN + 1] = "";
     int n = json ? http_query_get(req->query, "tenant", tenant, sizeof tenant) : -1;
-    if (n == -2 || (n >= 0 && !tenant_valid(tenant, (size_t)n))) {
+    if (n == -2 || (n >= 0 && !name_tenant_valid(tenant, (size_t)n))) {
         api_error(c, WSFAN_EBAD_COMMAND, NULL, tenant_invalid, req->keep_alive);
         return;
     }

@@ -233,13 +233,23 @@ int hub_room_remove(struct hub *h, struct client *c, const char *room)
     return HUB_OK;
 }
 
-void hub_conn_leave_all(struct hub *h, struct client *c, void (*fn)(struct client *c, const char *room))
+void hub_conn_leave_some(struct hub *h, struct client *c, int (*keep)(struct client *c, const char *room),
+                         void (*fn)(struct client *c, const char *room))
 {
-    while (c->hub.nrooms) {
-        struct hub_membership *m = &c->hub.rooms[c->hub.nrooms - 1];
+    /* From the end: a drop moves the last membership into the freed place,
+     * and that one was seen already. */
+    for (uint32_t i = c->hub.nrooms; i-- > 0;) {
+        struct hub_membership *m = &c->hub.rooms[i];
+        if (keep && keep(c, m->room->name))
+            continue;
         fn(c, m->room->name);
         membership_drop(h, c, m);
     }
+}
+
+void hub_conn_leave_all(struct hub *h, struct client *c, void (*fn)(struct client *c, const char *room))
+{
+    hub_conn_leave_some(h, c, NULL, fn);
 }
 
 uint32_t hub_room_members(const struct hub *h, const char *room)
@@ -291,19 +301,19 @@ static uint32_t *tenant_slot_of(struct client *c)
 int hub_user_add(struct hub *h, struct client *c)
 {
     char buf[KEY_MAX_LEN + 1];
-    return index_add(h, c, key_of(c->tenant, c->user, buf), &c->hub.user_slot);
+    return index_add(h, c, name_key(c->tenant, c->user, buf), &c->hub.user_slot);
 }
 
 void hub_user_remove(struct hub *h, struct client *c)
 {
     char buf[KEY_MAX_LEN + 1];
-    index_remove(h, c, key_of(c->tenant, c->user, buf), c->hub.user_slot, user_slot_of);
+    index_remove(h, c, name_key(c->tenant, c->user, buf), c->hub.user_slot, user_slot_of);
 }
 
 int hub_tenant_add(struct hub *h, struct client *c)
 {
     char buf[KEY_MAX_LEN + 1];
-    int rc = index_add(h, c, key_of(c->tenant, "", buf), &c->hub.tenant_slot);
+    int rc = index_add(h, c, name_key(c->tenant, "", buf), &c->hub.tenant_slot);
     if (rc == HUB_OK)
         h->tenant_conns++;
     return rc;
@@ -312,7 +322,7 @@ int hub_tenant_add(struct hub *h, struct client *c)
 void hub_tenant_remove(struct hub *h, struct client *c)
 {
     char buf[KEY_MAX_LEN + 1];
-    if (index_remove(h, c, key_of(c->tenant, "", buf), c->hub.tenant_slot, tenant_slot_of) == HUB_OK)
+    if (index_remove(h, c, name_key(c->tenant, "", buf), c->hub.tenant_slot, tenant_slot_of) == HUB_OK)
         h->tenant_conns--;
 }
 
@@ -396,7 +406,7 @@ void hub_deliver(struct hub *h, const struct event *ev)
     } else {
         int tenants = h->tenant_conns != 0;
         for (struct conn *c = h->net->conns; c; c = c->next)
-            if (c->state == CONN_WS && !(tenants && client_of(c)->tenant[0]) && !skipped(ev, client_of(c))) {
+            if (c->state == CONN_WS && !(tenants && client_of(c)->tenant) && !skipped(ev, client_of(c))) {
                 conn_enqueue(c, f);
                 n++;
             }

@@ -47,7 +47,7 @@ void hub_destroy(struct hub *h);
 
 enum { HUB_OK = 0, HUB_ALREADY = 1, HUB_NOT_MEMBER = 2, HUB_NOMEM = -1 };
 
-/* Rooms below are the keys of c's tenant's rooms (key_of(c->tenant, ..)).
+/* Rooms below are the keys of c's tenant's rooms (name_key(c->tenant, ..)).
  * c asks to join room: a pending membership. Returns HUB_OK, HUB_ALREADY
  * (pending or joined) or HUB_NOMEM. */
 int hub_room_add(struct hub *h, struct client *c, const char *room);
@@ -72,6 +72,11 @@ uint32_t hub_room_count(const struct client *c);
 
 /* Calls fn for each of c's rooms, then removes them all. */
 void hub_conn_leave_all(struct hub *h, struct client *c, void (*fn)(struct client *c, const char *room));
+
+/* The same for the rooms that keep(c, room) refuses; keep NULL keeps none.
+ * fn sees each room (its key) before it is removed. */
+void hub_conn_leave_some(struct hub *h, struct client *c, int (*keep)(struct client *c, const char *room),
+                         void (*fn)(struct client *c, const char *room));
 
 /* Indexes c under its user's key (c->user must be set). Returns HUB_OK or
  * HUB_NOMEM. */

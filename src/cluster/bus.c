@@ -146,7 +146,7 @@ char *bus_rooms_format(struct bus *b, const struct map *cluster, const char *ten
     }
     for (size_t i = 0; list && cluster && map_next(cluster, &i, &slot);) {
         char buf[KEY_MAX_LEN + 1];
-        const char *key = key_of(tenant, slot->key, buf);
+        const char *key = name_key(tenant, slot->key, buf);
         const struct bus_room *r = map_get(&b->rooms, key, strlen(key));
         if (!r || !r->total)
             json_array_append_new(list, json_pack("{s:s, s:I, s:I}", "room", slot->key, "local", (json_int_t)0,
@@ -602,9 +602,9 @@ static void on_history(struct bus *b, struct bus_history *req)
 static void on_user(struct bus *b, struct bus_user *req)
 {
     int delta = req->base.op == BUS_ONLINE ? 1 : -1;
-    if (key_name(req->user)[0])
+    if (name_of_key(req->user)[0])
         interest_change(b, EVENT_USER, req->user, req->base.worker, delta);
-    size_t tenant = key_tenant_len(req->user);
+    size_t tenant = name_key_tenant_len(req->user);
     if (tenant) {
         char all[TENANT_MAX_LEN + 2];
         memcpy(all, req->user, tenant + 1);

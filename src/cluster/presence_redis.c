@@ -388,12 +388,12 @@ struct tenant_rooms {
 };
 
 /* Counts the rooms of each tenant (tenant -> struct tenant_rooms; the
- * tenant is the key's first key_tenant_len bytes). A callback of
+ * tenant is the key's first name_key_tenant_len bytes). A callback of
  * bus_each_room_count. */
 static void count_room(const char *room, unsigned long members, void *arg)
 {
     (void)members;
-    size_t len = key_tenant_len(room);
+    size_t len = name_key_tenant_len(room);
     struct tenant_rooms *t = map_get(arg, room, len);
     if (!t && (!(t = calloc(1, sizeof *t)) || map_put(arg, room, len, t))) {
         free(t);
@@ -406,9 +406,9 @@ static void count_room(const char *room, unsigned long members, void *arg)
  * bus_each_room_count. */
 static void add_room(const char *room, unsigned long members, void *arg)
 {
-    struct tenant_rooms *t = map_get(arg, room, key_tenant_len(room));
+    struct tenant_rooms *t = map_get(arg, room, name_key_tenant_len(room));
     if (t && t->a.args)
-        sync_args_add(&t->a, key_name(room), members, 0, NULL);
+        sync_args_add(&t->a, name_of_key(room), members, 0, NULL);
 }
 
 /* Records this node's member count of each room for /api/rooms, in the
@@ -437,7 +437,7 @@ static void sync_rooms(struct presence_redis *e)
     for (size_t i = 0; map_next(&tenants, &i, &slot);) {
         struct tenant_rooms *t = slot->value;
         char buf[KEY_MAX_LEN + 1];
-        envelope_redis_name(e->cfg->ns, "rooms", key_of(slot->key, "", buf), t->a.key);
+        envelope_redis_name(e->cfg->ns, "rooms", name_key(slot->key, "", buf), t->a.key);
         if (sync_args_init(&t->a, e, t->rooms, 2))
             sync_args_free(&t->a);
     }
@@ -492,7 +492,7 @@ static void on_rooms(redisAsyncContext *ac, void *reply, void *privdata)
 void presence_redis_rooms(struct presence_redis *e, struct bus_rooms *req)
 {
     char key[ENVELOPE_CHANNEL_MAX], buf[KEY_MAX_LEN + 1];
-    envelope_redis_name(e->cfg->ns, "rooms", key_of(req->tenant, "", buf), key);
+    envelope_redis_name(e->cfg->ns, "rooms", name_key(req->tenant, "", buf), key);
     const char *argv[] = {"HGETALL", key};
     if (redis_link_command(data_link(e), on_rooms, req, 2, argv, NULL)) {
         req->base.error = WSFAN_EUNAVAILABLE;

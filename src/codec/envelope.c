@@ -12,8 +12,8 @@
 
 void envelope_redis_name(const char *ns, const char *kind, const char *key, char out[ENVELOPE_CHANNEL_MAX])
 {
-    int tenant = (int)key_tenant_len(key);
-    const char *name = key_name(key);
+    int tenant = (int)name_key_tenant_len(key);
+    const char *name = name_of_key(key);
     if (*name)
         snprintf(out, ENVELOPE_CHANNEL_MAX, "%s%s%.*s:%s:{%s}", ns, tenant ? ":" : "", tenant, key, kind, name);
     else
@@ -39,7 +39,7 @@ int envelope_build(const struct envelope_fields *f, int persisted, struct envelo
     if (f->echo_skip)
         snprintf(skip, sizeof skip, "\"%s\"", f->echo_skip);
     if (f->target == EVENT_ROOM)
-        snprintf(room, sizeof room, "\"room\":\"%s\",", key_name(f->room));
+        snprintf(room, sizeof room, "\"room\":\"%s\",", name_of_key(f->room));
     out->head = out->tail = NULL;
     if (asprintf(&out->head, "{\"v\":1,%s\"from\":%s,\"ts\":%llu,\"origin\":\"%s\",\"echo_skip\":%s%s", room, from,
                  (unsigned long long)f->ts, f->origin, skip, persisted ? ",\"offset\":\"" : "") < 0) {
@@ -76,7 +76,7 @@ char *envelope_presence(const char *room, const char *user, enum event_kind kind
     int join = kind == EVENT_PRESENCE_JOIN;
     if (asprintf(&text,
                  "{\"v\":1,\"room\":\"%s\",\"presence\":\"%s\",\"user\":\"%s\",\"origin\":\"%s\",%s%s%s\"data\":null}",
-                 key_name(room), join ? "join" : "leave", user, origin, join && info ? "\"info\":" : "",
+                 name_of_key(room), join ? "join" : "leave", user, origin, join && info ? "\"info\":" : "",
                  join && info ? info : "", join && info ? "," : "") < 0)
         return NULL;
     return text;
@@ -89,7 +89,7 @@ static int tenant_prefix(const char *s, size_t len, char key[KEY_MAX_LEN + 1])
 {
     if (len == 0)
         return 0;
-    if (s[len - 1] != ':' || !tenant_valid(s, len - 1))
+    if (s[len - 1] != ':' || !name_tenant_valid(s, len - 1))
         return -1;
     memcpy(key, s, len - 1);
     key[len - 1] = '/';

@@ -70,7 +70,7 @@ struct event *event_message(const char *room, const struct offset *offset, const
     if (offset)
         offset_format(*offset, offset_buf);
     struct event *ev = SPLICE(EVENT_ROOM, EVENT_MESSAGE, room, LIT("{\"type\":\"message\",\"room\":\""),
-                              STR(key_name(room)),
+                              STR(name_of_key(room)),
                               offset ? LIT("\",\"offset\":\"") : LIT(""), STR(offset_buf), LIT("\",\"from\":"),
                               NULLABLE(from), LIT(",\"data\":"), ((struct piece){data, data_len}),
                               LIT(",\"ts\":"), decimal(ts, ts_buf), LIT("}"));
@@ -98,7 +98,7 @@ struct event *event_presence(enum event_kind kind, const char *room, const char 
     return SPLICE(EVENT_ROOM, kind, room,
                   join ? LIT("{\"type\":\"presence_join\",\"room\":\"")
                        : LIT("{\"type\":\"presence_leave\",\"room\":\""),
-                  STR(key_name(room)), LIT("\",\"user\":\""), STR(user),
+                  STR(name_of_key(room)), LIT("\",\"user\":\""), STR(user),
                   with_info ? LIT("\",\"info\":") : LIT("\""), with_info ? STR(info) : LIT(""), LIT("}"));
 }
 

@@ -1,4 +1,5 @@
-/* names.c - the one check of room, user and node ids. See names.h. */
+/* names.c - the one check of room, user and node ids, and of room patterns.
+ * See names.h. */
 #include "core/names.h"
 
 #include <string.h>
@@ -24,14 +25,59 @@ int name_valid(const char *s, size_t len)
     return 1;
 }
 
-int tenant_valid(const char *s, size_t len)
+int name_pattern_valid(const char *s, size_t len)
+{
+    if (len > 0 && s[len - 1] == '*')
+        return len == 1 || name_valid(s, len - 1);
+    return name_valid(s, len);
+}
+
+int name_patterns_valid(const char *list)
+{
+    if (!*list)
+        return 1;
+    for (;;) {
+        const char *comma = strchr(list, ',');
+        size_t len = comma ? (size_t)(comma - list) : strlen(list);
+        if (!name_pattern_valid(list, len))
+            return 0;
+        if (!comma)
+            return 1;
+        list = comma + 1;
+    }
+}
+
+/* True when room matches the one pattern p[0..len). */
+static int pattern_match(const char *p, size_t len, const char *room, size_t room_len)
+{
+    if (len > 0 && p[len - 1] == '*')
+        return room_len >= len - 1 && !memcmp(p, room, len - 1);
+    return room_len == len && !memcmp(p, room, len);
+}
+
+int name_patterns_match(const char *list, const char *room)
+{
+    size_t room_len = strlen(room);
+    while (*list) {
+        const char *comma = strchr(list, ',');
+        size_t len = comma ? (size_t)(comma - list) : strlen(list);
+        if (pattern_match(list, len, room, room_len))
+            return 1;
+        if (!comma)
+            return 0;
+        list = comma + 1;
+    }
+    return 0;
+}
+
+int name_tenant_valid(const char *s, size_t len)
 {
     return len <= TENANT_MAX_LEN && name_valid(s, len);
 }
 
-const char *key_of(const char *tenant, const char *name, char buf[KEY_MAX_LEN + 1])
+const char *name_key(const char *tenant, const char *name, char buf[KEY_MAX_LEN + 1])
 {
-    if (!tenant[0])
+    if (!tenant || !tenant[0])
         return name;
     size_t t = strlen(tenant), n = strlen(name);
     memcpy(buf, tenant, t);
@@ -40,13 +86,13 @@ const char *key_of(const char *tenant, const char *name, char buf[KEY_MAX_LEN + 
     return buf;
 }
 
-const char *key_name(const char *key)
+const char *name_of_key(const char *key)
 {
     const char *slash = strchr(key, '/');
     return slash ? slash + 1 : key;
 }
 
-size_t key_tenant_len(const char *key)
+size_t name_key_tenant_len(const char *key)
 {
     const char *slash = strchr(key, '/');
     return slash ? (size_t)(slash - key) : 0;

@@ -268,7 +268,7 @@ static void write_prometheus(FILE *f, const struct metrics_view *v)
            "Messages per second of the busiest rooms (at most " TOP_ROOMS_TEXT ") over the last complete window.");
     for (size_t i = 0; i < r.n; i++) {
         /* A tenant's room has a tenant label too. */
-        size_t tenant = key_tenant_len(r.top[i].name);
+        size_t tenant = name_key_tenant_len(r.top[i].name);
         fputs("wsfan_busiest_room_messages_per_second{", f);
         if (tenant) {
             fputs("tenant=\"", f);
@@ -276,7 +276,7 @@ static void write_prometheus(FILE *f, const struct metrics_view *v)
             fputs("\",", f);
         }
         fputs("room=\"", f);
-        label_value(f, key_name(r.top[i].name));
+        label_value(f, name_of_key(r.top[i].name));
         fprintf(f, "\"} %g\n", per_second(r.top[i].count));
     }
 }
@@ -334,8 +334,8 @@ static void write_stats(FILE *f, const struct metrics_view *v)
     fprintf(f, "\"rate_window_s\":%g,\"room_messages_per_s\":%g,\"busiest_rooms\":[",
             METRICS_RATE_WINDOW_MS / 1000.0, per_second(r.total));
     for (size_t i = 0; i < r.n; i++) {
-        int tenant = (int)key_tenant_len(r.top[i].name);
-        fprintf(f, "%s{\"room\":\"%s\",%s%.*s%s\"messages_per_s\":%g}", i ? "," : "", key_name(r.top[i].name),
+        int tenant = (int)name_key_tenant_len(r.top[i].name);
+        fprintf(f, "%s{\"room\":\"%s\",%s%.*s%s\"messages_per_s\":%g}", i ? "," : "", name_of_key(r.top[i].name),
                 tenant ? "\"tenant\":\"" : "", tenant, r.top[i].name, tenant ? "\"," : "",
                 per_second(r.top[i].count));
     }

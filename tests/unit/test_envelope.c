@@ -597,7 +597,7 @@ static void test_envelope_tenant_channels_read_back(void **state)
     ns[NAME_MAX_LEN] = '\0';
     for (size_t n = 0; n < COUNT(namespaces); n++)
         for (size_t t = 0; t < COUNT(tenants); t++) {
-            int valid = tenant_valid(tenants[t], strlen(tenants[t]));
+            int valid = name_tenant_valid(tenants[t], strlen(tenants[t]));
             for (size_t i = 0; i < COUNT(names); i++) {
                 int name_ok = name_valid(names[i], strlen(names[i]));
                 char key[KEY_MAX_LEN + 1];

@@ -279,7 +279,7 @@ static void test_event_of_a_tenant_names_the_room_and_targets_the_key(void **sta
     tenant[TENANT_MAX_LEN] = '\0';
     memset(name, 'r', NAME_MAX_LEN);
     name[NAME_MAX_LEN] = '\0';
-    key_of(tenant, name, key);
+    name_key(tenant, name, key);
     ev = event_message(key, NULL, NULL, "0", 1, 1);
     expect_head(ev, EVENT_ROOM, EVENT_MESSAGE, key);
     v = expect_event(ev, ev->json);

@@ -126,6 +126,7 @@ static int teardown(void **state)
                 hub_tenant_remove(f->hub, c);
         }
         free(c->user);
+        free(c->tenant);
         free(c);
     }
     /* Entries die with their last reference: LeakSanitizer sees any left. */
@@ -155,7 +156,8 @@ static void unset_user(struct fixture *f, int i)
  * user is indexed: the user's key is the tenant's). */
 static void set_tenant(struct fixture *f, int i, const char *tenant)
 {
-    snprintf(f->c[i]->tenant, sizeof f->c[i]->tenant, "%s", tenant);
+    free(f->c[i]->tenant);
+    f->c[i]->tenant = strdup(tenant);
     assert_int_equal(hub_tenant_add(f->hub, f->c[i]), HUB_OK);
     f->tenant_indexed[i] = 1;
 }
@@ -164,7 +166,8 @@ static void unset_tenant(struct fixture *f, int i)
 {
     hub_tenant_remove(f->hub, f->c[i]);
     f->tenant_indexed[i] = 0;
-    f->c[i]->tenant[0] = '\0';
+    free(f->c[i]->tenant);
+    f->c[i]->tenant = NULL;
 }
 
 static void join(struct fixture *f, int i, const char *room)

@@ -95,13 +95,13 @@ static void test_names_tenant_is_an_id_of_at_most_64(void **state)
     (void)state;
     assert_int_equal(TENANT_MAX_LEN, 64);
     memset(s, 'x', sizeof s);
-    assert_false(tenant_valid(s, 0));
-    assert_true(tenant_valid(s, 1));
-    assert_true(tenant_valid(s, TENANT_MAX_LEN));
-    assert_false(tenant_valid(s, TENANT_MAX_LEN + 1));
-    assert_true(tenant_valid("acme:eu-1_a.b", 13));
-    assert_false(tenant_valid("a/b", 3));
-    assert_false(tenant_valid("a b", 3));
+    assert_false(name_tenant_valid(s, 0));
+    assert_true(name_tenant_valid(s, 1));
+    assert_true(name_tenant_valid(s, TENANT_MAX_LEN));
+    assert_false(name_tenant_valid(s, TENANT_MAX_LEN + 1));
+    assert_true(name_tenant_valid("acme:eu-1_a.b", 13));
+    assert_false(name_tenant_valid("a/b", 3));
+    assert_false(name_tenant_valid("a b", 3));
 }
 
 static void test_names_keys_of_tenants_never_meet(void **state)
@@ -112,26 +112,26 @@ static void test_names_keys_of_tenants_never_meet(void **state)
     (void)state;
     /* Without a tenant the key is the name itself, not a copy. */
     const char *room = "general";
-    assert_ptr_equal(key_of("", room, buf), room);
-    assert_string_equal(key_name("general"), "general");
-    assert_int_equal(key_tenant_len("general"), 0);
-    assert_string_equal(key_of("", "", buf), "");
+    assert_ptr_equal(name_key("", room, buf), room);
+    assert_string_equal(name_of_key("general"), "general");
+    assert_int_equal(name_key_tenant_len("general"), 0);
+    assert_string_equal(name_key("", "", buf), "");
 
-    key = key_of("acme", "general", buf);
+    key = name_key("acme", "general", buf);
     assert_ptr_equal(key, buf);
     assert_string_equal(key, "acme/general");
-    assert_string_equal(key_name(key), "general");
-    assert_int_equal(key_tenant_len(key), 4);
+    assert_string_equal(name_of_key(key), "general");
+    assert_int_equal(name_key_tenant_len(key), 4);
     /* Everyone of a tenant, and names with ':' on both sides. */
-    assert_string_equal(key_of("acme", "", buf), "acme/");
-    assert_string_equal(key_name(buf), "");
-    assert_string_equal(key_of("a:b", "c:d", buf), "a:b/c:d");
-    assert_string_equal(key_name(buf), "c:d");
-    assert_int_equal(key_tenant_len(buf), 3);
+    assert_string_equal(name_key("acme", "", buf), "acme/");
+    assert_string_equal(name_of_key(buf), "");
+    assert_string_equal(name_key("a:b", "c:d", buf), "a:b/c:d");
+    assert_string_equal(name_of_key(buf), "c:d");
+    assert_int_equal(name_key_tenant_len(buf), 3);
     /* Tenant "a" room "b:c" and tenant "a:b" room "c" stay apart, and no
      * name without a tenant can look like a key of one. */
     char other[KEY_MAX_LEN + 1];
-    assert_string_not_equal(key_of("a", "b:c", buf), key_of("a:b", "c", other));
+    assert_string_not_equal(name_key("a", "b:c", buf), name_key("a:b", "c", other));
     assert_false(name_valid(buf, strlen(buf)));
 
     /* The longest of both fits. */
@@ -139,10 +139,10 @@ static void test_names_keys_of_tenants_never_meet(void **state)
     tenant[TENANT_MAX_LEN] = '\0';
     memset(name, 'n', NAME_MAX_LEN);
     name[NAME_MAX_LEN] = '\0';
-    key = key_of(tenant, name, buf);
+    key = name_key(tenant, name, buf);
     assert_int_equal(strlen(key), KEY_MAX_LEN);
-    assert_string_equal(key_name(key), name);
-    assert_int_equal(key_tenant_len(key), TENANT_MAX_LEN);
+    assert_string_equal(name_of_key(key), name);
+    assert_int_equal(name_key_tenant_len(key), TENANT_MAX_LEN);
 }
 
 int main(void)

@@ -174,7 +174,7 @@ static void batch_numbers(const struct store_batch *b, const char *room, char *o
         v = json_loadb(p, (size_t)(nl - p), 0, NULL);
         assert_non_null(v);
         assert_string_equal(json_string_value(json_object_get(v, "type")), "message");
-        assert_string_equal(json_string_value(json_object_get(v, "room")), key_name(room));
+        assert_string_equal(json_string_value(json_object_get(v, "room")), name_of_key(room));
         assert_true(json_is_string(json_object_get(v, "offset")));
         n = json_object_get(json_object_get(v, "data"), "n");
         assert_true(json_is_integer(n));
