@@ -12,10 +12,9 @@ a test takes two nodes, the Redis engine runs two processes in one
 namespace, and the memory engine one process twice.
 
 WebSocket clients are put in a tenant by their token (`--auth jwt`, claims
-`tenant` and `info`, tokens minted with Debian's python3-jwt). Those tests
-are skipped while the server has no `--auth` (the authentication branch is
-not merged): without a token no WebSocket connection is in a tenant, so the
-tests here that need none use the HTTP API for the tenant's side."""
+`tenant` and `info`, tokens minted with Debian's python3-jwt); the tests of
+the HTTP API use servers without `--auth`, whose WebSocket clients have no
+tenant."""
 
 import asyncio
 import json
@@ -24,7 +23,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import SLOW, await_until, connect_json, http_request, request_head, run, run_wsfan
+from conftest import SLOW, await_until, connect_json, http_request, request_head, run
 from protocol_client import Client, connect, settle, uniq
 
 SECRET = "tenants-test-secret-0123456789abcdef"
@@ -270,17 +269,7 @@ def test_redis_a_service_publishing_to_a_tenants_channel_reaches_nobody_else(eng
     assert run(scenario()) == []
 
 
-# ---- WebSocket clients in tenants (need --auth jwt) -------------------------------------
-
-def has_auth() -> bool:
-    return "--auth" in run_wsfan("--help").stdout
-
-
-needs_auth = pytest.mark.skipif(
-    not has_auth(),
-    reason="the server has no --auth yet (the authentication branch is not merged): without a token no "
-           "WebSocket connection can be in a tenant or carry an info")
-
+# ---- WebSocket clients in tenants (--auth jwt) ------------------------------------------
 
 def token(user, tenant=None, info=None, **claims):
     import jwt  # Debian's python3-jwt; only the tests that mint tokens need it
@@ -313,7 +302,6 @@ def kinds(c, *types):
     return [(m["type"], m.get("user"), m.get("data")) for m in c.inbox if m["type"] in types]
 
 
-@needs_auth
 @pytest.mark.parametrize("spread", ["one node", "two nodes"])
 def test_ws_two_tenants_in_rooms_of_one_name_never_meet(auth_nodes, spread):
     a, b = auth_nodes if spread == "two nodes" else (auth_nodes[0], auth_nodes[0])
@@ -383,7 +371,6 @@ def test_ws_two_tenants_in_rooms_of_one_name_never_meet(auth_nodes, spread):
     assert leaves == [[], []], f"other tenants heard acme's bob leave: {leaves!r}"
 
 
-@needs_auth
 @pytest.mark.parametrize("spread", ["one node", "two nodes"])
 def test_ws_send_and_broadcast_stay_within_a_tenant(auth_nodes, spread):
     a, b = auth_nodes if spread == "two nodes" else (auth_nodes[0], auth_nodes[0])
@@ -415,7 +402,6 @@ def test_ws_send_and_broadcast_stay_within_a_tenant(auth_nodes, spread):
     assert got[3] == [("broadcast", None, "no tenant all")], got
 
 
-@needs_auth
 def test_ws_presence_lists_the_info_of_the_newest_connection(auth_nodes):
     a, b = auth_nodes
     room, alice = uniq("ti"), uniq("alice")
@@ -447,7 +433,6 @@ def test_ws_presence_lists_the_info_of_the_newest_connection(auth_nodes):
     assert after_third == [{"user": alice, "connections": 3}], after_third
 
 
-@needs_auth
 def test_ws_rooms_of_a_tenant_across_nodes(engine, auth_nodes):
     """/api/rooms?tenant= counts the tenant's members on every node (with
     Redis, from <namespace>:<tenant>:rooms, refreshed every --presence-ttl/3)."""
@@ -475,7 +460,6 @@ def test_ws_rooms_of_a_tenant_across_nodes(engine, auth_nodes):
     assert room not in [r["room"] for r in globex], f"globex's rooms list acme's: {globex!r}"
 
 
-@needs_auth
 def test_ws_a_killed_nodes_tenant_users_leave_only_their_tenants_room(engine, wsfan):
     if not engine.is_redis:
         pytest.skip("a node of its own that dies: Redis only (the memory engine is one process)")
