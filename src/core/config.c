@@ -57,6 +57,9 @@ static const struct option_spec options[] = {
     {"redis-timeout", OPT_INT, FIELD(redis_timeout), 100, 600000,
      "milliseconds a Redis link may take to connect or to answer its health check before it is "
      "reconnected (default 3000)"},
+    {"position-sync", OPT_INT, FIELD(position_sync), 0, 600000,
+     "milliseconds between checks that every room delivered what its Redis history holds; a room behind "
+     "for two checks fills the gap (default 1000, 0: no checks)"},
     {"presence-ttl", OPT_INT, FIELD(presence_ttl), 2, 3600,
      "seconds after which a dead node's users leave presence (default 15)"},
     {"drain-seconds", OPT_INT, FIELD(drain_seconds), 0, 3600,
@@ -87,6 +90,7 @@ static void config_defaults(struct config *cfg)
     cfg->redis_backoff_min = 100;
     cfg->redis_backoff_max = 5000;
     cfg->redis_timeout = 3000;
+    cfg->position_sync = 1000;
     cfg->presence_ttl = 15;
     char host[64] = "wsfan";
     gethostname(host, sizeof host - 1);
