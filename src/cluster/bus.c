@@ -37,6 +37,8 @@ struct bus_room {
     struct bus_join *rejoins;     /* answered when the holds end */
     int has_seen;
     struct offset seen;
+    int checking;                 /* a position check is on its way */
+    uint64_t behind_since_ms;     /* history was ahead of seen from then on; 0: it was not */
     uint32_t per_worker[];
 };
 
@@ -53,6 +55,7 @@ struct bus {
     struct bus_hooks hooks;
     struct metrics_bus *metrics;
     uv_timer_t rates;  /* ends each window of the busiest rooms' rates */
+    uv_timer_t positions;  /* compares what rooms delivered with their history */
     struct inbox inbox;
     const struct bus_engine *engine;
     void *engine_data;
@@ -512,6 +515,69 @@ void bus_link_changed(struct bus *b, int up)
     }
 }
 
+/* ---- position sync --------------------------------------------------------
+ * With an engine whose deliveries can be lost on their own (pub/sub: a
+ * dropped subscriber buffer, a link that failed silently), every
+ * --position-sync milliseconds each room with local members compares the
+ * newest offset it delivered with the newest of its history. When history
+ * stays ahead for two checks, the room fills the gap from history, as after
+ * a reconnect: a message that is in history reaches every live member. */
+
+struct position_check {
+    struct bus *b;
+    char room[KEY_MAX_LEN + 1];  /* the room's key */
+    struct store_call call;
+};
+
+static void position_checked(struct store_call *call)
+{
+    struct position_check *pc = (struct position_check *)((char *)call - offsetof(struct position_check, call));
+    struct bus *b = pc->b;
+    struct bus_room *r = b->stopping ? NULL : map_get(&b->rooms, pc->room, strlen(pc->room));
+    struct offset top;
+    if (r)
+        r->checking = 0;
+    if (r && !call->error && r->has_seen && r->total && !r->holds && offset_parse(call->offset, &top) == 0 &&
+        offset_cmp(top, r->seen) > 0) {
+        uint64_t now = uv_now(b->loop);
+        if (!r->behind_since_ms) {
+            r->behind_since_ms = now;
+        } else if (now - r->behind_since_ms >= (uint64_t)b->cfg->position_sync) {
+            log_warn("bus: room %s: history is at %s but delivery stopped before it; filling the gap", pc->room,
+                     call->offset);
+            metrics_position_repair(b->metrics);
+            r->behind_since_ms = 0;
+            r->holds++;
+            gap_fill_start(b, pc->room, r);
+        }
+    } else if (r) {
+        r->behind_since_ms = 0;
+    }
+    free(pc);
+}
+
+static void on_positions(uv_timer_t *t)
+{
+    struct bus *b = t->data;
+    if (!b->store->ops->ready(b->store))
+        return;
+    const struct map_slot *slot;
+    for (size_t i = 0; map_next(&b->rooms, &i, &slot);) {
+        struct bus_room *r = slot->value;
+        if (!r->total || !r->has_seen || !r->subscribed || r->holds || r->checking)
+            continue;
+        struct position_check *pc = calloc(1, sizeof *pc);
+        if (!pc)
+            return;
+        pc->b = b;
+        strcpy(pc->room, slot->key);
+        pc->call.room = pc->room;
+        pc->call.done = position_checked;
+        r->checking = 1;
+        b->store->ops->latest(b->store, &pc->call);
+    }
+}
+
 /* ---- requests ------------------------------------------------------------ */
 
 static void history_done(struct store_call *call)
@@ -683,6 +749,10 @@ struct bus *bus_create(uv_loop_t *loop, const struct config *cfg, const struct b
     uv_timer_init(loop, &b->rates);
     b->rates.data = b;
     uv_timer_start(&b->rates, on_rates_timer, RATE_ROLL_MS, RATE_ROLL_MS);
+    uv_timer_init(loop, &b->positions);
+    b->positions.data = b;
+    if (engine->position_sync && cfg->position_sync)
+        uv_timer_start(&b->positions, on_positions, (uint64_t)cfg->position_sync, (uint64_t)cfg->position_sync);
     bus_ready_changed(b);
     return b;
 fail:
@@ -719,6 +789,7 @@ void bus_stop(struct bus *b)
     b->stopping = 1;
     inbox_close(&b->inbox);
     uv_close((uv_handle_t *)&b->rates, NULL);
+    uv_close((uv_handle_t *)&b->positions, NULL);
     b->engine->stop(b);
     b->store->ops->destroy(b->store);
 }

@@ -129,6 +129,9 @@ struct bus_hooks {
  * function runs on the bus thread. */
 struct bus_engine {
     const char *name;
+    /* Deliveries can be lost apart from the store (pub/sub): the bus then
+     * checks rooms' positions against history (--position-sync). */
+    int position_sync;
     /* Creates the engine's state (bus_engine_data) and connects. */
     int (*start)(struct bus *b);
     /* Disconnects and frees the state; the loop can then end. */

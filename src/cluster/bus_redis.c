@@ -388,6 +388,7 @@ static int redis_ready(struct bus *b)
 
 const struct bus_engine bus_redis_engine = {
     .name = "redis",
+    .position_sync = 1,
     .start = redis_start,
     .stop = redis_stop,
     .ready = redis_ready,

@@ -268,6 +268,7 @@ static int on_headers_complete(http_parser *p)
     for (int i = 0; i < H_COUNT; i++)
         *fields[i] = (r->hdr_seen & (1u << i)) ? r->hdr[i].p : NULL;
     req->keep_alive = http_should_keep_alive(p);
+    req->http_1_1 = p->http_major > 1 || (p->http_major == 1 && p->http_minor >= 1);
     req->is_upgrade = p->upgrade;
     return 0;
 }
@@ -414,6 +415,10 @@ const struct http_request *http_reader_request(const struct http_reader *r)
 
 int http_ws_check(const struct http_request *req, const char **reason)
 {
+    if (!req->http_1_1) {
+        *reason = "WebSocket upgrade requires HTTP/1.1";
+        return 400;
+    }
     if (req->method != HTTP_GET) {
         *reason = "WebSocket upgrade requires GET";
         return 400;

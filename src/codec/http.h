@@ -34,6 +34,7 @@ struct http_request {
     const char *body;            /* NUL-terminated, body_len bytes, or NULL */
     size_t body_len;
     int keep_alive;              /* the connection may carry another request */
+    int http_1_1;                /* HTTP/1.1 or later (an upgrade needs it) */
     int is_upgrade;              /* the parser saw an Upgrade request */
 };
 

@@ -60,6 +60,9 @@ static const struct option_spec options[] = {
     {"redis-timeout", OPT_INT, FIELD(redis_timeout), 100, 600000,
      "milliseconds a Redis link may take to connect or to answer its health check before it is "
      "reconnected (default 3000)"},
+    {"position-sync", OPT_INT, FIELD(position_sync), 0, 600000,
+     "milliseconds between checks that every room delivered what its Redis history holds; a room behind "
+     "for two checks fills the gap (default 1000, 0: no checks)"},
     {"presence-ttl", OPT_INT, FIELD(presence_ttl), 2, 3600,
      "seconds after which a dead node's users leave presence (default 15)"},
     {"drain-seconds", OPT_INT, FIELD(drain_seconds), 0, 3600,
@@ -102,6 +105,7 @@ static void config_defaults(struct config *cfg)
     cfg->redis_backoff_min = 100;
     cfg->redis_backoff_max = 5000;
     cfg->redis_timeout = 3000;
+    cfg->position_sync = 1000;
     cfg->presence_ttl = 15;
     cfg->auth = CONFIG_AUTH_NONE;
     cfg->jwt_leeway = 5;
@@ -197,7 +201,10 @@ static void describe_allowed(const struct option_spec *o, char *buf, size_t cap)
     case OPT_LEVEL: snprintf(buf, cap, "expected error, warn, info or debug"); break;
     case OPT_BOOL: snprintf(buf, cap, "expected true or false"); break;
     case OPT_NAME: snprintf(buf, cap, "expected 1 to 128 characters of A-Z a-z 0-9 _ . : -"); break;
-    case OPT_REDIS_URL: snprintf(buf, cap, "expected redis://[user:pass@]host:port[/db]"); break;
+    case OPT_REDIS_URL:
+        snprintf(buf, cap, "expected redis://[user:pass@]host:port[/db] or "
+                           "redis+sentinel://[user:pass@]host:port[,host:port..]/MASTER[/db]");
+        break;
     case OPT_SECRET:
     case OPT_TEXT:
         snprintf(buf, cap, "expected %lld to %lld printable characters without spaces", o->min, o->max);

@@ -33,6 +33,7 @@ struct config {
     int redis_backoff_min;      /* milliseconds */
     int redis_backoff_max;
     int redis_timeout;          /* milliseconds a Redis link may take to connect or answer */
+    int position_sync;          /* milliseconds between checks of rooms against history; 0: none */
     int presence_ttl;           /* seconds until a dead node's users are gone */
     int drain_seconds;          /* a shutdown closes connections over this long */
     char api_key[257];          /* "" when the HTTP API is open */

@@ -28,13 +28,47 @@ static int copy_part(char *out, size_t cap, const char *s, const char *end)
     return 0;
 }
 
+/* "host[:port]" in s..end into a, with default_port when it has none. */
+static int parse_addr(const char *s, const char *end, int default_port, struct redis_addr *a)
+{
+    const char *colon = memchr(s, ':', (size_t)(end - s));
+    const char *name_end = colon ? colon : end;
+    long v;
+    if (name_end == s || copy_part(a->host, sizeof a->host, s, name_end))
+        return -1;
+    a->port = default_port;
+    if (colon) {
+        if (parse_number(colon + 1, end, &v) || v < 1 || v > 65535)
+            return -1;
+        a->port = (int)v;
+    }
+    return 0;
+}
+
+/* A master name as sentinels know it: 1 to 127 of A-Z a-z 0-9 _ . - */
+static int master_valid(const char *s, const char *end)
+{
+    if (end <= s || end - s > 127)
+        return 0;
+    for (; s < end; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '_' ||
+              *s == '.' || *s == '-'))
+            return 0;
+    return 1;
+}
+
 int redis_url_parse(const char *s, struct redis_url *out)
 {
+    static const char plain[] = "redis://", sentinel[] = "redis+sentinel://";
     memset(out, 0, sizeof *out);
     out->port = 6379;
-    if (strncmp(s, "redis://", 8))
+    int with_sentinels = !strncmp(s, sentinel, sizeof sentinel - 1);
+    if (with_sentinels)
+        s += sizeof sentinel - 1;
+    else if (!strncmp(s, plain, sizeof plain - 1))
+        s += sizeof plain - 1;
+    else
         return -1;
-    s += 8;
     const char *at = strrchr(s, '@');
     if (at) {
         const char *colon = memchr(s, ':', (size_t)(at - s));
@@ -45,16 +79,30 @@ int redis_url_parse(const char *s, struct redis_url *out)
         s = at + 1;
     }
     const char *slash = strchr(s, '/');
-    const char *host_end = slash ? slash : s + strlen(s);
-    const char *colon = memchr(s, ':', (size_t)(host_end - s));
-    const char *name_end = colon ? colon : host_end;
-    if (name_end == s || copy_part(out->host, sizeof out->host, s, name_end))
-        return -1;
+    const char *hosts_end = slash ? slash : s + strlen(s);
     long v;
-    if (colon) {
-        if (parse_number(colon + 1, host_end, &v) || v < 1 || v > 65535)
+    if (with_sentinels) {
+        for (const char *h = s; h <= hosts_end; out->nsentinels++) {
+            const char *comma = memchr(h, ',', (size_t)(hosts_end - h));
+            const char *end = comma ? comma : hosts_end;
+            if (out->nsentinels == REDIS_SENTINELS_MAX || parse_addr(h, end, 26379, &out->sentinels[out->nsentinels]))
+                return -1;
+            h = end + 1;
+        }
+        /* /MASTER[/db] */
+        const char *name = slash ? slash + 1 : NULL;
+        const char *name_end = name ? strchr(name, '/') : NULL;
+        if (!name_end && name)
+            name_end = name + strlen(name);
+        if (!name || !master_valid(name, name_end) || copy_part(out->master, sizeof out->master, name, name_end))
             return -1;
-        out->port = (int)v;
+        slash = *name_end ? name_end : NULL;
+    } else {
+        struct redis_addr a;
+        if (parse_addr(s, hosts_end, 6379, &a))
+            return -1;
+        memcpy(out->host, a.host, sizeof out->host);
+        out->port = a.port;
     }
     if (slash && slash[1]) {
         if (parse_number(slash + 1, slash + strlen(slash), &v) || v > 100000)

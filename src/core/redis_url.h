@@ -3,16 +3,29 @@
 #ifndef WSFAN_REDIS_URL_H
 #define WSFAN_REDIS_URL_H
 
-struct redis_url {
+#define REDIS_SENTINELS_MAX 8
+
+struct redis_addr {
     char host[256];
+    int port;
+};
+
+struct redis_url {
+    char host[256];   /* the server; with sentinels, the master they named last */
     int port;
     char user[128];   /* "" when none */
     char pass[256];   /* "" when none */
     int db;
+    int nsentinels;   /* 0: connect to host:port; else ask these for master */
+    struct redis_addr sentinels[REDIS_SENTINELS_MAX];
+    char master[128]; /* the master's name at the sentinels */
 };
 
 /* Parses redis://[user:pass@]host:port[/db] (also redis://host with port
- * 6379 and redis://:pass@host). Returns 0 or -1 when s is not such a URL. */
+ * 6379 and redis://:pass@host), and
+ * redis+sentinel://[user:pass@]host:port[,host:port..]/MASTER[/db] (port
+ * 26379 by default; user and password are the master's). Returns 0 or -1
+ * when s is not such a URL. */
 int redis_url_parse(const char *s, struct redis_url *out);
 
 #endif

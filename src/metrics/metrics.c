@@ -261,6 +261,9 @@ static void write_prometheus(FILE *f, const struct metrics_view *v)
     sample(f, "wsfan_invalid_envelopes_total", load(&mb->invalid_envelopes));
     family(f, "wsfan_store_errors_total", "counter", "History store operations that failed.");
     sample(f, "wsfan_store_errors_total", load(&mb->store_errors));
+    family(f, "wsfan_position_repairs_total", "counter",
+           "Rooms whose deliveries fell behind their history and were filled from it.");
+    sample(f, "wsfan_position_repairs_total", load(&mb->position_repairs));
 
     family(f, "wsfan_room_messages_per_second", "gauge", "Room messages per second over the last complete window.");
     fprintf(f, "wsfan_room_messages_per_second %g\n", per_second(r.total));
@@ -341,9 +344,10 @@ static void write_stats(FILE *f, const struct metrics_view *v)
     }
     fprintf(f,
             "],\"bus\":{\"engine\":\"%s\",\"up\":%s,\"reconnects\":%llu,\"invalid_envelopes\":%llu,"
-            "\"store_errors\":%llu}}",
+            "\"store_errors\":%llu,\"position_repairs\":%llu}}",
             v->engine, v->ready(v->ready_arg) ? "true" : "false", (unsigned long long)load(&mb->reconnects),
-            (unsigned long long)load(&mb->invalid_envelopes), (unsigned long long)load(&mb->store_errors));
+            (unsigned long long)load(&mb->invalid_envelopes), (unsigned long long)load(&mb->store_errors),
+            (unsigned long long)load(&mb->position_repairs));
 }
 
 char *metrics_stats_json(const struct metrics_view *v, size_t *len)

@@ -68,7 +68,7 @@ struct metrics_room {
  * which readers take to copy them again: no lock per message. */
 struct metrics_bus {
     uint64_t started_ms;             /* wall clock at start, for uptime */
-    metrics_counter reconnects, invalid_envelopes, store_errors;
+    metrics_counter reconnects, invalid_envelopes, store_errors, position_repairs;
     struct map counts;               /* bus thread: room -> (uintptr_t) count, this window */
     uint64_t window_total;           /* bus thread */
     uv_mutex_t lock;                 /* guards the last complete window below */
@@ -112,6 +112,8 @@ void metrics_bus_close(struct metrics_bus *mb);
 static inline void metrics_bus_reconnect(struct metrics_bus *mb) { metrics_add(&mb->reconnects, 1); }
 static inline void metrics_invalid_envelope(struct metrics_bus *mb) { metrics_add(&mb->invalid_envelopes, 1); }
 static inline void metrics_store_error(struct metrics_bus *mb) { metrics_add(&mb->store_errors, 1); }
+/* A room whose deliveries fell behind its history was filled from it. */
+static inline void metrics_position_repair(struct metrics_bus *mb) { metrics_add(&mb->position_repairs, 1); }
 
 /* One message reached room (for the busiest rooms' rates). Bus thread. */
 void metrics_room_event(struct metrics_bus *mb, const char *room);

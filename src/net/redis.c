@@ -194,27 +194,167 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     link_down(l, l->up);
 }
 
-static void connect_now(struct redis_link *l)
+/* A new context to addr on the link's loop, with the link as its data;
+ * NULL (logged) when it cannot even start. */
+static redisAsyncContext *context_to(struct redis_link *l, const char *host, int port)
 {
-    redisAsyncContext *ac = redisAsyncConnect(l->url.host, l->url.port);
+    redisAsyncContext *ac = redisAsyncConnect(host, port);
     if (!ac || ac->err) {
-        log_warn("redis %s %s:%d: %s", l->name, l->url.host, l->url.port, ac ? ac->errstr : "out of memory");
+        log_warn("redis %s %s:%d: %s", l->name, host, port, ac ? ac->errstr : "out of memory");
         if (ac)
             redisAsyncFree(ac);
-        schedule_retry(l);
-        return;
+        return NULL;
     }
     if (attach(ac, l->loop)) {
         log_error("redis %s: out of memory", l->name);
         redisAsyncFree(ac);
+        return NULL;
+    }
+    ac->data = l;
+    return ac;
+}
+
+static void connect_master(struct redis_link *l)
+{
+    redisAsyncContext *ac = context_to(l, l->url.host, l->url.port);
+    if (!ac) {
         schedule_retry(l);
         return;
     }
-    ac->data = l;
     l->ac = ac;
     l->connect_ms = uv_now(l->loop);
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
+}
+
+/* ---- Sentinel --------------------------------------------------------------
+ * With redis+sentinel://, every connect first asks a sentinel for the
+ * master's address (SENTINEL get-master-addr-by-name), trying each sentinel
+ * in turn, and then keeps that sentinel connection subscribed to
+ * +switch-master: when the master moves, the link is torn down and
+ * reconnects, asking again. While the master link is up and the watch is
+ * lost, the health check opens a new one. */
+
+static void ask_sentinel(struct redis_link *l);
+
+/* Drops the sentinel connection (not from inside its own callbacks). */
+static void sentinel_close(struct redis_link *l)
+{
+    redisAsyncContext *ac = l->sentinel;
+    l->sentinel = NULL;
+    l->asking = 0;
+    if (ac)
+        redisAsyncFree(ac);
+}
+
+/* This sentinel did not help: the next one, or, once every one was tried,
+ * the link's backoff. */
+static void sentinel_failed(struct redis_link *l)
+{
+    l->sentinel = NULL;
+    l->asking = 0;
+    if (++l->sentinel_tries < l->url.nsentinels) {
+        l->sentinel_index = (l->sentinel_index + 1) % l->url.nsentinels;
+        ask_sentinel(l);
+    } else if (!l->up) {
+        schedule_retry(l);
+    }
+}
+
+static void on_switch_master(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct redis_link *l = privdata;
+    redisReply *r = reply;
+    if (!r || ac != l->sentinel || r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+        r->element[2]->type != REDIS_REPLY_STRING)
+        return;
+    /* "<name> <old-ip> <old-port> <new-ip> <new-port>" */
+    char name[128], old_host[256], host[256];
+    int old_port, port;
+    if (sscanf(r->element[2]->str, "%127s %255s %d %255s %d", name, old_host, &old_port, host, &port) != 5 ||
+        strcmp(name, l->url.master))
+        return;
+    if (!strcmp(host, l->url.host) && port == l->url.port)
+        return;
+    log_warn("redis %s: the sentinels moved master %s to %s:%d", l->name, l->url.master, host, port);
+    snprintf(l->url.host, sizeof l->url.host, "%s", host);
+    l->url.port = port;
+    l->moved = 1; /* the health check tears the old master down */
+}
+
+static void on_master_addr(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct redis_link *l = privdata;
+    redisReply *r = reply;
+    if (ac != l->sentinel)
+        return;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
+        r->element[1]->type != REDIS_REPLY_STRING) {
+        struct redis_addr *a = &l->url.sentinels[l->sentinel_index];
+        log_warn("redis %s sentinel %s:%d: does not know master %s", l->name, a->host, a->port, l->url.master);
+        redisAsyncDisconnect(ac); /* on_sentinel_disconnect moves on */
+        return;
+    }
+    int port = atoi(r->element[1]->str);
+    int moved = strcmp(r->element[0]->str, l->url.host) || port != l->url.port;
+    snprintf(l->url.host, sizeof l->url.host, "%s", r->element[0]->str);
+    l->url.port = port;
+    l->asking = 0;
+    redisAsyncCommand(ac, on_switch_master, l, "SUBSCRIBE +switch-master");
+    if (!l->ac)
+        connect_master(l);
+    else if (moved)
+        l->moved = 1; /* the watch came back and the master is elsewhere now */
+}
+
+static void on_sentinel_connect(const redisAsyncContext *ac, int status)
+{
+    struct redis_link *l = ac->data;
+    if (ac != l->sentinel)
+        return;
+    if (status != REDIS_OK) {
+        struct redis_addr *a = &l->url.sentinels[l->sentinel_index];
+        log_warn("redis %s sentinel %s:%d: %s", l->name, a->host, a->port, ac->errstr);
+        sentinel_failed(l); /* hiredis frees this context */
+        return;
+    }
+    redisAsyncCommand(l->sentinel, on_master_addr, l, "SENTINEL get-master-addr-by-name %s", l->url.master);
+}
+
+static void on_sentinel_disconnect(const redisAsyncContext *ac, int status)
+{
+    (void)status;
+    struct redis_link *l = ac->data;
+    if (ac != l->sentinel || l->stopping)
+        return;
+    sentinel_failed(l);
+}
+
+static void ask_sentinel(struct redis_link *l)
+{
+    struct redis_addr *a = &l->url.sentinels[l->sentinel_index];
+    l->sentinel = context_to(l, a->host, a->port);
+    if (!l->sentinel) {
+        sentinel_failed(l);
+        return;
+    }
+    l->asking = 1;
+    l->connect_ms = uv_now(l->loop);
+    redisAsyncSetConnectCallback(l->sentinel, on_sentinel_connect);
+    redisAsyncSetDisconnectCallback(l->sentinel, on_sentinel_disconnect);
+}
+
+/* Connects to the master, asking the sentinels first when there are. */
+static void connect_now(struct redis_link *l)
+{
+    if (!l->url.nsentinels) {
+        connect_master(l);
+        return;
+    }
+    sentinel_close(l);
+    l->sentinel_tries = 0;
+    l->moved = 0;
+    ask_sentinel(l);
 }
 
 static void on_retry(uv_timer_t *t)
@@ -237,8 +377,9 @@ static void abandon(struct redis_link *l, const char *why)
 {
     redisAsyncContext *ac = l->ac;
     int was_up = l->up;
-    log_warn("redis %s %s:%d: %s in %llu ms, reconnecting", l->name, l->url.host, l->url.port, why,
-             (unsigned long long)l->timeout_ms);
+    if (strcmp(why, "master moved"))
+        log_warn("redis %s %s:%d: %s in %llu ms, reconnecting", l->name, l->url.host, l->url.port, why,
+                 (unsigned long long)l->timeout_ms);
     /* Down first, so that what the NULL replies make the owner do cannot
      * send on the context being freed. */
     l->ac = NULL;
@@ -267,7 +408,25 @@ static void on_health(uv_timer_t *t)
 {
     struct redis_link *l = t->data;
     uint64_t now = uv_now(l->loop);
-    if (!l->ac || l->stopping)
+    if (l->stopping)
+        return;
+    if (l->asking && now - l->connect_ms >= l->timeout_ms) {
+        struct redis_addr *a = &l->url.sentinels[l->sentinel_index];
+        log_warn("redis %s sentinel %s:%d: no answer in %llu ms", l->name, a->host, a->port,
+                 (unsigned long long)l->timeout_ms);
+        sentinel_close(l);
+        sentinel_failed(l);
+        return;
+    }
+    if (l->ac && l->moved) {
+        abandon(l, "master moved");
+        return;
+    }
+    if (l->up && l->url.nsentinels && !l->sentinel) {
+        l->sentinel_tries = 0; /* the watch was lost: open another one */
+        ask_sentinel(l);
+    }
+    if (!l->ac)
         return;
     if (!l->up) {
         if (now - l->connect_ms >= l->timeout_ms)
@@ -307,6 +466,7 @@ void redis_link_stop(struct redis_link *l)
     l->stopping = 1;
     uv_timer_stop(&l->retry);
     uv_timer_stop(&l->health);
+    sentinel_close(l);
     if (l->ac && (l->ac->c.flags & REDIS_CONNECTED)) {
         redisAsyncDisconnect(l->ac); /* link_down follows from its callback */
         return;

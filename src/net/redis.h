@@ -32,6 +32,11 @@ struct redis_link {
     uint64_t alive_ms;           /* when the link last proved alive */
     int checking;                /* a health check is on its way */
     int timers_closed;           /* after redis_link_stop */
+    redisAsyncContext *sentinel; /* with sentinels: asking, then watching +switch-master */
+    int sentinel_index;          /* the sentinel asked last */
+    int sentinel_tries;          /* sentinels tried in this round */
+    int asking;                  /* a SENTINEL question is on its way */
+    int moved;                   /* the sentinels named another master */
     /* The owner's health check, for a link that cannot PING (a subscriber
      * link: hiredis 0.14 cannot route a PING reply in subscribed mode).
      * Sends a probe that comes back through redis_link_alive(); returns

@@ -151,7 +151,8 @@ def test_stats_json_for_the_dashboard(wsfan):
                 "fanout_deliveries", "send_queue_bytes", "slow_readers_closed", "room_messages_per_s",
                 "rate_window_s", "busiest_rooms"):
         assert key in s, f"/api/stats lacks {key}: {s}"
-    assert s["bus"] == {"engine": "memory", "up": True, "reconnects": 0, "invalid_envelopes": 0, "store_errors": 0}
+    assert s["bus"] == {"engine": "memory", "up": True, "reconnects": 0, "invalid_envelopes": 0, "store_errors": 0,
+                        "position_repairs": 0}
     head = http_request(srv.port, request_head("HEAD", "/api/stats", [("Connection", "close")]))
     assert head.status == 200 and head.body == b""
 

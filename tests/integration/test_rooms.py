@@ -489,10 +489,13 @@ def test_echo_false_leaves_out_only_the_publishing_connection(server):
 # ---- slow reader -----------------------------------------------------------------------------
 
 def test_slow_reader_is_closed_with_1013_and_others_get_everything(engine, wsfan):
-    srv = engine.node(wsfan, "--workers", "2", "--send-queue-limit", "64k")
+    # 512k: room for the fast member's reader to be scheduled out for a
+    # while on a busy machine (64k was only 8 messages) without it being
+    # taken for a slow reader itself.
+    srv = engine.node(wsfan, "--workers", "2", "--send-queue-limit", "512k")
     room = uniq("slow")
     payload = "s" * 8000
-    max_messages = 1500  # 12 MB at most: well past 64k plus any socket buffers
+    max_messages = 1500  # 12 MB at most: well past 512k plus any socket buffers
 
     slow = RawClient.open(srv, f"/ws?user={uniq('slowpoke')}", rcvbuf=4096)
     slow.send_json({"type": "join", "room": room, "ref": "j"})
@@ -525,7 +528,7 @@ def test_slow_reader_is_closed_with_1013_and_others_get_everything(engine, wsfan
 
     sent, received, slow_left, extra = run(scenario(), timeout=90)
     assert len(slow_left) == 1, (f"the slow reader was not closed (no presence_leave) after {sent} messages of 8 kB "
-                       f"with --send-queue-limit 64k")
+                       f"with --send-queue-limit 512k")
     assert received == list(range(sent)), (f"the fast member should get all {sent} messages in order; got "
                                            f"{len(received)}, first gap at "
                                            f"{next((i for i, n in enumerate(received) if n != i), None)}")

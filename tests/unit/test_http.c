@@ -489,6 +489,7 @@ static struct http_request good_upgrade(void)
         .ws_key = "dGhlIHNhbXBsZSBub25jZQ==",
         .ws_version = "13",
         .is_upgrade = 1,
+        .http_1_1 = 1,
     };
     return req;
 }
@@ -512,6 +513,21 @@ static void test_http_ws_check_accepts_valid_upgrade(void **state)
     assert_int_equal(check(&req), 0);
     req.connection = "upgrade,keep-alive";
     assert_int_equal(check(&req), 0);
+}
+
+static void test_http_ws_check_refuses_http_1_0(void **state)
+{
+    (void)state;
+    struct http_request req = good_upgrade();
+    req.http_1_1 = 0;
+    assert_int_equal(check(&req), 400);
+    struct http_reader *r = http_reader_create(8192, 1024);
+    size_t used;
+    const char *head = "GET /ws HTTP/1.0\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                       "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    assert_int_equal(http_reader_feed(r, head, strlen(head), &used), HTTP_READ_DONE);
+    assert_int_equal(check(http_reader_request(r)), 400);
+    http_reader_destroy(r);
 }
 
 static void test_http_ws_check_refuses_missing_upgrade(void **state)
@@ -763,6 +779,7 @@ int main(void)
         cmocka_unit_test(test_http_http10_is_not_keep_alive),
         cmocka_unit_test(test_http_other_method_is_named),
         cmocka_unit_test(test_http_ws_check_accepts_valid_upgrade),
+        cmocka_unit_test(test_http_ws_check_refuses_http_1_0),
         cmocka_unit_test(test_http_ws_check_refuses_missing_upgrade),
         cmocka_unit_test(test_http_ws_check_refuses_connection_without_upgrade),
         cmocka_unit_test(test_http_ws_check_refuses_post),

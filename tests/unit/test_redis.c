@@ -199,6 +199,46 @@ static void test_redis_url_password_alone_has_the_password_limit(void **state)
     expect_refused(url_with("", 's', 256, "@h"));
 }
 
+static void test_redis_url_sentinels_and_master(void **state)
+{
+    (void)state;
+    struct redis_url u;
+    assert_int_equal(redis_url_parse("redis+sentinel://s1:26380,s2,10.0.0.3:5000/mymaster", &u), 0);
+    assert_int_equal(u.nsentinels, 3);
+    assert_string_equal(u.sentinels[0].host, "s1");
+    assert_int_equal(u.sentinels[0].port, 26380);
+    assert_string_equal(u.sentinels[1].host, "s2");
+    assert_int_equal(u.sentinels[1].port, 26379);
+    assert_string_equal(u.sentinels[2].host, "10.0.0.3");
+    assert_int_equal(u.sentinels[2].port, 5000);
+    assert_string_equal(u.master, "mymaster");
+    assert_int_equal(u.db, 0);
+    assert_string_equal(u.host, "");
+    assert_int_equal(redis_url_parse("redis+sentinel://:secret@s1/m-1.x_y/3", &u), 0);
+    assert_int_equal(u.nsentinels, 1);
+    assert_string_equal(u.pass, "secret");
+    assert_string_equal(u.master, "m-1.x_y");
+    assert_int_equal(u.db, 3);
+    assert_int_equal(redis_url_parse("redis://h:1", &u), 0);
+    assert_int_equal(u.nsentinels, 0);
+}
+
+static void test_redis_url_refuses_bad_sentinel_urls(void **state)
+{
+    (void)state;
+    expect_refused("redis+sentinel://s1:26379");          /* no master */
+    expect_refused("redis+sentinel://s1:26379/");         /* empty master */
+    expect_refused("redis+sentinel:///m");                /* no sentinel */
+    expect_refused("redis+sentinel://s1,,s2/m");          /* empty sentinel */
+    expect_refused("redis+sentinel://s1,/m");
+    expect_refused("redis+sentinel://s1:0/m");
+    expect_refused("redis+sentinel://s1:70000/m");
+    expect_refused("redis+sentinel://s1/m*");             /* not a master name */
+    expect_refused("redis+sentinel://s1/m/x");            /* not a database */
+    expect_refused("redis+sentinel://a,b,c,d,e,f,g,h,i/m"); /* more than 8 sentinels */
+    expect_refused("redis+cluster://s1/m");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -213,6 +253,8 @@ int main(void)
         cmocka_unit_test(test_redis_url_refuses_signs_and_blanks_in_numbers),
         cmocka_unit_test(test_redis_url_field_lengths),
         cmocka_unit_test(test_redis_url_password_alone_has_the_password_limit),
+        cmocka_unit_test(test_redis_url_sentinels_and_master),
+        cmocka_unit_test(test_redis_url_refuses_bad_sentinel_urls),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
