@@ -493,3 +493,37 @@ def test_ws_a_killed_nodes_tenant_users_leave_only_their_tenants_room(engine, ws
     assert acme_evs == [("presence_leave", alice, None)], acme_evs
     assert globex_evs == [], f"globex heard of acme's alice: {globex_evs!r}"
     assert users == [{"user": bob, "connections": 1}], users
+
+
+def test_ws_longest_tenant_room_and_user_names(engine, auth_nodes):
+    """A key of the longest tenant and room (193 bytes) everywhere a key
+    goes: joins, messages, history, presence with info, the Redis names,
+    and (Redis) the periodic checks of each room's position in history."""
+    a, b = auth_nodes
+    tenant, room, user = "t" * 64, "r" * 128, "u" * 128
+
+    async def scenario():
+        c1 = await connect_as(a, user, tenant, {"name": "x" * 900})
+        c2 = await connect_as(b, user, tenant)
+        try:
+            await c1.join(room)
+            await c2.join(room)
+            await c1.publish(room, "one")
+            await c2.recv_until("message", data="one")
+            await asyncio.sleep(2.5 * SLOW)  # past two position checks (--position-sync 1000)
+            await c2.publish(room, "two")
+            await c1.recv_until("message", data="two")
+            hist = datas((await c2.history(room))["messages"])
+            pres = (await c1.presence(room))["users"]
+            return hist, pres, ok(a, "GET", "/api/history" + q(room=room, tenant=tenant))
+        finally:
+            await c1.close()
+            await c2.close()
+
+    hist, pres, api_hist = run(scenario(), 60)
+    assert hist == ["one", "two"], hist
+    assert pres == [{"user": user, "connections": 2}], pres  # the newest join had no info
+    assert datas(api_hist["messages"]) == ["one", "two"] and api_hist["room"] == room, api_hist
+    if engine.is_redis:
+        r = engine.redis.client()
+        assert r.xlen(f"{a.namespace}:{tenant}:history:{{{room}}}") == 2
