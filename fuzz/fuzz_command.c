@@ -52,6 +52,10 @@ static void check_accepted(const struct command *cmd)
     case CMD_BROADCAST:
     case CMD_PING:
         break;
+    case CMD_REFRESH:
+        if (!cmd->token || strlen(cmd->token) != cmd->token_len)
+            abort();
+        break;
     default:
         abort();
     }
@@ -86,7 +90,8 @@ static void check_same(int rc, const struct command *a, const struct command_err
         (a->data && memcmp(a->data, b->data, a->data_len)) || (a->data == NULL) != (b->data == NULL) ||
         a->ephemeral != b->ephemeral || a->echo != b->echo || a->has_since != b->has_since ||
         memcmp(&a->since, &b->since, sizeof a->since) || a->limit != b->limit || a->has_before != b->has_before ||
-        memcmp(&a->before, &b->before, sizeof a->before))
+        memcmp(&a->before, &b->before, sizeof a->before) || (a->token == NULL) != (b->token == NULL) ||
+        (a->token && strcmp(a->token, b->token)))
         abort();
 }
 

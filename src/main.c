@@ -1,23 +1,93 @@
-/* main.c - reads the configuration and runs the server. */
-#include <jansson.h>
+/* main.c - reads the configuration and the key of --auth jwt, and runs the
+ * server; or runs the `wsfan token` subcommand (token_cmd.c). */
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "codec/token.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "server.h"
+#include "token_cmd.h"
+
+#define KEY_FILE_MAX (1 << 20)
+#define SECRET_MIN_ADVISED 32
+
+/* The whole file at path (malloc'ed, *len bytes), or NULL with errno set. */
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = f ? malloc(KEY_FILE_MAX) : NULL;
+    if (buf) {
+        *len = fread(buf, 1, KEY_FILE_MAX, f);
+        if (ferror(f) || *len == KEY_FILE_MAX) {
+            errno = ferror(f) ? EIO : EFBIG;
+            free(buf);
+            buf = NULL;
+        }
+    }
+    if (f)
+        fclose(f);
+    return buf;
+}
+
+/* The key of --auth jwt (docs/protocol.md section 1a), read once, before
+ * the workers start. Returns 0 with *out set (NULL with --auth none), or
+ * -1 after printing the flag and what to fix. */
+static int load_key(const struct config *cfg, struct token_key **out)
+{
+    *out = NULL;
+    if (cfg->auth != CONFIG_AUTH_JWT)
+        return 0;
+    if (cfg->jwt_secret[0]) {
+        size_t len = strlen(cfg->jwt_secret);
+        if (len < SECRET_MIN_ADVISED)
+            log_warn("--jwt-secret is %zu bytes: anyone with one token can try to guess it offline; use %d random "
+                     "bytes or more",
+                     len, SECRET_MIN_ADVISED);
+        if (!(*out = token_key_secret(cfg->jwt_secret, len)))
+            fprintf(stderr, "wsfan: --jwt-secret: out of memory\n");
+        return *out ? 0 : -1;
+    }
+    size_t len;
+    const char *why;
+    char *pem = read_file(cfg->jwt_public_key, &len);
+    if (!pem) {
+        fprintf(stderr, "wsfan: --jwt-public-key=%s: cannot read it: %s\n", cfg->jwt_public_key, strerror(errno));
+        return -1;
+    }
+    *out = token_key_pem(pem, len, &why);
+    free(pem);
+    if (!*out) {
+        fprintf(stderr, "wsfan: --jwt-public-key=%s: %s\n", cfg->jwt_public_key, why);
+        return -1;
+    }
+    return 0;
+}
 
 int main(int argc, char **argv)
 {
     static struct config cfg;
+    if (argc > 1 && !strcmp(argv[1], "token"))
+        return token_cmd_main(argc - 1, argv + 1);
     switch (config_parse(&cfg, argc, argv)) {
     case CONFIG_EXIT: return 0;
     case CONFIG_ERROR: return 2;
     default: break;
     }
     log_set_level(cfg.log_level);
+    struct token_key *key;
+    if (load_key(&cfg, &key))
+        return 2;
+    if (key)
+        log_info("--auth jwt: clients need %s tokens%s", token_alg_name(token_key_alg(key)),
+                 cfg.allow_anonymous ? ", or connect anonymous" : "");
     /* Reconnect jitter must differ between nodes restarted together. */
     srand((unsigned)getpid() ^ (unsigned)time(NULL));
-    return server_run(&cfg);
+    int status = server_run(&cfg, key);
+    token_key_destroy(key);
+    return status;
 }

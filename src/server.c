@@ -52,6 +52,7 @@ struct worker {
 
 struct server {
     const struct config *cfg;
+    const struct token_key *token_key;  /* --auth jwt; NULL otherwise */
     uv_loop_t *loop;             /* the main thread's loop */
     struct worker *workers;
     int nworkers;
@@ -255,6 +256,7 @@ static int worker_init(struct server *s, struct worker *w, int index)
         .ws_connections = &s->ws_connections,
         .draining = &s->draining,
         .metrics = &s->view,
+        .token_key = s->token_key,
     };
     return w->app.hub ? 0 : UV_ENOMEM;
 }
@@ -394,9 +396,9 @@ static void run_workers(struct server *s)
     log_info("stopped");
 }
 
-int server_run(const struct config *cfg)
+int server_run(const struct config *cfg, const struct token_key *token_key)
 {
-    struct server s = {.cfg = cfg, .nworkers = cfg->workers};
+    struct server s = {.cfg = cfg, .token_key = token_key, .nworkers = cfg->workers};
     uv_loop_t loop;
     int status = 1;
     uv_loop_init(&loop);

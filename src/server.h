@@ -9,8 +9,11 @@
 
 #include "core/config.h"
 
+struct token_key;
+
 /* Binds, starts the workers and runs until SIGTERM/SIGINT has shut every
- * connection down. Returns the process exit status. */
-int server_run(const struct config *cfg);
+ * connection down. token_key is the key of --auth jwt (NULL otherwise),
+ * borrowed until return. Returns the process exit status. */
+int server_run(const struct config *cfg, const struct token_key *token_key);
 
 #endif

@@ -404,13 +404,11 @@ static const struct route *route_find(const char *path)
  * first so that the comparison takes the same time whatever the length. */
 static int authorized(const struct config *cfg, const struct http_request *req)
 {
-    static const char scheme[] = "Bearer ";
     if (!cfg->api_key[0])
         return 1;
-    const char *h = req->authorization;
-    if (!h || strncasecmp(h, scheme, sizeof scheme - 1))
+    const char *h = http_bearer(req);
+    if (!h)
         return 0;
-    h += sizeof scheme - 1;
     unsigned char given[SHA256_DIGEST_LENGTH], want[SHA256_DIGEST_LENGTH];
     SHA256((const unsigned char *)h, strlen(h), given);
     SHA256((const unsigned char *)cfg->api_key, strlen(cfg->api_key), want);

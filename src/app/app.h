@@ -17,6 +17,7 @@
 
 struct hub;
 struct client;
+struct token_key;
 
 struct app {
     const struct config *cfg;
@@ -26,6 +27,7 @@ struct app {
     atomic_int *ws_connections;   /* upgraded connections of the process, for --max-connections */
     atomic_int *draining;         /* set when a shutdown began: /readyz fails from then on */
     const struct metrics_view *metrics;
+    const struct token_key *token_key; /* --auth jwt: the key tokens are verified with; else NULL */
 };
 
 /* One bus request of a client with what its answer needs. The request

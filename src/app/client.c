@@ -11,8 +11,10 @@
 #include <string.h>
 
 #include "app/app.h"
+#include "app/auth.h"
 #include "codec/http.h"
 #include "codec/reply.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "net/loop.h"
@@ -97,13 +99,53 @@ static int submit_user(struct client *c, enum bus_op op)
 
 /* ---- welcome -------------------------------------------------------------- */
 
-void client_start(struct client *c)
+/* exp as the JSON text of welcome and refreshed: a number, or null. */
+static void exp_text(const struct token_claims *claims, char out[24])
+{
+    if (claims->has_exp)
+        snprintf(out, 24, "%lld", (long long)claims->exp);
+    else
+        strcpy(out, "null");
+}
+
+/* Takes the rights, tenant and info of claims (left empty), and sets the
+ * deadline of its exp on the loop's clock, so that the tick compares two
+ * numbers. Returns 0, or -1 when out of memory (nothing taken). */
+static int take_claims(struct client *c, struct token_claims *claims)
+{
+    if (!c->rights && !(c->rights = calloc(1, sizeof *c->rights)))
+        return -1;
+    token_rights_free(c->rights);
+    *c->rights = claims->rights;
+    memset(&claims->rights, 0, sizeof claims->rights);
+    free(c->tenant);
+    free(c->info);
+    c->tenant = claims->tenant;
+    c->info = claims->info;
+    claims->tenant = claims->info = NULL;
+    c->expires_ms = 0;
+    if (claims->has_exp) {
+        int64_t left_ms = (claims->exp + client_app(c)->cfg->jwt_leeway) * 1000 - (int64_t)clock_wall_ms();
+        c->expires_ms = uv_now(c->conn.loop->uv) + (uint64_t)(left_ms > 0 ? left_ms : 0);
+    }
+    return 0;
+}
+
+void client_start(struct client *c, struct auth_result *who)
 {
     const struct config *cfg = client_app(c)->cfg;
-    char session[48];
+    char session[48], exp[24];
+    /* The user last: a client closed here must not tell the bus that a
+     * user it never announced went offline. */
+    if ((who->has_token && take_claims(c, &who->claims)) || (who->user[0] && !(c->user = strdup(who->user)))) {
+        conn_close(&c->conn, WS_CLOSE_INTERNAL, "out of memory");
+        return;
+    }
+    exp_text(&who->claims, exp);
     snprintf(session, sizeof session, "%d.%llu", c->conn.loop->index, (unsigned long long)c->conn.seq);
     size_t len;
-    send_reply(c, reply_welcome(session, c->user, cfg->node_id, cfg->heartbeat, &len), &len);
+    send_reply(c, reply_welcome(session, c->user, cfg->node_id, cfg->heartbeat, who->has_token ? exp : NULL, &len),
+               &len);
     if (!c->user)
         return;
     if (hub_user_add(client_app(c)->hub, c) || submit_user(c, BUS_ONLINE))
@@ -175,7 +217,7 @@ static void send_result(struct client *c, struct call *call)
             send_error(c, call->ref, WSFAN_EUNAVAILABLE, "the join could not complete");
         return;
     case BUS_LEAVE:
-        send_reply(c, reply_left(call->ref, call->req.leave.room, &len), &len);
+        send_reply(c, reply_left(call->ref, call->req.leave.room, NULL, &len), &len);
         return;
     case BUS_PUBLISH:
         send_reply(c, reply_ack(call->ref, call->req.publish.target == EVENT_ROOM, call->req.publish.store.offset, &len), &len);
@@ -194,11 +236,34 @@ static void send_result(struct client *c, struct call *call)
     }
 }
 
+/* The room a call reads from, for a join, history or presence; or NULL. */
+static const char *read_room(struct call *call)
+{
+    switch (call->req.base.op) {
+    case BUS_JOIN:
+    case BUS_REJOIN: return call->req.join.room;
+    case BUS_HISTORY: return call->req.history.room;
+    case BUS_PRESENCE: return call->req.presence.room;
+    default: return NULL;
+    }
+}
+
+/* A refresh may have taken the right to read the call's room away while
+ * the call was on the bus: then its answer is forbidden, not the room's
+ * messages or presence. */
+static int withdrawn(struct client *c, struct call *call)
+{
+    const char *room = read_room(call), *why;
+    return room && auth_check(client_app(c)->cfg, c->rights, AUTH_READ, room, 1, &why);
+}
+
 /* Answers one call that came back, in its turn, and ends it. */
 static void answer(struct client *c, struct call *call)
 {
     if (c->conn.state != CONN_WS || c->conn.closed) {
         /* Closed meanwhile: nobody to answer. */
+    } else if (withdrawn(c, call)) {
+        send_error(c, call->ref, WSFAN_EFORBIDDEN, "the connection's token no longer allows this room");
     } else if (call->req.base.error) {
         if (call->req.base.op == BUS_JOIN)
             join_failed(c, call->req.join.room);
@@ -270,6 +335,18 @@ static struct call *command_call(struct client *c, const struct command *cmd, en
     return call;
 }
 
+/* True when c may run cmd as action (app/auth.c decides: its rights, then
+ * its membership of the command's room); else sends the error. */
+static int permit(struct client *c, const struct command *cmd, enum auth_action action)
+{
+    const char *why = NULL;
+    int err = auth_check(client_app(c)->cfg, c->rights, action, cmd->room,
+                         action != AUTH_SEND && action != AUTH_BROADCAST && hub_is_member(c, cmd->room), &why);
+    if (err)
+        send_error(c, cmd->ref, err, err == WSFAN_EFORBIDDEN ? why : NULL);
+    return !err;
+}
+
 /* True when c is in the command's room; else sends not_member. */
 static int require_member(struct client *c, const struct command *cmd)
 {
@@ -283,6 +360,8 @@ static void run_join(struct client *c, struct command *cmd)
 {
     struct app *app = client_app(c);
     struct call *call;
+    if (!permit(c, cmd, AUTH_JOIN))
+        return;
     if (hub_is_member(c, cmd->room)) {
         /* Already a member: nothing was missed, nothing changes. While the
          * first join is still on its way, the answer waits behind it. */
@@ -334,6 +413,53 @@ static void run_publish(struct client *c, struct command *cmd, enum event_target
     bus_submit(client_app(c)->bus, &req->base);
 }
 
+/* Leaves room, which c's new token no longer allows: the event, then the
+ * bus is told as for a leave. */
+static void leave_forbidden(struct client *c, const char *room)
+{
+    size_t len;
+    send_reply(c, reply_left("", room, "forbidden", &len), &len);
+    submit_leave(c, room);
+}
+
+static int may_stay(struct client *c, const char *room)
+{
+    const char *why;
+    return auth_check(client_app(c)->cfg, c->rights, AUTH_JOIN, room, 1, &why) == 0;
+}
+
+/* refresh (docs/protocol.md section 1a): a new token of the same sub and
+ * tenant replaces the rights and the expiry of the old one; the rooms it no
+ * longer allows are left before the reply. */
+static void run_refresh(struct client *c, struct command *cmd)
+{
+    struct app *app = client_app(c);
+    if (app->cfg->auth != CONFIG_AUTH_JWT) {
+        send_error(c, cmd->ref, WSFAN_EFORBIDDEN, "this server does not use tokens (--auth none)");
+        return;
+    }
+    struct token_rules rules = auth_rules(app->cfg, app->token_key, (int64_t)(clock_wall_ms() / 1000));
+    struct token_claims claims;
+    char why[TOKEN_WHY_MAX], exp[24];
+    int r = token_verify(cmd->token, cmd->token_len, &rules, &claims, why);
+    if (r) {
+        send_error(c, cmd->ref, r == TOKEN_NOMEM ? WSFAN_ENOMEM : WSFAN_ETOKEN_INVALID, r == TOKEN_NOMEM ? NULL : why);
+        return;
+    }
+    if (!c->rights || strcmp(claims.sub, c->user) || !claims.tenant != !c->tenant ||
+        (c->tenant && strcmp(claims.tenant, c->tenant))) {
+        send_error(c, cmd->ref, WSFAN_EFORBIDDEN, "a refresh must name the connection's sub and tenant");
+    } else if (take_claims(c, &claims)) {
+        send_error(c, cmd->ref, WSFAN_ENOMEM, NULL);
+    } else {
+        hub_conn_leave_some(app->hub, c, may_stay, leave_forbidden);
+        exp_text(&claims, exp);
+        size_t len;
+        send_reply(c, reply_refreshed(cmd->ref, exp, &len), &len);
+    }
+    token_claims_free(&claims);
+}
+
 static void run_command(struct client *c, struct command *cmd)
 {
     struct app *app = client_app(c);
@@ -355,20 +481,22 @@ static void run_command(struct client *c, struct command *cmd)
             strcpy(call->req.leave.user, c->user);
         break;
     case CMD_PUBLISH:
-        if (require_member(c, cmd))
+        if (permit(c, cmd, AUTH_PUBLISH))
             run_publish(c, cmd, EVENT_ROOM);
         return;
     case CMD_SEND:
-        run_publish(c, cmd, EVENT_USER);
+        if (permit(c, cmd, AUTH_SEND))
+            run_publish(c, cmd, EVENT_USER);
         return;
     case CMD_BROADCAST:
-        if (!app->cfg->allow_broadcast)
-            send_error(c, cmd->ref, WSFAN_EFORBIDDEN, "broadcast is not allowed on this server");
-        else
+        if (permit(c, cmd, AUTH_BROADCAST))
             run_publish(c, cmd, EVENT_ALL);
         return;
+    case CMD_REFRESH:
+        run_refresh(c, cmd);
+        return;
     case CMD_HISTORY:
-        if (!require_member(c, cmd) || !(call = command_call(c, cmd, BUS_HISTORY)))
+        if (!permit(c, cmd, AUTH_READ) || !(call = command_call(c, cmd, BUS_HISTORY)))
             return;
         strcpy(call->req.history.room, cmd->room);
         call->req.history.store.limit = cmd->limit;
@@ -376,7 +504,7 @@ static void run_command(struct client *c, struct command *cmd)
         call->req.history.store.before = cmd->before;
         break;
     case CMD_PRESENCE:
-        if (!require_member(c, cmd) || !(call = command_call(c, cmd, BUS_PRESENCE)))
+        if (!permit(c, cmd, AUTH_READ) || !(call = command_call(c, cmd, BUS_PRESENCE)))
             return;
         strcpy(call->req.presence.room, cmd->room);
         break;
@@ -431,7 +559,16 @@ static void on_free(struct conn *conn)
     client_free(client_of(conn));
 }
 
+/* A token's exp (with the leeway) has passed: docs/protocol.md section 1a. */
+static void on_tick(struct conn *conn, uint64_t now_ms)
+{
+    struct client *c = client_of(conn);
+    if (c->expires_ms && now_ms >= c->expires_ms)
+        conn_close(conn, WS_CLOSE_POLICY, "token expired");
+}
+
 const struct conn_handler client_handler = {
+    .on_tick = on_tick,
     .on_text = on_text,
     .on_close = on_close,
     .on_free = on_free,
@@ -442,5 +579,10 @@ void client_free(struct client *c)
     http_reader_destroy(c->http);
     free(c->held);
     free(c->user);
+    if (c->rights)
+        token_rights_free(c->rights);
+    free(c->rights);
+    free(c->tenant);
+    free(c->info);
     free(c);
 }

@@ -19,8 +19,10 @@
 #define PENDING_MAX 1024 /* commands of one connection waiting for the bus */
 
 struct app;
+struct auth_result;
 struct call;
 struct http_reader;
+struct token_rights;
 
 struct client {
     struct conn conn;           /* first: the transport's part */
@@ -38,6 +40,11 @@ struct client {
     struct call *parked;        /* replies that overtook an earlier one, by seq */
     char *user;                 /* NULL when anonymous */
     struct hub_conn hub;        /* this client's rooms and user slot */
+    /* Its token (docs/protocol.md section 1a); all NULL or 0 without one */
+    struct token_rights *rights; /* what the token allows (owned) */
+    char *tenant;               /* the tenant claim (owned) */
+    char *info;                 /* the info claim as compact JSON (owned) */
+    uint64_t expires_ms;        /* loop time when exp + leeway has passed; 0: never */
 };
 
 static inline struct client *client_of(struct conn *c) { return (struct client *)c; }
@@ -48,9 +55,11 @@ static inline struct app *client_app(const struct client *c) { return c->conn.lo
 /* The handler of upgraded connections (the router switches to it). */
 extern const struct conn_handler client_handler;
 
-/* Starts the session of a client the router just upgraded: sends the
- * welcome event and announces the user, if any, to the bus. */
-void client_start(struct client *c);
+/* Starts the session of a client the router just upgraded as who says
+ * (auth_handshake): takes its user and its token's claims (who's claims
+ * are left empty), sends the welcome event and announces the user, if
+ * any, to the bus. */
+void client_start(struct client *c, struct auth_result *who);
 
 /* Frees what c owns and c itself; the conn's last reference is gone. */
 void client_free(struct client *c);

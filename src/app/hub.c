@@ -232,13 +232,23 @@ int hub_room_remove(struct hub *h, struct client *c, const char *room)
     return HUB_OK;
 }
 
-void hub_conn_leave_all(struct hub *h, struct client *c, void (*fn)(struct client *c, const char *room))
+void hub_conn_leave_some(struct hub *h, struct client *c, int (*keep)(struct client *c, const char *room),
+                         void (*fn)(struct client *c, const char *room))
 {
-    while (c->hub.nrooms) {
-        struct hub_membership *m = &c->hub.rooms[c->hub.nrooms - 1];
+    /* From the end: a drop moves the last membership into the freed place,
+     * and that one was seen already. */
+    for (uint32_t i = c->hub.nrooms; i-- > 0;) {
+        struct hub_membership *m = &c->hub.rooms[i];
+        if (keep && keep(c, m->room->name))
+            continue;
         fn(c, m->room->name);
         membership_drop(h, c, m);
     }
+}
+
+void hub_conn_leave_all(struct hub *h, struct client *c, void (*fn)(struct client *c, const char *room))
+{
+    hub_conn_leave_some(h, c, NULL, fn);
 }
 
 uint32_t hub_room_members(const struct hub *h, const char *room)

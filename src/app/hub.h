@@ -68,6 +68,11 @@ uint32_t hub_room_count(const struct client *c);
 /* Calls fn for each of c's rooms, then removes them all. */
 void hub_conn_leave_all(struct hub *h, struct client *c, void (*fn)(struct client *c, const char *room));
 
+/* The same for the rooms that keep(c, room) refuses; keep NULL keeps none.
+ * fn sees each room before it is removed. */
+void hub_conn_leave_some(struct hub *h, struct client *c, int (*keep)(struct client *c, const char *room),
+                         void (*fn)(struct client *c, const char *room));
+
 /* Indexes c under its user (c->user must be set). Returns HUB_OK or
  * HUB_NOMEM. */
 int hub_user_add(struct hub *h, struct client *c);

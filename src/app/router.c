@@ -8,10 +8,11 @@
 
 #include "app/api.h"
 #include "app/app.h"
+#include "app/auth.h"
 #include "app/client.h"
 #include "codec/http.h"
+#include "core/clock.h"
 #include "core/log.h"
-#include "core/names.h"
 
 #define HTTP_MAX_HEAD 8192
 
@@ -104,10 +105,10 @@ static void upgrade(struct client *c, const struct http_request *req)
         router_respond_text(c, status, status == 426 ? "Sec-WebSocket-Version: 13\r\n" : NULL, reason, 0);
         return;
     }
-    char user[NAME_MAX_LEN + 1];
-    int user_len = http_query_get(req->query, "user", user, sizeof user);
-    if (user_len == -2 || (user_len >= 0 && !name_valid(user, (size_t)user_len))) {
-        router_respond_text(c, 400, NULL, "user must be 1 to 128 characters of A-Z a-z 0-9 _ . : -", 0);
+    struct auth_result who;
+    auth_handshake(app->cfg, app->token_key, req, (int64_t)(clock_wall_ms() / 1000), &who);
+    if (who.status) {
+        router_respond_text(c, who.status, who.headers, who.reason, 0);
         return;
     }
     if (atomic_load_explicit(app->draining, memory_order_relaxed)) {
@@ -117,13 +118,9 @@ static void upgrade(struct client *c, const struct http_request *req)
     if (atomic_fetch_add(app->ws_connections, 1) >= app->cfg->max_connections) {
         atomic_fetch_sub(app->ws_connections, 1);
         router_respond_text(c, 503, "Retry-After: 5\r\n", "server full", 0);
-        return;
+        goto done;
     }
     c->counted = 1; /* given back by on_close, in this phase or the next */
-    if (user_len > 0 && !(c->user = strdup(user))) {
-        conn_drop(&c->conn);
-        return;
-    }
     char accept[29], headers[256];
     ws_accept_key(req->ws_key, strlen(req->ws_key), accept);
     snprintf(headers, sizeof headers,
@@ -134,14 +131,16 @@ static void upgrade(struct client *c, const struct http_request *req)
     struct frame *f = http_response_create(101, NULL, headers, NULL, 0, 1);
     if (!f) {
         conn_drop(&c->conn);
-        return;
+        goto done;
     }
     conn_enqueue(&c->conn, f);
     frame_unref(f);
     http_reader_destroy(c->http);
     c->http = NULL;
     conn_upgrade(&c->conn, &client_handler, app->cfg->max_message);
-    client_start(c);
+    client_start(c, &who);
+done:
+    token_claims_free(&who.claims);
 }
 
 /* ---- reading ---------------------------------------------------------------- */

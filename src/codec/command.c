@@ -68,6 +68,18 @@ static int parse_data(json_t *body, struct command *cmd, struct command_error *e
     return 0;
 }
 
+/* A required string without NUL bytes, copied (the token of refresh). */
+static int parse_text(json_t *body, const char *key, char **out, size_t *len, struct command_error *err)
+{
+    json_t *v = json_object_get(body, key);
+    if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v))
+        return refuse(err, WSFAN_EBAD_COMMAND, "%s is required and must be a string", key);
+    if (!(*out = strdup(json_string_value(v))))
+        return refuse(err, WSFAN_ENOMEM, "out of memory");
+    *len = json_string_length(v);
+    return 0;
+}
+
 static int parse_limit(json_t *body, int *out, struct command_error *err)
 {
     json_t *v = json_object_get(body, "limit");
@@ -97,7 +109,7 @@ static int parse_ref(json_t *ref, char out[REF_TEXT_MAX], struct command_error *
 static const char *const command_names[] = {
     [CMD_JOIN] = "join",           [CMD_LEAVE] = "leave",     [CMD_PUBLISH] = "publish",
     [CMD_SEND] = "send",           [CMD_BROADCAST] = "broadcast", [CMD_HISTORY] = "history",
-    [CMD_PRESENCE] = "presence",   [CMD_PING] = "ping",
+    [CMD_PRESENCE] = "presence",   [CMD_PING] = "ping",       [CMD_REFRESH] = "refresh",
 };
 
 const char *command_type_name(enum command_type type)
@@ -120,13 +132,13 @@ static int command_type_of(const char *s, size_t n)
  * checks of docs/protocol.md. */
 enum field {
     FIELD_END, FIELD_ROOM, FIELD_USER, FIELD_EPHEMERAL, FIELD_ECHO, FIELD_DATA, FIELD_LIMIT, FIELD_SINCE, FIELD_BEFORE,
-    FIELD_TYPE, FIELD_REF, FIELD_COUNT
+    FIELD_TOKEN, FIELD_TYPE, FIELD_REF, FIELD_COUNT
 };
 
 static const char *const field_names[FIELD_COUNT] = {
     [FIELD_ROOM] = "room",   [FIELD_USER] = "user",   [FIELD_EPHEMERAL] = "ephemeral", [FIELD_ECHO] = "echo",
     [FIELD_DATA] = "data",   [FIELD_LIMIT] = "limit", [FIELD_SINCE] = "since",         [FIELD_BEFORE] = "before",
-    [FIELD_TYPE] = "type",   [FIELD_REF] = "ref",
+    [FIELD_TOKEN] = "token", [FIELD_TYPE] = "type",   [FIELD_REF] = "ref",
 };
 
 static const enum field command_fields[][5] = {
@@ -138,6 +150,7 @@ static const enum field command_fields[][5] = {
     [CMD_HISTORY] = {FIELD_ROOM, FIELD_LIMIT, FIELD_BEFORE},
     [CMD_PRESENCE] = {FIELD_ROOM},
     [CMD_PING] = {FIELD_END},
+    [CMD_REFRESH] = {FIELD_TOKEN},
 };
 
 static int parse_field(json_t *body, enum field f, struct command *cmd, struct command_error *err)
@@ -151,6 +164,7 @@ static int parse_field(json_t *body, enum field f, struct command *cmd, struct c
     case FIELD_LIMIT: return parse_limit(body, &cmd->limit, err);
     case FIELD_SINCE: return parse_offset(body, "since", &cmd->has_since, &cmd->since, err);
     case FIELD_BEFORE: return parse_offset(body, "before", &cmd->has_before, &cmd->before, err);
+    case FIELD_TOKEN: return parse_text(body, "token", &cmd->token, &cmd->token_len, err);
     default: return 0;
     }
 }
@@ -365,6 +379,17 @@ static int fast_data(const struct fast_value *v, struct command *cmd)
     return 0;
 }
 
+/* A string without escapes, copied without its quotes. */
+static int fast_text(const struct fast_value *v, char **out, size_t *len)
+{
+    if (!v->text || v->kind != FAST_STRING || v->escaped || !(*out = malloc(v->len - 1)))
+        return -1;
+    *len = v->len - 2;
+    memcpy(*out, v->text + 1, *len);
+    (*out)[*len] = '\0';
+    return 0;
+}
+
 static int fast_field(const struct fast_value *fields, enum field f, struct command *cmd)
 {
     const struct fast_value *v = &fields[f];
@@ -384,6 +409,7 @@ static int fast_field(const struct fast_value *fields, enum field f, struct comm
         return 0;
     case FIELD_SINCE: return fast_offset(v, &cmd->has_since, &cmd->since);
     case FIELD_BEFORE: return fast_offset(v, &cmd->has_before, &cmd->before);
+    case FIELD_TOKEN: return fast_text(v, &cmd->token, &cmd->token_len);
     default: return 0;
     }
 }
@@ -480,6 +506,8 @@ done:
 void command_free(struct command *cmd)
 {
     free(cmd->data);
+    free(cmd->token);
     cmd->data = NULL;
+    cmd->token = NULL;
 }
 

@@ -18,9 +18,9 @@
 #define HISTORY_MAX_LIMIT 1000
 
 enum command_type {
-    CMD_JOIN, CMD_LEAVE, CMD_PUBLISH, CMD_SEND, CMD_BROADCAST, CMD_HISTORY, CMD_PRESENCE, CMD_PING,
+    CMD_JOIN, CMD_LEAVE, CMD_PUBLISH, CMD_SEND, CMD_BROADCAST, CMD_HISTORY, CMD_PRESENCE, CMD_PING, CMD_REFRESH,
 };
-#define CMD_COUNT (CMD_PING + 1)
+#define CMD_COUNT (CMD_REFRESH + 1)
 
 /* "join", "leave", ... as the type field spells it. */
 const char *command_type_name(enum command_type type);
@@ -39,6 +39,8 @@ struct command {
     int limit;                     /* history */
     int has_before;
     struct offset before;
+    char *token;                   /* refresh: the token's text, NUL-terminated (owned) */
+    size_t token_len;
 };
 
 /* A refused command: a WSFAN_E* of core/error.h and a line for humans. */

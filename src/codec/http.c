@@ -452,6 +452,13 @@ static int is_ows(char c)
     return c == ' ' || c == '\t';
 }
 
+const char *http_bearer(const struct http_request *req)
+{
+    static const char scheme[] = "Bearer ";
+    const char *h = req->authorization;
+    return h && !strncasecmp(h, scheme, sizeof scheme - 1) ? h + sizeof scheme - 1 : NULL;
+}
+
 int http_header_has_token(const char *header, const char *token)
 {
     if (!header)

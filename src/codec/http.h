@@ -76,6 +76,10 @@ void http_reader_reset(struct http_reader *r);
  * one-line explanation. */
 int http_ws_check(const struct http_request *req, const char **reason);
 
+/* The credentials of an Authorization header of the Bearer scheme (any
+ * case), or NULL when there is no such header. Borrowed from req. */
+const char *http_bearer(const struct http_request *req);
+
 /* True when the Sec-WebSocket-Protocol header offers the token proto. */
 int http_header_has_token(const char *header, const char *token);
 

@@ -27,10 +27,12 @@ static char *format(size_t *len, const char *fmt, ...)
 /* "offset" quoted, or null. */
 #define NULLABLE(s) (s) && (s)[0] ? "\"" : "", (s) && (s)[0] ? (s) : "null", (s) && (s)[0] ? "\"" : ""
 
-char *reply_welcome(const char *session, const char *user, const char *node, int heartbeat, size_t *len)
+char *reply_welcome(const char *session, const char *user, const char *node, int heartbeat, const char *exp,
+                    size_t *len)
 {
-    return format(len, "{\"type\":\"welcome\",\"session\":\"%s\",\"user\":%s%s%s,\"node\":\"%s\",\"heartbeat\":%d}",
-                  session, NULLABLE(user), node, heartbeat);
+    return format(len,
+                  "{\"type\":\"welcome\",\"session\":\"%s\",\"user\":%s%s%s,\"node\":\"%s\",\"heartbeat\":%d%s%s}",
+                  session, NULLABLE(user), node, heartbeat, exp ? ",\"exp\":" : "", exp ? exp : "");
 }
 
 char *reply_joined(const char *ref, const char *room, const char *offset, int recovered, size_t missed,
@@ -40,9 +42,15 @@ char *reply_joined(const char *ref, const char *room, const char *offset, int re
                   REF_FIELD(ref), room, NULLABLE(offset), recovered ? "true" : "false", missed);
 }
 
-char *reply_left(const char *ref, const char *room, size_t *len)
+char *reply_left(const char *ref, const char *room, const char *reason, size_t *len)
 {
-    return format(len, "{\"type\":\"left\"%s%s,\"room\":\"%s\"}", REF_FIELD(ref), room);
+    return format(len, "{\"type\":\"left\"%s%s,\"room\":\"%s\"%s%s%s}", REF_FIELD(ref), room,
+                  reason ? ",\"reason\":\"" : "", reason ? reason : "", reason ? "\"" : "");
+}
+
+char *reply_refreshed(const char *ref, const char *exp, size_t *len)
+{
+    return format(len, "{\"type\":\"refreshed\"%s%s,\"exp\":%s}", REF_FIELD(ref), exp);
 }
 
 char *reply_ack(const char *ref, int room_ack, const char *offset, size_t *len)

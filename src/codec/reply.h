@@ -11,15 +11,22 @@
 
 #include <stddef.h>
 
-/* {"type":"welcome","session":S,"user":U|null,"node":N,"heartbeat":H} */
-char *reply_welcome(const char *session, const char *user, const char *node, int heartbeat, size_t *len);
+/* {"type":"welcome","session":S,"user":U|null,"node":N,"heartbeat":H},
+ * with ,"exp":E after heartbeat when exp (JSON text: a number or null) is
+ * not NULL: a connection with a token. */
+char *reply_welcome(const char *session, const char *user, const char *node, int heartbeat, const char *exp,
+                    size_t *len);
 
 /* {"type":"joined",ref,"room":R,"offset":O|null,"recovered":B,"missed":N} */
 char *reply_joined(const char *ref, const char *room, const char *offset, int recovered, size_t missed,
                    size_t *len);
 
-/* {"type":"left",ref,"room":R} */
-char *reply_left(const char *ref, const char *room, size_t *len);
+/* {"type":"left",ref,"room":R}, with ,"reason":W when reason is not NULL
+ * (a room the connection may no longer join). */
+char *reply_left(const char *ref, const char *room, const char *reason, size_t *len);
+
+/* {"type":"refreshed",ref,"exp":E}; exp is JSON text, a number or null. */
+char *reply_refreshed(const char *ref, const char *exp, size_t *len);
 
 /* {"type":"ack",ref} for send and broadcast; with room_ack set,
  * {"type":"ack",ref,"offset":O|null} for a room publish (offset NULL or

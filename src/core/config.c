@@ -12,7 +12,10 @@
 #include "core/names.h"
 #include "core/redis_url.h"
 
-enum opt_kind { OPT_INT, OPT_SIZE, OPT_LISTEN, OPT_LEVEL, OPT_BOOL, OPT_NAME, OPT_REDIS_URL, OPT_SECRET };
+enum opt_kind {
+    OPT_INT, OPT_SIZE, OPT_LISTEN, OPT_LEVEL, OPT_BOOL, OPT_NAME, OPT_REDIS_URL, OPT_SECRET, OPT_TEXT, OPT_PATH,
+    OPT_AUTH, OPT_PATTERNS
+};
 
 struct option_spec {
     const char *name;  /* flag without the dashes; the env var is derived */
@@ -67,6 +70,18 @@ static const struct option_spec options[] = {
      "at once (default 0: all at once)"},
     {"api-key", OPT_SECRET, FIELD(api_key), 1, 256,
      "require Authorization: Bearer <key> on /api/* and /metrics; prefer the variable, ps shows flags (default: open)"},
+    {"auth", OPT_AUTH, FIELD(auth), 0, 0, "none (?user= names the user) or jwt (a token on /ws) (default none)"},
+    {"jwt-secret", OPT_SECRET, FIELD(jwt_secret), 1, 512,
+     "the HS256 key of --auth jwt; prefer the variable, ps shows flags"},
+    {"jwt-public-key", OPT_PATH, FIELD(jwt_public_key), 1, 4095,
+     "PEM file of the public key of --auth jwt: RSA for RS256, EC P-256 for ES256"},
+    {"jwt-leeway", OPT_INT, FIELD(jwt_leeway), 0, 3600, "seconds of clock slack on a token's exp and nbf (default 5)"},
+    {"jwt-audience", OPT_TEXT, FIELD(jwt_audience), 1, 256, "a token's aud must name this (default: not checked)"},
+    {"jwt-issuer", OPT_TEXT, FIELD(jwt_issuer), 1, 256, "a token's iss must be this (default: not checked)"},
+    {"allow-anonymous", OPT_BOOL, FIELD(allow_anonymous), 0, 1,
+     "with --auth jwt, let a connection without a token in, anonymous (default: 401)"},
+    {"anonymous-rooms", OPT_PATTERNS, FIELD(anonymous_rooms), 0, 1024,
+     "room patterns anonymous connections may join and read, e.g. 'lobby,public:*' (default: none)"},
 };
 
 static void config_defaults(struct config *cfg)
@@ -92,6 +107,8 @@ static void config_defaults(struct config *cfg)
     cfg->redis_timeout = 3000;
     cfg->position_sync = 1000;
     cfg->presence_ttl = 15;
+    cfg->auth = CONFIG_AUTH_NONE;
+    cfg->jwt_leeway = 5;
     char host[64] = "wsfan";
     gethostname(host, sizeof host - 1);
     host[sizeof host - 1] = '\0';
@@ -189,7 +206,14 @@ static void describe_allowed(const struct option_spec *o, char *buf, size_t cap)
                            "redis+sentinel://[user:pass@]host:port[,host:port..]/MASTER[/db]");
         break;
     case OPT_SECRET:
+    case OPT_TEXT:
         snprintf(buf, cap, "expected %lld to %lld printable characters without spaces", o->min, o->max);
+        break;
+    case OPT_PATH: snprintf(buf, cap, "expected a file name of at most %lld bytes", o->max); break;
+    case OPT_AUTH: snprintf(buf, cap, "expected none or jwt"); break;
+    case OPT_PATTERNS:
+        snprintf(buf, cap, "expected room patterns separated by commas (an id, a prefix ending in *, or *), "
+                           "at most %lld bytes", o->max);
         break;
     }
 }
@@ -228,7 +252,8 @@ static int apply(struct config *cfg, const struct option_spec *o, const char *va
             return -1;
         strcpy(field, value);
         return 0;
-    case OPT_SECRET: {
+    case OPT_SECRET:
+    case OPT_TEXT: {
         size_t len = strlen(value);
         if (len < (size_t)o->min || len > (size_t)o->max)
             return -1;
@@ -238,6 +263,19 @@ static int apply(struct config *cfg, const struct option_spec *o, const char *va
         strcpy(field, value);
         return 0;
     }
+    case OPT_PATH:
+    case OPT_PATTERNS: {
+        size_t len = strlen(value);
+        if (len < (size_t)o->min || len > (size_t)o->max || (o->kind == OPT_PATTERNS && !name_patterns_valid(value)))
+            return -1;
+        strcpy(field, value);
+        return 0;
+    }
+    case OPT_AUTH:
+        if (strcmp(value, "none") && strcmp(value, "jwt"))
+            return -1;
+        *(enum config_auth *)field = !strcmp(value, "jwt") ? CONFIG_AUTH_JWT : CONFIG_AUTH_NONE;
+        return 0;
     case OPT_REDIS_URL: {
         struct redis_url url;
         if (strlen(value) >= sizeof cfg->redis_url || redis_url_parse(value, &url))
@@ -284,6 +322,39 @@ static const struct option_spec *find_option(const char *name, size_t len)
         if (strlen(options[i].name) == len && !strncmp(options[i].name, name, len))
             return &options[i];
     return NULL;
+}
+
+/* The authentication flags fit together (docs/protocol.md section 1a). The
+ * key file itself is read at start by the composition root. */
+static int check_auth(const struct config *cfg)
+{
+    if (cfg->auth == CONFIG_AUTH_NONE) {
+        /* A key or an anonymous rule that has no effect would let an
+         * operator believe clients are checked. */
+        const char *set = cfg->jwt_secret[0]        ? "--jwt-secret (or WSFAN_JWT_SECRET)"
+                          : cfg->jwt_public_key[0]  ? "--jwt-public-key"
+                          : cfg->jwt_audience[0]    ? "--jwt-audience"
+                          : cfg->jwt_issuer[0]      ? "--jwt-issuer"
+                          : cfg->allow_anonymous    ? "--allow-anonymous"
+                          : cfg->anonymous_rooms[0] ? "--anonymous-rooms"
+                                                    : NULL;
+        if (set) {
+            fprintf(stderr, "wsfan: %s: only applies with --auth jwt; add --auth jwt or remove it\n", set);
+            return CONFIG_ERROR;
+        }
+        return CONFIG_OK;
+    }
+    if (!cfg->jwt_secret[0] == !cfg->jwt_public_key[0]) {
+        fprintf(stderr, "wsfan: --auth jwt: needs exactly one key: --jwt-secret (better: WSFAN_JWT_SECRET) for "
+                        "HS256, or --jwt-public-key FILE for RS256 or ES256%s\n",
+                cfg->jwt_secret[0] ? ", not both" : "");
+        return CONFIG_ERROR;
+    }
+    if (cfg->anonymous_rooms[0] && !cfg->allow_anonymous) {
+        fprintf(stderr, "wsfan: --anonymous-rooms=%s: needs --allow-anonymous as well\n", cfg->anonymous_rooms);
+        return CONFIG_ERROR;
+    }
+    return CONFIG_OK;
 }
 
 int config_parse(struct config *cfg, int argc, char **argv)
@@ -349,5 +420,5 @@ int config_parse(struct config *cfg, int argc, char **argv)
         fprintf(stderr, "wsfan: --store-redis=%s: needs --redis as well\n", cfg->store_redis_url);
         return CONFIG_ERROR;
     }
-    return CONFIG_OK;
+    return check_auth(cfg);
 }

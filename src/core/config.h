@@ -10,6 +10,8 @@
 
 #include "core/log.h"
 
+enum config_auth { CONFIG_AUTH_NONE, CONFIG_AUTH_JWT };
+
 struct config {
     char listen_host[64];
     uint16_t listen_port;
@@ -35,6 +37,15 @@ struct config {
     int presence_ttl;           /* seconds until a dead node's users are gone */
     int drain_seconds;          /* a shutdown closes connections over this long */
     char api_key[257];          /* "" when the HTTP API is open */
+    /* Authentication (docs/protocol.md section 1a) */
+    enum config_auth auth;
+    char jwt_secret[513];       /* HS256 key, "" when none */
+    char jwt_public_key[4096];  /* PEM file path (RS256 or ES256), "" when none */
+    int jwt_leeway;             /* seconds of slack on exp and nbf */
+    char jwt_audience[257];     /* the aud a token must name, "" for any */
+    char jwt_issuer[257];       /* the iss a token must have, "" for any */
+    int allow_anonymous;        /* jwt mode: a connection without a token is anonymous, not 401 */
+    char anonymous_rooms[1025]; /* the room patterns anonymous connections may join (a comma list) */
 };
 
 enum { CONFIG_OK = 0, CONFIG_EXIT = 1, CONFIG_ERROR = -1 };

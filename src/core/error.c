@@ -28,6 +28,7 @@ static const struct error_row rows[WSFAN_ERROR_COUNT] = {
     [-WSFAN_ENOT_FOUND] = {"not_found", 404, "no such API endpoint"},
     [-WSFAN_EMETHOD_NOT_ALLOWED] = {"method_not_allowed", 405, "method not allowed"},
     [-WSFAN_EUNAUTHORIZED] = {"unauthorized", 401, "send Authorization: Bearer <api key>"},
+    [-WSFAN_ETOKEN_INVALID] = {"token_invalid", 401, "the token does not verify"},
 };
 
 static const struct error_row *row(int err)

@@ -25,8 +25,9 @@ enum wsfan_error {
     WSFAN_ENOT_FOUND = -16,
     WSFAN_EMETHOD_NOT_ALLOWED = -17,
     WSFAN_EUNAUTHORIZED = -18,
+    WSFAN_ETOKEN_INVALID = -19,
 };
-#define WSFAN_ERROR_COUNT 19
+#define WSFAN_ERROR_COUNT 20
 
 /* The code clients see, e.g. "not_member" (out of memory is "unavailable"). */
 const char *wsfan_error_code(int err);

@@ -1,5 +1,8 @@
-/* names.c - the one check of room, user and node ids. See names.h. */
+/* names.c - the one check of room, user and node ids, and of room patterns.
+ * See names.h. */
 #include "core/names.h"
+
+#include <string.h>
 
 static const unsigned char allowed[256] = {
     ['_'] = 1, ['.'] = 1, [':'] = 1, ['-'] = 1,
@@ -20,4 +23,49 @@ int name_valid(const char *s, size_t len)
         if (!allowed[(unsigned char)s[i]])
             return 0;
     return 1;
+}
+
+int name_pattern_valid(const char *s, size_t len)
+{
+    if (len > 0 && s[len - 1] == '*')
+        return len == 1 || name_valid(s, len - 1);
+    return name_valid(s, len);
+}
+
+int name_patterns_valid(const char *list)
+{
+    if (!*list)
+        return 1;
+    for (;;) {
+        const char *comma = strchr(list, ',');
+        size_t len = comma ? (size_t)(comma - list) : strlen(list);
+        if (!name_pattern_valid(list, len))
+            return 0;
+        if (!comma)
+            return 1;
+        list = comma + 1;
+    }
+}
+
+/* True when room matches the one pattern p[0..len). */
+static int pattern_match(const char *p, size_t len, const char *room, size_t room_len)
+{
+    if (len > 0 && p[len - 1] == '*')
+        return room_len >= len - 1 && !memcmp(p, room, len - 1);
+    return room_len == len && !memcmp(p, room, len);
+}
+
+int name_patterns_match(const char *list, const char *room)
+{
+    size_t room_len = strlen(room);
+    while (*list) {
+        const char *comma = strchr(list, ',');
+        size_t len = comma ? (size_t)(comma - list) : strlen(list);
+        if (pattern_match(list, len, room, room_len))
+            return 1;
+        if (!comma)
+            return 0;
+        list = comma + 1;
+    }
+    return 0;
 }

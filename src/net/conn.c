@@ -518,8 +518,6 @@ void conn_tick(struct conn *c, uint64_t now_ms)
     const struct config *cfg = c->loop->cfg;
     switch (c->state) {
     case CONN_HTTP:
-        if (c->handler->on_tick)
-            c->handler->on_tick(c, now_ms);
         break;
     case CONN_WS:
         if (now_ms - c->last_rx_ms >= (uint64_t)cfg->heartbeat * 2000) {
@@ -536,6 +534,8 @@ void conn_tick(struct conn *c, uint64_t now_ms)
             conn_drop(c);
         break;
     }
+    if (conn_is_open(c) && c->handler->on_tick)
+        c->handler->on_tick(c, now_ms);
     if (!c->closed && !c->out.inflight)
         outq_shrink(&c->out);
 }

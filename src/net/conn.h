@@ -27,7 +27,8 @@ enum conn_state {
 struct conn_handler {
     /* HTTP phase: bytes read from the socket (borrowed until return). */
     void (*on_bytes)(struct conn *c, const char *buf, size_t len);
-    /* HTTP phase: once per tick, for the application's own timeouts. */
+    /* HTTP and WebSocket phases: once per tick, for the application's
+     * own deadlines (now_ms is the loop's time). May be NULL. */
     void (*on_tick)(struct conn *c, uint64_t now_ms);
     /* WebSocket phase: one complete, UTF-8-valid text message (borrowed). */
     void (*on_text)(struct conn *c, const char *text, size_t len);
@@ -123,8 +124,8 @@ void conn_close(struct conn *c, uint16_t code, const char *reason);
 /* Closes the socket now, without a close frame; frees when libuv is done. */
 void conn_drop(struct conn *c);
 
-/* Heartbeat and linger checks, and the handler's tick in the HTTP phase;
- * called by the loop's ticker. */
+/* Heartbeat and linger checks, and the handler's tick while the
+ * connection is open (HTTP or WebSocket); called by the loop's ticker. */
 void conn_tick(struct conn *c, uint64_t now_ms);
 
 /* True while the connection can still send (not closing, not closed). */

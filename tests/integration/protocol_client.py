@@ -23,7 +23,7 @@ from typing import Callable, Optional
 from conftest import SLOW, connect_json
 
 ANY = object()   # "any value" for recv_until(ref=...)
-REPLY_TYPES = ("joined", "left", "ack", "history", "presence", "pong", "error")
+REPLY_TYPES = ("joined", "left", "ack", "history", "presence", "pong", "refreshed", "error")
 EVENT_TYPES = ("message", "direct", "broadcast", "presence_join", "presence_leave")
 OFFSET_RE = re.compile(r"\d+-\d+")
 

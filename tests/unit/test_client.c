@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "app/app.h"
+#include "app/auth.h"
 #include "app/client.h"
 #include "app/hub.h"
 #include "cluster/bus.h"
@@ -422,10 +423,11 @@ static struct peer *connect_client(struct fixture *f, int i, const char *user)
     assert_int_equal(conn_open(f->net, sv[0], &p->c->conn), 0);
     atomic_fetch_add(&f->ws_connections, 1);
     p->c->counted = 1;
+    struct auth_result who = {0};
     if (user)
-        p->c->user = strdup(user);
+        snprintf(who.user, sizeof who.user, "%s", user);
     conn_upgrade(&p->c->conn, &client_handler, f->cfg.max_message);
-    client_start(p->c);
+    client_start(p->c, &who);
 
     json_t *msg = expect(f, p, "welcome", NULL);
     char session[32];

@@ -266,6 +266,7 @@ static void test_command_accepts_every_type(void **state)
         {"{\"type\":\"history\",\"room\":\"r\"}", CMD_HISTORY},
         {"{\"type\":\"presence\",\"room\":\"r\"}", CMD_PRESENCE},
         {"{\"type\":\"ping\"}", CMD_PING},
+        {"{\"type\":\"refresh\",\"token\":\"a.b.c\"}", CMD_REFRESH},
     };
     struct command cmd;
 
@@ -884,6 +885,11 @@ static void test_command_fast_path_agrees_with_the_general_path(void **state)
         {0, "{\"type\":\"publish\",\"room\":\"r\"}"},
         {0, "[\"type\",\"ping\"]"},
         {0, ""},
+        {1, "{\"type\":\"refresh\",\"token\":\"eyJ.eyJ.sig-_\",\"ref\":3}"},
+        {0, "{\"type\":\"refresh\",\"token\":\"a\\u002eb\"}"},
+        {0, "{\"type\":\"refresh\",\"token\":\"a\\u0000b\"}"},
+        {0, "{\"type\":\"refresh\",\"token\":7}"},
+        {0, "{\"type\":\"refresh\"}"},
     };
     (void)state;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -914,15 +920,42 @@ static void test_command_fast_path_agrees_with_the_general_path(void **state)
             assert_int_equal(a.since.seq, b.since.seq);
             assert_int_equal(a.has_before, b.has_before);
             assert_int_equal(a.before.ms, b.before.ms);
+            assert_true((a.token == NULL) == (b.token == NULL));
+            if (a.token)
+                assert_string_equal(a.token, b.token);
+            assert_int_equal(a.token_len, b.token_len);
         }
         command_free(&a);
         command_free(&b);
     }
 }
 
+/* refresh (docs/protocol.md section 1a): a string token, kept whole; its
+ * checks are the token's, when the command runs. */
+static void test_command_refresh_takes_a_string_token(void **state)
+{
+    struct command cmd;
+
+    (void)state;
+    parse_ok("{\"type\":\"refresh\",\"token\":\"h.p.s\",\"ref\":\"r\"}", &cmd);
+    assert_int_equal(cmd.type, CMD_REFRESH);
+    assert_string_equal(cmd.token, "h.p.s");
+    assert_int_equal(cmd.token_len, 5);
+    command_free(&cmd);
+    assert_null(cmd.token);
+    parse_ok("{\"type\":\"refresh\",\"token\":\"\\u0068.p.s\"}", &cmd);
+    assert_string_equal(cmd.token, "h.p.s");
+    command_free(&cmd);
+    refused("{\"type\":\"refresh\"}", WSFAN_EBAD_COMMAND);
+    refused("{\"type\":\"refresh\",\"token\":null}", WSFAN_EBAD_COMMAND);
+    refused("{\"type\":\"refresh\",\"token\":\"a\\u0000b\"}", WSFAN_EBAD_COMMAND);
+    assert_string_equal(command_type_name(CMD_REFRESH), "refresh");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_command_refresh_takes_a_string_token),
         cmocka_unit_test(test_command_refuses_text_that_is_not_json),
         cmocka_unit_test(test_command_refuses_raw_nul_bytes),
         cmocka_unit_test(test_command_refuses_json_that_is_not_an_object),

@@ -486,21 +486,76 @@ static void test_config_allow_broadcast_is_a_switch_or_a_boolean(void **state)
     expect_refused((const char *const[]){"--allow-broadcast", "maybe", NULL}, "maybe");
 }
 
-static void test_config_auth_is_not_an_option(void **state)
+static void test_config_auth_defaults_to_none(void **state)
 {
     struct config cfg;
 
     (void)state;
-    /* Authentication arrives with JWT; until then there is no flag that
-     * pretends to choose a mode: --auth is refused as unknown, by name,
-     * whatever its value and however it is written. */
-    expect_refused((const char *const[]){"--auth", "none", NULL}, "--auth: unknown option");
-    expect_refused((const char *const[]){"--auth=none", NULL}, "--auth: unknown option");
-    expect_refused((const char *const[]){"--auth", NULL}, "--auth: unknown option");
-    /* and WSFAN_AUTH is like any variable that is not an option: ignored */
-    setenv("WSFAN_AUTH", "none", 1);
     assert_int_equal(PARSE_NONE(&cfg), CONFIG_OK);
-    unsetenv("WSFAN_AUTH");
+    assert_int_equal(cfg.auth, CONFIG_AUTH_NONE);
+    assert_int_equal(cfg.jwt_leeway, 5);
+    assert_int_equal(cfg.allow_anonymous, 0);
+    assert_string_equal(cfg.anonymous_rooms, "");
+    assert_int_equal(PARSE(&cfg, "--auth", "none"), CONFIG_OK);
+    assert_int_equal(cfg.auth, CONFIG_AUTH_NONE);
+    expect_flag_refused("auth", "JWT");
+    expect_flag_refused("auth", "basic");
+}
+
+/* docs/protocol.md section 1a: exactly one key, from the flag or (better)
+ * WSFAN_JWT_SECRET, which is never echoed. */
+static void test_config_jwt_needs_exactly_one_key(void **state)
+{
+    struct config cfg;
+
+    (void)state;
+    assert_int_equal(PARSE(&cfg, "--auth", "jwt", "--jwt-secret", "s3cret"), CONFIG_OK);
+    assert_int_equal(cfg.auth, CONFIG_AUTH_JWT);
+    assert_string_equal(cfg.jwt_secret, "s3cret");
+    setenv("WSFAN_JWT_SECRET", "from-env", 1);
+    assert_int_equal(PARSE(&cfg, "--auth=jwt"), CONFIG_OK);
+    assert_string_equal(cfg.jwt_secret, "from-env");
+    expect_refused((const char *const[]){"--auth", "jwt", "--jwt-public-key", "k.pem", NULL}, "not both");
+    unsetenv("WSFAN_JWT_SECRET");
+    assert_int_equal(PARSE(&cfg, "--auth", "jwt", "--jwt-public-key", "/etc/wsfan/key.pem"), CONFIG_OK);
+    assert_string_equal(cfg.jwt_public_key, "/etc/wsfan/key.pem");
+    expect_refused((const char *const[]){"--auth", "jwt", NULL}, "--auth jwt: needs exactly one key");
+    expect_refused((const char *const[]){"--auth", "jwt", "--jwt-secret", "has space", NULL}, "--jwt-secret=(hidden)");
+}
+
+static void test_config_jwt_flags_need_jwt_mode(void **state)
+{
+    (void)state;
+    expect_refused((const char *const[]){"--jwt-secret", "s", NULL}, "--jwt-secret (or WSFAN_JWT_SECRET): only applies with --auth jwt");
+    expect_refused((const char *const[]){"--jwt-public-key", "k.pem", NULL}, "--jwt-public-key: only applies");
+    expect_refused((const char *const[]){"--jwt-audience", "a", NULL}, "--jwt-audience: only applies");
+    expect_refused((const char *const[]){"--jwt-issuer", "i", NULL}, "--jwt-issuer: only applies");
+    expect_refused((const char *const[]){"--allow-anonymous", NULL}, "--allow-anonymous: only applies");
+    setenv("WSFAN_JWT_SECRET", "from-env", 1);
+    expect_refused((const char *const[]){NULL}, "WSFAN_JWT_SECRET");
+    unsetenv("WSFAN_JWT_SECRET");
+}
+
+static void test_config_anonymous_rooms_are_patterns(void **state)
+{
+    struct config cfg;
+
+    (void)state;
+    assert_int_equal(PARSE(&cfg, "--auth", "jwt", "--jwt-secret", "s", "--allow-anonymous", "--anonymous-rooms",
+                           "lobby,public:*", "--jwt-leeway", "0", "--jwt-audience", "https://chat.example.com",
+                           "--jwt-issuer", "auth.example.com"),
+                     CONFIG_OK);
+    assert_int_equal(cfg.allow_anonymous, 1);
+    assert_string_equal(cfg.anonymous_rooms, "lobby,public:*");
+    assert_int_equal(cfg.jwt_leeway, 0);
+    assert_string_equal(cfg.jwt_audience, "https://chat.example.com");
+    assert_string_equal(cfg.jwt_issuer, "auth.example.com");
+    expect_flag_refused("anonymous-rooms", "lobby,,x");
+    expect_flag_refused("anonymous-rooms", "a*b");
+    expect_flag_refused("anonymous-rooms", "**");
+    expect_flag_refused("jwt-leeway", "-1");
+    expect_refused((const char *const[]){"--auth", "jwt", "--jwt-secret", "s", "--anonymous-rooms", "lobby", NULL},
+                   "needs --allow-anonymous");
 }
 
 static void test_config_node_id_is_a_valid_name(void **state)
@@ -627,7 +682,10 @@ int main(void)
         cmocka_unit_test_setup(test_config_listen_refuses_bad_addresses, clear_wsfan_env),
         cmocka_unit_test_setup(test_config_log_level_names, clear_wsfan_env),
         cmocka_unit_test_setup(test_config_allow_broadcast_is_a_switch_or_a_boolean, clear_wsfan_env),
-        cmocka_unit_test_setup(test_config_auth_is_not_an_option, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_auth_defaults_to_none, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_jwt_needs_exactly_one_key, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_jwt_flags_need_jwt_mode, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_anonymous_rooms_are_patterns, clear_wsfan_env),
         cmocka_unit_test_setup(test_config_node_id_is_a_valid_name, clear_wsfan_env),
         cmocka_unit_test_setup(test_config_api_key_is_kept_and_never_echoed, clear_wsfan_env),
         cmocka_unit_test_setup(test_config_refuses_unknown_options_and_stray_arguments, clear_wsfan_env),

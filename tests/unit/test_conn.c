@@ -61,6 +61,7 @@ struct fixture {
     int ntexts;
     int closes, frees;
     int state_at_close;    /* c->state when on_close ran */
+    int ticks[3];          /* on_tick calls, by c->state */
     /* what the peer read and has not parsed yet */
     uint8_t *in;
     size_t in_len, in_pos;
@@ -109,13 +110,21 @@ static void on_free(struct conn *c)
     f->c = NULL;
 }
 
+static void on_tick(struct conn *c, uint64_t now_ms)
+{
+    (void)now_ms;
+    fixture_of(c)->ticks[c->state]++;
+}
+
 static const struct conn_handler http_handler = {
     .on_bytes = on_bytes,
+    .on_tick = on_tick,
     .on_close = on_close,
     .on_free = on_free,
 };
 
 static const struct conn_handler ws_handler = {
+    .on_tick = on_tick,
     .on_text = on_text,
     .on_close = on_close,
     .on_free = on_free,
@@ -846,6 +855,27 @@ static void test_conn_peer_hangup_drops_conn(void **state)
     assert_int_equal(f->closes, 1);
 }
 
+/* The handler's tick runs while the connection is open, in both phases
+ * (the router's timeout, the client's token expiry), and no longer once
+ * it is closing. */
+static void test_conn_tick_reaches_the_handler_while_open(void **state)
+{
+    struct fixture *f = *state;
+
+    assert_int_equal(open_conn(f, 0, 0), 0);
+    uint64_t now = uv_now(&f->loop);
+    conn_tick(&f->c->conn, now);
+    assert_int_equal(f->ticks[CONN_HTTP], 1);
+    upgrade(f);
+    conn_tick(&f->c->conn, now);
+    conn_tick(&f->c->conn, now);
+    assert_int_equal(f->ticks[CONN_WS], 2);
+    conn_close(&f->c->conn, WS_CLOSE_POLICY, "token expired");
+    conn_tick(&f->c->conn, now);
+    assert_int_equal(f->ticks[CONN_CLOSING], 0);
+    assert_int_equal(f->ticks[CONN_WS] + f->ticks[CONN_HTTP], 3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -867,6 +897,7 @@ int main(void)
         T(test_conn_drop_frees_once_after_loop_runs),
         T(test_conn_reference_keeps_conn_until_unref),
         T(test_conn_peer_hangup_drops_conn),
+        T(test_conn_tick_reaches_the_handler_while_open),
 #undef T
     };
 

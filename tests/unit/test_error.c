@@ -66,6 +66,7 @@ static void test_error_codes_and_statuses_are_the_protocol_ones(void **state)
         {WSFAN_ENOT_FOUND, "not_found", 404},
         {WSFAN_EMETHOD_NOT_ALLOWED, "method_not_allowed", 405},
         {WSFAN_EUNAUTHORIZED, "unauthorized", 401},
+        {WSFAN_ETOKEN_INVALID, "token_invalid", 401},
     };
 
     (void)state;

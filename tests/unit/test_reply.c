@@ -48,10 +48,35 @@ static void test_reply_welcome_with_user_and_anonymous(void **state)
     size_t len = 0;
 
     (void)state;
-    expect_reply(reply_welcome("1.42", "alice", "node-1", 25, &len), &len,
+    expect_reply(reply_welcome("1.42", "alice", "node-1", 25, NULL, &len), &len,
                  "{\"type\":\"welcome\",\"session\":\"1.42\",\"user\":\"alice\",\"node\":\"node-1\",\"heartbeat\":25}");
-    expect_reply(reply_welcome("0.1", NULL, "myhost-4242", 0, &len), &len,
+    expect_reply(reply_welcome("0.1", NULL, "myhost-4242", 0, NULL, &len), &len,
                  "{\"type\":\"welcome\",\"session\":\"0.1\",\"user\":null,\"node\":\"myhost-4242\",\"heartbeat\":0}");
+}
+
+/* With a token, exp follows: the token's exp, or null (docs/protocol.md
+ * section 1, "Welcome"). */
+static void test_reply_welcome_with_token_has_exp(void **state)
+{
+    size_t len = 0;
+
+    (void)state;
+    expect_reply(reply_welcome("1.2", "alice", "n", 25, "1795433500", &len), &len,
+                 "{\"type\":\"welcome\",\"session\":\"1.2\",\"user\":\"alice\",\"node\":\"n\",\"heartbeat\":25,"
+                 "\"exp\":1795433500}");
+    expect_reply(reply_welcome("1.3", "bob", "n", 25, "null", &len), &len,
+                 "{\"type\":\"welcome\",\"session\":\"1.3\",\"user\":\"bob\",\"node\":\"n\",\"heartbeat\":25,"
+                 "\"exp\":null}");
+}
+
+static void test_reply_refreshed_with_exp_or_null(void **state)
+{
+    size_t len = 0;
+
+    (void)state;
+    expect_reply(reply_refreshed("\"r1\"", "1795433500", &len), &len,
+                 "{\"type\":\"refreshed\",\"ref\":\"r1\",\"exp\":1795433500}");
+    expect_reply(reply_refreshed("", "null", &len), &len, "{\"type\":\"refreshed\",\"exp\":null}");
 }
 
 /* ---- joined ----------------------------------------------------------------- */
@@ -94,9 +119,20 @@ static void test_reply_left_with_and_without_ref(void **state)
     size_t len = 0;
 
     (void)state;
-    expect_reply(reply_left("\"l\"", "a:b.c-d_e", &len), &len,
+    expect_reply(reply_left("\"l\"", "a:b.c-d_e", NULL, &len), &len,
                  "{\"type\":\"left\",\"ref\":\"l\",\"room\":\"a:b.c-d_e\"}");
-    expect_reply(reply_left("", "general", &len), &len, "{\"type\":\"left\",\"room\":\"general\"}");
+    expect_reply(reply_left("", "general", NULL, &len), &len, "{\"type\":\"left\",\"room\":\"general\"}");
+}
+
+/* A room the connection's new token no longer allows (docs/protocol.md
+ * section 1a, "refresh"). */
+static void test_reply_left_with_reason(void **state)
+{
+    size_t len = 0;
+
+    (void)state;
+    expect_reply(reply_left("", "team-42:ops", "forbidden", &len), &len,
+                 "{\"type\":\"left\",\"room\":\"team-42:ops\",\"reason\":\"forbidden\"}");
 }
 
 static void test_reply_pong_with_and_without_ref(void **state)
@@ -301,6 +337,9 @@ int main(void)
         cmocka_unit_test(test_reply_joined_with_offset_recovered_or_not),
         cmocka_unit_test(test_reply_joined_again_has_null_offset),
         cmocka_unit_test(test_reply_left_with_and_without_ref),
+        cmocka_unit_test(test_reply_left_with_reason),
+        cmocka_unit_test(test_reply_welcome_with_token_has_exp),
+        cmocka_unit_test(test_reply_refreshed_with_exp_or_null),
         cmocka_unit_test(test_reply_pong_with_and_without_ref),
         cmocka_unit_test(test_reply_ack_of_send_and_broadcast_has_no_offset),
         cmocka_unit_test(test_reply_ack_of_publish_has_offset_or_null),
