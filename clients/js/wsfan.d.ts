@@ -87,8 +87,10 @@ export interface ClientEvents {
 }
 
 export interface ClientOptions {
-  /** The user id to connect as (?user=; the server trusts it: development only). */
+  /** With --auth none: the user id to connect as (?user=; the server trusts it: development only). */
   user?: string;
+  /** With --auth jwt: the token (?token=), or a function giving a fresh one at each (re)connect. */
+  token?: string | (() => string);
   /** A WebSocket constructor; defaults to globalThis.WebSocket (in Node: pass the "ws" package's default export). */
   WebSocket?: unknown;
   /** First reconnect wait in ms (default 250); doubles per attempt with jitter. */

@@ -124,8 +124,12 @@ export class WsfanClient {
 
   _socketUrl() {
     const u = new URL(this.url);
-    const { user } = this.options;
+    const { user, token } = this.options;
+    // A function is asked again at every (re)connect, so that an expired
+    // token is never presented twice.
+    const t = typeof token === 'function' ? token() : token;
     if (user) u.searchParams.set('user', user);
+    if (t) u.searchParams.set('token', t);
     return u.toString();
   }
 

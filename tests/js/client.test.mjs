@@ -4,11 +4,12 @@
 // memory store forgets history: the client must say recovered:false), and
 // a node restart with two nodes on one Redis (history survives: exact).
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
 
 import { backoffDelay, connect, WsfanError } from '../../clients/js/wsfan.js';
-import { Proxy, Redis, Server, sleep, waitFor } from './server.mjs';
+import { BIN, Proxy, Redis, Server, sleep, waitFor } from './server.mjs';
 
 const clients = [];
 
@@ -262,5 +263,39 @@ describe('two nodes on one Redis', () => {
     await waitFor(() => got.length >= 20, 5000, 'all twenty messages');
     await sleep(100);
     assert.deepEqual(got.map((m) => m.data), Array.from({ length: 20 }, (_, i) => i + 1));
+  });
+});
+
+describe('authentication with a token', () => {
+  const secret = 'js-test-secret-of-at-least-32-bytes!';
+  const server = new Server({ args: ['--auth', 'jwt'], env: { WSFAN_JWT_SECRET: secret } });
+  before(() => server.start());
+  after(async () => {
+    closeAll();
+    assert.equal(await server.stop(), 0, server.log);
+  });
+
+  /** A token from `wsfan token`, as the README shows. */
+  function mint(...args) {
+    const p = spawnSync(BIN, ['token', ...args], { env: { ...process.env, WSFAN_JWT_SECRET: secret }, encoding: 'utf8' });
+    assert.equal(p.status, 0, p.stderr);
+    return p.stdout.trim();
+  }
+
+  test('the token option is presented, asked again at each connect, and its rights hold', async () => {
+    let asked = 0;
+    const c = client(server.url, {
+      token: () => {
+        asked += 1;
+        return mint('--sub', 'tina', '--rooms', 'js-auth:*', '--publish', 'js-auth:*', '--ttl', '60');
+      },
+    });
+    const { welcome } = await c.once('open');
+    assert.equal(welcome.user, 'tina');
+    assert.equal(typeof welcome.exp, 'number');
+    assert.equal(asked, 1);
+    await c.join('js-auth:one');
+    assert.match((await c.publish('js-auth:one', { hi: 1 })).offset, /^\d+-\d+$/);
+    await assert.rejects(c.join('elsewhere'), (err) => err instanceof WsfanError && err.code === 'forbidden');
   });
 });
