@@ -379,8 +379,9 @@ static void run_join(struct client *c, struct command *cmd, const char *room)
         return;
     if (hub_is_member(c, room)) {
         /* Already a member: nothing was missed, nothing changes. While the
-         * first join is still on its way, the answer waits behind it. */
-        if (!hub_is_pending(c, room)) {
+         * first join, or any call before this one, is still on its way, the
+         * answer goes through the bus and waits behind them. */
+        if (!hub_is_pending(c, room) && c->next_reply == c->next_call) {
             send_rejoined(c, cmd->ref, cmd->room);
         } else if ((call = command_call(c, cmd, BUS_REJOIN))) {
             strcpy(call->req.join.room, room);
