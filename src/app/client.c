@@ -440,7 +440,6 @@ const struct conn_handler client_handler = {
 void client_free(struct client *c)
 {
     http_reader_destroy(c->http);
-    free(c->held);
     free(c->user);
     free(c);
 }

@@ -26,8 +26,6 @@ struct client {
     struct conn conn;           /* first: the transport's part */
     /* HTTP phase (router.c) */
     struct http_reader *http;   /* the request being read */
-    char *held;                 /* bytes read past a deferred request (owned) */
-    size_t held_len;
     uint64_t http_since_ms;     /* when the current request began */
     uint8_t deferred;           /* the request's answer comes later; reading waits */
     /* WebSocket session */

@@ -19,28 +19,16 @@ static const struct conn_handler http_handler;
 
 /* ---- answers ---------------------------------------------------------------- */
 
-static void read_requests(struct client *c, const char *buf, size_t len);
-
-/* A deferred request was answered: read the socket again (a closing
- * connection too, to see the peer's end) and, while the connection stays
- * in HTTP, the requests held back meanwhile. */
+/* A deferred request was answered: the next request starts, and the
+ * connection hands over the input it kept meanwhile (conn_resume). */
 static void resume(struct client *c)
 {
-    char *held = c->held;
-    size_t held_len = c->held_len;
     c->deferred = 0;
-    c->held = NULL;
-    c->held_len = 0;
-    conn_ref(&c->conn);
-    conn_read_start(&c->conn);
     if (!c->conn.closed && c->conn.state == CONN_HTTP) {
         http_reader_reset(c->http);
         c->http_since_ms = uv_now(c->conn.loop->uv);
-        if (held_len)
-            read_requests(c, held, held_len);
     }
-    conn_unref(&c->conn);
-    free(held);
+    conn_resume(&c->conn);
 }
 
 void router_respond(struct client *c, int status, const char *content_type, const char *extra_headers,
@@ -74,23 +62,6 @@ void router_respond_text(struct client *c, int status, const char *extra_headers
 void router_defer(struct client *c)
 {
     c->deferred = 1;
-}
-
-/* The request just routed was deferred: keep the bytes after it and stop
- * reading until its answer is out (resume). */
-static void hold(struct client *c, const char *buf, size_t len)
-{
-    conn_read_stop(&c->conn);
-    if (len == 0)
-        return;
-    char *held = malloc(len);
-    if (!held) {
-        conn_drop(&c->conn);
-        return;
-    }
-    memcpy(held, buf, len);
-    c->held = held;
-    c->held_len = len;
 }
 
 /* ---- the upgrade ------------------------------------------------------------ */
@@ -151,41 +122,43 @@ static void route(struct client *c, const struct http_request *req)
         api_route(c, req);
 }
 
-static void read_requests(struct client *c, const char *buf, size_t len)
+/* Requests from buf, one after the other, until the connection pauses (an
+ * answer waits for the bus, or the output is over its limit) or leaves
+ * the HTTP phase. Returns the bytes used; the connection keeps the rest. */
+static size_t read_requests(struct client *c, const char *buf, size_t len)
 {
+    size_t total = len;
     if (!c->http && !(c->http = http_reader_create(HTTP_MAX_HEAD, client_app(c)->cfg->max_message))) {
         conn_drop(&c->conn);
-        return;
+        return total;
     }
-    while (len && c->conn.state == CONN_HTTP && !c->conn.closed) {
+    while (len && c->conn.state == CONN_HTTP && !c->conn.closed && !c->conn.paused) {
         size_t used;
         int r = http_reader_feed(c->http, buf, len, &used);
         buf += used;
         len -= used;
         if (r == HTTP_READ_NEED_MORE)
-            return;
+            break;
         if (r < 0) {
             api_refuse(c, http_reader_request(c->http), -r);
-            return;
+            return total;
         }
         route(c, http_reader_request(c->http));
         if (c->deferred) {
-            hold(c, buf, len);
-            return;
+            conn_pause(&c->conn);
+            break;
         }
         if (c->conn.state == CONN_HTTP) {
             http_reader_reset(c->http);
             c->http_since_ms = uv_now(c->conn.loop->uv);
         }
     }
-    /* Frames that came right behind the upgrade request. */
-    if (c->conn.state == CONN_WS && len)
-        conn_receive(&c->conn, buf, len);
+    return total - len;
 }
 
-static void on_bytes(struct conn *conn, const char *buf, size_t len)
+static size_t on_bytes(struct conn *conn, const char *buf, size_t len)
 {
-    read_requests(client_of(conn), buf, len);
+    return read_requests(client_of(conn), buf, len);
 }
 
 static void on_tick(struct conn *conn, uint64_t now_ms)
