@@ -15,6 +15,7 @@
 #include "metrics/metrics.h"
 #include "net/loop.h"
 
+struct addr_count;
 struct hub;
 struct client;
 
@@ -23,7 +24,8 @@ struct app {
     struct net_loop *net;         /* net->data points back here */
     struct hub *hub;
     struct bus *bus;
-    atomic_int *ws_connections;   /* upgraded connections of the process, for --max-connections */
+    atomic_int *connections;      /* the process's connections on the public port, for --max-connections */
+    struct addr_count *per_ip;    /* the process's connections per client address */
     const struct metrics_view *metrics;
 };
 

@@ -11,7 +11,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "app/admission.h"
 #include "app/hub.h"
+#include "core/bucket.h"
 #include "net/conn.h"
 #include "net/loop.h"
 
@@ -28,14 +30,17 @@ struct client {
     struct http_reader *http;   /* the request being read */
     uint64_t http_since_ms;     /* when the current request began */
     uint8_t deferred;           /* the request's answer comes later; reading waits */
+    struct admission adm;       /* its address and the connection slots it holds */
     /* WebSocket session */
-    uint8_t counted;            /* holds a slot of --max-connections */
     uint32_t pending;           /* commands waiting for the bus */
     uint32_t next_call;         /* seq of the next call */
     uint32_t next_reply;        /* seq of the call to answer next */
     struct call *parked;        /* replies that overtook an earlier one, by seq */
     char *user;                 /* NULL when anonymous */
     struct hub_conn hub;        /* this client's rooms and user slot */
+    struct bucket rate;         /* --rate-limit */
+    uint64_t refused_since_ms;  /* when the commands refused without a pause began */
+    uint64_t last_refused_ms;
 };
 
 static inline struct client *client_of(struct conn *c) { return (struct client *)c; }

@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "app/admission.h"
 #include "app/api.h"
 #include "app/app.h"
 #include "app/client.h"
@@ -66,6 +68,32 @@ void router_defer(struct client *c)
 
 /* ---- the upgrade ------------------------------------------------------------ */
 
+/* A refusal of admission.h (403, 429, 503): one line, then the close. */
+static void refuse(struct client *c, int status)
+{
+    router_respond_text(c, status, status == 503 ? "Retry-After: 5\r\n" : NULL, admission_reason(status), 0);
+}
+
+/* The handshake's Origin (docs/protocol.md section 1a, "Origin"). True
+ * when it was refused. */
+static int refuse_origin(struct client *c, const struct http_request *req)
+{
+    int status = admission_origin(c, req);
+    if (status)
+        refuse(c, status);
+    return status != 0;
+}
+
+/* The connection slots an upgrade needs (section 1a, "Limits"). True when
+ * it was refused. */
+static int refuse_slots(struct client *c, const struct http_request *req)
+{
+    int status = admission_upgrade(c, req);
+    if (status)
+        refuse(c, status);
+    return status != 0;
+}
+
 static void upgrade(struct client *c, const struct http_request *req)
 {
     struct app *app = client_app(c);
@@ -75,18 +103,16 @@ static void upgrade(struct client *c, const struct http_request *req)
         router_respond_text(c, status, status == 426 ? "Sec-WebSocket-Version: 13\r\n" : NULL, reason, 0);
         return;
     }
+    if (refuse_origin(c, req))
+        return;
     char user[NAME_MAX_LEN + 1];
     int user_len = http_query_get(req->query, "user", user, sizeof user);
     if (user_len == -2 || (user_len >= 0 && !name_valid(user, (size_t)user_len))) {
         router_respond_text(c, 400, NULL, "user must be 1 to 128 characters of A-Z a-z 0-9 _ . : -", 0);
         return;
     }
-    if (atomic_fetch_add(app->ws_connections, 1) >= app->cfg->max_connections) {
-        atomic_fetch_sub(app->ws_connections, 1);
-        router_respond_text(c, 503, "Retry-After: 5\r\n", "server full", 0);
+    if (refuse_slots(c, req))
         return;
-    }
-    c->counted = 1; /* given back by on_close, in this phase or the next */
     if (user_len > 0 && !(c->user = strdup(user))) {
         conn_drop(&c->conn);
         return;
@@ -174,14 +200,10 @@ static void on_free(struct conn *conn)
     client_free(client_of(conn));
 }
 
-/* A connection dropped during its upgrade may hold a --max-connections
- * slot already: give it back. */
+/* The connection slots are held from accept: give them back. */
 static void on_close(struct conn *conn)
 {
-    struct client *c = client_of(conn);
-    if (c->counted)
-        atomic_fetch_sub(client_app(c)->ws_connections, 1);
-    c->counted = 0;
+    admission_release(client_of(conn));
 }
 
 static const struct conn_handler http_handler = {
@@ -191,14 +213,20 @@ static const struct conn_handler http_handler = {
     .on_free = on_free,
 };
 
-void router_accept(struct app *app, uv_stream_t *listener)
+void router_accept(struct app *app, int fd, const struct sockaddr *peer, int admin)
 {
     struct client *c = calloc(1, sizeof *c);
     if (!c) {
         log_error("worker %d: out of memory accepting a connection", app->net->index);
+        close(fd);
         return;
     }
     c->conn.handler = &http_handler;
-    if (conn_accept(app->net, listener, &c->conn) == 0)
-        c->http_since_ms = uv_now(app->net->uv);
+    if (conn_open(app->net, fd, &c->conn))
+        return;
+    c->http_since_ms = uv_now(app->net->uv);
+    /* Over a limit: answered before anything is read, and closed. */
+    int status = admission_accept(c, peer, admin);
+    if (status)
+        refuse(c, status);
 }

@@ -12,7 +12,9 @@
 #include "core/names.h"
 #include "core/redis_url.h"
 
-enum opt_kind { OPT_INT, OPT_SIZE, OPT_LISTEN, OPT_LEVEL, OPT_BOOL, OPT_NAME, OPT_REDIS_URL, OPT_SECRET };
+enum opt_kind {
+    OPT_INT, OPT_SIZE, OPT_LISTEN, OPT_LEVEL, OPT_BOOL, OPT_NAME, OPT_REDIS_URL, OPT_SECRET, OPT_ORIGINS, OPT_CIDRS,
+};
 
 struct option_spec {
     const char *name;  /* flag without the dashes; the env var is derived */
@@ -25,19 +27,32 @@ struct option_spec {
 #define FIELD(f) offsetof(struct config, f)
 
 static const struct option_spec options[] = {
-    {"listen", OPT_LISTEN, 0, 0, 0, "HOST:PORT to listen on (default 127.0.0.1:8080)"},
+    {"listen", OPT_LISTEN, FIELD(listen_host), 0, 0, "HOST:PORT to listen on (default 127.0.0.1:8080)"},
+    {"admin-listen", OPT_LISTEN, FIELD(admin_host), 0, 0,
+     "HOST:PORT that alone serves /api/*, /metrics and /dashboard (default: none, they are on --listen)"},
     {"workers", OPT_INT, FIELD(workers), 1, 256, "worker threads (default: number of cores)"},
     {"max-message", OPT_SIZE, FIELD(max_message), 128, 1LL << 30,
      "largest client message in bytes, e.g. 64k (default 1m)"},
     {"max-connections", OPT_INT, FIELD(max_connections), 1, 10000000,
-     "WebSocket connections before 503 (default 1000000)"},
+     "connections, WebSocket or still in HTTP, before 503 (default 1000000)"},
+    {"max-connections-per-ip", OPT_INT, FIELD(max_connections_per_ip), 0, 10000000,
+     "connections from one client address before 429, 0 for no limit (default 1000)"},
     {"heartbeat", OPT_INT, FIELD(heartbeat), 1, 3600, "seconds between pings (default 25)"},
     {"send-queue-limit", OPT_SIZE, FIELD(send_queue_limit), 1024, 1LL << 32,
      "bytes queued for a client before it is closed with 1013 (default 4m)"},
     {"handshake-timeout", OPT_INT, FIELD(handshake_timeout), 1, 3600,
      "seconds to send a complete request head (default 10)"},
+    {"allowed-origins", OPT_ORIGINS, FIELD(allowed_origins), 0, 0,
+     "origins besides the server's own whose pages may open WebSockets: https://app.example.com,"
+     "https://*.example.com or * (default: none)"},
+    {"trusted-proxies", OPT_CIDRS, FIELD(trusted_proxies), 0, 0,
+     "CIDR,.. of proxies whose X-Forwarded-For names the client, e.g. 10.0.0.0/8,::1 (default: none)"},
     {"log-level", OPT_LEVEL, FIELD(log_level), 0, 0, "error, warn, info or debug (default info)"},
     {"max-rooms", OPT_INT, FIELD(max_rooms), 1, 100000, "rooms one connection may join (default 100)"},
+    {"rate-limit", OPT_INT, FIELD(rate_limit), 0, 1000000,
+     "commands per second per connection, 0 for no limit (default 100)"},
+    {"max-data", OPT_SIZE, FIELD(max_data), 16, 1LL << 30,
+     "longest data of one message as JSON text, e.g. 16k (default 64k)"},
     {"history-length", OPT_INT, FIELD(history_length), 0, 1000000,
      "messages kept per room, 0 for none (default 100)"},
     {"history-ttl", OPT_INT, FIELD(history_ttl), 0, 100000000,
@@ -56,8 +71,9 @@ static const struct option_spec options[] = {
      "longest wait between Redis reconnects in milliseconds (default 5000)"},
     {"presence-ttl", OPT_INT, FIELD(presence_ttl), 2, 3600,
      "seconds after which a dead node's users leave presence (default 15)"},
-    {"api-key", OPT_SECRET, FIELD(api_key), 1, 256,
-     "require Authorization: Bearer <key> on /api/* and /metrics; prefer the variable, ps shows flags (default: open)"},
+    {"api-key", OPT_SECRET, FIELD(api_key), 16, 256,
+     "require Authorization: Bearer <key> (16 to 256 characters) on /api/* and /metrics; prefer the variable, ps "
+     "shows flags (default: none, and they answer loopback clients only)"},
 };
 
 static void config_defaults(struct config *cfg)
@@ -69,11 +85,14 @@ static void config_defaults(struct config *cfg)
     cfg->workers = cores > 0 ? (cores > 256 ? 256 : (int)cores) : 1;
     cfg->max_message = 1 << 20;
     cfg->max_connections = 1000000;
+    cfg->max_connections_per_ip = 1000;
     cfg->heartbeat = 25;
     cfg->send_queue_limit = 4 << 20;
     cfg->handshake_timeout = 10;
     cfg->log_level = LOG_INFO;
     cfg->max_rooms = 100;
+    cfg->rate_limit = 100;
+    cfg->max_data = 64 << 10;
     cfg->history_length = 100;
     cfg->history_ttl = 3600;
     cfg->allow_broadcast = 0;
@@ -124,10 +143,11 @@ static int parse_size(const char *s, long long *out)
     return 0;
 }
 
-static int parse_listen(struct config *cfg, const char *s)
+/* HOST:PORT into host (cap bytes) and *port. */
+static int parse_listen(const char *s, char *host, size_t cap, uint16_t *port_out)
 {
     const char *colon = strrchr(s, ':');
-    if (!colon || colon == s || (size_t)(colon - s) >= sizeof cfg->listen_host)
+    if (!colon || colon == s || (size_t)(colon - s) >= cap)
         return -1;
     long long port;
     if (parse_integer(colon + 1, &port) || port < 1 || port > 65535)
@@ -137,9 +157,9 @@ static int parse_listen(struct config *cfg, const char *s)
         s++;
         colon--;
     }
-    memcpy(cfg->listen_host, s, (size_t)(colon - s));
-    cfg->listen_host[colon - s] = '\0';
-    cfg->listen_port = (uint16_t)port;
+    memcpy(host, s, (size_t)(colon - s));
+    host[colon - s] = '\0';
+    *port_out = (uint16_t)port;
     return 0;
 }
 
@@ -175,7 +195,16 @@ static void describe_allowed(const struct option_spec *o, char *buf, size_t cap)
     case OPT_NAME: snprintf(buf, cap, "expected 1 to 128 characters of A-Z a-z 0-9 _ . : -"); break;
     case OPT_REDIS_URL: snprintf(buf, cap, "expected redis://[user:pass@]host:port[/db]"); break;
     case OPT_SECRET:
-        snprintf(buf, cap, "expected %lld to %lld printable characters without spaces", o->min, o->max);
+        snprintf(buf, cap, "expected %lld to %lld printable characters without spaces (a shorter key is too easy to guess)",
+                 o->min, o->max);
+        break;
+    case OPT_ORIGINS:
+        snprintf(buf, cap, "expected * or a comma-separated list of origins such as https://app.example.com or "
+                           "https://*.example.com (no path; at most %d)", ORIGIN_LIST_MAX);
+        break;
+    case OPT_CIDRS:
+        snprintf(buf, cap, "expected a comma-separated list of addresses or CIDR ranges such as 10.0.0.0/8 or "
+                           "2001:db8::/32 (at most %d)", NETADDR_LIST_MAX);
         break;
     }
 }
@@ -197,7 +226,13 @@ static int apply(struct config *cfg, const struct option_spec *o, const char *va
         *(size_t *)field = (size_t)v;
         return 0;
     case OPT_LISTEN:
-        return parse_listen(cfg, value);
+        if (o->offset == FIELD(admin_host))
+            return parse_listen(value, cfg->admin_host, sizeof cfg->admin_host, &cfg->admin_port);
+        return parse_listen(value, cfg->listen_host, sizeof cfg->listen_host, &cfg->listen_port);
+    case OPT_ORIGINS:
+        return origin_list_parse(value, (struct origin_list *)field);
+    case OPT_CIDRS:
+        return net_cidr_list_parse(value, (struct net_cidr_list *)field);
     case OPT_LEVEL: {
         static const char *const names[] = {"error", "warn", "info", "debug"};
         for (int i = 0; i < 4; i++)
@@ -237,7 +272,7 @@ static int apply(struct config *cfg, const struct option_spec *o, const char *va
 
 static void report(const char *source, const char *value, const struct option_spec *o)
 {
-    char allowed[160];
+    char allowed[256];
     describe_allowed(o, allowed, sizeof allowed);
     /* A secret is not repeated where logs would keep it. */
     fprintf(stderr, "wsfan: %s=%s: %s\n", source, o->kind == OPT_SECRET ? "(hidden)" : value, allowed);
@@ -329,6 +364,11 @@ int config_parse(struct config *cfg, int argc, char **argv)
     if (cfg->redis_backoff_min > cfg->redis_backoff_max) {
         fprintf(stderr, "wsfan: --redis-backoff-min=%d: must not exceed --redis-backoff-max=%d\n",
                 cfg->redis_backoff_min, cfg->redis_backoff_max);
+        return CONFIG_ERROR;
+    }
+    if (cfg->admin_host[0] && cfg->admin_port == cfg->listen_port && !strcmp(cfg->admin_host, cfg->listen_host)) {
+        fprintf(stderr, "wsfan: --admin-listen=%s:%u: must differ from --listen, or the API stays public\n",
+                cfg->admin_host, cfg->admin_port);
         return CONFIG_ERROR;
     }
     if (cfg->store_redis_url[0] && !cfg->redis_url[0]) {

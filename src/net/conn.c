@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "net/loop.h"
@@ -633,16 +634,13 @@ static int conn_start(struct conn *c, int r)
     return 0;
 }
 
-int conn_accept(struct net_loop *l, uv_stream_t *listener, struct conn *c)
-{
-    conn_init(l, c);
-    return conn_start(c, uv_accept(listener, (uv_stream_t *)&c->tcp));
-}
-
 int conn_open(struct net_loop *l, int fd, struct conn *c)
 {
     conn_init(l, c);
-    return conn_start(c, uv_tcp_open(&c->tcp, fd));
+    int r = uv_tcp_open(&c->tcp, fd);
+    if (r)
+        close(fd); /* the handle never took it */
+    return conn_start(c, r);
 }
 
 /* ---- timers ------------------------------------------------------------ */

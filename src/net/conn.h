@@ -101,14 +101,11 @@ struct conn {
     size_t held_len;
 };
 
-/* Accepts a connection from listener into c, which the caller allocated
- * zeroed (embedded in its own struct) with handler set; from then on c is
- * freed through handler->on_free. Returns 0, or -1 when the accept failed
- * (c was dropped and will be freed). */
-int conn_accept(struct net_loop *l, uv_stream_t *listener, struct conn *c);
-
-/* The same for a socket that is connected already (fd, a stream socket:
- * TCP, or a socketpair in the tests); c owns fd from then on. */
+/* Opens c on fd, a connected stream socket (one the listener accepted, or
+ * a socketpair in the tests), which c owns from then on. The caller
+ * allocated c zeroed (embedded in its own struct) with handler set; from
+ * then on c is freed through handler->on_free. Returns 0, or -1 when the
+ * socket could not be set up (c was dropped and will be freed). */
 int conn_open(struct net_loop *l, int fd, struct conn *c);
 
 /* Switches c to the WebSocket phase with handler; frames of at most

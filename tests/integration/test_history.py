@@ -15,7 +15,8 @@ from protocol_client import clients, connect, offset_key, settle, uniq
 
 @pytest.fixture(scope="module")
 def server(wsfan_module):
-    srv = wsfan_module("--workers", "2")
+    # Publishes faster than --rate-limit's default on purpose; the limit has its own tests (test_limits.py).
+    srv = wsfan_module("--workers", "2", "--rate-limit", "0")
     yield srv
     assert srv.alive(), f"server died during the module; log:\n{srv.log_tail()}"
 

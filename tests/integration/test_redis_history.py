@@ -33,8 +33,9 @@ def as_tuples(msgs):
 
 @pytest.fixture
 def two(redis_server, wsfan):
-    a = redis_node(wsfan, redis_server, "hist-a", "--workers", "2")
-    b = redis_node(wsfan, redis_server, "hist-b", "--workers", "2")
+    # Publishes faster than --rate-limit's default on purpose; the limit has its own tests (test_limits.py).
+    a = redis_node(wsfan, redis_server, "hist-a", "--workers", "2", "--rate-limit", "0")
+    b = redis_node(wsfan, redis_server, "hist-b", "--workers", "2", "--rate-limit", "0")
     yield a, b
     for n in (a, b):
         assert n.alive(), f"node {n.node_id} died; log:\n{n.log_tail()}"
@@ -155,8 +156,9 @@ def test_join_since_on_one_node_while_another_node_publishes_is_exact(redis_serv
 
 def test_recovered_is_false_once_the_stream_was_trimmed(redis_factory, wsfan):
     redis_srv = redis_factory()
-    a = redis_node(wsfan, redis_srv, "trim-a", "--history-length", "10")
-    b = redis_node(wsfan, redis_srv, "trim-b", "--history-length", "10")
+    # Publishes faster than --rate-limit's default on purpose; the limit has its own tests (test_limits.py).
+    a = redis_node(wsfan, redis_srv, "trim-a", "--history-length", "10", "--rate-limit", "0")
+    b = redis_node(wsfan, redis_srv, "trim-b", "--history-length", "10", "--rate-limit", "0")
     room = uniq("htrim")
     r = redis_srv.client()
     N = 500

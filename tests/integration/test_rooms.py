@@ -464,7 +464,8 @@ def test_echo_false_leaves_out_only_the_publishing_connection(server):
 # ---- slow reader -----------------------------------------------------------------------------
 
 def test_slow_reader_is_closed_with_1013_and_others_get_everything(wsfan):
-    srv = wsfan("--workers", "2", "--send-queue-limit", "64k")
+    # Publishes faster than --rate-limit's default on purpose; the limit has its own tests (test_limits.py).
+    srv = wsfan("--workers", "2", "--send-queue-limit", "64k", "--rate-limit", "0")
     room = uniq("slow")
     payload = "s" * 8000
     max_messages = 1500  # 12 MB at most: well past 64k plus any socket buffers
