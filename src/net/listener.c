@@ -58,10 +58,12 @@ static void out_of_descriptors(struct net_listener *ls, int err)
         ls->spare = open_spare();
     }
     metrics_refused(ls->loop->metrics, METRICS_REFUSED_FD_LIMIT, refused);
+    /* accept4 fails with EMFILE before it looks at the backlog: nothing
+     * may have waited. */
     uint32_t suppressed;
-    if (log_limit_allow(&ls->log, uv_now(ls->loop->uv), &suppressed))
+    if ((refused || ls->spare < 0) && log_limit_allow(&ls->log, uv_now(ls->loop->uv), &suppressed))
         log_warn("worker %d: accept: %s: refused %u connections%s; raise the open-file limit (ulimit -n, "
-                 "LimitNOFILE=) or lower --max-connections (%u lines like this suppressed)",
+                 "LimitNOFILE=) or lower --max-connections (%u such lines not logged)",
                  ls->loop->index, strerror(err), refused, ls->spare < 0 ? " and more wait" : "", suppressed);
     pause_accepting(ls);
 }
@@ -107,7 +109,7 @@ static void on_readable(uv_poll_t *h, int status, int events)
         default: {
             uint32_t suppressed;
             if (log_limit_allow(&ls->log, uv_now(ls->loop->uv), &suppressed))
-                log_warn("worker %d: accept: %s (%u lines like this suppressed)", ls->loop->index, strerror(errno),
+                log_warn("worker %d: accept: %s (%u such lines not logged)", ls->loop->index, strerror(errno),
                          suppressed);
             pause_accepting(ls);
             return;
