@@ -414,14 +414,16 @@ static void run_command(struct client *c, struct command *cmd)
 static int rate_allows(struct client *c, const char *ref)
 {
     int rate = client_app(c)->cfg->rate_limit;
-    uint64_t now = uv_now(c->conn.loop->uv);
-    if (!rate || bucket_take(&c->rate, now, (uint32_t)rate))
+    uint64_t now_ms = uv_now(c->conn.loop->uv);
+    if (!rate || bucket_take(&c->rate, now_ms, (uint32_t)rate))
         return 1;
     metrics_rate_limited(c->conn.loop->metrics);
-    if (now - c->last_refused_ms > RATE_PAUSE_MS)
+    /* 32-bit milliseconds: the differences are right across the wrap. */
+    uint32_t now = (uint32_t)now_ms;
+    if ((uint32_t)(now - c->last_refused_ms) > RATE_PAUSE_MS)
         c->refused_since_ms = now;
     c->last_refused_ms = now;
-    if (now - c->refused_since_ms > RATE_ABUSE_MS) {
+    if ((uint32_t)(now - c->refused_since_ms) > RATE_ABUSE_MS) {
         log_info("conn %d.%llu: over --rate-limit for %d s, closing with 1008", c->conn.loop->index,
                  (unsigned long long)c->conn.seq, RATE_ABUSE_MS / 1000);
         conn_close(&c->conn, WS_CLOSE_POLICY, "rate limit exceeded");

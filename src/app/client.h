@@ -39,8 +39,8 @@ struct client {
     char *user;                 /* NULL when anonymous */
     struct hub_conn hub;        /* this client's rooms and user slot */
     struct bucket rate;         /* --rate-limit */
-    uint64_t refused_since_ms;  /* when the commands refused without a pause began */
-    uint64_t last_refused_ms;
+    uint32_t refused_since_ms;  /* when the refusals without a pause began (low 32 bits) */
+    uint32_t last_refused_ms;
 };
 
 static inline struct client *client_of(struct conn *c) { return (struct client *)c; }

@@ -500,14 +500,14 @@ static size_t read_ws(struct conn *c, const uint8_t *buf, size_t len)
 /* Keeps bytes for when the connection resumes. */
 static void hold(struct conn *c, const char *buf, size_t len)
 {
-    char *held = realloc(c->held, c->held_len + len);
+    char *held = len <= UINT32_MAX - c->held_len ? realloc(c->held, c->held_len + len) : NULL;
     if (!held) {
         conn_drop(c);
         return;
     }
     memcpy(held + c->held_len, buf, len);
     c->held = held;
-    c->held_len += len;
+    c->held_len += (uint32_t)len;
 }
 
 /* Hands buf to the phase the connection is in, phase after phase (the

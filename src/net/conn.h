@@ -91,6 +91,7 @@ struct conn {
     uint8_t read_off;           /* the socket's reading is stopped */
     uint32_t refs;              /* the loop's own plus one per pending reply */
     int fd;                     /* the socket, for the flush's writev */
+    uint32_t held_len;          /* bytes in held (at most one read's) */
     uint64_t seq;               /* unique on its loop */
     uint64_t closing_ms;        /* when the close began */
     uint64_t last_rx_ms, last_ping_ms;
@@ -98,7 +99,6 @@ struct conn {
     struct outq out;
     union conn_req *req;        /* the write or shutdown libuv is doing (slow path only) */
     char *held;                 /* input read but not handled yet, while paused (owned) */
-    size_t held_len;
 };
 
 /* Opens c on fd, a connected stream socket (one the listener accepted, or
