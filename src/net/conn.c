@@ -19,20 +19,6 @@
 
 /* ---- output queue ------------------------------------------------------ */
 
-/* malloc's bookkeeping as glibc does it on 64-bit: one 8-byte size word
- * per chunk, chunks in 16-byte steps, 32 bytes at least. */
-#define MALLOC_OVERHEAD 8
-#define MALLOC_STEP 16
-#define MALLOC_MIN 32
-
-size_t conn_frame_cost(const struct frame *f)
-{
-    size_t chunk = (sizeof *f + f->len + MALLOC_OVERHEAD + MALLOC_STEP - 1) & ~(size_t)(MALLOC_STEP - 1);
-    if (chunk < MALLOC_MIN)
-        chunk = MALLOC_MIN;
-    return chunk + 2 * sizeof(struct frame *);
-}
-
 static void outq_init(struct outq *q)
 {
     memset(q, 0, sizeof *q);
@@ -64,7 +50,6 @@ static int outq_push(struct outq *q, struct frame *f, struct metrics_worker *m)
     q->items[(q->head + q->count) & (q->cap - 1)] = frame_ref(f);
     q->count++;
     q->bytes += f->len;
-    q->cost += conn_frame_cost(f);
     metrics_queued(m, f->len);
     return 0;
 }
@@ -83,7 +68,6 @@ static void outq_consume(struct outq *q, size_t n, struct metrics_worker *m)
         }
         n -= left;
         q->bytes -= left;
-        q->cost -= conn_frame_cost(f);
         frame_unref(f);
         q->head = (q->head + 1) & (q->cap - 1);
         q->count--;
@@ -98,7 +82,6 @@ static void outq_truncate(struct outq *q, uint32_t keep, struct metrics_worker *
     while (q->count > keep) {
         struct frame *f = outq_at(q, q->count - 1);
         q->bytes -= f->len - (q->count == 1 ? q->head_offset : 0);
-        q->cost -= conn_frame_cost(f);
         frame_unref(f);
         q->count--;
     }
@@ -268,7 +251,8 @@ static void on_write(uv_write_t *req, int status)
             net_loop_mark_dirty(c->loop, c);
         else
             shutdown_if_drained(c);
-        output_drained(c);
+        if (c->paused & CONN_PAUSED_BY_OUTPUT)
+            output_drained(c);
     }
     conn_unref(c);
 }
@@ -319,7 +303,8 @@ static void flush_now(struct conn *c)
 void conn_flush(struct conn *c)
 {
     flush_now(c);
-    output_drained(c);
+    if (c->paused & CONN_PAUSED_BY_OUTPUT)
+        output_drained(c);
 }
 
 /* The queue passed --send-queue-limit: keep what is already on its way,
@@ -343,7 +328,7 @@ void conn_enqueue(struct conn *c, struct frame *f)
     if (c->state == CONN_CLOSING || c->closed)
         return;
     size_t limit = c->loop->cfg->send_queue_limit;
-    if (c->out.cost + conn_frame_cost(f) > limit && c->state == CONN_WS) {
+    if (outq_cost(&c->out) + conn_frame_cost(f) > limit && c->state == CONN_WS) {
         conn_overflow(c);
         return;
     }
@@ -352,7 +337,7 @@ void conn_enqueue(struct conn *c, struct frame *f)
         return;
     }
     net_loop_mark_dirty(c->loop, c);
-    if (c->out.cost > limit && c->state == CONN_HTTP) {
+    if (c->state == CONN_HTTP && outq_cost(&c->out) > limit) {
         /* Stop reading, as nginx and h2o do: answers to pipelined requests
          * wait in the socket's buffers, not here. output_drained reads on. */
         c->paused |= CONN_PAUSED_BY_OUTPUT;
@@ -379,13 +364,13 @@ void conn_close(struct conn *c, uint16_t code, const char *reason)
     if (c->state == CONN_WS) {
         metrics_conn_closed(c->loop->metrics, code);
         struct frame *f = ws_close_frame_create(code, reason);
-        if (!f || outq_push(&c->out, f, c->loop->metrics)) {
-            if (f)
-                frame_unref(f);
+        int failed = !f || outq_push(&c->out, f, c->loop->metrics);
+        if (f)
+            frame_unref(f);
+        if (failed) {
             conn_drop(c);
             return;
         }
-        frame_unref(f);
     }
     c->state = CONN_CLOSING;
     c->closing_ms = uv_now(c->loop->uv);
@@ -574,12 +559,12 @@ void conn_resume(struct conn *c)
     input_go(c);
 }
 
-/* After a write: input held back by the output goes on once the queue is
- * down to half the limit (not at once, so that it does not stop and go
- * with every answer). */
+/* After a write on a connection paused by its output: input goes on once
+ * the queue is down to half the limit (not at once, so that it does not
+ * stop and go with every answer). */
 static void output_drained(struct conn *c)
 {
-    if (!(c->paused & CONN_PAUSED_BY_OUTPUT) || c->out.cost > c->loop->cfg->send_queue_limit / 2)
+    if (outq_cost(&c->out) > c->loop->cfg->send_queue_limit / 2)
         return;
     c->paused &= (uint8_t)~CONN_PAUSED_BY_OUTPUT;
     input_go(c);
