@@ -389,8 +389,13 @@ void conn_upgrade(struct conn *c, const struct conn_handler *handler, size_t max
 {
     c->handler = handler;
     c->state = CONN_WS;
-    /* From here the send queue's limit closes with 1013 instead. */
-    c->paused &= (uint8_t)~CONN_PAUSED_BY_OUTPUT;
+    /* From here the send queue's limit closes with 1013 instead. The 101
+     * itself may have paused the input (answers queued before it). */
+    if (c->paused & CONN_PAUSED_BY_OUTPUT) {
+        c->paused &= (uint8_t)~CONN_PAUSED_BY_OUTPUT;
+        if (!c->paused)
+            read_on(c);
+    }
     metrics_conn_opened(c->loop->metrics);
     c->last_ping_ms = uv_now(c->loop->uv);
     ws_parser_init(&c->parser, max_message);

@@ -547,6 +547,29 @@ static void test_conn_http_output_over_limit_pauses_input(void **state)
     assert_int_equal(f->c->conn.paused, 0);
 }
 
+/* An upgrade whose 101 came behind answers over the limit: the WebSocket
+ * phase does not inherit the HTTP phase's pause (its limit closes with
+ * 1013 instead), and frames are read. */
+static void test_conn_upgrade_ends_the_output_pause(void **state)
+{
+    struct fixture *f = *state;
+
+    f->cfg.send_queue_limit = 1024;
+    assert_int_equal(open_conn(f, 0, 0), 0);
+    struct frame *big = numbered_frame(0, 2000);
+    conn_enqueue(&f->c->conn, big);
+    frame_unref(big);
+    assert_int_equal(f->c->conn.paused, CONN_PAUSED_BY_OUTPUT);
+    upgrade(f);
+    assert_int_equal(f->c->conn.paused, 0);
+    peer_send_text(f, "after");
+    uint64_t end = clock_mono_ms() + DEADLINE_MS;
+    while (f->ntexts < 1 && clock_mono_ms() < end)
+        pump(f);
+    assert_int_equal(f->ntexts, 1);
+    assert_string_equal(f->texts[0], "after");
+}
+
 /* ---- WebSocket input ----------------------------------------------------- */
 
 static void test_conn_masked_text_frame_reaches_on_text_after_upgrade(void **state)
@@ -967,6 +990,7 @@ int main(void)
         T(test_conn_receive_hands_held_bytes_to_current_phase),
         T(test_conn_paused_keeps_input_until_resumed),
         T(test_conn_http_output_over_limit_pauses_input),
+        T(test_conn_upgrade_ends_the_output_pause),
         T(test_conn_masked_text_frame_reaches_on_text_after_upgrade),
         T(test_conn_peer_ping_is_answered_with_pong),
         T(test_conn_unmasked_frame_closes_with_1002),
