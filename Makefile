@@ -127,6 +127,12 @@ bench: $(B)/wsfan $(B)/bench/loadgen $(B)/bench/limit
 bench-smoke: $(B)/wsfan $(B)/bench/loadgen
 	bench/smoke.sh
 
+# bench-map [MAP_BEFORE=<revision>]: map_get of this tree against the map.c
+# of an older revision, timed and under callgrind (bench/map-compare.sh).
+.PHONY: bench-map
+bench-map:
+	bench/map-compare.sh $(or $(MAP_BEFORE),f31fffa)
+
 # bench-compare BEFORE=<old wsfan binary> [AFTER=<new one>, default build/wsfan]:
 # bench/compare.sh, the callgrind step and the fan-out and rooms ladders of
 # `make bench`, the two binaries alternated in one sitting (about 10 minutes).

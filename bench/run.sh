@@ -27,6 +27,10 @@ STEP=${BENCH_STEP:-1}
 SCPU=${BENCH_SERVER_CPU:-0}
 LCPU=${BENCH_LOADGEN_CPU:-1}
 WSFAN=$PWD/build/wsfan
+# The load generator sends faster than --rate-limit's default and opens more
+# connections per address than --max-connections-per-ip's: both off, as
+# variables so that binaries older than the flags (bench-compare) ignore them.
+export WSFAN_RATE_LIMIT=0 WSFAN_MAX_CONNECTIONS_PER_IP=0
 LOADGEN=$PWD/build/bench/loadgen
 LIMIT=$PWD/build/bench/limit
 PY=/usr/bin/python3

@@ -8,6 +8,8 @@ set -eu
 BIN=${WSFAN_BIN:-build/wsfan}
 LOADGEN=${LOADGEN:-build/bench/loadgen}
 PY=/usr/bin/python3
+# Off for the load generator (see bench/run.sh), as variables.
+export WSFAN_RATE_LIMIT=0 WSFAN_MAX_CONNECTIONS_PER_IP=0
 out=$(mktemp -d)
 port=$($PY -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$BIN" --listen "127.0.0.1:$port" --workers 1 --log-level warn 2>"$out/wsfan.log" &

@@ -1,6 +1,8 @@
-/* main.c - reads the configuration and the key of --auth jwt, and runs the
- * server; or runs the `wsfan token` subcommand (token_cmd.c). */
+/* main.c - reads the configuration and the key of --auth jwt, seeds the
+ * hash maps, and runs the server; or runs the `wsfan token` subcommand
+ * (token_cmd.c). */
 #include <errno.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +12,8 @@
 #include "codec/token.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "core/map.h"
+#include "core/siphash.h"
 #include "server.h"
 #include "token_cmd.h"
 
@@ -68,6 +72,19 @@ static int load_key(const struct config *cfg, struct token_key **out)
     return 0;
 }
 
+/* Room and user ids are hashed under a key nobody outside the process
+ * knows, drawn before any map exists (core/map.h). */
+static int seed_maps(void)
+{
+    uint8_t key[SIPHASH_KEY_LEN];
+    if (siphash_key_random(key)) {
+        fprintf(stderr, "wsfan: cannot read 16 random bytes for the hash key: %s\n", strerror(errno));
+        return -1;
+    }
+    map_hash_key_set(key);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static struct config cfg;
@@ -79,6 +96,8 @@ int main(int argc, char **argv)
     default: break;
     }
     log_set_level(cfg.log_level);
+    if (seed_maps())
+        return 1;
     struct token_key *key;
     if (load_key(&cfg, &key))
         return 2;

@@ -1,5 +1,6 @@
 /* server.c - process lifetime: listening sockets (one SO_REUSEPORT listener
- * per worker, so the kernel spreads connections), worker threads with one
+ * per worker, so the kernel spreads connections, and a second one per
+ * worker on --admin-listen), the open-file limit, worker threads with one
  * loop each, signals and graceful shutdown; and the wiring of the layers
  * (see server.h). Does not parse anything; the router handles what
  * arrives. */
@@ -9,8 +10,10 @@
 #include <errno.h>
 #include <netdb.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -20,16 +23,19 @@
 #include "cluster/bus.h"
 #include "codec/command.h"
 #include "codec/ws.h"
+#include "core/addr_count.h"
 #include "core/clock.h"
 #include "core/inbox.h"
 #include "core/log.h"
 #include "metrics/metrics.h"
+#include "net/listener.h"
 #include "net/loop.h"
 
 #define SHUTDOWN_GRACE_MS 3000
 #define STOP_CHECK_MS 10
 #define DRAIN_TICK_MS 50
 #define SHUTDOWN_BOUND_MS 5000 /* past the drain and the grace time: exit anyway */
+#define LISTEN_BACKLOG 1024
 
 struct server;
 
@@ -38,7 +44,8 @@ struct worker {
     int index;
     uv_loop_t loop;
     uv_thread_t thread;
-    uv_tcp_t listener;
+    struct net_listener listener;
+    struct net_listener admin;   /* --admin-listen; fd -1 without it */
     struct inbox inbox;
     uv_timer_t stop_timer;   /* bounds a graceful shutdown */
     uv_timer_t stop_check;   /* ends the loop once its last connection is gone */
@@ -56,7 +63,8 @@ struct server {
     uv_loop_t *loop;             /* the main thread's loop */
     struct worker *workers;
     int nworkers;
-    atomic_int ws_connections;   /* upgraded connections, for --max-connections */
+    atomic_int connections;      /* on the public port, HTTP phase included, for --max-connections */
+    struct addr_count *per_ip;   /* for --max-connections-per-ip */
     atomic_int draining;         /* a shutdown began */
     uv_signal_t sigterm, sigint;
     uv_timer_t shutdown_bound;   /* a shutdown that does not end in time exits anyway */
@@ -70,15 +78,16 @@ struct server {
     atomic_int workers_exited;
 };
 
-static int listen_socket(const struct config *cfg, int *fd_out)
+/* A bound socket on host:port for the option named flag. */
+static int listen_socket(const char *flag, const char *host, uint16_t port_num, int *fd_out)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     struct addrinfo *res;
     char port[8];
-    snprintf(port, sizeof port, "%u", cfg->listen_port);
-    int r = getaddrinfo(cfg->listen_host, port, &hints, &res);
+    snprintf(port, sizeof port, "%u", port_num);
+    int r = getaddrinfo(host, port, &hints, &res);
     if (r) {
-        log_error("--listen %s:%u: %s", cfg->listen_host, cfg->listen_port, gai_strerror(r));
+        log_error("%s %s:%u: %s", flag, host, port_num, gai_strerror(r));
         return -1;
     }
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -86,7 +95,7 @@ static int listen_socket(const struct config *cfg, int *fd_out)
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) ||
         bind(fd, res->ai_addr, res->ai_addrlen)) {
-        log_error("--listen %s:%u: %s", cfg->listen_host, cfg->listen_port, strerror(errno));
+        log_error("%s %s:%u: %s", flag, host, port_num, strerror(errno));
         if (fd >= 0)
             close(fd);
         freeaddrinfo(res);
@@ -97,14 +106,16 @@ static int listen_socket(const struct config *cfg, int *fd_out)
     return 0;
 }
 
-static void on_connection(uv_stream_t *listener, int status)
+static void on_public_connection(struct net_listener *ls, int fd, const struct sockaddr *peer)
 {
-    struct worker *w = listener->data;
-    if (status < 0) {
-        log_warn("worker %d: accept: %s", w->index, uv_strerror(status));
-        return;
-    }
-    router_accept(&w->app, listener);
+    struct worker *w = ls->data;
+    router_accept(&w->app, fd, peer, 0);
+}
+
+static void on_admin_connection(struct net_listener *ls, int fd, const struct sockaddr *peer)
+{
+    struct worker *w = ls->data;
+    router_accept(&w->app, fd, peer, 1);
 }
 
 static void worker_close_handles(struct worker *w)
@@ -132,6 +143,14 @@ static void on_stop_check(uv_timer_t *t)
         worker_close_handles(w);
 }
 
+/* New connections are refused from now on, on the public and admin ports. */
+static void close_listeners(struct worker *w)
+{
+    net_listener_close(&w->listener);
+    if (w->admin.fd >= 0)
+        net_listener_close(&w->admin);
+}
+
 /* Every connection is closing: the peers get the grace time to finish the
  * close handshake, and the worker ends with its last connection. */
 static void worker_closed_all(struct worker *w)
@@ -150,7 +169,7 @@ static void on_drain(uv_timer_t *t)
     uint64_t drain_ms = (uint64_t)w->server->cfg->drain_seconds * 1000;
     uint64_t elapsed = uv_now(&w->loop) - w->drain_start_ms;
     if (elapsed >= drain_ms) {
-        uv_close((uv_handle_t *)&w->listener, NULL);
+        close_listeners(w);
         net_loop_close_some(&w->net, SIZE_MAX, WS_CLOSE_GOING_AWAY, "server shutting down");
         worker_closed_all(w);
         return;
@@ -173,7 +192,7 @@ static void worker_stop(struct task *task, void *ctx)
     w->drain_closed = 0;
     w->drain_start_ms = uv_now(&w->loop);
     if (w->server->cfg->drain_seconds == 0) {
-        uv_close((uv_handle_t *)&w->listener, NULL);
+        close_listeners(w);
         net_loop_close_some(&w->net, SIZE_MAX, WS_CLOSE_GOING_AWAY, "server shutting down");
         worker_closed_all(w);
         return;
@@ -225,20 +244,28 @@ static int worker_init(struct server *s, struct worker *w, int index)
     memset(w, 0, sizeof *w);
     w->server = s;
     w->index = index;
+    w->admin.fd = -1;
     int r = uv_loop_init(&w->loop);
     if (r)
         return r;
-    int fd;
-    if (listen_socket(s->cfg, &fd))
-        return UV_EADDRINUSE;
-    uv_tcp_init(&w->loop, &w->listener);
-    w->listener.data = w;
-    if ((r = uv_tcp_open(&w->listener, fd)) || (r = uv_listen((uv_stream_t *)&w->listener, 1024, on_connection))) {
-        log_error("--listen %s:%u: %s", s->cfg->listen_host, s->cfg->listen_port, uv_strerror(r));
-        return r;
-    }
     if ((r = inbox_init(&w->inbox, &w->loop, w)) || (r = net_loop_init(&w->net, &w->loop, index, s->cfg, &w->metrics)))
         return r;
+    const struct config *cfg = s->cfg;
+    int fd;
+    if (listen_socket("--listen", cfg->listen_host, cfg->listen_port, &fd))
+        return UV_EADDRINUSE;
+    if ((r = net_listener_start(&w->listener, &w->net, fd, LISTEN_BACKLOG, on_public_connection, w))) {
+        log_error("--listen %s:%u: %s", cfg->listen_host, cfg->listen_port, uv_strerror(r));
+        return r;
+    }
+    if (cfg->admin_host[0]) {
+        if (listen_socket("--admin-listen", cfg->admin_host, cfg->admin_port, &fd))
+            return UV_EADDRINUSE;
+        if ((r = net_listener_start(&w->admin, &w->net, fd, LISTEN_BACKLOG, on_admin_connection, w))) {
+            log_error("--admin-listen %s:%u: %s", cfg->admin_host, cfg->admin_port, uv_strerror(r));
+            return r;
+        }
+    }
     w->net.busy = bus_is_busy;
     w->net.busy_arg = s->bus;
     w->net.data = &w->app;
@@ -253,7 +280,8 @@ static int worker_init(struct server *s, struct worker *w, int index)
         .net = &w->net,
         .hub = hub_create(&w->net),
         .bus = s->bus,
-        .ws_connections = &s->ws_connections,
+        .connections = &s->connections,
+        .per_ip = s->per_ip,
         .draining = &s->draining,
         .metrics = &s->view,
         .token_key = s->token_key,
@@ -337,13 +365,13 @@ static void on_workers_done(uv_async_t *a)
 
 /* SO_REUSEPORT would let a second wsfan share the port and split the
  * clients silently: a plain bind first tells whether the port is taken. */
-static int port_free(const struct config *cfg)
+static int port_free(const char *flag, const char *host, uint16_t port_num)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     struct addrinfo *res;
     char port[8];
-    snprintf(port, sizeof port, "%u", cfg->listen_port);
-    if (getaddrinfo(cfg->listen_host, port, &hints, &res))
+    snprintf(port, sizeof port, "%u", port_num);
+    if (getaddrinfo(host, port, &hints, &res))
         return 1; /* listen_socket reports it */
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
     int ok = fd >= 0 && !setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) &&
@@ -353,10 +381,38 @@ static int port_free(const struct config *cfg)
         close(fd);
     freeaddrinfo(res);
     if (!ok && err == EADDRINUSE) {
-        log_error("--listen %s:%u: address already in use", cfg->listen_host, cfg->listen_port);
+        log_error("%s %s:%u: address already in use", flag, host, port_num);
         return 0;
     }
     return 1;
+}
+
+/* Raises the soft open-file limit to the hard one, and warns when
+ * --max-connections cannot fit in it with everything else the process
+ * keeps open. Past the limit, connections are refused at accept (counted
+ * in wsfan_connections_refused_total{reason="fd_limit"}). */
+static void fit_open_files(const struct config *cfg)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl))
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit want = {.rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &want) == 0)
+            rl = want;
+    }
+    /* Per worker: its loop's epoll and wakeup descriptors, and a listening
+     * socket with its spare per port. The main loop, the standard streams
+     * and Redis's three links come on top. */
+    unsigned long long ports = cfg->admin_host[0] ? 2 : 1;
+    unsigned long long others = (unsigned long long)cfg->workers * (4 + 2 * ports) + 16 + (cfg->redis_url[0] ? 3 : 0);
+    unsigned long long need = (unsigned long long)cfg->max_connections + others;
+    if (rl.rlim_cur != RLIM_INFINITY && need > rl.rlim_cur)
+        log_warn("--max-connections %d needs about %llu open files, but the limit is %llu: past about %llu "
+                 "connections, new ones are refused. Raise the hard limit (ulimit -Hn, LimitNOFILE= in systemd) "
+                 "or lower --max-connections",
+                 cfg->max_connections, need, (unsigned long long)rl.rlim_cur,
+                 rl.rlim_cur > others ? (unsigned long long)rl.rlim_cur - others : 0ULL);
 }
 
 /* The bus with the engine and store that cfg asks for. */
@@ -388,6 +444,8 @@ static void run_workers(struct server *s)
         uv_thread_create(&s->workers[i].thread, worker_main, &s->workers[i]);
     log_info("wsfan %s listening on %s:%u with %d workers, node %s", WSFAN_VERSION, s->cfg->listen_host,
              s->cfg->listen_port, s->nworkers, s->cfg->node_id);
+    if (s->cfg->admin_host[0])
+        log_info("the API, /metrics and /dashboard on %s:%u only", s->cfg->admin_host, s->cfg->admin_port);
     uv_run(s->loop, UV_RUN_DEFAULT);
     for (int i = 0; i < s->nworkers; i++)
         uv_thread_join(&s->workers[i].thread);
@@ -404,8 +462,14 @@ int server_run(const struct config *cfg, const struct token_key *token_key)
     uv_loop_init(&loop);
     s.loop = &loop;
     signal(SIGPIPE, SIG_IGN);
-    if (!port_free(cfg))
+    if (!port_free("--listen", cfg->listen_host, cfg->listen_port) ||
+        (cfg->admin_host[0] && !port_free("--admin-listen", cfg->admin_host, cfg->admin_port)))
         goto fail;
+    fit_open_files(cfg);
+    if (!(s.per_ip = addr_count_create())) {
+        log_error("cannot set up the per-address connection counts");
+        goto fail;
+    }
     if (metrics_bus_init(&s.metrics)) {
         log_error("cannot set up the metrics lock");
         goto fail;
@@ -433,6 +497,7 @@ fail_bus:
     free(s.workers);
     metrics_bus_close(&s.metrics);
 fail:
+    addr_count_destroy(s.per_ip);
     uv_loop_close(&loop);
     return status;
 }

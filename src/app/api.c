@@ -1,6 +1,7 @@
 /* api.c - plain HTTP on the port of /ws (docs/protocol.md section 7): one route
- * table, the --api-key check (Bearer, compared in constant time), the API
- * endpoints, /metrics, the health checks and the built-in pages. Publish,
+ * table, which routes each port serves (--admin-listen), the --api-key check
+ * (Bearer, compared in constant time) or without a key the loopback rule,
+ * the API endpoints, /metrics, the health checks and the built-in pages. Publish,
  * history, presence and rooms travel through the bus like a client's
  * commands (a publish has no user, so its "from" is null); the router
  * defers the answer until the reply is back, which keeps pipelined answers
@@ -19,6 +20,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "app/admission.h"
 #include "app/app.h"
 #include "app/client.h"
 #include "app/router.h"
@@ -30,10 +32,15 @@
 
 enum { M_GET = 1, M_HEAD = 2, M_POST = 4 };
 
+/* Which port serves a route when --admin-listen is set; without it, the
+ * one port serves everything. */
+enum { ON_PUBLIC = 1, ON_ADMIN = 2, ON_BOTH = 3 };
+
 struct route {
     const char *path;
     unsigned methods;  /* M_* */
-    int guarded;       /* needs the API key when one is set */
+    int guarded;       /* needs the API key, or without one a loopback client */
+    unsigned on;       /* ON_* */
     /* tenant: the request's ("" for none), checked; API routes only */
     void (*serve)(struct client *c, const struct http_request *req, const char *tenant);
 };
@@ -193,6 +200,18 @@ static int publish_target(struct client *c, const struct http_request *req, json
     return 0;
 }
 
+/* --max-data (docs/protocol.md section 1a, "Limits"): 413 past it. */
+static int data_fits(struct client *c, const struct http_request *req, size_t len)
+{
+    size_t max = client_app(c)->cfg->max_data;
+    if (len <= max)
+        return 1;
+    char message[96];
+    snprintf(message, sizeof message, "data is longer than --max-data (%zu bytes as JSON)", max);
+    api_error(c, WSFAN_ETOO_LARGE, NULL, message, req->keep_alive);
+    return 0;
+}
+
 /* The tenant of a publish: "tenant" in the body, which must agree with
  * ?tenant= when both are there, into out. Or answers 400 and returns -1. */
 static int publish_tenant(struct client *c, const struct http_request *req, json_t *body, const char *query,
@@ -252,6 +271,8 @@ static void serve_publish(struct client *c, const struct http_request *req, cons
         goto done;
     }
     pub->data_len = strlen(pub->data);
+    if (!data_fits(c, req, pub->data_len))
+        goto done;
     api_call_submit(c, call);
     call = NULL;
 done:
@@ -424,28 +445,37 @@ static void serve_page(struct client *c, const struct http_request *req, const c
 /* ---- routing ----------------------------------------------------------------- */
 
 static const struct route routes[] = {
-    {"/api/publish", M_POST, 1, serve_publish},
-    {"/api/history", M_GET | M_HEAD, 1, serve_history},
-    {"/api/presence", M_GET | M_HEAD, 1, serve_presence},
-    {"/api/rooms", M_GET | M_HEAD, 1, serve_rooms},
-    {"/api/stats", M_GET | M_HEAD, 1, serve_stats},
-    {"/metrics", M_GET | M_HEAD, 1, serve_metrics},
-    {"/healthz", M_GET | M_HEAD, 0, serve_healthz},
-    {"/readyz", M_GET | M_HEAD, 0, serve_readyz},
+    {"/api/publish", M_POST, 1, ON_ADMIN, serve_publish},
+    {"/api/history", M_GET | M_HEAD, 1, ON_ADMIN, serve_history},
+    {"/api/presence", M_GET | M_HEAD, 1, ON_ADMIN, serve_presence},
+    {"/api/rooms", M_GET | M_HEAD, 1, ON_ADMIN, serve_rooms},
+    {"/api/stats", M_GET | M_HEAD, 1, ON_ADMIN, serve_stats},
+    {"/metrics", M_GET | M_HEAD, 1, ON_ADMIN, serve_metrics},
+    {"/healthz", M_GET | M_HEAD, 0, ON_BOTH, serve_healthz},
+    {"/readyz", M_GET | M_HEAD, 0, ON_BOTH, serve_readyz},
+    /* Pages: the dashboard is the admin's, and loads the client. */
+    {"/dashboard", M_GET | M_HEAD, 0, ON_ADMIN, serve_page},
+    {"/wsfan.js", M_GET | M_HEAD, 0, ON_BOTH, serve_page},
 };
 
-static const struct route page_route = {NULL, M_GET | M_HEAD, 0, serve_page};
+static const struct route page_route = {NULL, M_GET | M_HEAD, 0, ON_PUBLIC, serve_page};
 
-static const struct route *route_find(const char *path)
+/* The route of path on the port c came in on, or NULL. */
+static const struct route *route_find(const struct client *c, const char *path)
 {
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
+    const struct route *r = NULL;
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0] && !r; i++)
         if (!strcmp(routes[i].path, path))
-            return &routes[i];
-    return web_asset_find(path) ? &page_route : NULL;
+            r = &routes[i];
+    if (!r && web_asset_find(path))
+        r = &page_route;
+    if (r && client_app(c)->cfg->admin_host[0] && !(r->on & (c->adm.admin ? ON_ADMIN : ON_PUBLIC)))
+        return NULL;
+    return r;
 }
 
-/* True when no API key is set or req carries it. Both sides are hashed
- * first so that the comparison takes the same time whatever the length. */
+/* True when req carries the API key. Both sides are hashed first so that
+ * the comparison takes the same time whatever the length. */
 static int authorized(const struct config *cfg, const struct http_request *req)
 {
     if (!cfg->api_key[0])
@@ -469,10 +499,29 @@ static unsigned method_bit(enum http_method_kind m)
     }
 }
 
+/* Who may use a guarded route (docs/protocol.md section 7): with
+ * --api-key, whoever shows it (401); without, a loopback client that
+ * names a loopback Host, so that a page whose DNS name was rebound to
+ * 127.0.0.1 cannot use the API through a browser on this host (403). True
+ * when c may; otherwise the answer is given. */
+static int allowed(struct client *c, const struct http_request *req)
+{
+    const struct config *cfg = client_app(c)->cfg;
+    if (cfg->api_key[0] ? authorized(cfg, req) : admission_local(c, req))
+        return 1;
+    if (cfg->api_key[0])
+        api_error(c, WSFAN_EUNAUTHORIZED, "WWW-Authenticate: Bearer realm=\"wsfan\"\r\n", NULL, req->keep_alive);
+    else
+        api_error(c, WSFAN_EFORBIDDEN, NULL,
+                  "without --api-key, the API answers only loopback clients that name a loopback Host",
+                  req->keep_alive);
+    return 0;
+}
+
 void api_route(struct client *c, const struct http_request *req)
 {
     int json = is_api_path(req->path);
-    const struct route *r = route_find(req->path);
+    const struct route *r = route_find(c, req->path);
     if (!r) {
         if (json)
             api_error(c, WSFAN_ENOT_FOUND, NULL, NULL, req->keep_alive);
@@ -480,10 +529,8 @@ void api_route(struct client *c, const struct http_request *req)
             router_respond_text(c, 404, NULL, "not found", req->keep_alive);
         return;
     }
-    if (r->guarded && !authorized(client_app(c)->cfg, req)) {
-        api_error(c, WSFAN_EUNAUTHORIZED, "WWW-Authenticate: Bearer realm=\"wsfan\"\r\n", NULL, req->keep_alive);
+    if (r->guarded && !allowed(c, req))
         return;
-    }
     if (!(method_bit(req->method) & r->methods)) {
         const char *allow = r->methods == M_POST ? "Allow: POST\r\n" : "Allow: GET, HEAD\r\n";
         if (json)

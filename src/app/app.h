@@ -15,6 +15,7 @@
 #include "metrics/metrics.h"
 #include "net/loop.h"
 
+struct addr_count;
 struct hub;
 struct client;
 struct token_key;
@@ -24,7 +25,8 @@ struct app {
     struct net_loop *net;         /* net->data points back here */
     struct hub *hub;
     struct bus *bus;
-    atomic_int *ws_connections;   /* upgraded connections of the process, for --max-connections */
+    atomic_int *connections;      /* the process's connections on the public port, for --max-connections */
+    struct addr_count *per_ip;    /* the process's connections per client address */
     atomic_int *draining;         /* set when a shutdown began: /readyz fails from then on */
     const struct metrics_view *metrics;
     const struct token_key *token_key; /* --auth jwt: the key tokens are verified with; else NULL */

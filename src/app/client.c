@@ -21,6 +21,12 @@
 #include "core/log.h"
 #include "net/loop.h"
 
+/* A connection that goes on sending while refused by --rate-limit for
+ * longer than this is closed with 1008; a pause of RATE_PAUSE_MS without
+ * a refusal ends the count (docs/protocol.md section 1a, "Limits"). */
+#define RATE_ABUSE_MS 10000
+#define RATE_PAUSE_MS 1000
+
 /* ---- sending -------------------------------------------------------------- */
 
 /* Sends text (malloc'ed by a reply builder, NULL when that ran out of
@@ -415,10 +421,25 @@ static void run_join(struct client *c, struct command *cmd, const char *room)
     bus_submit(app->bus, &req->base);
 }
 
+/* --max-data (docs/protocol.md section 1a, "Limits"): true when cmd's
+ * data fits; otherwise too_large is sent. */
+static int data_fits(struct client *c, const struct command *cmd)
+{
+    size_t max = client_app(c)->cfg->max_data;
+    if (cmd->data_len <= max)
+        return 1;
+    char message[96];
+    snprintf(message, sizeof message, "data is longer than --max-data (%zu bytes as JSON)", max);
+    send_error(c, cmd->ref, WSFAN_ETOO_LARGE, message);
+    return 0;
+}
+
 /* A publish, send or broadcast of cmd to target, key (the room's, the
  * user's or everyone's of c's tenant); takes cmd's data. */
 static void run_publish(struct client *c, struct command *cmd, enum event_target target, const char *key)
 {
+    if (!data_fits(c, cmd))
+        return;
     struct call *call = command_call(c, cmd, BUS_PUBLISH);
     if (!call)
         return;
@@ -540,12 +561,45 @@ static void run_command(struct client *c, struct command *cmd)
     bus_submit(app->bus, &call->req.base);
 }
 
+/* --rate-limit (docs/protocol.md section 1a, "Limits"): every message
+ * takes a token, valid or not. True when the command may run; otherwise it
+ * was answered rate_limited (ref is the command's, "" for none) or, after
+ * RATE_ABUSE_MS of refusals, the connection is closing with 1008. */
+static int rate_allows(struct client *c, const char *ref)
+{
+    int rate = client_app(c)->cfg->rate_limit;
+    uint64_t now_ms = uv_now(c->conn.loop->uv);
+    if (!rate || bucket_take(&c->rate, now_ms, (uint32_t)rate))
+        return 1;
+    metrics_rate_limited(c->conn.loop->metrics);
+    /* 32-bit milliseconds: the differences are right across the wrap. */
+    uint32_t now = (uint32_t)now_ms;
+    if ((uint32_t)(now - c->last_refused_ms) > RATE_PAUSE_MS)
+        c->refused_since_ms = now;
+    c->last_refused_ms = now;
+    if ((uint32_t)(now - c->refused_since_ms) > RATE_ABUSE_MS) {
+        log_info("conn %d.%llu: over --rate-limit for %d s, closing with 1008", c->conn.loop->index,
+                 (unsigned long long)c->conn.seq, RATE_ABUSE_MS / 1000);
+        conn_close(&c->conn, WS_CLOSE_POLICY, "rate limit exceeded");
+        return 0;
+    }
+    char message[96];
+    snprintf(message, sizeof message, "more than %d commands a second (--rate-limit); this one was not run", rate);
+    send_error(c, ref, WSFAN_ERATE_LIMITED, message);
+    return 0;
+}
+
 static void on_text(struct conn *conn, const char *text, size_t len)
 {
     struct client *c = client_of(conn);
     struct command cmd;
     struct command_error err;
-    if (command_parse(text, len, &cmd, &err)) {
+    int bad = command_parse(text, len, &cmd, &err);
+    if (!rate_allows(c, cmd.ref)) {
+        command_free(&cmd);
+        return;
+    }
+    if (bad) {
         metrics_message_in(conn->loop->metrics, CMD_COUNT); /* the kind after the commands: invalid */
         send_error(c, cmd.ref, err.code, err.message);
     } else {
@@ -569,9 +623,7 @@ static void on_close(struct conn *conn)
 {
     struct client *c = client_of(conn);
     struct app *app = client_app(c);
-    if (c->counted)
-        atomic_fetch_sub(app->ws_connections, 1);
-    c->counted = 0;
+    admission_release(c);
     hub_conn_leave_all(app->hub, c, leave_silently);
     if (c->user)
         hub_user_remove(app->hub, c);
@@ -610,7 +662,6 @@ const struct conn_handler client_handler = {
 void client_free(struct client *c)
 {
     http_reader_destroy(c->http);
-    free(c->held);
     free(c->user);
     if (c->rights)
         token_rights_free(c->rights);

@@ -11,7 +11,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "app/admission.h"
 #include "app/hub.h"
+#include "core/bucket.h"
 #include "net/conn.h"
 #include "net/loop.h"
 
@@ -28,12 +30,10 @@ struct client {
     struct conn conn;           /* first: the transport's part */
     /* HTTP phase (router.c) */
     struct http_reader *http;   /* the request being read */
-    char *held;                 /* bytes read past a deferred request (owned) */
-    size_t held_len;
     uint64_t http_since_ms;     /* when the current request began */
     uint8_t deferred;           /* the request's answer comes later; reading waits */
+    struct admission adm;       /* its address and the connection slots it holds */
     /* WebSocket session */
-    uint8_t counted;            /* holds a slot of --max-connections */
     uint8_t online;             /* its user or tenant was announced to the bus (BUS_ONLINE) */
     uint32_t pending;           /* commands waiting for the bus */
     uint32_t next_call;         /* seq of the next call */
@@ -47,6 +47,9 @@ struct client {
                                    are keys of it (core/names.h) */
     char *info;                 /* the info claim as compact JSON (owned) */
     uint64_t expires_ms;        /* loop time when exp + leeway has passed; 0: never */
+    struct bucket rate;         /* --rate-limit */
+    uint32_t refused_since_ms;  /* when the refusals without a pause began (low 32 bits) */
+    uint32_t last_refused_ms;
 };
 
 static inline struct client *client_of(struct conn *c) { return (struct client *)c; }

@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "app/admission.h"
 #include "app/api.h"
 #include "app/app.h"
 #include "app/auth.h"
@@ -20,28 +22,16 @@ static const struct conn_handler http_handler;
 
 /* ---- answers ---------------------------------------------------------------- */
 
-static void read_requests(struct client *c, const char *buf, size_t len);
-
-/* A deferred request was answered: read the socket again (a closing
- * connection too, to see the peer's end) and, while the connection stays
- * in HTTP, the requests held back meanwhile. */
+/* A deferred request was answered: the next request starts, and the
+ * connection hands over the input it kept meanwhile (conn_resume). */
 static void resume(struct client *c)
 {
-    char *held = c->held;
-    size_t held_len = c->held_len;
     c->deferred = 0;
-    c->held = NULL;
-    c->held_len = 0;
-    conn_ref(&c->conn);
-    conn_read_start(&c->conn);
     if (!c->conn.closed && c->conn.state == CONN_HTTP) {
         http_reader_reset(c->http);
         c->http_since_ms = uv_now(c->conn.loop->uv);
-        if (held_len)
-            read_requests(c, held, held_len);
     }
-    conn_unref(&c->conn);
-    free(held);
+    conn_resume(&c->conn);
 }
 
 void router_respond(struct client *c, int status, const char *content_type, const char *extra_headers,
@@ -77,24 +67,33 @@ void router_defer(struct client *c)
     c->deferred = 1;
 }
 
-/* The request just routed was deferred: keep the bytes after it and stop
- * reading until its answer is out (resume). */
-static void hold(struct client *c, const char *buf, size_t len)
+/* ---- the upgrade ------------------------------------------------------------ */
+
+/* A refusal of admission.h (403, 429, 503): one line, then the close. */
+static void refuse(struct client *c, int status)
 {
-    conn_read_stop(&c->conn);
-    if (len == 0)
-        return;
-    char *held = malloc(len);
-    if (!held) {
-        conn_drop(&c->conn);
-        return;
-    }
-    memcpy(held, buf, len);
-    c->held = held;
-    c->held_len = len;
+    router_respond_text(c, status, status == 503 ? "Retry-After: 5\r\n" : NULL, admission_reason(status), 0);
 }
 
-/* ---- the upgrade ------------------------------------------------------------ */
+/* The handshake's Origin (docs/protocol.md section 1a, "Origin"). True
+ * when it was refused. */
+static int refuse_origin(struct client *c, const struct http_request *req)
+{
+    int status = admission_origin(c, req);
+    if (status)
+        refuse(c, status);
+    return status != 0;
+}
+
+/* The connection slots an upgrade needs (section 1a, "Limits"). True when
+ * it was refused. */
+static int refuse_slots(struct client *c, const struct http_request *req)
+{
+    int status = admission_upgrade(c, req);
+    if (status)
+        refuse(c, status);
+    return status != 0;
+}
 
 static void upgrade(struct client *c, const struct http_request *req)
 {
@@ -105,6 +104,8 @@ static void upgrade(struct client *c, const struct http_request *req)
         router_respond_text(c, status, status == 426 ? "Sec-WebSocket-Version: 13\r\n" : NULL, reason, 0);
         return;
     }
+    if (refuse_origin(c, req))
+        return;
     struct auth_result who;
     auth_handshake(app->cfg, app->token_key, req, (int64_t)(clock_wall_ms() / 1000), &who);
     if (who.status) {
@@ -113,14 +114,10 @@ static void upgrade(struct client *c, const struct http_request *req)
     }
     if (atomic_load_explicit(app->draining, memory_order_relaxed)) {
         router_respond_text(c, 503, "Retry-After: 5\r\n", "server shutting down", 0);
-        return;
-    }
-    if (atomic_fetch_add(app->ws_connections, 1) >= app->cfg->max_connections) {
-        atomic_fetch_sub(app->ws_connections, 1);
-        router_respond_text(c, 503, "Retry-After: 5\r\n", "server full", 0);
         goto done;
     }
-    c->counted = 1; /* given back by on_close, in this phase or the next */
+    if (refuse_slots(c, req))
+        goto done;
     char accept[29], headers[256];
     ws_accept_key(req->ws_key, strlen(req->ws_key), accept);
     snprintf(headers, sizeof headers,
@@ -154,41 +151,43 @@ static void route(struct client *c, const struct http_request *req)
         api_route(c, req);
 }
 
-static void read_requests(struct client *c, const char *buf, size_t len)
+/* Requests from buf, one after the other, until the connection pauses (an
+ * answer waits for the bus, or the output is over its limit) or leaves
+ * the HTTP phase. Returns the bytes used; the connection keeps the rest. */
+static size_t read_requests(struct client *c, const char *buf, size_t len)
 {
+    size_t total = len;
     if (!c->http && !(c->http = http_reader_create(HTTP_MAX_HEAD, client_app(c)->cfg->max_message))) {
         conn_drop(&c->conn);
-        return;
+        return total;
     }
-    while (len && c->conn.state == CONN_HTTP && !c->conn.closed) {
+    while (len && c->conn.state == CONN_HTTP && !c->conn.closed && !c->conn.paused) {
         size_t used;
         int r = http_reader_feed(c->http, buf, len, &used);
         buf += used;
         len -= used;
         if (r == HTTP_READ_NEED_MORE)
-            return;
+            break;
         if (r < 0) {
             api_refuse(c, http_reader_request(c->http), -r);
-            return;
+            return total;
         }
         route(c, http_reader_request(c->http));
         if (c->deferred) {
-            hold(c, buf, len);
-            return;
+            conn_pause(&c->conn);
+            break;
         }
         if (c->conn.state == CONN_HTTP) {
             http_reader_reset(c->http);
             c->http_since_ms = uv_now(c->conn.loop->uv);
         }
     }
-    /* Frames that came right behind the upgrade request. */
-    if (c->conn.state == CONN_WS && len)
-        conn_receive(&c->conn, buf, len);
+    return total - len;
 }
 
-static void on_bytes(struct conn *conn, const char *buf, size_t len)
+static size_t on_bytes(struct conn *conn, const char *buf, size_t len)
 {
-    read_requests(client_of(conn), buf, len);
+    return read_requests(client_of(conn), buf, len);
 }
 
 static void on_tick(struct conn *conn, uint64_t now_ms)
@@ -204,14 +203,10 @@ static void on_free(struct conn *conn)
     client_free(client_of(conn));
 }
 
-/* A connection dropped during its upgrade may hold a --max-connections
- * slot already: give it back. */
+/* The connection slots are held from accept: give them back. */
 static void on_close(struct conn *conn)
 {
-    struct client *c = client_of(conn);
-    if (c->counted)
-        atomic_fetch_sub(client_app(c)->ws_connections, 1);
-    c->counted = 0;
+    admission_release(client_of(conn));
 }
 
 static const struct conn_handler http_handler = {
@@ -221,14 +216,20 @@ static const struct conn_handler http_handler = {
     .on_free = on_free,
 };
 
-void router_accept(struct app *app, uv_stream_t *listener)
+void router_accept(struct app *app, int fd, const struct sockaddr *peer, int admin)
 {
     struct client *c = calloc(1, sizeof *c);
     if (!c) {
         log_error("worker %d: out of memory accepting a connection", app->net->index);
+        close(fd);
         return;
     }
     c->conn.handler = &http_handler;
-    if (conn_accept(app->net, listener, &c->conn) == 0)
-        c->http_since_ms = uv_now(app->net->uv);
+    if (conn_open(app->net, fd, &c->conn))
+        return;
+    c->http_since_ms = uv_now(app->net->uv);
+    /* Over a limit: answered before anything is read, and closed. */
+    int status = admission_accept(c, peer, admin);
+    if (status)
+        refuse(c, status);
 }

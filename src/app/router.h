@@ -8,13 +8,17 @@
 #define WSFAN_ROUTER_H
 
 #include <stddef.h>
+#include <sys/socket.h>
 #include <uv.h>
 
 struct app;
 struct client;
 
-/* Accepts a connection from the worker's listener. */
-void router_accept(struct app *app, uv_stream_t *listener);
+/* Takes a connection the worker's listener accepted: fd is its socket
+ * (owned from now on), peer its address (borrowed), admin whether it came
+ * in on --admin-listen. A connection over --max-connections or
+ * --max-connections-per-ip is answered 503 or 429 at once and closed. */
+void router_accept(struct app *app, int fd, const struct sockaddr *peer, int admin);
 
 /* Answers the request being handled with status, the extra header lines
  * (each ending in "\r\n", may be NULL) and body (copied; left out for

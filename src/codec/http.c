@@ -35,6 +35,7 @@ enum {
     H_ORIGIN,
     H_AUTHORIZATION,
     H_CONTENT_TYPE,
+    H_FORWARDED_FOR,
     H_COUNT,
     H_NONE = -1,
 };
@@ -49,6 +50,7 @@ static const char *const hdr_names[H_COUNT] = {
     [H_ORIGIN] = "origin",
     [H_AUTHORIZATION] = "authorization",
     [H_CONTENT_TYPE] = "content-type",
+    [H_FORWARDED_FOR] = "x-forwarded-for",
 };
 
 /* Longer than every name in hdr_names: a longer name is none of them. */
@@ -264,6 +266,7 @@ static int on_headers_complete(http_parser *p)
         [H_ORIGIN] = &req->origin,
         [H_AUTHORIZATION] = &req->authorization,
         [H_CONTENT_TYPE] = &req->content_type,
+        [H_FORWARDED_FOR] = &req->forwarded_for,
     };
     for (int i = 0; i < H_COUNT; i++)
         *fields[i] = (r->hdr_seen & (1u << i)) ? r->hdr[i].p : NULL;

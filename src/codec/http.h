@@ -31,6 +31,7 @@ struct http_request {
     const char *origin;
     const char *authorization;
     const char *content_type;
+    const char *forwarded_for;   /* X-Forwarded-For */
     const char *body;            /* NUL-terminated, body_len bytes, or NULL */
     size_t body_len;
     int keep_alive;              /* the connection may carry another request */

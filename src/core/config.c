@@ -14,7 +14,7 @@
 
 enum opt_kind {
     OPT_INT, OPT_SIZE, OPT_LISTEN, OPT_LEVEL, OPT_BOOL, OPT_NAME, OPT_REDIS_URL, OPT_SECRET, OPT_TEXT, OPT_PATH,
-    OPT_AUTH, OPT_PATTERNS
+    OPT_AUTH, OPT_PATTERNS, OPT_ORIGINS, OPT_CIDRS,
 };
 
 struct option_spec {
@@ -28,19 +28,32 @@ struct option_spec {
 #define FIELD(f) offsetof(struct config, f)
 
 static const struct option_spec options[] = {
-    {"listen", OPT_LISTEN, 0, 0, 0, "HOST:PORT to listen on (default 127.0.0.1:8080)"},
+    {"listen", OPT_LISTEN, FIELD(listen_host), 0, 0, "HOST:PORT to listen on (default 127.0.0.1:8080)"},
+    {"admin-listen", OPT_LISTEN, FIELD(admin_host), 0, 0,
+     "HOST:PORT that alone serves /api/*, /metrics and /dashboard (default: none, they are on --listen)"},
     {"workers", OPT_INT, FIELD(workers), 1, 256, "worker threads (default: number of cores)"},
     {"max-message", OPT_SIZE, FIELD(max_message), 128, 1LL << 30,
      "largest client message in bytes, e.g. 64k (default 1m)"},
     {"max-connections", OPT_INT, FIELD(max_connections), 1, 10000000,
-     "WebSocket connections before 503 (default 1000000)"},
+     "connections, WebSocket or still in HTTP, before 503 (default 1000000)"},
+    {"max-connections-per-ip", OPT_INT, FIELD(max_connections_per_ip), 0, 10000000,
+     "connections from one client address before 429, 0 for no limit (default 1000)"},
     {"heartbeat", OPT_INT, FIELD(heartbeat), 1, 3600, "seconds between pings (default 25)"},
     {"send-queue-limit", OPT_SIZE, FIELD(send_queue_limit), 1024, 1LL << 32,
      "bytes queued for a client before it is closed with 1013 (default 4m)"},
     {"handshake-timeout", OPT_INT, FIELD(handshake_timeout), 1, 3600,
      "seconds to send a complete request head (default 10)"},
+    {"allowed-origins", OPT_ORIGINS, FIELD(allowed_origins), 0, 0,
+     "origins besides the server's own whose pages may open WebSockets: https://app.example.com,"
+     "https://*.example.com or * (default: none)"},
+    {"trusted-proxies", OPT_CIDRS, FIELD(trusted_proxies), 0, 0,
+     "CIDR,.. of proxies whose X-Forwarded-For names the client, e.g. 10.0.0.0/8,::1 (default: none)"},
     {"log-level", OPT_LEVEL, FIELD(log_level), 0, 0, "error, warn, info or debug (default info)"},
     {"max-rooms", OPT_INT, FIELD(max_rooms), 1, 100000, "rooms one connection may join (default 100)"},
+    {"rate-limit", OPT_INT, FIELD(rate_limit), 0, 1000000,
+     "commands per second per connection, 0 for no limit (default 100)"},
+    {"max-data", OPT_SIZE, FIELD(max_data), 16, 1LL << 30,
+     "longest data of one message as JSON text, e.g. 16k (default 64k)"},
     {"history-length", OPT_INT, FIELD(history_length), 0, 1000000,
      "messages kept per room, 0 for none (default 100)"},
     {"history-ttl", OPT_INT, FIELD(history_ttl), 0, 100000000,
@@ -68,8 +81,9 @@ static const struct option_spec options[] = {
     {"drain-seconds", OPT_INT, FIELD(drain_seconds), 0, 3600,
      "on SIGTERM, close connections spread over this many seconds, so that clients do not all reconnect "
      "at once (default 0: all at once)"},
-    {"api-key", OPT_SECRET, FIELD(api_key), 1, 256,
-     "require Authorization: Bearer <key> on /api/* and /metrics; prefer the variable, ps shows flags (default: open)"},
+    {"api-key", OPT_SECRET, FIELD(api_key), 16, 256,
+     "require Authorization: Bearer <key> (16 to 256 characters) on /api/* and /metrics; prefer the variable, ps "
+     "shows flags (default: none, and they answer loopback clients only)"},
     {"auth", OPT_AUTH, FIELD(auth), 0, 0, "none (?user= names the user) or jwt (a token on /ws) (default none)"},
     {"jwt-secret", OPT_SECRET, FIELD(jwt_secret), 1, 512,
      "the HS256 key of --auth jwt; prefer the variable, ps shows flags"},
@@ -93,11 +107,14 @@ static void config_defaults(struct config *cfg)
     cfg->workers = cores > 0 ? (cores > 256 ? 256 : (int)cores) : 1;
     cfg->max_message = 1 << 20;
     cfg->max_connections = 1000000;
+    cfg->max_connections_per_ip = 1000;
     cfg->heartbeat = 25;
     cfg->send_queue_limit = 4 << 20;
     cfg->handshake_timeout = 10;
     cfg->log_level = LOG_INFO;
     cfg->max_rooms = 100;
+    cfg->rate_limit = 100;
+    cfg->max_data = 64 << 10;
     cfg->history_length = 100;
     cfg->history_ttl = 3600;
     cfg->allow_broadcast = 0;
@@ -152,10 +169,11 @@ static int parse_size(const char *s, long long *out)
     return 0;
 }
 
-static int parse_listen(struct config *cfg, const char *s)
+/* HOST:PORT into host (cap bytes) and *port. */
+static int parse_listen(const char *s, char *host, size_t cap, uint16_t *port_out)
 {
     const char *colon = strrchr(s, ':');
-    if (!colon || colon == s || (size_t)(colon - s) >= sizeof cfg->listen_host)
+    if (!colon || colon == s || (size_t)(colon - s) >= cap)
         return -1;
     long long port;
     if (parse_integer(colon + 1, &port) || port < 1 || port > 65535)
@@ -165,9 +183,9 @@ static int parse_listen(struct config *cfg, const char *s)
         s++;
         colon--;
     }
-    memcpy(cfg->listen_host, s, (size_t)(colon - s));
-    cfg->listen_host[colon - s] = '\0';
-    cfg->listen_port = (uint16_t)port;
+    memcpy(host, s, (size_t)(colon - s));
+    host[colon - s] = '\0';
+    *port_out = (uint16_t)port;
     return 0;
 }
 
@@ -206,8 +224,19 @@ static void describe_allowed(const struct option_spec *o, char *buf, size_t cap)
                            "redis+sentinel://[user:pass@]host:port[,host:port..]/MASTER[/db]");
         break;
     case OPT_SECRET:
+        snprintf(buf, cap, "expected %lld to %lld printable characters without spaces%s", o->min, o->max,
+                 o->min >= 16 ? " (a shorter key is too easy to guess)" : "");
+        break;
     case OPT_TEXT:
         snprintf(buf, cap, "expected %lld to %lld printable characters without spaces", o->min, o->max);
+        break;
+    case OPT_ORIGINS:
+        snprintf(buf, cap, "expected * or a comma-separated list of origins such as https://app.example.com or "
+                           "https://*.example.com (no path; at most %d)", ORIGIN_LIST_MAX);
+        break;
+    case OPT_CIDRS:
+        snprintf(buf, cap, "expected a comma-separated list of addresses or CIDR ranges such as 10.0.0.0/8 or "
+                           "2001:db8::/32 (at most %d)", NETADDR_LIST_MAX);
         break;
     case OPT_PATH: snprintf(buf, cap, "expected a file name of at most %lld bytes", o->max); break;
     case OPT_AUTH: snprintf(buf, cap, "expected none or jwt"); break;
@@ -235,7 +264,13 @@ static int apply(struct config *cfg, const struct option_spec *o, const char *va
         *(size_t *)field = (size_t)v;
         return 0;
     case OPT_LISTEN:
-        return parse_listen(cfg, value);
+        if (o->offset == FIELD(admin_host))
+            return parse_listen(value, cfg->admin_host, sizeof cfg->admin_host, &cfg->admin_port);
+        return parse_listen(value, cfg->listen_host, sizeof cfg->listen_host, &cfg->listen_port);
+    case OPT_ORIGINS:
+        return origin_list_parse(value, (struct origin_list *)field);
+    case OPT_CIDRS:
+        return net_cidr_list_parse(value, (struct net_cidr_list *)field);
     case OPT_LEVEL: {
         static const char *const names[] = {"error", "warn", "info", "debug"};
         for (int i = 0; i < 4; i++)
@@ -289,7 +324,7 @@ static int apply(struct config *cfg, const struct option_spec *o, const char *va
 
 static void report(const char *source, const char *value, const struct option_spec *o)
 {
-    char allowed[160];
+    char allowed[256];
     describe_allowed(o, allowed, sizeof allowed);
     /* A secret is not repeated where logs would keep it. */
     fprintf(stderr, "wsfan: %s=%s: %s\n", source, o->kind == OPT_SECRET ? "(hidden)" : value, allowed);
@@ -414,6 +449,11 @@ int config_parse(struct config *cfg, int argc, char **argv)
     if (cfg->redis_backoff_min > cfg->redis_backoff_max) {
         fprintf(stderr, "wsfan: --redis-backoff-min=%d: must not exceed --redis-backoff-max=%d\n",
                 cfg->redis_backoff_min, cfg->redis_backoff_max);
+        return CONFIG_ERROR;
+    }
+    if (cfg->admin_host[0] && cfg->admin_port == cfg->listen_port && !strcmp(cfg->admin_host, cfg->listen_host)) {
+        fprintf(stderr, "wsfan: --admin-listen=%s:%u: must differ from --listen, or the API stays public\n",
+                cfg->admin_host, cfg->admin_port);
         return CONFIG_ERROR;
     }
     if (cfg->store_redis_url[0] && !cfg->redis_url[0]) {

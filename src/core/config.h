@@ -9,20 +9,29 @@
 #include <stdint.h>
 
 #include "core/log.h"
+#include "core/netaddr.h"
+#include "core/origin.h"
 
 enum config_auth { CONFIG_AUTH_NONE, CONFIG_AUTH_JWT };
 
 struct config {
     char listen_host[64];
     uint16_t listen_port;
+    char admin_host[64];    /* --admin-listen; "" when the API is on the public port */
+    uint16_t admin_port;
     int workers;
     size_t max_message;
-    int max_connections;
+    int max_connections;    /* connections of the public port, HTTP phase included */
+    int max_connections_per_ip;  /* per client address; 0: no limit */
     int heartbeat;          /* seconds between pings */
     size_t send_queue_limit;
     int handshake_timeout;  /* seconds to complete the HTTP head */
+    struct origin_list allowed_origins;    /* besides the server's own */
+    struct net_cidr_list trusted_proxies;  /* whose X-Forwarded-For is believed */
     enum log_level log_level;
     int max_rooms;          /* per connection */
+    int rate_limit;         /* commands per second per connection; 0: no limit */
+    size_t max_data;        /* longest data of one message, as JSON text */
     int history_length;     /* messages kept per room */
     int history_ttl;        /* seconds a message stays in history; 0 = forever */
     int allow_broadcast;

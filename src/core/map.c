@@ -1,18 +1,28 @@
-/* map.c - open-addressing string map with backward-shift deletion. */
+/* map.c - open-addressing string map with backward-shift deletion, keyed
+ * SipHash-1-3 over the process's hash key. */
 #include "core/map.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-static uint64_t hash_bytes(const char *s, size_t len)
+#include "core/siphash.h"
+
+/* Written once at start (map_hash_key_set), read-only afterwards. */
+static uint8_t hash_key[SIPHASH_KEY_LEN];
+
+void map_hash_key_set(const uint8_t key[16])
 {
-    /* FNV-1a: short keys, trusted length, good enough spread. */
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 1099511628211ULL;
-    }
-    return h;
+    memcpy(hash_key, key, sizeof hash_key);
+}
+
+uint64_t map_hash(const char *key, size_t len)
+{
+    return siphash13(hash_key, key, len);
+}
+
+static inline uint64_t hash_bytes(const char *s, size_t len)
+{
+    return siphash13(hash_key, s, len);
 }
 
 void map_init(struct map *m)

@@ -1,7 +1,10 @@
 /* map.h - a string-keyed hash map (open addressing, linear probing) used for
  * the hub's room and user indexes and the bus's and store's room tables.
  * Keys are copied into the map; values are the caller's. Not thread-safe:
- * each map belongs to one thread. */
+ * each map belongs to one thread. Keys are chosen by clients (room and
+ * user ids), so they are hashed with SipHash-1-3 under a key of the
+ * process's own (map_hash_key_set): nobody outside can compute a set of
+ * ids that share a probe run. */
 #ifndef WSFAN_MAP_H
 #define WSFAN_MAP_H
 
@@ -20,6 +23,14 @@ struct map {
     size_t cap;   /* a power of two, or 0 */
     size_t count;
 };
+
+/* Sets the SipHash key of every map of the process. Call it once at start,
+ * before any map holds an entry and before other threads exist. Without a
+ * call the key is all zeros, which only the unit tests rely on. */
+void map_hash_key_set(const uint8_t key[16]);
+
+/* The hash a map uses for key (for tests and benchmarks). */
+uint64_t map_hash(const char *key, size_t len);
 
 void map_init(struct map *m);
 /* Frees the keys and the table, not the values. */

@@ -20,6 +20,13 @@ static const uint16_t close_codes[METRICS_CLOSE_OTHER] = {
     1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1011, 1013,
 };
 
+static const char *const refused_reasons[METRICS_REFUSED_COUNT] = {
+    [METRICS_REFUSED_FD_LIMIT] = "fd_limit",
+    [METRICS_REFUSED_MAX_CONNECTIONS] = "max_connections",
+    [METRICS_REFUSED_PER_IP] = "per_ip",
+    [METRICS_REFUSED_ORIGIN] = "origin",
+};
+
 static const char *const out_kinds[METRICS_OUT_COUNT] = {
     [METRICS_OUT_ROOM] = "room", [METRICS_OUT_USER] = "user", [METRICS_OUT_ALL] = "all", [METRICS_OUT_REPLY] = "reply",
 };
@@ -129,6 +136,7 @@ struct totals {
     uint64_t in[METRICS_IN_MAX], in_all, out[METRICS_OUT_COUNT], out_all;
     uint64_t fanout_events[3], fanout_deliveries;
     uint64_t bytes_in, bytes_out, queued_bytes, slow_readers;
+    uint64_t refused[METRICS_REFUSED_COUNT], refused_all, rate_limited;
 };
 
 static void totals_add(struct totals *t, struct metrics_worker *m)
@@ -157,6 +165,12 @@ static void totals_add(struct totals *t, struct metrics_worker *m)
     t->bytes_out += load(&m->bytes_out);
     t->queued_bytes += load(&m->queued_bytes);
     t->slow_readers += load(&m->slow_readers);
+    for (int i = 0; i < METRICS_REFUSED_COUNT; i++) {
+        uint64_t n = load(&m->refused[i]);
+        t->refused[i] += n;
+        t->refused_all += n;
+    }
+    t->rate_limited += load(&m->rate_limited);
 }
 
 /* Connections open now. Opened is read after closed, so a connection that
@@ -252,6 +266,14 @@ static void write_prometheus(FILE *f, const struct metrics_view *v)
     sample(f, "wsfan_send_queue_bytes", t.queued_bytes);
     family(f, "wsfan_slow_readers_closed_total", "counter", "Connections closed with 1013: send queue over the limit.");
     sample(f, "wsfan_slow_readers_closed_total", t.slow_readers);
+    family(f, "wsfan_connections_refused_total", "counter",
+           "Connections refused before they were served: fd_limit (out of file descriptors at accept), "
+           "max_connections (503), per_ip (429), origin (403).");
+    for (int i = 0; i < METRICS_REFUSED_COUNT; i++)
+        fprintf(f, "wsfan_connections_refused_total{reason=\"%s\"} %llu\n", refused_reasons[i],
+                (unsigned long long)t.refused[i]);
+    family(f, "wsfan_commands_rate_limited_total", "counter", "Commands refused with rate_limited by --rate-limit.");
+    sample(f, "wsfan_commands_rate_limited_total", t.rate_limited);
 
     family(f, "wsfan_bus_up", "gauge", "1 while the bus (and the store) can serve, else 0.");
     sample(f, "wsfan_bus_up", v->ready(v->ready_arg) ? 1 : 0);
@@ -329,11 +351,13 @@ static void write_stats(FILE *f, const struct metrics_view *v)
     fprintf(f,
             "],\"connections\":%llu,\"connections_opened\":%llu,\"http_requests\":%llu,\"messages_in\":%llu,"
             "\"messages_out\":%llu,\"fanout_deliveries\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,"
-            "\"send_queue_bytes\":%llu,\"slow_readers_closed\":%llu,",
+            "\"send_queue_bytes\":%llu,\"slow_readers_closed\":%llu,\"connections_refused\":%llu,"
+            "\"commands_rate_limited\":%llu,",
             (unsigned long long)open_now(&t), (unsigned long long)t.opened, (unsigned long long)t.http_requests,
             (unsigned long long)t.in_all, (unsigned long long)t.out_all, (unsigned long long)t.fanout_deliveries,
             (unsigned long long)t.bytes_in, (unsigned long long)t.bytes_out, (unsigned long long)t.queued_bytes,
-            (unsigned long long)t.slow_readers);
+            (unsigned long long)t.slow_readers, (unsigned long long)t.refused_all,
+            (unsigned long long)t.rate_limited);
     fprintf(f, "\"rate_window_s\":%g,\"room_messages_per_s\":%g,\"busiest_rooms\":[",
             METRICS_RATE_WINDOW_MS / 1000.0, per_second(r.total));
     for (size_t i = 0; i < r.n; i++) {

@@ -41,6 +41,15 @@ enum {
  * them in the view (the command types, then invalid ones). */
 #define METRICS_IN_MAX 16
 
+/* Why a connection was refused before it was served. */
+enum metrics_refused {
+    METRICS_REFUSED_FD_LIMIT,        /* accept failed: out of file descriptors */
+    METRICS_REFUSED_MAX_CONNECTIONS, /* 503: --max-connections */
+    METRICS_REFUSED_PER_IP,          /* 429: --max-connections-per-ip */
+    METRICS_REFUSED_ORIGIN,          /* 403: an Origin not allowed */
+    METRICS_REFUSED_COUNT,
+};
+
 /* Kinds of messages out: fan-out to a room, a user or everyone, and the
  * replies to one connection's own commands. */
 enum metrics_out { METRICS_OUT_ROOM, METRICS_OUT_USER, METRICS_OUT_ALL, METRICS_OUT_REPLY, METRICS_OUT_COUNT };
@@ -54,6 +63,8 @@ struct metrics_worker {
     metrics_counter bytes_in, bytes_out;
     metrics_counter queued_bytes;   /* a gauge: added to and taken from */
     metrics_counter slow_readers;
+    metrics_counter refused[METRICS_REFUSED_COUNT];
+    metrics_counter rate_limited;   /* commands refused by --rate-limit */
 };
 
 /* A room and its count over one window. */
@@ -91,6 +102,11 @@ static inline void metrics_reply_out(struct metrics_worker *m) { metrics_add(&m-
 /* Bytes joined (delta > 0) or left (delta < 0) the worker's send queues. */
 static inline void metrics_queued(struct metrics_worker *m, int64_t delta) { metrics_add(&m->queued_bytes, (uint64_t)delta); }
 static inline void metrics_slow_reader(struct metrics_worker *m) { metrics_add(&m->slow_readers, 1); }
+static inline void metrics_refused(struct metrics_worker *m, enum metrics_refused why, unsigned n)
+{
+    metrics_add(&m->refused[why], n);
+}
+static inline void metrics_rate_limited(struct metrics_worker *m) { metrics_add(&m->rate_limited, 1); }
 
 /* One client message of kind (below METRICS_IN_MAX, named in the view). */
 static inline void metrics_message_in(struct metrics_worker *m, int kind) { metrics_add(&m->in[kind], 1); }

@@ -1,14 +1,16 @@
 /* conn.c - one client socket: accept, reads handed to the phase's handler
- * or through the WebSocket parser, the output queue of shared frames
- * (gathered into one writev per flush), heartbeats, the linger after a
- * close, and the one close path. Runs on its loop only. Counts what it sees
- * in the loop's metrics. See conn.h. */
+ * or through the WebSocket parser, input that waits while the connection
+ * is paused, the output queue of shared frames (gathered into one writev
+ * per flush) and the memory it may hold, heartbeats, the linger after a
+ * close, and the one close path. Runs on its loop only. Counts what it
+ * sees in the loop's metrics. See conn.h. */
 #include "net/conn.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "net/loop.h"
@@ -146,6 +148,7 @@ static void conn_free(struct conn *c)
     outq_truncate(&c->out, 0, l->metrics);
     outq_shrink(&c->out);
     ws_parser_free(&c->parser);
+    free(c->held);
     c->handler->on_free(c);
 }
 
@@ -225,6 +228,8 @@ static void shutdown_if_drained(struct conn *c)
     }
 }
 
+static void output_drained(struct conn *c);
+
 static void on_write(uv_write_t *req, int status)
 {
     struct conn *c = req->data;
@@ -246,11 +251,13 @@ static void on_write(uv_write_t *req, int status)
             net_loop_mark_dirty(c->loop, c);
         else
             shutdown_if_drained(c);
+        if (c->paused & CONN_PAUSED_BY_OUTPUT)
+            output_drained(c);
     }
     conn_unref(c);
 }
 
-void conn_flush(struct conn *c)
+static void flush_now(struct conn *c)
 {
     struct outq *q = &c->out;
     if (c->closed || q->inflight)
@@ -293,6 +300,13 @@ void conn_flush(struct conn *c)
     }
 }
 
+void conn_flush(struct conn *c)
+{
+    flush_now(c);
+    if (c->paused & CONN_PAUSED_BY_OUTPUT)
+        output_drained(c);
+}
+
 /* The queue passed --send-queue-limit: keep what is already on its way,
  * drop the rest, and close with 1013. Others never wait for this one. */
 static void conn_overflow(struct conn *c)
@@ -306,11 +320,15 @@ static void conn_overflow(struct conn *c)
     conn_close(c, WS_CLOSE_TRY_AGAIN, "send queue over limit");
 }
 
+static void read_off(struct conn *c);
+static void read_on(struct conn *c);
+
 void conn_enqueue(struct conn *c, struct frame *f)
 {
     if (c->state == CONN_CLOSING || c->closed)
         return;
-    if (c->out.bytes + f->len > c->loop->cfg->send_queue_limit && c->state == CONN_WS) {
+    size_t limit = c->loop->cfg->send_queue_limit;
+    if (outq_cost(&c->out) + conn_frame_cost(f) > limit && c->state == CONN_WS) {
         conn_overflow(c);
         return;
     }
@@ -319,6 +337,12 @@ void conn_enqueue(struct conn *c, struct frame *f)
         return;
     }
     net_loop_mark_dirty(c->loop, c);
+    if (c->state == CONN_HTTP && outq_cost(&c->out) > limit) {
+        /* Stop reading, as nginx and h2o do: answers to pipelined requests
+         * wait in the socket's buffers, not here. output_drained reads on. */
+        c->paused |= CONN_PAUSED_BY_OUTPUT;
+        read_off(c);
+    }
 }
 
 void conn_send_text(struct conn *c, const char *json, size_t len)
@@ -340,24 +364,38 @@ void conn_close(struct conn *c, uint16_t code, const char *reason)
     if (c->state == CONN_WS) {
         metrics_conn_closed(c->loop->metrics, code);
         struct frame *f = ws_close_frame_create(code, reason);
-        if (!f || outq_push(&c->out, f, c->loop->metrics)) {
-            if (f)
-                frame_unref(f);
+        int failed = !f || outq_push(&c->out, f, c->loop->metrics);
+        if (f)
+            frame_unref(f);
+        if (failed) {
             conn_drop(c);
             return;
         }
-        frame_unref(f);
     }
     c->state = CONN_CLOSING;
     c->closing_ms = uv_now(c->loop->uv);
     tell_closed(c);
     net_loop_mark_dirty(c->loop, c);
+    /* Input is dropped from now on, but read: the peer's end ends the
+     * linger. */
+    c->paused = 0;
+    free(c->held);
+    c->held = NULL;
+    c->held_len = 0;
+    read_on(c);
 }
 
 void conn_upgrade(struct conn *c, const struct conn_handler *handler, size_t max_message)
 {
     c->handler = handler;
     c->state = CONN_WS;
+    /* From here the send queue's limit closes with 1013 instead. The 101
+     * itself may have paused the input (answers queued before it). */
+    if (c->paused & CONN_PAUSED_BY_OUTPUT) {
+        c->paused &= (uint8_t)~CONN_PAUSED_BY_OUTPUT;
+        if (!c->paused)
+            read_on(c);
+    }
     metrics_conn_opened(c->loop->metrics);
     c->last_ping_ms = uv_now(c->loop->uv);
     ws_parser_init(&c->parser, max_message);
@@ -376,14 +414,21 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 
-void conn_read_stop(struct conn *c)
+/* Stops and starts reading the socket; the flag knows which it is doing. */
+static void read_off(struct conn *c)
 {
+    if (c->closed || c->read_off)
+        return;
+    c->read_off = 1;
     uv_read_stop((uv_stream_t *)&c->tcp);
 }
 
-void conn_read_start(struct conn *c)
+static void read_on(struct conn *c)
 {
-    if (!c->closed && uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read))
+    if (c->closed || !c->read_off)
+        return;
+    c->read_off = 0;
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read))
         conn_drop(c);
 }
 
@@ -397,11 +442,14 @@ static const char *close_reason(uint16_t code)
     }
 }
 
-static void read_ws(struct conn *c, const uint8_t *buf, size_t len)
+/* Frames from buf, until the parser wants more or the connection stops
+ * taking them (closing, paused). Returns the bytes used. */
+static size_t read_ws(struct conn *c, const uint8_t *buf, size_t len)
 {
+    size_t total = len;
     /* Runs until the parser wants more, so that a final call with nothing
      * left releases the buffer of the message just delivered. */
-    while (c->state == CONN_WS) {
+    while (c->state == CONN_WS && !c->paused) {
         size_t used;
         struct ws_event ev;
         uint16_t code;
@@ -410,10 +458,10 @@ static void read_ws(struct conn *c, const uint8_t *buf, size_t len)
         len -= used;
         if (r == WS_PARSE_ERROR) {
             conn_close(c, code, close_reason(code));
-            return;
+            break;
         }
         if (r == WS_PARSE_NEED_MORE)
-            return;
+            break;
         switch (ev.type) {
         case WS_EV_TEXT:
             c->handler->on_text(c, (const char *)ev.data, ev.len);
@@ -422,7 +470,7 @@ static void read_ws(struct conn *c, const uint8_t *buf, size_t len)
             struct frame *f = ws_frame_create(WS_OP_PONG, ev.data, ev.len);
             if (!f) {
                 conn_drop(c);
-                return;
+                return total;
             }
             conn_enqueue(c, f);
             frame_unref(f);
@@ -433,19 +481,98 @@ static void read_ws(struct conn *c, const uint8_t *buf, size_t len)
         case WS_EV_CLOSE:
             /* Echo the peer's code; an empty close is answered empty. */
             conn_close(c, ev.close_code, "");
+            return total;
+        }
+    }
+    return total - len;
+}
+
+/* Keeps bytes for when the connection resumes. */
+static void hold(struct conn *c, const char *buf, size_t len)
+{
+    char *held = len <= UINT32_MAX - c->held_len ? realloc(c->held, c->held_len + len) : NULL;
+    if (!held) {
+        conn_drop(c);
+        return;
+    }
+    memcpy(held + c->held_len, buf, len);
+    c->held = held;
+    c->held_len += (uint32_t)len;
+}
+
+/* Hands buf to the phase the connection is in, phase after phase (the
+ * bytes after an upgrade request are frames), until it is all used,
+ * dropped (closing) or kept (paused). */
+static void feed(struct conn *c, const char *buf, size_t len)
+{
+    while (len && !c->closed && c->state != CONN_CLOSING) {
+        if (c->paused) {
+            hold(c, buf, len);
             return;
         }
+        enum conn_state phase = c->state;
+        size_t used = phase == CONN_HTTP ? c->handler->on_bytes(c, buf, len)
+                                         : read_ws(c, (const uint8_t *)buf, len);
+        if (used > len)
+            used = len;
+        buf += used;
+        len -= used;
+        /* A handler that used nothing, still in its phase and not paused,
+         * would be fed the same bytes forever. */
+        if (!used && c->state == phase && !c->paused)
+            return;
     }
 }
 
 void conn_receive(struct conn *c, const char *buf, size_t len)
 {
     conn_ref(c);
-    if (c->state == CONN_HTTP && !c->closed)
-        c->handler->on_bytes(c, buf, len);
-    else if (c->state == CONN_WS && !c->closed)
-        read_ws(c, (const uint8_t *)buf, len);
+    feed(c, buf, len);
     conn_unref(c);
+}
+
+void conn_pause(struct conn *c)
+{
+    c->paused |= CONN_PAUSED_BY_APP;
+    read_off(c);
+}
+
+/* Once nothing holds the input back: the bytes kept meanwhile first, then
+ * the socket again. */
+static void input_go(struct conn *c)
+{
+    if (c->paused || c->closed)
+        return;
+    conn_ref(c);
+    if (c->held) {
+        /* feed may keep part of it again. */
+        char *held = c->held;
+        size_t len = c->held_len;
+        c->held = NULL;
+        c->held_len = 0;
+        feed(c, held, len);
+        free(held);
+    }
+    if (!c->paused)
+        read_on(c);
+    conn_unref(c);
+}
+
+void conn_resume(struct conn *c)
+{
+    c->paused &= (uint8_t)~CONN_PAUSED_BY_APP;
+    input_go(c);
+}
+
+/* After a write on a connection paused by its output: input goes on once
+ * the queue is down to half the limit (not at once, so that it does not
+ * stop and go with every answer). */
+static void output_drained(struct conn *c)
+{
+    if (outq_cost(&c->out) > c->loop->cfg->send_queue_limit / 2)
+        return;
+    c->paused &= (uint8_t)~CONN_PAUSED_BY_OUTPUT;
+    input_go(c);
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
@@ -497,16 +624,13 @@ static int conn_start(struct conn *c, int r)
     return 0;
 }
 
-int conn_accept(struct net_loop *l, uv_stream_t *listener, struct conn *c)
-{
-    conn_init(l, c);
-    return conn_start(c, uv_accept(listener, (uv_stream_t *)&c->tcp));
-}
-
 int conn_open(struct net_loop *l, int fd, struct conn *c)
 {
     conn_init(l, c);
-    return conn_start(c, uv_tcp_open(&c->tcp, fd));
+    int r = uv_tcp_open(&c->tcp, fd);
+    if (r)
+        close(fd); /* the handle never took it */
+    return conn_start(c, r);
 }
 
 /* ---- timers ------------------------------------------------------------ */

@@ -1,10 +1,12 @@
 /* conn.h - one client socket from accept to close: reads, the WebSocket
  * framing after the upgrade (frames in, pings, pongs and the close
- * handshake), the output queue of shared frames with its byte limit,
- * heartbeats, and the one close path. Knows nothing of what the bytes
- * mean: the application reaches it through a struct conn_handler, set at
- * accept (the HTTP phase) and again at the upgrade (the WebSocket session),
- * and embeds struct conn in a struct of its own. Lives on its loop only. */
+ * handshake), the output queue of shared frames with its memory limit,
+ * input flow control (no input is handled while the output is over the
+ * limit or the application paused it), heartbeats, and the one close
+ * path. Knows nothing of what the bytes mean: the application reaches it
+ * through a struct conn_handler, set at accept (the HTTP phase) and again
+ * at the upgrade (the WebSocket session), and embeds struct conn in a
+ * struct of its own. Lives on its loop only. */
 #ifndef WSFAN_CONN_H
 #define WSFAN_CONN_H
 
@@ -25,8 +27,13 @@ enum conn_state {
 /* What the application does with a connection. Every function is called
  * on the connection's loop; c stays valid until the call returns. */
 struct conn_handler {
-    /* HTTP phase: bytes read from the socket (borrowed until return). */
-    void (*on_bytes)(struct conn *c, const char *buf, size_t len);
+    /* HTTP phase: bytes read from the socket (borrowed until return).
+     * Returns how many it used: all of them, unless the connection paused
+     * meanwhile (c->paused: conn_pause, or answers that filled the output
+     * past --send-queue-limit) or left the HTTP phase (an upgrade: the
+     * rest goes to the WebSocket parser; a close: the rest is dropped).
+     * The connection keeps the bytes not used until it resumes. */
+    size_t (*on_bytes)(struct conn *c, const char *buf, size_t len);
     /* HTTP and WebSocket phases: once per tick, for the application's
      * own deadlines (now_ms is the loop's time). May be NULL. */
     void (*on_tick)(struct conn *c, uint64_t now_ms);
@@ -41,7 +48,9 @@ struct conn_handler {
 
 /* A ring of frames waiting to be written. The first frame may be partly
  * written (head_offset bytes of it are gone). Small rings live inline so
- * that an idle connection allocates nothing. */
+ * that an idle connection allocates nothing. bytes is what is left to
+ * write; what the queue holds in memory (outq_cost), which
+ * --send-queue-limit bounds, follows from it and count. */
 #define OUTQ_INLINE 4
 struct outq {
     struct frame **items;
@@ -51,6 +60,12 @@ struct outq {
     size_t inflight_bytes; /* and their bytes */
     size_t bytes;          /* unsent bytes in the queue */
     struct frame *inline_items[OUTQ_INLINE];
+};
+
+/* Why a connection's input waits (struct conn's paused). */
+enum {
+    CONN_PAUSED_BY_APP = 1,     /* conn_pause: an answer the application owes first */
+    CONN_PAUSED_BY_OUTPUT = 2,  /* HTTP phase: the output is over --send-queue-limit */
 };
 
 /* A write to a full socket or the final half-close: never both at once
@@ -72,41 +87,69 @@ struct conn {
     uint8_t closed;             /* uv_close called; freed in its callback */
     uint8_t shutdown_sent;
     uint8_t close_told;         /* handler->on_close has run */
+    uint8_t paused;             /* CONN_PAUSED_*: input is not handled now */
+    uint8_t read_off;           /* the socket's reading is stopped */
     uint32_t refs;              /* the loop's own plus one per pending reply */
     int fd;                     /* the socket, for the flush's writev */
+    uint32_t held_len;          /* bytes in held (at most one read's) */
     uint64_t seq;               /* unique on its loop */
     uint64_t closing_ms;        /* when the close began */
     uint64_t last_rx_ms, last_ping_ms;
     struct ws_parser parser;
     struct outq out;
     union conn_req *req;        /* the write or shutdown libuv is doing (slow path only) */
+    char *held;                 /* input read but not handled yet, while paused (owned) */
 };
 
-/* Accepts a connection from listener into c, which the caller allocated
- * zeroed (embedded in its own struct) with handler set; from then on c is
- * freed through handler->on_free. Returns 0, or -1 when the accept failed
- * (c was dropped and will be freed). */
-int conn_accept(struct net_loop *l, uv_stream_t *listener, struct conn *c);
-
-/* The same for a socket that is connected already (fd, a stream socket:
- * TCP, or a socketpair in the tests); c owns fd from then on. */
+/* Opens c on fd, a connected stream socket (one the listener accepted, or
+ * a socketpair in the tests), which c owns from then on. The caller
+ * allocated c zeroed (embedded in its own struct) with handler set; from
+ * then on c is freed through handler->on_free. Returns 0, or -1 when the
+ * socket could not be set up (c was dropped and will be freed). */
 int conn_open(struct net_loop *l, int fd, struct conn *c);
 
 /* Switches c to the WebSocket phase with handler; frames of at most
  * max_message bytes. The caller has queued the 101 answer. */
 void conn_upgrade(struct conn *c, const struct conn_handler *handler, size_t max_message);
 
-/* Hands bytes to the current phase, as if they had just been read: what a
- * handler calls with bytes it held back. */
+/* Hands bytes to the current phase, as if they had just been read (kept
+ * for later while the connection is paused). */
 void conn_receive(struct conn *c, const char *buf, size_t len);
 
-/* Stops and restarts reading the socket (HTTP: while an answer waits). */
-void conn_read_stop(struct conn *c);
-void conn_read_start(struct conn *c);
+/* Stops handing input to the application until conn_resume (HTTP: while
+ * an answer waits for the bus): the socket is not read, and bytes read
+ * already wait in the connection. The handler stops using bytes too. */
+void conn_pause(struct conn *c);
+
+/* Ends conn_pause. The bytes kept meanwhile are handed over first (now,
+ * from this call), then the socket is read again, unless the output
+ * still holds the input back. A closing connection reads (and drops)
+ * input again in any case. */
+void conn_resume(struct conn *c);
+
+/* What a queued frame costs in memory besides its bytes: its header, the
+ * allocator's word and, on average, half of its 16-byte rounding (glibc on
+ * 64-bit), and two ring slots (the ring grows by doubling). A 2-byte pong
+ * really takes 48; counted 42, within 15%. */
+#define CONN_FRAME_OVERHEAD (sizeof(struct frame) + 8 + 8 + 2 * sizeof(struct frame *))
+
+/* What frame f costs in memory while it is queued. A shared frame counts
+ * in full on every connection that holds it: any of them may be the one
+ * that keeps it alive. */
+static inline size_t conn_frame_cost(const struct frame *f) { return f->len + CONN_FRAME_OVERHEAD; }
+
+/* What the frames of q hold in memory: their bytes left to write and the
+ * overhead of each (a partly written frame counts its rest only). Kept
+ * from the counts the queue has anyway, so that the hot path pays one
+ * multiply-add for it, not an update per frame. */
+static inline size_t outq_cost(const struct outq *q) { return q->bytes + q->count * CONN_FRAME_OVERHEAD; }
 
 /* Queues f for sending and marks the connection for the flush. Takes one
  * reference; the caller keeps its own. Dropped silently when the
- * connection is closing. Past --send-queue-limit closes with 1013. */
+ * connection is closing. On a WebSocket, a queue whose cost would pass
+ * --send-queue-limit closes with 1013. In the HTTP phase the answer is
+ * queued, and input waits until the queue has drained to half the limit:
+ * pipelined requests cannot make a peer that does not read grow it. */
 void conn_enqueue(struct conn *c, struct frame *f);
 
 /* Queues a text frame carrying the bytes of text (copied). */

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import HOST, SLOW, RawClient, http_request, json_client, request_head, run, run_wsfan
 
-KEY = "s3cret-key"
+KEY = "s3cret-key-0123456789"  # --api-key takes 16 characters at least
 
 
 def api_request(method, path, body=None, headers=None, content_type="application/json", keep_alive=False):

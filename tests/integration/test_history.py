@@ -23,7 +23,8 @@ from protocol_client import clients, connect, offset_key, settle, short, uniq
 
 @pytest.fixture(scope="module")
 def server(engine, wsfan_module):
-    srv = engine.node(wsfan_module, "--workers", "2")
+    # Publishes faster than --rate-limit's default on purpose; the limit has its own tests (test_limits.py).
+    srv = engine.node(wsfan_module, "--workers", "2", "--rate-limit", "0")
     yield srv
     assert srv.alive(), f"server died during the module; log:\n{srv.log_tail()}"
 
@@ -31,7 +32,8 @@ def server(engine, wsfan_module):
 @pytest.fixture(scope="module")
 def ring10(engine, wsfan_module):
     """Two nodes of one server with --history-length 10."""
-    nodes = engine.nodes(wsfan_module, 2, "--workers", "2", "--history-length", "10")
+    # Publishes faster than --rate-limit's default on purpose (500 messages).
+    nodes = engine.nodes(wsfan_module, 2, "--workers", "2", "--history-length", "10", "--rate-limit", "0")
     yield nodes
     for srv in nodes:
         assert srv.alive(), f"server died during the module; log:\n{srv.log_tail()}"

@@ -37,8 +37,9 @@ def as_tuples(msgs):
 
 @pytest.fixture
 def two(redis_server, wsfan):
-    a = redis_node(wsfan, redis_server, "hist-a", "--workers", "2")
-    b = redis_node(wsfan, redis_server, "hist-b", "--workers", "2")
+    # Publishes faster than --rate-limit's default on purpose; the limit has its own tests (test_limits.py).
+    a = redis_node(wsfan, redis_server, "hist-a", "--workers", "2", "--rate-limit", "0")
+    b = redis_node(wsfan, redis_server, "hist-b", "--workers", "2", "--rate-limit", "0")
     yield a, b
     for n in (a, b):
         assert n.alive(), f"node {n.node_id} died; log:\n{n.log_tail()}"

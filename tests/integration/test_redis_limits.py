@@ -10,7 +10,9 @@ PENDING_MAX = 1024
 
 
 def test_commands_waiting_on_a_paused_redis_are_rate_limited(redis_server, wsfan):
-    node = redis_node(wsfan, redis_server, "lim-a")
+    # More than 1024 commands at once, on purpose: --rate-limit is off here
+    # so that only the limit of commands waiting for the bus applies.
+    node = redis_node(wsfan, redis_server, "lim-a", "--rate-limit", "0")
     room = uniq("lim")
     total = PENDING_MAX + 200
 

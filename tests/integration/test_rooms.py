@@ -491,8 +491,9 @@ def test_echo_false_leaves_out_only_the_publishing_connection(server):
 def test_slow_reader_is_closed_with_1013_and_others_get_everything(engine, wsfan):
     # 512k: room for the fast member's reader to be scheduled out for a
     # while on a busy machine (64k was only 8 messages) without it being
-    # taken for a slow reader itself.
-    srv = engine.node(wsfan, "--workers", "2", "--send-queue-limit", "512k")
+    # taken for a slow reader itself. Publishes faster than --rate-limit's
+    # default on purpose; the limit has its own tests (test_limits.py).
+    srv = engine.node(wsfan, "--workers", "2", "--send-queue-limit", "512k", "--rate-limit", "0")
     room = uniq("slow")
     payload = "s" * 8000
     max_messages = 1500  # 12 MB at most: well past 512k plus any socket buffers

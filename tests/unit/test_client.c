@@ -67,7 +67,7 @@ struct fixture {
     struct net_loop *net;
     struct inbox inbox;     /* the worker's: bus replies and deliveries */
     struct app app;
-    atomic_int ws_connections;
+    atomic_int connections;
     atomic_int draining;
     struct peer peers[NPEERS];
 };
@@ -337,6 +337,8 @@ static int setup_with(void **state, const struct bus_engine *engine)
     f->cfg.max_rooms = 2;
     f->cfg.history_length = 100;
     f->cfg.max_connections = 100;
+    f->cfg.max_data = 1 << 10;
+    f->cfg.rate_limit = 0; /* the test of --rate-limit sets it */
     snprintf(f->cfg.node_id, sizeof f->cfg.node_id, "test-node");
     assert_int_equal(uv_loop_init(&f->loop), 0);
     assert_int_equal(metrics_bus_init(&f->bm), 0);
@@ -353,7 +355,7 @@ static int setup_with(void **state, const struct bus_engine *engine)
         .net = f->net,
         .hub = hub_create(f->net),
         .bus = bus,
-        .ws_connections = &f->ws_connections,
+        .connections = &f->connections,
         .draining = &f->draining,
     };
     assert_non_null(f->app.hub);
@@ -389,7 +391,7 @@ static int teardown(void **state)
     pump_until_no_conns(f);
     for (int i = 0; i < 20; i++)
         pump(f);
-    assert_int_equal(atomic_load(&f->ws_connections), 0);
+    assert_int_equal(atomic_load(&f->connections), 0);
     net_loop_close(f->net);
     inbox_close(&f->inbox);
     bus_stop(f->app.bus);
@@ -425,8 +427,8 @@ static struct peer *connect_client_in(struct fixture *f, int i, const char *user
     assert_non_null(p->c);
     p->c->conn.handler = &client_handler;
     assert_int_equal(conn_open(f->net, sv[0], &p->c->conn), 0);
-    atomic_fetch_add(&f->ws_connections, 1);
-    p->c->counted = 1;
+    atomic_fetch_add(&f->connections, 1);
+    p->c->adm.slot = 1;
     struct auth_result who = {0};
     if (user)
         snprintf(who.user, sizeof who.user, "%s", user);
@@ -634,6 +636,85 @@ static void test_client_unknown_type_is_an_error_with_ref(void **state)
     expect_error(f, p, "bad_command", "4");
     send_cmd(f, p, "{\"type\":\"join\",\"room\":\"no spaces\",\"ref\":5}");
     expect_error(f, p, "room_invalid", "5");
+}
+
+/* --max-data counts the data as the compact JSON that is passed on: at
+ * the limit it is published, one byte over it is too_large, for publish,
+ * send and broadcast. */
+static void test_client_data_over_max_data_is_too_large(void **state)
+{
+    struct fixture *f = *state;
+    struct peer *p = connect_client(f, 0, "alice");
+    char cmd[2200], data[1100];
+
+    f->cfg.allow_broadcast = 1;
+    join(f, p, "lobby", "1");
+    json_decref(expect(f, p, "presence_join", NULL));
+    /* A string of n bytes is n + 2 bytes of JSON. */
+    memset(data, 'x', sizeof data);
+    snprintf(cmd, sizeof cmd, "{\"type\":\"publish\",\"room\":\"lobby\",\"data\":\"%.*s\",\"ref\":\"ok\"}",
+             (int)f->cfg.max_data - 2, data);
+    send_cmd(f, p, cmd);
+    json_decref(expect(f, p, "message", NULL));
+    json_decref(expect(f, p, "ack", "\"ok\""));
+    snprintf(cmd, sizeof cmd, "{\"type\":\"publish\",\"room\":\"lobby\",\"data\":\"%.*s\",\"ref\":\"big\"}",
+             (int)f->cfg.max_data - 1, data);
+    send_cmd(f, p, cmd);
+    expect_error(f, p, "too_large", "\"big\"");
+    /* Whitespace does not count: the data is measured compact. */
+    snprintf(cmd, sizeof cmd, "{\"type\":\"send\",\"user\":\"bob\",\"data\":[ \"%.*s\" ],\"ref\":\"s\"}",
+             (int)f->cfg.max_data - 4, data);
+    send_cmd(f, p, cmd);
+    json_decref(expect(f, p, "ack", "\"s\""));
+    snprintf(cmd, sizeof cmd, "{\"type\":\"send\",\"user\":\"bob\",\"data\":[\"%.*s\"],\"ref\":\"s2\"}",
+             (int)f->cfg.max_data - 3, data);
+    send_cmd(f, p, cmd);
+    expect_error(f, p, "too_large", "\"s2\"");
+    snprintf(cmd, sizeof cmd, "{\"type\":\"broadcast\",\"data\":\"%.*s\",\"ref\":\"b\"}",
+             (int)f->cfg.max_data, data);
+    send_cmd(f, p, cmd);
+    expect_error(f, p, "too_large", "\"b\"");
+    assert_true(quiet(f, p, 50));
+}
+
+/* --rate-limit: a full bucket takes a burst of rate commands, valid or
+ * not; the rest get rate_limited with their ref and are not run. Refused
+ * for more than 10 s without a pause of a second, the connection is
+ * closed with 1008. */
+static void test_client_rate_limit_refuses_then_closes_with_1008(void **state)
+{
+    struct fixture *f = *state;
+    struct peer *p = connect_client(f, 0, NULL);
+    char cmd[64];
+
+    f->cfg.rate_limit = 5;
+    for (int i = 0; i < 4; i++) {
+        snprintf(cmd, sizeof cmd, "{\"type\":\"ping\",\"ref\":%d}", i);
+        send_cmd(f, p, cmd);
+    }
+    send_cmd(f, p, "not json");
+    for (int i = 10; i < 13; i++) {
+        snprintf(cmd, sizeof cmd, "{\"type\":\"ping\",\"ref\":%d}", i);
+        send_cmd(f, p, cmd);
+    }
+    for (int i = 0; i < 4; i++) {
+        snprintf(cmd, sizeof cmd, "%d", i);
+        json_decref(expect(f, p, "pong", cmd));
+    }
+    expect_error(f, p, "bad_json", NULL);
+    for (int i = 10; i < 13; i++) {
+        snprintf(cmd, sizeof cmd, "%d", i);
+        expect_error(f, p, "rate_limited", cmd);
+    }
+    assert_int_equal(atomic_load(&f->wm.rate_limited), 3);
+    /* Ten seconds of refusals (the clock is moved, not waited for). */
+    p->c->refused_since_ms -= 10001;
+    send_cmd(f, p, "{\"type\":\"ping\",\"ref\":99}");
+    struct frame_in fr;
+    assert_true(peer_try_frame(f, p, &fr, DEADLINE_MS));
+    assert_int_equal(fr.op, WS_OP_CLOSE);
+    assert_int_equal(fr.len, 2 + strlen("rate limit exceeded"));
+    assert_int_equal(fr.payload[0] << 8 | fr.payload[1], 1008);
 }
 
 static void test_client_publish_before_join_is_not_member(void **state)
@@ -849,7 +930,7 @@ static void test_client_close_leaves_rooms_and_gives_back_slot(void **state)
     join(f, q, "lobby", "1");
     json_decref(expect(f, q, "presence_join", NULL));
     json_decref(expect(f, p, "presence_join", NULL));
-    assert_int_equal(atomic_load(&f->ws_connections), 2);
+    assert_int_equal(atomic_load(&f->connections), 2);
 
     /* alice closes: the close is echoed, her slot is given back at once,
      * bob sees her leave. */
@@ -859,7 +940,7 @@ static void test_client_close_leaves_rooms_and_gives_back_slot(void **state)
     struct frame_in fr;
     assert_true(peer_try_frame(f, p, &fr, DEADLINE_MS));
     assert_int_equal(fr.op, WS_OP_CLOSE);
-    assert_int_equal(atomic_load(&f->ws_connections), 1);
+    assert_int_equal(atomic_load(&f->connections), 1);
     json_t *msg = expect(f, q, "presence_leave", NULL);
     assert_string_equal(str(msg, "user"), "alice");
     json_decref(msg);
@@ -1012,6 +1093,8 @@ int main(void)
         T(test_client_bad_json_is_an_error_without_ref),
         T(test_client_unknown_type_is_an_error_with_ref),
         T(test_client_publish_before_join_is_not_member),
+        T(test_client_data_over_max_data_is_too_large),
+        T(test_client_rate_limit_refuses_then_closes_with_1008),
         T(test_client_join_past_max_rooms_is_too_many_rooms),
         T(test_client_broadcast_not_allowed_is_forbidden),
         T(test_client_broadcast_allowed_reaches_everyone),

@@ -158,6 +158,17 @@ static void test_config_defaults_without_flags_or_env(void **state)
     assert_int_equal(cfg.history_length, 100);
     assert_int_equal(cfg.history_ttl, 3600);
     assert_int_equal(cfg.allow_broadcast, 0);
+    /* Limits safe for a server on the open internet. */
+    assert_int_equal(cfg.rate_limit, 100);
+    assert_int_equal(cfg.max_data, 64 << 10);
+    assert_true(cfg.max_data < cfg.max_message);
+    assert_int_equal(cfg.max_connections_per_ip, 1000);
+    assert_string_equal(cfg.admin_host, "");
+    assert_int_equal(cfg.admin_port, 0);
+    assert_int_equal(cfg.allowed_origins.count, 0);
+    assert_false(cfg.allowed_origins.any);
+    assert_int_equal(cfg.trusted_proxies.count, 0);
+    assert_string_equal(cfg.api_key, "");
     /* host name and pid, and a valid id */
     assert_true(name_valid(cfg.node_id, strlen(cfg.node_id)));
     char pid[32];
@@ -184,6 +195,9 @@ static const struct int_option int_options[] = {
     {"max-rooms", "WSFAN_MAX_ROOMS", offsetof(struct config, max_rooms), 1, 100000},
     {"history-length", "WSFAN_HISTORY_LENGTH", offsetof(struct config, history_length), 0, 1000000},
     {"history-ttl", "WSFAN_HISTORY_TTL", offsetof(struct config, history_ttl), 0, 100000000},
+    {"rate-limit", "WSFAN_RATE_LIMIT", offsetof(struct config, rate_limit), 0, 1000000},
+    {"max-connections-per-ip", "WSFAN_MAX_CONNECTIONS_PER_IP", offsetof(struct config, max_connections_per_ip), 0,
+     10000000},
 };
 
 static int int_field(const struct config *cfg, const struct int_option *o)
@@ -284,6 +298,10 @@ static void test_config_sizes_take_k_m_g_suffixes(void **state)
     assert_int_equal(cfg.send_queue_limit, (size_t)4 << 30);
     assert_int_equal(PARSE(&cfg, "--send-queue-limit=256k"), CONFIG_OK);
     assert_int_equal(cfg.send_queue_limit, 256 << 10);
+    assert_int_equal(PARSE(&cfg, "--max-data", "16k"), CONFIG_OK);
+    assert_int_equal(cfg.max_data, 16 << 10);
+    assert_int_equal(PARSE(&cfg, "--max-data", "16"), CONFIG_OK);
+    assert_int_equal(cfg.max_data, 16);
 }
 
 static void test_config_sizes_refuse_bad_text_and_out_of_range(void **state)
@@ -300,6 +318,9 @@ static void test_config_sizes_refuse_bad_text_and_out_of_range(void **state)
         expect_flag_refused("max-message", bad_max_message[i]);
         expect_env_refused("WSFAN_MAX_MESSAGE", bad_max_message[i]);
     }
+    expect_flag_refused("max-data", "15");
+    expect_flag_refused("max-data", "2g");
+    expect_env_refused("WSFAN_MAX_DATA", "lots");
     expect_flag_refused("send-queue-limit", "1023");
     expect_flag_refused("send-queue-limit", "4097m");
     expect_flag_refused("send-queue-limit", "5g");
@@ -611,6 +632,78 @@ static void test_config_api_key_is_kept_and_never_echoed(void **state)
     }
 }
 
+static void test_config_api_key_shorter_than_16_is_refused(void **state)
+{
+    struct config cfg;
+
+    (void)state;
+    assert_int_equal(PARSE(&cfg, "--api-key", "0123456789abcde"), CONFIG_ERROR);
+    assert_string_equal(err_text, "wsfan: --api-key=(hidden): expected 16 to 256 printable characters without spaces "
+                                  "(a shorter key is too easy to guess)\n");
+    setenv("WSFAN_API_KEY", "k3y", 1);
+    assert_int_equal(PARSE_NONE(&cfg), CONFIG_ERROR);
+    assert_non_null(strstr(err_text, "WSFAN_API_KEY=(hidden): expected 16 to 256"));
+    assert_null(strstr(err_text, "k3y"));
+    unsetenv("WSFAN_API_KEY");
+    assert_int_equal(PARSE(&cfg, "--api-key", "0123456789abcdef"), CONFIG_OK);
+    assert_string_equal(cfg.api_key, "0123456789abcdef");
+}
+
+static void test_config_admin_listen_is_another_address(void **state)
+{
+    struct config cfg;
+
+    (void)state;
+    assert_int_equal(PARSE(&cfg, "--admin-listen", "127.0.0.1:9090"), CONFIG_OK);
+    assert_string_equal(cfg.admin_host, "127.0.0.1");
+    assert_int_equal(cfg.admin_port, 9090);
+    assert_string_equal(cfg.listen_host, "127.0.0.1");
+    assert_int_equal(cfg.listen_port, 8080);
+    setenv("WSFAN_ADMIN_LISTEN", "[::1]:9091", 1);
+    assert_int_equal(PARSE_NONE(&cfg), CONFIG_OK);
+    assert_string_equal(cfg.admin_host, "::1");
+    assert_int_equal(cfg.admin_port, 9091);
+    unsetenv("WSFAN_ADMIN_LISTEN");
+    expect_flag_refused("admin-listen", "9090");
+    expect_flag_refused("admin-listen", "localhost:0");
+    /* The same address as --listen would leave the API public. */
+    assert_int_equal(PARSE(&cfg, "--listen", "127.0.0.1:9000", "--admin-listen", "127.0.0.1:9000"), CONFIG_ERROR);
+    assert_non_null(strstr(err_text, "--admin-listen=127.0.0.1:9000: must differ from --listen"));
+    assert_int_equal(PARSE(&cfg, "--listen", "127.0.0.1:9000", "--admin-listen", "127.0.0.2:9000"), CONFIG_OK);
+}
+
+static void test_config_allowed_origins_and_trusted_proxies_are_lists(void **state)
+{
+    struct config cfg;
+
+    (void)state;
+    assert_int_equal(PARSE(&cfg, "--allowed-origins", "https://app.example.com, https://*.example.org"), CONFIG_OK);
+    assert_int_equal(cfg.allowed_origins.count, 2);
+    assert_true(cfg.allowed_origins.items[1].subdomains);
+    assert_int_equal(PARSE(&cfg, "--allowed-origins=*"), CONFIG_OK);
+    assert_true(cfg.allowed_origins.any);
+    setenv("WSFAN_ALLOWED_ORIGINS", "http://localhost:3000", 1);
+    assert_int_equal(PARSE_NONE(&cfg), CONFIG_OK);
+    assert_int_equal(cfg.allowed_origins.count, 1);
+    assert_int_equal(cfg.allowed_origins.items[0].port, 3000);
+    unsetenv("WSFAN_ALLOWED_ORIGINS");
+    expect_flag_refused("allowed-origins", "app.example.com");
+    expect_flag_refused("allowed-origins", "https://app.example.com/");
+    expect_env_refused("WSFAN_ALLOWED_ORIGINS", "https://a.example,");
+    assert_int_equal(PARSE(&cfg, "--allowed-origins", "example.com"), CONFIG_ERROR);
+    assert_non_null(strstr(err_text, "expected * or a comma-separated list of origins"));
+
+    assert_int_equal(PARSE(&cfg, "--trusted-proxies", "10.0.0.0/8,::1"), CONFIG_OK);
+    assert_int_equal(cfg.trusted_proxies.count, 2);
+    setenv("WSFAN_TRUSTED_PROXIES", "192.0.2.1", 1);
+    assert_int_equal(PARSE_NONE(&cfg), CONFIG_OK);
+    assert_int_equal(cfg.trusted_proxies.count, 1);
+    unsetenv("WSFAN_TRUSTED_PROXIES");
+    expect_flag_refused("trusted-proxies", "10.0.0.0/33");
+    expect_flag_refused("trusted-proxies", "proxy.example.com");
+    expect_env_refused("WSFAN_TRUSTED_PROXIES", "10.0.0.0/8;::1");
+}
+
 /* ---- Arguments that are not options ----------------------------------------------- */
 
 static void test_config_refuses_unknown_options_and_stray_arguments(void **state)
@@ -688,6 +781,9 @@ int main(void)
         cmocka_unit_test_setup(test_config_anonymous_rooms_are_patterns, clear_wsfan_env),
         cmocka_unit_test_setup(test_config_node_id_is_a_valid_name, clear_wsfan_env),
         cmocka_unit_test_setup(test_config_api_key_is_kept_and_never_echoed, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_api_key_shorter_than_16_is_refused, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_admin_listen_is_another_address, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_allowed_origins_and_trusted_proxies_are_lists, clear_wsfan_env),
         cmocka_unit_test_setup(test_config_refuses_unknown_options_and_stray_arguments, clear_wsfan_env),
         cmocka_unit_test_setup(test_config_refuses_missing_value, clear_wsfan_env),
         cmocka_unit_test_setup(test_config_help_and_version_exit, clear_wsfan_env),

@@ -62,6 +62,11 @@ struct fixture {
     int closes, frees;
     int state_at_close;    /* c->state when on_close ran */
     int ticks[3];          /* on_tick calls, by c->state */
+    /* how on_bytes behaves: take one byte per call and pause after it;
+     * or answer each byte with a frame of answer_len bytes */
+    int pause_each;
+    size_t answer_len;
+    int answers;
     /* what the peer read and has not parsed yet */
     uint8_t *in;
     size_t in_len, in_pos;
@@ -75,12 +80,29 @@ static struct fixture *fixture_of(struct conn *c)
     return ((struct tconn *)c)->f;
 }
 
-static void on_bytes(struct conn *c, const char *buf, size_t len)
+static struct frame *numbered_frame(unsigned i, size_t len);
+
+/* Takes bytes as the router takes requests: one by one while the conn is
+ * not paused. */
+static size_t on_bytes(struct conn *c, const char *buf, size_t len)
 {
     struct fixture *f = fixture_of(c);
-    assert_true(f->nbytes + len <= sizeof f->bytes);
-    memcpy(f->bytes + f->nbytes, buf, len);
-    f->nbytes += len;
+    size_t used = 0;
+    while (used < len && !c->paused && c->state == CONN_HTTP) {
+        size_t n = f->pause_each || f->answer_len ? 1 : len - used;
+        assert_true(f->nbytes + n <= sizeof f->bytes);
+        memcpy(f->bytes + f->nbytes, buf + used, n);
+        f->nbytes += n;
+        used += n;
+        if (f->answer_len) {
+            struct frame *out = numbered_frame((unsigned)f->answers++, f->answer_len);
+            conn_enqueue(c, out);
+            frame_unref(out);
+        }
+        if (f->pause_each)
+            conn_pause(c);
+    }
+    return used;
 }
 
 static void on_text(struct conn *c, const char *text, size_t len)
@@ -468,6 +490,95 @@ static void test_conn_receive_hands_held_bytes_to_current_phase(void **state)
     assert_string_equal(f->texts[0], "late");
 }
 
+static void test_conn_paused_keeps_input_until_resumed(void **state)
+{
+    struct fixture *f = *state;
+
+    assert_int_equal(open_conn(f, 0, 0), 0);
+    f->pause_each = 1;
+    peer_write(f, "abcdef", 6);
+    uint64_t end = clock_mono_ms() + DEADLINE_MS;
+    while (f->nbytes < 1 && clock_mono_ms() < end)
+        pump(f);
+    assert_int_equal(f->nbytes, 1);
+    assert_int_equal(f->c->conn.paused, CONN_PAUSED_BY_APP);
+    /* More bytes wait in the socket: nothing reaches the handler. */
+    peer_write(f, "gh", 2);
+    for (int i = 0; i < 20; i++) {
+        pump(f);
+        poll(NULL, 0, 1);
+    }
+    assert_int_equal(f->nbytes, 1);
+    /* Resumed: the bytes kept come first, one per resume, then the
+     * socket's. */
+    conn_resume(&f->c->conn);
+    assert_int_equal(f->nbytes, 2);
+    f->pause_each = 0;
+    conn_resume(&f->c->conn);
+    assert_true(f->nbytes >= 6);
+    end = clock_mono_ms() + DEADLINE_MS;
+    while (f->nbytes < 8 && clock_mono_ms() < end)
+        pump(f);
+    assert_int_equal(f->nbytes, 8);
+    assert_memory_equal(f->bytes, "abcdefgh", 8);
+    assert_int_equal(f->c->conn.paused, 0);
+}
+
+/* Pipelined requests from a peer that does not read: the answers stop
+ * being made once the queue is over the limit, and go on as it drains. */
+static void test_conn_http_output_over_limit_pauses_input(void **state)
+{
+    struct fixture *f = *state;
+    enum { REQUESTS = 200, ANSWER = 1000 };
+    char requests[REQUESTS];
+
+    f->cfg.send_queue_limit = 8 * 1024;
+    assert_int_equal(open_conn(f, 4096, 4096), 0);
+    f->answer_len = ANSWER;
+    memset(requests, 'r', sizeof requests);
+    peer_write(f, requests, sizeof requests);
+    for (int i = 0; i < 50; i++) {
+        pump(f);
+        poll(NULL, 0, 1);
+    }
+    /* The peer reads nothing: the answers made are what the socket's
+     * buffers took plus at most the limit (and the one that passed it). */
+    assert_true(f->answers < REQUESTS);
+    assert_true(f->c->conn.paused & CONN_PAUSED_BY_OUTPUT);
+    assert_true(outq_cost(&f->c->conn.out) <= f->cfg.send_queue_limit + conn_frame_cost(&(struct frame){.len = ANSWER}));
+    /* The peer reads: every answer arrives, in order. */
+    struct frame_in fr;
+    for (unsigned i = 0; i < REQUESTS; i++) {
+        peer_read_frame(f, &fr);
+        assert_numbered(&fr, i, ANSWER);
+    }
+    assert_int_equal(f->answers, REQUESTS);
+    assert_int_equal(f->c->conn.paused, 0);
+}
+
+/* An upgrade whose 101 came behind answers over the limit: the WebSocket
+ * phase does not inherit the HTTP phase's pause (its limit closes with
+ * 1013 instead), and frames are read. */
+static void test_conn_upgrade_ends_the_output_pause(void **state)
+{
+    struct fixture *f = *state;
+
+    f->cfg.send_queue_limit = 1024;
+    assert_int_equal(open_conn(f, 0, 0), 0);
+    struct frame *big = numbered_frame(0, 2000);
+    conn_enqueue(&f->c->conn, big);
+    frame_unref(big);
+    assert_int_equal(f->c->conn.paused, CONN_PAUSED_BY_OUTPUT);
+    upgrade(f);
+    assert_int_equal(f->c->conn.paused, 0);
+    peer_send_text(f, "after");
+    uint64_t end = clock_mono_ms() + DEADLINE_MS;
+    while (f->ntexts < 1 && clock_mono_ms() < end)
+        pump(f);
+    assert_int_equal(f->ntexts, 1);
+    assert_string_equal(f->texts[0], "after");
+}
+
 /* ---- WebSocket input ----------------------------------------------------- */
 
 static void test_conn_masked_text_frame_reaches_on_text_after_upgrade(void **state)
@@ -705,6 +816,31 @@ static void test_conn_overflow_closes_with_1013_after_what_was_on_its_way(void *
     assert_int_equal(f->closes, 1);
 }
 
+/* Tiny frames count what they hold (allocation and ring slot), not their
+ * two bytes: a flood of pongs to a peer that does not read stops at about
+ * the limit in memory. */
+static void test_conn_queue_counts_what_tiny_frames_cost(void **state)
+{
+    struct fixture *f = *state;
+
+    f->cfg.send_queue_limit = 64 * 1024;
+    assert_int_equal(open_conn(f, 4096, 4096), 0);
+    upgrade(f);
+    unsigned queued = 0;
+    while (f->c->conn.state == CONN_WS && queued < 100000) {
+        struct frame *pong = ws_frame_create(WS_OP_PONG, NULL, 0);
+        assert_non_null(pong);
+        conn_enqueue(&f->c->conn, pong);
+        frame_unref(pong);
+        queued++;
+    }
+    assert_int_equal(f->c->conn.state, CONN_CLOSING);
+    assert_true(conn_frame_cost(&(struct frame){.len = 2}) >= 40);
+    /* Counted by payload, 32,768 pongs would have fit. */
+    assert_true(queued <= f->cfg.send_queue_limit / conn_frame_cost(&(struct frame){.len = 2}) + 1);
+    assert_true(outq_cost(&f->c->conn.out) <= f->cfg.send_queue_limit + conn_frame_cost(&(struct frame){.len = 125}));
+}
+
 static void test_conn_single_frame_over_limit_closes_with_1013(void **state)
 {
     struct fixture *f = *state;
@@ -882,6 +1018,9 @@ int main(void)
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
         T(test_conn_bytes_read_reach_on_bytes),
         T(test_conn_receive_hands_held_bytes_to_current_phase),
+        T(test_conn_paused_keeps_input_until_resumed),
+        T(test_conn_http_output_over_limit_pauses_input),
+        T(test_conn_upgrade_ends_the_output_pause),
         T(test_conn_masked_text_frame_reaches_on_text_after_upgrade),
         T(test_conn_peer_ping_is_answered_with_pong),
         T(test_conn_unmasked_frame_closes_with_1002),
@@ -889,6 +1028,7 @@ int main(void)
         T(test_conn_one_frame_shared_by_queue_twice_arrives_twice),
         T(test_conn_partial_writes_deliver_every_byte_once_in_order),
         T(test_conn_overflow_closes_with_1013_after_what_was_on_its_way),
+        T(test_conn_queue_counts_what_tiny_frames_cost),
         T(test_conn_single_frame_over_limit_closes_with_1013),
         T(test_conn_close_twice_sends_one_close_frame),
         T(test_conn_peer_close_frame_is_echoed),

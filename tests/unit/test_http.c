@@ -27,6 +27,7 @@ static const char upgrade_req[] =
     "Sec-WebSocket-Protocol: wsfan.v1\r\n"
     "Origin: http://example.com\r\n"
     "Authorization: Bearer abc\r\n"
+    "X-Forwarded-For: 203.0.113.7, 10.0.0.2\r\n"
     "\r\n";
 
 /* Feeds all of data at once; returns the result and sets *consumed. */
@@ -66,6 +67,7 @@ static void assert_upgrade_fields(const struct http_request *req)
     assert_string_equal(req->ws_protocol, "wsfan.v1");
     assert_string_equal(req->origin, "http://example.com");
     assert_string_equal(req->authorization, "Bearer abc");
+    assert_string_equal(req->forwarded_for, "203.0.113.7, 10.0.0.2");
     assert_null(req->content_type);
     assert_null(req->body);
     assert_int_equal(req->body_len, 0);
@@ -435,6 +437,41 @@ static void test_http_repeated_headers_are_joined(void **state)
     }
 }
 
+/* Origin, Host and X-Forwarded-For are what the server's checks read
+ * (docs/protocol.md sections 1a and 7): captured whatever their case, a
+ * repeated X-Forwarded-For joined in order (proxies may add a line each),
+ * absent ones NULL. */
+static void test_http_captures_origin_host_and_forwarded_for(void **state)
+{
+    (void)state;
+    static const char req[] =
+        "GET /ws HTTP/1.1\r\n"
+        "HOST: app.example.com:8443\r\n"
+        "origin: https://app.example.com:8443\r\n"
+        "x-forwarded-for: 198.51.100.1\r\n"
+        "X-Forwarded-For:  192.0.2.9 , [2001:db8::1]:443 \r\n"
+        "X-Forwarded-Host: ignored\r\n"
+        "\r\n";
+    for (int bytewise = 0; bytewise < 2; bytewise++) {
+        struct http_reader *r = http_reader_create(MAX_HEAD, MAX_BODY);
+        size_t used;
+        int rc = bytewise ? feed_bytes(r, req, strlen(req), &used) : feed_all(r, req, strlen(req), &used);
+        assert_int_equal(rc, HTTP_READ_DONE);
+        const struct http_request *out = http_reader_request(r);
+        assert_string_equal(out->host, "app.example.com:8443");
+        assert_string_equal(out->origin, "https://app.example.com:8443");
+        assert_string_equal(out->forwarded_for, "198.51.100.1, 192.0.2.9 , [2001:db8::1]:443");
+        http_reader_reset(r);
+        static const char plain[] = "GET /healthz HTTP/1.1\r\n\r\n";
+        assert_int_equal(feed_all(r, plain, strlen(plain), &used), HTTP_READ_DONE);
+        out = http_reader_request(r);
+        assert_null(out->host);
+        assert_null(out->origin);
+        assert_null(out->forwarded_for);
+        http_reader_destroy(r);
+    }
+}
+
 static void test_http_reset_forgets_previous_request(void **state)
 {
     (void)state;
@@ -761,6 +798,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_http_reads_upgrade_request_at_once),
+        cmocka_unit_test(test_http_captures_origin_host_and_forwarded_for),
         cmocka_unit_test(test_http_reads_upgrade_request_byte_by_byte),
         cmocka_unit_test(test_http_upgrade_stops_at_end_of_head),
         cmocka_unit_test(test_http_head_over_limit_is_431),

@@ -1,0 +1,58 @@
+/* admission.h - who may connect, and to what (docs/protocol.md section 1a
+ * "Origin" and "Limits", section 7 "API access"): the client address
+ * (the peer's, or X-Forwarded-For's when the peer is a trusted proxy),
+ * the --max-connections and --max-connections-per-ip slots a connection
+ * holds from accept to close, the Origin of WebSocket handshakes, and the
+ * loopback rule of the API without --api-key. Counts refusals in the
+ * worker's metrics. Worker thread only; the per-address counts are the
+ * process's (core/addr_count.h). Does not answer: the router and the API
+ * do, with the status these return. */
+#ifndef WSFAN_ADMISSION_H
+#define WSFAN_ADMISSION_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "core/netaddr.h"
+
+struct client;
+struct http_request;
+
+/* What a client connection holds, embedded in struct client. */
+struct admission {
+    struct net_addr peer;      /* the TCP peer */
+    struct net_addr counted;   /* the address its per-IP slot is for */
+    uint8_t admin;             /* accepted on --admin-listen */
+    uint8_t slot;              /* holds a --max-connections slot */
+    uint8_t ip_slot;           /* holds a --max-connections-per-ip slot for counted */
+};
+
+/* A connection just accepted from peer, on the admin port or not. Takes
+ * its slots: on the public port one of --max-connections, and, unless the
+ * peer is a trusted proxy (whose clients are counted when they upgrade),
+ * one of --max-connections-per-ip for the peer. Returns 0, or the status
+ * to refuse it with before reading anything: 503 (server full) or 429. */
+int admission_accept(struct client *c, const struct sockaddr *peer, int admin);
+
+/* The Origin check of a WebSocket handshake: 0, or 403 when the request
+ * carries an Origin that is neither the server's own nor allowed by
+ * --allowed-origins. */
+int admission_origin(struct client *c, const struct http_request *req);
+
+/* The slots an upgrade still needs: through a trusted proxy, the per-IP
+ * slot of the forwarded client address (429); on the admin port, a
+ * --max-connections slot (503). Returns 0 or that status. */
+int admission_upgrade(struct client *c, const struct http_request *req);
+
+/* True when req comes from the loopback (the client address, forwarded
+ * or not) and names a loopback Host: what the API asks of a client
+ * without --api-key. */
+int admission_local(const struct client *c, const struct http_request *req);
+
+/* Gives back every slot c holds; safe to call more than once. */
+void admission_release(struct client *c);
+
+/* The body line of a refusal with status (one of the above). */
+const char *admission_reason(int status);
+
+#endif
