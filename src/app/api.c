@@ -117,18 +117,33 @@ static struct call *api_call(struct client *c, const struct http_request *req, e
     return call;
 }
 
-/* Hands call to the bus; c answers nothing else until the reply is in. */
+/* Hands call to the bus; c answers nothing else until the reply is in
+ * (or --request-timeout passes: api_expire). */
 static void api_call_submit(struct client *c, struct call *call)
 {
     router_defer(c);
+    c->deferred_seq = call->seq;
     bus_submit(client_app(c)->bus, &call->req.base);
 }
 
-/* The client a reply is for, or NULL when it closed meanwhile. */
+/* The client a reply is for, or NULL when it closed, or was answered
+ * already (api_expire), meanwhile. */
 static struct client *reply_client(struct call *call)
 {
     struct client *c = call->client;
-    return c->deferred && !c->conn.closed && c->conn.state == CONN_HTTP ? c : NULL;
+    return c->deferred && c->deferred_seq == call->seq && !call->expired && !c->conn.closed &&
+                   c->conn.state == CONN_HTTP
+               ? c
+               : NULL;
+}
+
+void api_expire(struct client *c)
+{
+    for (struct call *call = c->flight; call; call = call->flight_next)
+        if (call->seq == c->deferred_seq)
+            call->expired = 1;
+    api_error(c, WSFAN_EUNAVAILABLE, NULL, "no answer from the bus in time (--request-timeout)",
+              http_reader_request(c->http)->keep_alive);
 }
 
 static int reply_keep_alive(struct client *c)

@@ -19,4 +19,9 @@ void api_route(struct client *c, const struct http_request *req);
  * and closes: JSON for /api paths, plain text otherwise. */
 void api_refuse(struct client *c, const struct http_request *req, int status);
 
+/* The deferred request of c waited longer than --request-timeout for the
+ * bus: answers it 503 unavailable now; its reply, when it comes, is only
+ * freed. */
+void api_expire(struct client *c);
+
 #endif

@@ -47,6 +47,9 @@ struct call {
     struct client *client;   /* holds a reference on the client's conn */
     uint32_t seq;            /* the client's count of its calls, for reply order */
     struct call *next_parked;
+    struct call *flight_prev, *flight_next; /* the client's calls not back yet, oldest first */
+    uint64_t sent_ms;        /* loop time it went to the bus, for --request-timeout */
+    uint8_t expired;         /* answered unavailable already; its reply is only freed */
     char ref[REF_TEXT_MAX];  /* the command's ref as JSON text, or "" */
 };
 

@@ -60,13 +60,30 @@ struct call *call_create(struct client *c, enum bus_op op, task_fn on_reply)
     call->req.base.worker = c->conn.loop->index;
     call->req.base.on_reply = on_reply;
     call->client = c;
+    call->seq = c->next_call++;
+    call->sent_ms = uv_now(c->conn.loop->uv);
+    call->flight_prev = c->flight_tail;
+    if (c->flight_tail)
+        c->flight_tail->flight_next = call;
+    else
+        c->flight = call;
+    c->flight_tail = call;
     conn_ref(&c->conn);
     return call;
 }
 
 void call_done(struct call *call)
 {
-    conn_unref(&call->client->conn);
+    struct client *c = call->client;
+    if (call->flight_prev)
+        call->flight_prev->flight_next = call->flight_next;
+    else
+        c->flight = call->flight_next;
+    if (call->flight_next)
+        call->flight_next->flight_prev = call->flight_prev;
+    else
+        c->flight_tail = call->flight_prev;
+    conn_unref(&c->conn);
     bus_request_free(&call->req.base);
 }
 
@@ -145,6 +162,9 @@ void client_start(struct client *c, struct auth_result *who)
 {
     const struct config *cfg = client_app(c)->cfg;
     char session[48], exp[24];
+    /* The session's replies are counted from here: calls of the HTTP phase
+     * (API requests on the same connection) were answered by api.c. */
+    c->next_reply = c->next_call;
     /* The user last: a client closed here must not tell the bus that a
      * user it never announced went offline. */
     if ((who->has_token && take_claims(c, &who->claims)) || (who->user[0] && !(c->user = strdup(who->user)))) {
@@ -310,11 +330,28 @@ static void park(struct client *c, struct call *call)
  * section 2), although the bus may finish them in another (a join waiting
  * for its subscription, a read that takes longer): one that comes early
  * waits for those before it. */
+/* Answers the parked replies whose turn has come. */
+static void answer_parked(struct client *c)
+{
+    while (c->parked && c->parked->seq == c->next_reply) {
+        struct call *next = c->parked;
+        c->parked = next->next_parked;
+        answer(c, next);
+        c->next_reply++;
+    }
+}
+
 static void on_reply(struct task *t, void *ctx)
 {
     (void)ctx;
     struct call *call = (struct call *)t;
     struct client *c = call->client;
+    if (call->expired) {
+        /* Answered unavailable when it took too long: only freed now. */
+        c->pending--;
+        call_done(call);
+        return;
+    }
     if (call->seq != c->next_reply) {
         park(c, call);
         return;
@@ -322,11 +359,33 @@ static void on_reply(struct task *t, void *ctx)
     conn_ref(&c->conn); /* the last call's end may be the client's */
     answer(c, call);
     c->next_reply++;
-    while (c->parked && c->parked->seq == c->next_reply) {
-        struct call *next = c->parked;
-        c->parked = next->next_parked;
-        answer(c, next);
+    answer_parked(c);
+    conn_unref(&c->conn);
+}
+
+/* --request-timeout: the call whose turn it is has waited too long for
+ * the bus (a reply that never comes must not hold every later one): it is
+ * answered unavailable now, and the replies behind it follow. Its own
+ * reply, when it comes, is only freed. */
+static void expire_calls(struct client *c, uint64_t now_ms)
+{
+    uint64_t limit = (uint64_t)client_app(c)->cfg->request_timeout;
+    if (!limit)
+        return;
+    conn_ref(&c->conn);
+    for (;;) {
+        struct call *h = c->flight;
+        while (h && h->expired)
+            h = h->flight_next;
+        if (!h || h->seq != c->next_reply || now_ms - h->sent_ms < limit)
+            break;
+        h->expired = 1;
+        if (h->req.base.op == BUS_JOIN) /* its room is only read: the bus never writes it */
+            join_failed(c, h->req.join.room);
+        if (c->conn.state == CONN_WS && !c->conn.closed)
+            send_error(c, h->ref, WSFAN_EUNAVAILABLE, "no answer from the bus in time (--request-timeout)");
         c->next_reply++;
+        answer_parked(c);
     }
     conn_unref(&c->conn);
 }
@@ -348,7 +407,6 @@ static struct call *command_call(struct client *c, const struct command *cmd, en
         return NULL;
     }
     c->pending++;
-    call->seq = c->next_call++;
     strcpy(call->ref, cmd->ref);
     return call;
 }
@@ -650,6 +708,8 @@ static void on_tick(struct conn *conn, uint64_t now_ms)
     struct client *c = client_of(conn);
     if (c->expires_ms && now_ms >= c->expires_ms)
         conn_close(conn, WS_CLOSE_POLICY, "token expired");
+    else
+        expire_calls(c, now_ms);
 }
 
 const struct conn_handler client_handler = {

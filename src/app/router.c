@@ -65,6 +65,7 @@ void router_respond_text(struct client *c, int status, const char *extra_headers
 void router_defer(struct client *c)
 {
     c->deferred = 1;
+    c->http_since_ms = uv_now(c->conn.loop->uv);
 }
 
 /* ---- the upgrade ------------------------------------------------------------ */
@@ -193,8 +194,11 @@ static size_t on_bytes(struct conn *conn, const char *buf, size_t len)
 static void on_tick(struct conn *conn, uint64_t now_ms)
 {
     struct client *c = client_of(conn);
-    /* A deferred request waits for the bus, which always answers. */
-    if (!c->deferred && now_ms - c->http_since_ms >= (uint64_t)client_app(c)->cfg->handshake_timeout * 1000)
+    const struct config *cfg = client_app(c)->cfg;
+    /* A deferred request waits for the bus, up to --request-timeout. */
+    if (c->deferred && cfg->request_timeout && now_ms - c->http_since_ms >= (uint64_t)cfg->request_timeout)
+        api_expire(c);
+    else if (!c->deferred && now_ms - c->http_since_ms >= (uint64_t)cfg->handshake_timeout * 1000)
         router_respond_text(c, 408, NULL, "request not completed in time", 0);
 }
 

@@ -78,6 +78,9 @@ static const struct option_spec options[] = {
      "for two checks fills the gap (default 1000, 0: no checks)"},
     {"presence-ttl", OPT_INT, FIELD(presence_ttl), 2, 3600,
      "seconds after which a dead node's users leave presence (default 15)"},
+    {"request-timeout", OPT_INT, FIELD(request_timeout), 0, 600000,
+     "milliseconds a command or API request waits for the bus before it is answered unavailable "
+     "(default 10000, 0: no limit)"},
     {"drain-seconds", OPT_INT, FIELD(drain_seconds), 0, 3600,
      "on SIGTERM, close connections spread over this many seconds, so that clients do not all reconnect "
      "at once (default 0: all at once)"},
@@ -123,6 +126,7 @@ static void config_defaults(struct config *cfg)
     cfg->redis_backoff_max = 5000;
     cfg->redis_timeout = 3000;
     cfg->position_sync = 1000;
+    cfg->request_timeout = 10000;
     cfg->presence_ttl = 15;
     cfg->auth = CONFIG_AUTH_NONE;
     cfg->jwt_leeway = 5;

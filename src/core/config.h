@@ -45,6 +45,7 @@ struct config {
     int position_sync;          /* milliseconds between checks of rooms against history; 0: none */
     int presence_ttl;           /* seconds until a dead node's users are gone */
     int drain_seconds;          /* a shutdown closes connections over this long */
+    int request_timeout;        /* milliseconds a command or API request waits for the bus; 0: forever */
     char api_key[257];          /* "" when the HTTP API is open */
     /* Authentication (docs/protocol.md section 1a) */
     enum config_auth auth;

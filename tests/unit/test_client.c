@@ -840,6 +840,32 @@ static void test_client_replies_keep_command_order_while_join_waits(void **state
     assert_false(hub_is_member(p->c, "other"));
 }
 
+/* --request-timeout: a join whose subscription never comes is answered
+ * unavailable in time, the replies behind it follow, and when its reply
+ * finally comes it is only freed (no second answer). */
+static void test_client_call_without_answer_is_answered_unavailable_in_time(void **state)
+{
+    struct fixture *f = *state;
+    f->cfg.request_timeout = 300;
+    struct peer *p = connect_client(f, 0, NULL);
+    send_cmd(f, p, "{\"type\":\"join\",\"room\":\"stuck\",\"ref\":1}");
+    send_cmd(f, p, "{\"type\":\"history\",\"room\":\"stuck\",\"ref\":2}");
+    uint64_t start = clock_mono_ms();
+    json_t *err = expect(f, p, "error", "1");
+    uint64_t took = clock_mono_ms() - start;
+    assert_string_equal(str(err, "code"), "unavailable");
+    json_decref(err);
+    assert_true(took >= 250 && took < 2000);
+    /* The history waited behind the join; it is answered in its turn. */
+    json_decref(expect(f, p, "history", "2"));
+    /* The join that timed out is undone: the connection is not a member. */
+    assert_false(hub_is_member(p->c, "stuck"));
+    bus_subscribed(f->app.bus, "stuck");
+    assert_true(quiet(f, p, 100)); /* the late joined is not sent */
+    send_cmd(f, p, "{\"type\":\"ping\",\"ref\":3}");
+    json_decref(expect(f, p, "pong", "3"));
+}
+
 static void test_client_history_returns_what_was_published(void **state)
 {
     struct fixture *f = *state;
@@ -1109,6 +1135,8 @@ int main(void)
         T(test_client_close_with_replies_pending_frees_after_they_return),
         T(test_client_commands_past_pending_max_are_rate_limited),
         cmocka_unit_test_setup_teardown(test_client_replies_keep_command_order_while_join_waits, setup_slow, teardown),
+        cmocka_unit_test_setup_teardown(test_client_call_without_answer_is_answered_unavailable_in_time, setup_slow,
+                                        teardown),
 #undef T
     };
 
