@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "codec/token.h"
+#include "core/list.h"
 
 #define TTL_DEFAULT 3600
 #define TTL_MAX (10LL * 366 * 24 * 3600)
@@ -84,11 +85,11 @@ static int parse_flags(int argc, char **argv, struct token_flags *f)
 static json_t *list_array(const char *list)
 {
     json_t *a = json_array();
-    while (a && *list) {
-        const char *comma = strchr(list, ',');
-        size_t len = comma ? (size_t)(comma - list) : strlen(list);
-        json_array_append_new(a, json_stringn(list, len));
-        list += comma ? len + 1 : len;
+    for (const char *p = *list ? list : NULL; a && p;) {
+        const char *item;
+        size_t len;
+        p = list_next(p, &item, &len);
+        json_array_append_new(a, json_stringn(item, len));
     }
     return a;
 }

@@ -23,6 +23,7 @@
 #include <strings.h>
 
 #include "codec/ws.h"
+#include "core/list.h"
 
 /* The headers the request exposes, in the order of hdr_names. */
 enum {
@@ -450,11 +451,6 @@ int http_ws_check(const struct http_request *req, const char **reason)
     return 0;
 }
 
-static int is_ows(char c)
-{
-    return c == ' ' || c == '\t';
-}
-
 const char *http_bearer(const struct http_request *req)
 {
     static const char scheme[] = "Bearer ";
@@ -467,22 +463,14 @@ int http_header_has_token(const char *header, const char *token)
     if (!header)
         return 0;
     size_t token_len = strlen(token);
-    const char *p = header;
-    for (;;) {
-        const char *end = strchr(p, ',');
-        if (!end)
-            end = p + strlen(p);
-        const char *s = p, *e = end;
-        while (s < e && is_ows(*s))
-            s++;
-        while (e > s && is_ows(e[-1]))
-            e--;
-        if ((size_t)(e - s) == token_len && strncasecmp(s, token, token_len) == 0)
+    for (const char *p = header; p;) {
+        const char *item;
+        size_t len;
+        p = list_next(p, &item, &len);
+        if (len == token_len && strncasecmp(item, token, token_len) == 0)
             return 1;
-        if (*end == '\0')
-            return 0;
-        p = end + 1;
     }
+    return 0;
 }
 
 static int hex_value(char c)

@@ -4,6 +4,8 @@
 
 #include <string.h>
 
+#include "core/list.h"
+
 static const unsigned char allowed[256] = {
     ['_'] = 1, ['.'] = 1, [':'] = 1, ['-'] = 1,
     ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
@@ -36,15 +38,14 @@ int name_patterns_valid(const char *list)
 {
     if (!*list)
         return 1;
-    for (;;) {
-        const char *comma = strchr(list, ',');
-        size_t len = comma ? (size_t)(comma - list) : strlen(list);
-        if (!name_pattern_valid(list, len))
+    for (const char *p = list; p;) {
+        const char *item;
+        size_t len;
+        p = list_next(p, &item, &len);
+        if (!name_pattern_valid(item, len))
             return 0;
-        if (!comma)
-            return 1;
-        list = comma + 1;
     }
+    return 1;
 }
 
 /* True when room matches the one pattern p[0..len). */
@@ -58,14 +59,12 @@ static int pattern_match(const char *p, size_t len, const char *room, size_t roo
 int name_patterns_match(const char *list, const char *room)
 {
     size_t room_len = strlen(room);
-    while (*list) {
-        const char *comma = strchr(list, ',');
-        size_t len = comma ? (size_t)(comma - list) : strlen(list);
-        if (pattern_match(list, len, room, room_len))
+    for (const char *p = *list ? list : NULL; p;) {
+        const char *item;
+        size_t len;
+        p = list_next(p, &item, &len);
+        if (pattern_match(item, len, room, room_len))
             return 1;
-        if (!comma)
-            return 0;
-        list = comma + 1;
     }
     return 0;
 }

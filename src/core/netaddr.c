@@ -6,6 +6,8 @@
 #include <netinet/in.h>
 #include <string.h>
 
+#include "core/list.h"
+
 static const uint8_t v4_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
 int net_addr_is_v4(const struct net_addr *a)
@@ -113,35 +115,15 @@ static int is_space(char c)
     return c == ' ' || c == '\t';
 }
 
-/* The item of text up to the next comma, without spaces around it.
- * Returns where the next item starts, or NULL after the last one. */
-static const char *next_item(const char *text, const char **item, size_t *len)
-{
-    const char *end = strchr(text, ',');
-    const char *next = end ? end + 1 : NULL;
-    if (!end)
-        end = text + strlen(text);
-    while (text < end && is_space(*text))
-        text++;
-    while (end > text && is_space(end[-1]))
-        end--;
-    *item = text;
-    *len = (size_t)(end - text);
-    return next;
-}
-
 int net_cidr_list_parse(const char *text, struct net_cidr_list *out)
 {
     out->count = 0;
-    const char *p = text;
-    while (is_space(*p))
-        p++;
-    if (!*p)
-        return 0; /* the empty list */
-    for (p = text; p;) {
+    if (list_empty(text))
+        return 0;
+    for (const char *p = text; p;) {
         const char *item;
         size_t len;
-        p = next_item(p, &item, &len);
+        p = list_next(p, &item, &len);
         if (out->count == NETADDR_LIST_MAX || net_cidr_parse(item, len, &out->items[out->count]))
             return -1;
         out->count++;

@@ -6,12 +6,9 @@
 #include <string.h>
 #include <strings.h>
 
-#include "core/netaddr.h"
+#include "core/list.h"
 
-static int is_space(char c)
-{
-    return c == ' ' || c == '\t';
-}
+#include "core/netaddr.h"
 
 static uint16_t default_port(const char *scheme)
 {
@@ -111,28 +108,19 @@ int origin_list_parse(const char *text, struct origin_list *out)
 {
     out->any = 0;
     out->count = 0;
-    const char *p = text;
-    while (is_space(*p))
-        p++;
-    if (!*p)
+    if (list_empty(text))
         return 0;
-    for (p = text; p;) {
-        const char *end = strchr(p, ',');
-        const char *next = end ? end + 1 : NULL;
-        if (!end)
-            end = p + strlen(p);
-        while (p < end && is_space(*p))
-            p++;
-        while (end > p && is_space(end[-1]))
-            end--;
-        if (end - p == 1 && *p == '*') {
+    for (const char *p = text; p;) {
+        const char *item;
+        size_t len;
+        p = list_next(p, &item, &len);
+        if (len == 1 && *item == '*') {
             out->any = 1;
         } else {
-            if (out->count == ORIGIN_LIST_MAX || parse_origin(p, (size_t)(end - p), 1, &out->items[out->count]))
+            if (out->count == ORIGIN_LIST_MAX || parse_origin(item, len, 1, &out->items[out->count]))
                 return -1;
             out->count++;
         }
-        p = next;
     }
     return 0;
 }
