@@ -32,6 +32,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "client_frame.h"
 #include "app/app.h"
 #include "app/auth.h"
 #include "app/client.h"
@@ -112,30 +113,6 @@ static void pump_until_no_conns(struct fixture *f)
 }
 
 /* ---- The peer ------------------------------------------------------------ */
-
-static const uint8_t mask_key[4] = {0xa1, 0x5e, 0x07, 0xc3};
-
-static size_t client_frame(uint8_t *out, uint8_t op, const void *payload, size_t len)
-{
-    size_t n = 0;
-    out[n++] = (uint8_t)(0x80 | op);
-    if (len < 126) {
-        out[n++] = (uint8_t)(0x80 | len);
-    } else if (len <= 0xFFFF) {
-        out[n++] = 0x80 | 126;
-        out[n++] = (uint8_t)(len >> 8);
-        out[n++] = (uint8_t)len;
-    } else {
-        out[n++] = 0x80 | 127;
-        for (int i = 7; i >= 0; i--)
-            out[n++] = (uint8_t)((uint64_t)len >> (8 * i));
-    }
-    memcpy(out + n, mask_key, 4);
-    n += 4;
-    for (size_t i = 0; i < len; i++)
-        out[n + i] = ((const uint8_t *)payload)[i] ^ mask_key[i & 3];
-    return n + len;
-}
 
 static void peer_write(struct fixture *f, struct peer *p, const void *buf, size_t len)
 {

@@ -27,6 +27,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "client_frame.h"
 #include "codec/ws.h"
 #include "core/clock.h"
 #include "core/config.h"
@@ -190,31 +191,6 @@ static void peer_write(struct fixture *f, const void *buf, size_t len)
             fail_msg("the conn does not read");
         pump(f);
     }
-}
-
-static const uint8_t mask_key[4] = {0x12, 0x34, 0x56, 0x78};
-
-/* A final client frame of op around payload, masked; returns its size. */
-static size_t client_frame(uint8_t *out, uint8_t op, const void *payload, size_t len)
-{
-    size_t n = 0;
-    out[n++] = (uint8_t)(0x80 | op);
-    if (len < 126) {
-        out[n++] = (uint8_t)(0x80 | len);
-    } else if (len <= 0xFFFF) {
-        out[n++] = 0x80 | 126;
-        out[n++] = (uint8_t)(len >> 8);
-        out[n++] = (uint8_t)len;
-    } else {
-        out[n++] = 0x80 | 127;
-        for (int i = 7; i >= 0; i--)
-            out[n++] = (uint8_t)((uint64_t)len >> (8 * i));
-    }
-    memcpy(out + n, mask_key, 4);
-    n += 4;
-    for (size_t i = 0; i < len; i++)
-        out[n + i] = ((const uint8_t *)payload)[i] ^ mask_key[i & 3];
-    return n + len;
 }
 
 static void peer_send_frame(struct fixture *f, uint8_t op, const void *payload, size_t len)
