@@ -22,7 +22,9 @@ What is here:
   restart() on the same port), redis_node() (wsfan with --redis and
   --node-id, waiting until it is connected), readyz(), await_ready(),
   wait_until()/await_until(), numsub() and publish_many(). python3-redis is
-  imported only when used.
+  imported only when used. The `proxies` fixture makes TcpProxy instances
+  between a node and its Redis, which a test turns down (reset) or into a
+  black hole (a partition: open, silent).
 
 Test files import these with `from conftest import ...`.
 Every wait is bounded in time; every loop is bounded in count.
@@ -39,6 +41,7 @@ from signal import SIGKILL, SIGTERM
 import socket
 import struct
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import NamedTuple, Optional
@@ -954,6 +957,113 @@ def redis_factory_module(tmp_path_factory):
 def redis_server(redis_factory) -> RedisServer:
     """One redis-server for one test."""
     return redis_factory()
+
+
+class TcpProxy:
+    """A loopback TCP proxy to a Redis, in threads, that a test turns off in
+    one of two ways until restore():
+    - down(): drops every connection through it (reset) and refuses new ones
+      (accepts and closes them at once), so that a test decides when each
+      Redis link of one node comes back;
+    - black_hole(): what a partition looks like: every connection stays
+      open, new ones are accepted, and every byte either way is swallowed:
+      no reply, no reset, no FIN. Only the node's own checks can notice."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind((HOST, 0))
+        self.listener.listen(64)
+        self.listener.settimeout(0.1)
+        self.port = self.listener.getsockname()[1]
+        self.up = True
+        self.swallowing = False
+        self.closed = False
+        self.lock = threading.Lock()
+        self.socks = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}"
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.listener.accept()
+            except (socket.timeout, OSError):
+                continue
+            if not self.up:
+                c.close()
+                continue
+            try:
+                t = socket.create_connection((HOST, self.target_port), timeout=2)
+            except OSError:
+                c.close()
+                continue
+            with self.lock:
+                self.socks += [c, t]
+            for x, y in ((c, t), (t, c)):
+                threading.Thread(target=self._pump, args=(x, y), daemon=True).start()
+
+    def _pump(self, src, dst):
+        src.settimeout(None)
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if not self.swallowing:
+                    dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def down(self):
+        self.up = False
+        with self.lock:
+            socks, self.socks = self.socks, []
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                s.close()
+
+    def black_hole(self):
+        self.swallowing = True
+
+    def restore(self):
+        """Forwards again. After a black hole, a connection whose bytes were
+        swallowed is out of step with Redis, so it is dropped; the node has
+        given it up already if its checks work."""
+        if self.swallowing:
+            self.down()
+            self.swallowing = False
+        self.up = True
+
+    def close(self):
+        self.down()
+        self.closed = True
+        self.thread.join(2)
+        self.listener.close()
+
+
+@pytest.fixture
+def proxies():
+    """A factory of TcpProxy to a port, closed at teardown."""
+    made = []
+
+    def make(port):
+        p = TcpProxy(port)
+        made.append(p)
+        return p
+
+    yield make
+    for p in made:
+        p.close()
 
 
 def redis_node(factory: ServerFactory, redis_server, node_id: str, *args, env: Optional[dict] = None,

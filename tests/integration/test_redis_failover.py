@@ -12,11 +12,8 @@ reconnecting.
 those checks end the test with pytest.skip (after every other check)."""
 
 import asyncio
-import contextlib
 import json
 import re
-import socket
-import threading
 import time
 
 import pytest
@@ -314,94 +311,6 @@ def test_gap_fill_after_the_subscriber_link_was_dropped(redis_server, wsfan):
 
 
 # ---- a node whose store link comes back after its subscriber link -------------------------
-
-class TcpProxy:
-    """A loopback TCP proxy to a Redis, in threads: down() drops every
-    connection through it and refuses new ones (accepts and closes them at
-    once) until restore(). Lets a test decide when each Redis link of one
-    node comes back."""
-
-    def __init__(self, target_port: int):
-        self.target_port = target_port
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
-        self.listener.settimeout(0.1)
-        self.port = self.listener.getsockname()[1]
-        self.up = True
-        self.closed = False
-        self.lock = threading.Lock()
-        self.socks = []
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self):
-        while not self.closed:
-            try:
-                c, _ = self.listener.accept()
-            except (socket.timeout, OSError):
-                continue
-            if not self.up:
-                c.close()
-                continue
-            try:
-                t = socket.create_connection(("127.0.0.1", self.target_port), timeout=2)
-            except OSError:
-                c.close()
-                continue
-            with self.lock:
-                self.socks += [c, t]
-            for x, y in ((c, t), (t, c)):
-                threading.Thread(target=self._pump, args=(x, y), daemon=True).start()
-
-    @staticmethod
-    def _pump(src, dst):
-        src.settimeout(None)
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-
-    def down(self):
-        self.up = False
-        with self.lock:
-            socks, self.socks = self.socks, []
-        for s in socks:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                s.close()
-
-    def restore(self):
-        self.up = True
-
-    def close(self):
-        self.down()
-        self.closed = True
-        self.thread.join(2)
-        self.listener.close()
-
-
-@pytest.fixture
-def proxies():
-    made = []
-
-    def make(port):
-        p = TcpProxy(port)
-        made.append(p)
-        return p
-
-    yield make
-    for p in made:
-        p.close()
-
 
 def test_gap_fill_waits_for_the_store_link_when_the_subscriber_link_is_back_first(redis_server, wsfan, proxies):
     """Node a reaches Redis through two proxies, one for its bus links

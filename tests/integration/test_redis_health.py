@@ -6,21 +6,28 @@ notices, a publish meanwhile is refused at once with `unavailable` instead of
 waiting for Redis, and everything comes back by itself when Redis answers
 again. A Redis paused with CLIENT PAUSE and one stopped with SIGSTOP (packets
 accepted by the kernel, never answered: what a partition looks like) are
-both covered."""
+both covered, and so is a TCP proxy that black-holes every byte without
+closing anything, for all of a node's links or for its bus links only
+(pub/sub silent while history writes still succeed): members of the cut-off
+node then get every message persisted meanwhile through another node, once
+and in order, before the live ones."""
 
+import asyncio
 import os
 import signal
 import time
 
-from conftest import SLOW, http_get, readyz, redis_node, run, wait_until
+import pytest
+
+from conftest import SLOW, await_ready, http_get, publish_many, readyz, redis_node, run, wait_until
 from protocol_client import connect, offset_key, uniq
 
 TIMEOUT_MS = 1000
 
 
-def health_node(wsfan, redis_server, node_id):
+def health_node(wsfan, redis_server, node_id, *args):
     return redis_node(wsfan, redis_server, node_id, "--redis-timeout", str(TIMEOUT_MS),
-                      "--redis-backoff-min", "100", "--redis-backoff-max", "300")
+                      "--redis-backoff-min", "100", "--redis-backoff-max", "300", *args)
 
 
 def seconds_until_not_ready(srv, bound):
@@ -131,3 +138,67 @@ def test_a_message_in_history_reaches_members_without_its_pubsub_copy(redis_serv
     metrics = http_get(node.port, "/metrics").body.decode()
     repairs = [ln for ln in metrics.splitlines() if ln.startswith("wsfan_position_repairs_total ")]
     assert repairs and int(repairs[0].split()[1]) >= 1, repairs
+
+
+def room_offsets(c, room):
+    return [m["offset"] for m in c.log if m["type"] == "message" and m.get("room") == room]
+
+
+@pytest.mark.parametrize("cut", ["all links", "bus links only"])
+def test_a_black_holed_link_is_noticed_and_the_gap_is_filled_exactly_once(redis_server, wsfan, proxies, cut):
+    """Node a reaches Redis through a proxy that, mid-traffic, swallows every
+    byte both ways and closes nothing (a partition). With "bus links only"
+    its store link goes straight to Redis, so its history writes and reads
+    keep working while pub/sub is silent. Node b persists messages
+    meanwhile. Node a must notice by itself (its health checks, not TCP),
+    answer 503 on /readyz within the bound, refuse a publish at once rather
+    than hang, and once the proxy forwards again deliver to its member every
+    message persisted while it was cut off, exactly once and in order,
+    before the live ones, without the member reconnecting."""
+    px = proxies(redis_server.port)
+    store = ["--store-redis", redis_server.url] if cut == "bus links only" else []
+    a = health_node(wsfan, px.url, "hole-a", *store)
+    b = redis_node(wsfan, redis_server, "hole-b")
+    room = uniq("hole")
+
+    async def scenario():
+        ma = await connect(a, uniq("ma"), label="ma@a")
+        pa = await connect(a, uniq("pa"), label="pa@a")
+        pb = await connect(b, uniq("pb"), label="pb@b")
+        cs = [ma, pa, pb]
+        out = {}
+        try:
+            for c in cs:
+                await c.join(room)
+            pre = await publish_many(pb, room, [{"pre": k} for k in range(3)])
+            await ma.recv_n(lambda m: m["type"] == "message" and m.get("room") == room, 3, "pre messages")
+            px.black_hole()
+            gap = await publish_many(pb, room, [{"gap": k} for k in range(8)])
+            out["took"] = await asyncio.to_thread(seconds_until_not_ready, a, 4)
+            out["during"] = await publish_answer(pa, room, {"during": 1})
+            gap += await publish_many(pb, room, [{"gap": k} for k in range(8, 12)])
+            out["noticed"] = "no answer in 1000 ms, reconnecting" in a.log()
+            px.restore()
+            await await_ready(a, 8)
+            live = await publish_many(pb, room, [{"live": k} for k in range(4)])
+            want = [x["offset"] for x in pre + gap + live]
+            await ma.recv_n(lambda m: m["type"] == "message" and m.get("offset") == want[-1], 1,
+                            "the last live message", 8)
+            await ma.drain(0.3)
+            out["want"] = want
+            out["got"] = room_offsets(ma, room)
+            out["open"] = all(c.ws.open for c in cs)
+            return out
+        finally:
+            await asyncio.gather(*(c.close() for c in cs), return_exceptions=True)
+
+    out = run(scenario(), 60)
+    assert out["noticed"], f"node a should give up its silent links by itself: {a.log_tail()}"
+    assert out["took"] < 4 * SLOW, f"/readyz took {out['took']:.1f} s to fail"
+    reply, took = out["during"]
+    assert reply["type"] == "error" and reply["code"] == "unavailable", reply
+    assert took < 1.0 * SLOW, f"a publish while the link is cut off waited {took:.1f} s"
+    got, want = out["got"], out["want"]
+    assert got == want, (f"ma@a: every message once, in order; missing {[o for o in want if o not in got]}, "
+                         f"duplicated {sorted({o for o in got if got.count(o) > 1})}, got {got}")
+    assert out["open"], "no client was disconnected"
