@@ -58,6 +58,13 @@ static const struct option_spec options[] = {
      "messages kept per room, 0 for none (default 100)"},
     {"history-ttl", OPT_INT, FIELD(history_ttl), 0, 100000000,
      "seconds a message stays in history, 0 for no limit (default 3600)"},
+    {"history-memory", OPT_SIZE, FIELD(history_memory), 0, 1LL << 40,
+     "bytes of history the memory store keeps over all rooms, least recently used rooms go first, "
+     "0 for no limit (default 256m)"},
+    {"max-replay", OPT_INT, FIELD(max_replay), 1, 1000000,
+     "most messages one join since replays; more answers recovered:false (default 1000)"},
+    {"idempotency-window", OPT_INT, FIELD(idempotency_window), 0, 86400,
+     "seconds a publish key is remembered in its room, 0 to ignore keys (default 300)"},
     {"allow-broadcast", OPT_BOOL, FIELD(allow_broadcast), 0, 1,
      "let clients use the broadcast command (default off)"},
     {"node-id", OPT_NAME, FIELD(node_id), 1, 128, "this node's id (default: host name and pid)"},
@@ -120,6 +127,9 @@ static void config_defaults(struct config *cfg)
     cfg->max_data = 64 << 10;
     cfg->history_length = 100;
     cfg->history_ttl = 3600;
+    cfg->history_memory = (size_t)256 << 20;
+    cfg->max_replay = 1000;
+    cfg->idempotency_window = 300;
     cfg->allow_broadcast = 0;
     strcpy(cfg->ns, "wsfan");
     cfg->redis_backoff_min = 100;

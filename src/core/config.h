@@ -34,6 +34,9 @@ struct config {
     size_t max_data;        /* longest data of one message, as JSON text */
     int history_length;     /* messages kept per room */
     int history_ttl;        /* seconds a message stays in history; 0 = forever */
+    size_t history_memory;  /* bytes of history in the memory store; 0: no limit */
+    int max_replay;         /* most messages one join since replays */
+    int idempotency_window; /* seconds a publish key is remembered; 0: keys are ignored */
     int allow_broadcast;
     char node_id[129];
     char redis_url[512];        /* "" for the memory engines */

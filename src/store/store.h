@@ -47,6 +47,13 @@ struct store_call {
     const char *channel;
     const struct envelope_parts *envelope;
     int published;                   /* result: the store published it */
+    /* append: the publish's idempotency key (docs/protocol.md section 2),
+     * NULL for none. A key already used in the room within
+     * --idempotency-window stores nothing: offset is the first publish's,
+     * duplicate is set, nothing is published and event stays NULL. */
+    const char *key;
+    size_t key_len;
+    int duplicate;
     /* recover (join since) */
     struct offset since;
     /* history */
