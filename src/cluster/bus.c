@@ -652,7 +652,14 @@ static void on_publish(struct bus *b, struct bus_publish *req)
         bus_reply(b, &req->base);
         return;
     }
+    /* What the store needs of a persisted message; ts stamps every kind. */
     req->store.room = req->name;
+    req->store.from = req->from[0] ? req->from : NULL;
+    req->store.data = req->data;
+    req->store.data_len = req->data_len;
+    req->store.ts = clock_wall_ms();
+    req->store.key = req->has_key ? req->key : NULL;
+    req->store.key_len = req->has_key ? strlen(req->key) : 0;
     b->engine->publish(b, req);
 }
 

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/config.h"
+#include "codec/command.h"
 #include "codec/event.h"
 #include "core/clock.h"
 #include "core/log.h"
@@ -17,15 +18,29 @@
 #include "net/redis.h"
 #include "store/store.h"
 
-/* KEYS: stream, channel. ARGV: maxlen, min id for the age trim or "",
- * from, ts, data, envelope head, envelope tail, publish flag.
- * The stream never expires as a key: trimmed empty, it still knows its last
- * id and how many entries it ever had, which is what recovery relies on. */
+/* KEYS: stream, channel, and the publish's idempotency key when it has one.
+ * ARGV: maxlen, min id for the age trim or "", from, ts, data, envelope
+ * head, envelope tail, publish flag, key window in seconds, age limit in ms
+ * or "". Returns {offset, 1} for a key already used (nothing is stored or
+ * published), else {new offset, 0}. Trims are exact, so that history never
+ * holds more than it should. With an age limit the stream expires once its
+ * newest entry is that old: an idle room's history and key go away by
+ * themselves. Without one, the key never expires: trimmed empty, it still
+ * knows its last id and how many entries it ever had, which is what
+ * recovery relies on. */
 static const char append_source[] =
-    "local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'f', ARGV[3], 't', ARGV[4], 'd', ARGV[5])\n"
-    "if ARGV[2] ~= '' then redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[2]) end\n"
+    "if KEYS[3] then\n"
+    "  local first = redis.call('GET', KEYS[3])\n"
+    "  if first then return {first, 1} end\n"
+    "end\n"
+    "local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '*', 'f', ARGV[3], 't', ARGV[4], 'd', ARGV[5])\n"
+    "if ARGV[2] ~= '' then\n"
+    "  redis.call('XTRIM', KEYS[1], 'MINID', ARGV[2])\n"
+    "  redis.call('PEXPIRE', KEYS[1], ARGV[10])\n"
+    "end\n"
+    "if KEYS[3] then redis.call('SET', KEYS[3], id, 'EX', ARGV[9]) end\n"
     "if ARGV[8] == '1' then redis.call('PUBLISH', KEYS[2], ARGV[6] .. id .. ARGV[7]) end\n"
-    "return id\n";
+    "return {id, 0}\n";
 
 /* KEYS: stream. ARGV: since ("" for the latest only), min id of the age
  * limit or "". Returns {latest, recovered, entries}. Entries past the age
@@ -131,20 +146,25 @@ static void on_appended(redisAsyncContext *ac, void *reply, void *privdata)
     (void)ac;
     struct store_call *call = privdata;
     redisReply *r = reply;
-    if (!r || r->type != REDIS_REPLY_STRING || r->len >= OFFSET_MAX_LEN) {
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
+        r->element[0]->len >= OFFSET_MAX_LEN || r->element[1]->type != REDIS_REPLY_INTEGER) {
         if (r && r->type == REDIS_REPLY_ERROR)
             log_error("redis store: append: %s", r->str);
         fail(call, WSFAN_EUNAVAILABLE);
         return;
     }
-    memcpy(call->offset, r->str, r->len + 1);
+    memcpy(call->offset, r->element[0]->str, r->element[0]->len + 1);
+    call->duplicate = r->element[1]->integer == 1;
+    if (call->duplicate)
+        call->published = 0;
     call->done(call);
 }
 
 static void redis_append(struct store *s, struct store_call *call)
 {
     struct store_redis *r = (struct store_redis *)s;
-    char key[ENVELOPE_CHANNEL_MAX], maxlen[24], minid[48] = "", ts[24];
+    char key[ENVELOPE_CHANNEL_MAX], idem[ENVELOPE_CHANNEL_MAX + PUBLISH_KEY_MAX], maxlen[24], minid[48] = "",
+        ts[24], window[24], ttl[24] = "";
     history_key(r, call->room, key);
     if (r->cfg->history_length == 0) {
         /* History is off: nothing is stored; the bus publishes as is. */
@@ -153,17 +173,36 @@ static void redis_append(struct store *s, struct store_call *call)
         return;
     }
     snprintf(maxlen, sizeof maxlen, "%d", r->cfg->history_length);
-    if (ttl_ms(r))
+    if (ttl_ms(r)) {
         snprintf(minid, sizeof minid, "%llu-0", (unsigned long long)(call->ts - ttl_ms(r)));
+        snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)ttl_ms(r));
+    }
     snprintf(ts, sizeof ts, "%llu", (unsigned long long)call->ts);
+    snprintf(window, sizeof window, "%d", r->cfg->idempotency_window);
+    int keyed = call->key && r->cfg->idempotency_window > 0;
+    size_t idem_len = 0;
+    if (keyed) {
+        /* NS:idem:{ROOM}:KEY: in the room's hash slot, like its stream. */
+        envelope_redis_name(r->cfg->ns, "idem", call->room, idem);
+        idem_len = strlen(idem);
+        idem[idem_len++] = ':';
+        memcpy(idem + idem_len, call->key, call->key_len);
+        idem_len += call->key_len;
+    }
     call->published = r->same_redis;
     const char *from = call->from ? call->from : "";
-    const char *args[] = {key, call->channel, maxlen, minid, from, ts, call->data,
-                          call->envelope->head, call->envelope->tail, call->published ? "1" : "0"};
-    size_t lens[10];
-    for (int i = 0; i < 10; i++)
-        lens[i] = i == 6 ? call->data_len : strlen(args[i]);
-    if (redis_script_call(&r->link, &r->append, 2, 10, args, lens, on_appended, call))
+    const char *args[] = {key, call->channel, idem, maxlen, minid, from, ts, call->data,
+                          call->envelope->head, call->envelope->tail, call->published ? "1" : "0", window, ttl};
+    size_t lens[13];
+    for (int i = 0; i < 13; i++)
+        lens[i] = i == 7 ? call->data_len : i == 2 ? idem_len : strlen(args[i]);
+    /* Without a key, KEYS[3] is left out: the args shift by one. */
+    int nkeys = keyed ? 3 : 2;
+    if (!keyed) {
+        memmove(&args[2], &args[3], sizeof args[0] * 10);
+        memmove(&lens[2], &lens[3], sizeof lens[0] * 10);
+    }
+    if (redis_script_call(&r->link, &r->append, nkeys, 10 + nkeys, args, lens, on_appended, call))
         fail(call, WSFAN_EUNAVAILABLE);
 }
 
