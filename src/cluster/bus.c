@@ -438,6 +438,14 @@ static void gap_fill_done(struct store_call *call)
     }
     if (batch->count)
         log_info("bus: room %s: delivered %zu messages missed while disconnected", g->room, batch->count);
+    /* Everything up to the latest was read: history entries that are not
+     * messages were left out, and must not look like a gap again. */
+    struct offset latest;
+    if (r && !call->error && call->recovered && offset_parse(call->offset, &latest) == 0 &&
+        (!r->has_seen || offset_cmp(latest, r->seen) > 0)) {
+        r->seen = latest;
+        r->has_seen = 1;
+    }
     store_batch_free(batch);
     room_release(b, g->room);
     free(g);
