@@ -428,7 +428,9 @@ static void gap_fill_done(struct store_call *call)
     const char *ev_text = batch->text;
     for (size_t i = 0; r && i < batch->count; i++) {
         const char *nl = memchr(ev_text, '\n', (size_t)(batch->text + batch->len - ev_text));
-        struct event *ev = event_copy(EVENT_ROOM, g->room, ev_text, (size_t)(nl - ev_text));
+        /* Two fills of one room may overlap: what one delivered, the other skips. */
+        int delivered = r->has_seen && offset_cmp(batch->offsets[i], r->seen) <= 0;
+        struct event *ev = delivered ? NULL : event_copy(EVENT_ROOM, g->room, ev_text, (size_t)(nl - ev_text));
         if (ev) {
             ev->has_offset = 1;
             ev->offset = batch->offsets[i];
@@ -520,6 +522,18 @@ void bus_link_changed(struct bus *b, int up)
         struct bus_room *r = slot->value;
         r->subscribed = 0;
         r->gap_fill = r->has_seen && r->total > 0;
+    }
+}
+
+void bus_fill_gaps(struct bus *b)
+{
+    const struct map_slot *slot;
+    for (size_t i = 0; map_next(&b->rooms, &i, &slot);) {
+        struct bus_room *r = slot->value;
+        if (r->total && r->has_seen && r->subscribed && !r->gap_waiting) {
+            r->holds++;
+            gap_fill_start(b, slot->key, r);
+        }
     }
 }
 

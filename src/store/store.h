@@ -46,6 +46,7 @@ struct store_call {
      * offset, in the same atomic step when the store shares the bus's Redis */
     const char *channel;
     const struct envelope_parts *envelope;
+    const struct envelope_seal *seal;  /* seals the envelope (codec/envelope.h) */
     int published;                   /* result: the store published it */
     /* append: the publish's idempotency key (docs/protocol.md section 2),
      * NULL for none. A key already used in the room within
