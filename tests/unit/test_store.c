@@ -16,7 +16,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <uv.h>
+
 #include "core/clock.h"
+#include "core/config.h"
 #include "store/store.h"
 
 /* ---- Batches ---------------------------------------------------------------- */
@@ -40,6 +43,33 @@ static void test_store_batch_joins_events_with_newlines(void **state)
 }
 
 /* ---- Memory engine: helpers --------------------------------------------------- */
+
+/* The bus loop of the tests' stores, where their sweep timer runs. */
+static uv_loop_t loop;
+
+/* A memory store of cfg with origin 0-0. */
+static struct store *store_with(const struct config *cfg)
+{
+    struct store *s = store_memory_create(&loop, cfg, (struct offset){0, 0});
+    assert_non_null(s);
+    return s;
+}
+
+/* A memory store of length and ttl_s, without keys or a byte budget. */
+static struct store *memory_store(int length, int ttl_s)
+{
+    struct config cfg = {.history_length = length, .history_ttl = ttl_s, .max_replay = 1000};
+    return store_with(&cfg);
+}
+
+/* Destroys s, and runs the loop so that its timer closes and it is freed
+ * (a bounded number of times: a failed test leaves its store's timer). */
+static void store_end(struct store *s)
+{
+    s->ops->destroy(s);
+    for (int i = 0; i < 100 && uv_run(&loop, UV_RUN_NOWAIT); i++)
+        ;
+}
 
 static int done_calls;
 
@@ -233,7 +263,7 @@ static void expect_recover(struct store *s, const char *room, const char *since,
 
 static void test_store_memory_append_builds_message_event_with_offset(void **state)
 {
-    struct store *s = store_memory_create(10, 0, (struct offset){0, 0});
+    struct store *s = memory_store(10, 0);
     char offset[OFFSET_MAX_LEN];
     struct event *event;
 
@@ -248,14 +278,14 @@ static void test_store_memory_append_builds_message_event_with_offset(void **sta
     assert_string_equal(event->json, "{\"type\":\"message\",\"room\":\"general\",\"offset\":\"1700000000001-0\","
                                      "\"from\":null,\"data\":1,\"ts\":1700000000001}");
     event_unref(event);
-    s->ops->destroy(s);
+    store_end(s);
 }
 
 /* The event is built once: the caller's reference and the one history keeps
  * are the same block, which outlives the caller's unref. */
 static void test_store_memory_append_event_is_shared_with_history(void **state)
 {
-    struct store *s = store_memory_create(10, 0, (struct offset){0, 0});
+    struct store *s = memory_store(10, 0);
     struct event *event;
     struct store_call call;
     char json[256];
@@ -272,12 +302,12 @@ static void test_store_memory_append_event_is_shared_with_history(void **state)
     assert_int_equal(call.batch.len, strlen(json) + 1);
     assert_memory_equal(call.batch.text, json, strlen(json));
     store_batch_free(&call.batch);
-    s->ops->destroy(s);
+    store_end(s);
 }
 
 static void test_store_memory_offsets_increase_within_a_millisecond(void **state)
 {
-    struct store *s = store_memory_create(10, 0, (struct offset){0, 0});
+    struct store *s = memory_store(10, 0);
     char o[OFFSET_MAX_LEN];
 
     (void)state;
@@ -291,12 +321,12 @@ static void test_store_memory_offsets_increase_within_a_millisecond(void **state
     assert_string_equal(o, "1700000000001-0");
     latest(s, "r", o);
     assert_string_equal(o, "1700000000001-0");
-    s->ops->destroy(s);
+    store_end(s);
 }
 
 static void test_store_memory_offsets_increase_when_clock_goes_backwards(void **state)
 {
-    struct store *s = store_memory_create(10, 0, (struct offset){0, 0});
+    struct store *s = memory_store(10, 0);
     char o[OFFSET_MAX_LEN];
     struct event *event;
 
@@ -318,12 +348,12 @@ static void test_store_memory_offsets_increase_when_clock_goes_backwards(void **
     assert_string_equal(o, "1700000000006-0");
     append(s, "r", 0, o);
     assert_string_equal(o, "1700000000006-1");
-    s->ops->destroy(s);
+    store_end(s);
 }
 
 static void test_store_memory_rooms_have_their_own_offsets(void **state)
 {
-    struct store *s = store_memory_create(10, 0, (struct offset){0, 0});
+    struct store *s = memory_store(10, 0);
     char o[OFFSET_MAX_LEN];
 
     (void)state;
@@ -336,13 +366,13 @@ static void test_store_memory_rooms_have_their_own_offsets(void **state)
     assert_string_equal(o, "1700000000000-1");
     latest(s, "b", o);
     assert_string_equal(o, "1700000000000-0");
-    s->ops->destroy(s);
+    store_end(s);
 }
 
 /* Rooms are keys: one name in two tenants and in none is three rooms. */
 static void test_store_memory_rooms_of_one_name_in_two_tenants_are_apart(void **state)
 {
-    struct store *s = store_memory_create(10, 0, (struct offset){0, 0});
+    struct store *s = memory_store(10, 0);
     char o[OFFSET_MAX_LEN];
 
     (void)state;
@@ -358,12 +388,12 @@ static void test_store_memory_rooms_of_one_name_in_two_tenants_are_apart(void **
     latest(s, "globex/general", o);
     assert_string_equal(o, "1700000000000-0");
     expect_recover(s, "acme/general", "1700000000000-0", 1, "1700000000000-1", "2");
-    s->ops->destroy(s);
+    store_end(s);
 }
 
 static void test_store_memory_ts_zero_still_gets_an_offset_after_0_0(void **state)
 {
-    struct store *s = store_memory_create(10, 0, (struct offset){0, 0});
+    struct store *s = memory_store(10, 0);
     char o[OFFSET_MAX_LEN];
 
     (void)state;
@@ -372,25 +402,25 @@ static void test_store_memory_ts_zero_still_gets_an_offset_after_0_0(void **stat
     latest(s, "r", o);
     assert_string_equal(o, "0-1");
     expect_recover(s, "r", "0-0", 1, "0-1", "1");
-    s->ops->destroy(s);
+    store_end(s);
 }
 
 static void test_store_memory_empty_room_latest_is_0_0(void **state)
 {
-    struct store *s = store_memory_create(10, 0, (struct offset){0, 0});
+    struct store *s = memory_store(10, 0);
     char o[OFFSET_MAX_LEN];
 
     (void)state;
     latest(s, "never", o);
     assert_string_equal(o, "0-0");
-    s->ops->destroy(s);
+    store_end(s);
 }
 
 /* ---- Memory engine: the ring -------------------------------------------------- */
 
 static void test_store_memory_ring_keeps_last_history_length_messages(void **state)
 {
-    struct store *s = store_memory_create(3, 0, (struct offset){0, 0});
+    struct store *s = memory_store(3, 0);
     char o[OFFSET_MAX_LEN];
 
     (void)state;
@@ -405,19 +435,19 @@ static void test_store_memory_ring_keeps_last_history_length_messages(void **sta
     expect_history(s, "r", 50, NULL, "10,11,12");
     latest(s, "r", o);
     assert_string_equal(o, "1700000000000-11");
-    s->ops->destroy(s);
+    store_end(s);
 }
 
 static void test_store_memory_ring_of_one(void **state)
 {
-    struct store *s = store_memory_create(1, 0, (struct offset){0, 0});
+    struct store *s = memory_store(1, 0);
 
     (void)state;
     append_numbered(s, "r", 1, 3, T0);
     expect_history(s, "r", 50, NULL, "3");
     expect_recover(s, "r", "1700000000000-1", 1, "1700000000000-2", "3");
     expect_recover(s, "r", "1700000000000-0", 0, "1700000000000-2", "");
-    s->ops->destroy(s);
+    store_end(s);
 }
 
 /* ---- Memory engine: recover --------------------------------------------------- */
@@ -426,7 +456,7 @@ static void test_store_memory_ring_of_one(void **state)
  * trimmed, T0-2 .. T0-4 (messages 3, 4, 5) are kept. */
 static struct store *trimmed_store(void)
 {
-    struct store *s = store_memory_create(3, 0, (struct offset){0, 0});
+    struct store *s = memory_store(3, 0);
     append_numbered(s, "r", 1, 5, T0);
     return s;
 }
@@ -437,7 +467,7 @@ static void test_store_memory_recover_since_latest_misses_nothing(void **state)
 
     (void)state;
     expect_recover(s, "r", "1700000000000-4", 1, "1700000000000-4", "");
-    s->ops->destroy(s);
+    store_end(s);
 }
 
 static void test_store_memory_recover_since_kept_offset_replays_after_it(void **state)
@@ -447,7 +477,7 @@ static void test_store_memory_recover_since_kept_offset_replays_after_it(void **
     (void)state;
     expect_recover(s, "r", "1700000000000-2", 1, "1700000000000-4", "4,5");
     expect_recover(s, "r", "1700000000000-3", 1, "1700000000000-4", "5");
-    s->ops->destroy(s);
+    store_end(s);
 }
 
 static void test_store_memory_recover_since_last_trimmed_offset_replays_all_kept(void **state)
@@ -457,7 +487,7 @@ static void test_store_memory_recover_since_last_trimmed_offset_replays_all_kept
     (void)state;
     /* Nothing after T0-1 was dropped: exact. */
     expect_recover(s, "r", "1700000000000-1", 1, "1700000000000-4", "3,4,5");
-    s->ops->destroy(s);
+    store_end(s);
 }
 
 static void test_store_memory_recover_since_before_trimmed_point_fails(void **state)
@@ -469,7 +499,7 @@ static void test_store_memory_recover_since_before_trimmed_point_fails(void **st
     expect_recover(s, "r", "1700000000000-0", 0, "1700000000000-4", "");
     expect_recover(s, "r", "0-0", 0, "1700000000000-4", "");
     expect_recover(s, "r", "1699999999999-99", 0, "1700000000000-4", "");
-    s->ops->destroy(s);
+    store_end(s);
 }
 
 static void test_store_memory_recover_since_from_the_future_fails(void **state)
@@ -480,12 +510,12 @@ static void test_store_memory_recover_since_from_the_future_fails(void **state)
     expect_recover(s, "r", "1700000000000-5", 0, "1700000000000-4", "");
     expect_recover(s, "r", "1700000000001-0", 0, "1700000000000-4", "");
     expect_recover(s, "r", "18446744073709551615-18446744073709551615", 0, "1700000000000-4", "");
-    s->ops->destroy(s);
+    store_end(s);
 }
 
 static void test_store_memory_recover_since_between_offsets_replays_after_it(void **state)
 {
-    struct store *s = store_memory_create(10, 0, (struct offset){0, 0});
+    struct store *s = memory_store(10, 0);
 
     (void)state;
     append_numbered(s, "r", 1, 2, T0);      /* T0-0, T0-1 */
@@ -493,33 +523,33 @@ static void test_store_memory_recover_since_between_offsets_replays_after_it(voi
     /* An offset this store never gave out, inside the kept range. */
     expect_recover(s, "r", "1700000000005-0", 1, "1700000000010-1", "3,4");
     expect_recover(s, "r", "1700000000000-7", 1, "1700000000010-1", "3,4");
-    s->ops->destroy(s);
+    store_end(s);
 }
 
 static void test_store_memory_recover_untrimmed_room_from_0_0_replays_all(void **state)
 {
-    struct store *s = store_memory_create(10, 0, (struct offset){0, 0});
+    struct store *s = memory_store(10, 0);
 
     (void)state;
     append_numbered(s, "r", 1, 3, T0);
     expect_recover(s, "r", "0-0", 1, "1700000000000-2", "1,2,3");
-    s->ops->destroy(s);
+    store_end(s);
 }
 
 static void test_store_memory_recover_empty_room(void **state)
 {
-    struct store *s = store_memory_create(10, 0, (struct offset){0, 0});
+    struct store *s = memory_store(10, 0);
 
     (void)state;
     expect_recover(s, "empty", "0-0", 1, "0-0", "");
     expect_recover(s, "empty", "0-1", 0, "0-0", "");
     expect_recover(s, "empty", "1700000000000-0", 0, "0-0", "");
-    s->ops->destroy(s);
+    store_end(s);
 }
 
 static void test_store_memory_recovered_events_are_the_appended_ones(void **state)
 {
-    struct store *s = store_memory_create(10, 0, (struct offset){0, 0});
+    struct store *s = memory_store(10, 0);
     struct event *events[3];
     char o[OFFSET_MAX_LEN];
     struct store_call call;
@@ -546,14 +576,14 @@ static void test_store_memory_recovered_events_are_the_appended_ones(void **stat
     batch_offset(&call.batch, 2, o);
     assert_string_equal(o, "1700000000001-1");
     store_batch_free(&call.batch);
-    s->ops->destroy(s);
+    store_end(s);
 }
 
 /* ---- Memory engine: history --------------------------------------------------- */
 
 static void test_store_memory_history_limit_takes_the_newest_oldest_first(void **state)
 {
-    struct store *s = store_memory_create(100, 0, (struct offset){0, 0});
+    struct store *s = memory_store(100, 0);
 
     (void)state;
     append_numbered(s, "r", 1, 5, T0);
@@ -562,12 +592,12 @@ static void test_store_memory_history_limit_takes_the_newest_oldest_first(void *
     expect_history(s, "r", 5, NULL, "1,2,3,4,5");
     expect_history(s, "r", 6, NULL, "1,2,3,4,5");
     expect_history(s, "r", 1000, NULL, "1,2,3,4,5");
-    s->ops->destroy(s);
+    store_end(s);
 }
 
 static void test_store_memory_history_before_is_exclusive(void **state)
 {
-    struct store *s = store_memory_create(100, 0, (struct offset){0, 0});
+    struct store *s = memory_store(100, 0);
 
     (void)state;
     append_numbered(s, "r", 1, 5, T0); /* T0-0 .. T0-4 */
@@ -579,12 +609,12 @@ static void test_store_memory_history_before_is_exclusive(void **state)
     expect_history(s, "r", 2, "1700000000000-5", "4,5");
     expect_history(s, "r", 2, "1700000000001-0", "4,5");
     expect_history(s, "r", 2, "18446744073709551615-18446744073709551615", "4,5");
-    s->ops->destroy(s);
+    store_end(s);
 }
 
 static void test_store_memory_history_before_oldest_is_empty(void **state)
 {
-    struct store *s = store_memory_create(100, 0, (struct offset){0, 0});
+    struct store *s = memory_store(100, 0);
     struct store_call call;
 
     (void)state;
@@ -595,22 +625,22 @@ static void test_store_memory_history_before_oldest_is_empty(void **state)
     assert_int_equal(call.error, 0);
     assert_int_equal(call.batch.count, 0);
     assert_null(call.batch.text);
-    s->ops->destroy(s);
+    store_end(s);
 }
 
 static void test_store_memory_history_of_unknown_room_is_empty(void **state)
 {
-    struct store *s = store_memory_create(100, 0, (struct offset){0, 0});
+    struct store *s = memory_store(100, 0);
 
     (void)state;
     expect_history(s, "nobody", 50, NULL, "");
     expect_history(s, "nobody", 50, "1700000000000-0", "");
-    s->ops->destroy(s);
+    store_end(s);
 }
 
 static void test_store_memory_history_after_wrap_pages_back(void **state)
 {
-    struct store *s = store_memory_create(4, 0, (struct offset){0, 0});
+    struct store *s = memory_store(4, 0);
     struct store_call call;
     char o[OFFSET_MAX_LEN];
 
@@ -625,14 +655,14 @@ static void test_store_memory_history_after_wrap_pages_back(void **state)
     /* the next page back, before the oldest of this one */
     expect_history(s, "r", 2, o, "7,8");
     expect_history(s, "r", 5, o, "7,8");
-    s->ops->destroy(s);
+    store_end(s);
 }
 
 /* ---- Memory engine: --history-ttl --------------------------------------------- */
 
 static void test_store_memory_ttl_drops_expired_messages(void **state)
 {
-    struct store *s = store_memory_create(100, 10, (struct offset){0, 0});
+    struct store *s = memory_store(100, 10);
     uint64_t now = clock_wall_ms();
 
     (void)state;
@@ -641,12 +671,12 @@ static void test_store_memory_ttl_drops_expired_messages(void **state)
     /* a minute to spare */
     append_numbered(s, "r", 3, 2, now + 60 * 1000);
     expect_history(s, "r", 50, NULL, "3,4");
-    s->ops->destroy(s);
+    store_end(s);
 }
 
 static void test_store_memory_ttl_boundary_ts_plus_ttl_equal_now_is_expired(void **state)
 {
-    struct store *s = store_memory_create(100, 10, (struct offset){0, 0});
+    struct store *s = memory_store(100, 10);
     uint64_t now = clock_wall_ms();
 
     (void)state;
@@ -654,12 +684,12 @@ static void test_store_memory_ttl_boundary_ts_plus_ttl_equal_now_is_expired(void
     append_numbered(s, "r", 1, 1, now - 10 * 1000);
     append_numbered(s, "r", 2, 1, now - 10 * 1000 + 60 * 1000);
     expect_history(s, "r", 50, NULL, "2");
-    s->ops->destroy(s);
+    store_end(s);
 }
 
 static void test_store_memory_ttl_expiry_is_a_trim_for_recover(void **state)
 {
-    struct store *s = store_memory_create(100, 10, (struct offset){0, 0});
+    struct store *s = memory_store(100, 10);
     uint64_t old = clock_wall_ms() - 10 * 1000 - 1, fresh = clock_wall_ms() + 60 * 1000;
     char expired_last[OFFSET_MAX_LEN], kept_first[OFFSET_MAX_LEN], last[OFFSET_MAX_LEN], first[OFFSET_MAX_LEN];
 
@@ -673,12 +703,12 @@ static void test_store_memory_ttl_expiry_is_a_trim_for_recover(void **state)
     expect_recover(s, "r", first, 0, last, "");
     expect_recover(s, "r", expired_last, 1, last, "3,4");
     expect_recover(s, "r", kept_first, 1, last, "4");
-    s->ops->destroy(s);
+    store_end(s);
 }
 
 static void test_store_memory_ttl_expired_room_keeps_its_latest_offset(void **state)
 {
-    struct store *s = store_memory_create(100, 1, (struct offset){0, 0});
+    struct store *s = memory_store(100, 1);
     char o[OFFSET_MAX_LEN], last[OFFSET_MAX_LEN];
 
     (void)state;
@@ -696,25 +726,25 @@ static void test_store_memory_ttl_expired_room_keeps_its_latest_offset(void **st
     assert_int_equal(offset_parse(last, &a), 0);
     assert_int_equal(offset_parse(o, &b), 0);
     assert_int_equal(offset_cmp(b, a), 1);
-    s->ops->destroy(s);
+    store_end(s);
 }
 
 static void test_store_memory_ttl_zero_keeps_messages_forever(void **state)
 {
-    struct store *s = store_memory_create(100, 0, (struct offset){0, 0});
+    struct store *s = memory_store(100, 0);
 
     (void)state;
     append_numbered(s, "r", 1, 2, 1); /* 1 ms after the epoch */
     expect_history(s, "r", 50, NULL, "1,2");
     expect_recover(s, "r", "0-0", 1, "1-1", "1,2");
-    s->ops->destroy(s);
+    store_end(s);
 }
 
 /* ---- Memory engine: history off (--history-length 0) --------------------------- */
 
 static void test_store_memory_length_zero_appends_without_offset(void **state)
 {
-    struct store *s = store_memory_create(0, 3600, (struct offset){0, 0});
+    struct store *s = memory_store(0, 3600);
     char o[OFFSET_MAX_LEN];
     struct event *event;
 
@@ -733,12 +763,12 @@ static void test_store_memory_length_zero_appends_without_offset(void **state)
     event_unref(event);
     latest(s, "r", o);
     assert_string_equal(o, "0-0");
-    s->ops->destroy(s);
+    store_end(s);
 }
 
 static void test_store_memory_length_zero_history_is_unavailable(void **state)
 {
-    struct store *s = store_memory_create(0, 0, (struct offset){0, 0});
+    struct store *s = memory_store(0, 0);
     struct store_call call;
 
     (void)state;
@@ -749,18 +779,18 @@ static void test_store_memory_length_zero_history_is_unavailable(void **state)
     assert_null(call.batch.text);
     call = history(s, "r", 50, "1700000000000-0");
     assert_int_equal(call.error, WSFAN_EHISTORY_UNAVAILABLE);
-    s->ops->destroy(s);
+    store_end(s);
 }
 
 static void test_store_memory_length_zero_never_recovers(void **state)
 {
-    struct store *s = store_memory_create(0, 0, (struct offset){0, 0});
+    struct store *s = memory_store(0, 0);
 
     (void)state;
     append_numbered(s, "r", 1, 2, T0);
     expect_recover(s, "r", "0-0", 0, "0-0", "");
     expect_recover(s, "r", "1700000000000-0", 0, "0-0", "");
-    s->ops->destroy(s);
+    store_end(s);
 }
 
 int main(void)
@@ -801,5 +831,8 @@ int main(void)
         cmocka_unit_test(test_store_memory_length_zero_never_recovers),
     };
 
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    assert_int_equal(uv_loop_init(&loop), 0);
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    return failed;
 }
