@@ -2,11 +2,11 @@
 """redis_cost.py - CPU time per persisted publish, in wsfan and in Redis,
 for two wsfan binaries alternated in one sitting:
 
-    bench/redis_cost.py BEFORE_BIN AFTER_BIN [--messages N] [--repeats R]
+    bench/redis_cost.py BEFORE_BIN AFTER_BIN [--messages N] [--repeats R] [--keys]
 
 Each run starts a fresh redis-server and one wsfan node on free loopback
 ports, joins one room with one member, publishes N persisted messages (64
-in flight, each acknowledged) with an idempotency key on every other one,
+in flight, each acknowledged; with --keys, each with an idempotency key),
 waits for the member to receive them all, and reads the CPU time (user +
 system, from /proc) that wsfan and redis-server spent meanwhile. The
 binaries alternate, their order swapped every other repeat; the report
@@ -53,8 +53,9 @@ def wait_port(port, proc, what):
     sys.exit(f"{what} did not listen on {port}")
 
 
-async def publish_all(port, n):
+async def publish_all(port, n, keys):
     url = f"ws://127.0.0.1:{port}/ws?user="
+    nonce = os.urandom(4).hex()  # keys of one run only: a repeat would publish nothing
     async with websockets.connect(url + "pub", max_size=None) as pub, \
             websockets.connect(url + "member", max_size=None) as member:
         for ws in (pub, member):
@@ -75,8 +76,8 @@ async def publish_all(port, n):
         while acked < n:
             while sent < n and sent - acked < 64:
                 cmd = {"type": "publish", "room": "bench", "data": {"n": sent, "text": "x" * 64}, "ref": sent}
-                if sent % 2:
-                    cmd["key"] = f"k{sent}"
+                if keys:
+                    cmd["key"] = f"{nonce}-{sent}"
                 await pub.send(json.dumps(cmd))
                 sent += 1
             reply = json.loads(await pub.recv())
@@ -90,7 +91,7 @@ async def publish_all(port, n):
             sys.exit(f"the member received {received} of {n} messages")
 
 
-def one_run(binary, n):
+def one_run(binary, n, keys):
     with tempfile.TemporaryDirectory() as tmp:
         rport, wport = free_port(), free_port()
         redis = subprocess.Popen(["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
@@ -102,9 +103,9 @@ def one_run(binary, n):
         try:
             wait_port(wport, node, binary)
             time.sleep(0.5)  # the Redis links come up
-            asyncio.run(publish_all(wport, 200))  # warm up: scripts loaded, room subscribed
+            asyncio.run(publish_all(wport, 200, keys))  # warm up: scripts loaded, room subscribed
             w0, r0 = cpu_seconds(node.pid), cpu_seconds(redis.pid)
-            asyncio.run(publish_all(wport, n))
+            asyncio.run(publish_all(wport, n, keys))
             return (cpu_seconds(node.pid) - w0) / n * 1e6, (cpu_seconds(redis.pid) - r0) / n * 1e6
         finally:
             for p in (node, redis):
@@ -118,13 +119,15 @@ def main():
     ap.add_argument("after")
     ap.add_argument("--messages", type=int, default=20000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--keys", action="store_true", help="an idempotency key on every publish")
     args = ap.parse_args()
     runs = {"before": [], "after": []}
     for i in range(args.repeats):
         order = ["before", "after"] if i % 2 == 0 else ["after", "before"]
         for which in order:
-            runs[which].append(one_run(getattr(args, which), args.messages))
-    print(f"CPU microseconds per persisted publish ({args.messages} messages, median of {args.repeats})")
+            runs[which].append(one_run(getattr(args, which), args.messages, args.keys))
+    print(f"CPU microseconds per persisted publish ({args.messages} messages{', each with a key' if args.keys else ''}, "
+          f"median of {args.repeats})")
     print("| binary | wsfan | redis-server |")
     print("| --- | --- | --- |")
     med = {}

@@ -5,7 +5,6 @@
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,14 +35,14 @@ void envelope_probe_channel(const char *ns, const char *node, char out[ENVELOPE_
 
 int envelope_seal_init(struct envelope_seal *s, const char *secret, size_t len)
 {
-    if (!len || len > sizeof s->key)
+    if (!len || len > sizeof s->ipad)
         return -1;
-    memset(s, 0, sizeof *s);
-    memcpy(s->key, secret, len);
+    unsigned char key[64] = {0};
+    memcpy(key, secret, len);
     s->len = len;
-    for (size_t i = 0; i < sizeof s->key; i++) {
-        s->ipad[i] = s->key[i] ^ 0x36;
-        s->opad[i] = s->key[i] ^ 0x5c;
+    for (size_t i = 0; i < sizeof key; i++) {
+        s->ipad[i] = key[i] ^ 0x36;
+        s->opad[i] = key[i] ^ 0x5c;
     }
     return 0;
 }
@@ -52,23 +51,44 @@ static const char mac_field[] = "\",\"mac\":\"";
 
 /* The hex seal of CHANNEL \n before after (the text with the mac's value
  * left out) into hex. Returns 0 or -1 when out of memory. */
+/* The lowercase hex SHA-1 of pad followed by the len bytes at buf + 64
+ * (pad is copied in front of them). */
+static int sha1_hex(const unsigned char pad[64], unsigned char *buf, size_t len, char hex[ENVELOPE_SEAL_HEX + 1])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    memcpy(buf, pad, 64);
+    if (!EVP_Digest(buf, 64 + len, md, &md_len, EVP_sha1(), NULL) || md_len * 2 != ENVELOPE_SEAL_HEX)
+        return -1;
+    for (unsigned int i = 0; i < md_len; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    return 0;
+}
+
+/* The seal of CHANNEL \n before after (the text with the mac's value left
+ * out) into hex: HMAC-SHA1's two nested hashes, the inner one passed on in
+ * hex rather than in bytes, which is what Redis's Lua can do cheaply
+ * (redis.sha1hex). Returns 0 or -1 when out of memory. */
 static int seal_hex(const struct envelope_seal *s, const char *channel, const char *before, size_t before_len,
                     const char *after, size_t after_len, char hex[ENVELOPE_SEAL_HEX + 1])
 {
     size_t ch_len = strlen(channel), len = ch_len + 1 + before_len + after_len;
-    unsigned char *msg = malloc(len), md[EVP_MAX_MD_SIZE];
-    unsigned int md_len = 0;
-    if (!msg)
+    unsigned char *buf = malloc(64 + (len > ENVELOPE_SEAL_HEX ? len : ENVELOPE_SEAL_HEX));
+    if (!buf)
         return -1;
+    unsigned char *msg = buf + 64;
     memcpy(msg, channel, ch_len);
     msg[ch_len] = '\n';
     memcpy(msg + ch_len + 1, before, before_len);
     memcpy(msg + ch_len + 1 + before_len, after, after_len);
-    int ok = HMAC(EVP_sha1(), s->key, (int)s->len, msg, len, md, &md_len) != NULL && md_len * 2 == ENVELOPE_SEAL_HEX;
-    free(msg);
-    for (unsigned int i = 0; ok && i < md_len; i++)
-        snprintf(hex + 2 * i, 3, "%02x", md[i]);
-    return ok ? 0 : -1;
+    char inner[ENVELOPE_SEAL_HEX + 1];
+    int rc = sha1_hex(s->ipad, buf, len, inner);
+    if (rc == 0) {
+        memcpy(msg, inner, ENVELOPE_SEAL_HEX);
+        rc = sha1_hex(s->opad, buf, ENVELOPE_SEAL_HEX, hex);
+    }
+    free(buf);
+    return rc;
 }
 
 const char envelope_unproven[] = "its seal is not of this namespace's secret";

@@ -37,15 +37,16 @@ void envelope_probe_channel(const char *ns, const char *node, char out[ENVELOPE_
 int envelope_channel_parse(const char *ns, const char *channel, enum event_target *target,
                            char key[KEY_MAX_LEN + 1]);
 
-/* The namespace's secret, as the key of the HMAC-SHA1 that seals
- * persisted envelopes: a node believes an envelope's offset only when its
- * seal proves that a wsfan node of the namespace wrote it, in that channel
- * (docs/protocol.md section 6). ipad and opad are the key's two HMAC pads,
- * for the Redis script that seals what it appends. */
+/* The namespace's secret, as the key that seals persisted envelopes: a
+ * node believes an envelope's offset only when its seal proves that a
+ * wsfan node of the namespace wrote it, in that channel (docs/protocol.md
+ * section 6). The seal is HMAC-SHA1 with its inner hash passed on in hex:
+ * sha1hex(opad . sha1hex(ipad . text)), ipad and opad being the secret
+ * (zero-padded to 64 bytes) XOR 0x36 and 0x5c, which the Redis script that
+ * seals what it appends computes the same way. */
 #define ENVELOPE_SEAL_HEX 40
 struct envelope_seal {
-    unsigned char key[64];
-    size_t len;
+    size_t len;  /* of the secret; 0: none yet */
     unsigned char ipad[64], opad[64];
 };
 

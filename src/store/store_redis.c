@@ -22,11 +22,13 @@
 /* KEYS: stream, channel, and the publish's idempotency key when it has one.
  * ARGV: maxlen, min id for the age trim or "", from, ts, data, envelope
  * head, envelope tail, publish flag, key window in seconds, age limit in ms
- * or "", the seal's HMAC pads ipad and opad. The envelope published is
- * sealed as codec/envelope.h says: HMAC-SHA1 of the channel, a newline and
- * the text with the mac's value left empty. Returns {offset, 1} for a key already used (nothing is stored or
- * published), else {new offset, 0}. Trims are exact, so that history never
- * holds more than it should. With an age limit the stream expires once its
+ * or "", the seal's pads ipad and opad. The envelope published is sealed
+ * as codec/envelope.h says, of the channel, a newline and the text with
+ * the mac's value left empty. Returns {offset, 1} for a key already used (nothing is stored or
+ * published), else {new offset, 0}. The length trim is exact, so that
+ * history never holds more entries than it should; the age trim is
+ * approximate (whole internal nodes, much cheaper), and reads leave out or
+ * trim exactly what is past the age limit. With an age limit the stream expires once its
  * newest entry is that old: an idle room's history and key go away by
  * themselves. Without one, the key never expires: trimmed empty, it still
  * knows its last id and how many entries it ever had, which is what
@@ -38,14 +40,13 @@ static const char append_source[] =
     "end\n"
     "local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '*', 'f', ARGV[3], 't', ARGV[4], 'd', ARGV[5])\n"
     "if ARGV[2] ~= '' then\n"
-    "  redis.call('XTRIM', KEYS[1], 'MINID', ARGV[2])\n"
+    "  redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[2])\n"
     "  redis.call('PEXPIRE', KEYS[1], ARGV[10])\n"
     "end\n"
     "if KEYS[3] then redis.call('SET', KEYS[3], id, 'EX', ARGV[9]) end\n"
     "if ARGV[8] == '1' then\n"
     "  local before, after = ARGV[6] .. id .. '\",\"mac\":\"', '\"' .. ARGV[7]\n"
     "  local inner = redis.sha1hex(ARGV[11] .. KEYS[2] .. '\\n' .. before .. after)\n"
-    "  inner = string.gsub(inner, '..', function(h) return string.char(tonumber(h, 16)) end)\n"
     "  redis.call('PUBLISH', KEYS[2], before .. redis.sha1hex(ARGV[12] .. inner) .. after)\n"
     "end\n"
     "return {id, 0}\n";
