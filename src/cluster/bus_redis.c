@@ -54,6 +54,7 @@ struct redis_bus {
     struct envelope_seal seal;    /* of NS:secret */
     int has_seal;                 /* seal is NS:secret as read on the bus link's last connect */
     int fetching;                 /* a read of NS:secret is on its way */
+    uint64_t fetched_ms;          /* when the last read was sent */
     int unproven;                 /* deliveries were refused for their seal since the last read */
 };
 
@@ -89,12 +90,13 @@ static void on_payload(struct redis_bus *e, const char *channel, const char *pay
         bus_deliver(e->bus, ev);
     } else if (why == envelope_unproven) {
         /* NS:secret may have been replaced (a Redis that restarted empty):
-         * read it again; the message is read from history meanwhile. */
+         * read it again, at most once a second (a flood of forged seals
+         * costs one GET a second), and fill the rooms from history if it
+         * changed. */
         e->unproven = 1;
-        if (e->has_seal)
+        bad_envelope(e, channel, why);
+        if (e->has_seal && clock_wall_ms() - e->fetched_ms >= 1000)
             fetch_secret(e);
-        log_debug("redis: a payload on %s is sealed with another secret; reading %s:secret again", channel,
-                  e->cfg->ns);
     } else {
         bad_envelope(e, channel, why);
     }
@@ -235,16 +237,22 @@ static void on_secret(redisAsyncContext *ac, void *reply, void *privdata)
     struct redis_bus *e = privdata;
     redisReply *r = reply;
     e->fetching = 0;
-    if (!r || r->type != REDIS_REPLY_STRING || envelope_seal_init(&e->seal, r->str, r->len)) {
+    struct envelope_seal seal;
+    if (!r || r->type != REDIS_REPLY_STRING || envelope_seal_init(&seal, r->str, r->len)) {
         if (r)
             log_error("redis: %s:secret is not a secret of 1 to 64 bytes; envelopes cannot be sealed", e->cfg->ns);
         return;
     }
+    /* Deliveries refused under another secret are read from history, once
+     * the secret is known to have changed (else they were forged). */
+    int changed = !e->has_seal || memcmp(&seal, &e->seal, sizeof seal);
+    e->seal = seal;
     e->has_seal = 1;
-    if (e->unproven) {
-        e->unproven = 0;
+    if (e->unproven && changed) {
+        log_info("redis: %s:secret changed; filling every room from history", e->cfg->ns);
         bus_fill_gaps(e->bus);
     }
+    e->unproven = 0;
     bus_ready_changed(e->bus);
 }
 
@@ -254,6 +262,7 @@ static void fetch_secret(struct redis_bus *e)
 {
     if (e->fetching)
         return;
+    e->fetched_ms = clock_wall_ms();
     unsigned char raw[32];
     char key[ENVELOPE_CHANNEL_MAX], fresh[2 * sizeof raw + 1];
     if (RAND_bytes(raw, sizeof raw) != 1) {

@@ -93,8 +93,8 @@ static int seal_hex(const struct envelope_seal *s, const char *channel, const ch
 
 const char envelope_unproven[] = "its seal is not of this namespace's secret";
 
-/* 1 when payload carries a seal that proves it on channel, 0 when it has
- * none, -1 when its seal proves nothing. */
+/* Whether payload's seal (its "mac", written as a node writes it) proves
+ * it on channel. */
 static int sealed(const struct envelope_seal *s, const char *channel, const char *payload, size_t len)
 {
     const char *at = memmem(payload, len, mac_field, sizeof mac_field - 1);
@@ -103,14 +103,11 @@ static int sealed(const struct envelope_seal *s, const char *channel, const char
     const char *value = at + sizeof mac_field - 1;
     size_t before = (size_t)(value - payload);
     if (len - before < ENVELOPE_SEAL_HEX + 1 || value[ENVELOPE_SEAL_HEX] != '"')
-        return -1;
+        return 0;
     char want[ENVELOPE_SEAL_HEX + 1];
     return s->len &&
-                   seal_hex(s, channel, payload, before, value + ENVELOPE_SEAL_HEX, len - before - ENVELOPE_SEAL_HEX,
-                            want) == 0 &&
-                   CRYPTO_memcmp(want, value, ENVELOPE_SEAL_HEX) == 0
-               ? 1
-               : -1;
+           seal_hex(s, channel, payload, before, value + ENVELOPE_SEAL_HEX, len - before - ENVELOPE_SEAL_HEX, want) == 0 &&
+           CRYPTO_memcmp(want, value, ENVELOPE_SEAL_HEX) == 0;
 }
 
 int envelope_build(const struct envelope_fields *f, int persisted, struct envelope_parts *out)
@@ -356,9 +353,12 @@ struct event *envelope_to_event(const char *node_id, const struct envelope_seal 
     *why = "not a JSON object";
     struct event *ev = NULL;
     if (json_is_object(env)) {
+        /* An offset without a "mac" is delivered without it; one with a
+         * "mac" that proves nothing is not delivered at all. */
         json_t *offset = json_object_get(env, "offset");
-        int proven = offset && !json_is_null(offset) ? sealed(seal, channel, payload, len) : 0;
-        if (proven < 0)
+        int has_mac = json_object_get(env, "mac") != NULL;
+        int proven = offset && !json_is_null(offset) && has_mac && sealed(seal, channel, payload, len);
+        if (has_mac && !proven && offset && !json_is_null(offset))
             *why = envelope_unproven;
         else
             ev = event_of(node_id, target, key, env, proven, why);

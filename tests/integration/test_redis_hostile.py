@@ -44,8 +44,13 @@ def test_a_foreign_offset_never_moves_the_delivered_position(redis_server, wsfan
             await ma.join(room)
             await pb.join(room)
             before = await publish_many(pb, room, [{"before": k} for k in range(3)])
-            r.publish(f"{NS}:room:{{{room}}}", json.dumps({"data": "forged", "offset": "99999999999999-0"}))
+            channel = f"{NS}:room:{{{room}}}"
+            r.publish(channel, json.dumps({"data": "forged", "offset": "99999999999999-0"}))
             forged = await ma.recv_until("message", data="forged")
+            # A seal that proves nothing: not delivered, and not taken for a changed secret.
+            r.publish(channel, json.dumps({"data": "sealed?", "offset": "99999999999999-1", "mac": "0" * 40}))
+            r.publish(channel, json.dumps({"data": "marker"}))
+            await ma.recv_until("message", data="marker")
             r.client_kill_filter(_type="pubsub")  # both nodes'; b is back long before a
             await await_ready(b, 5)
             gap = await publish_many(pb, room, [{"gap": k} for k in range(5)])
@@ -54,12 +59,14 @@ def test_a_foreign_offset_never_moves_the_delivered_position(redis_server, wsfan
             await ma.recv_n(lambda m: m["type"] == "message" and m.get("offset") == want[-1], 1, "the last", 8)
             await ma.drain(0.3)
             got = [m["offset"] for m in room_messages(ma, room) if "offset" in m]
+            assert "sealed?" not in [m["data"] for m in room_messages(ma, room)]
             return forged, want, got
         finally:
             await asyncio.gather(ma.close(), pb.close())
 
     forged, want, got = run(scenario(), 40)
     assert "offset" not in forged, f"a foreign offset is not passed on: {forged!r}"
+    assert "its seal is not of this namespace's secret" in a.log() and "secret changed" not in a.log(), a.log_tail()
     assert got == want, f"every persisted message once, in order: want {want}, got {got}"
 
 

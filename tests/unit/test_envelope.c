@@ -837,6 +837,8 @@ static void test_envelope_unsealed_offsets_are_not_believed(void **state)
     const char *forged[] = {
         "{\"offset\":\"5-0\",\"mac\":\"0000000000000000000000000000000000000000\",\"data\":1}",
         "{\"offset\":\"5-0\",\"mac\":\"short\",\"data\":1}",
+        "{\"offset\": \"5-0\", \"mac\": \"0000000000000000000000000000000000000000\", \"data\": 1}",
+        "{\"mac\":null,\"offset\":\"5-0\",\"data\":1}",
     };
     for (size_t i = 0; i < COUNT(forged); i++)
         assert_ptr_equal(refused(EVENT_ROOM, "r", forged[i]), envelope_unproven);
