@@ -258,6 +258,13 @@ void bus_deliver(struct bus *b, struct event *ev)
     /* A tenant's broadcast goes where its connections are ("T/" in users). */
     struct map *index = ev->target == EVENT_ROOM ? &b->rooms : &b->users;
     struct bus_room *r = ev->key_len ? map_get(index, ev->key, ev->key_len) : NULL;
+    /* A gap fill may have read a message whose live copy was still on its
+     * way (history and pub/sub come on two connections): when deliveries
+     * come in history order, one at or below seen was delivered already. */
+    if (r && ev->has_offset && r->has_seen && b->store->ordered && offset_cmp(ev->offset, r->seen) <= 0) {
+        event_unref(ev);
+        return;
+    }
     if (r && r->holds) {
         struct held_event *h = malloc(sizeof *h);
         if (h) {

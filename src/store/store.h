@@ -92,6 +92,9 @@ struct store_ops {
 
 struct store {
     const struct store_ops *ops;
+    /* Deliveries of a room come in history order: the store publishes in
+     * the same step as it appends (or the bus delivers what it appends). */
+    int ordered;
     /* Set by the owner: called when the store goes down or comes back. */
     void (*on_change)(void *arg);
     void *change_arg;

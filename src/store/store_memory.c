@@ -482,6 +482,7 @@ struct store *store_memory_create(struct uv_loop_s *loop, const struct config *c
         return NULL;
     }
     m->base.ops = &memory_ops;
+    m->base.ordered = 1;
     m->length = cfg->history_length;
     m->ttl_ms = (uint64_t)cfg->history_ttl * 1000;
     m->window_ms = (uint64_t)cfg->idempotency_window * 1000;

@@ -542,6 +542,7 @@ struct store *store_redis_create(uv_loop_t *loop, const struct config *cfg)
     r->cfg = cfg;
     const char *url = cfg->store_redis_url[0] ? cfg->store_redis_url : cfg->redis_url;
     r->same_redis = !strcmp(url, cfg->redis_url);
+    r->base.ordered = r->same_redis;
     redis_url_parse(url, &r->link.url);
     r->link.name = "store";
     r->link.min_backoff_ms = (uint64_t)cfg->redis_backoff_min;
