@@ -180,12 +180,13 @@ export class Redis {
 }
 
 /** A TCP proxy in front of a port: cut() closes every connection, and
- * refuses new ones while paused. */
+ * refuses new ones while paused; mute() swallows what the server sends. */
 export class Proxy {
   constructor(targetPort) {
     this.targetPort = targetPort;
     this.sockets = new Set();
     this.paused = false;
+    this.muted = false;
     this.server = net.createServer((client) => this._accept(client));
   }
 
@@ -215,7 +216,12 @@ export class Proxy {
       });
     }
     client.pipe(upstream);
-    upstream.pipe(client);
+    upstream.on('data', (data) => this.muted || client.write(data));
+  }
+
+  /** From now until resume(), bytes from the server are dropped: a reply is lost on its way. */
+  mute() {
+    this.muted = true;
   }
 
   /** Drops every connection (as a network failure would) and refuses new ones until resume(). */
@@ -226,6 +232,7 @@ export class Proxy {
 
   resume() {
     this.paused = false;
+    this.muted = false;
   }
 
   async close() {
