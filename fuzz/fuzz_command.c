@@ -69,6 +69,8 @@ static void check_accepted(const struct command *cmd)
     }
     if (cmd->type == CMD_PUBLISH && ((cmd->ephemeral != 0 && cmd->ephemeral != 1) || (cmd->echo != 0 && cmd->echo != 1)))
         abort();
+    if (cmd->has_key && strlen(cmd->key) > PUBLISH_KEY_MAX)
+        abort();
     if (cmd->type == CMD_HISTORY && (cmd->limit < 1 || cmd->limit > HISTORY_MAX_LIMIT))
         abort();
     if ((cmd->has_since != 0 && cmd->has_since != 1) || (cmd->has_before != 0 && cmd->has_before != 1))
@@ -91,7 +93,7 @@ static void check_same(int rc, const struct command *a, const struct command_err
         a->ephemeral != b->ephemeral || a->echo != b->echo || a->has_since != b->has_since ||
         memcmp(&a->since, &b->since, sizeof a->since) || a->limit != b->limit || a->has_before != b->has_before ||
         memcmp(&a->before, &b->before, sizeof a->before) || (a->token == NULL) != (b->token == NULL) ||
-        (a->token && strcmp(a->token, b->token)))
+        (a->token && strcmp(a->token, b->token)) || a->has_key != b->has_key || strcmp(a->key, b->key))
         abort();
 }
 

@@ -272,7 +272,13 @@ static void serve_publish(struct client *c, const struct http_request *req, cons
         api_error(c, WSFAN_EBAD_COMMAND, NULL, "ephemeral must be true or false", req->keep_alive);
         goto done;
     }
-    char tenant[TENANT_MAX_LEN + 1];
+    char tenant[TENANT_MAX_LEN + 1], key[PUBLISH_KEY_MAX + 1];
+    int has_key;
+    struct command_error key_err;
+    if (command_parse_key(body, &has_key, key, &key_err)) {
+        api_error(c, key_err.code, NULL, key_err.message, req->keep_alive);
+        goto done;
+    }
     if (publish_tenant(c, req, body, query_tenant, tenant))
         goto done;
     if (!(call = api_call(c, req, BUS_PUBLISH, on_published)))
@@ -281,6 +287,8 @@ static void serve_publish(struct client *c, const struct http_request *req, cons
     if (publish_target(c, req, body, tenant, pub))
         goto done;
     pub->ephemeral = pub->target == EVENT_ROOM && json_is_true(ephemeral);
+    pub->has_key = has_key;
+    strcpy(pub->key, has_key ? key : "");
     if (!(pub->data = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY))) {
         api_error(c, WSFAN_ENOMEM, NULL, NULL, req->keep_alive);
         goto done;

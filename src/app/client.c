@@ -508,6 +508,8 @@ static void run_publish(struct client *c, struct command *cmd, enum event_target
         strcpy(req->from, c->user);
     req->ephemeral = target == EVENT_ROOM && cmd->ephemeral;
     req->skip_seq = target == EVENT_ROOM && !cmd->echo ? c->conn.seq : 0;
+    req->has_key = cmd->has_key;
+    strcpy(req->key, cmd->key);
     req->data = cmd->data;
     req->data_len = cmd->data_len;
     cmd->data = NULL;

@@ -438,6 +438,14 @@ static void gap_fill_done(struct store_call *call)
     }
     if (batch->count)
         log_info("bus: room %s: delivered %zu messages missed while disconnected", g->room, batch->count);
+    /* Everything up to the latest was read: history entries that are not
+     * messages were left out, and must not look like a gap again. */
+    struct offset latest;
+    if (r && !call->error && call->recovered && offset_parse(call->offset, &latest) == 0 &&
+        (!r->has_seen || offset_cmp(latest, r->seen) > 0)) {
+        r->seen = latest;
+        r->has_seen = 1;
+    }
     store_batch_free(batch);
     room_release(b, g->room);
     free(g);
@@ -652,7 +660,14 @@ static void on_publish(struct bus *b, struct bus_publish *req)
         bus_reply(b, &req->base);
         return;
     }
+    /* What the store needs of a persisted message; ts stamps every kind. */
     req->store.room = req->name;
+    req->store.from = req->from[0] ? req->from : NULL;
+    req->store.data = req->data;
+    req->store.data_len = req->data_len;
+    req->store.ts = clock_wall_ms();
+    req->store.key = req->has_key ? req->key : NULL;
+    req->store.key_len = req->has_key ? strlen(req->key) : 0;
     b->engine->publish(b, req);
 }
 

@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "codec/command.h"
 #include "codec/event.h"
 #include "core/config.h"
 #include "core/inbox.h"
@@ -76,6 +77,8 @@ struct bus_publish {
     char from[NAME_MAX_LEN + 1];  /* the publishing user, or "" */
     int ephemeral;
     uint64_t skip_seq;            /* echo:false: the publisher's connection, else 0 */
+    int has_key;                  /* an idempotency key (persisted room messages only) */
+    char key[PUBLISH_KEY_MAX + 1];
     char *data;                   /* JSON text (owned) */
     size_t data_len;
     struct store_call store;      /* the append: offset out */

@@ -6,7 +6,6 @@
 
 #include "cluster/bus.h"
 #include "cluster/presence.h"
-#include "core/clock.h"
 
 /* Delivers ev (taking its reference) and acknowledges the publish. */
 static void deliver_and_ack(struct bus *b, struct bus_publish *req, struct event *ev)
@@ -27,7 +26,8 @@ static void deliver_and_ack(struct bus *b, struct bus_publish *req, struct event
 static void persisted(struct store_call *call)
 {
     struct bus_publish *req = (struct bus_publish *)((char *)call - offsetof(struct bus_publish, store));
-    if (call->error) {
+    if (call->error || call->duplicate) {
+        /* A repeated key: the ack carries the first publish's offset. */
         req->base.error = call->error;
         bus_reply(req->base.bus, &req->base);
         return;
@@ -40,14 +40,10 @@ static void persisted(struct store_call *call)
 
 static void memory_publish(struct bus *b, struct bus_publish *req)
 {
-    const char *from = req->from[0] ? req->from : NULL;
-    uint64_t ts = clock_wall_ms();
+    const char *from = req->store.from;
+    uint64_t ts = req->store.ts;
     if (req->target == EVENT_ROOM && !req->ephemeral) {
         struct store *s = bus_store(b);
-        req->store.from = from;
-        req->store.data = req->data;
-        req->store.data_len = req->data_len;
-        req->store.ts = ts;
         req->store.done = persisted;
         s->ops->append(s, &req->store);
         return;

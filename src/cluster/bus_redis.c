@@ -255,7 +255,7 @@ static void on_appended(struct store_call *call)
     if (call->error) {
         req->base.error = call->error;
         bus_reply(e->bus, &req->base);
-    } else if (call->published) {
+    } else if (call->published || call->duplicate) {
         bus_reply(e->bus, &req->base);
     } else {
         /* History lives on another Redis: publish after persisting. */
@@ -273,8 +273,8 @@ static void redis_publish(struct bus *b, struct bus_publish *req)
     struct envelope_fields f = {
         .target = req->target,
         .room = req->name,
-        .from = req->from[0] ? req->from : NULL,
-        .ts = clock_wall_ms(),
+        .from = req->store.from,
+        .ts = req->store.ts,
         .origin = e->cfg->node_id,
         .echo_skip = req->skip_seq ? skip : NULL,
         .data = req->data,
@@ -296,10 +296,6 @@ static void redis_publish(struct bus *b, struct bus_publish *req)
         return;
     }
     struct store *s = bus_store(b);
-    req->store.from = f.from;
-    req->store.data = req->data;
-    req->store.data_len = req->data_len;
-    req->store.ts = f.ts;
     req->store.channel = a->channel;
     req->store.envelope = &a->env;
     req->store.done = on_appended;

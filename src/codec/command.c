@@ -68,6 +68,19 @@ static int parse_data(json_t *body, struct command *cmd, struct command_error *e
     return 0;
 }
 
+int command_parse_key(struct json_t *body, int *has_key, char key[PUBLISH_KEY_MAX + 1], struct command_error *err)
+{
+    json_t *v = json_object_get(body, "key");
+    *has_key = v != NULL;
+    if (!v)
+        return 0;
+    if (!json_is_string(v) || json_string_length(v) > PUBLISH_KEY_MAX ||
+        strlen(json_string_value(v)) != json_string_length(v))
+        return refuse(err, WSFAN_EBAD_COMMAND, "key must be a string of at most %d bytes", PUBLISH_KEY_MAX);
+    strcpy(key, json_string_value(v));
+    return 0;
+}
+
 /* A required string without NUL bytes, copied (the token of refresh). */
 static int parse_text(json_t *body, const char *key, char **out, size_t *len, struct command_error *err)
 {
@@ -132,19 +145,19 @@ static int command_type_of(const char *s, size_t n)
  * checks of docs/protocol.md. */
 enum field {
     FIELD_END, FIELD_ROOM, FIELD_USER, FIELD_EPHEMERAL, FIELD_ECHO, FIELD_DATA, FIELD_LIMIT, FIELD_SINCE, FIELD_BEFORE,
-    FIELD_TOKEN, FIELD_TYPE, FIELD_REF, FIELD_COUNT
+    FIELD_TOKEN, FIELD_KEY, FIELD_TYPE, FIELD_REF, FIELD_COUNT
 };
 
 static const char *const field_names[FIELD_COUNT] = {
     [FIELD_ROOM] = "room",   [FIELD_USER] = "user",   [FIELD_EPHEMERAL] = "ephemeral", [FIELD_ECHO] = "echo",
     [FIELD_DATA] = "data",   [FIELD_LIMIT] = "limit", [FIELD_SINCE] = "since",         [FIELD_BEFORE] = "before",
-    [FIELD_TOKEN] = "token", [FIELD_TYPE] = "type",   [FIELD_REF] = "ref",
+    [FIELD_TOKEN] = "token", [FIELD_KEY] = "key",     [FIELD_TYPE] = "type",           [FIELD_REF] = "ref",
 };
 
-static const enum field command_fields[][5] = {
+static const enum field command_fields[][6] = {
     [CMD_JOIN] = {FIELD_ROOM, FIELD_SINCE},
     [CMD_LEAVE] = {FIELD_ROOM},
-    [CMD_PUBLISH] = {FIELD_ROOM, FIELD_EPHEMERAL, FIELD_ECHO, FIELD_DATA},
+    [CMD_PUBLISH] = {FIELD_ROOM, FIELD_EPHEMERAL, FIELD_ECHO, FIELD_KEY, FIELD_DATA},
     [CMD_SEND] = {FIELD_USER, FIELD_DATA},
     [CMD_BROADCAST] = {FIELD_DATA},
     [CMD_HISTORY] = {FIELD_ROOM, FIELD_LIMIT, FIELD_BEFORE},
@@ -165,6 +178,7 @@ static int parse_field(json_t *body, enum field f, struct command *cmd, struct c
     case FIELD_SINCE: return parse_offset(body, "since", &cmd->has_since, &cmd->since, err);
     case FIELD_BEFORE: return parse_offset(body, "before", &cmd->has_before, &cmd->before, err);
     case FIELD_TOKEN: return parse_text(body, "token", &cmd->token, &cmd->token_len, err);
+    case FIELD_KEY: return command_parse_key(body, &cmd->has_key, cmd->key, err);
     default: return 0;
     }
 }
@@ -410,6 +424,15 @@ static int fast_field(const struct fast_value *fields, enum field f, struct comm
     case FIELD_SINCE: return fast_offset(v, &cmd->has_since, &cmd->since);
     case FIELD_BEFORE: return fast_offset(v, &cmd->has_before, &cmd->before);
     case FIELD_TOKEN: return fast_text(v, &cmd->token, &cmd->token_len);
+    case FIELD_KEY:
+        cmd->has_key = v->text != NULL;
+        if (!v->text)
+            return 0;
+        if (v->kind != FAST_STRING || v->escaped || v->len - 2 > PUBLISH_KEY_MAX)
+            return -1;
+        memcpy(cmd->key, v->text + 1, v->len - 2);
+        cmd->key[v->len - 2] = '\0';
+        return 0;
     default: return 0;
     }
 }

@@ -16,6 +16,7 @@
 #define REF_TEXT_MAX 400 /* a ref of at most 64 bytes, serialized with escapes */
 #define HISTORY_DEFAULT_LIMIT 50
 #define HISTORY_MAX_LIMIT 1000
+#define PUBLISH_KEY_MAX 64 /* bytes of a publish's idempotency key */
 
 enum command_type {
     CMD_JOIN, CMD_LEAVE, CMD_PUBLISH, CMD_SEND, CMD_BROADCAST, CMD_HISTORY, CMD_PRESENCE, CMD_PING, CMD_REFRESH,
@@ -34,6 +35,8 @@ struct command {
     char *data;                    /* publish, send, broadcast: JSON text (owned) */
     size_t data_len;
     int ephemeral, echo;           /* publish */
+    int has_key;                   /* publish: an idempotency key, without NUL bytes */
+    char key[PUBLISH_KEY_MAX + 1];
     int has_since;                 /* join */
     struct offset since;
     int limit;                     /* history */
@@ -48,6 +51,12 @@ struct command_error {
     int code;
     char message[128];
 };
+
+/* The optional idempotency "key" of a publish body (a JSON object, as
+ * jansson reads it): sets *has_key and copies it into key, or returns -1
+ * with err filled in. The HTTP API reads its publish's key with it too. */
+struct json_t;
+int command_parse_key(struct json_t *body, int *has_key, char key[PUBLISH_KEY_MAX + 1], struct command_error *err);
 
 /* Parses one text message into cmd. Returns 0, or -1 with err filled in
  * (cmd->ref is still set when the ref itself was fine, so the error can

@@ -99,8 +99,10 @@ def test_redis_killed_and_restarted_mid_traffic(redis_server, wsfan):
     before the live ones."""
     fast = ("--redis-backoff-min", "100", "--redis-backoff-max", "300")
     slow = ("--redis-backoff-min", "3000", "--redis-backoff-max", "3000")
-    a = redis_node(wsfan, redis_server, "fo-a", "--workers", "2", "--allow-broadcast", *slow)
-    b = redis_node(wsfan, redis_server, "fo-b", "--workers", "2", "--allow-broadcast", *fast)
+    # History keeps every message of the test: trimming is exact.
+    keep = ("--history-length", "10000")
+    a = redis_node(wsfan, redis_server, "fo-a", "--workers", "2", "--allow-broadcast", *keep, *slow)
+    b = redis_node(wsfan, redis_server, "fo-b", "--workers", "2", "--allow-broadcast", *keep, *fast)
     room = uniq("fo")
     ua, ub = uniq("ua"), uniq("ub")
     statuses = {}

@@ -38,8 +38,10 @@ def as_tuples(msgs):
 @pytest.fixture
 def two(redis_server, wsfan):
     # Publishes faster than --rate-limit's default on purpose; the limit has its own tests (test_limits.py).
-    a = redis_node(wsfan, redis_server, "hist-a", "--workers", "2", "--rate-limit", "0")
-    b = redis_node(wsfan, redis_server, "hist-b", "--workers", "2", "--rate-limit", "0")
+    # History keeps every message of these tests (trimming is exact: the default 100 would cut them).
+    args = ("--workers", "2", "--rate-limit", "0", "--history-length", "1000")
+    a = redis_node(wsfan, redis_server, "hist-a", *args)
+    b = redis_node(wsfan, redis_server, "hist-b", *args)
     yield a, b
     for n in (a, b):
         assert n.alive(), f"node {n.node_id} died; log:\n{n.log_tail()}"

@@ -661,6 +661,48 @@ static void test_command_publish_flags_must_be_booleans(void **state)
     }
 }
 
+static void test_command_publish_key(void **state)
+{
+    static const struct {
+        const char *json, *key;
+    } cases[] = {
+        {"\"k-1\"", "k-1"},
+        {"\"\"", ""},
+        {"\"a\\\"b\"", "a\"b"},
+        {"\"0123456789012345678901234567890123456789012345678901234567890123\"",
+         "0123456789012345678901234567890123456789012345678901234567890123"},
+    };
+    char text[256];
+    struct command cmd;
+
+    (void)state;
+    parse_ok("{\"type\":\"publish\",\"room\":\"r\",\"data\":0}", &cmd);
+    assert_int_equal(cmd.has_key, 0);
+    command_free(&cmd);
+    for (size_t i = 0; i < COUNT(cases); i++) {
+        snprintf(text, sizeof text, "{\"type\":\"publish\",\"room\":\"r\",\"data\":0,\"key\":%s}", cases[i].json);
+        parse_ok(text, &cmd);
+        assert_int_equal(cmd.has_key, 1);
+        assert_string_equal(cmd.key, cases[i].key);
+        command_free(&cmd);
+    }
+}
+
+static void test_command_publish_key_must_be_a_short_string(void **state)
+{
+    static const char *bad[] = {
+        "1", "null", "[]", "{}", "true", "\"a\\u0000b\"",
+        "\"01234567890123456789012345678901234567890123456789012345678901234\"",
+    };
+    char text[256];
+
+    (void)state;
+    for (size_t i = 0; i < COUNT(bad); i++) {
+        snprintf(text, sizeof text, "{\"type\":\"publish\",\"room\":\"r\",\"data\":1,\"key\":%s}", bad[i]);
+        refused(text, WSFAN_EBAD_COMMAND);
+    }
+}
+
 /* ---- join since ------------------------------------------------------------- */
 
 static void test_command_join_without_since(void **state)
@@ -985,6 +1027,8 @@ int main(void)
         cmocka_unit_test(test_command_publish_defaults),
         cmocka_unit_test(test_command_publish_flags),
         cmocka_unit_test(test_command_publish_flags_must_be_booleans),
+        cmocka_unit_test(test_command_publish_key),
+        cmocka_unit_test(test_command_publish_key_must_be_a_short_string),
         cmocka_unit_test(test_command_join_without_since),
         cmocka_unit_test(test_command_join_since_is_parsed),
         cmocka_unit_test(test_command_join_since_malformed_is_bad_command),
