@@ -3,10 +3,9 @@
 // socket kill with the same key, ephemeral publishes sent at most once, the
 // outbox's bound, and a rejoin refused while Redis is down.
 //
-// The two tests marked todo need the server's idempotent publish (protocol
-// 1.1 `key`, issue 14), which comes to the Redis engine first: until it is
-// merged the server ignores `key`, so the resend of a publish it had stored
-// is stored again.
+// The tests of a resend that the server had already stored run on a Redis
+// node: the server's idempotent publish (protocol 1.1 `key`, issue 14) came
+// to the Redis engine first.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
@@ -14,7 +13,6 @@ import WebSocket from 'ws';
 import { connect } from '../../clients/js/wsfan.js';
 import { Proxy, Redis, Server, sleep, waitFor } from './server.mjs';
 
-const IDEMPOTENCY = 'needs the server to honour publish keys (issue 14)';
 const clients = [];
 
 /** A client whose every sent command is recorded in `sent`. */
@@ -124,33 +122,31 @@ describe('the outbox on a Redis node', () => {
     await redis.stop();
   });
 
-  test('a publish whose socket is hard-killed right after sending is in the room exactly once after reconnect',
-    { todo: IDEMPOTENCY }, async () => {
-      const c = client(node.url, { user: 'liam' });
-      await c.join('killed');
-      const ack = c.publish('killed', { text: 'once' });
-      hardKill(c);
-      const { offset } = await ack;
-      const attempts = c.sent.filter((m) => m.type === 'publish');
-      assert.equal(attempts.length, 2, 'sent again after the reconnect');
-      assert.equal(attempts[1].key, attempts[0].key);
-      const copies = await stored(node, 'killed', { text: 'once' });
-      assert.deepEqual(copies.map((m) => m.offset), [offset]);
-    });
+  test('a publish whose socket is hard-killed right after sending is in the room exactly once after reconnect', async () => {
+    const c = client(node.url, { user: 'liam' });
+    await c.join('killed');
+    const ack = c.publish('killed', { text: 'once' });
+    hardKill(c);
+    const { offset } = await ack;
+    const attempts = c.sent.filter((m) => m.type === 'publish');
+    assert.equal(attempts.length, 2, 'sent again after the reconnect');
+    assert.equal(attempts[1].key, attempts[0].key);
+    const copies = await stored(node, 'killed', { text: 'once' });
+    assert.deepEqual(copies.map((m) => m.offset), [offset]);
+  });
 
-  test('a publish stored by the server whose ack never arrived is acknowledged with its first offset',
-    { todo: IDEMPOTENCY }, async () => {
-      const c = client(proxy.url, { user: 'mona' });
-      await c.join('ack-lost');
-      proxy.mute();
-      const ack = c.publish('ack-lost', 'stored once');
-      const first = await waitFor(async () => (await stored(node, 'ack-lost', 'stored once'))[0], 3000, 'the store');
-      proxy.cut();
-      proxy.resume();
-      assert.equal((await ack).offset, first.offset);
-      assert.equal(c.sent.filter((m) => m.type === 'publish').length, 2, 'sent again after the reconnect');
-      assert.equal((await stored(node, 'ack-lost', 'stored once')).length, 1);
-    });
+  test('a publish stored by the server whose ack never arrived is acknowledged with its first offset', async () => {
+    const c = client(proxy.url, { user: 'mona' });
+    await c.join('ack-lost');
+    proxy.mute();
+    const ack = c.publish('ack-lost', 'stored once');
+    const first = await waitFor(async () => (await stored(node, 'ack-lost', 'stored once'))[0], 3000, 'the store');
+    proxy.cut();
+    proxy.resume();
+    assert.equal((await ack).offset, first.offset);
+    assert.equal(c.sent.filter((m) => m.type === 'publish').length, 2, 'sent again after the reconnect');
+    assert.equal((await stored(node, 'ack-lost', 'stored once')).length, 1);
+  });
 
   test('a rejoin refused as unavailable is asked again, and the publishes wait for it', async () => {
     const c = client(node.url, { user: 'pia', timeout: 10000 });
