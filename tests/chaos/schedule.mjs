@@ -27,7 +27,7 @@ const KINDS = {
   slow: { weight: 2, ms: [2000, 10000] }, // one client stops reading its socket
   kill: { weight: 2, ms: [500, 3000], rest: 2000 }, // a node SIGKILLed, restarted on its port
   pause: { weight: 2, ms: [1000, 5000], rest: 1000 }, // a node SIGSTOPped, then SIGCONT
-  redis: { weight: 1, ms: [500, 3000], rest: 2000 }, // redis-server SIGKILLed, restarted on its port
+  redis: { weight: 2, ms: [500, 3000], rest: 2000 }, // redis-server SIGKILLed, restarted on its port
 };
 
 function pickKind(random) {
@@ -35,17 +35,30 @@ function pickKind(random) {
   return Object.keys(KINDS).find((name) => (x -= KINDS[name].weight) < 0);
 }
 
+/** The kinds in a random order: the first faults of a run, so that every kind happens. */
+function shuffledKinds(random) {
+  const kinds = Object.keys(KINDS);
+  for (let i = kinds.length - 1; i > 0; i--) {
+    const j = between(random, 0, i);
+    [kinds[i], kinds[j]] = [kinds[j], kinds[i]];
+  }
+  return kinds;
+}
+
 /**
  * The faults of one run: [{ at, kind, ... }] in ms from the start of the
- * fault period, one every 1 to 4 s, each over before `seconds` end. A
- * process is never hit while an earlier fault on it is still running.
+ * fault period, one every 1 to 4 s, each over before `seconds` end; the
+ * first of them one of each kind. A process is never hit while an earlier
+ * fault on it is still running.
  */
 export function faultSchedule({ seconds, clients, nodes, random }) {
   const end = seconds * 1000;
   const busyUntil = new Map(); // "node1", "redis" -> ms
+  const free = (target, at) => (busyUntil.get(target) || 0) <= at;
+  const firsts = shuffledKinds(random);
   const faults = [];
   for (let at = between(random, 500, 2000); at < end; at += between(random, 1000, 4000)) {
-    const kind = pickKind(random);
+    const kind = firsts.pop() || pickKind(random);
     const [lo, hi] = KINDS[kind].ms;
     if (kind === 'drop') {
       const count = between(random, 1, Math.max(1, Math.round(clients / 30)));
@@ -57,12 +70,16 @@ export function faultSchedule({ seconds, clients, nodes, random }) {
     const duration = Math.min(between(random, lo, hi), end - at);
     if (kind === 'slow') {
       faults.push({ at, kind, client: between(random, 0, clients - 1), duration });
+    } else if (kind === 'redis') {
+      if (!free('redis', at)) continue;
+      busyUntil.set('redis', at + duration + KINDS[kind].rest);
+      faults.push({ at, kind, duration });
     } else {
-      const node = kind === 'redis' ? null : between(random, 0, nodes - 1);
-      const target = kind === 'redis' ? 'redis' : `node${node}`;
-      if ((busyUntil.get(target) || 0) > at) continue;
-      busyUntil.set(target, at + duration + KINDS[kind].rest);
-      faults.push(kind === 'redis' ? { at, kind, duration } : { at, kind, node, duration });
+      const idle = [...Array(nodes).keys()].filter((n) => free(`node${n}`, at));
+      if (!idle.length) continue;
+      const node = idle[between(random, 0, idle.length - 1)];
+      busyUntil.set(`node${node}`, at + duration + KINDS[kind].rest);
+      faults.push({ at, kind, node, duration });
     }
   }
   return faults;
