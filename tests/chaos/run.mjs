@@ -109,7 +109,7 @@ function startClient(i, offlineUrl) {
     else count(ephemeral.received, m.room);
   });
   u.client.on('rejoined', (r) => {
-    u.logs.get(r.room).push({ kind: 'join', offset: r.offset, recovered: r.recovered, missed: r.missed, at: elapsed() });
+    u.logs.get(r.room).push({ kind: 'join', offset: r.offset, recovered: r.recovered, missed: r.missed, at: Date.now() });
   });
   u.client.on('close', ({ code }) => (closeCodes[code] = (closeCodes[code] || 0) + 1));
   users.push(u);
@@ -118,7 +118,7 @@ function startClient(i, offlineUrl) {
 
 async function joinRooms(u) {
   for (const room of u.rooms) {
-    const first = { kind: 'join', offset: null, recovered: null, missed: 0, at: elapsed() };
+    const first = { kind: 'join', offset: null, recovered: null, missed: 0, at: Date.now() };
     u.logs.get(room).push(first);
     first.offset = (await u.client.join(room)).offset;
   }
@@ -263,6 +263,7 @@ function verify(histories) {
   const totals = { expected: 0, lost: 0, duplicated: 0, reordered: 0, unknown: 0, published: 0, delivered: 0,
     rejoinsRecovered: 0 };
   const recoveredFalse = [];
+  const duplicates = []; // with the log of that client's room, in the JSON report
   for (const u of users) {
     for (const room of u.rooms) {
       const logs = u.logs.get(room);
@@ -270,6 +271,7 @@ function verify(histories) {
       const r = checkRoomLog(logs, history);
       for (const k of ['expected', 'lost', 'duplicated', 'reordered', 'unknown', 'published', 'delivered']) totals[k] += r[k];
       totals.rejoinsRecovered += logs.filter((e) => e.recovered === true).length;
+      for (const d of r.duplicates) duplicates.push({ client: u.id, room, ...d, log: logs });
       const falseJoins = logs.filter((e) => e.recovered === false);
       r.recoveredFalse.forEach(({ since, offset }, i) => {
         const reason = !history.ids.has(since) && since !== '0-0'
@@ -285,7 +287,7 @@ function verify(histories) {
   let expectedEphemeral = 0;
   for (const [room, acked] of ephemeral.acked) expectedEphemeral += acked * users.filter((u) => u.rooms.includes(room)).length;
   const receivedEphemeral = [...ephemeral.received.values()].reduce((a, b) => a + b, 0);
-  return { totals, recoveredFalse, publishes: pubs, ephemeral: { acked: [...ephemeral.acked.values()].reduce((a, b) => a + b, 0),
+  return { totals, recoveredFalse, duplicates, publishes: pubs, ephemeral: { acked: [...ephemeral.acked.values()].reduce((a, b) => a + b, 0),
     rejected: ephemeral.rejected, expected: expectedEphemeral, received: receivedEphemeral } };
 }
 
@@ -324,10 +326,13 @@ function markdown(report) {
   ];
   const faults = report.schedule.map((f) =>
     `| ${(f.at / 1000).toFixed(1)} | ${(f.started / 1000).toFixed(1)} | ${(f.ended / 1000).toFixed(1)} | ${describeFault(f)}${f.error ? ` (failed: ${f.error})` : ''} |`);
-  // An offset's first part is Redis's clock in ms: where in the fault period the copy was stored.
-  const faultSecond = (offset) => ((Number(offset.split('-')[0]) - report.faultsStarted) / 1000).toFixed(1);
+  // Times in the tables are seconds into the fault period. An offset's first part is Redis's clock in ms.
+  const second = (ms) => ((ms - report.faultsStarted) / 1000).toFixed(1);
+  const faultSecond = (offset) => second(Number(offset.split('-')[0]));
   const twiceRows = p.twice.map((d) => `| ${d.id} | ${d.room} | ${d.offsets.map((o) => `${o} (${faultSecond(o)} s)`).join(', ')} | ${d.acked} |`);
-  const falseRows = report.results.recoveredFalse.map((r) => `| ${r.client} | ${r.room} | ${(r.at / 1000).toFixed(1)} | ${r.since} | ${r.offset} | ${r.reason} |`);
+  const dupRows = report.results.duplicates.map((d) => `| ${d.client} | ${d.room} | ${d.offset} (${faultSecond(d.offset)} s) | ` +
+    `${d.join.recovered === null ? 'first join' : `recovered:${d.join.recovered}, missed ${d.join.missed}`} at ${second(d.join.at)} s |`);
+  const falseRows = report.results.recoveredFalse.map((r) => `| ${r.client} | ${r.room} | ${second(r.at)} | ${r.since} | ${r.offset} | ${r.reason} |`);
   return [
     `# wsfan chaos test: ${report.verdict}`,
     '',
@@ -346,6 +351,11 @@ function markdown(report) {
     '| planned (s) | started (s) | over (s) | fault |',
     '| --- | --- | --- | --- |',
     ...faults,
+    '',
+    `## Messages a client received twice (${dupRows.length})`,
+    '',
+    ...(dupRows.length ? ['| client | room | offset (second of the fault period) | the last joined reply before the second copy |',
+      '| --- | --- | --- | --- |', ...dupRows] : ['None.']),
     '',
     `## Publishes stored more than once (${twiceRows.length})`,
     '',

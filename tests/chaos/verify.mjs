@@ -37,11 +37,14 @@ export function checkRoomLog(log, history) {
   let last = null; // the newest offset received in the current stretch
   let newest = null; // the newest offset received at all
   let since = null;
+  const duplicates = []; // { offset, join }: the last joined reply before the second copy
+  let lastJoin = null;
   let duplicated = 0;
   let reordered = 0;
   let unknown = 0;
   for (const e of log) {
     if (e.kind === 'join') {
+      lastJoin = e;
       if (start === null) {
         start = e.offset;
       } else if (!e.recovered) {
@@ -56,6 +59,7 @@ export function checkRoomLog(log, history) {
     since = e.offset;
     if (seen.has(e.offset)) {
       duplicated++;
+      duplicates.push({ offset: e.offset, join: lastJoin });
       continue;
     }
     seen.add(e.offset);
@@ -75,6 +79,7 @@ export function checkRoomLog(log, history) {
     reordered,
     unknown,
     recoveredFalse,
+    duplicates,
     // For the delivery rate, whatever the rejoins said: the history after
     // the first join, and how much of it arrived.
     published: afterFirstJoin.length,

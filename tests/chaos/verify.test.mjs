@@ -23,8 +23,8 @@ test('offsets compare as numbers, sequence second', () => {
 
 test('everything after the join, once and in order, through a recovered rejoin: all zero', () => {
   const r = checkRoomLog([join('1-0'), msg(2), msg(3), join('5-0', true, 2), msg(4), msg(5), msg(6)], history(6));
-  assert.deepEqual({ ...r, recoveredFalse: r.recoveredFalse.length },
-    { expected: 5, lost: 0, duplicated: 0, reordered: 0, unknown: 0, recoveredFalse: 0, published: 5, delivered: 5 });
+  assert.deepEqual({ ...r, recoveredFalse: r.recoveredFalse.length, duplicates: r.duplicates.length },
+    { expected: 5, lost: 0, duplicated: 0, reordered: 0, unknown: 0, recoveredFalse: 0, duplicates: 0, published: 5, delivered: 5 });
 });
 
 test('a gap inside a covered stretch is lost; one the rejoin said it could not recover is not', () => {
@@ -45,6 +45,7 @@ test('duplicates, reorders and messages that are not in the history are counted'
   const r = checkRoomLog([join('0-0'), msg(1), msg(3), msg(2), msg(3), { kind: 'message', offset: '4-0', id: 'not m4' },
     { kind: 'message', offset: '9-0', id: 'x' }], history(4));
   assert.deepEqual([r.duplicated, r.reordered, r.unknown, r.lost], [1, 1, 2, 0]);
+  assert.deepEqual(r.duplicates, [{ offset: '3-0', join: join('0-0') }]);
 });
 
 test('publishes: acknowledged once with the first offset, stored twice, missing, rejected but stored', () => {
