@@ -25,6 +25,10 @@
 #define NODE "node-1"
 #define OTHER_NODE "node-2"
 
+/* Every envelope here is sealed and read on one channel with one secret. */
+#define SEAL_CHANNEL "ns:room:{r}"
+static struct envelope_seal seal;
+
 static void check_channel(const char *channel, enum event_target target, const char *key)
 {
     char again[ENVELOPE_CHANNEL_MAX], ns[NAME_MAX_LEN + TENANT_MAX_LEN + 2];
@@ -98,7 +102,7 @@ static void check_rebuilt(const struct event *ev, json_t *v)
         if (envelope_build(&f, ev->has_offset, &parts) == 0) {
             char offset[OFFSET_MAX_LEN];
             offset_format(ev->offset, offset);
-            text = envelope_join(&parts, ev->has_offset ? offset : NULL);
+            text = envelope_join(&parts, &seal, SEAL_CHANNEL, ev->has_offset ? offset : NULL);
             envelope_parts_free(&parts);
         }
         free(data);
@@ -106,7 +110,7 @@ static void check_rebuilt(const struct event *ev, json_t *v)
     if (!text)
         return;
     const char *why = NULL;
-    struct event *again = envelope_to_event(NODE, ev->target, ev->key, text, strlen(text), &why);
+    struct event *again = envelope_to_event(NODE, &seal, SEAL_CHANNEL, ev->target, ev->key, text, strlen(text), &why);
     if (!again || again->len != ev->len || memcmp(again->json, ev->json, ev->len) || again->kind != ev->kind ||
         again->has_offset != ev->has_offset || offset_cmp(again->offset, ev->offset) || again->skip_worker != -1)
         abort();
@@ -195,7 +199,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     const char *why = NULL;
-    struct event *ev = envelope_to_event(NODE, target, name, payload, len, &why);
+    if (!seal.len && envelope_seal_init(&seal, "fuzz-secret", 11))
+        abort();
+    struct event *ev = envelope_to_event(NODE, &seal, SEAL_CHANNEL, target, name, payload, len, &why);
     if (ev) {
         check_event(ev, target, name);
         event_unref(ev);

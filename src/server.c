@@ -427,8 +427,7 @@ static struct bus *bus_start(struct server *s)
     const struct config *cfg = s->cfg;
     if (cfg->redis_url[0])
         return bus_create(s->loop, cfg, &hooks, &s->metrics, &bus_redis_engine, store_redis_create(s->loop, cfg));
-    struct store *store =
-        store_memory_create(cfg->history_length, cfg->history_ttl, (struct offset){clock_wall_ms(), 0});
+    struct store *store = store_memory_create(s->loop, cfg, (struct offset){clock_wall_ms(), 0});
     return bus_create(s->loop, cfg, &hooks, &s->metrics, &bus_memory_engine, store);
 }
 

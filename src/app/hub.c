@@ -1,7 +1,10 @@
 /* hub.c - one worker's local index and fan-out. Rooms and users map to
- * arrays of connections (swap-remove, each connection remembers its slot),
- * so delivering to a room touches only its members and removal is O(1)
- * plus a scan of the connection's own rooms. See hub.h. */
+ * arrays of connections, so delivering to a room touches only its members.
+ * Every removal is a swap-remove in O(1), however large the room: each
+ * side records the other's index (a connection its slot in its user's and
+ * tenant's arrays, a membership its slot in the room's arrays, a room's
+ * member the index of its membership among the connection's rooms), and
+ * whatever moves into a freed place has its record fixed. See hub.h. */
 #include "app/hub.h"
 
 #include <stdlib.h>
@@ -12,79 +15,85 @@
 #include "core/map.h"
 #include "net/loop.h"
 
-/* An array of connections; a connection's index in it is kept by the
- * caller (membership slot or user slot). */
-struct conn_set {
-    struct client **items;
-    uint32_t count, cap;
+/* One room of one connection. A pending membership counts for
+ * --max-rooms and membership checks but gets no events until the join
+ * completes (so that a replay comes before any live message). A fresh one
+ * gets them, less the persisted ones its replay may have had too. */
+enum membership_state { PENDING, FRESH, JOINED };
+
+struct hub_membership {
+    struct hub_room *room;
+    uint32_t slot;  /* index in the room's members (JOINED) or fresh (FRESH) */
+    uint32_t state;
 };
 
-/* A room or a user: its local connections. refs counts memberships
- * (pending ones too) or a user's connections, plus one while a delivery
- * walks it, so that a recipient closing mid-delivery cannot free it. */
-struct hub_entry {
-    const char *name;     /* the map's copy of the key */
-    struct conn_set set;
-    uint32_t refs;
-    /* Rooms only: members that just joined and skip persisted events up to
-     * their replay's offset; the first event past it makes them ordinary. */
-    struct fresh_member *fresh;
-    uint32_t nfresh, fresh_cap;
-};
-
-struct fresh_member {
+/* A connection in a room's array, and the index of its membership in
+ * c->hub.rooms. */
+struct room_member {
     struct client *c;
+    uint32_t mi;
+};
+
+/* A member that just joined: it skips persisted events up to its replay's
+ * offset, and the first event past it makes it an ordinary member. */
+struct fresh_member {
+    struct room_member m;
     struct offset after;
+};
+
+/* What rooms and users share: the map's copy of the key, and references
+ * (memberships, pending ones too, or a user's connections, plus one while
+ * a delivery walks the entry, so that a recipient closing mid-delivery
+ * cannot free it). */
+struct hub_entry {
+    const char *name;
+    uint32_t refs;
+};
+
+struct hub_room {
+    struct hub_entry e;
+    struct room_member *members;
+    struct fresh_member *fresh;
+    uint32_t nmembers, members_cap, nfresh, fresh_cap;
+};
+
+/* A user's connections, or a tenant's ("T/"). */
+struct hub_user {
+    struct hub_entry e;
+    struct client **conns;
+    uint32_t count, cap;
 };
 
 struct hub {
     struct net_loop *net;
-    struct map rooms;       /* room key -> entry */
-    struct map users;       /* user key, or tenant "T/" -> entry */
+    struct map rooms;       /* room key -> struct hub_room */
+    struct map users;       /* user key, or tenant "T/" -> struct hub_user */
     uint32_t tenant_conns;  /* connections with a tenant: broadcasts without one skip them */
 };
 
-/* Appends c; returns its slot or HUB_PENDING when out of memory. */
-static uint32_t set_add(struct conn_set *s, struct client *c)
+/* items with room for one more of size bytes: grown (to first, then
+ * doubling) when count has reached *cap. NULL when out of memory, and then
+ * items and *cap are as they were. */
+static void *grow(void *items, uint32_t count, uint32_t *cap, size_t size, uint32_t first)
 {
-    if (s->count == s->cap) {
-        uint32_t cap = s->cap ? s->cap * 2 : 4;
-        struct client **items = realloc(s->items, sizeof *items * cap);
-        if (!items)
-            return HUB_PENDING;
-        s->items = items;
-        s->cap = cap;
-    }
-    s->items[s->count] = c;
-    return s->count++;
+    if (count < *cap)
+        return items;
+    uint32_t n = *cap ? *cap * 2 : first;
+    void *grown = realloc(items, size * n);
+    if (grown)
+        *cap = n;
+    return grown;
 }
 
-/* Removes slot by moving the last item into it; returns the moved
- * connection (whose slot the caller updates) or NULL. */
-static struct client *set_remove(struct conn_set *s, uint32_t slot)
-{
-    struct client *moved = NULL;
-    if (slot != s->count - 1) {
-        moved = s->items[s->count - 1];
-        s->items[slot] = moved;
-    }
-    s->count--;
-    if (s->count == 0) {
-        free(s->items);
-        s->items = NULL;
-        s->cap = 0;
-    }
-    return moved;
-}
-
-/* The entry for name, created when missing. NULL when out of memory. */
-static struct hub_entry *entry_get(struct map *m, const char *name)
+/* The entry of name (of a struct of size bytes that starts with a struct
+ * hub_entry), created when missing. NULL when out of memory. */
+static void *entry_get(struct map *m, const char *name, size_t size)
 {
     size_t len = strlen(name);
     struct hub_entry *e = map_get(m, name, len);
     if (e)
         return e;
-    e = calloc(1, sizeof *e);
+    e = calloc(1, size);
     if (!e || map_put(m, name, len, e)) {
         free(e);
         return NULL;
@@ -95,10 +104,24 @@ static struct hub_entry *entry_get(struct map *m, const char *name)
 
 static void entry_unref(struct map *m, struct hub_entry *e)
 {
-    if (--e->refs == 0) {
-        free(e->fresh);
+    if (--e->refs == 0)
         free(map_remove(m, e->name, strlen(e->name)));
+}
+
+static void room_unref(struct hub *h, struct hub_room *r)
+{
+    if (r->e.refs == 1) {
+        free(r->members);
+        free(r->fresh);
     }
+    entry_unref(&h->rooms, &r->e);
+}
+
+static void user_unref(struct hub *h, struct hub_user *u)
+{
+    if (u->e.refs == 1)
+        free(u->conns);
+    entry_unref(&h->users, &u->e);
 }
 
 struct hub *hub_create(struct net_loop *net)
@@ -122,11 +145,12 @@ void hub_destroy(struct hub *h)
     free(h);
 }
 
+/* Linear in c's own rooms, which --max-rooms bounds. */
 static struct hub_membership *membership_find(const struct client *c, const char *room)
 {
     const struct hub_conn *hc = &c->hub;
     for (uint32_t i = 0; i < hc->nrooms; i++)
-        if (!strcmp(hc->rooms[i].room->name, room))
+        if (!strcmp(hc->rooms[i].room->e.name, room))
             return &hc->rooms[i];
     return NULL;
 }
@@ -139,7 +163,7 @@ int hub_is_member(const struct client *c, const char *room)
 int hub_is_pending(const struct client *c, const char *room)
 {
     const struct hub_membership *m = membership_find(c, room);
-    return m && m->slot == HUB_PENDING;
+    return m && m->state == PENDING;
 }
 
 uint32_t hub_room_count(const struct client *c)
@@ -152,20 +176,51 @@ int hub_room_add(struct hub *h, struct client *c, const char *room)
     struct hub_conn *hc = &c->hub;
     if (membership_find(c, room))
         return HUB_ALREADY;
-    if (hc->nrooms == hc->rooms_cap) {
-        uint32_t cap = hc->rooms_cap ? hc->rooms_cap * 2 : 1;
-        struct hub_membership *rooms = realloc(hc->rooms, sizeof *rooms * cap);
-        if (!rooms)
-            return HUB_NOMEM;
-        hc->rooms = rooms;
-        hc->rooms_cap = cap;
-    }
-    struct hub_entry *r = entry_get(&h->rooms, room);
+    struct hub_membership *rooms = grow(hc->rooms, hc->nrooms, &hc->rooms_cap, sizeof *rooms, 1);
+    if (!rooms)
+        return HUB_NOMEM;
+    hc->rooms = rooms;
+    struct hub_room *r = entry_get(&h->rooms, room, sizeof *r);
     if (!r)
         return HUB_NOMEM;
-    r->refs++;
-    hc->rooms[hc->nrooms++] = (struct hub_membership){r, HUB_PENDING};
+    r->e.refs++;
+    hc->rooms[hc->nrooms++] = (struct hub_membership){r, 0, PENDING};
     return HUB_OK;
+}
+
+/* Appends me to the room's ordinary members. Returns HUB_OK or HUB_NOMEM. */
+static int members_add(struct hub_room *r, struct room_member me)
+{
+    struct room_member *members = grow(r->members, r->nmembers, &r->members_cap, sizeof *members, 4);
+    if (!members)
+        return HUB_NOMEM;
+    r->members = members;
+    me.c->hub.rooms[me.mi] = (struct hub_membership){r, r->nmembers, JOINED};
+    r->members[r->nmembers++] = me;
+    return HUB_OK;
+}
+
+/* m was moved to slot of its room's array: its membership follows. */
+static void member_moved(struct room_member m, uint32_t slot)
+{
+    m.c->hub.rooms[m.mi].slot = slot;
+}
+
+/* Swap-removes the member at slot. */
+static void members_remove(struct hub_room *r, uint32_t slot)
+{
+    if (slot != --r->nmembers) {
+        r->members[slot] = r->members[r->nmembers];
+        member_moved(r->members[slot], slot);
+    }
+}
+
+static void fresh_remove(struct hub_room *r, uint32_t slot)
+{
+    if (slot != --r->nfresh) {
+        r->fresh[slot] = r->fresh[r->nfresh];
+        member_moved(r->fresh[slot].m, slot);
+    }
 }
 
 int hub_room_activate(struct hub *h, struct client *c, const char *room, const struct offset *after)
@@ -174,54 +229,44 @@ int hub_room_activate(struct hub *h, struct client *c, const char *room, const s
     struct hub_membership *m = membership_find(c, room);
     if (!m)
         return HUB_NOT_MEMBER;
-    if (m->slot != HUB_PENDING)
+    if (m->state != PENDING)
         return HUB_OK;
-    struct hub_entry *r = m->room;
-    if (!after) {
-        m->slot = set_add(&r->set, c);
-        return m->slot == HUB_PENDING ? HUB_NOMEM : HUB_OK;
-    }
-    if (r->nfresh == r->fresh_cap) {
-        uint32_t cap = r->fresh_cap ? r->fresh_cap * 2 : 2;
-        struct fresh_member *fresh = realloc(r->fresh, sizeof *fresh * cap);
-        if (!fresh)
-            return HUB_NOMEM;
-        r->fresh = fresh;
-        r->fresh_cap = cap;
-    }
-    r->fresh[r->nfresh++] = (struct fresh_member){c, *after};
-    m->slot = HUB_FRESH;
+    struct hub_room *r = m->room;
+    struct room_member me = {c, (uint32_t)(m - c->hub.rooms)};
+    if (!after)
+        return members_add(r, me);
+    struct fresh_member *fresh = grow(r->fresh, r->nfresh, &r->fresh_cap, sizeof *fresh, 2);
+    if (!fresh)
+        return HUB_NOMEM;
+    r->fresh = fresh;
+    r->fresh[r->nfresh] = (struct fresh_member){me, *after};
+    *m = (struct hub_membership){r, r->nfresh++, FRESH};
     return HUB_OK;
-}
-
-static void fresh_remove(struct hub_entry *r, struct client *c)
-{
-    for (uint32_t i = 0; i < r->nfresh; i++)
-        if (r->fresh[i].c == c) {
-            r->fresh[i] = r->fresh[--r->nfresh];
-            return;
-        }
 }
 
 /* Drops membership m of c; m points into c's array and is invalid after. */
 static void membership_drop(struct hub *h, struct client *c, struct hub_membership *m)
 {
-    struct hub_entry *r = m->room;
-    if (m->slot == HUB_FRESH) {
-        fresh_remove(r, c);
-    } else if (m->slot != HUB_PENDING) {
-        struct client *moved = set_remove(&r->set, m->slot);
-        if (moved)
-            membership_find(moved, r->name)->slot = m->slot;
-    }
+    struct hub_room *r = m->room;
+    if (m->state == JOINED)
+        members_remove(r, m->slot);
+    else if (m->state == FRESH)
+        fresh_remove(r, m->slot);
     struct hub_conn *hc = &c->hub;
-    *m = hc->rooms[--hc->nrooms];
+    uint32_t mi = (uint32_t)(m - hc->rooms);
+    if (mi != --hc->nrooms) {
+        *m = hc->rooms[hc->nrooms];
+        if (m->state == JOINED)
+            m->room->members[m->slot].mi = mi;
+        else if (m->state == FRESH)
+            m->room->fresh[m->slot].m.mi = mi;
+    }
     if (hc->nrooms == 0) {
         free(hc->rooms);
         hc->rooms = NULL;
         hc->rooms_cap = 0;
     }
-    entry_unref(&h->rooms, r);
+    room_unref(h, r);
 }
 
 int hub_room_remove(struct hub *h, struct client *c, const char *room)
@@ -240,9 +285,9 @@ void hub_conn_leave_some(struct hub *h, struct client *c, int (*keep)(struct cli
      * and that one was seen already. */
     for (uint32_t i = c->hub.nrooms; i-- > 0;) {
         struct hub_membership *m = &c->hub.rooms[i];
-        if (keep && keep(c, m->room->name))
+        if (keep && keep(c, m->room->e.name))
             continue;
-        fn(c, m->room->name);
+        fn(c, m->room->e.name);
         membership_drop(h, c, m);
     }
 }
@@ -254,22 +299,25 @@ void hub_conn_leave_all(struct hub *h, struct client *c, void (*fn)(struct clien
 
 uint32_t hub_room_members(const struct hub *h, const char *room)
 {
-    struct hub_entry *r = map_get(&h->rooms, room, strlen(room));
-    return r ? r->set.count : 0;
+    struct hub_room *r = map_get(&h->rooms, room, strlen(room));
+    return r ? r->nmembers : 0;
 }
 
 /* Indexes c under key in the users map; *slot is its place. */
 static int index_add(struct hub *h, struct client *c, const char *key, uint32_t *slot)
 {
-    struct hub_entry *u = entry_get(&h->users, key);
+    struct hub_user *u = entry_get(&h->users, key, sizeof *u);
     if (!u)
         return HUB_NOMEM;
-    u->refs++;
-    *slot = set_add(&u->set, c);
-    if (*slot == HUB_PENDING) {
-        entry_unref(&h->users, u);
+    u->e.refs++;
+    struct client **conns = grow(u->conns, u->count, &u->cap, sizeof *conns, 4);
+    if (!conns) {
+        user_unref(h, u);
         return HUB_NOMEM;
     }
+    u->conns = conns;
+    *slot = u->count;
+    u->conns[u->count++] = c;
     return HUB_OK;
 }
 
@@ -277,14 +325,15 @@ static int index_add(struct hub *h, struct client *c, const char *key, uint32_t 
 static int index_remove(struct hub *h, struct client *c, const char *key, uint32_t slot,
                         uint32_t *(*slot_of)(struct client *c))
 {
-    struct hub_entry *u = map_get(&h->users, key, strlen(key));
+    struct hub_user *u = map_get(&h->users, key, strlen(key));
     /* A conn whose indexing failed was never added. */
-    if (!u || slot >= u->set.count || u->set.items[slot] != c)
+    if (!u || slot >= u->count || u->conns[slot] != c)
         return HUB_NOT_MEMBER;
-    struct client *moved = set_remove(&u->set, slot);
-    if (moved)
+    if (slot != --u->count) {
+        struct client *moved = u->conns[slot] = u->conns[u->count];
         *slot_of(moved) = slot;
-    entry_unref(&h->users, u);
+    }
+    user_unref(h, u);
     return HUB_OK;
 }
 
@@ -326,57 +375,54 @@ void hub_tenant_remove(struct hub *h, struct client *c)
         h->tenant_conns--;
 }
 
-static int skipped(const struct event *ev, const struct client *c)
+/* Queues f on c unless c published ev with echo:false. Returns 1 when
+ * queued. */
+static uint32_t deliver_to(struct client *c, const struct event *ev, struct frame *f)
 {
-    return ev->skip_worker == c->conn.loop->index && ev->skip_seq == c->conn.seq;
+    if (ev->skip_worker == c->conn.loop->index && ev->skip_seq == c->conn.seq)
+        return 0;
+    conn_enqueue(&c->conn, f);
+    return 1;
 }
 
-/* Enqueues f on the entry's connections, last first: one that overflows
- * and closes leaves its slot to one already served. Returns how many. */
-static uint32_t deliver_entry(struct map *m, struct hub_entry *e, const struct event *ev, struct frame *f)
-{
-    uint32_t n = 0;
-    e->refs++;
-    for (uint32_t i = e->set.count; i-- > 0;) {
-        if (i >= e->set.count)
-            continue;
-        struct client *c = e->set.items[i];
-        if (!skipped(ev, c)) {
-            conn_enqueue(&c->conn, f);
-            n++;
-        }
-    }
-    entry_unref(m, e);
-    return n;
-}
+/* The walks below go last first: a recipient that overflows and closes
+ * leaves its place to one already served. */
 
-/* Fresh members get events without an offset, skip persisted ones their
- * replay had, and become ordinary members at the first one past it
- * (offsets arrive in increasing order). */
-static uint32_t deliver_fresh(struct map *m, struct hub_entry *r, const struct event *ev, struct frame *f)
+static uint32_t deliver_room(struct hub *h, struct hub_room *r, const struct event *ev, struct frame *f)
 {
     uint32_t n = 0;
-    r->refs++;
+    r->e.refs++;
+    for (uint32_t i = r->nmembers; i-- > 0;)
+        if (i < r->nmembers)
+            n += deliver_to(r->members[i].c, ev, f);
+    /* Then the fresh ones, so that one promoted here is not served twice.
+     * They get events without an offset, skip persisted ones their replay
+     * had, and become members at the first one past it (offsets arrive in
+     * increasing order). */
     for (uint32_t i = r->nfresh; i-- > 0;) {
         if (i >= r->nfresh)
             continue;
-        struct client *c = r->fresh[i].c;
+        struct room_member me = r->fresh[i].m;
         if (ev->has_offset) {
             if (offset_cmp(ev->offset, r->fresh[i].after) <= 0)
                 continue;
-            struct hub_membership *mb = membership_find(c, r->name);
-            uint32_t slot = set_add(&r->set, c);
-            if (slot != HUB_PENDING) {
-                mb->slot = slot;
-                r->fresh[i] = r->fresh[--r->nfresh];
-            }
+            if (members_add(r, me) == HUB_OK)
+                fresh_remove(r, i);
         }
-        if (!skipped(ev, c)) {
-            conn_enqueue(&c->conn, f);
-            n++;
-        }
+        n += deliver_to(me.c, ev, f);
     }
-    entry_unref(m, r);
+    room_unref(h, r);
+    return n;
+}
+
+static uint32_t deliver_user(struct hub *h, struct hub_user *u, const struct event *ev, struct frame *f)
+{
+    uint32_t n = 0;
+    u->e.refs++;
+    for (uint32_t i = u->count; i-- > 0;)
+        if (i < u->count)
+            n += deliver_to(u->conns[i], ev, f);
+    user_unref(h, u);
     return n;
 }
 
@@ -386,7 +432,7 @@ void hub_deliver(struct hub *h, const struct event *ev)
      * broadcast without a tenant has the empty key, and walks every
      * connection. */
     struct map *m = ev->target == EVENT_ROOM ? &h->rooms : &h->users;
-    struct hub_entry *e = NULL;
+    void *e = NULL;
     if (ev->key_len && !(e = map_get(m, ev->key, ev->key_len)))
         return;
     struct frame *f = ws_frame_create(WS_OP_TEXT, ev->json, ev->len);
@@ -395,21 +441,15 @@ void hub_deliver(struct hub *h, const struct event *ev)
         return;
     }
     uint32_t n = 0;
-    if (e && e->nfresh) {
-        /* Members first: fresh ones promoted here must not get it twice. */
-        e->refs++;
-        n = deliver_entry(m, e, ev, f);
-        n += deliver_fresh(m, e, ev, f);
-        entry_unref(m, e);
+    if (e && ev->target == EVENT_ROOM) {
+        n = deliver_room(h, e, ev, f);
     } else if (e) {
-        n = deliver_entry(m, e, ev, f);
+        n = deliver_user(h, e, ev, f);
     } else {
         int tenants = h->tenant_conns != 0;
         for (struct conn *c = h->net->conns; c; c = c->next)
-            if (c->state == CONN_WS && !(tenants && client_of(c)->tenant) && !skipped(ev, client_of(c))) {
-                conn_enqueue(c, f);
-                n++;
-            }
+            if (c->state == CONN_WS && !(tenants && client_of(c)->tenant))
+                n += deliver_to(client_of(c), ev, f);
     }
     /* enum event_target and enum metrics_out count room, user, all alike. */
     metrics_fanout(h->net->metrics, (enum metrics_out)ev->target, n);

@@ -17,22 +17,11 @@
 
 struct client;
 struct net_loop;
-struct hub_entry;
-
-/* One room of one connection. A pending membership counts for
- * --max-rooms and membership checks but gets no events until the join
- * completes (so that a replay comes before any live message). */
-struct hub_membership {
-    struct hub_entry *room;
-    uint32_t slot;  /* index in the room's member array, HUB_PENDING before the join
-                       completes, HUB_FRESH while its replay may overlap live events */
-};
-#define HUB_PENDING UINT32_MAX
-#define HUB_FRESH (UINT32_MAX - 1)
+struct hub_membership;
 
 /* What a client carries for the hub; embedded in struct client. */
 struct hub_conn {
-    struct hub_membership *rooms;
+    struct hub_membership *rooms;  /* the rooms it joined or asked to */
     uint32_t nrooms, rooms_cap;
     uint32_t user_slot;    /* index in the user's array, when the conn has a user */
     uint32_t tenant_slot;  /* index in the tenant's array, when the conn has a tenant */

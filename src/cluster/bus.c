@@ -38,7 +38,8 @@ struct bus_room {
     int has_seen;
     struct offset seen;
     int checking;                 /* a position check is on its way */
-    uint64_t behind_since_ms;     /* history was ahead of seen from then on; 0: it was not */
+    uint64_t behind_since_ms;     /* history was at behind_top then, ahead of seen; 0: it was not */
+    struct offset behind_top;
     uint32_t per_worker[];
 };
 
@@ -428,7 +429,9 @@ static void gap_fill_done(struct store_call *call)
     const char *ev_text = batch->text;
     for (size_t i = 0; r && i < batch->count; i++) {
         const char *nl = memchr(ev_text, '\n', (size_t)(batch->text + batch->len - ev_text));
-        struct event *ev = event_copy(EVENT_ROOM, g->room, ev_text, (size_t)(nl - ev_text));
+        /* Two fills of one room may overlap: what one delivered, the other skips. */
+        int delivered = r->has_seen && offset_cmp(batch->offsets[i], r->seen) <= 0;
+        struct event *ev = delivered ? NULL : event_copy(EVENT_ROOM, g->room, ev_text, (size_t)(nl - ev_text));
         if (ev) {
             ev->has_offset = 1;
             ev->offset = batch->offsets[i];
@@ -523,13 +526,28 @@ void bus_link_changed(struct bus *b, int up)
     }
 }
 
+void bus_fill_gaps(struct bus *b)
+{
+    const struct map_slot *slot;
+    for (size_t i = 0; map_next(&b->rooms, &i, &slot);) {
+        struct bus_room *r = slot->value;
+        if (r->total && r->has_seen && r->subscribed && !r->gap_waiting) {
+            r->holds++;
+            gap_fill_start(b, slot->key, r);
+        }
+    }
+}
+
 /* ---- position sync --------------------------------------------------------
  * With an engine whose deliveries can be lost on their own (pub/sub: a
  * dropped subscriber buffer, a link that failed silently), every
  * --position-sync milliseconds each room with local members compares the
- * newest offset it delivered with the newest of its history. When history
- * stays ahead for two checks, the room fills the gap from history, as after
- * a reconnect: a message that is in history reaches every live member. */
+ * newest offset it delivered with the newest of its history. When what was
+ * in history at one check is still not delivered at the next, the room
+ * fills the gap from history, as after a reconnect: a message that is in
+ * history reaches every live member. (Under steady traffic history is
+ * always a little ahead, by the messages on their way: those arrive before
+ * the next check.) */
 
 struct position_check {
     struct bus *b;
@@ -548,8 +566,9 @@ static void position_checked(struct store_call *call)
     if (r && !call->error && r->has_seen && r->total && !r->holds && offset_parse(call->offset, &top) == 0 &&
         offset_cmp(top, r->seen) > 0) {
         uint64_t now = uv_now(b->loop);
-        if (!r->behind_since_ms) {
+        if (!r->behind_since_ms || offset_cmp(r->seen, r->behind_top) >= 0) {
             r->behind_since_ms = now;
+            r->behind_top = top;
         } else if (now - r->behind_since_ms >= (uint64_t)b->cfg->position_sync) {
             log_warn("bus: room %s: history is at %s but delivery stopped before it; filling the gap", pc->room,
                      call->offset);

@@ -184,6 +184,11 @@ void bus_subscribed(struct bus *b, const char *room);
  * when their subscription is confirmed again. */
 void bus_link_changed(struct bus *b, int up);
 
+/* From the engine: a delivery could not be read (its seal was of another
+ * secret): every subscribed room with local members fills its gap from
+ * history now. */
+void bus_fill_gaps(struct bus *b);
+
 /* Calls fn(room key, local members, arg) for every room with local
  * members. */
 void bus_each_room_count(struct bus *b, void (*fn)(const char *room, unsigned long members, void *arg), void *arg);

@@ -12,9 +12,14 @@
  * - Every PUBLISH payload is the envelope of section 6 (codec/envelope.c
  *   builds and reads it); what arrives is checked, turned into a client
  *   event once, and handed to bus_deliver().
+ * - Persisted envelopes are sealed with the namespace's secret, NS:secret
+ *   (made by the first node that finds none): an offset in a payload that
+ *   no wsfan node sealed is not believed.
  * - Presence is presence_redis.c's, on this engine's links.
  * Runs on the bus thread (the main loop). */
 #include <jansson.h>
+#include <openssl/rand.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,6 +51,10 @@ struct redis_bus {
     struct log_limit bad_envelope_log;
     uint64_t bad_envelopes;
     int links_stopped;
+    struct envelope_seal seal;    /* of NS:secret */
+    int has_seal;                 /* seal is NS:secret as read on the bus link's last connect */
+    int fetching;                 /* a read of NS:secret is on its way */
+    int unproven;                 /* deliveries were refused for their seal since the last read */
 };
 
 static struct redis_bus *engine(struct bus *b)
@@ -65,18 +74,30 @@ static void bad_envelope(struct redis_bus *e, const char *channel, const char *w
                  (unsigned long long)e->bad_envelopes, suppressed);
 }
 
+static void fetch_secret(struct redis_bus *e);
+
 static void on_payload(struct redis_bus *e, const char *channel, const char *payload, size_t len)
 {
     enum event_target target;
     char key[KEY_MAX_LEN + 1];
     const char *why = "not a channel of this namespace";
     struct event *ev = envelope_channel_parse(e->cfg->ns, channel, &target, key) == 0
-                               ? envelope_to_event(e->cfg->node_id, target, key, payload, len, &why)
+                               ? envelope_to_event(e->cfg->node_id, &e->seal, channel, target, key, payload,
+                                                   len, &why)
                                : NULL;
-    if (ev)
+    if (ev) {
         bus_deliver(e->bus, ev);
-    else
+    } else if (why == envelope_unproven) {
+        /* NS:secret may have been replaced (a Redis that restarted empty):
+         * read it again; the message is read from history meanwhile. */
+        e->unproven = 1;
+        if (e->has_seal)
+            fetch_secret(e);
+        log_debug("redis: a payload on %s is sealed with another secret; reading %s:secret again", channel,
+                  e->cfg->ns);
+    } else {
         bad_envelope(e, channel, why);
+    }
 }
 
 /* ---- subscriptions ---------------------------------------------------------- */
@@ -208,9 +229,52 @@ static void on_sub_down(struct redis_link *l)
     bus_link_changed(e->bus, 0);
 }
 
+static void on_secret(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    (void)ac;
+    struct redis_bus *e = privdata;
+    redisReply *r = reply;
+    e->fetching = 0;
+    if (!r || r->type != REDIS_REPLY_STRING || envelope_seal_init(&e->seal, r->str, r->len)) {
+        if (r)
+            log_error("redis: %s:secret is not a secret of 1 to 64 bytes; envelopes cannot be sealed", e->cfg->ns);
+        return;
+    }
+    e->has_seal = 1;
+    if (e->unproven) {
+        e->unproven = 0;
+        bus_fill_gaps(e->bus);
+    }
+    bus_ready_changed(e->bus);
+}
+
+/* Reads NS:secret (on every connect: it may have been replaced meanwhile,
+ * and when a delivery's seal is not of it), making one if there is none. */
+static void fetch_secret(struct redis_bus *e)
+{
+    if (e->fetching)
+        return;
+    unsigned char raw[32];
+    char key[ENVELOPE_CHANNEL_MAX], fresh[2 * sizeof raw + 1];
+    if (RAND_bytes(raw, sizeof raw) != 1) {
+        log_error("redis: no random bytes for a new %s:secret", e->cfg->ns);
+        return;
+    }
+    for (size_t i = 0; i < sizeof raw; i++)
+        snprintf(fresh + 2 * i, 3, "%02x", raw[i]);
+    snprintf(key, sizeof key, "%s:secret", e->cfg->ns);
+    const char *set[] = {"SET", key, fresh, "NX"}, *get[] = {"GET", key};
+    e->fetching = redis_link_command(&e->pub, NULL, NULL, 4, set, NULL) == 0 &&
+                  redis_link_command(&e->pub, on_secret, e, 2, get, NULL) == 0;
+}
+
 static void on_pub_changed(struct redis_link *l)
 {
     struct redis_bus *e = l->data;
+    if (l->up)
+        fetch_secret(e);
+    else
+        e->has_seal = e->fetching = 0;
     bus_ready_changed(e->bus);
 }
 
@@ -231,7 +295,7 @@ static void on_published(redisAsyncContext *ac, void *reply, void *privdata)
 static void publish_envelope(struct redis_bus *e, struct bus_publish *req, const char *channel,
                              const struct envelope_parts *env, const char *offset)
 {
-    char *payload = envelope_join(env, offset);
+    char *payload = envelope_join(env, &e->seal, channel, offset);
     const char *argv[] = {"PUBLISH", channel, payload};
     if (!payload || redis_link_command(&e->pub, on_published, req, 3, argv, NULL)) {
         req->base.error = payload ? WSFAN_EUNAVAILABLE : WSFAN_ENOMEM;
@@ -298,6 +362,7 @@ static void redis_publish(struct bus *b, struct bus_publish *req)
     struct store *s = bus_store(b);
     req->store.channel = a->channel;
     req->store.envelope = &a->env;
+    req->store.seal = &e->seal;
     req->store.done = on_appended;
     s->ops->append(s, &req->store);
 }
@@ -379,7 +444,7 @@ static int redis_ready(struct bus *b)
 {
     struct redis_bus *e = engine(b);
     struct store *s = bus_store(b);
-    return e->pub.up && e->sub.up && s->ops->ready(s);
+    return e->pub.up && e->sub.up && e->has_seal && s->ops->ready(s);
 }
 
 const struct bus_engine bus_redis_engine = {

@@ -4,11 +4,12 @@
  * refreshes every third of --presence-ttl, then the user's info after a
  * '|' when it has one (the newest join's, on any node). A node that dies
  * stops being refreshed, and any node still in the room sweeps its users
- * out and announces presence_leave. The same refresh keeps NS:rooms, this
- * node's member count of each room, for GET /api/rooms. A tenant's keys
- * are under <namespace>:<tenant> (rooms are keys, core/names.h), and each
- * tenant has its own NS:rooms. Runs on the bus thread; uses the store's
- * link for the hashes and the bus's for announcements. */
+ * out and announces presence_leave. The same refresh keeps this node's
+ * member count of each room for GET /api/rooms, in NS:rooms:{NODE}, of
+ * which it writes only what changed; NS:rooms:nodes says which nodes are
+ * alive. A tenant's keys are under <namespace>:<tenant> (rooms are keys,
+ * core/names.h), so each tenant has its own. Runs on the bus thread; uses
+ * the store's link for the hashes and the bus's for announcements. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,28 +89,58 @@ static const char presence_sync_source[] =
     "end\n"
     "return left\n";
 
-/* KEYS: the rooms hash. ARGV: node, now ms, expiry ms, then room, members
- * pairs of this node. Field "room|node" -> "members@expiry": replaces this
- * node's fields and drops every expired one. */
+/* KEYS: this node's NS:rooms:{NODE}, NS:rooms:nodes. ARGV: node, now ms,
+ * expiry ms, "full" or how many rooms the hash holds, then room, members
+ * pairs (0: the room has gone). Writes the pairs, after emptying the hash
+ * when full, and keeps the hash and the node's place in NS:rooms:nodes
+ * alive until expiry (or takes the node out: no rooms left). Returns 1,
+ * writing nothing, when the hash does not hold as many rooms as the node
+ * wrote (it was lost or expired): the node then writes it all. */
 static const char rooms_sync_source[] =
-    "local node, now, exp = ARGV[1], tonumber(ARGV[2]), ARGV[3]\n"
-    "local suffix = '|' .. node\n"
-    "local all = redis.call('HGETALL', KEYS[1])\n"
-    "for i = 1, #all, 2 do\n"
-    "  local e = tonumber(string.match(all[i + 1], '@(%d+)$') or '0')\n"
-    "  if e <= now or string.sub(all[i], -#suffix) == suffix then redis.call('HDEL', KEYS[1], all[i]) end\n"
+    "local node, now, exp = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+    "if ARGV[4] == 'full' then redis.call('DEL', KEYS[1])\n"
+    "elseif redis.call('HLEN', KEYS[1]) ~= tonumber(ARGV[4]) then return 1 end\n"
+    "for i = 5, #ARGV, 2 do\n"
+    "  if ARGV[i + 1] == '0' then redis.call('HDEL', KEYS[1], ARGV[i])\n"
+    "  else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end\n"
     "end\n"
-    "for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i] .. suffix, ARGV[i + 1] .. '@' .. exp) end\n"
+    "redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)\n"
+    "if redis.call('EXISTS', KEYS[1]) == 1 then\n"
+    "  redis.call('PEXPIRE', KEYS[1], exp - now)\n"
+    "  redis.call('ZADD', KEYS[2], exp, node)\n"
+    "  redis.call('PEXPIRE', KEYS[2], exp - now)\n"
+    "else redis.call('ZREM', KEYS[2], node) end\n"
     "return 0\n";
+
+/* KEYS: NS:rooms:nodes. ARGV: now ms, the name of a node's hash up to the
+ * node id ("NS:rooms:{"). Adds up the counts of the nodes alive: room,
+ * total pairs. It names the hashes itself, which Redis Cluster would
+ * refuse (not supported yet). */
+static const char rooms_read_source[] =
+    "local total, out = {}, {}\n"
+    "for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')) do\n"
+    "  local all = redis.call('HGETALL', ARGV[2] .. node .. '}')\n"
+    "  for i = 1, #all, 2 do total[all[i]] = (total[all[i]] or 0) + tonumber(all[i + 1]) end\n"
+    "end\n"
+    "for room, n in pairs(total) do out[#out + 1] = room; out[#out + 1] = n end\n"
+    "return out\n";
+
+/* This node's rooms of one tenant, as the refreshes write them to its
+ * NS:rooms:{NODE}. */
+struct tenant_rooms {
+    struct map written;  /* room name -> members, as the last refresh wrote them */
+    struct map now;      /* room name -> members, this refresh */
+    int full;            /* the hash may be lost or wrong: write it all */
+};
 
 struct presence_redis {
     struct bus *bus;
     const struct config *cfg;
     struct redis_link *pub;       /* the bus's publishing link */
-    struct redis_script presence_set, presence_sync, rooms_sync;
+    struct redis_script presence_set, presence_sync, rooms_sync, rooms_read;
     uv_timer_t timer;
     uint64_t scripts_loaded_for;  /* store-link connection the scripts were loaded on, plus one */
-    struct map tenants;           /* tenants whose NS:rooms the last refresh wrote */
+    struct map tenants;           /* tenant ("" for none) -> struct tenant_rooms */
 };
 
 static struct redis_link *data_link(struct presence_redis *e)
@@ -281,11 +312,12 @@ static void on_presence_synced(redisAsyncContext *ac, void *reply, void *privdat
     presence_call_free(pc);
 }
 
-/* Arguments of a sync script: KEYS[1], node, now, expiry, then groups of
- * a name, a count (printed here) and, for presence, an info. Strings other
- * than the key are borrowed. */
+/* Arguments of a sync script: its keys (the first nkeys of key), node,
+ * now, expiry, then an argument of the caller's when it has one, and
+ * groups of a name, a count (printed here) and, for presence, an info.
+ * Strings other than the keys are borrowed. */
 struct sync_args {
-    char key[ENVELOPE_CHANNEL_MAX];
+    char key[2][ENVELOPE_CHANNEL_MAX];
     const char **args;
     size_t *lens;
     char (*counts)[24];
@@ -293,11 +325,18 @@ struct sync_args {
     char now[24], expiry[24];
 };
 
-/* Room for groups of per (2 or 3) arguments after the head. Returns 0 or
- * -1 when out of memory. */
-static int sync_args_init(struct sync_args *a, struct presence_redis *e, size_t groups, int per)
+static void sync_args_push(struct sync_args *a, const char *s)
 {
-    a->cap = 4 + per * (int)groups;
+    a->args[a->n] = s;
+    a->lens[a->n++] = strlen(s);
+}
+
+/* Room for the head, with extra unless NULL, and groups of per (2 or 3)
+ * arguments. Returns 0 or -1 when out of memory. */
+static int sync_args_init(struct sync_args *a, struct presence_redis *e, int nkeys, const char *extra, size_t groups,
+                          int per)
+{
+    a->cap = nkeys + 4 + per * (int)groups;
     a->n = 0;
     a->args = calloc((size_t)a->cap, sizeof *a->args);
     a->lens = calloc((size_t)a->cap, sizeof *a->lens);
@@ -307,18 +346,14 @@ static int sync_args_init(struct sync_args *a, struct presence_redis *e, size_t 
     uint64_t now = clock_wall_ms();
     snprintf(a->now, sizeof a->now, "%llu", (unsigned long long)now);
     snprintf(a->expiry, sizeof a->expiry, "%llu", (unsigned long long)presence_expiry(e, now));
-    const char *head[] = {a->key, e->cfg->node_id, a->now, a->expiry};
-    for (int i = 0; i < 4; i++) {
-        a->args[a->n] = head[i];
-        a->lens[a->n++] = strlen(head[i]);
-    }
+    for (int i = 0; i < nkeys; i++)
+        sync_args_push(a, a->key[i]);
+    sync_args_push(a, e->cfg->node_id);
+    sync_args_push(a, a->now);
+    sync_args_push(a, a->expiry);
+    if (extra)
+        sync_args_push(a, extra);
     return 0;
-}
-
-static void sync_args_push(struct sync_args *a, const char *s)
-{
-    a->args[a->n] = s;
-    a->lens[a->n++] = strlen(s);
 }
 
 /* Adds a name and its count, and the info when with_info. */
@@ -359,9 +394,9 @@ static void sync_room(const char *room, unsigned long members, void *arg)
     struct presence_redis *e = arg;
     struct presence *p = bus_presence(e->bus);
     struct sync_args a = {0};
-    envelope_redis_name(e->cfg->ns, "presence", room, a.key);
+    envelope_redis_name(e->cfg->ns, "presence", room, a.key[0]);
     struct presence_call *pc = calloc(1, sizeof *pc);
-    if (pc && sync_args_init(&a, e, presence_user_count(p, room), 3) == 0) {
+    if (pc && sync_args_init(&a, e, 1, NULL, presence_user_count(p, room), 3) == 0) {
         presence_each_user(p, room, sync_args_add_user, &a);
         pc->e = e;
         snprintf(pc->room, sizeof pc->room, "%s", room);
@@ -372,89 +407,125 @@ static void sync_room(const char *room, unsigned long members, void *arg)
     sync_args_free(&a);
 }
 
+/* A write of a tenant's room counts, until its reply. */
+struct rooms_write {
+    struct presence_redis *e;
+    char tenant[TENANT_MAX_LEN + 1];
+};
+
 static void on_rooms_synced(redisAsyncContext *ac, void *reply, void *privdata)
 {
     (void)ac;
-    (void)privdata;
+    struct rooms_write *w = privdata;
     redisReply *r = reply;
-    if (r && r->type == REDIS_REPLY_ERROR)
-        log_warn("redis: room counts not recorded: %s", r->str);
-}
-
-/* One tenant's rooms on their way to its NS:rooms. */
-struct tenant_rooms {
-    size_t rooms;
-    struct sync_args a;
-};
-
-/* Counts the rooms of each tenant (tenant -> struct tenant_rooms; the
- * tenant is the key's first name_key_tenant_len bytes). A callback of
- * bus_each_room_count. */
-static void count_room(const char *room, unsigned long members, void *arg)
-{
-    (void)members;
-    size_t len = name_key_tenant_len(room);
-    struct tenant_rooms *t = map_get(arg, room, len);
-    if (!t && (!(t = calloc(1, sizeof *t)) || map_put(arg, room, len, t))) {
-        free(t);
-        return;
+    /* No reply: the link went down, and the next one gets every tenant's
+     * counts anew. */
+    if (r && (r->type != REDIS_REPLY_INTEGER || r->integer != 0)) {
+        if (r->type == REDIS_REPLY_ERROR)
+            log_warn("redis: room counts not recorded: %s", r->str);
+        struct tenant_rooms *t = map_get(&w->e->tenants, w->tenant, strlen(w->tenant));
+        if (t)
+            t->full = 1;
     }
-    t->rooms++;
+    free(w);
 }
 
-/* Adds a room's name and count to its tenant's arguments. A callback of
+/* Puts a room's count in its tenant's map of this refresh. A callback of
  * bus_each_room_count. */
-static void add_room(const char *room, unsigned long members, void *arg)
+static void note_room(const char *room, unsigned long members, void *arg)
 {
-    struct tenant_rooms *t = map_get(arg, room, name_key_tenant_len(room));
-    if (t && t->a.args)
-        sync_args_add(&t->a, name_of_key(room), members, 0, NULL);
-}
-
-/* Records this node's member count of each room for /api/rooms, in the
- * NS:rooms of each tenant with rooms here, of the namespace itself always,
- * and once more (empty) of each tenant that had rooms at the last refresh
- * and has none now. */
-static void sync_rooms(struct presence_redis *e)
-{
-    struct map tenants;
-    map_init(&tenants);
-    struct tenant_rooms *none = calloc(1, sizeof *none);
-    if (!none || map_put(&tenants, "", 0, none)) {
-        free(none);
-        map_free(&tenants);
-        return;
-    }
-    bus_each_room_count(e->bus, count_room, &tenants);
-    const struct map_slot *slot;
-    for (size_t i = 0; map_next(&e->tenants, &i, &slot);) {
-        if (!map_get(&tenants, slot->key, slot->len)) {
-            struct tenant_rooms *t = calloc(1, sizeof *t);
-            if (!t || map_put(&tenants, slot->key, slot->len, t))
-                free(t);
+    struct presence_redis *e = arg;
+    size_t tlen = name_key_tenant_len(room);
+    struct tenant_rooms *t = map_get(&e->tenants, room, tlen);
+    const char *name = name_of_key(room);
+    if (!t) {
+        /* New here: whatever its hash holds is another life's. */
+        if (!(t = calloc(1, sizeof *t)) || map_put(&e->tenants, room, tlen, t)) {
+            free(t);
+            t = NULL;
+        } else {
+            map_init(&t->written);
+            map_init(&t->now);
+            t->full = 1;
         }
     }
-    for (size_t i = 0; map_next(&tenants, &i, &slot);) {
-        struct tenant_rooms *t = slot->value;
-        char buf[KEY_MAX_LEN + 1];
-        envelope_redis_name(e->cfg->ns, "rooms", name_key(slot->key, "", buf), t->a.key);
-        if (sync_args_init(&t->a, e, t->rooms, 2))
-            sync_args_free(&t->a);
+    if (!t || map_put(&t->now, name, strlen(name), (void *)(uintptr_t)members))
+        log_error("redis: out of memory: the member count of %s is left out of this refresh", room);
+}
+
+/* The rooms the refresh writes: all when full, else those whose count
+ * changed and, with 0, those gone. Adds them to a unless it is NULL;
+ * returns how many. */
+static size_t each_change(const struct tenant_rooms *t, struct sync_args *a)
+{
+    size_t n = 0;
+    const struct map_slot *slot;
+    for (size_t i = 0; map_next(&t->now, &i, &slot);) {
+        uintptr_t members = (uintptr_t)slot->value;
+        if (t->full || (uintptr_t)map_get(&t->written, slot->key, slot->len) != members) {
+            if (a)
+                sync_args_add(a, slot->key, members, 0, NULL);
+            n++;
+        }
     }
-    bus_each_room_count(e->bus, add_room, &tenants);
-    map_free(&e->tenants);
-    map_init(&e->tenants);
-    for (size_t i = 0; map_next(&tenants, &i, &slot);) {
+    for (size_t i = 0; !t->full && map_next(&t->written, &i, &slot);) {
+        if (!map_get(&t->now, slot->key, slot->len)) {
+            if (a)
+                sync_args_add(a, slot->key, 0, 0, NULL);
+            n++;
+        }
+    }
+    return n;
+}
+
+/* Sends what changed in a tenant's counts since the last refresh, which
+ * also keeps this node alive in the tenant's NS:rooms:nodes. */
+static void write_tenant(struct presence_redis *e, const char *tenant, struct tenant_rooms *t)
+{
+    char buf[KEY_MAX_LEN + 1], held[24];
+    struct sync_args a = {0};
+    struct rooms_write *w = calloc(1, sizeof *w);
+    int sent = 0;
+    snprintf(held, sizeof held, "%zu", t->written.count);
+    envelope_redis_name(e->cfg->ns, "rooms", name_key(tenant, e->cfg->node_id, buf), a.key[0]);
+    envelope_redis_name(e->cfg->ns, "rooms:nodes", name_key(tenant, "", buf), a.key[1]);
+    if (w && sync_args_init(&a, e, 2, t->full ? "full" : held, each_change(t, NULL), 2) == 0) {
+        each_change(t, &a);
+        w->e = e;
+        strcpy(w->tenant, tenant);
+        sent = redis_script_call(data_link(e), &e->rooms_sync, 2, a.n, a.args, a.lens, on_rooms_synced, w) == 0;
+    }
+    /* Not sent: write it all next time. */
+    t->full = !sent;
+    if (!sent)
+        free(w);
+    sync_args_free(&a);
+}
+
+/* Writes this node's member count of each room for /api/rooms: in each
+ * tenant's NS:rooms:{NODE}, what changed since the last refresh. A tenant
+ * whose last room here has gone is written once more, then forgotten. */
+static void sync_rooms(struct presence_redis *e)
+{
+    bus_each_room_count(e->bus, note_room, e);
+    char (*gone)[TENANT_MAX_LEN + 1] = malloc(sizeof *gone * (e->tenants.count ? e->tenants.count : 1));
+    size_t ngone = 0;
+    const struct map_slot *slot;
+    for (size_t i = 0; map_next(&e->tenants, &i, &slot);) {
         struct tenant_rooms *t = slot->value;
-        /* No rooms: the script only takes this node's fields away. */
-        if (t->a.args)
-            redis_script_call(data_link(e), &e->rooms_sync, 1, t->a.n, t->a.args, t->a.lens, on_rooms_synced, NULL);
-        if (slot->len && t->rooms)
-            map_put(&e->tenants, slot->key, slot->len, (void *)1);
-        sync_args_free(&t->a);
+        write_tenant(e, slot->key, t);
+        map_free(&t->written);
+        t->written = t->now;
+        map_init(&t->now);
+        if (!t->written.count && !t->full && gone)
+            strcpy(gone[ngone++], slot->key);
+    }
+    for (size_t i = 0; i < ngone; i++) {
+        struct tenant_rooms *t = map_remove(&e->tenants, gone[i], strlen(gone[i]));
+        map_free(&t->written);
         free(t);
     }
-    map_free(&tenants);
+    free(gone);
 }
 
 static void on_rooms(redisAsyncContext *ac, void *reply, void *privdata)
@@ -467,21 +538,14 @@ static void on_rooms(redisAsyncContext *ac, void *reply, void *privdata)
         bus_reply(req->base.bus, &req->base);
         return;
     }
-    /* "room|node" -> "members@expiry": live counts add up per room. */
+    /* room, total pairs of the nodes alive */
     struct map cluster;
     map_init(&cluster);
-    uint64_t now = clock_wall_ms();
     for (size_t i = 0; i + 1 < r->elements; i += 2) {
-        const char *field = r->element[i]->str, *bar = field ? strrchr(field, '|') : NULL;
-        unsigned long members;
-        unsigned long long expiry;
-        if (!bar || sscanf(r->element[i + 1]->str, "%lu@%llu", &members, &expiry) != 2 || expiry <= now)
-            continue;
-        size_t len = (size_t)(bar - field);
-        if (!name_valid(field, len))
-            continue;
-        uintptr_t sum = (uintptr_t)map_get(&cluster, field, len) + members;
-        map_put(&cluster, field, len, (void *)sum);
+        const redisReply *room = r->element[i], *total = r->element[i + 1];
+        if (room->type == REDIS_REPLY_STRING && name_valid(room->str, room->len) &&
+            total->type == REDIS_REPLY_INTEGER && total->integer > 0)
+            map_put(&cluster, room->str, room->len, (void *)(uintptr_t)total->integer);
     }
     if (!(req->rooms = bus_rooms_format(req->base.bus, &cluster, req->tenant)))
         req->base.error = WSFAN_ENOMEM;
@@ -491,10 +555,15 @@ static void on_rooms(redisAsyncContext *ac, void *reply, void *privdata)
 
 void presence_redis_rooms(struct presence_redis *e, struct bus_rooms *req)
 {
-    char key[ENVELOPE_CHANNEL_MAX], buf[KEY_MAX_LEN + 1];
-    envelope_redis_name(e->cfg->ns, "rooms", name_key(req->tenant, "", buf), key);
-    const char *argv[] = {"HGETALL", key};
-    if (redis_link_command(data_link(e), on_rooms, req, 2, argv, NULL)) {
+    char nodes[ENVELOPE_CHANNEL_MAX], hash[ENVELOPE_CHANNEL_MAX + 2], now[24], buf[KEY_MAX_LEN + 1];
+    const char *tenant = name_key(req->tenant, "", buf);
+    envelope_redis_name(e->cfg->ns, "rooms:nodes", tenant, nodes);
+    envelope_redis_name(e->cfg->ns, "rooms", tenant, hash);
+    strcat(hash, ":{");
+    snprintf(now, sizeof now, "%llu", (unsigned long long)clock_wall_ms());
+    const char *args[] = {nodes, now, hash};
+    size_t lens[] = {strlen(nodes), strlen(now), strlen(hash)};
+    if (redis_script_call(data_link(e), &e->rooms_read, 1, 3, args, lens, on_rooms, req)) {
         req->base.error = WSFAN_EUNAVAILABLE;
         bus_reply(e->bus, &req->base);
     }
@@ -510,6 +579,11 @@ static void on_presence_timer(uv_timer_t *t)
         redis_script_load(data, &e->presence_set);
         redis_script_load(data, &e->presence_sync);
         redis_script_load(data, &e->rooms_sync);
+        redis_script_load(data, &e->rooms_read);
+        /* The room counts written over the last connection may be lost. */
+        const struct map_slot *slot;
+        for (size_t i = 0; map_next(&e->tenants, &i, &slot);)
+            ((struct tenant_rooms *)slot->value)->full = 1;
     }
     bus_each_room_count(e->bus, sync_room, e);
     sync_rooms(e);
@@ -527,9 +601,11 @@ struct presence_redis *presence_redis_create(struct bus *b, struct redis_link *p
     e->presence_set.source = presence_set_source;
     e->presence_sync.source = presence_sync_source;
     e->rooms_sync.source = rooms_sync_source;
+    e->rooms_read.source = rooms_read_source;
     redis_script_init(&e->presence_set);
     redis_script_init(&e->presence_sync);
     redis_script_init(&e->rooms_sync);
+    redis_script_init(&e->rooms_read);
     uv_timer_init(bus_loop(b), &e->timer);
     e->timer.data = e;
     uint64_t every = (uint64_t)e->cfg->presence_ttl * 1000 / 3;
@@ -540,6 +616,13 @@ struct presence_redis *presence_redis_create(struct bus *b, struct redis_link *p
 static void on_timer_closed(uv_handle_t *h)
 {
     struct presence_redis *e = h->data;
+    const struct map_slot *slot;
+    for (size_t i = 0; map_next(&e->tenants, &i, &slot);) {
+        struct tenant_rooms *t = slot->value;
+        map_free(&t->written);
+        map_free(&t->now);
+        free(t);
+    }
     map_free(&e->tenants);
     free(e);
 }

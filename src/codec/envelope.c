@@ -3,6 +3,8 @@
 #include "codec/envelope.h"
 
 #include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +33,86 @@ void envelope_probe_channel(const char *ns, const char *node, char out[ENVELOPE_
     snprintf(out, ENVELOPE_CHANNEL_MAX, "%s:probe:{%s}", ns, node);
 }
 
+int envelope_seal_init(struct envelope_seal *s, const char *secret, size_t len)
+{
+    if (!len || len > sizeof s->ipad)
+        return -1;
+    unsigned char key[64] = {0};
+    memcpy(key, secret, len);
+    s->len = len;
+    for (size_t i = 0; i < sizeof key; i++) {
+        s->ipad[i] = key[i] ^ 0x36;
+        s->opad[i] = key[i] ^ 0x5c;
+    }
+    return 0;
+}
+
+static const char mac_field[] = "\",\"mac\":\"";
+
+/* The hex seal of CHANNEL \n before after (the text with the mac's value
+ * left out) into hex. Returns 0 or -1 when out of memory. */
+/* The lowercase hex SHA-1 of pad followed by the len bytes at buf + 64
+ * (pad is copied in front of them). */
+static int sha1_hex(const unsigned char pad[64], unsigned char *buf, size_t len, char hex[ENVELOPE_SEAL_HEX + 1])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    memcpy(buf, pad, 64);
+    if (!EVP_Digest(buf, 64 + len, md, &md_len, EVP_sha1(), NULL) || md_len * 2 != ENVELOPE_SEAL_HEX)
+        return -1;
+    for (unsigned int i = 0; i < md_len; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    return 0;
+}
+
+/* The seal of CHANNEL \n before after (the text with the mac's value left
+ * out) into hex: HMAC-SHA1's two nested hashes, the inner one passed on in
+ * hex rather than in bytes, which is what Redis's Lua can do cheaply
+ * (redis.sha1hex). Returns 0 or -1 when out of memory. */
+static int seal_hex(const struct envelope_seal *s, const char *channel, const char *before, size_t before_len,
+                    const char *after, size_t after_len, char hex[ENVELOPE_SEAL_HEX + 1])
+{
+    size_t ch_len = strlen(channel), len = ch_len + 1 + before_len + after_len;
+    unsigned char *buf = malloc(64 + (len > ENVELOPE_SEAL_HEX ? len : ENVELOPE_SEAL_HEX));
+    if (!buf)
+        return -1;
+    unsigned char *msg = buf + 64;
+    memcpy(msg, channel, ch_len);
+    msg[ch_len] = '\n';
+    memcpy(msg + ch_len + 1, before, before_len);
+    memcpy(msg + ch_len + 1 + before_len, after, after_len);
+    char inner[ENVELOPE_SEAL_HEX + 1];
+    int rc = sha1_hex(s->ipad, buf, len, inner);
+    if (rc == 0) {
+        memcpy(msg, inner, ENVELOPE_SEAL_HEX);
+        rc = sha1_hex(s->opad, buf, ENVELOPE_SEAL_HEX, hex);
+    }
+    free(buf);
+    return rc;
+}
+
+const char envelope_unproven[] = "its seal is not of this namespace's secret";
+
+/* 1 when payload carries a seal that proves it on channel, 0 when it has
+ * none, -1 when its seal proves nothing. */
+static int sealed(const struct envelope_seal *s, const char *channel, const char *payload, size_t len)
+{
+    const char *at = memmem(payload, len, mac_field, sizeof mac_field - 1);
+    if (!at)
+        return 0;
+    const char *value = at + sizeof mac_field - 1;
+    size_t before = (size_t)(value - payload);
+    if (len - before < ENVELOPE_SEAL_HEX + 1 || value[ENVELOPE_SEAL_HEX] != '"')
+        return -1;
+    char want[ENVELOPE_SEAL_HEX + 1];
+    return s->len &&
+                   seal_hex(s, channel, payload, before, value + ENVELOPE_SEAL_HEX, len - before - ENVELOPE_SEAL_HEX,
+                            want) == 0 &&
+                   CRYPTO_memcmp(want, value, ENVELOPE_SEAL_HEX) == 0
+               ? 1
+               : -1;
+}
+
 int envelope_build(const struct envelope_fields *f, int persisted, struct envelope_parts *out)
 {
     char from[NAME_MAX_LEN + 3] = "null", skip[48] = "null", room[NAME_MAX_LEN + 16] = "";
@@ -46,7 +128,7 @@ int envelope_build(const struct envelope_fields *f, int persisted, struct envelo
         out->head = NULL;
         return -1;
     }
-    if (asprintf(&out->tail, "%s,\"data\":%.*s}", persisted ? "\"" : "", (int)f->data_len, f->data) < 0) {
+    if (asprintf(&out->tail, ",\"data\":%.*s}", (int)f->data_len, f->data) < 0) {
         free(out->head);
         out->head = out->tail = NULL;
         return -1;
@@ -54,11 +136,25 @@ int envelope_build(const struct envelope_fields *f, int persisted, struct envelo
     return 0;
 }
 
-char *envelope_join(const struct envelope_parts *p, const char *offset)
+char *envelope_join(const struct envelope_parts *p, const struct envelope_seal *seal, const char *channel,
+                    const char *offset)
 {
-    char *text = NULL;
-    if (asprintf(&text, "%s%s%s", p->head, offset ? offset : "", p->tail) < 0)
+    char *text = NULL, *before = NULL, hex[ENVELOPE_SEAL_HEX + 1];
+    if (!offset)
+        return asprintf(&text, "%s%s", p->head, p->tail) < 0 ? NULL : text;
+    if (asprintf(&before, "%s%s%s", p->head, offset, mac_field) < 0)
         return NULL;
+    size_t tail_len = strlen(p->tail);
+    char *after = malloc(tail_len + 2);
+    if (after) {
+        after[0] = '"';
+        memcpy(after + 1, p->tail, tail_len + 1);
+    }
+    if (!after || seal_hex(seal, channel, before, strlen(before), after, tail_len + 1, hex) ||
+        asprintf(&text, "%s%s%s", before, hex, after) < 0)
+        text = NULL;
+    free(before);
+    free(after);
     return text;
 }
 
@@ -181,7 +277,7 @@ static int optional_name(json_t *env, const char *key, const char **out)
 /* Builds the client event for one envelope; NULL with *why set when the
  * envelope is not acceptable. */
 static struct event *event_of(const char *node_id, enum event_target target, const char *key, json_t *env,
-                                  const char **why)
+                              int offset_proven, const char **why)
 {
     json_t *v = json_object_get(env, "v");
     if (v && !(json_is_integer(v) && json_integer_value(v) == 1)) {
@@ -205,6 +301,8 @@ static struct event *event_of(const char *node_id, enum event_target target, con
         *why = "offset is not an offset";
         return NULL;
     }
+    /* Only a wsfan node's append knows a real offset (section 6). */
+    has_offset = has_offset && offset_proven;
     json_t *ts_v = json_object_get(env, "ts");
     uint64_t ts = json_is_integer(ts_v) && json_integer_value(ts_v) >= 0 ? (uint64_t)json_integer_value(ts_v)
                                                                           : clock_wall_ms();
@@ -249,13 +347,22 @@ static struct event *event_of(const char *node_id, enum event_target target, con
     return ev;
 }
 
-struct event *envelope_to_event(const char *node_id, enum event_target target, const char *key,
-                                const char *payload, size_t len, const char **why)
+struct event *envelope_to_event(const char *node_id, const struct envelope_seal *seal, const char *channel,
+                                enum event_target target, const char *key, const char *payload, size_t len,
+                                const char **why)
 {
     json_error_t err;
     json_t *env = json_loadb(payload, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &err);
     *why = "not a JSON object";
-    struct event *ev = json_is_object(env) ? event_of(node_id, target, key, env, why) : NULL;
+    struct event *ev = NULL;
+    if (json_is_object(env)) {
+        json_t *offset = json_object_get(env, "offset");
+        int proven = offset && !json_is_null(offset) ? sealed(seal, channel, payload, len) : 0;
+        if (proven < 0)
+            *why = envelope_unproven;
+        else
+            ev = event_of(node_id, target, key, env, proven, why);
+    }
     json_decref(env);
     return ev;
 }

@@ -37,6 +37,22 @@ void envelope_probe_channel(const char *ns, const char *node, char out[ENVELOPE_
 int envelope_channel_parse(const char *ns, const char *channel, enum event_target *target,
                            char key[KEY_MAX_LEN + 1]);
 
+/* The namespace's secret, as the key that seals persisted envelopes: a
+ * node believes an envelope's offset only when its seal proves that a
+ * wsfan node of the namespace wrote it, in that channel (docs/protocol.md
+ * section 6). The seal is HMAC-SHA1 with its inner hash passed on in hex:
+ * sha1hex(opad . sha1hex(ipad . text)), ipad and opad being the secret
+ * (zero-padded to 64 bytes) XOR 0x36 and 0x5c, which the Redis script that
+ * seals what it appends computes the same way. */
+#define ENVELOPE_SEAL_HEX 40
+struct envelope_seal {
+    size_t len;  /* of the secret; 0: none yet */
+    unsigned char ipad[64], opad[64];
+};
+
+/* Returns 0, or -1 when secret is empty or longer than 64 bytes. */
+int envelope_seal_init(struct envelope_seal *s, const char *secret, size_t len);
+
 /* What a published message says besides its data. */
 struct envelope_fields {
     enum event_target target;
@@ -50,8 +66,11 @@ struct envelope_fields {
 };
 
 /* A message envelope split around the place of its offset, which the store
- * learns only when it appends: head + offset + tail, or head + tail when
- * the message is not persisted (then head carries no offset field). */
+ * learns only when it appends: head + offset + "mac" + tail, or head +
+ * tail when the message is not persisted (then head carries no offset
+ * field). The "mac" field is the seal, of the channel and of the whole
+ * text with the mac's value left empty:
+ *   head OFFSET ","mac":"HEX" tail  sealed as  CHANNEL \n head OFFSET ","mac":"" tail */
 struct envelope_parts {
     char *head, *tail;  /* malloc'ed */
 };
@@ -60,9 +79,10 @@ struct envelope_parts {
  * persisted. Returns 0 or -1 when out of memory. */
 int envelope_build(const struct envelope_fields *f, int persisted, struct envelope_parts *out);
 
-/* head + offset + tail (offset NULL: head + tail), malloc'ed; NULL when
- * out of memory. */
-char *envelope_join(const struct envelope_parts *p, const char *offset);
+/* The envelope to publish on channel: head + offset + its seal + tail
+ * (offset NULL: head + tail), malloc'ed; NULL when out of memory. */
+char *envelope_join(const struct envelope_parts *p, const struct envelope_seal *seal, const char *channel,
+                    const char *offset);
 
 void envelope_parts_free(struct envelope_parts *p);
 
@@ -72,13 +92,19 @@ void envelope_parts_free(struct envelope_parts *p);
 char *envelope_presence(const char *room, const char *user, enum event_kind kind, const char *origin,
                         const char *info);
 
-/* The client event for one envelope arriving on a channel of target/key:
+/* The client event for one envelope arriving on channel, of target/key:
  * a message, direct or broadcast event, or a presence event (the
  * "presence" extension, whose join may carry an "info" object of at most
  * EVENT_INFO_MAX bytes as compact JSON). An envelope from node_id itself
- * with echo_skip names the connection to leave out. Returns the event (one
- * reference), or NULL with *why set to a one-line reason. */
-struct event *envelope_to_event(const char *node_id, enum event_target target, const char *key,
-                                const char *payload, size_t len, const char **why);
+ * with echo_skip names the connection to leave out. An offset without a
+ * seal is left out: the message is delivered, but it cannot move anyone's
+ * position in history. An envelope whose seal does not prove it is
+ * refused with *why == envelope_unproven: a node that holds another
+ * secret (NS:secret was replaced) reads it from history instead. Returns
+ * the event (one reference), or NULL with *why set to a one-line reason. */
+extern const char envelope_unproven[];
+struct event *envelope_to_event(const char *node_id, const struct envelope_seal *seal, const char *channel,
+                                enum event_target target, const char *key, const char *payload, size_t len,
+                                const char **why);
 
 #endif

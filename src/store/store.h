@@ -46,6 +46,7 @@ struct store_call {
      * offset, in the same atomic step when the store shares the bus's Redis */
     const char *channel;
     const struct envelope_parts *envelope;
+    const struct envelope_seal *seal;  /* seals the envelope (codec/envelope.h) */
     int published;                   /* result: the store published it */
     /* append: the publish's idempotency key (docs/protocol.md section 2),
      * NULL for none. A key already used in the room within
@@ -107,10 +108,11 @@ struct redis_link;
 /* The Redis store's connection, which presence shares. */
 struct redis_link *store_redis_link(struct store *s);
 
-/* The memory engine: keeps length messages per room, each for ttl_s
- * seconds (0: no age limit). length 0 disables history. Offsets below
- * origin are from before this store existed (a previous process): a join
- * since one of them is not recovered. */
-struct store *store_memory_create(int length, int ttl_s, struct offset origin);
+/* The memory engine, on cfg's --history-length (0 disables history),
+ * --history-ttl, --history-memory, --max-replay and --idempotency-window;
+ * its sweep timer runs on loop. Offsets below origin are from before this
+ * store existed (a previous process): a join since one of them is not
+ * recovered. cfg is read here only. NULL when out of memory. */
+struct store *store_memory_create(struct uv_loop_s *loop, const struct config *cfg, struct offset origin);
 
 #endif

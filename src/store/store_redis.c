@@ -22,9 +22,13 @@
 /* KEYS: stream, channel, and the publish's idempotency key when it has one.
  * ARGV: maxlen, min id for the age trim or "", from, ts, data, envelope
  * head, envelope tail, publish flag, key window in seconds, age limit in ms
- * or "". Returns {offset, 1} for a key already used (nothing is stored or
- * published), else {new offset, 0}. Trims are exact, so that history never
- * holds more than it should. With an age limit the stream expires once its
+ * or "", the seal's pads ipad and opad. The envelope published is sealed
+ * as codec/envelope.h says, of the channel, a newline and the text with
+ * the mac's value left empty. Returns {offset, 1} for a key already used (nothing is stored or
+ * published), else {new offset, 0}. The length trim is exact, so that
+ * history never holds more entries than it should; the age trim is
+ * approximate (whole internal nodes, much cheaper), and reads leave out or
+ * trim exactly what is past the age limit. With an age limit the stream expires once its
  * newest entry is that old: an idle room's history and key go away by
  * themselves. Without one, the key never expires: trimmed empty, it still
  * knows its last id and how many entries it ever had, which is what
@@ -36,11 +40,15 @@ static const char append_source[] =
     "end\n"
     "local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '*', 'f', ARGV[3], 't', ARGV[4], 'd', ARGV[5])\n"
     "if ARGV[2] ~= '' then\n"
-    "  redis.call('XTRIM', KEYS[1], 'MINID', ARGV[2])\n"
+    "  redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[2])\n"
     "  redis.call('PEXPIRE', KEYS[1], ARGV[10])\n"
     "end\n"
     "if KEYS[3] then redis.call('SET', KEYS[3], id, 'EX', ARGV[9]) end\n"
-    "if ARGV[8] == '1' then redis.call('PUBLISH', KEYS[2], ARGV[6] .. id .. ARGV[7]) end\n"
+    "if ARGV[8] == '1' then\n"
+    "  local before, after = ARGV[6] .. id .. '\",\"mac\":\"', '\"' .. ARGV[7]\n"
+    "  local inner = redis.sha1hex(ARGV[11] .. KEYS[2] .. '\\n' .. before .. after)\n"
+    "  redis.call('PUBLISH', KEYS[2], before .. redis.sha1hex(ARGV[12] .. inner) .. after)\n"
+    "end\n"
     "return {id, 0}\n";
 
 /* Compares two stream ids a and b: -1, 0 or 1. */
@@ -224,17 +232,18 @@ static void redis_append(struct store *s, struct store_call *call)
     call->published = r->same_redis;
     const char *from = call->from ? call->from : "";
     const char *args[] = {key, call->channel, idem, maxlen, minid, from, ts, call->data,
-                          call->envelope->head, call->envelope->tail, call->published ? "1" : "0", window, ttl};
-    size_t lens[13];
-    for (int i = 0; i < 13; i++)
-        lens[i] = i == 7 ? call->data_len : i == 2 ? idem_len : strlen(args[i]);
+                          call->envelope->head, call->envelope->tail, call->published ? "1" : "0", window, ttl,
+                          (const char *)call->seal->ipad, (const char *)call->seal->opad};
+    size_t lens[15];
+    for (int i = 0; i < 15; i++)
+        lens[i] = i == 7 ? call->data_len : i == 2 ? idem_len : i >= 13 ? sizeof call->seal->ipad : strlen(args[i]);
     /* Without a key, KEYS[3] is left out: the args shift by one. */
     int nkeys = keyed ? 3 : 2;
     if (!keyed) {
-        memmove(&args[2], &args[3], sizeof args[0] * 10);
-        memmove(&lens[2], &lens[3], sizeof lens[0] * 10);
+        memmove(&args[2], &args[3], sizeof args[0] * 12);
+        memmove(&lens[2], &lens[3], sizeof lens[0] * 12);
     }
-    if (redis_script_call(&r->link, &r->append, nkeys, 10 + nkeys, args, lens, on_appended, call))
+    if (redis_script_call(&r->link, &r->append, nkeys, 12 + nkeys, args, lens, on_appended, call))
         fail(call, WSFAN_EUNAVAILABLE);
 }
 

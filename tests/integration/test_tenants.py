@@ -435,7 +435,7 @@ def test_ws_presence_lists_the_info_of_the_newest_connection(auth_nodes):
 
 def test_ws_rooms_of_a_tenant_across_nodes(engine, auth_nodes):
     """/api/rooms?tenant= counts the tenant's members on every node (with
-    Redis, from <namespace>:<tenant>:rooms, refreshed every --presence-ttl/3)."""
+    Redis, from <namespace>:<tenant>:rooms:{NODE}, refreshed every --presence-ttl/3)."""
     a, b = auth_nodes
     room = uniq("tr")
 

@@ -443,6 +443,7 @@ static int setup(void **state)
     assert_int_equal(uv_loop_init(&f->loop), 0);
     assert_int_equal(metrics_bus_init(&f->metrics), 0);
     f->cfg.history_length = 100;
+    f->cfg.max_replay = 1000;
     snprintf(f->cfg.node_id, sizeof f->cfg.node_id, "test");
     f->eng.ready = 1;
     f->ts = 1000;
@@ -452,7 +453,7 @@ static int setup(void **state)
     assert_non_null(f->store);
     f->store->base.ops = &gate_ops;
     f->store->ready = 1;
-    f->store->inner = store_memory_create(100, 0, ORIGIN);
+    f->store->inner = store_memory_create(&f->loop, &f->cfg, ORIGIN);
     assert_non_null(f->store->inner);
     struct bus_hooks hooks = {.arg = f, .nworkers = NWORKERS, .post = post, .deliver = deliver};
     starting = f;

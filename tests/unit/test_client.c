@@ -313,6 +313,7 @@ static int setup_with(void **state, const struct bus_engine *engine)
     f->cfg.send_queue_limit = 4 << 20;
     f->cfg.max_rooms = 2;
     f->cfg.history_length = 100;
+    f->cfg.max_replay = 1000;
     f->cfg.max_connections = 100;
     f->cfg.max_data = 1 << 10;
     f->cfg.rate_limit = 0; /* the test of --rate-limit sets it */
@@ -325,7 +326,7 @@ static int setup_with(void **state, const struct bus_engine *engine)
     assert_int_equal(inbox_init(&f->inbox, &f->loop, &f->app), 0);
     struct bus_hooks hooks = {.arg = f, .nworkers = 1, .post = post, .deliver = deliver};
     struct bus *bus = bus_create(&f->loop, &f->cfg, &hooks, &f->bm, engine,
-                                 store_memory_create(f->cfg.history_length, 0, ORIGIN));
+                                 store_memory_create(&f->loop, &f->cfg, ORIGIN));
     assert_non_null(bus);
     f->app = (struct app){
         .cfg = &f->cfg,

@@ -7,7 +7,10 @@
  * and broadcast channels, the presence extension, echo_skip, and every
  * envelope that must be refused with a reason instead of forwarded. With
  * tenants: names under <namespace>:<tenant> built and read back as keys
- * (core/names.h), bad tenants refused, and info in presence announcements. */
+ * (core/names.h), bad tenants refused, and info in presence announcements.
+ * Seals: an offset is believed only from an envelope sealed with the
+ * namespace's secret for its channel, checked against the seal written out
+ * from its definition. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -15,6 +18,7 @@
 #include <cmocka.h>
 
 #include <jansson.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +29,10 @@
 
 #define NODE "node-1"
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+#define SECRET "0123456789abcdef-test-secret"
+#define CHANNEL "ns:room:{r}" /* every envelope of these tests is sealed and read on it */
+
+static struct envelope_seal seal;
 
 /* ---- helpers ---------------------------------------------------------------- */
 
@@ -38,7 +46,7 @@ static struct event *event_len(enum event_target target, const char *name, const
 
     assert_non_null(copy);
     memcpy(copy, payload, len);
-    ev = envelope_to_event(NODE, target, name, copy, len, &why);
+    ev = envelope_to_event(NODE, &seal, CHANNEL, target, name, copy, len, &why);
     free(copy);
     if (!ev)
         fail_msg("refused %.*s: %s", (int)len, payload, why ? why : "(no reason)");
@@ -62,7 +70,7 @@ static const char *refused_len(enum event_target target, const char *name, const
 
     assert_non_null(copy);
     memcpy(copy, payload, len);
-    ev = envelope_to_event(NODE, target, name, copy, len, &why);
+    ev = envelope_to_event(NODE, &seal, CHANNEL, target, name, copy, len, &why);
     free(copy);
     if (ev) {
         char text[512];
@@ -278,7 +286,7 @@ static char *build(const struct envelope_fields *f, const char *offset)
     assert_int_equal(envelope_build(f, offset != NULL, &parts), 0);
     assert_non_null(parts.head);
     assert_non_null(parts.tail);
-    text = envelope_join(&parts, offset);
+    text = envelope_join(&parts, &seal, CHANNEL, offset);
     assert_non_null(text);
     envelope_parts_free(&parts);
     assert_null(parts.head);
@@ -303,6 +311,41 @@ static void expect_envelope(const char *text, const char *expected)
     json_decref(v);
 }
 
+/* The hex SHA-1 of the secret (zero-padded to 64 bytes) XOR x, then text. */
+static void padded_sha1_hex(unsigned char x, const char *text, char hex[41])
+{
+    unsigned char buf[1100] = {0}, md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    size_t len = strlen(text);
+
+    assert_true(64 + len <= sizeof buf);
+    memcpy(buf, SECRET, strlen(SECRET));
+    for (int i = 0; i < 64; i++)
+        buf[i] ^= x;
+    memcpy(buf + 64, text, len);
+    assert_true(EVP_Digest(buf, 64 + len, md, &md_len, EVP_sha1(), NULL));
+    assert_int_equal(md_len, 20);
+    for (unsigned int i = 0; i < md_len; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+}
+
+/* expected with "mac":"" sealed the way docs/protocol.md says, written out
+ * here from its definition: sha1hex(opad . sha1hex(ipad . CHANNEL \n
+ * text)). text must be expected with the seal's hex in the mac's value. */
+static void expect_sealed(const char *text, const char *expected)
+{
+    const char *mac = strstr(expected, "\"mac\":\"\"");
+    char msg[1024], inner[41], hex[41], want[1024];
+
+    assert_non_null(mac);
+    snprintf(msg, sizeof msg, "%s\n%s", CHANNEL, expected);
+    padded_sha1_hex(0x36, msg, inner);
+    padded_sha1_hex(0x5c, inner, hex);
+    int at = (int)(mac - expected) + 7;
+    snprintf(want, sizeof want, "%.*s%s%s", at, expected, hex, expected + at);
+    expect_envelope(text, want);
+}
+
 static void test_envelope_build_room_message_is_the_documented_text(void **state)
 {
     struct envelope_fields f = {
@@ -313,8 +356,8 @@ static void test_envelope_build_room_message_is_the_documented_text(void **state
 
     (void)state;
     text = build(&f, "1732312345678-0");
-    expect_envelope(text, "{\"v\":1,\"room\":\"general\",\"from\":\"alice\",\"ts\":1732312345678,\"origin\":\"" NODE
-                          "\",\"echo_skip\":null,\"offset\":\"1732312345678-0\",\"data\":{\"text\":\"hi\"}}");
+    expect_sealed(text, "{\"v\":1,\"room\":\"general\",\"from\":\"alice\",\"ts\":1732312345678,\"origin\":\"" NODE
+                        "\",\"echo_skip\":null,\"offset\":\"1732312345678-0\",\"mac\":\"\",\"data\":{\"text\":\"hi\"}}");
     free(text);
 
     /* not persisted: no offset field; anonymous; echo off */
@@ -364,14 +407,15 @@ static void test_envelope_build_parts_surround_the_offset(void **state)
     assert_int_equal(envelope_build(&f, 1, &parts), 0);
     assert_string_equal(parts.head, "{\"v\":1,\"room\":\"r\",\"from\":\"u\",\"ts\":1,\"origin\":\"" NODE
                                     "\",\"echo_skip\":null,\"offset\":\"");
-    assert_string_equal(parts.tail, "\",\"data\":1}");
-    text = envelope_join(&parts, "7-0");
-    expect_envelope(text, "{\"v\":1,\"room\":\"r\",\"from\":\"u\",\"ts\":1,\"origin\":\"" NODE
-                          "\",\"echo_skip\":null,\"offset\":\"7-0\",\"data\":1}");
+    assert_string_equal(parts.tail, ",\"data\":1}");
+    text = envelope_join(&parts, &seal, CHANNEL, "7-0");
+    expect_sealed(text, "{\"v\":1,\"room\":\"r\",\"from\":\"u\",\"ts\":1,\"origin\":\"" NODE
+                        "\",\"echo_skip\":null,\"offset\":\"7-0\",\"mac\":\"\",\"data\":1}");
     free(text);
-    text = envelope_join(&parts, "18446744073709551615-18446744073709551615");
-    expect_envelope(text, "{\"v\":1,\"room\":\"r\",\"from\":\"u\",\"ts\":1,\"origin\":\"" NODE
-                          "\",\"echo_skip\":null,\"offset\":\"18446744073709551615-18446744073709551615\",\"data\":1}");
+    text = envelope_join(&parts, &seal, CHANNEL, "18446744073709551615-18446744073709551615");
+    expect_sealed(text, "{\"v\":1,\"room\":\"r\",\"from\":\"u\",\"ts\":1,\"origin\":\"" NODE
+                        "\",\"echo_skip\":null,\"offset\":\"18446744073709551615-18446744073709551615\",\"mac\":\"\","
+                        "\"data\":1}");
     free(text);
     envelope_parts_free(&parts);
 
@@ -752,10 +796,12 @@ static void test_envelope_minimal_data_is_a_message_from_null(void **state)
 
 static void test_envelope_full_envelope_is_the_exact_event(void **state)
 {
-    struct event *ev = event_of(EVENT_ROOM, "general",
-                                    "{\"v\":1,\"room\":\"general\",\"from\":\"alice\",\"offset\":\"1732312345678-0\","
-                                    "\"ts\":1732312345678,\"origin\":\"node-2\",\"echo_skip\":null,"
-                                    "\"data\":{\"text\":\"hi\"}}");
+    struct envelope_fields f = {
+        .target = EVENT_ROOM, .room = "general", .from = "alice", .ts = 1732312345678ULL, .origin = "node-2",
+        .data = "{\"text\":\"hi\"}", .data_len = 13,
+    };
+    char *text = build(&f, "1732312345678-0");
+    struct event *ev = event_of(EVENT_ROOM, "general", text);
 
     (void)state;
     expect_json(ev, "{\"type\":\"message\",\"room\":\"general\",\"offset\":\"1732312345678-0\",\"from\":\"alice\","
@@ -764,12 +810,57 @@ static void test_envelope_full_envelope_is_the_exact_event(void **state)
     assert_true(ev->offset.ms == 1732312345678ULL && ev->offset.seq == 0);
     expect_no_skip(ev);
     event_unref(ev);
+    free(text);
+}
 
-    ev = event_of(EVENT_ROOM, "r", "{\"offset\":\"18446744073709551615-7\",\"ts\":0,\"data\":[]}");
-    expect_json(ev, "{\"type\":\"message\",\"room\":\"r\",\"offset\":\"18446744073709551615-7\",\"from\":null,"
-                    "\"data\":[],\"ts\":0}");
-    assert_true(ev->offset.ms == UINT64_MAX && ev->offset.seq == 7);
+/* An offset that no wsfan node sealed (another service's PUBLISH) is left
+ * out: the message arrives, without a place in history. A seal that proves
+ * nothing (a copy of a sealed envelope changed or moved to another
+ * channel, another secret) refuses the envelope as envelope_unproven: the
+ * bus reads such a message from history instead. */
+static void test_envelope_unsealed_offsets_are_not_believed(void **state)
+{
+    struct envelope_fields f = {
+        .target = EVENT_ROOM, .room = "r", .from = "alice", .ts = 5, .origin = "node-2", .data = "1", .data_len = 1,
+    };
+    char *sealed = build(&f, "7-1"), *text = strdup(sealed), *at;
+    struct envelope_seal other;
+    const char *why;
+    struct event *ev;
+
+    (void)state;
+    assert_non_null(text);
+    ev = event_of(EVENT_ROOM, "r", "{\"offset\":\"99999999999999-0\",\"data\":\"x\"}");
+    assert_int_equal(ev->has_offset, 0);
+    assert_null(strstr(ev->json, "\"offset\""));
     event_unref(ev);
+    const char *forged[] = {
+        "{\"offset\":\"5-0\",\"mac\":\"0000000000000000000000000000000000000000\",\"data\":1}",
+        "{\"offset\":\"5-0\",\"mac\":\"short\",\"data\":1}",
+    };
+    for (size_t i = 0; i < COUNT(forged); i++)
+        assert_ptr_equal(refused(EVENT_ROOM, "r", forged[i]), envelope_unproven);
+    /* the sealed text with its data changed */
+    at = strstr(text, "\"data\":1");
+    assert_non_null(at);
+    at[7] = '2';
+    assert_ptr_equal(refused(EVENT_ROOM, "r", text), envelope_unproven);
+    /* the sealed text on another channel, or under another secret */
+    assert_null(envelope_to_event(NODE, &seal, "ns:room:{s}", EVENT_ROOM, "s", sealed, strlen(sealed), &why));
+    assert_ptr_equal(why, envelope_unproven);
+    assert_int_equal(envelope_seal_init(&other, "another-secret", 14), 0);
+    assert_null(envelope_to_event(NODE, &other, CHANNEL, EVENT_ROOM, "r", sealed, strlen(sealed), &why));
+    assert_ptr_equal(why, envelope_unproven);
+    /* and as sealed: believed */
+    ev = event_of(EVENT_ROOM, "r", sealed);
+    assert_int_equal(ev->has_offset, 1);
+    event_unref(ev);
+    free(text);
+    free(sealed);
+    assert_int_equal(envelope_seal_init(&other, "", 0), -1);
+    char long_secret[66];
+    memset(long_secret, 'k', 65);
+    assert_int_equal(envelope_seal_init(&other, long_secret, 65), -1);
 }
 
 static void test_envelope_room_comes_from_the_channel(void **state)
@@ -1102,14 +1193,14 @@ static void test_envelope_strings_with_nul_are_judged_whole(void **state)
     struct event *ev;
 
     (void)state;
-    ev = envelope_to_event(NODE, EVENT_ROOM, "r", skip, strlen(skip), &why);
+    ev = envelope_to_event(NODE, &seal, CHANNEL, EVENT_ROOM, "r", skip, strlen(skip), &why);
     assert_non_null(ev);
     if (ev->skip_worker != -1 || ev->skip_seq != 0)
         n += (size_t)snprintf(failures + n, sizeof failures - n, "\n  %s: skips %d.%llu", skip, ev->skip_worker,
                               (unsigned long long)ev->skip_seq);
     event_unref(ev);
     for (size_t i = 0; i < COUNT(refuse); i++) {
-        ev = envelope_to_event(NODE, EVENT_ROOM, "r", refuse[i], strlen(refuse[i]), &why);
+        ev = envelope_to_event(NODE, &seal, CHANNEL, EVENT_ROOM, "r", refuse[i], strlen(refuse[i]), &why);
         if (ev) {
             n += (size_t)snprintf(failures + n, sizeof failures - n, "\n  %s: accepted as %s", refuse[i], ev->json);
             event_unref(ev);
@@ -1139,6 +1230,7 @@ int main(void)
         cmocka_unit_test(test_envelope_built_presence_reads_back_as_the_same_event),
         cmocka_unit_test(test_envelope_minimal_data_is_a_message_from_null),
         cmocka_unit_test(test_envelope_full_envelope_is_the_exact_event),
+        cmocka_unit_test(test_envelope_unsealed_offsets_are_not_believed),
         cmocka_unit_test(test_envelope_room_comes_from_the_channel),
         cmocka_unit_test(test_envelope_data_is_any_json_kept_compact),
         cmocka_unit_test(test_envelope_offset_and_from_may_be_null),
@@ -1164,5 +1256,7 @@ int main(void)
         cmocka_unit_test(test_envelope_presence_refuses_bad_info),
     };
 
+    if (envelope_seal_init(&seal, SECRET, strlen(SECRET)))
+        return 1;
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

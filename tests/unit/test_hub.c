@@ -1,6 +1,7 @@
 /* test_hub.c - unit tests of app/hub.c: one worker's room and user indexes
  * (pending and joined memberships, swap-remove slots that stay consistent
- * whichever member leaves, members fresh from a replay) and the fan-out of
+ * whichever member leaves and in whatever order a large room empties,
+ * members fresh from a replay and their promotion) and the fan-out of
  * an event: one frame shared by every recipient's queue, the publisher
  * skipped for echo:false, counted into the loop's metrics; rooms and users
  * of two tenants (keys) kept apart, and a tenant's broadcast reaching only
@@ -230,11 +231,11 @@ static uint32_t delivered(struct fixture *f, enum event_target target, const cha
 
 /* Delivers an event of json to target/name with the given echo skip and
  * returns the set of fixture clients that got it (see delivered). */
-static uint32_t deliver_event(struct fixture *f, enum event_target target, const char *name, const char *json,
-                              int has_offset, struct offset offset, int skip_worker, uint64_t skip_seq)
+/* Delivers an event of json to target/name and leaves it in the queues. */
+static void deliver_raw(struct fixture *f, enum event_target target, const char *name, const char *json, int has_offset,
+                        struct offset offset, int skip_worker, uint64_t skip_seq)
 {
     struct event *ev = event_copy(target, name, json, strlen(json));
-    uint64_t deliveries = f->metrics.fanout_deliveries, out = f->metrics.out[target];
 
     assert_non_null(ev);
     ev->has_offset = has_offset;
@@ -245,6 +246,14 @@ static uint32_t deliver_event(struct fixture *f, enum event_target target, const
     /* the hub took no reference of its own */
     assert_int_equal(atomic_load(&ev->refs), 1);
     event_unref(ev);
+}
+
+static uint32_t deliver_event(struct fixture *f, enum event_target target, const char *name, const char *json,
+                              int has_offset, struct offset offset, int skip_worker, uint64_t skip_seq)
+{
+    uint64_t deliveries = f->metrics.fanout_deliveries, out = f->metrics.out[target];
+
+    deliver_raw(f, target, name, json, has_offset, offset, skip_worker, skip_seq);
     return delivered(f, target, json, strlen(json), deliveries, out);
 }
 
@@ -460,6 +469,89 @@ static void test_hub_room_index_matches_reference_under_random_joins_and_leaves(
     }
 }
 
+/* ---- Rooms: a large room emptied in any order -------------------------------------- */
+
+enum { BIG = 300 };
+
+/* Delivers to room and checks that exactly the clients of cs marked in
+ * expect got it, once each; then empties the queues. */
+static void expect_big(struct fixture *f, struct client **cs, const uint8_t *expect, const char *room, int has_offset,
+                       uint64_t ms)
+{
+    deliver_raw(f, EVENT_ROOM, room, message_json, has_offset, (struct offset){ms, 0}, -1, 0);
+    for (int i = 0; i < BIG; i++)
+        assert_int_equal(cs[i]->conn.out.count, expect[i]);
+    drain_all(f);
+}
+
+/* Every member of a large room leaves (alone, or with all its rooms as
+ * when it closes): in joining order, in reverse, and from the middle out.
+ * Half of them are fresh from a replay, promoted half-way; each is in two
+ * small rooms too, joined before and after the large one, so that its own
+ * array of rooms moves as well as the room's. The ones left, and only
+ * they, get the room's events after each step. */
+static void test_hub_a_large_room_empties_in_any_order(void **state)
+{
+    struct fixture *f = *state;
+    struct client *cs[BIG];
+    uint8_t in[BIG], in_small[BIG];
+    char small[2][16];
+
+    for (int i = 0; i < BIG; i++)
+        cs[i] = client_new(f, 1000 + i, NULL);
+    for (int order = 0; order < 3; order++) {
+        uint32_t joined = 0;
+        for (int i = 0; i < BIG; i++) {
+            snprintf(small[0], sizeof small[0], "s%d", i % 7);
+            snprintf(small[1], sizeof small[1], "t%d", i % 5);
+            assert_int_equal(hub_room_add(f->hub, cs[i], small[0]), HUB_OK);
+            assert_int_equal(hub_room_activate(f->hub, cs[i], small[0], NULL), HUB_OK);
+            assert_int_equal(hub_room_add(f->hub, cs[i], "big"), HUB_OK);
+            assert_int_equal(hub_room_activate(f->hub, cs[i], "big", i % 2 ? &(struct offset){10, 0} : NULL), HUB_OK);
+            assert_int_equal(hub_room_add(f->hub, cs[i], small[1]), HUB_OK);
+            assert_int_equal(hub_room_activate(f->hub, cs[i], small[1], NULL), HUB_OK);
+            in[i] = in_small[i] = 1;
+            joined += i % 2 == 0;
+        }
+        for (int k = 0; k < BIG; k++) {
+            /* 7 and BIG have no common divisor: k * 7 % BIG visits each once. */
+            int i = order == 0 ? k : order == 1 ? BIG - 1 - k : (BIG / 2 + k * 7) % BIG;
+            int was_joined = i % 2 == 0 || k > BIG / 2;
+            if (k % 3 == 0) {
+                hub_conn_leave_all(f->hub, cs[i], leave_quietly);
+                in_small[i] = 0;
+            } else {
+                assert_int_equal(hub_room_remove(f->hub, cs[i], "big"), HUB_OK);
+            }
+            in[i] = 0;
+            joined -= (uint32_t)was_joined;
+            assert_false(hub_is_member(cs[i], "big"));
+            assert_int_equal(hub_room_members(f->hub, "big"), joined);
+            if (k % 20 == 0)
+                expect_big(f, cs, in, "big", 0, 0);
+            if (k == BIG / 2) {
+                /* past the fresh ones' replay: all of them become members */
+                expect_big(f, cs, in, "big", 1, 11);
+                for (int j = 0; j < BIG; j++)
+                    joined += in[j] && j % 2;
+                assert_int_equal(hub_room_members(f->hub, "big"), joined);
+            }
+        }
+        expect_big(f, cs, in, "big", 0, 0);
+        for (int r = 0; r < 7; r++) {
+            uint8_t expect[BIG];
+            snprintf(small[0], sizeof small[0], "s%d", r);
+            for (int i = 0; i < BIG; i++)
+                expect[i] = in_small[i] && i % 7 == r;
+            expect_big(f, cs, expect, small[0], 0, 0);
+        }
+        for (int i = 0; i < BIG; i++) {
+            assert_int_equal(hub_room_count(cs[i]), in_small[i] ? 2 : 0);
+            hub_conn_leave_all(f->hub, cs[i], leave_quietly);
+        }
+    }
+}
+
 /* ---- Leaving everything ------------------------------------------------------------ */
 
 static char left_rooms[8][NAME_MAX_LEN + 1];
@@ -621,6 +713,71 @@ static void test_hub_fresh_member_publisher_is_skipped_too(void **state)
         BIT(0));
     assert_int_equal(hub_room_members(f->hub, "r"), 2);
     assert_int_equal(deliver_at(f, 10, 0), BIT(0) | BIT(1));
+}
+
+/* Random joins (pending, then joined or fresh from a replay at some
+ * offset), leaves, closes and deliveries, checked against a model after
+ * every step: the index bookkeeping of every move, including promotions. */
+static void test_hub_room_index_matches_reference_with_fresh_members(void **state)
+{
+    struct fixture *f = *state;
+    static const char *rooms[] = {"a", "b", "c"};
+    enum { NONE, PENDING, FRESH, JOINED };
+    int st[NCONN][3] = {{0}};
+    uint64_t after[NCONN][3] = {{0}}, last[3] = {0};
+    uint32_t rng = 11;
+
+    for (int step = 0; step < 4000; step++) {
+        rng = rng * 1103515245u + 12345u;
+        int i = (int)((rng >> 16) % NCONN), r = (int)((rng >> 8) % 3), op = (int)((rng >> 4) % 7);
+        struct client *c = f->c[i];
+        int *s = &st[i][r];
+        if (op == 0) {
+            assert_int_equal(hub_room_add(f->hub, c, rooms[r]), *s ? HUB_ALREADY : HUB_OK);
+            if (!*s)
+                *s = PENDING;
+        } else if (op == 1 || op == 2) {
+            uint64_t at = last[r] + (rng >> 24) % 3;
+            assert_int_equal(hub_room_activate(f->hub, c, rooms[r], op == 1 ? NULL : &(struct offset){at, 0}),
+                             *s ? HUB_OK : HUB_NOT_MEMBER);
+            if (*s == PENDING) {
+                *s = op == 1 ? JOINED : FRESH;
+                after[i][r] = at;
+            }
+        } else if (op == 3) {
+            assert_int_equal(hub_room_remove(f->hub, c, rooms[r]), *s ? HUB_OK : HUB_NOT_MEMBER);
+            *s = NONE;
+        } else if (op == 4 && (rng >> 28) % 4 == 0) {
+            hub_conn_leave_all(f->hub, c, leave_quietly);
+            for (int k = 0; k < 3; k++)
+                st[i][k] = NONE;
+        } else if (op >= 5) {
+            /* a persisted event (op 5) goes past the fresh ones' offsets at or below it */
+            int persisted = op == 5;
+            uint32_t expect = 0;
+            last[r] += (uint64_t)persisted;
+            for (int j = 0; j < NCONN; j++) {
+                int *sj = &st[j][r];
+                if (*sj == FRESH && persisted && after[j][r] < last[r])
+                    *sj = JOINED;
+                if (*sj == JOINED || (*sj == FRESH && !persisted))
+                    expect |= BIT(j);
+            }
+            assert_int_equal(
+                deliver_event(f, EVENT_ROOM, rooms[r], message_json, persisted, (struct offset){last[r], 0}, -1, 0),
+                expect);
+        }
+        for (int k = 0; k < 3; k++) {
+            uint32_t joined = 0;
+            for (int j = 0; j < NCONN; j++)
+                joined += st[j][k] == JOINED;
+            assert_int_equal(hub_room_members(f->hub, rooms[k]), joined);
+        }
+        for (int k = 0; k < 3; k++) {
+            assert_int_equal(hub_is_member(c, rooms[k]), st[i][k] != NONE);
+            assert_int_equal(hub_is_pending(c, rooms[k]), st[i][k] == PENDING);
+        }
+    }
 }
 
 /* ---- Users ------------------------------------------------------------------------ */
@@ -829,8 +986,9 @@ static void test_hub_deliver_queues_events_in_order_and_marks_dirty_once(void **
 /* client_start() closes a client whose hub_user_add() or bus request ran
  * out of memory, and the close path (client.c's on_close) then calls
  * hub_user_remove() for it although it was never indexed. Its user_slot is
- * then 0 (calloc'ed client) or HUB_PENDING (failed add): removing must not
- * take another connection of the same user out of the index. */
+ * then 0 (calloc'ed client, and a failed add leaves it so), a slot another
+ * connection of the same user may hold: removing must not take that one
+ * out of the index. */
 static void test_hub_user_remove_of_unindexed_conn_leaves_the_others(void **state)
 {
     struct fixture *f = *state;
@@ -856,11 +1014,13 @@ int main(void)
         T(test_hub_conn_in_many_rooms_keeps_the_others_when_one_leaves),
         T(test_hub_removing_a_member_from_the_middle_keeps_slots),
         T(test_hub_room_index_matches_reference_under_random_joins_and_leaves),
+        T(test_hub_a_large_room_empties_in_any_order),
         T(test_hub_leave_all_reports_each_room_then_forgets_them),
         T(test_hub_fresh_member_skips_persisted_events_its_replay_had),
         T(test_hub_fresh_members_each_have_their_own_offset),
         T(test_hub_fresh_member_can_leave_before_it_is_promoted),
         T(test_hub_fresh_member_publisher_is_skipped_too),
+        T(test_hub_room_index_matches_reference_with_fresh_members),
         T(test_hub_user_index_keeps_slots_when_one_leaves_from_the_middle),
         T(test_hub_users_and_rooms_are_separate_namespaces),
         T(test_hub_rooms_and_users_of_two_tenants_are_apart),
