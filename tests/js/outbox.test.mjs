@@ -4,8 +4,7 @@
 // outbox's bound, and a rejoin refused while Redis is down.
 //
 // The tests of a resend that the server had already stored run on a Redis
-// node: the server's idempotent publish (protocol 1.1 `key`, issue 14) came
-// to the Redis engine first.
+// node, the memory engine's idempotency having tests of its own.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
