@@ -40,7 +40,7 @@ run: deps
 
 test: deps
 	@$(MAKE) --no-print-directory all $(B)/wsfan-asan $(UNIT_BINS) $(FUZZ_BINS)
-	@$(MAKE) --no-print-directory layers unit integration integration-asan js-test browser-test bench-smoke fuzz-smoke
+	@$(MAKE) --no-print-directory layers unit integration integration-asan js-test browser-test bench-smoke fuzz-smoke chaos-smoke
 
 $(B)/release/%.o: src/%.c $(HDRS) VERSION
 	@mkdir -p $(@D)
@@ -104,6 +104,19 @@ js-test: $(B)/wsfan node_modules/.package-lock.json
 
 browser-test: $(B)/wsfan node_modules/.package-lock.json
 	WSFAN_BIN=$(CURDIR)/$(B)/wsfan node --test tests/browser/*.test.mjs
+
+# Chaos (tests/chaos/run.mjs, docs/guarantees.md): three nodes on one Redis,
+# clients in Node, faults from a seeded schedule, then every client's messages
+# against the histories. CHAOS_SECONDS, CHAOS_SEED, CHAOS_CLIENTS, CHAOS_QUIET
+# choose the run; the report goes to build/chaos/.
+.PHONY: chaos chaos-smoke
+chaos: $(B)/wsfan node_modules/.package-lock.json
+	WSFAN_BIN=$(CURDIR)/$(B)/wsfan node tests/chaos/run.mjs
+
+chaos-smoke: $(B)/wsfan node_modules/.package-lock.json
+	node --test tests/chaos/verify.test.mjs
+	WSFAN_BIN=$(CURDIR)/$(B)/wsfan CHAOS_SECONDS=$${CHAOS_SECONDS:-20} CHAOS_CLIENTS=$${CHAOS_CLIENTS:-60} \
+	  node tests/chaos/run.mjs
 
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error

@@ -97,14 +97,35 @@ export interface ClientOptions {
   backoffMin?: number;
   /** Longest reconnect wait in ms (default 10000). */
   backoffMax?: number;
-  /** Milliseconds a command may wait for its reply, connection included (default 10000). */
+  /** Milliseconds a command may wait for its reply, connection included (default 10000). A persisted
+   * publish is sent again until acknowledged within this time: keep it below the server's
+   * --idempotency-window (default 300 s). */
   timeout?: number;
+  /** Persisted publishes that may wait for their ack at once (default 1000); past it publish
+   * rejects with "outbox_full". */
+  outboxLimit?: number;
 }
 
-/** A refused command; `code` is the protocol's error code, or "timeout", "disconnected", "closed", "left". */
+export interface PublishOptions {
+  /** true: not stored, no offset, sent at most once (never resent; rejects with "disconnected"
+   * when there is no connection or it drops before the ack). */
+  ephemeral?: boolean;
+  /** false: not delivered to this connection. */
+  echo?: boolean;
+  /** Idempotency key, at most 64 bytes (default: a new unique key for each persisted publish).
+   * A persisted publish whose key was used in the room within --idempotency-window publishes
+   * nothing new, and its ack carries the first one's offset. */
+  key?: string;
+}
+
+/** A refused command; `code` is the protocol's error code, or "timeout", "disconnected", "closed",
+ * "left", "outbox_full". */
 export class WsfanError extends Error {
   readonly code: string;
   readonly reply?: Json;
+  /** On a rejected persisted publish: its idempotency key. It may still have reached the room;
+   * publishing the same data with this key again cannot add it twice. */
+  readonly key?: string;
 }
 
 export class WsfanClient {
@@ -120,7 +141,10 @@ export class WsfanClient {
 
   join(room: string, options?: { since?: Offset }): Promise<JoinedReply>;
   leave(room: string): Promise<{ type: 'left'; room: string }>;
-  publish(room: string, data: Json, options?: { ephemeral?: boolean; echo?: boolean }): Promise<AckReply>;
+  /** Resolves once with the ack of whichever attempt was answered. A persisted publish waits in
+   * the outbox for its room's (re)join and is sent again, with the same key, after a reconnect or
+   * an "unavailable" or "rate_limited" refusal; ephemeral ones are sent at most once. */
+  publish(room: string, data: Json, options?: PublishOptions): Promise<AckReply>;
   send(user: string, data: Json): Promise<AckReply>;
   broadcast(data: Json): Promise<AckReply>;
   history(room: string, options?: { limit?: number; before?: Offset }): Promise<MessageEvent[]>;

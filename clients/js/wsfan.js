@@ -9,7 +9,12 @@
 //   every room with `since` = the last offset it saw, so that nothing
 //   persisted is lost, and says so: each rejoin emits "rejoined" with
 //   `recovered`, false when history no longer reaches back (refetch then);
-// - commands issued while disconnected wait and go out after the rejoins.
+// - commands issued while disconnected wait and go out after the rejoins;
+// - every persisted publish carries an idempotency key and stays in an
+//   outbox until its ack: after a reconnect (and the rejoin of its room) it
+//   is sent again with the same key, so that it is in the room exactly once
+//   even when the connection dropped between the server's receipt and the ack.
+//   Ephemeral publishes are sent at most once: they are never resent.
 //
 //   const client = connect('ws://127.0.0.1:8080/ws', { user: 'alice' });
 //   client.on('message', (m) => console.log(m.room, m.from, m.data));
@@ -18,6 +23,8 @@
 
 const OPEN = 1;
 const SUBPROTOCOL = 'wsfan.v1';
+// Refusals that leave no effect behind and pass: the command is sent again.
+const TRANSIENT = new Set(['unavailable', 'rate_limited']);
 
 /** A refused command: `code` is the protocol's error code ("not_member", ...). */
 export class WsfanError extends Error {
@@ -39,6 +46,16 @@ export function backoffDelay(attempt, min = 250, max = 10000, random = Math.rand
   return Math.round(step / 2 + random() * (step / 2));
 }
 
+/** 24 random hex digits: with a counter, the idempotency keys of one client. */
+function randomHex() {
+  const bytes = globalThis.crypto.getRandomValues(new Uint8Array(12));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+function closedError() {
+  return new WsfanError('closed', 'the client was closed');
+}
+
 function defaultUrl() {
   const loc = globalThis.location;
   if (!loc || !loc.host) throw new Error('wsfan: pass the server URL, e.g. ws://127.0.0.1:8080/ws');
@@ -56,6 +73,7 @@ export class WsfanClient {
       backoffMin: 250,
       backoffMax: 10000,
       timeout: 10000,
+      outboxLimit: 1000,
       ...options,
     };
     this.WebSocket = options.WebSocket || globalThis.WebSocket;
@@ -67,9 +85,12 @@ export class WsfanClient {
     this.socket = null;
     this.attempt = 0;
     this.nextRef = 1;
-    this.pending = new Map(); // ref -> { resolve, reject, timer }, sent on this socket
-    this.outbox = []; // commands waiting for a connection: { command, resolve, reject, timer }
-    this.rooms = new Map(); // room -> { offset, joined, wasJoined, waiters: [{resolve, reject}] }
+    this.pending = new Map(); // ref -> { command, resolve, reject }, sent on this socket
+    this.queue = []; // commands other than persisted publishes, waiting for a connection
+    this.outbox = new Set(); // persisted publishes until their ack, in the order of the calls
+    this.keyPrefix = randomHex();
+    this.nextKey = 1;
+    this.rooms = new Map(); // room -> { offset, joined, wasJoined, retries, waiters: [{resolve, reject}] }
     this.listeners = new Map();
     this.lastRx = 0;
     this.heartbeatTimer = null;
@@ -166,7 +187,6 @@ export class WsfanClient {
     if (ev.ref !== undefined && this.pending.has(ev.ref)) {
       const p = this.pending.get(ev.ref);
       this.pending.delete(ev.ref);
-      clearTimeout(p.timer);
       if (ev.type === 'error') p.reject(new WsfanError(ev.code, ev.message, ev));
       else p.resolve(ev);
       return;
@@ -203,19 +223,20 @@ export class WsfanClient {
     this._startHeartbeat(welcome.heartbeat || 25);
     this._emit('open', { welcome, reconnect });
     for (const [room, entry] of this.rooms) this._sendJoin(room, entry);
-    const queued = this.outbox;
-    this.outbox = [];
+    const queued = this.queue;
+    this.queue = [];
     for (const item of queued) this._transmit(item);
+    this._flushOutbox();
   }
 
   _lost(code, reason) {
     this.socket = null;
     this._stopHeartbeat();
-    for (const [, p] of this.pending) {
-      clearTimeout(p.timer);
-      p.reject(new WsfanError('disconnected', 'the connection closed before the reply came'));
+    for (const p of this.pending.values()) {
+      if (!this.outbox.has(p)) p.reject(new WsfanError('disconnected', 'the connection closed before the reply came'));
     }
     this.pending.clear();
+    for (const item of this.outbox) item.ref = undefined; // sent again after the rejoin
     for (const entry of this.rooms.values()) entry.joined = false;
     const willReconnect = !this.closedByUser;
     this._emit('close', { code, reason, willReconnect });
@@ -270,17 +291,15 @@ export class WsfanClient {
     this._lost(1006, 'no reply from the server');
   }
 
-  /** Closes for good: no reconnect; waiting commands are rejected. */
+  /** Closes for good: no reconnect; waiting commands and unacknowledged publishes are rejected. */
   close() {
     this.closedByUser = true;
     clearTimeout(this.reconnectTimer);
-    for (const item of this.outbox) {
-      clearTimeout(item.timer);
-      item.reject(new WsfanError('closed', 'the client was closed'));
-    }
-    this.outbox = [];
+    for (const item of this.queue) item.reject(closedError());
+    this.queue = [];
+    for (const item of this.outbox) item.fail(closedError());
     for (const entry of this.rooms.values()) {
-      for (const w of entry.waiters) w.reject(new WsfanError('closed', 'the client was closed'));
+      for (const w of entry.waiters) w.reject(closedError());
       entry.waiters = [];
     }
     if (this.socket) this.socket.close(1000, 'bye');
@@ -293,18 +312,85 @@ export class WsfanClient {
   _request(command) {
     return new Promise((resolve, reject) => {
       if (this.closedByUser) {
-        reject(new WsfanError('closed', 'the client was closed'));
+        reject(closedError());
         return;
       }
-      const item = { command, resolve, reject, timer: null };
-      item.timer = setTimeout(() => {
-        this.outbox = this.outbox.filter((x) => x !== item);
-        if (item.ref !== undefined) this.pending.delete(item.ref);
+      const item = { command };
+      const timer = setTimeout(() => {
+        this.queue = this.queue.filter((x) => x !== item);
+        this.pending.delete(item.ref);
         reject(new WsfanError('timeout', `no reply to ${command.type} within ${this.options.timeout} ms`));
       }, this.options.timeout);
+      item.resolve = (reply) => {
+        clearTimeout(timer);
+        resolve(reply);
+      };
+      item.reject = (err) => {
+        clearTimeout(timer);
+        reject(err);
+      };
       if (this._connected()) this._transmit(item);
-      else this.outbox.push(item);
+      else this.queue.push(item);
     });
+  }
+
+  // A persisted publish stays in the outbox until its ack (or a refusal
+  // that is not transient, or the timeout): it is sent once its room is
+  // joined on the current connection, and again, with the same key, after
+  // a reconnect or a transient refusal. Its promise settles once.
+  _publishPersisted(command) {
+    return new Promise((resolve, reject) => {
+      if (this.closedByUser) {
+        reject(closedError());
+        return;
+      }
+      if (this.outbox.size >= this.options.outboxLimit) {
+        reject(new WsfanError('outbox_full', `${this.outbox.size} publishes wait for their ack (outboxLimit)`));
+        return;
+      }
+      const item = { command, sends: 0, hold: null };
+      const settle = (done, value) => {
+        clearTimeout(item.timer);
+        clearTimeout(item.hold);
+        this.outbox.delete(item);
+        this.pending.delete(item.ref);
+        done(value);
+      };
+      item.resolve = (ack) => settle(resolve, ack);
+      item.fail = (err) => {
+        err.key = command.key;
+        settle(reject, err);
+      };
+      item.reject = (err) => {
+        item.ref = undefined;
+        if (!TRANSIENT.has(err.code)) {
+          item.fail(err);
+          return;
+        }
+        item.hold = setTimeout(() => {
+          item.hold = null;
+          this._flushOutbox();
+        }, backoffDelay(item.sends - 1, this.options.backoffMin, this.options.backoffMax));
+      };
+      item.timer = setTimeout(
+        () => item.fail(new WsfanError('timeout', `no ack to publish within ${this.options.timeout} ms`)),
+        this.options.timeout,
+      );
+      this.outbox.add(item);
+      this._flushOutbox();
+    });
+  }
+
+  /** Sends the outbox's publishes that are not on the socket and whose room is joined. */
+  _flushOutbox() {
+    if (!this._connected()) return;
+    for (const item of this.outbox) {
+      const entry = this.rooms.get(item.command.room);
+      if (item.ref === undefined && !item.hold && (!entry || entry.joined)) {
+        item.sends++;
+        this._transmit(item);
+      }
+    }
   }
 
   _connected() {
@@ -328,7 +414,7 @@ export class WsfanClient {
     const rejoin = entry.wasJoined;
     const command = { type: 'join', room };
     if (entry.offset) command.since = entry.offset;
-    const item = { command, timer: null };
+    const item = { command };
     item.resolve = (reply) => {
       if (this.rooms.get(room) !== entry) return;
       // A replay brings the offset up to date message by message; without
@@ -336,13 +422,24 @@ export class WsfanClient {
       if (reply.offset && (!reply.recovered || reply.missed === 0)) entry.offset = reply.offset;
       entry.joined = true;
       entry.wasJoined = true;
+      entry.retries = 0;
       const waiters = entry.waiters;
       entry.waiters = [];
       for (const w of waiters) w.resolve(reply);
       if (rejoin) this._emit('rejoined', { room, recovered: reply.recovered, missed: reply.missed, offset: reply.offset });
+      this._flushOutbox();
     };
     item.reject = (err) => {
       if (this.rooms.get(room) !== entry || err.code === 'disconnected') return; // retried on reconnect
+      if (rejoin && TRANSIENT.has(err.code)) {
+        // Redis is down for a moment: the room stays ours, asked again on this connection.
+        const socket = this.socket;
+        const delay = backoffDelay(entry.retries++, this.options.backoffMin, this.options.backoffMax);
+        setTimeout(() => {
+          if (this.socket === socket && this._connected() && this.rooms.get(room) === entry) this._sendJoin(room, entry);
+        }, delay);
+        return;
+      }
       this.rooms.delete(room);
       for (const w of entry.waiters) w.reject(err);
       entry.waiters = [];
@@ -360,11 +457,11 @@ export class WsfanClient {
     if (entry && entry.joined) return Promise.resolve({ type: 'joined', room, offset: entry.offset, recovered: true, missed: 0 });
     return new Promise((resolve, reject) => {
       if (this.closedByUser) {
-        reject(new WsfanError('closed', 'the client was closed'));
+        reject(closedError());
         return;
       }
       if (!entry) {
-        entry = { offset: since || null, joined: false, wasJoined: false, waiters: [] };
+        entry = { offset: since || null, joined: false, wasJoined: false, retries: 0, waiters: [] };
         this.rooms.set(room, entry);
         if (this._connected()) this._sendJoin(room, entry);
       }
@@ -383,12 +480,24 @@ export class WsfanClient {
     return this._request({ type: 'leave', room });
   }
 
-  /** Publishes data to a room joined before. Resolves with {offset} (null when ephemeral). */
-  publish(room, data, { ephemeral, echo } = {}) {
+  /**
+   * Publishes data to a room joined before. Resolves with the ack, {offset}
+   * (null when ephemeral). A persisted publish carries key (by default a
+   * new unique one) and is sent again until acknowledged, so it is in the
+   * room once; an ephemeral one is sent at most once, and rejects with
+   * "disconnected" when there is no connection or it drops before the ack.
+   */
+  publish(room, data, { ephemeral, echo, key } = {}) {
     const command = { type: 'publish', room, data };
     if (ephemeral !== undefined) command.ephemeral = ephemeral;
     if (echo !== undefined) command.echo = echo;
-    return this._request(command);
+    if (ephemeral) {
+      if (key !== undefined) command.key = key;
+      if (this._connected()) return this._request(command);
+      return Promise.reject(new WsfanError('disconnected', 'an ephemeral publish is not kept for the reconnect'));
+    }
+    command.key = key !== undefined ? key : `${this.keyPrefix}-${this.nextKey++}`;
+    return this._publishPersisted(command);
   }
 
   /** Sends data to every connection of user. */

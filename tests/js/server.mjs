@@ -47,7 +47,7 @@ function serverEnv(extra) {
   return { ...env, ...extra };
 }
 
-/** One wsfan process. start() again after stop() restarts it on the same port. */
+/** One wsfan process. start() again after stop() or kill() restarts it on the same port. */
 export class Server {
   constructor({ port, args = [], env = {} } = {}) {
     this.port = port;
@@ -100,6 +100,19 @@ export class Server {
     return /AddressSanitizer|LeakSanitizer|runtime error:/.test(this.log) ? -1 : proc.exitCode;
   }
 
+  /** SIGKILL to the PID, as a crash; resolves once it has exited. */
+  async kill() {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) {
+      this.proc.kill('SIGKILL');
+      await this.exited;
+    }
+  }
+
+  /** Sends signal (SIGSTOP, SIGCONT) to the PID. */
+  signal(signal) {
+    this.proc.kill(signal);
+  }
+
   /** POST /api/publish; returns the parsed reply. */
   async publish(body) {
     const res = await fetch(`${this.http}/api/publish`, {
@@ -113,15 +126,24 @@ export class Server {
   }
 }
 
-/** One redis-server on a free port, without persistence, stopped by PID. */
+/** One redis-server on a free port, stopped by PID; without persistence
+ * unless appendonly (then a restart keeps what was written). start() again
+ * after kill() restarts it on the same port and directory. */
 export class Redis {
+  constructor({ appendonly = false } = {}) {
+    this.appendonly = appendonly;
+  }
+
   async start() {
-    this.port = await freePort();
-    this.dir = mkdtempSync(path.join(os.tmpdir(), 'wsfan-redis-'));
+    if (!this.port) this.port = await freePort();
+    if (!this.dir) this.dir = mkdtempSync(path.join(os.tmpdir(), 'wsfan-redis-'));
     this.proc = spawn('/usr/bin/redis-server', ['--port', String(this.port), '--bind', HOST, '--save', '',
-      '--appendonly', 'no', '--daemonize', 'no', '--dir', this.dir], { stdio: 'ignore' });
+      '--appendonly', this.appendonly ? 'yes' : 'no', '--daemonize', 'no', '--dir', this.dir], { stdio: 'ignore' });
     this.exited = once(this.proc, 'exit');
-    await waitFor(() => this._ping(), 10000, `redis-server on port ${this.port}`);
+    await waitFor(async () => {
+      if (this.proc.exitCode !== null) throw new Error(`redis-server on port ${this.port} exited with ${this.proc.exitCode}`);
+      return this._ping();
+    }, 10000, `redis-server on port ${this.port}`);
     return this;
   }
 
@@ -140,8 +162,16 @@ export class Redis {
     });
   }
 
+  /** SIGKILL to the PID, as a crash; resolves once it has exited. */
+  async kill() {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) {
+      this.proc.kill('SIGKILL');
+      await this.exited;
+    }
+  }
+
   async stop() {
-    if (this.proc.exitCode === null) {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) {
       this.proc.kill('SIGTERM');
       await this.exited;
     }
@@ -150,12 +180,13 @@ export class Redis {
 }
 
 /** A TCP proxy in front of a port: cut() closes every connection, and
- * refuses new ones while paused. */
+ * refuses new ones while paused; mute() swallows what the server sends. */
 export class Proxy {
   constructor(targetPort) {
     this.targetPort = targetPort;
     this.sockets = new Set();
     this.paused = false;
+    this.muted = false;
     this.server = net.createServer((client) => this._accept(client));
   }
 
@@ -185,7 +216,12 @@ export class Proxy {
       });
     }
     client.pipe(upstream);
-    upstream.pipe(client);
+    upstream.on('data', (data) => this.muted || client.write(data));
+  }
+
+  /** From now until resume(), bytes from the server are dropped: a reply is lost on its way. */
+  mute() {
+    this.muted = true;
   }
 
   /** Drops every connection (as a network failure would) and refuses new ones until resume(). */
@@ -196,6 +232,7 @@ export class Proxy {
 
   resume() {
     this.paused = false;
+    this.muted = false;
   }
 
   async close() {
