@@ -29,7 +29,7 @@ FUZZ_SECONDS ?= 15
 
 .PHONY: all deps run test layers unit integration integration-asan fuzz fuzz-smoke js-test browser-test clean
 
-all: $(B)/wsfan
+all: $(B)/wsfan $(B)/wsfan.1
 
 deps:
 	@scripts/install-deps
@@ -61,6 +61,10 @@ $(B)/asan/web_assets.o: $(WEB_GEN) src/app/web.h | $(B)/asan
 
 $(B)/wsfan: $(OBJS)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# The manual page, from the binary's own --help (scripts/gen-man).
+$(B)/wsfan.1: $(B)/wsfan scripts/gen-man
+	$(PYTHON) scripts/gen-man $< > $@.tmp && mv $@.tmp $@
 
 $(B)/wsfan-asan: $(ASAN_OBJS)
 	$(CC) $(SAN) -o $@ $^ $(LDLIBS)
