@@ -27,7 +27,7 @@ FUZZ_BINS := $(FUZZ_SRCS:fuzz/%.c=$(B)/fuzz/%)
 PYTHON    := /usr/bin/python3
 FUZZ_SECONDS ?= 15
 
-.PHONY: all deps run test layers unit integration integration-asan fuzz fuzz-smoke js-test browser-test clean
+.PHONY: all deps run test layers unit integration integration-asan fuzz fuzz-smoke js-test browser-test clean install uninstall
 
 all: $(B)/wsfan $(B)/wsfan.1
 
@@ -130,6 +130,34 @@ $(B)/release $(B)/asan $(B)/unit $(B)/fuzz $(B)/gen:
 
 clean:
 	rm -rf $(B)
+
+# make install [PREFIX=/usr/local] [DESTDIR=]: the binary, wsfan(1), the
+# systemd unit (ExecStart under PREFIX) and, when the tree has one and none
+# is there yet, the example configuration in /etc/wsfan. make uninstall
+# removes them, the configuration only if it is still the example.
+PREFIX   ?= /usr/local
+BINDIR   := $(PREFIX)/bin
+MAN1DIR  := $(PREFIX)/share/man/man1
+UNITDIR  := $(PREFIX)/lib/systemd/system
+CONFDIR  := /etc/wsfan
+CONF_SRC := packaging/wsfan.conf
+
+install: $(B)/wsfan $(B)/wsfan.1
+	install -D -m 755 $(B)/wsfan $(DESTDIR)$(BINDIR)/wsfan
+	install -D -m 644 $(B)/wsfan.1 $(DESTDIR)$(MAN1DIR)/wsfan.1
+	sed 's|^ExecStart=/usr/local/bin/wsfan |ExecStart=$(BINDIR)/wsfan |' packaging/wsfan.service > $(B)/wsfan.service
+	install -D -m 644 $(B)/wsfan.service $(DESTDIR)$(UNITDIR)/wsfan.service
+	@if [ ! -f $(CONF_SRC) ]; then echo "install: no $(CONF_SRC) in this tree, no configuration installed"; \
+	elif [ -e $(DESTDIR)$(CONFDIR)/wsfan.conf ]; then echo "install: kept the existing $(DESTDIR)$(CONFDIR)/wsfan.conf"; \
+	else echo "install -D -m 644 $(CONF_SRC) $(DESTDIR)$(CONFDIR)/wsfan.conf"; \
+	  install -D -m 644 $(CONF_SRC) $(DESTDIR)$(CONFDIR)/wsfan.conf; fi
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/wsfan $(DESTDIR)$(MAN1DIR)/wsfan.1 $(DESTDIR)$(UNITDIR)/wsfan.service
+	@if [ -f $(CONF_SRC) ] && cmp -s $(CONF_SRC) $(DESTDIR)$(CONFDIR)/wsfan.conf; then \
+	  echo "rm -f $(DESTDIR)$(CONFDIR)/wsfan.conf"; rm -f $(DESTDIR)$(CONFDIR)/wsfan.conf; \
+	  rmdir $(DESTDIR)$(CONFDIR) 2>/dev/null || true; \
+	elif [ -e $(DESTDIR)$(CONFDIR) ]; then echo "uninstall: left $(DESTDIR)$(CONFDIR) alone (your configuration)"; fi
 
 # Benchmarks: bench/run.sh measures wsfan and its peers into docs/benchmarks.md;
 # bench-smoke checks the load generator's counts against wsfan (no speeds).
