@@ -111,7 +111,7 @@ int main(int argc, char **argv)
                  cfg.allow_anonymous ? ", or connect anonymous" : "");
     /* Reconnect jitter must differ between nodes restarted together. */
     srand((unsigned)getpid() ^ (unsigned)time(NULL));
-    int status = server_run(&cfg, key);
+    int status = server_run(&cfg, key, argc, argv);
     token_key_destroy(key);
     return status;
 }
