@@ -90,23 +90,28 @@ int main(int argc, char **argv)
     static struct config cfg;
     if (argc > 1 && !strcmp(argv[1], "token"))
         return token_cmd_main(argc - 1, argv + 1);
-    switch (config_parse(&cfg, argc, argv)) {
-    case CONFIG_EXIT: return 0;
-    case CONFIG_ERROR: return 2;
-    default: break;
-    }
+    int parsed = config_parse(&cfg, argc, argv);
+    if (parsed == CONFIG_EXIT)
+        return 0;
+    if (parsed == CONFIG_ERROR)
+        return 2;
     log_set_level(cfg.log_level);
     if (seed_maps())
         return 1;
     struct token_key *key;
     if (load_key(&cfg, &key))
         return 2;
+    if (parsed == CONFIG_CHECK) {
+        token_key_destroy(key);
+        printf("configuration OK\n");
+        return 0;
+    }
     if (key)
         log_info("--auth jwt: clients need %s tokens%s", token_alg_name(token_key_alg(key)),
                  cfg.allow_anonymous ? ", or connect anonymous" : "");
     /* Reconnect jitter must differ between nodes restarted together. */
     srand((unsigned)getpid() ^ (unsigned)time(NULL));
-    int status = server_run(&cfg, key);
+    int status = server_run(&cfg, key, argc, argv);
     token_key_destroy(key);
     return status;
 }

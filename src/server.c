@@ -1,13 +1,15 @@
 /* server.c - process lifetime: listening sockets (one SO_REUSEPORT listener
  * per worker, so the kernel spreads connections, and a second one per
  * worker on --admin-listen), the open-file limit, worker threads with one
- * loop each, signals and graceful shutdown; and the wiring of the layers
+ * loop each, signals, the configuration reload of SIGHUP and graceful
+ * shutdown; and the wiring of the layers
  * (see server.h). Does not parse anything; the router handles what
  * arrives. */
 #include "server.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <netdb.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -39,6 +41,14 @@
 
 struct server;
 
+/* A configuration the workers read. Never written once published: a
+ * reload publishes a new one, and whoever drops the last reference frees
+ * it (the main thread or a worker). */
+struct snapshot {
+    atomic_int refs;
+    struct config cfg;
+};
+
 struct worker {
     struct server *server;
     int index;
@@ -54,11 +64,15 @@ struct worker {
     size_t drain_total, drain_closed;
     struct net_loop net;
     struct app app;
+    struct snapshot *snap;   /* app.cfg and net.cfg point into it */
     struct metrics_worker metrics;  /* written by this worker only */
 };
 
 struct server {
-    const struct config *cfg;
+    const struct config *cfg;    /* as at start: the main thread's settings */
+    int argc;                    /* read again on SIGHUP */
+    char **argv;
+    struct snapshot *live;       /* the workers' newest settings */
     const struct token_key *token_key;  /* --auth jwt; NULL otherwise */
     uv_loop_t *loop;             /* the main thread's loop */
     struct worker *workers;
@@ -66,7 +80,7 @@ struct server {
     atomic_int connections;      /* on the public port, HTTP phase included, for --max-connections */
     struct addr_count *per_ip;   /* for --max-connections-per-ip */
     atomic_int draining;         /* a shutdown began */
-    uv_signal_t sigterm, sigint;
+    uv_signal_t sigterm, sigint, sighup;
     uv_timer_t shutdown_bound;   /* a shutdown that does not end in time exits anyway */
     int stopping;
     struct bus *bus;             /* runs on the main loop */
@@ -200,6 +214,41 @@ static void worker_stop(struct task *task, void *ctx)
     uv_timer_start(&w->drain_timer, on_drain, DRAIN_TICK_MS, DRAIN_TICK_MS);
 }
 
+/* A copy of cfg with refs references. NULL when out of memory. */
+static struct snapshot *snapshot_create(const struct config *cfg, int refs)
+{
+    struct snapshot *snap = malloc(sizeof *snap);
+    if (snap) {
+        atomic_init(&snap->refs, refs);
+        snap->cfg = *cfg;
+    }
+    return snap;
+}
+
+static void snapshot_unref(struct snapshot *snap)
+{
+    if (snap && atomic_fetch_sub(&snap->refs, 1) == 1)
+        free(snap);
+}
+
+/* Hands a worker its new settings, with one reference for it. */
+struct reload_task {
+    struct task task;
+    struct snapshot *snap;
+};
+
+/* On the worker, between two tasks: nothing of the worker holds a pointer
+ * into the old settings past the callback that read them. */
+static void worker_reload(struct task *t, void *ctx)
+{
+    struct worker *w = ctx;
+    struct reload_task *rt = (struct reload_task *)t;
+    snapshot_unref(w->snap);
+    w->snap = rt->snap;
+    w->app.cfg = w->net.cfg = &w->snap->cfg;
+    free(rt);
+}
+
 static void worker_main(void *arg)
 {
     struct worker *w = arg;
@@ -209,6 +258,7 @@ static void worker_main(void *arg)
     int r = uv_loop_close(&w->loop);
     if (r)
         log_warn("worker %d: loop closed with handles open: %s", w->index, uv_strerror(r));
+    snapshot_unref(w->snap);
     atomic_fetch_add(&s->workers_exited, 1);
     uv_async_send(&s->workers_done);
 }
@@ -248,9 +298,11 @@ static int worker_init(struct server *s, struct worker *w, int index)
     int r = uv_loop_init(&w->loop);
     if (r)
         return r;
-    if ((r = inbox_init(&w->inbox, &w->loop, w)) || (r = net_loop_init(&w->net, &w->loop, index, s->cfg, &w->metrics)))
+    w->snap = s->live;
+    atomic_fetch_add(&w->snap->refs, 1);
+    const struct config *cfg = &w->snap->cfg;
+    if ((r = inbox_init(&w->inbox, &w->loop, w)) || (r = net_loop_init(&w->net, &w->loop, index, cfg, &w->metrics)))
         return r;
-    const struct config *cfg = s->cfg;
     int fd;
     if (listen_socket("--listen", cfg->listen_host, cfg->listen_port, &fd))
         return UV_EADDRINUSE;
@@ -276,7 +328,7 @@ static int worker_init(struct server *s, struct worker *w, int index)
     uv_timer_init(&w->loop, &w->drain_timer);
     w->drain_timer.data = w;
     w->app = (struct app){
-        .cfg = s->cfg,
+        .cfg = cfg,
         .net = &w->net,
         .hub = hub_create(&w->net),
         .bus = s->bus,
@@ -351,6 +403,44 @@ static void on_signal(uv_signal_t *sig, int signum)
     uv_timer_start(&s->shutdown_bound, on_shutdown_bound,
                    (uint64_t)s->cfg->drain_seconds * 1000 + SHUTDOWN_GRACE_MS + SHUTDOWN_BOUND_MS, 0);
     uv_unref((uv_handle_t *)&s->shutdown_bound);
+}
+
+/* SIGHUP: the file, the variables and the flags again. What can change
+ * live goes to the workers as a new snapshot; the rest is logged as
+ * waiting for a restart. An invalid configuration changes nothing. */
+static void on_reload(uv_signal_t *sig, int signum)
+{
+    struct server *s = sig->data;
+    (void)signum;
+    if (s->stopping)
+        return;
+    char err[PATH_MAX + 1024];
+    struct config *fresh = malloc(sizeof *fresh);
+    struct snapshot *next = snapshot_create(&s->live->cfg, s->nworkers + 1);
+    if (!fresh || !next)
+        log_error("SIGHUP: out of memory; keeping the running configuration");
+    else if (config_load(fresh, s->argc, s->argv, err, sizeof err))
+        log_error("SIGHUP: %s; keeping the running configuration", err);
+    else if (!config_apply_live(&next->cfg, fresh))
+        log_info("SIGHUP: nothing to change");
+    else {
+        log_set_level(next->cfg.log_level);
+        for (int i = 0; i < s->nworkers; i++) {
+            struct reload_task *t = malloc(sizeof *t);
+            if (!t)
+                abort();
+            *t = (struct reload_task){.task.run = worker_reload, .snap = next};
+            if (inbox_post(&s->workers[i].inbox, &t->task)) {
+                free(t);
+                snapshot_unref(next);
+            }
+        }
+        snapshot_unref(s->live);
+        s->live = next;
+        next = NULL;
+    }
+    free(fresh);
+    free(next);
 }
 
 /* The bus serves the workers until the last of them has exited. */
@@ -439,6 +529,12 @@ static void run_workers(struct server *s)
     s->sigterm.data = s->sigint.data = s;
     uv_signal_start(&s->sigterm, on_signal, SIGTERM);
     uv_signal_start(&s->sigint, on_signal, SIGINT);
+    /* SIGHUP never keeps the loop alive, and is not closed at a shutdown:
+     * one during the drain must not end the process. */
+    uv_signal_init(s->loop, &s->sighup);
+    s->sighup.data = s;
+    uv_signal_start(&s->sighup, on_reload, SIGHUP);
+    uv_unref((uv_handle_t *)&s->sighup);
     for (int i = 0; i < s->nworkers; i++)
         uv_thread_create(&s->workers[i].thread, worker_main, &s->workers[i]);
     log_info("wsfan %s listening on %s:%u with %d workers, node %s", WSFAN_VERSION, s->cfg->listen_host,
@@ -449,13 +545,14 @@ static void run_workers(struct server *s)
     for (int i = 0; i < s->nworkers; i++)
         uv_thread_join(&s->workers[i].thread);
     uv_close((uv_handle_t *)&s->shutdown_bound, NULL);
+    uv_close((uv_handle_t *)&s->sighup, NULL);
     uv_run(s->loop, UV_RUN_DEFAULT);
     log_info("stopped");
 }
 
-int server_run(const struct config *cfg, const struct token_key *token_key)
+int server_run(const struct config *cfg, const struct token_key *token_key, int argc, char **argv)
 {
-    struct server s = {.cfg = cfg, .token_key = token_key, .nworkers = cfg->workers};
+    struct server s = {.cfg = cfg, .token_key = token_key, .nworkers = cfg->workers, .argc = argc, .argv = argv};
     uv_loop_t loop;
     int status = 1;
     uv_loop_init(&loop);
@@ -473,7 +570,8 @@ int server_run(const struct config *cfg, const struct token_key *token_key)
         log_error("cannot set up the metrics lock");
         goto fail;
     }
-    if (!(s.workers = calloc((size_t)s.nworkers, sizeof *s.workers)) || !(s.bus = bus_start(&s)) || view_init(&s)) {
+    if (!(s.live = snapshot_create(cfg, 1)) || !(s.workers = calloc((size_t)s.nworkers, sizeof *s.workers)) ||
+        !(s.bus = bus_start(&s)) || view_init(&s)) {
         log_error("out of memory starting %d workers and the bus", s.nworkers);
         goto fail_bus;
     }
@@ -482,6 +580,8 @@ int server_run(const struct config *cfg, const struct token_key *token_key)
     for (int i = 0; i < s.nworkers; i++)
         if (worker_init(&s, &s.workers[i], i)) {
             /* The workers never ran: let the bus stop on its own loop. */
+            for (int j = 0; j <= i; j++)
+                snapshot_unref(s.workers[j].snap);
             uv_close((uv_handle_t *)&s.workers_done, NULL);
             bus_stop(s.bus);
             uv_run(&loop, UV_RUN_DEFAULT);
@@ -490,6 +590,7 @@ int server_run(const struct config *cfg, const struct token_key *token_key)
     run_workers(&s);
     status = 0;
 fail_bus:
+    snapshot_unref(s.live);
     if (s.bus)
         bus_free(s.bus);
     free(s.worker_metrics);

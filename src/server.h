@@ -12,8 +12,11 @@
 struct token_key;
 
 /* Binds, starts the workers and runs until SIGTERM/SIGINT has shut every
- * connection down. token_key is the key of --auth jwt (NULL otherwise),
- * borrowed until return. Returns the process exit status. */
-int server_run(const struct config *cfg, const struct token_key *token_key);
+ * connection down; on SIGHUP, reads the configuration again from argv (the
+ * file, the environment, the flags: config_load) and applies what can
+ * change live. token_key is the key of --auth jwt (NULL otherwise), cfg,
+ * token_key and argv are borrowed until return. Returns the process exit
+ * status. */
+int server_run(const struct config *cfg, const struct token_key *token_key, int argc, char **argv);
 
 #endif

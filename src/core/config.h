@@ -1,7 +1,9 @@
-/* config.h - every setting of wsfan: defaults, WSFAN_* environment variables
- * and command-line flags (the flag wins), each validated with a message that
- * names the option, the value and what is allowed.
- * Parsed once on the main thread before workers start; read-only after. */
+/* config.h - every setting of wsfan: defaults, the --config file, WSFAN_*
+ * environment variables and command-line flags (each wins over the one
+ * before), each validated with a message that names the option, the value
+ * (and the file and line) and what is allowed.
+ * Parsed on the main thread: at start, and again on SIGHUP. A struct config
+ * that workers read is never written (server.c publishes a new one). */
 #ifndef WSFAN_CONFIG_H
 #define WSFAN_CONFIG_H
 
@@ -15,6 +17,7 @@
 enum config_auth { CONFIG_AUTH_NONE, CONFIG_AUTH_JWT };
 
 struct config {
+    char config_file[4096]; /* --config; "" for none */
     char listen_host[64];
     uint16_t listen_port;
     char admin_host[64];    /* --admin-listen; "" when the API is on the public port */
@@ -61,12 +64,25 @@ struct config {
     char anonymous_rooms[1025]; /* the room patterns anonymous connections may join (a comma list) */
 };
 
-enum { CONFIG_OK = 0, CONFIG_EXIT = 1, CONFIG_ERROR = -1 };
+enum { CONFIG_OK = 0, CONFIG_EXIT = 1, CONFIG_CHECK = 2, CONFIG_ERROR = -1 };
 
-/* Fills cfg from defaults, then the environment, then argv.
- * Returns CONFIG_OK; CONFIG_EXIT after printing --help or --version to
- * stdout (exit 0); CONFIG_ERROR after printing one line naming the option,
- * the value and what is allowed to stderr (exit 2). */
+/* Fills cfg from defaults, then the config file, the environment, then argv.
+ * Returns CONFIG_OK; CONFIG_EXIT after printing --help, --version or
+ * --print-config to stdout (exit 0); CONFIG_CHECK for --check-config, once
+ * every option is valid (the caller checks what it reads at start);
+ * CONFIG_ERROR after printing one line naming the option, the value and
+ * what is allowed to stderr (exit 2). */
 int config_parse(struct config *cfg, int argc, char **argv);
+
+/* config_parse for a reload: prints nothing and ignores --help and the
+ * like. Returns CONFIG_OK, or CONFIG_ERROR with the line (without
+ * "wsfan: ") in err (cap bytes). */
+int config_load(struct config *cfg, int argc, char **argv, char *err, size_t cap);
+
+/* Copies into cfg the options of fresh that can change while the server
+ * runs, and logs one info line for each option that differs: "config:
+ * rate-limit 100 -> 50", or "config: listen changed; takes effect after a
+ * restart" for the others. Returns how many options it copied. */
+int config_apply_live(struct config *cfg, const struct config *fresh);
 
 #endif

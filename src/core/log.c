@@ -2,15 +2,20 @@
 #include "core/log.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <time.h>
 
-static enum log_level current_level = LOG_INFO;
+/* Atomic: a SIGHUP sets it on the main thread while workers log. */
+static atomic_int current_level = LOG_INFO;
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
-void log_set_level(enum log_level level) { current_level = level; }
+void log_set_level(enum log_level level) { atomic_store_explicit(&current_level, (int)level, memory_order_relaxed); }
 
-int log_enabled(enum log_level level) { return level <= current_level; }
+int log_enabled(enum log_level level)
+{
+    return (int)level <= atomic_load_explicit(&current_level, memory_order_relaxed);
+}
 
 void log_write(enum log_level level, const char *fmt, ...)
 {

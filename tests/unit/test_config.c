@@ -1,7 +1,10 @@
 /* test_config.c - unit tests of config.c: defaults, WSFAN_* variables,
  * flags in both "--opt value" and "--opt=value" forms (the flag wins over
  * the environment), sizes such as 64k, the range of every option, and the
- * one-line message naming the option and value of each refusal. */
+ * one-line message naming the option and value of each refusal; the
+ * --config file (comments, quotes, include and its loops, FILE:LINE in
+ * refusals, its place below variables and flags), --check-config,
+ * --print-config and what a reload copies. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -11,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/config.h"
@@ -759,6 +763,259 @@ static void test_config_help_and_version_exit(void **state)
     assert_int_equal(PARSE(&cfg, "--workers", "0", "--help"), CONFIG_ERROR);
 }
 
+/* ---- The config file ----------------------------------------------------------- */
+
+static char conf_dir[] = "/tmp/wsfan-test-config-XXXXXX";
+
+/* Writes text to name under conf_dir; returns its path, valid for the next 7 calls. */
+static const char *conf_write(const char *name, const char *text)
+{
+    static char path[8][512];
+    static int next;
+    char *p = path[next++ % 8];
+    snprintf(p, sizeof path[0], "%s/%s", conf_dir, name);
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    return p;
+}
+
+static int make_conf_dir(void **state)
+{
+    (void)state;
+    assert_non_null(mkdtemp(conf_dir));
+    char sub[600];
+    snprintf(sub, sizeof sub, "%s/sub", conf_dir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    return 0;
+}
+
+static int remove_conf_dir(void **state)
+{
+    char cmdline[700];
+    (void)state;
+    snprintf(cmdline, sizeof cmdline, "rm -rf '%s'", conf_dir);
+    return system(cmdline) ? -1 : 0;
+}
+
+/* The one line of the refusal of file, or fails. */
+static const char *file_refused(const char *file)
+{
+    struct config cfg;
+    if (PARSE(&cfg, "--config", file) != CONFIG_ERROR)
+        fail_msg("accepted %s", file);
+    assert_string_equal(strchr(err_text, '\n'), "\n");
+    return err_text;
+}
+
+static void test_config_file_reads_comments_blanks_and_quotes(void **state)
+{
+    struct config cfg;
+
+    (void)state;
+    const char *f = conf_write("a.conf", "# a comment\n"
+                                         "\n"
+                                         "   # an indented comment\n"
+                                         "rate-limit 50   \r\n"
+                                         "\tmax-data\t16k\n"
+                                         "allow-broadcast yes\n"
+                                         "jwt-audience \"a\\\"b\\\\c\"  \n"
+                                         "auth jwt\n"
+                                         "jwt-secret s#not-a-comment\n"
+                                         "allowed-origins \"https://a.example.com, https://b.example.com\"\n");
+    assert_int_equal(PARSE(&cfg, "--config", f), CONFIG_OK);
+    assert_int_equal(cfg.rate_limit, 50);
+    assert_int_equal(cfg.max_data, 16 << 10);
+    assert_int_equal(cfg.allow_broadcast, 1);
+    assert_string_equal(cfg.jwt_audience, "a\"b\\c");
+    assert_string_equal(cfg.jwt_secret, "s#not-a-comment");
+    assert_int_equal(cfg.allowed_origins.count, 2);
+    assert_string_equal(err_text, "");
+
+    f = conf_write("a.conf", "allow-broadcast false\n");
+    assert_int_equal(PARSE(&cfg, "--config", f), CONFIG_OK);
+    assert_int_equal(cfg.allow_broadcast, 0);
+}
+
+static void test_config_file_refusals_name_file_and_line(void **state)
+{
+    char want[1024];
+
+    (void)state;
+    const char *f = conf_write("bad.conf", "rate-limit 50\n\n# x\nworkers 0\n");
+    snprintf(want, sizeof want, "wsfan: %s:4: workers=0: expected a whole number from 1 to 256\n", f);
+    assert_string_equal(file_refused(f), want);
+
+    f = conf_write("bad.conf", "max-connections 5\nlisten-port 80\n");
+    snprintf(want, sizeof want, "wsfan: %s:2: listen-port: unknown option (see --help)\n", f);
+    assert_string_equal(file_refused(f), want);
+
+    f = conf_write("bad.conf", "api-key \"0123456789abcdef\n");
+    snprintf(want, sizeof want, "wsfan: %s:1: api-key: the value's closing quote is missing\n", f);
+    assert_string_equal(file_refused(f), want);
+
+    f = conf_write("bad.conf", "node-id \"a\" b\n");
+    assert_non_null(strstr(file_refused(f), ":1: node-id: text after the closing quote"));
+
+    f = conf_write("bad.conf", "heartbeat\n");
+    assert_non_null(strstr(file_refused(f), ":1: heartbeat: missing value"));
+
+    /* A secret is not repeated. */
+    f = conf_write("bad.conf", "api-key short\n");
+    assert_non_null(strstr(file_refused(f), ":1: api-key=(hidden): "));
+
+    /* The file's name comes from --config or WSFAN_CONFIG, never from a file. */
+    f = conf_write("bad.conf", "config other.conf\n");
+    assert_non_null(strstr(file_refused(f), ":1: config: not allowed in a config file"));
+    assert_non_null(strstr(file_refused("/nonexistent/wsfan.conf"),
+                           "wsfan: config file /nonexistent/wsfan.conf: cannot read it: No such file"));
+}
+
+static void test_config_file_includes_relative_to_the_including_file(void **state)
+{
+    struct config cfg;
+
+    (void)state;
+    conf_write("sub/limits.conf", "max-rooms 7\ninclude deeper.conf\n");
+    conf_write("sub/deeper.conf", "heartbeat 9\n");
+    const char *f = conf_write("main.conf", "include sub/limits.conf\nmax-rooms 8\n");
+    assert_int_equal(PARSE(&cfg, "--config", f), CONFIG_OK);
+    assert_int_equal(cfg.max_rooms, 8); /* a later line wins */
+    assert_int_equal(cfg.heartbeat, 9);
+
+    conf_write("sub/deeper.conf", "heartbeat x\n");
+    assert_non_null(strstr(file_refused(f), "sub/deeper.conf:1: heartbeat=x: expected"));
+
+    f = conf_write("main.conf", "include missing.conf\n");
+    assert_non_null(strstr(file_refused(f), "main.conf:1: include "));
+    assert_non_null(strstr(err_text, "missing.conf: cannot read it"));
+}
+
+static void test_config_file_refuses_include_loops_and_depth(void **state)
+{
+    char name[64], text[64];
+
+    (void)state;
+    const char *f = conf_write("self.conf", "rate-limit 5\ninclude self.conf\n");
+    assert_non_null(strstr(file_refused(f), "self.conf:2: include self.conf: a loop"));
+
+    conf_write("sub/b.conf", "include ../a.conf\n");
+    f = conf_write("a.conf", "include sub/b.conf\n");
+    assert_non_null(strstr(file_refused(f), "b.conf:1: include ../a.conf: a loop"));
+
+    /* d0 includes d1 ... d8: eight levels are allowed, nine are not. */
+    for (int i = 0; i <= 9; i++) {
+        snprintf(name, sizeof name, "d%d.conf", i);
+        snprintf(text, sizeof text, i < 9 ? "include d%d.conf\n" : "rate-limit 3\n", i + 1);
+        conf_write(name, text);
+    }
+    assert_non_null(strstr(file_refused(conf_write("d0.conf", "include d1.conf\n")),
+                           "d8.conf:1: include d9.conf: more than 8 levels of include"));
+    struct config cfg;
+    snprintf(name, sizeof name, "%s/d1.conf", conf_dir);
+    assert_int_equal(PARSE(&cfg, "--config", name), CONFIG_OK);
+    assert_int_equal(cfg.rate_limit, 3);
+}
+
+static void test_config_file_loses_to_environment_and_flags(void **state)
+{
+    struct config cfg;
+
+    (void)state;
+    const char *f = conf_write("p.conf", "rate-limit 50\nmax-rooms 7\nheartbeat 9\n");
+    setenv("WSFAN_MAX_ROOMS", "8", 1);
+    setenv("WSFAN_HEARTBEAT", "10", 1);
+    assert_int_equal(PARSE(&cfg, "--config", f, "--heartbeat", "11"), CONFIG_OK);
+    assert_int_equal(cfg.rate_limit, 50); /* file over default */
+    assert_int_equal(cfg.max_rooms, 8);   /* variable over file */
+    assert_int_equal(cfg.heartbeat, 11);  /* flag over variable */
+    assert_int_equal(cfg.history_length, 100);
+    unsetenv("WSFAN_MAX_ROOMS");
+    unsetenv("WSFAN_HEARTBEAT");
+
+    /* WSFAN_CONFIG names the file too, and --config wins over it. */
+    setenv("WSFAN_CONFIG", f, 1);
+    assert_int_equal(PARSE_NONE(&cfg), CONFIG_OK);
+    assert_int_equal(cfg.rate_limit, 50);
+    assert_int_equal(PARSE(&cfg, "--config", conf_write("q.conf", "rate-limit 60\n")), CONFIG_OK);
+    assert_int_equal(cfg.rate_limit, 60);
+    unsetenv("WSFAN_CONFIG");
+}
+
+static void test_config_check_and_print_config(void **state)
+{
+    struct config cfg;
+
+    (void)state;
+    const char *f = conf_write("c.conf", "rate-limit 50\n");
+    assert_int_equal(PARSE(&cfg, "--config", f, "--check-config"), CONFIG_CHECK);
+    assert_string_equal(out_text, "");
+    assert_int_equal(PARSE(&cfg, "--check-config", "--workers", "0"), CONFIG_ERROR);
+
+    assert_int_equal(PARSE(&cfg, "--config", f, "--max-data", "16k", "--print-config"), CONFIG_EXIT);
+    assert_non_null(strstr(out_text, "\nrate-limit 50\n"));
+    assert_non_null(strstr(out_text, "\nmax-data 16k\n"));
+    assert_non_null(strstr(out_text, "\n# history-length 100\n"));
+    assert_null(strstr(out_text, "\nconfig"));
+    /* A secret is not printed. */
+    assert_int_equal(PARSE(&cfg, "--api-key", "0123456789abcdefXYZ", "--print-config"), CONFIG_EXIT);
+    assert_null(strstr(out_text, "0123456789abcdefXYZ"));
+    assert_non_null(strstr(out_text, "# api-key is set; not printed\n"));
+}
+
+static void test_config_load_returns_the_error_without_printing(void **state)
+{
+    struct config cfg;
+    char err[512];
+    char *argv[] = {"wsfan", "--config", NULL, NULL};
+    struct capture out, e;
+
+    (void)state;
+    argv[2] = (char *)conf_write("l.conf", "rate-limit 50\nheartbeat 0\n");
+    capture_start(&out, STDOUT_FILENO);
+    capture_start(&e, STDERR_FILENO);
+    int r = config_load(&cfg, 3, argv, err, sizeof err);
+    capture_end(&e, err_text, sizeof err_text);
+    capture_end(&out, out_text, sizeof out_text);
+    assert_int_equal(r, CONFIG_ERROR);
+    assert_non_null(strstr(err, "l.conf:2: heartbeat=0: expected a whole number from 1 to 3600"));
+    assert_string_equal(err_text, "");
+    assert_string_equal(out_text, "");
+}
+
+static void test_config_apply_live_copies_only_live_options(void **state)
+{
+    struct config running, fresh;
+    struct capture e;
+
+    (void)state;
+    assert_int_equal(PARSE(&running, "--rate-limit", "5", "--heartbeat", "9"), CONFIG_OK);
+    assert_int_equal(PARSE(&fresh, "--rate-limit", "50", "--heartbeat", "10", "--max-data", "16k", "--allowed-origins",
+                           "https://a.example.com", "--api-key", "0123456789abcdefXYZ", "--log-level", "debug"),
+                     CONFIG_OK);
+    capture_start(&e, STDERR_FILENO);
+    int n = config_apply_live(&running, &fresh);
+    capture_end(&e, err_text, sizeof err_text);
+    assert_int_equal(n, 5);
+    assert_int_equal(running.rate_limit, 50);
+    assert_int_equal(running.max_data, 16 << 10);
+    assert_int_equal(running.allowed_origins.count, 1);
+    assert_string_equal(running.api_key, "0123456789abcdefXYZ");
+    assert_int_equal(running.log_level, LOG_DEBUG);
+    assert_int_equal(running.heartbeat, 9);
+    assert_non_null(strstr(err_text, "config: rate-limit 5 -> 50\n"));
+    assert_non_null(strstr(err_text, "config: max-data 64k -> 16k\n"));
+    assert_non_null(strstr(err_text, "config: allowed-origins (none) -> https://a.example.com:443\n"));
+    assert_non_null(strstr(err_text, "config: heartbeat changed; takes effect after a restart\n"));
+    assert_non_null(strstr(err_text, "config: api-key changed\n"));
+    assert_null(strstr(err_text, "0123456789abcdefXYZ"));
+    capture_start(&e, STDERR_FILENO);
+    n = config_apply_live(&running, &fresh);
+    capture_end(&e, err_text, sizeof err_text);
+    assert_int_equal(n, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -787,7 +1044,15 @@ int main(void)
         cmocka_unit_test_setup(test_config_refuses_unknown_options_and_stray_arguments, clear_wsfan_env),
         cmocka_unit_test_setup(test_config_refuses_missing_value, clear_wsfan_env),
         cmocka_unit_test_setup(test_config_help_and_version_exit, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_file_reads_comments_blanks_and_quotes, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_file_refusals_name_file_and_line, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_file_includes_relative_to_the_including_file, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_file_refuses_include_loops_and_depth, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_file_loses_to_environment_and_flags, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_check_and_print_config, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_load_returns_the_error_without_printing, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_apply_live_copies_only_live_options, clear_wsfan_env),
     };
 
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, make_conf_dir, remove_conf_dir);
 }
