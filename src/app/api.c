@@ -52,9 +52,10 @@ static const char tenant_invalid[] = "tenant must be 1 to 64 characters of A-Z a
 
 /* ---- answers ---------------------------------------------------------------- */
 
+/* /api itself and every path under it: their errors are JSON. */
 static int is_api_path(const char *path)
 {
-    return path && !strncmp(path, "/api/", 5);
+    return path && !strncmp(path, "/api", 4) && (path[4] == '\0' || path[4] == '/');
 }
 
 /* The one JSON error answer of the API: {"error":code,"message":message},
