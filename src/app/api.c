@@ -45,13 +45,17 @@ struct route {
     void (*serve)(struct client *c, const struct http_request *req, const char *tenant);
 };
 
+/* The most users one publish may name. */
+enum { PUBLISH_USERS_MAX = 1000 };
+
 static const char tenant_invalid[] = "tenant must be 1 to 64 characters of A-Z a-z 0-9 _ . : -";
 
 /* ---- answers ---------------------------------------------------------------- */
 
+/* /api itself and every path under it: their errors are JSON. */
 static int is_api_path(const char *path)
 {
-    return path && !strncmp(path, "/api/", 5);
+    return path && !strncmp(path, "/api", 4) && (path[4] == '\0' || path[4] == '/');
 }
 
 /* The one JSON error answer of the API: {"error":code,"message":message},
@@ -168,7 +172,10 @@ static void on_published(struct task *t, void *ctx)
     struct call *call = (struct call *)t;
     struct client *c = reply_client(call);
     size_t len;
-    if (c && !answer_error(c, call, "the message was not published"))
+    const char *failed = call->req.publish.users
+                             ? "not every user's channel was published: some users may have the message"
+                             : "the message was not published";
+    if (c && !answer_error(c, call, failed))
         respond_json(c, reply_api_published(call->req.publish.store.offset, &len), &len, reply_keep_alive(c));
     call_done(call);
 }
@@ -183,17 +190,79 @@ static int is_json_type(const char *type)
     return next == '\0' || next == ';' || next == ' ' || next == '\t';
 }
 
-/* Exactly one of room, user and all:true. Fills pub's target and name (a
- * key of tenant), or answers 400 and returns -1. */
+static int by_string(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* "users": an array of 1 to PUBLISH_USERS_MAX ids. Fills pub's users with
+ * the keys (of tenant) of the distinct ones, or answers 400 (503 when out
+ * of memory) and returns -1. */
+static int publish_users(struct client *c, const struct http_request *req, json_t *users, const char *tenant,
+                         struct bus_publish *pub)
+{
+    size_t n = json_array_size(users), bytes = 0;
+    char message[128];
+    if (json_is_array(users))
+        snprintf(message, sizeof message, "users must name 1 to %d users, not %zu", PUBLISH_USERS_MAX, n);
+    else
+        snprintf(message, sizeof message, "users must be an array of user ids");
+    if (!json_is_array(users) || n == 0 || n > PUBLISH_USERS_MAX) {
+        api_error(c, WSFAN_EBAD_COMMAND, NULL, message, req->keep_alive);
+        return -1;
+    }
+    const char **names = malloc(n * sizeof *names);
+    if (!names) {
+        api_error(c, WSFAN_ENOMEM, NULL, NULL, req->keep_alive);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_array_get(users, i);
+        if (!json_is_string(v) || !name_valid(json_string_value(v), json_string_length(v))) {
+            snprintf(message, sizeof message, "users[%zu]: %s", i, wsfan_strerror(WSFAN_EUSER_INVALID));
+            api_error(c, WSFAN_EUSER_INVALID, NULL, message, req->keep_alive);
+            free(names);
+            return -1;
+        }
+        names[i] = json_string_value(v);
+        bytes += strlen(tenant) + 1 + json_string_length(v) + 1;
+    }
+    /* Sorted, a name's repeats are next to it: each user is published once. */
+    qsort(names, n, sizeof *names, by_string);
+    char *out = pub->users = malloc(bytes);
+    for (size_t i = 0; out && i < n; i++) {
+        if (i && !strcmp(names[i], names[i - 1]))
+            continue;
+        char buf[KEY_MAX_LEN + 1];
+        const char *key = name_key(tenant, names[i], buf);
+        size_t len = strlen(key) + 1;
+        memcpy(out, key, len);
+        out += len;
+    }
+    free(names);
+    if (!out) {
+        api_error(c, WSFAN_ENOMEM, NULL, NULL, req->keep_alive);
+        return -1;
+    }
+    pub->users_len = (size_t)(out - pub->users);
+    pub->target = EVENT_USER;
+    return 0;
+}
+
+/* Exactly one of room, user, users and all:true. Fills pub's target and
+ * name (a key of tenant) or users, or answers 400 and returns -1. */
 static int publish_target(struct client *c, const struct http_request *req, json_t *body, const char *tenant,
                           struct bus_publish *pub)
 {
     json_t *room = json_object_get(body, "room"), *user = json_object_get(body, "user"),
-           *all = json_object_get(body, "all");
-    if ((room != NULL) + (user != NULL) + (all != NULL) != 1) {
-        api_error(c, WSFAN_EBAD_COMMAND, NULL, "exactly one of room, user or all is required", req->keep_alive);
+           *users = json_object_get(body, "users"), *all = json_object_get(body, "all");
+    if ((room != NULL) + (user != NULL) + (users != NULL) + (all != NULL) != 1) {
+        api_error(c, WSFAN_EBAD_COMMAND, NULL, "exactly one of room, user, users or all is required",
+                  req->keep_alive);
         return -1;
     }
+    if (users)
+        return publish_users(c, req, users, tenant, pub);
     if (all) {
         if (!json_is_true(all)) {
             api_error(c, WSFAN_EBAD_COMMAND, NULL, "all must be true", req->keep_alive);

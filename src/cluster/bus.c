@@ -95,15 +95,25 @@ void bus_request_free(struct bus_request *req)
             event_unref(call->event);
         store_batch_free(&call->batch);
     }
-    if (req->op == BUS_JOIN || req->op == BUS_REJOIN)
+    if (req->op == BUS_JOIN || req->op == BUS_REJOIN) {
         free(((struct bus_join *)req)->info);
-    else if (req->op == BUS_PUBLISH)
+    } else if (req->op == BUS_PUBLISH) {
         free(((struct bus_publish *)req)->data);
-    else if (req->op == BUS_PRESENCE)
+        free(((struct bus_publish *)req)->users);
+    } else if (req->op == BUS_PRESENCE) {
         free(((struct bus_presence *)req)->users);
-    else if (req->op == BUS_ROOMS)
+    } else if (req->op == BUS_ROOMS) {
         free(((struct bus_rooms *)req)->rooms);
+    }
     free(req);
+}
+
+const char *bus_publish_next_key(const struct bus_publish *req, const char *key)
+{
+    if (!req->users)
+        return key ? NULL : req->name;
+    const char *next = key ? key + strlen(key) + 1 : req->users;
+    return next < req->users + req->users_len ? next : NULL;
 }
 
 const struct config *bus_config(struct bus *b) { return b->cfg; }

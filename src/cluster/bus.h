@@ -69,11 +69,15 @@ struct bus_leave {
     char user[NAME_MAX_LEN + 1];  /* the connection's user, or "" */
 };
 
-/* BUS_PUBLISH: a room message, a direct message or a broadcast. */
+/* BUS_PUBLISH: a room message, a direct message (to one user, or to the
+ * users of a list: the API's) or a broadcast. */
 struct bus_publish {
     struct bus_request base;
     enum event_target target;
     char name[KEY_MAX_LEN + 1];   /* the room's or the user's key; all: "" or "T/" */
+    char *users;                  /* EVENT_USER to many: distinct keys, each ended by '\0' (owned); else NULL */
+    size_t users_len;             /* bytes of users */
+    unsigned pending;             /* the engine's: PUBLISHes not answered yet */
     char from[NAME_MAX_LEN + 1];  /* the publishing user, or "" */
     int ephemeral;
     uint64_t skip_seq;            /* echo:false: the publisher's connection, else 0 */
@@ -115,6 +119,11 @@ struct bus_user {
 
 /* Frees what req owns and the block it starts. */
 void bus_request_free(struct bus_request *req);
+
+/* The keys req goes to, one per call: its name, or each of its users.
+ * key is the previous one, NULL for the first; returns NULL after the
+ * last. */
+const char *bus_publish_next_key(const struct bus_publish *req, const char *key);
 
 /* How the bus reaches the workers, filled in by the server. */
 struct bus_hooks {

@@ -7,20 +7,20 @@
 #include "cluster/bus.h"
 #include "cluster/presence.h"
 
-/* Delivers ev (taking its reference) and acknowledges the publish. */
-static void deliver_and_ack(struct bus *b, struct bus_publish *req, struct event *ev)
+/* Delivers ev (taking its reference). 0, or -1 when ev is NULL (out of
+ * memory): the publish's error is then set. */
+static int deliver(struct bus *b, struct bus_publish *req, struct event *ev)
 {
     if (!ev) {
         req->base.error = WSFAN_ENOMEM;
-        bus_reply(b, &req->base);
-        return;
+        return -1;
     }
     if (req->skip_seq) {
         ev->skip_worker = req->base.worker;
         ev->skip_seq = req->skip_seq;
     }
     bus_deliver(b, ev);
-    bus_reply(b, &req->base);
+    return 0;
 }
 
 static void persisted(struct store_call *call)
@@ -35,7 +35,8 @@ static void persisted(struct store_call *call)
     /* The store keeps its own reference for history; this one fans out. */
     struct event *ev = call->event;
     call->event = NULL;
-    deliver_and_ack(req->base.bus, req, ev);
+    deliver(req->base.bus, req, ev);
+    bus_reply(req->base.bus, &req->base);
 }
 
 static void memory_publish(struct bus *b, struct bus_publish *req)
@@ -48,10 +49,15 @@ static void memory_publish(struct bus *b, struct bus_publish *req)
         s->ops->append(s, &req->store);
         return;
     }
-    struct event *ev = req->target == EVENT_ROOM
-                           ? event_message(req->name, NULL, from, req->data, req->data_len, ts)
-                           : event_direct(req->target, req->name, from, req->data, req->data_len, ts);
-    deliver_and_ack(b, req, ev);
+    /* One event per key: its key is what the workers deliver it by. */
+    for (const char *key = NULL; (key = bus_publish_next_key(req, key));) {
+        struct event *ev = req->target == EVENT_ROOM
+                               ? event_message(key, NULL, from, req->data, req->data_len, ts)
+                               : event_direct(req->target, key, from, req->data, req->data_len, ts);
+        if (deliver(b, req, ev))
+            break;
+    }
+    bus_reply(b, &req->base);
 }
 
 /* Every publish reaches the bus at once: a room's events are "arriving"

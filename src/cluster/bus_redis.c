@@ -289,27 +289,34 @@ static void on_pub_changed(struct redis_link *l)
 
 /* ---- publishing ----------------------------------------------------------- */
 
+/* One PUBLISH of req's is over (error: 0 or why it failed). req is
+ * answered after its last, with the first error: with several users, some
+ * may have had the message. */
+static void publish_done(struct bus_publish *req, int error)
+{
+    if (error && !req->base.error)
+        req->base.error = error;
+    if (--req->pending == 0)
+        bus_reply(req->base.bus, &req->base);
+}
+
 static void on_published(redisAsyncContext *ac, void *reply, void *privdata)
 {
     (void)ac;
-    struct bus_publish *req = privdata;
     redisReply *r = reply;
-    if (!r || r->type == REDIS_REPLY_ERROR)
-        req->base.error = WSFAN_EUNAVAILABLE;
-    bus_reply(req->base.bus, &req->base);
+    publish_done(privdata, !r || r->type == REDIS_REPLY_ERROR ? WSFAN_EUNAVAILABLE : 0);
 }
 
-/* PUBLISHes the envelope parts around offset (NULL: none) and answers req
- * when Redis has it. */
+/* PUBLISHes the envelope parts around offset (NULL: none) as one more of
+ * req's PUBLISHes (publish_done). */
 static void publish_envelope(struct redis_bus *e, struct bus_publish *req, const char *channel,
                              const struct envelope_parts *env, const char *offset)
 {
+    req->pending++;
     char *payload = envelope_join(env, &e->seal, channel, offset);
     const char *argv[] = {"PUBLISH", channel, payload};
-    if (!payload || redis_link_command(&e->pub, on_published, req, 3, argv, NULL)) {
-        req->base.error = payload ? WSFAN_EUNAVAILABLE : WSFAN_ENOMEM;
-        bus_reply(e->bus, &req->base);
-    }
+    if (!payload || redis_link_command(&e->pub, on_published, req, 3, argv, NULL))
+        publish_done(req, payload ? WSFAN_EUNAVAILABLE : WSFAN_ENOMEM);
     free(payload);
 }
 
@@ -361,13 +368,20 @@ static void redis_publish(struct bus *b, struct bus_publish *req)
         bus_reply(b, &req->base);
         return;
     }
-    envelope_channel_name(e->cfg->ns, req->target, req->name, a->channel);
     if (!persisted) {
-        publish_envelope(e, req, a->channel, &a->env, NULL);
+        /* One PUBLISH per key; the extra count keeps req from being
+         * answered before the last is sent. */
+        req->pending++;
+        for (const char *key = NULL; !req->base.error && (key = bus_publish_next_key(req, key));) {
+            envelope_channel_name(e->cfg->ns, req->target, key, a->channel);
+            publish_envelope(e, req, a->channel, &a->env, NULL);
+        }
         envelope_parts_free(&a->env);
         free(a);
+        publish_done(req, 0);
         return;
     }
+    envelope_channel_name(e->cfg->ns, req->target, req->name, a->channel);
     struct store *s = bus_store(b);
     req->store.channel = a->channel;
     req->store.envelope = &a->env;

@@ -173,6 +173,22 @@ def test_unknown_paths_are_404(server):
     assert resp.status == 404, resp.head
 
 
+@pytest.mark.parametrize("method,path", [("GET", "/api"), ("POST", "/api"), ("GET", "/api?tenant=acme"),
+                                         ("GET", "/api/"), ("DELETE", "/api/xyz"), ("GET", "/api/publish/")])
+def test_api_itself_and_every_path_under_it_answer_json_404(server, method, path):
+    assert_error(server, method, path, {} if method == "POST" else None, 404, "not_found")
+
+
+def test_a_body_over_the_limit_to_api_itself_is_a_json_413(server):
+    resp = assert_error(server, "POST", "/api", b"x" * 5000, 413, "too_large")
+    assert resp.header("connection") == "close", resp.head
+
+
+def test_paths_that_only_start_like_api_get_the_plain_404(server):
+    resp = http_request(server.port, api_request("GET", "/apiary"))
+    assert resp.status == 404 and resp.header("content-type").startswith("text/plain"), resp.head
+
+
 # ---- history, presence, rooms ---------------------------------------------------------
 
 def test_history_pages_with_limit_and_before(server):

@@ -190,6 +190,15 @@ def test_post_upgrade_answers_400(server):
     assert_one_line_body(resp)
 
 
+def test_http_1_0_upgrade_answers_400_and_closes(server):
+    """RFC 6455 section 4.1: the opening handshake is HTTP/1.1 or later."""
+    raw = request_head("GET", "/ws", upgrade_headers(extra=[("Connection", "keep-alive")]), http_version="1.0")
+    resp = http_request(server.port, raw)
+    assert resp.status == 400, f"an HTTP/1.0 upgrade: expected 400, got {resp.status}: {resp.head!r}"
+    assert resp.body == b"WebSocket upgrade requires HTTP/1.1\n", resp.body
+    assert resp.header("connection") == "close", resp.head
+
+
 def test_version_8_answers_426_naming_version_13(server):
     raw = request_head("GET", "/ws", upgrade_headers(version="8"))
     resp = http_request(server.port, raw)
