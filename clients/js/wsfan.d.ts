@@ -12,6 +12,8 @@ export interface Welcome {
   user: string | null;
   node: string;
   heartbeat: number;
+  /** With a token: its exp in unix seconds, or null for a token that never expires. */
+  exp?: number | null;
 }
 
 export interface MessageEvent {
@@ -69,13 +71,16 @@ export interface PresenceUser {
   info?: { [key: string]: Json };
 }
 
-export type ClientState = 'connecting' | 'open' | 'reconnecting' | 'closed';
+/** idle: created, connect() not called yet. */
+export type ClientState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
 
 export interface ClientEvents {
   open: { welcome: Welcome; reconnect: boolean };
   close: { code: number; reason: string; willReconnect: boolean };
   reconnecting: { attempt: number; delay: number };
   rejoined: RejoinedEvent;
+  /** With getToken: the token was swapped for a fresh one before its exp (unix seconds, or null). */
+  refreshed: { exp: number | null };
   state: ClientState;
   message: MessageEvent;
   direct: DirectEvent;
@@ -89,8 +94,14 @@ export interface ClientEvents {
 export interface ClientOptions {
   /** With --auth none: the user id to connect as (?user=; the server trusts it: development only). */
   user?: string;
-  /** With --auth jwt: the token (?token=), or a function giving a fresh one at each (re)connect. */
-  token?: string | (() => string);
+  /** With --auth jwt: a fixed token (?token=), or a function giving a fresh one at each (re)connect. */
+  token?: string | (() => string | Promise<string>);
+  /** With --auth jwt: asked for a token at every (re)connect and, refreshBefore ms before the
+   * current token's exp, for a fresh one that the client hands over with `refresh`, so that the
+   * connection is never closed for expiry. Takes precedence over token. */
+  getToken?: () => string | Promise<string>;
+  /** Milliseconds before a token's exp to refresh it (default 30000). */
+  refreshBefore?: number;
   /** A WebSocket constructor; defaults to globalThis.WebSocket (in Node: pass the "ws" package's default export). */
   WebSocket?: unknown;
   /** First reconnect wait in ms (default 250); doubles per attempt with jitter. */
@@ -139,6 +150,11 @@ export class WsfanClient {
   off<K extends keyof ClientEvents>(type: K, fn: (ev: ClientEvents[K]) => void): void;
   once<K extends keyof ClientEvents>(type: K): Promise<ClientEvents[K]>;
 
+  /** Opens the connection (once; later calls return the same promise) and keeps it open, reconnecting,
+   * until close(). Resolves with the first welcome; rejects ("closed") only when closed before one.
+   * Commands issued before it wait for the connection. */
+  connect(): Promise<Welcome>;
+
   join(room: string, options?: { since?: Offset }): Promise<JoinedReply>;
   leave(room: string): Promise<{ type: 'left'; room: string }>;
   /** Resolves once with the ack of whichever attempt was answered. A persisted publish waits in
@@ -154,7 +170,7 @@ export class WsfanClient {
   close(): void;
 }
 
-/** Creates a client and starts connecting. In a browser, url defaults to this page's server. */
+/** new WsfanClient(url, options) and its connect(), at once. In a browser, url defaults to this page's server. */
 export function connect(url?: string, options?: ClientOptions): WsfanClient;
 
 /** The wait before reconnect attempt `attempt` (0-based): min·2^attempt capped at max, half of it random. */

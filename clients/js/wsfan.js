@@ -16,10 +16,17 @@
 //   even when the connection dropped between the server's receipt and the ack.
 //   Ephemeral publishes are sent at most once: they are never resent.
 //
-//   const client = connect('ws://127.0.0.1:8080/ws', { user: 'alice' });
+// - with getToken (--auth jwt), it asks for a token at every (re)connect
+//   and, before the token's exp, for a fresh one that it hands to the
+//   server with `refresh`, so the connection is never closed for expiry.
+//
+//   const client = new WsfanClient('ws://127.0.0.1:8080/ws', { getToken: () => fetchToken() });
 //   client.on('message', (m) => console.log(m.room, m.from, m.data));
+//   await client.connect();          // resolves with the first welcome
 //   await client.join('general');
 //   await client.publish('general', { text: 'hi' });
+//
+// connect(url, options) does both steps: it returns the client, connecting.
 
 const OPEN = 1;
 const SUBPROTOCOL = 'wsfan.v1';
@@ -74,13 +81,14 @@ export class WsfanClient {
       backoffMax: 10000,
       timeout: 10000,
       outboxLimit: 1000,
+      refreshBefore: 30000,
       ...options,
     };
     this.WebSocket = options.WebSocket || globalThis.WebSocket;
     if (!this.WebSocket) {
       throw new Error('wsfan: no WebSocket here; in Node pass { WebSocket } from the "ws" package');
     }
-    this.state = 'connecting';
+    this.state = 'idle';
     this.welcome = null;
     this.socket = null;
     this.attempt = 0;
@@ -95,8 +103,25 @@ export class WsfanClient {
     this.lastRx = 0;
     this.heartbeatTimer = null;
     this.reconnectTimer = null;
+    this.refreshTimer = null;
     this.closedByUser = false;
-    this._open();
+    this.connecting = null;
+  }
+
+  /**
+   * Opens the connection (once; later calls return the same promise), and
+   * keeps it open until close(). Resolves with the first welcome; rejects
+   * only when the client is closed before one came.
+   */
+  connect() {
+    if (!this.connecting) {
+      this.connecting = new Promise((resolve, reject) => {
+        this._firstWelcome = { resolve, reject };
+      });
+      this._setState('connecting');
+      this._open();
+    }
+    return this.connecting;
   }
 
   // ---- events --------------------------------------------------------------
@@ -143,21 +168,28 @@ export class WsfanClient {
 
   // ---- the connection ---------------------------------------------------------
 
-  _socketUrl() {
+  // The token to present now: getToken (or a token function) is asked
+  // again at every (re)connect, so that an expired token is never
+  // presented twice.
+  async _token() {
+    const { getToken, token } = this.options;
+    if (getToken) return getToken();
+    return typeof token === 'function' ? token() : token;
+  }
+
+  _socketUrl(token) {
     const u = new URL(this.url);
-    const { user, token } = this.options;
-    // A function is asked again at every (re)connect, so that an expired
-    // token is never presented twice.
-    const t = typeof token === 'function' ? token() : token;
-    if (user) u.searchParams.set('user', user);
-    if (t) u.searchParams.set('token', t);
+    if (this.options.user) u.searchParams.set('user', this.options.user);
+    if (token) u.searchParams.set('token', token);
     return u.toString();
   }
 
-  _open() {
+  async _open() {
     let socket;
     try {
-      socket = new this.WebSocket(this._socketUrl(), [SUBPROTOCOL]);
+      const token = await this._token();
+      if (this.closedByUser) return;
+      socket = new this.WebSocket(this._socketUrl(token), [SUBPROTOCOL]);
     } catch (err) {
       this._emit('error', err);
       this._scheduleReconnect();
@@ -221,6 +253,11 @@ export class WsfanClient {
     this.attempt = 0;
     this._setState('open');
     this._startHeartbeat(welcome.heartbeat || 25);
+    this._scheduleRefresh(welcome.exp);
+    if (this._firstWelcome) {
+      this._firstWelcome.resolve(welcome);
+      this._firstWelcome = null;
+    }
     this._emit('open', { welcome, reconnect });
     for (const [room, entry] of this.rooms) this._sendJoin(room, entry);
     const queued = this.queue;
@@ -232,6 +269,7 @@ export class WsfanClient {
   _lost(code, reason) {
     this.socket = null;
     this._stopHeartbeat();
+    clearTimeout(this.refreshTimer);
     for (const p of this.pending.values()) {
       if (!this.outbox.has(p)) p.reject(new WsfanError('disconnected', 'the connection closed before the reply came'));
     }
@@ -254,6 +292,28 @@ export class WsfanClient {
       this.reconnectTimer = null;
       if (!this.closedByUser) this._open();
     }, delay);
+  }
+
+  // With getToken, a token that expires (exp, unix seconds) is swapped for
+  // a fresh one refreshBefore ms ahead of its expiry, over this connection.
+  _scheduleRefresh(exp) {
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = null;
+    if (!this.options.getToken || typeof exp !== 'number') return;
+    const delay = Math.max(0, exp * 1000 - Date.now() - this.options.refreshBefore);
+    this.refreshTimer = setTimeout(() => this._refresh(), delay);
+  }
+
+  async _refresh() {
+    try {
+      const token = await this.options.getToken();
+      const reply = await this._request({ type: 'refresh', token });
+      this._emit('refreshed', { exp: reply.exp });
+      this._scheduleRefresh(reply.exp);
+    } catch (err) {
+      // The server closes the connection at expiry; the reconnect asks getToken again.
+      this._emit('error', err);
+    }
   }
 
   // The server pings at the WebSocket level, which a browser never shows:
@@ -295,6 +355,11 @@ export class WsfanClient {
   close() {
     this.closedByUser = true;
     clearTimeout(this.reconnectTimer);
+    clearTimeout(this.refreshTimer);
+    if (this._firstWelcome) {
+      this._firstWelcome.reject(closedError());
+      this._firstWelcome = null;
+    }
     for (const item of this.queue) item.reject(closedError());
     this.queue = [];
     for (const item of this.outbox) item.fail(closedError());
@@ -528,7 +593,9 @@ export class WsfanClient {
   }
 }
 
-/** Creates a client and starts connecting. */
+/** Creates a client and starts connecting; returns the client (its connect() promise is client.connecting). */
 export function connect(url, options) {
-  return new WsfanClient(url, options);
+  const client = new WsfanClient(url, options);
+  client.connect().catch(() => {}); // a close before the first welcome is the caller's own doing
+  return client;
 }
