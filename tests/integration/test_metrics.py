@@ -100,7 +100,7 @@ def test_connections_are_counted_by_close_code(wsfan):
     assert values['wsfan_connections_closed_total{code="1000"}'] == 1, values
     assert values['wsfan_connections_closed_total{code="1005"}'] == 1, values
     assert values['wsfan_connections_closed_total{code="1006"}'] == 1, values
-    assert values["wsfan_bytes_in_total"] > 0 and values["wsfan_bytes_out_total"] > 0
+    assert values["wsfan_received_bytes_total"] > 0 and values["wsfan_sent_bytes_total"] > 0
     # The three welcomes are replies to their own connections.
     assert values['wsfan_messages_out_total{kind="reply"}'] >= 3
 
@@ -113,8 +113,8 @@ def test_bytes_and_replies_grow_with_traffic(wsfan):
             assert c.request({"type": "ping", "ref": i})["type"] == "pong"
     _, after = scrape(srv)
     assert after['wsfan_messages_out_total{kind="reply"}'] - before['wsfan_messages_out_total{kind="reply"}'] >= 11
-    assert after["wsfan_bytes_in_total"] - before["wsfan_bytes_in_total"] > 10 * 20
-    assert after["wsfan_bytes_out_total"] - before["wsfan_bytes_out_total"] > 10 * 10
+    assert after["wsfan_received_bytes_total"] - before["wsfan_received_bytes_total"] > 10 * 20
+    assert after["wsfan_sent_bytes_total"] - before["wsfan_sent_bytes_total"] > 10 * 10
     assert after["wsfan_http_requests_total"] > before["wsfan_http_requests_total"]
 
 
