@@ -1,7 +1,9 @@
 """GET /metrics (Prometheus text, checked with promtool from Debian's
 prometheus package) and GET /api/stats: what the counters say after real
 traffic: connections by close code, bytes, replies, slow readers, the send
-queue gauge, fan-out, commands by kind and the busiest rooms."""
+queue gauge, fan-out, commands by kind and the busiest rooms. Then, on both
+engines, `promtool check metrics` on a server that has served every kind of
+traffic."""
 
 import json
 import re
@@ -13,7 +15,7 @@ import time
 import pytest
 
 from conftest import (OP_TEXT, SLOW, RawClient, cmd, frame, http_get, http_request, json_client,
-                      request_head, run)
+                      request_head, run, upgrade_headers)
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')
 
@@ -34,11 +36,21 @@ def scrape(srv):
     return text, values
 
 
+def promtool():
+    """The path of promtool, or the test is skipped."""
+    path = shutil.which("promtool")
+    if not path:
+        pytest.skip("promtool is missing: it comes with Debian's prometheus package (scripts/install-deps)")
+    return path
+
+
 def promtool_check(text):
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool is missing: scripts/install-deps installs Debian's prometheus package"
-    p = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
-    assert p.returncode == 0, f"promtool check metrics failed:\n{p.stdout}{p.stderr}\n--- metrics:\n{text}"
+    """promtool check metrics must accept text and print nothing: it prints
+    each naming problem (lint) it finds, one a line."""
+    p = subprocess.run([promtool(), "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    problems = (p.stdout + p.stderr).strip()
+    assert p.returncode == 0 and not problems, \
+        f"promtool check metrics (exit {p.returncode}):\n{problems}\n--- metrics:\n{text}"
 
 
 def wait_metric(srv, key, want, timeout=5.0):
@@ -210,3 +222,78 @@ def test_busiest_rooms_show_their_rate_top_n_only(wsfan):
     assert s["busiest_rooms"][0]["room"] in {f"r{i}" for i in range(12)}, s
     for c in clients:
         c.close()
+
+
+# ---- both engines: promtool after every kind of traffic -----------------------------------------
+
+
+def api_publish_many(srv, room, n):
+    """n pipelined POST /api/publish to room; asserts every one is 200."""
+    bodies = [json.dumps({"room": room, "data": i}).encode() for i in range(n)]
+    raw = b"".join(request_head("POST", "/api/publish", [("Content-Type", "application/json"),
+                                                         ("Content-Length", str(len(b)))]) + b for b in bodies)
+    for resp in http_request(srv.port, raw, count=n, timeout=20):
+        assert resp.status == 200, resp.head
+
+
+async def ask(client, obj, max_frames=100):
+    """Sends obj with a ref and returns the reply that carries it, past the
+    room messages that arrive in between."""
+    ref = f"r{id(obj)}"
+    await client.send({**obj, "ref": ref})
+    for _ in range(max_frames):
+        reply = await client.recv()
+        if reply.get("ref") == ref:
+            return reply
+    raise AssertionError(f"no reply to {obj!r} in {max_frames} frames")
+
+
+def serve_every_kind_of_traffic(srv):
+    """Commands of each type (an invalid one too), room and user fan-out,
+    API publishes, a refused upgrade and closes with and without a close
+    handshake, then waits for the busiest rooms of a complete window: every
+    labelled family has samples."""
+    async def clients():
+        async with json_client(srv, "/ws?user=ann") as a, json_client(srv, "/ws?user=bob") as b:
+            for c in (a, b):
+                assert (await ask(c, {"type": "join", "room": "prom"}))["type"] == "joined"
+            for i in range(5):
+                await ask(a, {"type": "publish", "room": "prom", "data": i})
+            await ask(a, {"type": "send", "user": "bob", "data": "hi"})
+            await ask(a, {"type": "history", "room": "prom"})
+            await ask(a, {"type": "presence", "room": "prom"})
+            assert (await ask(a, {"type": "ping"}))["type"] == "pong"
+            assert (await ask(a, {"type": "no-such-command"}))["type"] == "error"
+            await ask(b, {"type": "leave", "room": "prom"})
+    run(clients())
+
+    refused = http_request(srv.port, request_head("GET", "/ws", upgrade_headers(
+        extra=[("Origin", "https://elsewhere.example")])))
+    assert refused.status == 403, refused.head
+    member = RawClient.open(srv)  # rooms count while they have members
+    assert member.request({"type": "join", "room": "prom"})["type"] == "joined"
+    api_publish_many(srv, "prom", 20)
+    member.send_close(1000)
+    member.expect_close(1000, allow_data=True)
+    RawClient.open(srv).close()  # no close handshake: 1006
+    wait_metric(srv, 'wsfan_busiest_room_messages_per_second{room="prom"}', lambda v: v > 0, timeout=15)
+    return wait_metric(srv, "wsfan_connections", lambda v: v == 0)
+
+
+@pytest.fixture(scope="module")
+def busy_server(engine, wsfan_module):
+    """A server on each engine after serve_every_kind_of_traffic: (server, /metrics text)."""
+    srv = engine.node(wsfan_module, "--workers", "2")
+    serve_every_kind_of_traffic(srv)
+    text, _ = scrape(srv)
+    return srv, text
+
+
+def test_promtool_accepts_the_exposition_after_every_kind_of_traffic(busy_server):
+    srv, text = busy_server
+    promtool_check(text)
+    _, values = scrape(srv)
+    for key in ('wsfan_connections_closed_total{code="1000"}', 'wsfan_connections_closed_total{code="1006"}',
+                'wsfan_connections_refused_total{reason="origin"}', 'wsfan_messages_in_total{kind="invalid"}',
+                'wsfan_messages_out_total{kind="user"}', 'wsfan_fanout_events_total{target="room"}'):
+        assert values[key] >= 1, f"{key} = {values[key]}: the traffic did not reach it"
