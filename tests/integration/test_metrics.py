@@ -3,18 +3,20 @@ prometheus package) and GET /api/stats: what the counters say after real
 traffic: connections by close code, bytes, replies, slow readers, the send
 queue gauge, fan-out, commands by kind and the busiest rooms. Then, on both
 engines, `promtool check metrics` on a server that has served every kind of
-traffic."""
+traffic, and the Grafana dashboard (packaging/grafana/wsfan-dashboard.json):
+importable, and naming only metrics that such a server exposes."""
 
 import json
 import re
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 
 import pytest
 
-from conftest import (OP_TEXT, SLOW, RawClient, cmd, frame, http_get, http_request, json_client,
+from conftest import (OP_TEXT, REPO, SLOW, RawClient, cmd, frame, http_get, http_request, json_client,
                       request_head, run, upgrade_headers)
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')
@@ -224,7 +226,9 @@ def test_busiest_rooms_show_their_rate_top_n_only(wsfan):
         c.close()
 
 
-# ---- both engines: promtool after every kind of traffic -----------------------------------------
+# ---- both engines: promtool after every kind of traffic, and the Grafana dashboard ----------
+
+DASHBOARD = REPO / "packaging" / "grafana" / "wsfan-dashboard.json"
 
 
 def api_publish_many(srv, room, n):
@@ -297,3 +301,126 @@ def test_promtool_accepts_the_exposition_after_every_kind_of_traffic(busy_server
                 'wsfan_connections_refused_total{reason="origin"}', 'wsfan_messages_in_total{kind="invalid"}',
                 'wsfan_messages_out_total{kind="user"}', 'wsfan_fanout_events_total{target="room"}'):
         assert values[key] >= 1, f"{key} = {values[key]}: the traffic did not reach it"
+
+
+# PromQL's functions, aggregations and keywords: names in an expression that
+# are not metric names.
+PROMQL_WORDS = frozenset("""
+    abs absent absent_over_time avg_over_time ceil changes clamp clamp_max clamp_min count_over_time
+    day_of_month day_of_week day_of_year days_in_month delta deriv exp floor histogram_quantile
+    holt_winters hour idelta increase irate label_join label_replace last_over_time ln log10 log2
+    max_over_time min_over_time minute month predict_linear present_over_time quantile_over_time rate
+    resets round scalar sgn sort sort_desc sqrt stddev_over_time stdvar_over_time sum_over_time time
+    timestamp vector year
+    avg bottomk count count_values group max min quantile stddev stdvar sum topk
+    and bool by group_left group_right ignoring offset on or unless without
+    """.split())
+NAME_IN_EXPR = re.compile(r"(?<![a-zA-Z0-9_:$.])([a-zA-Z_:][a-zA-Z0-9_:]*)(?=[{\[\s()]|$)")
+
+
+def metric_names(expr):
+    """The metric names an expression reads. Strings, label matchers, range
+    durations and the labels of by (...), without (...), on (...) are taken
+    out first, so that only names remain."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    expr = re.sub(r"\{[^}]*\}", "{}", expr)
+    expr = re.sub(r"\[[^\]]*\]", "[]", expr)
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", r"\1 ", expr)
+    return {n for n in NAME_IN_EXPR.findall(expr) if n not in PROMQL_WORDS}
+
+
+def test_metric_names_are_read_from_promql():
+    assert metric_names('sum by (instance, code) (rate(wsfan_a_total{job=~"$job",x="y{"}[$__rate_interval]))') \
+        == {"wsfan_a_total"}
+    assert metric_names("topk(10, wsfan_b) / on (instance) group_left (node) wsfan_c") == {"wsfan_b", "wsfan_c"}
+
+
+def load_dashboard():
+    with open(DASHBOARD, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def dashboard_panels(dash):
+    """Every panel, those inside collapsed rows too."""
+    for p in dash["panels"]:
+        yield p
+        yield from p.get("panels", [])
+
+
+def dashboard_exprs(dash):
+    return [t["expr"] for p in dashboard_panels(dash) for t in p.get("targets", [])]
+
+
+def test_grafana_dashboard_is_importable():
+    dash = load_dashboard()
+    inputs = {i["name"]: i for i in dash["__inputs"]}
+    assert inputs["DS_PROMETHEUS"]["type"] == "datasource"
+    assert inputs["DS_PROMETHEUS"]["pluginId"] == "prometheus"
+    assert dash["id"] is None and dash["uid"] and dash["title"]
+    ours = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
+    ids = [p["id"] for p in dashboard_panels(dash)]
+    assert len(ids) == len(set(ids)), f"panel ids repeat: {ids}"
+    for p in dashboard_panels(dash):
+        g = p["gridPos"]
+        assert g["h"] > 0 and g["w"] > 0 and 0 <= g["x"] and g["x"] + g["w"] <= 24, p["title"]
+        if p["type"] == "row":
+            continue
+        assert p["datasource"] == ours, f"panel {p['title']!r}: {p['datasource']}"
+        assert p["targets"], f"panel {p['title']!r} has no query"
+        for t in p["targets"]:
+            assert t["datasource"] == ours and t["expr"].strip(), f"panel {p['title']!r}: {t}"
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert {"job", "instance"} <= set(variables), variables.keys()
+    for v in variables.values():
+        assert v["datasource"] == ours, v
+    for expr in dashboard_exprs(dash):
+        assert 'job=~"$job"' in expr and 'instance=~"$instance"' in expr, f"not filtered by job and instance: {expr}"
+
+
+def test_grafana_dashboard_queries_parse():
+    """promtool check rules parses each query (Grafana's variables replaced
+    by what they stand for) as a recording rule: a typo in PromQL fails here."""
+    exprs = dashboard_exprs(load_dashboard())
+    rules = [{"record": f"wsfan_dashboard:query_{i}",
+              "expr": e.replace("$__rate_interval", "1m").replace("$job", ".*").replace("$instance", ".*")}
+             for i, e in enumerate(exprs)]
+    tool = promtool()
+    with tempfile.NamedTemporaryFile("w", suffix=".yml") as f:
+        json.dump({"groups": [{"name": "dashboard", "rules": rules}]}, f)  # JSON is YAML
+        f.flush()
+        p = subprocess.run([tool, "check", "rules", f.name], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, f"promtool check rules:\n{p.stdout}{p.stderr}"
+    assert f"SUCCESS: {len(rules)} rules found" in p.stdout, p.stdout
+
+
+def exposed_names(text):
+    """Sample names in an exposition, and the families its TYPE lines declare."""
+    names = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            names.add(line.split()[2])
+        elif line and not line.startswith("#"):
+            names.add(SAMPLE.match(line).group(1))
+    return names
+
+
+def test_grafana_dashboard_reads_only_metrics_the_server_exposes(busy_server):
+    _, text = busy_server
+    exposed = exposed_names(text)
+    dash = load_dashboard()
+    used = set()
+    for expr in dashboard_exprs(dash):
+        names = metric_names(expr)
+        assert names, f"no metric name found in {expr}"
+        assert names <= exposed, f"{expr} reads {sorted(names - exposed)}, which /metrics does not expose"
+        used |= names
+    for v in dash["templating"]["list"]:
+        m = re.match(r"label_values\(([a-zA-Z_:][a-zA-Z0-9_:]*)", v["query"])
+        assert m and m.group(1) in exposed, f"variable {v['name']}: {v['query']}"
+    # What the dashboard is for: connections, traffic, send queues, the bus, repairs and drops.
+    for name in ("wsfan_connections", "wsfan_connections_opened_total", "wsfan_connections_closed_total",
+                 "wsfan_fanout_deliveries_total", "wsfan_messages_in_total", "wsfan_send_queue_bytes",
+                 "wsfan_bus_up", "wsfan_position_repairs_total", "wsfan_invalid_envelopes_total",
+                 "wsfan_connections_refused_total", "wsfan_commands_rate_limited_total",
+                 "wsfan_slow_readers_closed_total"):
+        assert name in used, f"the dashboard does not show {name}"
