@@ -258,10 +258,10 @@ static void write_prometheus(FILE *f, const struct metrics_view *v)
     family(f, "wsfan_fanout_deliveries_total", "counter", "Fanned-out events queued on a recipient connection.");
     sample(f, "wsfan_fanout_deliveries_total", t.fanout_deliveries);
 
-    family(f, "wsfan_bytes_in_total", "counter", "Bytes read from clients.");
-    sample(f, "wsfan_bytes_in_total", t.bytes_in);
-    family(f, "wsfan_bytes_out_total", "counter", "Bytes written to clients.");
-    sample(f, "wsfan_bytes_out_total", t.bytes_out);
+    family(f, "wsfan_received_bytes_total", "counter", "Bytes read from clients.");
+    sample(f, "wsfan_received_bytes_total", t.bytes_in);
+    family(f, "wsfan_sent_bytes_total", "counter", "Bytes written to clients.");
+    sample(f, "wsfan_sent_bytes_total", t.bytes_out);
     family(f, "wsfan_send_queue_bytes", "gauge", "Bytes waiting in connections' send queues.");
     sample(f, "wsfan_send_queue_bytes", t.queued_bytes);
     family(f, "wsfan_slow_readers_closed_total", "counter", "Connections closed with 1013: send queue over the limit.");

@@ -1,19 +1,23 @@
 """GET /metrics (Prometheus text, checked with promtool from Debian's
 prometheus package) and GET /api/stats: what the counters say after real
 traffic: connections by close code, bytes, replies, slow readers, the send
-queue gauge, fan-out, commands by kind and the busiest rooms."""
+queue gauge, fan-out, commands by kind and the busiest rooms. Then, on both
+engines, `promtool check metrics` on a server that has served every kind of
+traffic, and the Grafana dashboard (packaging/grafana/wsfan-dashboard.json):
+importable, and naming only metrics that such a server exposes."""
 
 import json
 import re
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 
 import pytest
 
-from conftest import (OP_TEXT, SLOW, RawClient, cmd, frame, http_get, http_request, json_client,
-                      request_head, run)
+from conftest import (OP_TEXT, REPO, SLOW, RawClient, cmd, frame, http_get, http_request, json_client,
+                      request_head, run, upgrade_headers)
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')
 
@@ -34,11 +38,21 @@ def scrape(srv):
     return text, values
 
 
+def promtool():
+    """The path of promtool, or the test is skipped."""
+    path = shutil.which("promtool")
+    if not path:
+        pytest.skip("promtool is missing: it comes with Debian's prometheus package (scripts/install-deps)")
+    return path
+
+
 def promtool_check(text):
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool is missing: scripts/install-deps installs Debian's prometheus package"
-    p = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
-    assert p.returncode == 0, f"promtool check metrics failed:\n{p.stdout}{p.stderr}\n--- metrics:\n{text}"
+    """promtool check metrics must accept text and print nothing: it prints
+    each naming problem (lint) it finds, one a line."""
+    p = subprocess.run([promtool(), "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    problems = (p.stdout + p.stderr).strip()
+    assert p.returncode == 0 and not problems, \
+        f"promtool check metrics (exit {p.returncode}):\n{problems}\n--- metrics:\n{text}"
 
 
 def wait_metric(srv, key, want, timeout=5.0):
@@ -100,7 +114,7 @@ def test_connections_are_counted_by_close_code(wsfan):
     assert values['wsfan_connections_closed_total{code="1000"}'] == 1, values
     assert values['wsfan_connections_closed_total{code="1005"}'] == 1, values
     assert values['wsfan_connections_closed_total{code="1006"}'] == 1, values
-    assert values["wsfan_bytes_in_total"] > 0 and values["wsfan_bytes_out_total"] > 0
+    assert values["wsfan_received_bytes_total"] > 0 and values["wsfan_sent_bytes_total"] > 0
     # The three welcomes are replies to their own connections.
     assert values['wsfan_messages_out_total{kind="reply"}'] >= 3
 
@@ -113,8 +127,8 @@ def test_bytes_and_replies_grow_with_traffic(wsfan):
             assert c.request({"type": "ping", "ref": i})["type"] == "pong"
     _, after = scrape(srv)
     assert after['wsfan_messages_out_total{kind="reply"}'] - before['wsfan_messages_out_total{kind="reply"}'] >= 11
-    assert after["wsfan_bytes_in_total"] - before["wsfan_bytes_in_total"] > 10 * 20
-    assert after["wsfan_bytes_out_total"] - before["wsfan_bytes_out_total"] > 10 * 10
+    assert after["wsfan_received_bytes_total"] - before["wsfan_received_bytes_total"] > 10 * 20
+    assert after["wsfan_sent_bytes_total"] - before["wsfan_sent_bytes_total"] > 10 * 10
     assert after["wsfan_http_requests_total"] > before["wsfan_http_requests_total"]
 
 
@@ -210,3 +224,203 @@ def test_busiest_rooms_show_their_rate_top_n_only(wsfan):
     assert s["busiest_rooms"][0]["room"] in {f"r{i}" for i in range(12)}, s
     for c in clients:
         c.close()
+
+
+# ---- both engines: promtool after every kind of traffic, and the Grafana dashboard ----------
+
+DASHBOARD = REPO / "packaging" / "grafana" / "wsfan-dashboard.json"
+
+
+def api_publish_many(srv, room, n):
+    """n pipelined POST /api/publish to room; asserts every one is 200."""
+    bodies = [json.dumps({"room": room, "data": i}).encode() for i in range(n)]
+    raw = b"".join(request_head("POST", "/api/publish", [("Content-Type", "application/json"),
+                                                         ("Content-Length", str(len(b)))]) + b for b in bodies)
+    for resp in http_request(srv.port, raw, count=n, timeout=20):
+        assert resp.status == 200, resp.head
+
+
+async def ask(client, obj, max_frames=100):
+    """Sends obj with a ref and returns the reply that carries it, past the
+    room messages that arrive in between."""
+    ref = f"r{id(obj)}"
+    await client.send({**obj, "ref": ref})
+    for _ in range(max_frames):
+        reply = await client.recv()
+        if reply.get("ref") == ref:
+            return reply
+    raise AssertionError(f"no reply to {obj!r} in {max_frames} frames")
+
+
+def serve_every_kind_of_traffic(srv):
+    """Commands of each type (an invalid one too), room and user fan-out,
+    API publishes, a refused upgrade and closes with and without a close
+    handshake, then waits for the busiest rooms of a complete window: every
+    labelled family has samples."""
+    async def clients():
+        async with json_client(srv, "/ws?user=ann") as a, json_client(srv, "/ws?user=bob") as b:
+            for c in (a, b):
+                assert (await ask(c, {"type": "join", "room": "prom"}))["type"] == "joined"
+            for i in range(5):
+                await ask(a, {"type": "publish", "room": "prom", "data": i})
+            await ask(a, {"type": "send", "user": "bob", "data": "hi"})
+            await ask(a, {"type": "history", "room": "prom"})
+            await ask(a, {"type": "presence", "room": "prom"})
+            assert (await ask(a, {"type": "ping"}))["type"] == "pong"
+            assert (await ask(a, {"type": "no-such-command"}))["type"] == "error"
+            await ask(b, {"type": "leave", "room": "prom"})
+    run(clients())
+
+    refused = http_request(srv.port, request_head("GET", "/ws", upgrade_headers(
+        extra=[("Origin", "https://elsewhere.example")])))
+    assert refused.status == 403, refused.head
+    member = RawClient.open(srv)  # rooms count while they have members
+    assert member.request({"type": "join", "room": "prom"})["type"] == "joined"
+    api_publish_many(srv, "prom", 20)
+    member.send_close(1000)
+    member.expect_close(1000, allow_data=True)
+    RawClient.open(srv).close()  # no close handshake: 1006
+    wait_metric(srv, 'wsfan_busiest_room_messages_per_second{room="prom"}', lambda v: v > 0, timeout=15)
+    return wait_metric(srv, "wsfan_connections", lambda v: v == 0)
+
+
+@pytest.fixture(scope="module")
+def busy_server(engine, wsfan_module):
+    """A server on each engine after serve_every_kind_of_traffic: (server, /metrics text)."""
+    srv = engine.node(wsfan_module, "--workers", "2")
+    serve_every_kind_of_traffic(srv)
+    text, _ = scrape(srv)
+    return srv, text
+
+
+def test_promtool_accepts_the_exposition_after_every_kind_of_traffic(busy_server):
+    srv, text = busy_server
+    promtool_check(text)
+    _, values = scrape(srv)
+    for key in ('wsfan_connections_closed_total{code="1000"}', 'wsfan_connections_closed_total{code="1006"}',
+                'wsfan_connections_refused_total{reason="origin"}', 'wsfan_messages_in_total{kind="invalid"}',
+                'wsfan_messages_out_total{kind="user"}', 'wsfan_fanout_events_total{target="room"}'):
+        assert values[key] >= 1, f"{key} = {values[key]}: the traffic did not reach it"
+
+
+# PromQL's functions, aggregations and keywords: names in an expression that
+# are not metric names.
+PROMQL_WORDS = frozenset("""
+    abs absent absent_over_time avg_over_time ceil changes clamp clamp_max clamp_min count_over_time
+    day_of_month day_of_week day_of_year days_in_month delta deriv exp floor histogram_quantile
+    holt_winters hour idelta increase irate label_join label_replace last_over_time ln log10 log2
+    max_over_time min_over_time minute month predict_linear present_over_time quantile_over_time rate
+    resets round scalar sgn sort sort_desc sqrt stddev_over_time stdvar_over_time sum_over_time time
+    timestamp vector year
+    avg bottomk count count_values group max min quantile stddev stdvar sum topk
+    and bool by group_left group_right ignoring offset on or unless without
+    """.split())
+NAME_IN_EXPR = re.compile(r"(?<![a-zA-Z0-9_:$.])([a-zA-Z_:][a-zA-Z0-9_:]*)(?=[{\[\s()]|$)")
+
+
+def metric_names(expr):
+    """The metric names an expression reads. Strings, label matchers, range
+    durations and the labels of by (...), without (...), on (...) are taken
+    out first, so that only names remain."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    expr = re.sub(r"\{[^}]*\}", "{}", expr)
+    expr = re.sub(r"\[[^\]]*\]", "[]", expr)
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", r"\1 ", expr)
+    return {n for n in NAME_IN_EXPR.findall(expr) if n not in PROMQL_WORDS}
+
+
+def test_metric_names_are_read_from_promql():
+    assert metric_names('sum by (instance, code) (rate(wsfan_a_total{job=~"$job",x="y{"}[$__rate_interval]))') \
+        == {"wsfan_a_total"}
+    assert metric_names("topk(10, wsfan_b) / on (instance) group_left (node) wsfan_c") == {"wsfan_b", "wsfan_c"}
+
+
+def load_dashboard():
+    with open(DASHBOARD, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def dashboard_panels(dash):
+    """Every panel, those inside collapsed rows too."""
+    for p in dash["panels"]:
+        yield p
+        yield from p.get("panels", [])
+
+
+def dashboard_exprs(dash):
+    return [t["expr"] for p in dashboard_panels(dash) for t in p.get("targets", [])]
+
+
+def test_grafana_dashboard_is_importable():
+    dash = load_dashboard()
+    inputs = {i["name"]: i for i in dash["__inputs"]}
+    assert inputs["DS_PROMETHEUS"]["type"] == "datasource"
+    assert inputs["DS_PROMETHEUS"]["pluginId"] == "prometheus"
+    assert dash["id"] is None and dash["uid"] and dash["title"]
+    ours = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
+    ids = [p["id"] for p in dashboard_panels(dash)]
+    assert len(ids) == len(set(ids)), f"panel ids repeat: {ids}"
+    for p in dashboard_panels(dash):
+        g = p["gridPos"]
+        assert g["h"] > 0 and g["w"] > 0 and 0 <= g["x"] and g["x"] + g["w"] <= 24, p["title"]
+        if p["type"] == "row":
+            continue
+        assert p["datasource"] == ours, f"panel {p['title']!r}: {p['datasource']}"
+        assert p["targets"], f"panel {p['title']!r} has no query"
+        for t in p["targets"]:
+            assert t["datasource"] == ours and t["expr"].strip(), f"panel {p['title']!r}: {t}"
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert {"job", "instance"} <= set(variables), variables.keys()
+    for v in variables.values():
+        assert v["datasource"] == ours, v
+    for expr in dashboard_exprs(dash):
+        assert 'job=~"$job"' in expr and 'instance=~"$instance"' in expr, f"not filtered by job and instance: {expr}"
+
+
+def test_grafana_dashboard_queries_parse():
+    """promtool check rules parses each query (Grafana's variables replaced
+    by what they stand for) as a recording rule: a typo in PromQL fails here."""
+    exprs = dashboard_exprs(load_dashboard())
+    rules = [{"record": f"wsfan_dashboard:query_{i}",
+              "expr": e.replace("$__rate_interval", "1m").replace("$job", ".*").replace("$instance", ".*")}
+             for i, e in enumerate(exprs)]
+    tool = promtool()
+    with tempfile.NamedTemporaryFile("w", suffix=".yml") as f:
+        json.dump({"groups": [{"name": "dashboard", "rules": rules}]}, f)  # JSON is YAML
+        f.flush()
+        p = subprocess.run([tool, "check", "rules", f.name], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, f"promtool check rules:\n{p.stdout}{p.stderr}"
+    assert f"SUCCESS: {len(rules)} rules found" in p.stdout, p.stdout
+
+
+def exposed_names(text):
+    """Sample names in an exposition, and the families its TYPE lines declare."""
+    names = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            names.add(line.split()[2])
+        elif line and not line.startswith("#"):
+            names.add(SAMPLE.match(line).group(1))
+    return names
+
+
+def test_grafana_dashboard_reads_only_metrics_the_server_exposes(busy_server):
+    _, text = busy_server
+    exposed = exposed_names(text)
+    dash = load_dashboard()
+    used = set()
+    for expr in dashboard_exprs(dash):
+        names = metric_names(expr)
+        assert names, f"no metric name found in {expr}"
+        assert names <= exposed, f"{expr} reads {sorted(names - exposed)}, which /metrics does not expose"
+        used |= names
+    for v in dash["templating"]["list"]:
+        m = re.match(r"label_values\(([a-zA-Z_:][a-zA-Z0-9_:]*)", v["query"])
+        assert m and m.group(1) in exposed, f"variable {v['name']}: {v['query']}"
+    # What the dashboard is for: connections, traffic, send queues, the bus, repairs and drops.
+    for name in ("wsfan_connections", "wsfan_connections_opened_total", "wsfan_connections_closed_total",
+                 "wsfan_fanout_deliveries_total", "wsfan_messages_in_total", "wsfan_send_queue_bytes",
+                 "wsfan_bus_up", "wsfan_position_repairs_total", "wsfan_invalid_envelopes_total",
+                 "wsfan_connections_refused_total", "wsfan_commands_rate_limited_total",
+                 "wsfan_slow_readers_closed_total"):
+        assert name in used, f"the dashboard does not show {name}"

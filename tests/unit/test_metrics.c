@@ -273,8 +273,8 @@ static void test_metrics_prometheus_sums_the_workers_of_the_view(void **state)
     expect_line(text, "wsfan_fanout_events_total{target=\"room\"} 2");
     expect_line(text, "wsfan_fanout_events_total{target=\"user\"} 1");
     expect_line(text, "wsfan_fanout_deliveries_total 32");
-    expect_line(text, "wsfan_bytes_in_total 123");
-    expect_line(text, "wsfan_bytes_out_total 1234");
+    expect_line(text, "wsfan_received_bytes_total 123");
+    expect_line(text, "wsfan_sent_bytes_total 1234");
     expect_line(text, "wsfan_send_queue_bytes 58");
     expect_line(text, "wsfan_slow_readers_closed_total 1");
     expect_line(text, "wsfan_bus_up 1");
