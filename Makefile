@@ -40,7 +40,7 @@ run: deps
 
 test: deps
 	@$(MAKE) --no-print-directory all $(B)/wsfan-asan $(UNIT_BINS) $(FUZZ_BINS)
-	@$(MAKE) --no-print-directory layers unit integration integration-asan js-test browser-test bench-smoke fuzz-smoke chaos-smoke
+	@$(MAKE) --no-print-directory layers unit integration integration-asan js-test browser-test examples-test bench-smoke fuzz-smoke chaos-smoke
 
 $(B)/release/%.o: src/%.c $(HDRS) VERSION
 	@mkdir -p $(@D)
@@ -108,6 +108,7 @@ js-test: $(B)/wsfan node_modules/.package-lock.json
 
 browser-test: $(B)/wsfan node_modules/.package-lock.json
 	WSFAN_BIN=$(CURDIR)/$(B)/wsfan node --test tests/browser/*.test.mjs
+examples-test: $(B)/wsfan node_modules/.package-lock.json ; WSFAN_BIN=$(CURDIR)/$(B)/wsfan $(PYTHON) -m pytest -q tests/examples
 
 # Chaos (tests/chaos/run.mjs, docs/guarantees.md): three nodes on one Redis,
 # clients in Node, faults from a seeded schedule, then every client's messages
