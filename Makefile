@@ -27,7 +27,7 @@ FUZZ_BINS := $(FUZZ_SRCS:fuzz/%.c=$(B)/fuzz/%)
 PYTHON    := /usr/bin/python3
 FUZZ_SECONDS ?= 15
 
-.PHONY: all deps run test layers unit integration integration-asan fuzz fuzz-smoke js-test browser-test clean install uninstall
+.PHONY: all deps run test layers unit integration integration-asan fuzz fuzz-smoke js-test browser-test examples-test clean install uninstall
 
 all: $(B)/wsfan $(B)/wsfan.1
 
@@ -108,7 +108,9 @@ js-test: $(B)/wsfan node_modules/.package-lock.json
 
 browser-test: $(B)/wsfan node_modules/.package-lock.json
 	WSFAN_BIN=$(CURDIR)/$(B)/wsfan node --test tests/browser/*.test.mjs
-examples-test: $(B)/wsfan node_modules/.package-lock.json ; WSFAN_BIN=$(CURDIR)/$(B)/wsfan $(PYTHON) -m pytest -q tests/examples
+# examples-test: each of examples/ run by its run.sh and driven as a user would (tests/examples).
+examples-test: $(B)/wsfan node_modules/.package-lock.json
+	WSFAN_BIN=$(CURDIR)/$(B)/wsfan $(PYTHON) -m pytest -q tests/examples
 
 # Chaos (tests/chaos/run.mjs, docs/guarantees.md): three nodes on one Redis,
 # clients in Node, faults from a seeded schedule, then every client's messages
