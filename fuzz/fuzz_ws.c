@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "codec/ws.h"
+#include "core/utf8.h"
 
 struct outcome {
     uint64_t hash; /* FNV-1a over every event */
@@ -35,9 +36,9 @@ static uint64_t fnv(uint64_t h, const void *p, size_t n)
 
 static int utf8_ok(const uint8_t *p, size_t n)
 {
-    uint32_t st = WS_UTF8_ACCEPT;
+    uint32_t st = UTF8_ACCEPT;
 
-    return ws_utf8_feed(&st, p, n) == 0 && ws_utf8_complete(st);
+    return utf8_feed(&st, p, n) == 0 && utf8_complete(st);
 }
 
 static void check_text_frame(const struct ws_event *ev)

@@ -96,6 +96,7 @@ int main(int argc, char **argv)
     if (parsed == CONFIG_ERROR)
         return 2;
     log_set_level(cfg.log_level);
+    log_set_format(cfg.log_format);
     if (seed_maps())
         return 1;
     struct token_key *key;

@@ -425,6 +425,7 @@ static void on_reload(uv_signal_t *sig, int signum)
         log_info("SIGHUP: nothing to change");
     else {
         log_set_level(next->cfg.log_level);
+        log_set_format(next->cfg.log_format);
         for (int i = 0; i < s->nworkers; i++) {
             struct reload_task *t = malloc(sizeof *t);
             if (!t)

@@ -24,9 +24,11 @@ static int take_slot(struct client *c)
     return 0;
 }
 
-/* Takes the per-IP slot of addr; 0 or -1 when it has too many. */
-static int take_ip_slot(struct client *c, const struct net_addr *addr)
+/* Takes the per-IP slot of the client address; 0 or -1 when it has too
+ * many. */
+static int take_ip_slot(struct client *c)
 {
+    const struct net_addr *addr = &c->adm.client;
     struct app *app = client_app(c);
     if (!app->cfg->max_connections_per_ip || c->adm.ip_slot)
         return 0;
@@ -40,7 +42,6 @@ static int take_ip_slot(struct client *c, const struct net_addr *addr)
         }
         return -1;
     }
-    c->adm.counted = *addr;
     c->adm.ip_slot = 1;
     return 0;
 }
@@ -53,7 +54,8 @@ int admission_accept(struct client *c, const struct sockaddr *peer, int admin)
         return 503;
     if (net_addr_from_sockaddr(peer, &c->adm.peer))
         return 0; /* not an IP peer: nothing to count by */
-    if (!net_cidr_list_match(&cfg->trusted_proxies, &c->adm.peer) && take_ip_slot(c, &c->adm.peer))
+    c->adm.client = c->adm.peer;
+    if (!net_cidr_list_match(&cfg->trusted_proxies, &c->adm.peer) && take_ip_slot(c))
         return 429;
     return 0;
 }
@@ -68,18 +70,17 @@ int admission_origin(struct client *c, const struct http_request *req)
     return 403;
 }
 
-/* The client address of req: the peer's, or the one a trusted proxy put
- * in X-Forwarded-For. */
-static void client_addr(const struct client *c, const struct http_request *req, struct net_addr *out)
+void admission_client_addr(const struct client *c, const struct http_request *req, struct net_addr *out)
 {
     net_addr_forwarded(&client_app(c)->cfg->trusted_proxies, &c->adm.peer, req->forwarded_for, out);
 }
 
 int admission_upgrade(struct client *c, const struct http_request *req)
 {
-    struct net_addr addr;
-    client_addr(c, req, &addr);
-    if (take_ip_slot(c, &addr))
+    /* The same address as at accept unless the peer is a trusted proxy,
+     * whose connections hold no per-IP slot before this. */
+    admission_client_addr(c, req, &c->adm.client);
+    if (take_ip_slot(c))
         return 429;
     if (!c->adm.slot && c->adm.admin && take_slot(c))
         return 503;
@@ -89,7 +90,7 @@ int admission_upgrade(struct client *c, const struct http_request *req)
 int admission_local(const struct client *c, const struct http_request *req)
 {
     struct net_addr addr;
-    client_addr(c, req, &addr);
+    admission_client_addr(c, req, &addr);
     return net_addr_is_loopback(&addr) && host_is_loopback(req->host);
 }
 
@@ -99,7 +100,7 @@ void admission_release(struct client *c)
     if (c->adm.slot)
         atomic_fetch_sub(app->connections, 1);
     if (c->adm.ip_slot)
-        addr_count_give(app->per_ip, &c->adm.counted);
+        addr_count_give(app->per_ip, &c->adm.client);
     c->adm.slot = c->adm.ip_slot = 0;
 }
 

@@ -21,7 +21,8 @@ struct http_request;
 /* What a client connection holds, embedded in struct client. */
 struct admission {
     struct net_addr peer;      /* the TCP peer */
-    struct net_addr counted;   /* the address its per-IP slot is for */
+    struct net_addr client;    /* the client: the peer, then from the upgrade
+                                  the forwarded address; its per-IP slot is for it */
     uint8_t admin;             /* accepted on --admin-listen */
     uint8_t slot;              /* holds a --max-connections slot */
     uint8_t ip_slot;           /* holds a --max-connections-per-ip slot for counted */
@@ -43,6 +44,10 @@ int admission_origin(struct client *c, const struct http_request *req);
  * slot of the forwarded client address (429); on the admin port, a
  * --max-connections slot (503). Returns 0 or that status. */
 int admission_upgrade(struct client *c, const struct http_request *req);
+
+/* The client address of req: the peer's, or the one a trusted proxy put
+ * in X-Forwarded-For. */
+void admission_client_addr(const struct client *c, const struct http_request *req, struct net_addr *out);
 
 /* True when req comes from the loopback (the client address, forwarded
  * or not) and names a loopback Host: what the API asks of a client

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "app/access_log.h"
 #include "app/app.h"
 #include "app/auth.h"
 #include "codec/http.h"
@@ -161,7 +162,7 @@ static int take_claims(struct client *c, struct token_claims *claims)
 void client_start(struct client *c, struct auth_result *who)
 {
     const struct config *cfg = client_app(c)->cfg;
-    char session[48], exp[24];
+    char session[CONN_ID_MAX], exp[24];
     /* The session's replies are counted from here: calls of the HTTP phase
      * (API requests on the same connection) were answered by api.c. */
     c->next_reply = c->next_call;
@@ -172,7 +173,7 @@ void client_start(struct client *c, struct auth_result *who)
         return;
     }
     exp_text(&who->claims, exp);
-    snprintf(session, sizeof session, "%d.%llu", c->conn.loop->index, (unsigned long long)c->conn.seq);
+    conn_id(&c->conn, session);
     size_t len;
     send_reply(c, reply_welcome(session, c->user, cfg->node_id, cfg->heartbeat, who->has_token ? exp : NULL, &len),
                &len);
@@ -683,6 +684,7 @@ static void on_close(struct conn *conn)
 {
     struct client *c = client_of(conn);
     struct app *app = client_app(c);
+    access_log_closed(c);
     admission_release(c);
     hub_conn_leave_all(app->hub, c, leave_silently);
     if (c->user)

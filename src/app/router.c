@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "app/access_log.h"
 #include "app/admission.h"
 #include "app/api.h"
 #include "app/app.h"
@@ -34,9 +35,11 @@ static void resume(struct client *c)
     conn_resume(&c->conn);
 }
 
-void router_respond(struct client *c, int status, const char *content_type, const char *extra_headers,
-                    const char *body, size_t len, int keep_alive)
+/* router_respond, with the reason of a refusal for the log (or NULL). */
+static void respond(struct client *c, int status, const char *content_type, const char *extra_headers,
+                    const char *body, size_t len, int keep_alive, const char *reason)
 {
+    access_log_answer(c, status, reason);
     struct frame *f = http_response_create(status, content_type, extra_headers, body, len, keep_alive);
     if (!f) {
         conn_drop(&c->conn);
@@ -54,12 +57,18 @@ void router_respond(struct client *c, int status, const char *content_type, cons
         resume(c);
 }
 
+void router_respond(struct client *c, int status, const char *content_type, const char *extra_headers,
+                    const char *body, size_t len, int keep_alive)
+{
+    respond(c, status, content_type, extra_headers, body, len, keep_alive, NULL);
+}
+
 void router_respond_text(struct client *c, int status, const char *extra_headers, const char *text, int keep_alive)
 {
     char body[256];
     int n = snprintf(body, sizeof body, "%s\n", text);
-    router_respond(c, status, "text/plain; charset=utf-8", extra_headers, body,
-                   (size_t)n < sizeof body ? (size_t)n : sizeof body - 1, keep_alive);
+    respond(c, status, "text/plain; charset=utf-8", extra_headers, body,
+            (size_t)n < sizeof body ? (size_t)n : sizeof body - 1, keep_alive, text);
 }
 
 void router_defer(struct client *c)
@@ -133,6 +142,7 @@ static void upgrade(struct client *c, const struct http_request *req)
     }
     conn_enqueue(&c->conn, f);
     frame_unref(f);
+    access_log_opened(c, req, &who);
     http_reader_destroy(c->http);
     c->http = NULL;
     conn_upgrade(&c->conn, &client_handler, app->cfg->max_message);
@@ -146,6 +156,7 @@ done:
 static void route(struct client *c, const struct http_request *req)
 {
     metrics_http_request(c->conn.loop->metrics);
+    c->http_since_ms = uv_now(c->conn.loop->uv); /* the answer's duration starts */
     if (!strcmp(req->path, "/ws"))
         upgrade(c, req);
     else

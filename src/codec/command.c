@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "codec/ws.h"
+#include "core/utf8.h"
 
 static int refuse(struct command_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -464,9 +464,9 @@ int command_parse_compact(const char *text, size_t len, struct command *cmd)
     }
     s.p++;
     fast_skip_ws(&s);
-    uint32_t utf8 = WS_UTF8_ACCEPT;
+    uint32_t utf8 = UTF8_ACCEPT;
     if (s.p != s.end ||
-        (s.non_ascii && (ws_utf8_feed(&utf8, (const uint8_t *)text, len) || !ws_utf8_complete(utf8))))
+        (s.non_ascii && (utf8_feed(&utf8, (const uint8_t *)text, len) || !utf8_complete(utf8))))
         return -1;
     const struct fast_value *ref = &f[FIELD_REF];
     if (ref->text) {

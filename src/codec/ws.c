@@ -1,114 +1,18 @@
 /* ws.c - RFC 6455 framing: the incremental client-frame parser, the encoder
- * of shared server frames, the UTF-8 validator and Sec-WebSocket-Accept.
+ * of shared server frames and Sec-WebSocket-Accept; text is checked with
+ * core/utf8.h.
  * Owns a parser's message buffer (allocated per message, freed once the
  * message is delivered) and the frames it creates until their last unref.
  * Runs on whichever worker thread owns the parser or frame; keeps no global
  * state. Does not touch sockets, queues or JSON. */
 #include "codec/ws.h"
+#include "core/utf8.h"
 
 #include <assert.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* ---- UTF-8 ----------------------------------------------------------------
- * The state names what the next byte must be: ACCEPT expects a lead byte or
- * ASCII, the others a continuation byte in [utf8_lo, utf8_hi], after which
- * the state moves to utf8_next. The narrowed ranges after E0, ED, F0 and F4
- * are what rule out overlongs, surrogates and code points past U+10FFFF. */
-enum utf8_state {
-    UTF8_ACCEPT = WS_UTF8_ACCEPT,
-    UTF8_NEED1,     /* one continuation byte left: 80..BF */
-    UTF8_NEED2,     /* two left, next 80..BF */
-    UTF8_NEED2_E0,  /* two left, next A0..BF (no overlongs) */
-    UTF8_NEED2_ED,  /* two left, next 80..9F (no surrogates) */
-    UTF8_NEED3,     /* three left, next 80..BF */
-    UTF8_NEED3_F0,  /* three left, next 90..BF (no overlongs) */
-    UTF8_NEED3_F4,  /* three left, next 80..8F (nothing past U+10FFFF) */
-    UTF8_REJECT,
-};
-
-static const uint8_t utf8_lo[UTF8_REJECT] = {
-    [UTF8_NEED1] = 0x80, [UTF8_NEED2] = 0x80, [UTF8_NEED2_E0] = 0xA0,
-    [UTF8_NEED2_ED] = 0x80, [UTF8_NEED3] = 0x80, [UTF8_NEED3_F0] = 0x90,
-    [UTF8_NEED3_F4] = 0x80,
-};
-static const uint8_t utf8_hi[UTF8_REJECT] = {
-    [UTF8_NEED1] = 0xBF, [UTF8_NEED2] = 0xBF, [UTF8_NEED2_E0] = 0xBF,
-    [UTF8_NEED2_ED] = 0x9F, [UTF8_NEED3] = 0xBF, [UTF8_NEED3_F0] = 0xBF,
-    [UTF8_NEED3_F4] = 0x8F,
-};
-static const uint8_t utf8_next[UTF8_REJECT] = {
-    [UTF8_NEED1] = UTF8_ACCEPT, [UTF8_NEED2] = UTF8_NEED1,
-    [UTF8_NEED2_E0] = UTF8_NEED1, [UTF8_NEED2_ED] = UTF8_NEED1,
-    [UTF8_NEED3] = UTF8_NEED2, [UTF8_NEED3_F0] = UTF8_NEED2,
-    [UTF8_NEED3_F4] = UTF8_NEED2,
-};
-
-/* The state after a non-ASCII lead byte c (C0, C1 and F5..FF are never
- * valid; 80..BF are stray continuation bytes). */
-static enum utf8_state utf8_lead(uint8_t c)
-{
-    if (c >= 0xC2 && c <= 0xDF)
-        return UTF8_NEED1;
-    if (c == 0xE0)
-        return UTF8_NEED2_E0;
-    if (c == 0xED)
-        return UTF8_NEED2_ED;
-    if (c >= 0xE1 && c <= 0xEF)
-        return UTF8_NEED2;
-    if (c == 0xF0)
-        return UTF8_NEED3_F0;
-    if (c >= 0xF1 && c <= 0xF3)
-        return UTF8_NEED3;
-    if (c == 0xF4)
-        return UTF8_NEED3_F4;
-    return UTF8_REJECT;
-}
-
-/* Skips ASCII eight bytes at a time, then byte by byte. */
-static const uint8_t *utf8_skip_ascii(const uint8_t *p, const uint8_t *end)
-{
-    while (end - p >= 8) {
-        uint64_t w;
-        memcpy(&w, p, sizeof(w));
-        if (w & UINT64_C(0x8080808080808080))
-            break;
-        p += 8;
-    }
-    while (p < end && *p < 0x80)
-        p++;
-    return p;
-}
-
-int ws_utf8_feed(uint32_t *state, const uint8_t *p, size_t n)
-{
-    const uint8_t *end = p + n;
-    uint32_t s = *state;
-
-    if (s == UTF8_REJECT)
-        return -1;
-    while (p < end) {
-        if (s == UTF8_ACCEPT) {
-            p = utf8_skip_ascii(p, end);
-            if (p == end)
-                break;
-            s = utf8_lead(*p++);
-            if (s == UTF8_REJECT)
-                break;
-        } else {
-            uint8_t c = *p++;
-            if (c < utf8_lo[s] || c > utf8_hi[s]) {
-                s = UTF8_REJECT;
-                break;
-            }
-            s = utf8_next[s];
-        }
-    }
-    *state = s;
-    return s == UTF8_REJECT ? -1 : 0;
-}
 
 /* ---- Parser ----------------------------------------------------------------
  * A frame is read in four steps, each collecting a fixed number of bytes
@@ -278,7 +182,7 @@ static int read_mask(struct ws_parser *p, uint16_t *close_code)
     }
     if (p->opcode == WS_OP_TEXT) {
         p->msg_opcode = WS_OP_TEXT;
-        p->utf8 = WS_UTF8_ACCEPT;
+        p->utf8 = UTF8_ACCEPT;
     }
     if (msg_reserve(p, p->msg_len + (size_t)p->frame_len) < 0)
         return fail(p, WS_CLOSE_INTERNAL, close_code);
@@ -299,7 +203,7 @@ static int read_payload(struct ws_parser *p, const uint8_t *src, size_t n,
         dst = p->msg + p->msg_len;
         unmask_copy(dst, src, n, p->mask, p->frame_pos);
         p->msg_len += n;
-        if (ws_utf8_feed(&p->utf8, dst, n) < 0)
+        if (utf8_feed(&p->utf8, dst, n) < 0)
             return fail(p, WS_CLOSE_BAD_DATA, close_code);
     }
     p->frame_pos += n;
@@ -309,7 +213,7 @@ static int read_payload(struct ws_parser *p, const uint8_t *src, size_t n,
 /* Checks a complete close frame and reports it. */
 static int close_event(struct ws_parser *p, struct ws_event *ev, uint16_t *close_code)
 {
-    uint32_t utf8 = WS_UTF8_ACCEPT;
+    uint32_t utf8 = UTF8_ACCEPT;
 
     p->state = ST_DONE;
     ev->type = WS_EV_CLOSE;
@@ -324,7 +228,7 @@ static int close_event(struct ws_parser *p, struct ws_event *ev, uint16_t *close
     ev->close_code = (uint16_t)(p->ctl[0] << 8 | p->ctl[1]);
     if (!ws_close_code_valid(ev->close_code))
         return fail(p, WS_CLOSE_PROTOCOL, close_code);
-    if (ws_utf8_feed(&utf8, p->ctl + 2, p->ctl_len - 2u) < 0 || !ws_utf8_complete(utf8))
+    if (utf8_feed(&utf8, p->ctl + 2, p->ctl_len - 2u) < 0 || !utf8_complete(utf8))
         return fail(p, WS_CLOSE_BAD_DATA, close_code);
     ev->data = p->ctl + 2;
     ev->len = p->ctl_len - 2u;
@@ -351,7 +255,7 @@ static int frame_end(struct ws_parser *p, struct ws_event *ev, uint16_t *close_c
     default:
         if (!p->fin)
             return WS_PARSE_NEED_MORE;
-        if (!ws_utf8_complete(p->utf8))
+        if (!utf8_complete(p->utf8))
             return fail(p, WS_CLOSE_BAD_DATA, close_code);
         ev->type = WS_EV_TEXT;
         ev->data = p->msg ? p->msg : p->ctl;
@@ -369,7 +273,7 @@ void ws_parser_init(struct ws_parser *p, size_t max_message)
     memset(p, 0, sizeof(*p));
     p->state = ST_BASE;
     p->hdr_need = 2;
-    p->utf8 = WS_UTF8_ACCEPT;
+    p->utf8 = UTF8_ACCEPT;
     p->max_message = max_message;
 }
 

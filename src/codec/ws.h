@@ -1,5 +1,5 @@
 /* ws.h - RFC 6455: the incremental client-frame parser, the server-frame
- * encoder into shared reference-counted frames, the UTF-8 validator and the
+ * encoder into shared reference-counted frames and the
  * Sec-WebSocket-Accept computation.
  * Pure functions over caller-owned state: no sockets, no event loop, no JSON.
  * A parser and the frames it builds belong to one worker thread; frame
@@ -33,19 +33,6 @@ enum ws_opcode {
     WS_OP_PING = 0x9,
     WS_OP_PONG = 0xA,
 };
-
-/* ---- UTF-8 ---------------------------------------------------------------
- * Incremental validator: feed bytes in any pieces; the state carries a
- * partial sequence across calls. Rejects overlongs, surrogates, code points
- * past U+10FFFF and stray continuation bytes at the first bad byte. */
-#define WS_UTF8_ACCEPT 0u
-
-/* Returns 0 while the bytes so far can still be valid UTF-8, -1 at the first
- * byte that makes them invalid. *state starts at WS_UTF8_ACCEPT. */
-int ws_utf8_feed(uint32_t *state, const uint8_t *p, size_t n);
-
-/* True when the bytes fed so far end on a complete character. */
-static inline int ws_utf8_complete(uint32_t state) { return state == WS_UTF8_ACCEPT; }
 
 /* ---- Parser --------------------------------------------------------------- */
 

@@ -15,8 +15,8 @@
 #include "core/redis_url.h"
 
 enum opt_kind {
-    OPT_INT, OPT_SIZE, OPT_LISTEN, OPT_LEVEL, OPT_BOOL, OPT_NAME, OPT_REDIS_URL, OPT_SECRET, OPT_TEXT, OPT_PATH,
-    OPT_AUTH, OPT_PATTERNS, OPT_ORIGINS, OPT_CIDRS,
+    OPT_INT, OPT_SIZE, OPT_LISTEN, OPT_CHOICE, OPT_BOOL, OPT_NAME, OPT_REDIS_URL, OPT_SECRET, OPT_TEXT, OPT_PATH,
+    OPT_PATTERNS, OPT_ORIGINS, OPT_CIDRS,
 };
 
 struct option_spec {
@@ -33,7 +33,12 @@ enum {
     OPT_HOST_DEFAULT = 2, /* the default depends on the machine or the process */
 };
 
-static const char *const level_names[] = {"error", "warn", "info", "debug"};
+static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
+static const char *const format_names[] = {"text", "json", NULL};
+static const char *const auth_names[] = {"none", "jwt", NULL};
+_Static_assert(sizeof(enum log_level) == sizeof(int) && sizeof(enum log_format) == sizeof(int) &&
+                   sizeof(enum config_auth) == sizeof(int),
+               "an OPT_CHOICE field is an enum the size of an int");
 
 #define FIELD(f) offsetof(struct config, f), sizeof(((struct config *)0)->f)
 #define OFFSET(f) offsetof(struct config, f)
@@ -61,7 +66,11 @@ static const struct option_spec options[] = {
      "https://*.example.com or * (default: none)", OPT_LIVE},
     {"trusted-proxies", OPT_CIDRS, FIELD(trusted_proxies), 0, 0,
      "CIDR,.. of proxies whose X-Forwarded-For names the client, e.g. 10.0.0.0/8,::1 (default: none)", 0},
-    {"log-level", OPT_LEVEL, FIELD(log_level), 0, 0, "error, warn, info or debug (default info)", OPT_LIVE},
+    {"log-level", OPT_CHOICE, FIELD(log_level), 0, 0, "error, warn, info or debug (default info)", OPT_LIVE},
+    {"log-format", OPT_CHOICE, FIELD(log_format), 0, 0,
+     "text, or json for one JSON object a line (default text)", OPT_LIVE},
+    {"log-connections", OPT_BOOL, FIELD(log_connections), 0, 1,
+     "log WebSocket sessions opened and closed and refused handshakes at info, not debug (default off)", OPT_LIVE},
     {"max-rooms", OPT_INT, FIELD(max_rooms), 1, 100000, "rooms one connection may join (default 100)", 0},
     {"rate-limit", OPT_INT, FIELD(rate_limit), 0, 1000000,
      "commands per second per connection, 0 for no limit (default 100)", OPT_LIVE},
@@ -107,7 +116,7 @@ static const struct option_spec options[] = {
     {"api-key", OPT_SECRET, FIELD(api_key), 16, 256,
      "require Authorization: Bearer <key> (16 to 256 characters) on /api/* and /metrics; prefer the variable, ps "
      "shows flags (default: none, and they answer loopback clients only)", OPT_LIVE},
-    {"auth", OPT_AUTH, FIELD(auth), 0, 0, "none (?user= names the user) or jwt (a token on /ws) (default none)", 0},
+    {"auth", OPT_CHOICE, FIELD(auth), 0, 0, "none (?user= names the user) or jwt (a token on /ws) (default none)", 0},
     {"jwt-secret", OPT_SECRET, FIELD(jwt_secret), 1, 512,
      "the HS256 key of --auth jwt; prefer the variable, ps shows flags", 0},
     {"jwt-public-key", OPT_PATH, FIELD(jwt_public_key), 1, 4095,
@@ -120,6 +129,14 @@ static const struct option_spec options[] = {
     {"anonymous-rooms", OPT_PATTERNS, FIELD(anonymous_rooms), 0, 1024,
      "room patterns anonymous connections may join and read, e.g. 'lobby,public:*' (default: none)", 0},
 };
+
+/* The names of an OPT_CHOICE option's enum values, in order, then NULL. */
+static const char *const *choices_of(const struct option_spec *o)
+{
+    if (o->offset == OFFSET(log_level))
+        return level_names;
+    return o->offset == OFFSET(log_format) ? format_names : auth_names;
+}
 
 static void config_defaults(struct config *cfg)
 {
@@ -243,7 +260,13 @@ static void describe_allowed(const struct option_spec *o, char *buf, size_t cap)
         snprintf(buf, cap, "expected a size from %lld to %lld bytes, such as 64k or 1m", o->min, o->max);
         break;
     case OPT_LISTEN: snprintf(buf, cap, "expected HOST:PORT with a port from 1 to 65535"); break;
-    case OPT_LEVEL: snprintf(buf, cap, "expected error, warn, info or debug"); break;
+    case OPT_CHOICE: {
+        size_t n = (size_t)snprintf(buf, cap, "expected");
+        const char *const *names = choices_of(o);
+        for (size_t i = 0; names[i] && n < cap; i++)
+            n += (size_t)snprintf(buf + n, cap - n, "%s %s", !i ? "" : names[i + 1] ? "," : " or", names[i]);
+        break;
+    }
     case OPT_BOOL: snprintf(buf, cap, "expected true or false"); break;
     case OPT_NAME: snprintf(buf, cap, "expected 1 to 128 characters of A-Z a-z 0-9 _ . : -"); break;
     case OPT_REDIS_URL:
@@ -266,7 +289,6 @@ static void describe_allowed(const struct option_spec *o, char *buf, size_t cap)
                            "2001:db8::/32 (at most %d)", NETADDR_LIST_MAX);
         break;
     case OPT_PATH: snprintf(buf, cap, "expected a file name of at most %lld bytes", o->max); break;
-    case OPT_AUTH: snprintf(buf, cap, "expected none or jwt"); break;
     case OPT_PATTERNS:
         snprintf(buf, cap, "expected room patterns separated by commas (an id, a prefix ending in *, or *), "
                            "at most %lld bytes", o->max);
@@ -298,14 +320,14 @@ static int apply(struct config *cfg, const struct option_spec *o, const char *va
         return origin_list_parse(value, (struct origin_list *)field);
     case OPT_CIDRS:
         return net_cidr_list_parse(value, (struct net_cidr_list *)field);
-    case OPT_LEVEL: {
-        for (int i = 0; i < 4; i++)
-            if (!strcmp(value, level_names[i])) {
-                *(enum log_level *)field = (enum log_level)i;
+    case OPT_CHOICE:
+        /* The field is an enum, an int in size. */
+        for (int i = 0; choices_of(o)[i]; i++)
+            if (!strcmp(value, choices_of(o)[i])) {
+                *(int *)field = i;
                 return 0;
             }
         return -1;
-    }
     case OPT_BOOL:
         return parse_bool(value, (int *)field);
     case OPT_NAME:
@@ -332,11 +354,6 @@ static int apply(struct config *cfg, const struct option_spec *o, const char *va
         strcpy(field, value);
         return 0;
     }
-    case OPT_AUTH:
-        if (strcmp(value, "none") && strcmp(value, "jwt"))
-            return -1;
-        *(enum config_auth *)field = !strcmp(value, "jwt") ? CONFIG_AUTH_JWT : CONFIG_AUTH_NONE;
-        return 0;
     case OPT_REDIS_URL: {
         struct redis_url url;
         if (strlen(value) >= sizeof cfg->redis_url || redis_url_parse(value, &url))
@@ -371,10 +388,14 @@ static int fail(struct parse *p, const char *fmt, ...)
 
 static int report(struct parse *p, const char *source, const char *value, const struct option_spec *o)
 {
-    char allowed[256];
+    char allowed[256], masked[sizeof ((struct config *)0)->redis_url];
     describe_allowed(o, allowed, sizeof allowed);
-    /* A secret is not repeated where logs would keep it. */
-    return fail(p, "%s=%s: %s", source, o->kind == OPT_SECRET ? "(hidden)" : value, allowed);
+    /* A secret, or a Redis URL's password, is not repeated where logs
+     * would keep it. */
+    if (o->kind == OPT_REDIS_URL)
+        redis_url_mask(value, masked, sizeof masked);
+    return fail(p, "%s=%s: %s", source, o->kind == OPT_SECRET ? "(hidden)" : o->kind == OPT_REDIS_URL ? masked : value,
+                allowed);
 }
 
 static const struct option_spec *find_option(const char *name, size_t len)
@@ -442,9 +463,8 @@ static void format_value(const struct config *cfg, const struct option_spec *o, 
             snprintf(buf, cap, strchr(field, ':') ? "[%s]:%u" : "%s:%u", field, port);
         return;
     }
-    case OPT_LEVEL: snprintf(buf, cap, "%s", level_names[*(const enum log_level *)field]); return;
+    case OPT_CHOICE: snprintf(buf, cap, "%s", choices_of(o)[*(const int *)field]); return;
     case OPT_BOOL: snprintf(buf, cap, "%s", *(const int *)field ? "yes" : "no"); return;
-    case OPT_AUTH: snprintf(buf, cap, "%s", *(const enum config_auth *)field == CONFIG_AUTH_JWT ? "jwt" : "none"); return;
     case OPT_ORIGINS: format_origins((const struct origin_list *)field, buf, cap); return;
     case OPT_CIDRS: format_cidrs((const struct net_cidr_list *)field, buf, cap); return;
     case OPT_NAME:
@@ -756,8 +776,11 @@ static int check(struct parse *p, const struct config *cfg)
     if (cfg->admin_host[0] && cfg->admin_port == cfg->listen_port && !strcmp(cfg->admin_host, cfg->listen_host))
         return fail(p, "--admin-listen=%s:%u: must differ from --listen, or the API stays public", cfg->admin_host,
                     cfg->admin_port);
-    if (cfg->store_redis_url[0] && !cfg->redis_url[0])
-        return fail(p, "--store-redis=%s: needs --redis as well", cfg->store_redis_url);
+    if (cfg->store_redis_url[0] && !cfg->redis_url[0]) {
+        char masked[sizeof cfg->store_redis_url];
+        redis_url_mask(cfg->store_redis_url, masked, sizeof masked);
+        return fail(p, "--store-redis=%s: needs --redis as well", masked);
+    }
     return check_auth(p, cfg);
 }
 

@@ -32,6 +32,8 @@ struct config {
     struct origin_list allowed_origins;    /* besides the server's own */
     struct net_cidr_list trusted_proxies;  /* whose X-Forwarded-For is believed */
     enum log_level log_level;
+    enum log_format log_format;
+    int log_connections;    /* sessions and refused handshakes at info, not debug */
     int max_rooms;          /* per connection */
     int rate_limit;         /* commands per second per connection; 0: no limit */
     size_t max_data;        /* longest data of one message, as JSON text */

@@ -2,6 +2,7 @@
  * again by each Redis link. See redis_url.h. */
 #include "core/redis_url.h"
 
+#include <stdio.h>
 #include <string.h>
 
 /* A decimal number of 1 to 6 digits, nothing else (no sign, no blank). */
@@ -110,4 +111,18 @@ int redis_url_parse(const char *s, struct redis_url *out)
         out->db = (int)v;
     }
     return 0;
+}
+
+void redis_url_mask(const char *s, char *out, size_t cap)
+{
+    const char *scheme_end = strstr(s, "://");
+    const char *rest = scheme_end ? scheme_end + 3 : s;
+    const char *at = strrchr(rest, '@');
+    if (!at) {
+        snprintf(out, cap, "%s", s);
+        return;
+    }
+    const char *colon = memchr(rest, ':', (size_t)(at - rest));
+    const char *pass = colon ? colon + 1 : rest;
+    snprintf(out, cap, "%.*s***%s", (int)(pass - s), s, at);
 }

@@ -3,6 +3,8 @@
 #ifndef WSFAN_REDIS_URL_H
 #define WSFAN_REDIS_URL_H
 
+#include <stddef.h>
+
 #define REDIS_SENTINELS_MAX 8
 
 struct redis_addr {
@@ -27,5 +29,9 @@ struct redis_url {
  * 26379 by default; user and password are the master's). Returns 0 or -1
  * when s is not such a URL. */
 int redis_url_parse(const char *s, struct redis_url *out);
+
+/* s, valid or not, with its password as *** (read as redis_url_parse
+ * would), for a log or error line: in out (cap bytes), cut to fit. */
+void redis_url_mask(const char *s, char *out, size_t cap);
 
 #endif

@@ -177,6 +177,8 @@ void conn_drop(struct conn *c)
 {
     if (c->closed)
         return;
+    if (!c->close_code)
+        c->close_code = WS_CLOSE_ABNORMAL;
     if (c->state == CONN_WS)
         metrics_conn_closed(c->loop->metrics, WS_CLOSE_ABNORMAL);
     c->closed = 1;
@@ -230,6 +232,14 @@ static void shutdown_if_drained(struct conn *c)
 
 static void output_drained(struct conn *c);
 
+/* n bytes of the queue are out: counted, and forgotten. */
+static void wrote(struct conn *c, size_t n)
+{
+    metrics_bytes_out(c->loop->metrics, n);
+    c->bytes_out += n;
+    outq_consume(&c->out, n, c->loop->metrics);
+}
+
 static void on_write(uv_write_t *req, int status)
 {
     struct conn *c = req->data;
@@ -245,8 +255,7 @@ static void on_write(uv_write_t *req, int status)
             log_debug("conn %d.%llu: write: %s", c->loop->index, (unsigned long long)c->seq, uv_strerror(status));
         conn_drop(c);
     } else {
-        metrics_bytes_out(c->loop->metrics, written);
-        outq_consume(q, written, c->loop->metrics);
+        wrote(c, written);
         if (q->count)
             net_loop_mark_dirty(c->loop, c);
         else
@@ -274,10 +283,8 @@ static void flush_now(struct conn *c)
         conn_drop(c);
         return;
     }
-    if (r > 0) {
-        metrics_bytes_out(c->loop->metrics, (size_t)r);
-        outq_consume(q, (size_t)r, c->loop->metrics);
-    }
+    if (r > 0)
+        wrote(c, (size_t)r);
     if (q->count == 0) {
         shutdown_if_drained(c);
         return;
@@ -361,6 +368,8 @@ void conn_close(struct conn *c, uint16_t code, const char *reason)
 {
     if (c->state == CONN_CLOSING || c->closed)
         return;
+    c->close_code = code;
+    c->close_reason = reason;
     if (c->state == CONN_WS) {
         metrics_conn_closed(c->loop->metrics, code);
         struct frame *f = ws_close_frame_create(code, reason);
@@ -586,7 +595,13 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         return;
     c->last_rx_ms = uv_now(c->loop->uv);
     metrics_bytes_in(c->loop->metrics, (size_t)nread);
+    c->bytes_in += (size_t)nread;
     conn_receive(c, buf->base, (size_t)nread);
+}
+
+void conn_id(const struct conn *c, char out[CONN_ID_MAX])
+{
+    snprintf(out, CONN_ID_MAX, "%d.%llu", c->loop->index, (unsigned long long)c->seq);
 }
 
 /* Links c into l; its socket is set up by the caller. */
@@ -603,7 +618,7 @@ static void conn_init(struct net_loop *l, struct conn *c)
         l->conns->prev = c;
     l->conns = c;
     c->seq = ++l->next_seq;
-    c->last_rx_ms = uv_now(l->uv);
+    c->opened_ms = c->last_rx_ms = uv_now(l->uv);
 }
 
 /* Starts reading the socket that r (0 or a uv error) says c has. */

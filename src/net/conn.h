@@ -89,12 +89,17 @@ struct conn {
     uint8_t close_told;         /* handler->on_close has run */
     uint8_t paused;             /* CONN_PAUSED_*: input is not handled now */
     uint8_t read_off;           /* the socket's reading is stopped */
+    uint16_t close_code;        /* the first conn_close's code (the peer's when it began),
+                                   1006 when dropped without one; 0 while open */
     uint32_t refs;              /* the loop's own plus one per pending reply */
     int fd;                     /* the socket, for the flush's writev */
     uint32_t held_len;          /* bytes in held (at most one read's) */
     uint64_t seq;               /* unique on its loop */
     uint64_t closing_ms;        /* when the close began */
+    uint64_t opened_ms;         /* when it was accepted */
     uint64_t last_rx_ms, last_ping_ms;
+    uint64_t bytes_in, bytes_out; /* read from and written to the socket */
+    const char *close_reason;   /* the first conn_close's reason: a literal, or NULL */
     struct ws_parser parser;
     struct outq out;
     union conn_req *req;        /* the write or shutdown libuv is doing (slow path only) */
@@ -161,7 +166,9 @@ void conn_flush(struct conn *c);
 
 /* Starts the close handshake with code (WebSocket) or closes after the
  * queued response (HTTP). Input is read and dropped until the peer closes
- * or the linger time passes. Safe to call more than once. */
+ * or the linger time passes. Safe to call more than once: the first call's
+ * code and reason are kept (c->close_code, c->close_reason), so reason
+ * must live as long as c (a literal). */
 void conn_close(struct conn *c, uint16_t code, const char *reason);
 
 /* Closes the socket now, without a close frame; frees when libuv is done. */
@@ -170,6 +177,11 @@ void conn_drop(struct conn *c);
 /* Heartbeat and linger checks, and the handler's tick while the
  * connection is open (HTTP or WebSocket); called by the loop's ticker. */
 void conn_tick(struct conn *c, uint64_t now_ms);
+
+/* c's id, "<worker>.<seq>": the session of docs/protocol.md, and what log
+ * lines name. */
+#define CONN_ID_MAX 48
+void conn_id(const struct conn *c, char out[CONN_ID_MAX]);
 
 /* True while the connection can still send (not closing, not closed). */
 static inline int conn_is_open(const struct conn *c) { return !c->closed && c->state != CONN_CLOSING; }

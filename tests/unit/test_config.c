@@ -471,6 +471,39 @@ static void test_config_log_level_names(void **state)
     expect_env_refused("WSFAN_LOG_LEVEL", "trace");
 }
 
+static void test_config_log_format_and_connections(void **state)
+{
+    struct config cfg;
+
+    (void)state;
+    assert_int_equal(PARSE_NONE(&cfg), CONFIG_OK);
+    assert_int_equal(cfg.log_format, LOG_FORMAT_TEXT);
+    assert_int_equal(cfg.log_connections, 0);
+    assert_int_equal(PARSE(&cfg, "--log-format", "json"), CONFIG_OK);
+    assert_int_equal(cfg.log_format, LOG_FORMAT_JSON);
+    setenv("WSFAN_LOG_FORMAT", "json", 1);
+    assert_int_equal(PARSE(&cfg, "--log-format", "text"), CONFIG_OK);
+    assert_int_equal(cfg.log_format, LOG_FORMAT_TEXT);
+    assert_int_equal(PARSE_NONE(&cfg), CONFIG_OK);
+    assert_int_equal(cfg.log_format, LOG_FORMAT_JSON);
+    unsetenv("WSFAN_LOG_FORMAT");
+    expect_flag_refused("log-format", "logfmt");
+    assert_non_null(strstr(err_text, "expected text or json"));
+    assert_int_equal(PARSE(&cfg, "--log-connections"), CONFIG_OK);
+    assert_int_equal(cfg.log_connections, 1);
+}
+
+/* A bad Redis URL is named in the error line with its password as ***. */
+static void test_config_redis_url_refusal_masks_the_password(void **state)
+{
+    (void)state;
+    expect_refused((const char *const[]){"--redis", "redis://u:hunter2@h:0", NULL}, "--redis=redis://u:***@h:0");
+    assert_null(strstr(err_text, "hunter2"));
+    expect_refused((const char *const[]){"--store-redis", "redis://:hunter2@h", NULL},
+                   "--store-redis=redis://:***@h: needs --redis");
+    assert_null(strstr(err_text, "hunter2"));
+}
+
 static void test_config_allow_broadcast_is_a_switch_or_a_boolean(void **state)
 {
     static const char *yes[] = {"1", "true", "yes", "on", "TRUE", "Yes"};
@@ -1031,6 +1064,8 @@ int main(void)
         cmocka_unit_test_setup(test_config_listen_takes_host_and_port, clear_wsfan_env),
         cmocka_unit_test_setup(test_config_listen_refuses_bad_addresses, clear_wsfan_env),
         cmocka_unit_test_setup(test_config_log_level_names, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_log_format_and_connections, clear_wsfan_env),
+        cmocka_unit_test_setup(test_config_redis_url_refusal_masks_the_password, clear_wsfan_env),
         cmocka_unit_test_setup(test_config_allow_broadcast_is_a_switch_or_a_boolean, clear_wsfan_env),
         cmocka_unit_test_setup(test_config_auth_defaults_to_none, clear_wsfan_env),
         cmocka_unit_test_setup(test_config_jwt_needs_exactly_one_key, clear_wsfan_env),

@@ -1,7 +1,8 @@
 /* test_redis.c - unit tests of redis.c, URL parsing only (the connection
  * needs a server: tests/integration). redis_url_parse reads
  * redis://[[user]:pass@]host[:port][/db] and redis://secret@host (a
- * password alone, as redis-cli reads it), and refuses anything else. */
+ * password alone, as redis-cli reads it), and refuses anything else; redis_url_mask hides
+ * the password. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -199,6 +200,31 @@ static void test_redis_url_password_alone_has_the_password_limit(void **state)
     expect_refused(url_with("", 's', 256, "@h"));
 }
 
+/* The password, as redis_url_parse reads it, becomes ***, in URLs valid or
+ * not: an error line about a bad --redis must not echo it. */
+static void test_redis_url_mask_hides_the_password(void **state)
+{
+    static const char *const cases[][2] = {
+        {"redis://user:hunter2@h:6379/1", "redis://user:***@h:6379/1"},
+        {"redis://:hunter2@h", "redis://:***@h"},
+        {"redis://hunter2@h", "redis://***@h"},
+        {"redis+sentinel://u:p:w@s1,s2/m", "redis+sentinel://u:***@s1,s2/m"},
+        {"redis://u:p@ss@h:99999", "redis://u:***@h:99999"},
+        {"redsi://u:hunter2@h", "redsi://u:***@h"},
+        {"u:hunter2@h", "u:***@h"},
+        {"redis://h:6379", "redis://h:6379"},
+    };
+    char out[64];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        redis_url_mask(cases[i][0], out, sizeof out);
+        assert_string_equal(out, cases[i][1]);
+    }
+    redis_url_mask("redis://u:hunter2@a-long-host-name", out, 12);
+    assert_string_equal(out, "redis://u:*");
+}
+
 static void test_redis_url_sentinels_and_master(void **state)
 {
     (void)state;
@@ -253,6 +279,7 @@ int main(void)
         cmocka_unit_test(test_redis_url_refuses_signs_and_blanks_in_numbers),
         cmocka_unit_test(test_redis_url_field_lengths),
         cmocka_unit_test(test_redis_url_password_alone_has_the_password_limit),
+        cmocka_unit_test(test_redis_url_mask_hides_the_password),
         cmocka_unit_test(test_redis_url_sentinels_and_master),
         cmocka_unit_test(test_redis_url_refuses_bad_sentinel_urls),
     };

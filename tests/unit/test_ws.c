@@ -1,6 +1,7 @@
 /* test_ws.c - unit tests of ws.c: the client-frame parser (every malformed
  * frame gets its close code; any split of the input yields the same events),
- * the UTF-8 validator, the server-frame encoder and Sec-WebSocket-Accept. */
+ * the UTF-8 validator of core/utf8.c (its cases serve the parser's tests
+ * too), the server-frame encoder and Sec-WebSocket-Accept. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 
 #include "codec/ws.h"
+#include "core/utf8.h"
 
 /* ---- Building client frames --------------------------------------------- */
 
@@ -895,15 +897,15 @@ static void test_ws_utf8_accepts_valid_text_split_anywhere(void **state)
         const uint8_t *s = (const uint8_t *)utf8_valid[i].s;
         size_t len = case_len(&utf8_valid[i]);
         for (size_t split = 0; split <= len; split++) {
-            uint32_t st = WS_UTF8_ACCEPT;
-            assert_int_equal(ws_utf8_feed(&st, s, split), 0);
-            assert_int_equal(ws_utf8_feed(&st, s + split, len - split), 0);
-            assert_true(ws_utf8_complete(st));
+            uint32_t st = UTF8_ACCEPT;
+            assert_int_equal(utf8_feed(&st, s, split), 0);
+            assert_int_equal(utf8_feed(&st, s + split, len - split), 0);
+            assert_true(utf8_complete(st));
         }
-        uint32_t st = WS_UTF8_ACCEPT;
+        uint32_t st = UTF8_ACCEPT;
         for (size_t j = 0; j < len; j++)
-            assert_int_equal(ws_utf8_feed(&st, s + j, 1), 0);
-        assert_true(ws_utf8_complete(st));
+            assert_int_equal(utf8_feed(&st, s + j, 1), 0);
+        assert_true(utf8_complete(st));
     }
 }
 
@@ -914,14 +916,14 @@ static void test_ws_utf8_rejects_invalid_sequences(void **state)
         const uint8_t *s = (const uint8_t *)utf8_invalid[i].s;
         size_t len = case_len(&utf8_invalid[i]);
         for (size_t split = 0; split <= len; split++) {
-            uint32_t st = WS_UTF8_ACCEPT;
-            int r = ws_utf8_feed(&st, s, split);
+            uint32_t st = UTF8_ACCEPT;
+            int r = utf8_feed(&st, s, split);
             if (r == 0)
-                r = ws_utf8_feed(&st, s + split, len - split);
+                r = utf8_feed(&st, s + split, len - split);
             assert_int_equal(r, -1);
-            assert_false(ws_utf8_complete(st));
+            assert_false(utf8_complete(st));
             /* Once rejected, it stays rejected. */
-            assert_int_equal(ws_utf8_feed(&st, (const uint8_t *)"a", 1), -1);
+            assert_int_equal(utf8_feed(&st, (const uint8_t *)"a", 1), -1);
         }
     }
 }
@@ -932,17 +934,17 @@ static void test_ws_utf8_rejects_bad_byte_anywhere_in_ascii_run(void **state)
 
     (void)state;
     for (size_t pos = 0; pos < sizeof(buf); pos++) {
-        uint32_t st = WS_UTF8_ACCEPT;
+        uint32_t st = UTF8_ACCEPT;
         memset(buf, 'a', sizeof(buf));
         buf[pos] = 0xFF;
-        assert_int_equal(ws_utf8_feed(&st, buf, sizeof(buf)), -1);
-        st = WS_UTF8_ACCEPT;
+        assert_int_equal(utf8_feed(&st, buf, sizeof(buf)), -1);
+        st = UTF8_ACCEPT;
         buf[pos] = 0x80;
-        assert_int_equal(ws_utf8_feed(&st, buf, sizeof(buf)), -1);
-        st = WS_UTF8_ACCEPT;
+        assert_int_equal(utf8_feed(&st, buf, sizeof(buf)), -1);
+        st = UTF8_ACCEPT;
         buf[pos] = 'b';
-        assert_int_equal(ws_utf8_feed(&st, buf, sizeof(buf)), 0);
-        assert_true(ws_utf8_complete(st));
+        assert_int_equal(utf8_feed(&st, buf, sizeof(buf)), 0);
+        assert_true(utf8_complete(st));
     }
 }
 
@@ -950,10 +952,10 @@ static void test_ws_utf8_truncated_sequence_is_incomplete(void **state)
 {
     (void)state;
     for (size_t i = 0; i < sizeof(utf8_truncated) / sizeof(utf8_truncated[0]); i++) {
-        uint32_t st = WS_UTF8_ACCEPT;
+        uint32_t st = UTF8_ACCEPT;
         const char *s = utf8_truncated[i].s;
-        assert_int_equal(ws_utf8_feed(&st, (const uint8_t *)s, strlen(s)), 0);
-        assert_false(ws_utf8_complete(st));
+        assert_int_equal(utf8_feed(&st, (const uint8_t *)s, strlen(s)), 0);
+        assert_false(utf8_complete(st));
     }
 }
 
@@ -1175,7 +1177,7 @@ static void test_ws_close_frame_encodes_code_and_reason(void **state)
 /* The frame must be a close frame of code whose reason is reason[0..len). */
 static void check_close_frame(const struct frame *f, uint16_t code, const char *reason, size_t len)
 {
-    uint32_t st = WS_UTF8_ACCEPT;
+    uint32_t st = UTF8_ACCEPT;
 
     assert_non_null(f);
     assert_int_equal(f->len, 2 + 2 + len);
@@ -1183,8 +1185,8 @@ static void check_close_frame(const struct frame *f, uint16_t code, const char *
     assert_int_equal(f->bytes[1], 2 + len);
     assert_int_equal(f->bytes[2] << 8 | f->bytes[3], code);
     assert_memory_equal(f->bytes + 4, reason, len);
-    assert_int_equal(ws_utf8_feed(&st, f->bytes + 4, len), 0);
-    assert_true(ws_utf8_complete(st));
+    assert_int_equal(utf8_feed(&st, f->bytes + 4, len), 0);
+    assert_true(utf8_complete(st));
 }
 
 static void test_ws_close_frame_truncates_reason_at_character(void **state)
