@@ -126,9 +126,12 @@ def metrics(srv) -> dict:
     conn = http.client.HTTPConnection(HOST, srv.port, timeout=5 * SLOW)
     try:
         conn.request("GET", "/metrics")
-        text = conn.getresponse().read().decode()
+        resp = conn.getresponse()
+        text = resp.read().decode()
     finally:
         conn.close()
+    if resp.status != 200:
+        return {}  # a full server (503) answers again once a slot is back
     return {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line[:1] != "#"}
 
 
