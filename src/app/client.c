@@ -15,6 +15,7 @@
 #include "app/access_log.h"
 #include "app/app.h"
 #include "app/auth.h"
+#include "app/sse.h"
 #include "codec/http.h"
 #include "codec/reply.h"
 #include "core/clock.h"
@@ -172,11 +173,14 @@ void client_start(struct client *c, struct auth_result *who)
         conn_close(&c->conn, WS_CLOSE_INTERNAL, "out of memory");
         return;
     }
-    exp_text(&who->claims, exp);
-    conn_id(&c->conn, session);
-    size_t len;
-    send_reply(c, reply_welcome(session, c->user, cfg->node_id, cfg->heartbeat, who->has_token ? exp : NULL, &len),
-               &len);
+    if (!c->sse) {
+        exp_text(&who->claims, exp);
+        conn_id(&c->conn, session);
+        size_t len;
+        send_reply(c,
+                   reply_welcome(session, c->user, cfg->node_id, cfg->heartbeat, who->has_token ? exp : NULL, &len),
+                   &len);
+    }
     if (!c->user && !c->tenant)
         return;
     struct hub *hub = client_app(c)->hub;
@@ -189,11 +193,15 @@ void client_start(struct client *c, struct auth_result *who)
 /* ---- replies from the bus ------------------------------------------------- */
 
 /* The join of room (a key) never happened: forget the pending membership,
- * and let the bus forget its count of it. */
+ * and let the bus forget its count of it. A stream cannot ask again: it
+ * ends (after its error event), and its client reconnects and joins again
+ * from where it was (docs/protocol.md section 8). */
 static void join_failed(struct client *c, const char *room)
 {
     if (hub_room_remove(client_app(c)->hub, c, room) == HUB_OK)
         submit_leave(c, room);
+    if (c->sse)
+        conn_close(&c->conn, WS_CLOSE_TRY_AGAIN, "the join could not complete");
 }
 
 static void send_joined(struct client *c, struct call *call)
@@ -208,13 +216,20 @@ static void send_joined(struct client *c, struct call *call)
         return;
     }
     struct store_batch *missed = &req->store.batch;
-    size_t len;
+    size_t len, i = 0;
+    /* A stream's id moves with what it was sent: to since when the replay
+     * follows, else to the joined offset. */
+    if (req->store.recovered && req->has_since)
+        sse_mark(c, req->room, req->store.since);
+    else if (has_after)
+        sse_mark(c, req->room, after);
     send_reply(c,
                reply_joined(call->ref, name_of_key(req->room), req->store.offset, req->store.recovered, missed->count,
                             &len),
                &len);
-    for (char *ev = missed->text, *end = missed->text + missed->len; ev && ev < end;) {
+    for (char *ev = missed->text, *end = missed->text + missed->len; ev && ev < end; i++) {
         char *nl = memchr(ev, '\n', (size_t)(end - ev));
+        sse_mark(c, req->room, missed->offsets[i]);
         conn_send_text(&c->conn, ev, (size_t)(nl - ev));
         ev = nl + 1;
     }
@@ -299,14 +314,14 @@ static int withdrawn(struct client *c, struct call *call)
 /* Answers one call that came back, in its turn, and ends it. */
 static void answer(struct client *c, struct call *call)
 {
-    if (c->conn.state != CONN_WS || c->conn.closed) {
+    if (!conn_is_open(&c->conn)) {
         /* Closed meanwhile: nobody to answer. */
     } else if (withdrawn(c, call)) {
         send_error(c, call->ref, WSFAN_EFORBIDDEN, "the connection's token no longer allows this room");
     } else if (call->req.base.error) {
+        send_error(c, call->ref, call->req.base.error, failed_what(call->req.base.op));
         if (call->req.base.op == BUS_JOIN)
             join_failed(c, call->req.join.room);
-        send_error(c, call->ref, call->req.base.error, failed_what(call->req.base.op));
     } else {
         send_result(c, call);
     }
@@ -381,10 +396,10 @@ static void expire_calls(struct client *c, uint64_t now_ms)
         if (!h || h->seq != c->next_reply || now_ms - h->sent_ms < limit)
             break;
         h->expired = 1;
+        if (conn_is_open(&c->conn))
+            send_error(c, h->ref, WSFAN_EUNAVAILABLE, "no answer from the bus in time (--request-timeout)");
         if (h->req.base.op == BUS_JOIN) /* its room is only read: the bus never writes it */
             join_failed(c, h->req.join.room);
-        if (c->conn.state == CONN_WS && !c->conn.closed)
-            send_error(c, h->ref, WSFAN_EUNAVAILABLE, "no answer from the bus in time (--request-timeout)");
         c->next_reply++;
         answer_parked(c);
     }
@@ -622,6 +637,15 @@ static void run_command(struct client *c, struct command *cmd)
     bus_submit(app->bus, &call->req.base);
 }
 
+void client_join(struct client *c, const char *room, const struct offset *since)
+{
+    struct command cmd = {.type = CMD_JOIN, .has_since = since != NULL};
+    strcpy(cmd.room, room);
+    if (since)
+        cmd.since = *since;
+    run_command(c, &cmd);
+}
+
 /* --rate-limit (docs/protocol.md section 1a, "Limits"): every message
  * takes a token, valid or not. True when the command may run; otherwise it
  * was answered rate_limited (ref is the command's, "" for none) or, after
@@ -732,5 +756,6 @@ void client_free(struct client *c)
     free(c->rights);
     free(c->tenant);
     free(c->info);
+    sse_free(c->sse);
     free(c);
 }

@@ -1,7 +1,7 @@
 /* client.h - one client of the server: the struct that embeds its conn,
  * and the WebSocket session after the upgrade (docs/protocol.md sections
  * 1 to 3): JSON commands in, replies and events out. Validates and
- * dispatches each command; answers at once (ping, errors) or submits a
+ * dispatches each command (a stream's joins too, app/sse.c); answers at once (ping, errors) or submits a
  * request to the bus and answers when it comes back. Never writes to
  * another connection's socket. The HTTP phase before the upgrade is
  * router.c's. Worker thread only. */
@@ -24,6 +24,8 @@ struct app;
 struct auth_result;
 struct call;
 struct http_reader;
+struct offset;
+struct sse_stream;
 struct token_rights;
 
 struct client {
@@ -52,6 +54,8 @@ struct client {
     struct bucket rate;         /* --rate-limit */
     uint32_t refused_since_ms;  /* when the refusals without a pause began (low 32 bits) */
     uint32_t last_refused_ms;
+    struct sse_stream *sse;     /* a server-sent event stream's rooms and id
+                                   (app/sse.c, owned); NULL on a WebSocket */
 };
 
 static inline struct client *client_of(struct conn *c) { return (struct client *)c; }
@@ -62,11 +66,16 @@ static inline struct app *client_app(const struct client *c) { return c->conn.lo
 /* The handler of upgraded connections (the router switches to it). */
 extern const struct conn_handler client_handler;
 
-/* Starts the session of a client the router just upgraded as who says
- * (auth_handshake): takes its user and its token's claims (who's claims
- * are left empty), sends the welcome event and announces the user, if
- * any, to the bus. */
+/* Starts the session of a client the router just upgraded (or sse.c made
+ * a stream) as who says (auth_handshake): takes its user and its token's
+ * claims (who's claims are left empty), sends the welcome event (a
+ * WebSocket only: a stream begins with its joins) and announces the user,
+ * if any, to the bus. */
 void client_start(struct client *c, struct auth_result *who);
+
+/* Joins room (a name) as a join command without a ref would, with since
+ * when not NULL: what a stream's session runs at its start. */
+void client_join(struct client *c, const char *room, const struct offset *since);
 
 /* Frees what c owns and c itself; the conn's last reference is gone. */
 void client_free(struct client *c);

@@ -11,6 +11,8 @@
 #include <string.h>
 
 #include "app/client.h"
+#include "app/sse.h"
+#include "codec/sse.h"
 #include "core/log.h"
 #include "core/map.h"
 #include "net/loop.h"
@@ -375,12 +377,41 @@ void hub_tenant_remove(struct hub *h, struct client *c)
         h->tenant_conns--;
 }
 
-/* Queues f on c unless c published ev with echo:false. Returns 1 when
- * queued. */
-static uint32_t deliver_to(struct client *c, const struct event *ev, struct frame *f)
+/* One event's frames on this worker: its WebSocket frame and its SSE
+ * event, each encoded when its first recipient needs it, and then shared
+ * by all of them. */
+struct encoded {
+    const struct event *ev;
+    struct frame *ws, *sse;
+    int failed;  /* out of memory: logged once */
+};
+
+static struct frame *encoded_frame(struct hub *h, struct encoded *e, int stream)
 {
+    struct frame **f = stream ? &e->sse : &e->ws;
+    if (*f || e->failed)
+        return *f;
+    *f = stream ? sse_frame_create(e->ev->json, e->ev->len) : ws_frame_create(WS_OP_TEXT, e->ev->json, e->ev->len);
+    if (!*f) {
+        e->failed = 1;
+        log_error("worker %d: out of memory encoding an event", h->net->index);
+    }
+    return *f;
+}
+
+/* Queues the event on c unless c published it with echo:false. A stream
+ * gets the id line of its new position before a persisted message.
+ * Returns 1 when queued. */
+static uint32_t deliver_to(struct hub *h, struct client *c, struct encoded *e)
+{
+    const struct event *ev = e->ev;
     if (ev->skip_worker == c->conn.loop->index && ev->skip_seq == c->conn.seq)
         return 0;
+    struct frame *f = encoded_frame(h, e, c->sse != NULL);
+    if (!f)
+        return 0;
+    if (c->sse && ev->has_offset)
+        sse_mark(c, ev->key, ev->offset);
     conn_enqueue(&c->conn, f);
     return 1;
 }
@@ -388,13 +419,13 @@ static uint32_t deliver_to(struct client *c, const struct event *ev, struct fram
 /* The walks below go last first: a recipient that overflows and closes
  * leaves its place to one already served. */
 
-static uint32_t deliver_room(struct hub *h, struct hub_room *r, const struct event *ev, struct frame *f)
+static uint32_t deliver_room(struct hub *h, struct hub_room *r, struct encoded *e)
 {
     uint32_t n = 0;
     r->e.refs++;
     for (uint32_t i = r->nmembers; i-- > 0;)
         if (i < r->nmembers)
-            n += deliver_to(r->members[i].c, ev, f);
+            n += deliver_to(h, r->members[i].c, e);
     /* Then the fresh ones, so that one promoted here is not served twice.
      * They get events without an offset, skip persisted ones their replay
      * had, and become members at the first one past it (offsets arrive in
@@ -403,25 +434,25 @@ static uint32_t deliver_room(struct hub *h, struct hub_room *r, const struct eve
         if (i >= r->nfresh)
             continue;
         struct room_member me = r->fresh[i].m;
-        if (ev->has_offset) {
-            if (offset_cmp(ev->offset, r->fresh[i].after) <= 0)
+        if (e->ev->has_offset) {
+            if (offset_cmp(e->ev->offset, r->fresh[i].after) <= 0)
                 continue;
             if (members_add(r, me) == HUB_OK)
                 fresh_remove(r, i);
         }
-        n += deliver_to(me.c, ev, f);
+        n += deliver_to(h, me.c, e);
     }
     room_unref(h, r);
     return n;
 }
 
-static uint32_t deliver_user(struct hub *h, struct hub_user *u, const struct event *ev, struct frame *f)
+static uint32_t deliver_user(struct hub *h, struct hub_user *u, struct encoded *e)
 {
     uint32_t n = 0;
     u->e.refs++;
     for (uint32_t i = u->count; i-- > 0;)
         if (i < u->count)
-            n += deliver_to(u->conns[i], ev, f);
+            n += deliver_to(h, u->conns[i], e);
     user_unref(h, u);
     return n;
 }
@@ -435,23 +466,22 @@ void hub_deliver(struct hub *h, const struct event *ev)
     void *e = NULL;
     if (ev->key_len && !(e = map_get(m, ev->key, ev->key_len)))
         return;
-    struct frame *f = ws_frame_create(WS_OP_TEXT, ev->json, ev->len);
-    if (!f) {
-        log_error("worker %d: out of memory encoding an event", h->net->index);
-        return;
-    }
+    struct encoded enc = {.ev = ev};
     uint32_t n = 0;
     if (e && ev->target == EVENT_ROOM) {
-        n = deliver_room(h, e, ev, f);
+        n = deliver_room(h, e, &enc);
     } else if (e) {
-        n = deliver_user(h, e, ev, f);
+        n = deliver_user(h, e, &enc);
     } else {
         int tenants = h->tenant_conns != 0;
         for (struct conn *c = h->net->conns; c; c = c->next)
-            if (c->state == CONN_WS && !(tenants && client_of(c)->tenant))
-                n += deliver_to(client_of(c), ev, f);
+            if ((c->state == CONN_WS || c->state == CONN_STREAM) && !(tenants && client_of(c)->tenant))
+                n += deliver_to(h, client_of(c), &enc);
     }
     /* enum event_target and enum metrics_out count room, user, all alike. */
     metrics_fanout(h->net->metrics, (enum metrics_out)ev->target, n);
-    frame_unref(f);
+    if (enc.ws)
+        frame_unref(enc.ws);
+    if (enc.sse)
+        frame_unref(enc.sse);
 }

@@ -1,7 +1,8 @@
 /* hub.h - one worker's local index: room -> connections, user ->
  * connections, tenant -> connections, and (through the worker's list) all
  * connections; and the fan-out of one bus event to the local recipients
- * with one shared frame. Rooms and users are keys (core/names.h), so a
+ * with one shared frame (one per framing: WebSocket, server-sent events).
+ * Rooms and users are keys (core/names.h), so a
  * tenant's never meet another's; a tenant's connections are indexed under
  * "T/" beside the users, for its broadcasts.
  * Owns the index entries only; client.c owns the clients. Runs on the
@@ -82,7 +83,8 @@ void hub_tenant_remove(struct hub *h, struct client *c);
 uint32_t hub_room_members(const struct hub *h, const char *room);
 
 /* Delivers ev to every local recipient (a broadcast without a tenant: the
- * connections without one): encodes one frame for all of them and queues a
+ * connections without one): encodes one frame for all of them (and one
+ * SSE event for all the streams among them) and queues a
  * reference to it on each; no per-recipient allocation, copy or JSON work.
  * Counts into the loop's metrics. */
 void hub_deliver(struct hub *h, const struct event *ev);

@@ -13,6 +13,7 @@
 #include "app/app.h"
 #include "app/auth.h"
 #include "app/client.h"
+#include "app/sse.h"
 #include "codec/http.h"
 #include "core/clock.h"
 #include "core/log.h"
@@ -105,6 +106,24 @@ static int refuse_slots(struct client *c, const struct http_request *req)
     return status != 0;
 }
 
+int router_admit(struct client *c, const struct http_request *req, struct auth_result *who)
+{
+    struct app *app = client_app(c);
+    memset(who, 0, sizeof *who);
+    if (refuse_origin(c, req))
+        return -1;
+    auth_handshake(app->cfg, app->token_key, req, (int64_t)(clock_wall_ms() / 1000), who);
+    if (who->status) {
+        router_respond_text(c, who->status, who->headers, who->reason, 0);
+        return -1;
+    }
+    if (atomic_load_explicit(app->draining, memory_order_relaxed)) {
+        router_respond_text(c, 503, "Retry-After: 5\r\n", "server shutting down", 0);
+        return -1;
+    }
+    return refuse_slots(c, req) ? -1 : 0;
+}
+
 static void upgrade(struct client *c, const struct http_request *req)
 {
     struct app *app = client_app(c);
@@ -114,19 +133,8 @@ static void upgrade(struct client *c, const struct http_request *req)
         router_respond_text(c, status, status == 426 ? "Sec-WebSocket-Version: 13\r\n" : NULL, reason, 0);
         return;
     }
-    if (refuse_origin(c, req))
-        return;
     struct auth_result who;
-    auth_handshake(app->cfg, app->token_key, req, (int64_t)(clock_wall_ms() / 1000), &who);
-    if (who.status) {
-        router_respond_text(c, who.status, who.headers, who.reason, 0);
-        return;
-    }
-    if (atomic_load_explicit(app->draining, memory_order_relaxed)) {
-        router_respond_text(c, 503, "Retry-After: 5\r\n", "server shutting down", 0);
-        goto done;
-    }
-    if (refuse_slots(c, req))
+    if (router_admit(c, req, &who))
         goto done;
     char accept[29], headers[256];
     ws_accept_key(req->ws_key, strlen(req->ws_key), accept);
@@ -159,6 +167,8 @@ static void route(struct client *c, const struct http_request *req)
     c->http_since_ms = uv_now(c->conn.loop->uv); /* the answer's duration starts */
     if (!strcmp(req->path, "/ws"))
         upgrade(c, req);
+    else if (!strcmp(req->path, "/sse"))
+        sse_open(c, req);
     else
         api_route(c, req);
 }

@@ -37,6 +37,7 @@ enum {
     H_AUTHORIZATION,
     H_CONTENT_TYPE,
     H_FORWARDED_FOR,
+    H_LAST_EVENT_ID,
     H_COUNT,
     H_NONE = -1,
 };
@@ -52,6 +53,7 @@ static const char *const hdr_names[H_COUNT] = {
     [H_AUTHORIZATION] = "authorization",
     [H_CONTENT_TYPE] = "content-type",
     [H_FORWARDED_FOR] = "x-forwarded-for",
+    [H_LAST_EVENT_ID] = "last-event-id",
 };
 
 /* Longer than every name in hdr_names: a longer name is none of them. */
@@ -268,6 +270,7 @@ static int on_headers_complete(http_parser *p)
         [H_AUTHORIZATION] = &req->authorization,
         [H_CONTENT_TYPE] = &req->content_type,
         [H_FORWARDED_FOR] = &req->forwarded_for,
+        [H_LAST_EVENT_ID] = &req->last_event_id,
     };
     for (int i = 0; i < H_COUNT; i++)
         *fields[i] = (r->hdr_seen & (1u << i)) ? r->hdr[i].p : NULL;
@@ -512,26 +515,32 @@ static int query_decode(const char *value, size_t len, char *out, size_t cap)
     return (int)n;
 }
 
-int http_query_get(const char *query, const char *name, char *out, size_t cap)
+int http_query_next(const char **pos, const char *name, char *out, size_t cap)
 {
-    if (!query)
+    const char *p = *pos;
+    if (!p)
         return -1;
     size_t name_len = strlen(name);
-    const char *p = query;
     for (;;) {
         const char *end = strchr(p, '&');
         if (!end)
             end = p + strlen(p);
         const char *eq = memchr(p, '=', (size_t)(end - p));
         const char *key_end = eq ? eq : end;
+        *pos = *end ? end + 1 : NULL;
         if ((size_t)(key_end - p) == name_len && memcmp(p, name, name_len) == 0) {
             const char *value = eq ? eq + 1 : end;
             return query_decode(value, (size_t)(end - value), out, cap);
         }
-        if (*end == '\0')
+        if (!*pos)
             return -1;
-        p = end + 1;
+        p = *pos;
     }
+}
+
+int http_query_get(const char *query, const char *name, char *out, size_t cap)
+{
+    return http_query_next(&query, name, out, cap);
 }
 
 /* Writes the status line and headers, blank line included, like snprintf. */
@@ -542,6 +551,26 @@ static int format_head(char *out, size_t cap, int status, const char *content_ty
                     http_status_text(status), content_type ? "Content-Type: " : "",
                     content_type ? content_type : "", content_type ? "\r\n" : "",
                     length_line, conn_line, extra ? extra : "");
+}
+
+/* A frame of the head (format_head's parts) and body_len bytes of body. */
+static struct frame *response_frame(int status, const char *content_type, const char *length_line,
+                                    const char *conn_line, const char *extra_headers, const char *body,
+                                    size_t body_len)
+{
+    int n = format_head(NULL, 0, status, content_type, length_line, conn_line, extra_headers);
+    if (n < 0 || body_len > UINT32_MAX - (size_t)n)
+        return NULL;
+    /* One spare byte for the NUL snprintf writes; the body overwrites it. */
+    struct frame *f = malloc(sizeof(*f) + (size_t)n + 1 + body_len);
+    if (!f)
+        return NULL;
+    format_head((char *)f->bytes, (size_t)n + 1, status, content_type, length_line, conn_line, extra_headers);
+    if (body_len)
+        memcpy(f->bytes + n, body, body_len);
+    f->refs = 1;
+    f->len = (uint32_t)((size_t)n + body_len);
+    return f;
 }
 
 struct frame *http_response_create(int status, const char *content_type,
@@ -562,22 +591,14 @@ struct frame *http_response_create(int status, const char *content_type,
         snprintf(length_line, sizeof(length_line), "Content-Length: %zu\r\n", body_len);
     if (!informational)
         conn_line = keep_alive ? "Connection: keep-alive\r\n" : "Connection: close\r\n";
+    return response_frame(status, has_ct ? content_type : NULL, length_line, conn_line, extra_headers, body,
+                          body_len);
+}
 
-    int n = format_head(NULL, 0, status, has_ct ? content_type : NULL, length_line,
-                        conn_line, extra_headers);
-    if (n < 0 || body_len > UINT32_MAX - (size_t)n)
-        return NULL;
-    /* One spare byte for the NUL snprintf writes; the body overwrites it. */
-    struct frame *f = malloc(sizeof(*f) + (size_t)n + 1 + body_len);
-    if (!f)
-        return NULL;
-    format_head((char *)f->bytes, (size_t)n + 1, status, has_ct ? content_type : NULL,
-                length_line, conn_line, extra_headers);
-    if (body_len)
-        memcpy(f->bytes + n, body, body_len);
-    f->refs = 1;
-    f->len = (uint32_t)((size_t)n + body_len);
-    return f;
+struct frame *http_stream_head_create(const char *content_type, const char *extra_headers)
+{
+    /* No length: the body ends with the connection (RFC 9112 6.3). */
+    return response_frame(200, content_type, "", "Connection: close\r\n", extra_headers, NULL, 0);
 }
 
 const char *http_status_text(int status)

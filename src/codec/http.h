@@ -32,6 +32,7 @@ struct http_request {
     const char *authorization;
     const char *content_type;
     const char *forwarded_for;   /* X-Forwarded-For */
+    const char *last_event_id;   /* Last-Event-ID (an EventSource reconnecting) */
     const char *body;            /* NUL-terminated, body_len bytes, or NULL */
     size_t body_len;
     int keep_alive;              /* the connection may carry another request */
@@ -89,6 +90,11 @@ int http_header_has_token(const char *header, const char *token);
  * value does not fit in cap-1 bytes or is badly encoded. */
 int http_query_get(const char *query, const char *name, char *out, size_t cap);
 
+/* The same for repeated parameters (?room=a&room=b): looks from *pos (a
+ * query, or NULL for none left) and moves *pos past the parameter it
+ * returns, so that the next call finds the next one. */
+int http_query_next(const char **pos, const char *name, char *out, size_t cap);
+
 /* Builds a complete response as a frame (refs 1) ready to enqueue:
  * status line, Content-Type (when body is not NULL), Content-Length,
  * Connection: keep-alive/close, the extra header lines (each ending in
@@ -96,6 +102,12 @@ int http_query_get(const char *query, const char *name, char *out, size_t cap);
 struct frame *http_response_create(int status, const char *content_type,
                                    const char *extra_headers, const char *body,
                                    size_t body_len, int keep_alive);
+
+/* The head of a 200 response whose body is streamed until the connection
+ * closes (server-sent events): Content-Type, no Content-Length,
+ * Connection: close, then the extra header lines. A frame (refs 1), or
+ * NULL when out of memory. */
+struct frame *http_stream_head_create(const char *content_type, const char *extra_headers);
 
 /* The reason phrase of a status ("Not Found"). */
 const char *http_status_text(int status);

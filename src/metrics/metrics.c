@@ -131,7 +131,7 @@ static uint64_t load(metrics_counter *c)
 
 /* Every worker's counters added up, or one worker's (a copy either way). */
 struct totals {
-    uint64_t opened, closed[METRICS_CLOSE_COUNT], closed_all;
+    uint64_t opened, closed[METRICS_CLOSE_COUNT], closed_all, streams_opened, streams_closed;
     uint64_t http_requests;
     uint64_t in[METRICS_IN_MAX], in_all, out[METRICS_OUT_COUNT], out_all;
     uint64_t fanout_events[3], fanout_deliveries;
@@ -142,6 +142,8 @@ struct totals {
 static void totals_add(struct totals *t, struct metrics_worker *m)
 {
     t->opened += load(&m->opened);
+    t->streams_opened += load(&m->streams_opened);
+    t->streams_closed += load(&m->streams_closed);
     for (int i = 0; i < METRICS_CLOSE_COUNT; i++) {
         uint64_t n = load(&m->closed[i]);
         t->closed[i] += n;
@@ -178,6 +180,11 @@ static void totals_add(struct totals *t, struct metrics_worker *m)
 static uint64_t open_now(const struct totals *t)
 {
     return t->opened >= t->closed_all ? t->opened - t->closed_all : 0;
+}
+
+static uint64_t streams_now(const struct totals *t)
+{
+    return t->streams_opened >= t->streams_closed ? t->streams_opened - t->streams_closed : 0;
 }
 
 /* ---- Prometheus text ------------------------------------------------------------ */
@@ -222,18 +229,23 @@ static void write_prometheus(FILE *f, const struct metrics_view *v)
     family(f, "wsfan_uptime_seconds", "gauge", "Seconds since the process started.");
     sample(f, "wsfan_uptime_seconds", (clock_wall_ms() - mb->started_ms) / 1000);
 
-    family(f, "wsfan_connections", "gauge", "WebSocket connections open now.");
+    family(f, "wsfan_connections", "gauge", "WebSocket connections and server-sent event streams open now.");
     sample(f, "wsfan_connections", open_now(&t));
-    family(f, "wsfan_worker_connections", "gauge", "WebSocket connections open now, per worker thread.");
+    family(f, "wsfan_sse_streams", "gauge", "Server-sent event streams open now (counted in wsfan_connections too).");
+    sample(f, "wsfan_sse_streams", streams_now(&t));
+    family(f, "wsfan_worker_connections", "gauge",
+           "WebSocket connections and server-sent event streams open now, per worker thread.");
     for (int i = 0; i < v->nworkers; i++) {
         struct totals w = {0};
         totals_add(&w, v->workers[i]);
         fprintf(f, "wsfan_worker_connections{worker=\"%d\"} %llu\n", i, (unsigned long long)open_now(&w));
     }
-    family(f, "wsfan_connections_opened_total", "counter", "WebSocket connections opened (upgrades).");
+    family(f, "wsfan_connections_opened_total", "counter",
+           "WebSocket connections (upgrades) and server-sent event streams opened.");
     sample(f, "wsfan_connections_opened_total", t.opened);
     family(f, "wsfan_connections_closed_total", "counter",
-           "WebSocket connections closed, by close code (1005: the peer sent none, 1006: no close handshake).");
+           "WebSocket connections and server-sent event streams closed, by close code (1005: the peer sent none, "
+           "1006: no close handshake; a stream counts the code a WebSocket would have been sent).");
     for (int i = 0; i < METRICS_CLOSE_COUNT; i++) {
         if (i < METRICS_CLOSE_OTHER)
             fprintf(f, "wsfan_connections_closed_total{code=\"%u\"} %llu\n", close_codes[i],
@@ -349,11 +361,12 @@ static void write_stats(FILE *f, const struct metrics_view *v)
                 (unsigned long long)w.queued_bytes);
     }
     fprintf(f,
-            "],\"connections\":%llu,\"connections_opened\":%llu,\"http_requests\":%llu,\"messages_in\":%llu,"
+            "],\"connections\":%llu,\"sse_streams\":%llu,\"connections_opened\":%llu,\"http_requests\":%llu,\"messages_in\":%llu,"
             "\"messages_out\":%llu,\"fanout_deliveries\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,"
             "\"send_queue_bytes\":%llu,\"slow_readers_closed\":%llu,\"connections_refused\":%llu,"
             "\"commands_rate_limited\":%llu,",
-            (unsigned long long)open_now(&t), (unsigned long long)t.opened, (unsigned long long)t.http_requests,
+            (unsigned long long)open_now(&t), (unsigned long long)streams_now(&t), (unsigned long long)t.opened,
+            (unsigned long long)t.http_requests,
             (unsigned long long)t.in_all, (unsigned long long)t.out_all, (unsigned long long)t.fanout_deliveries,
             (unsigned long long)t.bytes_in, (unsigned long long)t.bytes_out, (unsigned long long)t.queued_bytes,
             (unsigned long long)t.slow_readers, (unsigned long long)t.refused_all,

@@ -57,6 +57,7 @@ enum metrics_out { METRICS_OUT_ROOM, METRICS_OUT_USER, METRICS_OUT_ALL, METRICS_
 /* One worker's counters; embedded in struct worker, zeroed at start. */
 struct metrics_worker {
     metrics_counter opened, closed[METRICS_CLOSE_COUNT];
+    metrics_counter streams_opened, streams_closed; /* the server-sent event streams among them */
     metrics_counter http_requests;
     metrics_counter in[METRICS_IN_MAX], out[METRICS_OUT_COUNT];
     metrics_counter fanout_events[3], fanout_deliveries;
@@ -95,6 +96,9 @@ static inline void metrics_conn_opened(struct metrics_worker *m) { metrics_add(&
  * sent or echoed, 1005 for a peer's empty close, 1006 when it ended without
  * a close handshake. */
 void metrics_conn_closed(struct metrics_worker *m, uint16_t code);
+/* The connection opened or closed above is a server-sent event stream. */
+static inline void metrics_stream_opened(struct metrics_worker *m) { metrics_add(&m->streams_opened, 1); }
+static inline void metrics_stream_closed(struct metrics_worker *m) { metrics_add(&m->streams_closed, 1); }
 static inline void metrics_http_request(struct metrics_worker *m) { metrics_add(&m->http_requests, 1); }
 static inline void metrics_bytes_in(struct metrics_worker *m, size_t n) { metrics_add(&m->bytes_in, n); }
 static inline void metrics_bytes_out(struct metrics_worker *m, size_t n) { metrics_add(&m->bytes_out, n); }

@@ -12,6 +12,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "codec/sse.h"
 #include "core/log.h"
 #include "net/loop.h"
 
@@ -173,14 +174,22 @@ static void tell_closed(struct conn *c)
         c->handler->on_close(c);
 }
 
+/* A WebSocket or a stream ends with code (counted). */
+static void count_closed(struct conn *c, uint16_t code)
+{
+    if (c->state == CONN_STREAM)
+        metrics_stream_closed(c->loop->metrics);
+    if (c->state == CONN_WS || c->state == CONN_STREAM)
+        metrics_conn_closed(c->loop->metrics, code);
+}
+
 void conn_drop(struct conn *c)
 {
     if (c->closed)
         return;
     if (!c->close_code)
         c->close_code = WS_CLOSE_ABNORMAL;
-    if (c->state == CONN_WS)
-        metrics_conn_closed(c->loop->metrics, WS_CLOSE_ABNORMAL);
+    count_closed(c, WS_CLOSE_ABNORMAL);
     c->closed = 1;
     tell_closed(c);
     uv_close((uv_handle_t *)&c->tcp, on_closed);
@@ -335,7 +344,7 @@ void conn_enqueue(struct conn *c, struct frame *f)
     if (c->state == CONN_CLOSING || c->closed)
         return;
     size_t limit = c->loop->cfg->send_queue_limit;
-    if (outq_cost(&c->out) + conn_frame_cost(f) > limit && c->state == CONN_WS) {
+    if (outq_cost(&c->out) + conn_frame_cost(f) > limit && c->state != CONN_HTTP) {
         conn_overflow(c);
         return;
     }
@@ -354,7 +363,7 @@ void conn_enqueue(struct conn *c, struct frame *f)
 
 void conn_send_text(struct conn *c, const char *json, size_t len)
 {
-    struct frame *f = ws_frame_create(WS_OP_TEXT, json, len);
+    struct frame *f = c->state == CONN_STREAM ? sse_frame_create(json, len) : ws_frame_create(WS_OP_TEXT, json, len);
     if (!f) {
         conn_drop(c);
         return;
@@ -370,8 +379,8 @@ void conn_close(struct conn *c, uint16_t code, const char *reason)
         return;
     c->close_code = code;
     c->close_reason = reason;
+    count_closed(c, code);
     if (c->state == CONN_WS) {
-        metrics_conn_closed(c->loop->metrics, code);
         struct frame *f = ws_close_frame_create(code, reason);
         int failed = !f || outq_push(&c->out, f, c->loop->metrics);
         if (f)
@@ -394,12 +403,14 @@ void conn_close(struct conn *c, uint16_t code, const char *reason)
     read_on(c);
 }
 
-void conn_upgrade(struct conn *c, const struct conn_handler *handler, size_t max_message)
+/* Leaves the HTTP phase for state (CONN_WS or CONN_STREAM) with handler. */
+static void conn_enter(struct conn *c, const struct conn_handler *handler, enum conn_state state)
 {
     c->handler = handler;
-    c->state = CONN_WS;
-    /* From here the send queue's limit closes with 1013 instead. The 101
-     * itself may have paused the input (answers queued before it). */
+    c->state = state;
+    /* From here the send queue's limit closes with 1013 instead. The
+     * response head itself may have paused the input (answers queued
+     * before it). */
     if (c->paused & CONN_PAUSED_BY_OUTPUT) {
         c->paused &= (uint8_t)~CONN_PAUSED_BY_OUTPUT;
         if (!c->paused)
@@ -407,7 +418,18 @@ void conn_upgrade(struct conn *c, const struct conn_handler *handler, size_t max
     }
     metrics_conn_opened(c->loop->metrics);
     c->last_ping_ms = uv_now(c->loop->uv);
+}
+
+void conn_upgrade(struct conn *c, const struct conn_handler *handler, size_t max_message)
+{
+    conn_enter(c, handler, CONN_WS);
     ws_parser_init(&c->parser, max_message);
+}
+
+void conn_stream(struct conn *c, const struct conn_handler *handler)
+{
+    conn_enter(c, handler, CONN_STREAM);
+    metrics_stream_opened(c->loop->metrics);
 }
 
 /* ---- reading ----------------------------------------------------------- */
@@ -514,7 +536,8 @@ static void hold(struct conn *c, const char *buf, size_t len)
  * dropped (closing) or kept (paused). */
 static void feed(struct conn *c, const char *buf, size_t len)
 {
-    while (len && !c->closed && c->state != CONN_CLOSING) {
+    /* A stream's client has nothing to say after its request: dropped. */
+    while (len && !c->closed && c->state != CONN_CLOSING && c->state != CONN_STREAM) {
         if (c->paused) {
             hold(c, buf, len);
             return;
@@ -666,6 +689,14 @@ void conn_tick(struct conn *c, uint64_t now_ms)
         } else if (now_ms - c->last_ping_ms >= (uint64_t)cfg->heartbeat * 1000) {
             c->last_ping_ms = now_ms;
             conn_enqueue(c, c->loop->ping);
+        }
+        break;
+    case CONN_STREAM:
+        /* Nothing is read from a stream's client, so silence says nothing;
+         * a gone peer shows as a write error or a full send queue. */
+        if (now_ms - c->last_ping_ms >= (uint64_t)cfg->heartbeat * 1000) {
+            c->last_ping_ms = now_ms;
+            conn_enqueue(c, c->loop->keepalive);
         }
         break;
     case CONN_CLOSING:

@@ -1,6 +1,6 @@
 /* conn.h - one client socket from accept to close: reads, the WebSocket
  * framing after the upgrade (frames in, pings, pongs and the close
- * handshake), the output queue of shared frames with its memory limit,
+ * handshake) or the stream of server-sent events, the output queue of shared frames with its memory limit,
  * input flow control (no input is handled while the output is over the
  * limit or the application paused it), heartbeats, and the one close
  * path. Knows nothing of what the bytes mean: the application reaches it
@@ -21,6 +21,8 @@ struct net_loop;
 enum conn_state {
     CONN_HTTP,     /* before the upgrade: bytes go to handler->on_bytes */
     CONN_WS,       /* upgraded: text messages go to handler->on_text */
+    CONN_STREAM,   /* a response streamed until the close (server-sent
+                      events): output only, input is read and dropped */
     CONN_CLOSING,  /* our last bytes are queued; input is read and dropped */
 };
 
@@ -117,6 +119,13 @@ int conn_open(struct net_loop *l, int fd, struct conn *c);
  * max_message bytes. The caller has queued the 101 answer. */
 void conn_upgrade(struct conn *c, const struct conn_handler *handler, size_t max_message);
 
+/* Switches c to the streaming phase with handler: the caller has queued a
+ * response head without a length, and the frames queued from now on are
+ * its body (conn_send_text writes server-sent events). The send queue's
+ * limit closes, as on a WebSocket, and a keep-alive comment goes out every
+ * --heartbeat seconds. */
+void conn_stream(struct conn *c, const struct conn_handler *handler);
+
 /* Hands bytes to the current phase, as if they had just been read (kept
  * for later while the connection is paused). */
 void conn_receive(struct conn *c, const char *buf, size_t len);
@@ -157,7 +166,8 @@ static inline size_t outq_cost(const struct outq *q) { return q->bytes + q->coun
  * pipelined requests cannot make a peer that does not read grow it. */
 void conn_enqueue(struct conn *c, struct frame *f);
 
-/* Queues a text frame carrying the bytes of text (copied). */
+/* Queues text (copied) as the phase frames it: a WebSocket text frame, or
+ * on a stream one server-sent event (codec/sse.h). */
 void conn_send_text(struct conn *c, const char *text, size_t len);
 
 /* Writes as much of the queue as the socket takes now; the rest waits for
@@ -165,10 +175,11 @@ void conn_send_text(struct conn *c, const char *text, size_t len);
 void conn_flush(struct conn *c);
 
 /* Starts the close handshake with code (WebSocket) or closes after the
- * queued response (HTTP). Input is read and dropped until the peer closes
- * or the linger time passes. Safe to call more than once: the first call's
- * code and reason are kept (c->close_code, c->close_reason), so reason
- * must live as long as c (a literal). */
+ * queued response (HTTP, and a stream, for which code is only counted and
+ * logged). Input is read and dropped until the peer closes or the linger
+ * time passes. Safe to call more than once: the first call's code and
+ * reason are kept (c->close_code, c->close_reason), so reason must live as
+ * long as c (a literal). */
 void conn_close(struct conn *c, uint16_t code, const char *reason);
 
 /* Closes the socket now, without a close frame; frees when libuv is done. */

@@ -4,6 +4,7 @@
 
 #include <sched.h>
 
+#include "codec/sse.h"
 #include "codec/ws.h"
 #include "net/conn.h"
 
@@ -77,7 +78,7 @@ int net_loop_init(struct net_loop *l, uv_loop_t *uv, int index, const struct con
     l->index = index;
     l->cfg = cfg;
     l->metrics = metrics;
-    if (!(l->ping = ws_frame_create(WS_OP_PING, NULL, 0)))
+    if (!(l->ping = ws_frame_create(WS_OP_PING, NULL, 0)) || !(l->keepalive = sse_keepalive_create()))
         return UV_ENOMEM;
     uv_prepare_init(uv, &l->flusher);
     l->flusher.data = l;
@@ -95,7 +96,8 @@ void net_loop_close(struct net_loop *l)
     uv_close((uv_handle_t *)&l->flush_more, NULL);
     uv_close((uv_handle_t *)&l->ticker, NULL);
     frame_unref(l->ping);
-    l->ping = NULL;
+    frame_unref(l->keepalive);
+    l->ping = l->keepalive = NULL;
 }
 
 size_t net_loop_close_some(struct net_loop *l, size_t n, uint16_t code, const char *reason)

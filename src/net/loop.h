@@ -37,6 +37,7 @@ struct net_loop {
     struct conn *dirty_tail;
     uint64_t next_seq;
     struct frame *ping;          /* the one ping frame every connection shares */
+    struct frame *keepalive;     /* and the one keep-alive comment of every stream */
     uv_buf_t iov[NET_IOV_MAX];   /* scratch for one writev */
     char read_buf[NET_READ_BUF]; /* reads are parsed before the next one */
 };

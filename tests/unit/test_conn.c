@@ -62,7 +62,7 @@ struct fixture {
     int ntexts;
     int closes, frees;
     int state_at_close;    /* c->state when on_close ran */
-    int ticks[3];          /* on_tick calls, by c->state */
+    int ticks[CONN_CLOSING + 1]; /* on_tick calls, by c->state */
     /* how on_bytes behaves: take one byte per call and pause after it;
      * or answer each byte with a frame of answer_len bytes */
     int pause_each;

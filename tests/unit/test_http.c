@@ -668,6 +668,22 @@ static void test_http_header_has_token(void **state)
     assert_false(http_header_has_token("w sfan.v1", "wsfan.v1"));
 }
 
+/* Repeated parameters come one after the other, then -1. */
+static void test_http_query_next_walks_repeated_parameters(void **state)
+{
+    char out[16];
+    const char *pos = "room=a&user=x&room=b%3Ac&room";
+
+    (void)state;
+    assert_int_equal(http_query_next(&pos, "room", out, sizeof(out)), 1);
+    assert_string_equal(out, "a");
+    assert_int_equal(http_query_next(&pos, "room", out, sizeof(out)), 3);
+    assert_string_equal(out, "b:c");
+    assert_int_equal(http_query_next(&pos, "room", out, sizeof(out)), 0);
+    assert_int_equal(http_query_next(&pos, "room", out, sizeof(out)), -1);
+    assert_null(pos);
+}
+
 static void test_http_query_get_finds_values(void **state)
 {
     (void)state;
@@ -825,6 +841,7 @@ int main(void)
         cmocka_unit_test(test_http_ws_check_version),
         cmocka_unit_test(test_http_ws_check_on_parsed_request_without_key),
         cmocka_unit_test(test_http_header_has_token),
+        cmocka_unit_test(test_http_query_next_walks_repeated_parameters),
         cmocka_unit_test(test_http_query_get_finds_values),
         cmocka_unit_test(test_http_query_get_absent),
         cmocka_unit_test(test_http_query_get_too_long_or_bad),
