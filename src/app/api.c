@@ -2,7 +2,7 @@
  * table, which routes each port serves (--admin-listen), the --api-key check
  * (Bearer, compared in constant time) or without a key the loopback rule,
  * the API endpoints, /metrics, the health checks and the built-in pages. Publish,
- * history, presence and rooms travel through the bus like a client's
+ * disconnect, history, presence and rooms travel through the bus like a client's
  * commands (a publish has no user, so its "from" is null); the router
  * defers the answer until the reply is back, which keeps pipelined answers
  * in order. Every /api/ request may name a tenant with ?tenant= (a publish
@@ -296,9 +296,9 @@ static int data_fits(struct client *c, const struct http_request *req, size_t le
     return 0;
 }
 
-/* The tenant of a publish: "tenant" in the body, which must agree with
+/* The tenant of a POST: "tenant" in the body, which must agree with
  * ?tenant= when both are there, into out. Or answers 400 and returns -1. */
-static int publish_tenant(struct client *c, const struct http_request *req, json_t *body, const char *query,
+static int body_tenant(struct client *c, const struct http_request *req, json_t *body, const char *query,
                           char out[TENANT_MAX_LEN + 1])
 {
     json_t *v = json_object_get(body, "tenant");
@@ -318,20 +318,30 @@ static int publish_tenant(struct client *c, const struct http_request *req, json
     return 0;
 }
 
-static void serve_publish(struct client *c, const struct http_request *req, const char *query_tenant)
+/* The body of a POST as a JSON object (a new reference), or NULL after
+ * answering 415 (not JSON's Content-Type) or 400. */
+static json_t *json_body(struct client *c, const struct http_request *req)
 {
     if (!is_json_type(req->content_type)) {
         api_error(c, WSFAN_EUNSUPPORTED_MEDIA_TYPE, NULL, NULL, req->keep_alive);
-        return;
+        return NULL;
     }
     json_error_t jerr;
     json_t *body = json_loadb(req->body ? req->body : "", req->body_len,
                               JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    if (json_is_object(body))
+        return body;
+    api_error(c, WSFAN_EBAD_JSON, NULL, body ? "the body must be a JSON object" : jerr.text, req->keep_alive);
+    json_decref(body);
+    return NULL;
+}
+
+static void serve_publish(struct client *c, const struct http_request *req, const char *query_tenant)
+{
+    json_t *body = json_body(c, req);
+    if (!body)
+        return;
     struct call *call = NULL;
-    if (!json_is_object(body)) {
-        api_error(c, WSFAN_EBAD_JSON, NULL, body ? "the body must be a JSON object" : jerr.text, req->keep_alive);
-        goto done;
-    }
     json_t *data = json_object_get(body, "data"), *ephemeral = json_object_get(body, "ephemeral");
     if (!data) {
         api_error(c, WSFAN_EBAD_COMMAND, NULL, "data is required", req->keep_alive);
@@ -348,7 +358,7 @@ static void serve_publish(struct client *c, const struct http_request *req, cons
         api_error(c, key_err.code, NULL, key_err.message, req->keep_alive);
         goto done;
     }
-    if (publish_tenant(c, req, body, query_tenant, tenant))
+    if (body_tenant(c, req, body, query_tenant, tenant))
         goto done;
     if (!(call = api_call(c, req, BUS_PUBLISH, on_published)))
         goto done;
@@ -370,6 +380,51 @@ static void serve_publish(struct client *c, const struct http_request *req, cons
 done:
     if (call)
         call_done(call);
+    json_decref(body);
+}
+
+/* ---- POST /api/disconnect ---------------------------------------------------- */
+
+static void on_disconnected(struct task *t, void *ctx)
+{
+    (void)ctx;
+    struct call *call = (struct call *)t;
+    struct client *c = reply_client(call);
+    size_t len;
+    if (c && !answer_error(c, call, "the disconnect was not sent"))
+        respond_json(c, reply_api_disconnected(call->req.publish.local, &len), &len, reply_keep_alive(c));
+    call_done(call);
+}
+
+/* {"user":U} with an optional "tenant": every connection of the user, on
+ * every node, closes with 1008. It travels as a publish to the user does
+ * (bus_publish.disconnect), so with Redis it reaches every node that has
+ * one of them. */
+static void serve_disconnect(struct client *c, const struct http_request *req, const char *query_tenant)
+{
+    json_t *body = json_body(c, req);
+    if (!body)
+        return;
+    json_t *user = json_object_get(body, "user");
+    char tenant[TENANT_MAX_LEN + 1], buf[KEY_MAX_LEN + 1];
+    struct call *call;
+    if (body_tenant(c, req, body, query_tenant, tenant))
+        goto done;
+    if (!user) {
+        api_error(c, WSFAN_EBAD_COMMAND, NULL, "user is required", req->keep_alive);
+        goto done;
+    }
+    if (!json_is_string(user) || !name_valid(json_string_value(user), json_string_length(user))) {
+        api_error(c, WSFAN_EUSER_INVALID, NULL, NULL, req->keep_alive);
+        goto done;
+    }
+    if (!(call = api_call(c, req, BUS_PUBLISH, on_disconnected)))
+        goto done;
+    call->req.publish.target = EVENT_USER;
+    call->req.publish.disconnect = 1;
+    strcpy(call->req.publish.name, name_key(tenant, json_string_value(user), buf));
+    api_call_submit(c, call);
+done:
     json_decref(body);
 }
 
@@ -538,6 +593,7 @@ static void serve_page(struct client *c, const struct http_request *req, const c
 
 static const struct route routes[] = {
     {"/api/publish", M_POST, 1, ON_ADMIN, serve_publish},
+    {"/api/disconnect", M_POST, 1, ON_ADMIN, serve_disconnect},
     {"/api/history", M_GET | M_HEAD, 1, ON_ADMIN, serve_history},
     {"/api/presence", M_GET | M_HEAD, 1, ON_ADMIN, serve_presence},
     {"/api/rooms", M_GET | M_HEAD, 1, ON_ADMIN, serve_rooms},

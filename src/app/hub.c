@@ -400,11 +400,15 @@ static struct frame *encoded_frame(struct hub *h, struct encoded *e, int stream)
 }
 
 /* Queues the event on c unless c published it with echo:false. A stream
- * gets the id line of its new position before a persisted message.
- * Returns 1 when queued. */
+ * gets the id line of its new position before a persisted message. A
+ * disconnect closes c instead (a stream too). Returns 1 when queued. */
 static uint32_t deliver_to(struct hub *h, struct client *c, struct encoded *e)
 {
     const struct event *ev = e->ev;
+    if (ev->kind == EVENT_DISCONNECT) {
+        conn_close(&c->conn, WS_CLOSE_POLICY, "disconnected by an operator");
+        return 0;
+    }
     if (ev->skip_worker == c->conn.loop->index && ev->skip_seq == c->conn.seq)
         return 0;
     struct frame *f = encoded_frame(h, e, c->sse != NULL);
@@ -478,8 +482,10 @@ void hub_deliver(struct hub *h, const struct event *ev)
             if ((c->state == CONN_WS || c->state == CONN_STREAM) && !(tenants && client_of(c)->tenant))
                 n += deliver_to(h, client_of(c), &enc);
     }
-    /* enum event_target and enum metrics_out count room, user, all alike. */
-    metrics_fanout(h->net->metrics, (enum metrics_out)ev->target, n);
+    /* enum event_target and enum metrics_out count room, user, all alike;
+     * a disconnect is not a message. */
+    if (ev->kind != EVENT_DISCONNECT)
+        metrics_fanout(h->net->metrics, (enum metrics_out)ev->target, n);
     if (enc.ws)
         frame_unref(enc.ws);
     if (enc.sse)

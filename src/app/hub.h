@@ -86,7 +86,8 @@ uint32_t hub_room_members(const struct hub *h, const char *room);
  * connections without one): encodes one frame for all of them (and one
  * SSE event for all the streams among them) and queues a
  * reference to it on each; no per-recipient allocation, copy or JSON work.
- * Counts into the loop's metrics. */
+ * Counts into the loop's metrics. A disconnect (EVENT_DISCONNECT) closes
+ * the user's connections, streams included, with 1008 instead. */
 void hub_deliver(struct hub *h, const struct event *ev);
 
 #endif

@@ -704,6 +704,11 @@ static void on_publish(struct bus *b, struct bus_publish *req)
     req->store.ts = clock_wall_ms();
     req->store.key = req->has_key ? req->key : NULL;
     req->store.key_len = req->has_key ? strlen(req->key) : 0;
+    if (req->disconnect) {
+        /* The user's interest counts its connections here (BUS_ONLINE). */
+        struct bus_room *r = map_get(&b->users, req->name, strlen(req->name));
+        req->local = r ? r->total : 0;
+    }
     b->engine->publish(b, req);
 }
 

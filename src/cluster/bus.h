@@ -70,7 +70,9 @@ struct bus_leave {
 };
 
 /* BUS_PUBLISH: a room message, a direct message (to one user, or to the
- * users of a list: the API's) or a broadcast. */
+ * users of a list: the API's) or a broadcast; or, with disconnect, the
+ * order to close every connection of a user, which travels to the user's
+ * connections as a direct message would (POST /api/disconnect). */
 struct bus_publish {
     struct bus_request base;
     enum event_target target;
@@ -83,8 +85,10 @@ struct bus_publish {
     uint64_t skip_seq;            /* echo:false: the publisher's connection, else 0 */
     int has_key;                  /* an idempotency key (persisted room messages only) */
     char key[PUBLISH_KEY_MAX + 1];
-    char *data;                   /* JSON text (owned) */
+    char *data;                   /* JSON text (owned); NULL for a disconnect */
     size_t data_len;
+    int disconnect;               /* EVENT_USER: close the user's connections, on every node */
+    uint32_t local;               /* disconnect: result: this process's connections of the user */
     struct store_call store;      /* the append: offset out */
 };
 

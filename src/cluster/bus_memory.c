@@ -51,9 +51,9 @@ static void memory_publish(struct bus *b, struct bus_publish *req)
     }
     /* One event per key: its key is what the workers deliver it by. */
     for (const char *key = NULL; (key = bus_publish_next_key(req, key));) {
-        struct event *ev = req->target == EVENT_ROOM
-                               ? event_message(key, NULL, from, req->data, req->data_len, ts)
-                               : event_direct(req->target, key, from, req->data, req->data_len, ts);
+        struct event *ev = req->disconnect           ? event_disconnect(key)
+                           : req->target == EVENT_ROOM ? event_message(key, NULL, from, req->data, req->data_len, ts)
+                                                       : event_direct(req->target, key, from, req->data, req->data_len, ts);
         if (deliver(b, req, ev))
             break;
     }

@@ -14,7 +14,8 @@
  *   event once, and handed to bus_deliver().
  * - Persisted envelopes are sealed with the namespace's secret, NS:secret
  *   (made by the first node that finds none): an offset in a payload that
- *   no wsfan node sealed is not believed.
+ *   no wsfan node sealed is not believed. So are disconnects (a control
+ *   envelope on the user's channel), which nothing else may order.
  * - Presence is presence_redis.c's, on this engine's links.
  * Runs on the bus thread (the main loop). */
 #include <jansson.h>
@@ -359,6 +360,7 @@ static void redis_publish(struct bus *b, struct bus_publish *req)
         .echo_skip = req->skip_seq ? skip : NULL,
         .data = req->data,
         .data_len = req->data_len,
+        .disconnect = req->disconnect,
     };
     int persisted = req->target == EVENT_ROOM && !req->ephemeral && e->cfg->history_length > 0;
     struct append *a = calloc(1, sizeof *a);

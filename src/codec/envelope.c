@@ -120,12 +120,14 @@ int envelope_build(const struct envelope_fields *f, int persisted, struct envelo
     if (f->target == EVENT_ROOM)
         snprintf(room, sizeof room, "\"room\":\"%s\",", name_of_key(f->room));
     out->head = out->tail = NULL;
+    out->control = f->disconnect;
+    const char *sealed_field = persisted ? ",\"offset\":\"" : f->disconnect ? ",\"control\":\"disconnect" : "";
     if (asprintf(&out->head, "{\"v\":1,%s\"from\":%s,\"ts\":%llu,\"origin\":\"%s\",\"echo_skip\":%s%s", room, from,
-                 (unsigned long long)f->ts, f->origin, skip, persisted ? ",\"offset\":\"" : "") < 0) {
+                 (unsigned long long)f->ts, f->origin, skip, sealed_field) < 0) {
         out->head = NULL;
         return -1;
     }
-    if (asprintf(&out->tail, ",\"data\":%.*s}", (int)f->data_len, f->data) < 0) {
+    if (asprintf(&out->tail, ",\"data\":%.*s}", f->data ? (int)f->data_len : 4, f->data ? f->data : "null") < 0) {
         free(out->head);
         out->head = out->tail = NULL;
         return -1;
@@ -137,9 +139,9 @@ char *envelope_join(const struct envelope_parts *p, const struct envelope_seal *
                     const char *offset)
 {
     char *text = NULL, *before = NULL, hex[ENVELOPE_SEAL_HEX + 1];
-    if (!offset)
+    if (!offset && !p->control)
         return asprintf(&text, "%s%s", p->head, p->tail) < 0 ? NULL : text;
-    if (asprintf(&before, "%s%s%s", p->head, offset, mac_field) < 0)
+    if (asprintf(&before, "%s%s%s", p->head, offset ? offset : "", mac_field) < 0)
         return NULL;
     size_t tail_len = strlen(p->tail);
     char *after = malloc(tail_len + 2);
@@ -290,6 +292,19 @@ static struct event *event_of(const char *node_id, enum event_target target, con
         *why = "from or user is not a valid id";
         return NULL;
     }
+    /* Only a node's seal makes a control envelope (envelope_to_event). */
+    json_t *control = json_object_get(env, "control");
+    if (control) {
+        const char *kind = whole_string(control);
+        if (target != EVENT_USER || !kind || strcmp(kind, "disconnect")) {
+            *why = "control needs a user channel and disconnect";
+            return NULL;
+        }
+        struct event *ev = event_disconnect(key);
+        if (!ev)
+            *why = "out of memory";
+        return ev;
+    }
     json_t *presence = json_object_get(env, "presence");
     struct offset offset;
     json_t *offset_v = json_object_get(env, "offset");
@@ -354,12 +369,18 @@ struct event *envelope_to_event(const char *node_id, const struct envelope_seal 
     struct event *ev = NULL;
     if (json_is_object(env)) {
         /* An offset without a "mac" is delivered without it; one with a
-         * "mac" that proves nothing is not delivered at all. */
+         * "mac" that proves nothing is not delivered at all. A control
+         * needs a "mac" that proves it: any Redis client can publish on a
+         * user's channel. */
         json_t *offset = json_object_get(env, "offset");
+        int control = json_object_get(env, "control") != NULL;
+        int wants_seal = (offset && !json_is_null(offset)) || control;
         int has_mac = json_object_get(env, "mac") != NULL;
-        int proven = offset && !json_is_null(offset) && has_mac && sealed(seal, channel, payload, len);
-        if (has_mac && !proven && offset && !json_is_null(offset))
+        int proven = wants_seal && has_mac && sealed(seal, channel, payload, len);
+        if (has_mac && wants_seal && !proven)
             *why = envelope_unproven;
+        else if (control && !proven)
+            *why = "a control envelope without a seal";
         else
             ev = event_of(node_id, target, key, env, proven, why);
     }

@@ -61,8 +61,9 @@ struct envelope_fields {
     uint64_t ts;
     const char *origin;     /* this node's id */
     const char *echo_skip;  /* "<worker>.<seq>" of an echo:false publisher, or NULL */
-    const char *data;       /* JSON text */
+    const char *data;       /* JSON text; NULL for a disconnect */
     size_t data_len;
+    int disconnect;         /* a control envelope (EVENT_USER): close the user's connections */
 };
 
 /* A message envelope split around the place of its offset, which the store
@@ -70,9 +71,13 @@ struct envelope_fields {
  * tail when the message is not persisted (then head carries no offset
  * field). The "mac" field is the seal, of the channel and of the whole
  * text with the mac's value left empty:
- *   head OFFSET ","mac":"HEX" tail  sealed as  CHANNEL \n head OFFSET ","mac":"" tail */
+ *   head OFFSET ","mac":"HEX" tail  sealed as  CHANNEL \n head OFFSET ","mac":"" tail
+ * A control envelope is sealed the same way with its control in the head
+ * (head ends ..."control":"disconnect) and no offset: a node acts on it
+ * only when the seal proves that a node of the namespace sent it. */
 struct envelope_parts {
     char *head, *tail;  /* malloc'ed */
+    int control;        /* sealed without an offset */
 };
 
 /* Builds the parts of f's envelope, with room for an offset when
@@ -80,7 +85,8 @@ struct envelope_parts {
 int envelope_build(const struct envelope_fields *f, int persisted, struct envelope_parts *out);
 
 /* The envelope to publish on channel: head + offset + its seal + tail
- * (offset NULL: head + tail), malloc'ed; NULL when out of memory. */
+ * (offset NULL: head + tail, sealed only for a control envelope),
+ * malloc'ed; NULL when out of memory. */
 char *envelope_join(const struct envelope_parts *p, const struct envelope_seal *seal, const char *channel,
                     const char *offset);
 
@@ -93,9 +99,11 @@ char *envelope_presence(const char *room, const char *user, enum event_kind kind
                         const char *info);
 
 /* The client event for one envelope arriving on channel, of target/key:
- * a message, direct or broadcast event, or a presence event (the
+ * a message, direct or broadcast event, a presence event (the
  * "presence" extension, whose join may carry an "info" object of at most
- * EVENT_INFO_MAX bytes as compact JSON). An envelope from node_id itself
+ * EVENT_INFO_MAX bytes as compact JSON), or EVENT_DISCONNECT for the
+ * "control":"disconnect" extension on a user channel, which needs a seal
+ * that proves it (without one it is refused). An envelope from node_id itself
  * with echo_skip names the connection to leave out. An offset without a
  * seal is left out: the message is delivered, but it cannot move anyone's
  * position in history. An envelope whose seal does not prove it is

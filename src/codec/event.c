@@ -102,6 +102,11 @@ struct event *event_presence(enum event_kind kind, const char *room, const char 
                   with_info ? LIT("\",\"info\":") : LIT("\""), with_info ? STR(info) : LIT(""), LIT("}"));
 }
 
+struct event *event_disconnect(const char *user)
+{
+    return splice(EVENT_USER, EVENT_DISCONNECT, user, NULL, 0);
+}
+
 struct event *event_copy(enum event_target target, const char *name, const char *json, size_t len)
 {
     return SPLICE(target, EVENT_MESSAGE, name, ((struct piece){json, len}));

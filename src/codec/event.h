@@ -22,8 +22,11 @@
 enum event_target { EVENT_ROOM, EVENT_USER, EVENT_ALL };
 
 /* What an event is, set by whoever builds it (metrics count messages by
- * it; nothing reads the JSON to find out). */
-enum event_kind { EVENT_MESSAGE, EVENT_DIRECT, EVENT_BROADCAST, EVENT_PRESENCE_JOIN, EVENT_PRESENCE_LEAVE };
+ * it; nothing reads the JSON to find out). EVENT_DISCONNECT is no client
+ * event: it travels to the user's connections like a direct message, and
+ * the hub closes them (POST /api/disconnect). */
+enum event_kind { EVENT_MESSAGE, EVENT_DIRECT, EVENT_BROADCAST, EVENT_PRESENCE_JOIN, EVENT_PRESENCE_LEAVE,
+                  EVENT_DISCONNECT };
 
 struct event {
     atomic_uint refs;
@@ -62,6 +65,10 @@ struct event *event_direct(enum event_target target, const char *user, const cha
  * text of the joining connection's info object (docs/protocol.md section
  * 3), or NULL; a leave never carries it. */
 struct event *event_presence(enum event_kind kind, const char *room, const char *user, const char *info);
+
+/* The order to close every connection of user (a key): EVENT_DISCONNECT,
+ * with empty JSON. */
+struct event *event_disconnect(const char *user);
 
 /* An event of text that was built before (a replay from history): json
  * is copied. The kind is EVENT_MESSAGE. */

@@ -108,6 +108,11 @@ char *reply_api_published(const char *offset, size_t *len)
     return format(len, "{\"offset\":%s%s%s}", NULLABLE(offset));
 }
 
+char *reply_api_disconnected(unsigned long local, size_t *len)
+{
+    return format(len, "{\"local\":%lu}", local);
+}
+
 char *reply_api_history(const char *room, const char *events, size_t events_len, size_t *len)
 {
     return format(len, "{\"room\":\"%s\",\"messages\":[%.*s]}", room, (int)events_len, events);

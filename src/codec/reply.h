@@ -52,6 +52,8 @@ char *reply_error(const char *ref, const char *code, const char *message, size_t
 char *reply_api_error(const char *code, const char *message, size_t *len);
 /* {"offset":O|null} */
 char *reply_api_published(const char *offset, size_t *len);
+/* {"local":N}: a disconnect's connections on this node */
+char *reply_api_disconnected(unsigned long local, size_t *len);
 /* {"room":R,"messages":[events]} */
 char *reply_api_history(const char *room, const char *events, size_t events_len, size_t *len);
 /* {"room":R,"users":users} */

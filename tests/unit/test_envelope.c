@@ -865,6 +865,36 @@ static void test_envelope_unsealed_offsets_are_not_believed(void **state)
     assert_int_equal(envelope_seal_init(&other, long_secret, 65), -1);
 }
 
+/* A disconnect is a control envelope, sealed as a persisted message is but
+ * without an offset. A node acts on it only when the seal proves it on its
+ * channel, and only on a user channel: any Redis client can publish there. */
+static void test_envelope_disconnect_is_believed_only_sealed(void **state)
+{
+    struct envelope_fields f = {.target = EVENT_USER, .ts = 9, .origin = NODE, .disconnect = 1};
+    char *sealed = build(&f, NULL);
+    const char *why;
+    struct event *ev;
+
+    (void)state;
+    expect_sealed(sealed, "{\"v\":1,\"from\":null,\"ts\":9,\"origin\":\"" NODE
+                          "\",\"echo_skip\":null,\"control\":\"disconnect\",\"mac\":\"\",\"data\":null}");
+    ev = event_of(EVENT_USER, "t/bob", sealed);
+    assert_int_equal(ev->kind, EVENT_DISCONNECT);
+    assert_int_equal(ev->len, 0);
+    event_unref(ev);
+    assert_string_equal(refused(EVENT_ROOM, "r", sealed), "control needs a user channel and disconnect");
+    assert_string_equal(refused(EVENT_USER, "bob", "{\"control\":\"disconnect\",\"data\":null}"),
+                        "a control envelope without a seal");
+    assert_ptr_equal(refused(EVENT_USER, "bob",
+                             "{\"control\":\"disconnect\",\"mac\":\"0000000000000000000000000000000000000000\","
+                             "\"data\":null}"),
+                     envelope_unproven);
+    /* a node's own envelope, copied to another user's channel */
+    assert_null(envelope_to_event(NODE, &seal, "ns:user:{carol}", EVENT_USER, "carol", sealed, strlen(sealed), &why));
+    assert_ptr_equal(why, envelope_unproven);
+    free(sealed);
+}
+
 static void test_envelope_room_comes_from_the_channel(void **state)
 {
     struct event *ev = event_of(EVENT_ROOM, "general", "{\"room\":\"elsewhere\",\"ts\":1,\"data\":1}");
@@ -1233,6 +1263,7 @@ int main(void)
         cmocka_unit_test(test_envelope_minimal_data_is_a_message_from_null),
         cmocka_unit_test(test_envelope_full_envelope_is_the_exact_event),
         cmocka_unit_test(test_envelope_unsealed_offsets_are_not_believed),
+        cmocka_unit_test(test_envelope_disconnect_is_believed_only_sealed),
         cmocka_unit_test(test_envelope_room_comes_from_the_channel),
         cmocka_unit_test(test_envelope_data_is_any_json_kept_compact),
         cmocka_unit_test(test_envelope_offset_and_from_may_be_null),

@@ -303,6 +303,15 @@ static void test_reply_api_published_offset_or_null(void **state)
     expect_reply(reply_api_published("", &len), &len, "{\"offset\":null}");
 }
 
+static void test_reply_api_disconnected_counts_this_nodes_connections(void **state)
+{
+    size_t len = 0;
+
+    (void)state;
+    expect_reply(reply_api_disconnected(0, &len), &len, "{\"local\":0}");
+    expect_reply(reply_api_disconnected(4294967295UL, &len), &len, "{\"local\":4294967295}");
+}
+
 static void test_reply_api_history_splices_events_by_length(void **state)
 {
     const char *events = "{\"type\":\"message\",\"room\":\"general\",\"offset\":\"1795436015950-0\",\"from\":null,"
@@ -350,6 +359,7 @@ int main(void)
         cmocka_unit_test(test_reply_api_error_is_error_and_message),
         cmocka_unit_test(test_reply_api_error_escapes_the_message),
         cmocka_unit_test(test_reply_api_published_offset_or_null),
+        cmocka_unit_test(test_reply_api_disconnected_counts_this_nodes_connections),
         cmocka_unit_test(test_reply_api_history_splices_events_by_length),
         cmocka_unit_test(test_reply_api_presence_and_rooms),
     };
