@@ -8,8 +8,8 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { chromium } from 'playwright-core';
 
+import { launchChromium } from './chromium.mjs';
 import { REPO, Redis, Server, sleep } from '../js/server.mjs';
 
 const RESULTS = path.join(REPO, 'results', 'browser');
@@ -19,13 +19,7 @@ let browser;
 before(async () => {
   mkdirSync(RESULTS, { recursive: true });
   await server.start();
-  // playwright gives every launch a fresh --user-data-dir of its own.
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

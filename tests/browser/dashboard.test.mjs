@@ -9,9 +9,9 @@ import { once } from 'node:events';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { chromium } from 'playwright-core';
 import WebSocket from 'ws';
 
+import { launchChromium } from './chromium.mjs';
 import { REPO, Server, waitFor } from '../js/server.mjs';
 
 const RESULTS = path.join(REPO, 'results', 'browser');
@@ -22,12 +22,7 @@ let browser;
 before(async () => {
   mkdirSync(RESULTS, { recursive: true });
   await server.start();
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -15,10 +15,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import HOST, SLOW, assert_one_line_body, engine_independent, free_port, numsub, run, wait_until
+from conftest import HOST, SLOW, assert_one_line_body, engine_independent, free_port, run
 from protocol_client import connect, uniq
 from test_api import KEY, assert_error, call
-from test_publish_users import user_channel
+from test_publish_users import user_channel, wait_subscribed
 from test_sse import stream
 
 REASON = "disconnected by an operator"
@@ -29,16 +29,6 @@ def nodes(engine, wsfan_module):
     a, b = engine.nodes(wsfan_module, 2, "--workers", "2")
     yield a, b
     assert a.alive() and b.alive(), f"a node died during the module; log:\n{a.log_tail()}\n{b.log_tail()}"
-
-
-def wait_subscribed(engine, srv, counts):
-    """With Redis, until each user's channel has as many subscribed nodes as
-    counts says: a disconnect sent earlier would reach nobody there."""
-    if not engine.is_redis:
-        return
-    r = engine.redis.client()
-    chans = {user_channel(srv, u): n for u, n in counts.items()}
-    wait_until(lambda: (numsub(r, *chans) == chans, numsub(r, *chans)), "the users' channels are subscribed")
 
 
 def disconnect(srv, body, **kw):
