@@ -1,0 +1,102 @@
+#!/usr/bin/python3
+"""idle_memory.py - what one idle joined connection costs, in wsfan's own
+memory and in the kernel, measured from a fresh server:
+
+    bench/idle_memory.py [--bin build/wsfan] [--connections N] [--rooms R]
+
+Starts one wsfan (memory engines, --workers 1) on a free loopback port,
+opens N WebSocket connections (default 5,000; this process and the server
+each need N descriptors, 20,000 at most here), each joined to one of R
+rooms (default 100), and reads, before and after:
+- the server's VmRSS (user-space memory, its allocator included);
+- the kernel's slab memory (/proc/meminfo Slab: sockets, inodes, dentries,
+  epoll items) and the TCP buffer pages of /proc/net/sockstat.
+Both ends of each connection are on this machine, so the kernel figures
+cover 2N sockets; the report divides them by 2N for one socket. Other work
+on the machine moves the slab figure: run it on a quiet machine and repeat."""
+
+import argparse
+import asyncio
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import websockets
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(r"^VmRSS:\s+(\d+) kB", f.read(), re.M).group(1)) * 1024
+
+
+def kernel():
+    with open("/proc/meminfo") as f:
+        slab = int(re.search(r"^Slab:\s+(\d+) kB", f.read(), re.M).group(1)) * 1024
+    with open("/proc/net/sockstat") as f:
+        tcp_pages = int(re.search(r"^TCP: .* mem (\d+)", f.read(), re.M).group(1))
+    return slab, tcp_pages * os.sysconf("SC_PAGE_SIZE")
+
+
+async def open_all(port, n, rooms):
+    conns = []
+    for i in range(n):
+        ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws?user=u{i}", max_size=None, ping_interval=None)
+        await ws.recv()  # welcome
+        await ws.send(f'{{"type":"join","room":"r{i % rooms}"}}')
+        while '"joined"' not in await ws.recv():
+            pass
+        conns.append(ws)
+    await asyncio.sleep(1.0)  # presence events settle
+    return conns
+
+
+async def measure(port, n, rooms, pid):
+    """Opens the connections and reads the figures while they are open."""
+    conns = await open_all(port, n, rooms)
+    figures = rss_bytes(pid), kernel()
+    await asyncio.gather(*(ws.close() for ws in conns), return_exceptions=True)
+    return figures
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "build", "wsfan"))
+    ap.add_argument("--connections", type=int, default=5000)
+    ap.add_argument("--rooms", type=int, default=100)
+    args = ap.parse_args()
+    port = free_port()
+    server = subprocess.Popen([args.bin, "--listen", f"127.0.0.1:{port}", "--workers", "1", "--log-level", "error",
+                               "--max-connections-per-ip", "0", "--rate-limit", "0"])
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        time.sleep(0.3)
+        rss0, (slab0, tcp0) = rss_bytes(server.pid), kernel()
+        (rss1, (slab1, tcp1)) = asyncio.run(measure(port, args.connections, args.rooms, server.pid))
+        n = args.connections
+        print(f"{n} idle connections in {args.rooms} rooms, from a fresh server")
+        print("| memory | per connection |")
+        print("| --- | --- |")
+        print(f"| wsfan VmRSS | {(rss1 - rss0) / n:.0f} bytes |")
+        print(f"| kernel slab, per socket (2N sockets) | {(slab1 - slab0) / (2 * n):.0f} bytes |")
+        print(f"| kernel TCP buffers, per socket | {(tcp1 - tcp0) / (2 * n):.0f} bytes |")
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+if __name__ == "__main__":
+    main()
