@@ -24,6 +24,7 @@
 #include "app/router.h"
 #include "cluster/bus.h"
 #include "codec/command.h"
+#include "codec/deflate.h"
 #include "codec/ws.h"
 #include "core/addr_count.h"
 #include "core/clock.h"
@@ -255,6 +256,7 @@ static void worker_main(void *arg)
     struct server *s = w->server;
     uv_run(&w->loop, UV_RUN_DEFAULT);
     hub_destroy(w->app.hub);
+    deflate_streams_destroy(w->app.deflate);
     int r = uv_loop_close(&w->loop);
     if (r)
         log_warn("worker %d: loop closed with handles open: %s", w->index, uv_strerror(r));
@@ -331,6 +333,7 @@ static int worker_init(struct server *s, struct worker *w, int index)
         .cfg = cfg,
         .net = &w->net,
         .hub = hub_create(&w->net),
+        .deflate = deflate_streams_create(),
         .bus = s->bus,
         .connections = &s->connections,
         .per_ip = s->per_ip,
@@ -338,7 +341,7 @@ static int worker_init(struct server *s, struct worker *w, int index)
         .metrics = &s->view,
         .token_key = s->token_key,
     };
-    return w->app.hub ? 0 : UV_ENOMEM;
+    return w->app.hub && w->app.deflate ? 0 : UV_ENOMEM;
 }
 
 /* What /metrics and /api/stats read. */

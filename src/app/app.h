@@ -16,6 +16,7 @@
 #include "net/loop.h"
 
 struct addr_count;
+struct deflate_streams;
 struct hub;
 struct client;
 struct token_key;
@@ -24,6 +25,7 @@ struct app {
     const struct config *cfg;
     struct net_loop *net;         /* net->data points back here */
     struct hub *hub;
+    struct deflate_streams *deflate; /* permessage-deflate's zlib streams, for all its connections */
     struct bus *bus;
     atomic_int *connections;      /* the process's connections on the public port, for --max-connections */
     struct addr_count *per_ip;    /* the process's connections per client address */

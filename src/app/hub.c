@@ -10,8 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "app/app.h"
 #include "app/client.h"
 #include "app/sse.h"
+#include "codec/deflate.h"
 #include "codec/sse.h"
 #include "core/log.h"
 #include "core/map.h"
@@ -377,26 +379,53 @@ void hub_tenant_remove(struct hub *h, struct client *c)
         h->tenant_conns--;
 }
 
-/* One event's frames on this worker: its WebSocket frame and its SSE
- * event, each encoded when its first recipient needs it, and then shared
- * by all of them. */
+/* One event's frames on this worker: its WebSocket frame, compressed and
+ * not (permessage-deflate), and its SSE event, each encoded when its first
+ * recipient needs it, and then shared by all of them. */
+enum framing { FRAMING_WS, FRAMING_DEFLATE, FRAMING_SSE, FRAMING_COUNT };
+
 struct encoded {
     const struct event *ev;
-    struct frame *ws, *sse;
-    int failed;  /* out of memory: logged once */
+    struct frame *f[FRAMING_COUNT];
+    uint8_t failed[FRAMING_COUNT];  /* out of memory: logged once */
 };
 
-static struct frame *encoded_frame(struct hub *h, struct encoded *e, int stream)
+static struct frame *encode(struct hub *h, const struct event *ev, enum framing how)
 {
-    struct frame **f = stream ? &e->sse : &e->ws;
-    if (*f || e->failed)
-        return *f;
-    *f = stream ? sse_frame_create(e->ev->json, e->ev->len) : ws_frame_create(WS_OP_TEXT, e->ev->json, e->ev->len);
-    if (!*f) {
-        e->failed = 1;
-        log_error("worker %d: out of memory encoding an event", h->net->index);
-    }
-    return *f;
+    if (how == FRAMING_SSE)
+        return sse_frame_create(ev->json, ev->len);
+    if (how == FRAMING_WS)
+        return ws_frame_create(WS_OP_TEXT, ev->json, ev->len);
+    struct frame *f = deflate_frame_create(((struct app *)h->net->data)->deflate, ev->json, ev->len);
+    if (f)
+        metrics_deflated(h->net->metrics, ev->len, f->len);
+    return f;
+}
+
+/* How c takes the event: a stream as SSE; a connection that negotiated
+ * permessage-deflate compressed, unless compression is off or the event
+ * is under --compress-min. */
+static enum framing framing_of(const struct hub *h, const struct client *c, const struct event *ev)
+{
+    if (c->sse)
+        return FRAMING_SSE;
+    const struct config *cfg = h->net->cfg;
+    if (ws_parser_deflates(&c->conn.parser) && cfg->compression && ev->len >= cfg->compress_min)
+        return FRAMING_DEFLATE;
+    return FRAMING_WS;
+}
+
+static struct frame *encoded_frame(struct hub *h, struct encoded *e, enum framing how)
+{
+    if (e->f[how] || e->failed[how])
+        return e->f[how];
+    e->f[how] = encode(h, e->ev, how);
+    if (e->f[how])
+        return e->f[how];
+    e->failed[how] = 1;
+    log_error("worker %d: out of memory encoding an event", h->net->index);
+    /* A recipient of the compressed frame can take the plain one. */
+    return how == FRAMING_DEFLATE ? encoded_frame(h, e, FRAMING_WS) : NULL;
 }
 
 /* Queues the event on c unless c published it with echo:false. A stream
@@ -411,7 +440,7 @@ static uint32_t deliver_to(struct hub *h, struct client *c, struct encoded *e)
     }
     if (ev->skip_worker == c->conn.loop->index && ev->skip_seq == c->conn.seq)
         return 0;
-    struct frame *f = encoded_frame(h, e, c->sse != NULL);
+    struct frame *f = encoded_frame(h, e, framing_of(h, c, ev));
     if (!f)
         return 0;
     if (c->sse && ev->has_offset)
@@ -486,8 +515,7 @@ void hub_deliver(struct hub *h, const struct event *ev)
      * a disconnect is not a message. */
     if (ev->kind != EVENT_DISCONNECT)
         metrics_fanout(h->net->metrics, (enum metrics_out)ev->target, n);
-    if (enc.ws)
-        frame_unref(enc.ws);
-    if (enc.sse)
-        frame_unref(enc.sse);
+    for (int i = 0; i < FRAMING_COUNT; i++)
+        if (enc.f[i])
+            frame_unref(enc.f[i]);
 }

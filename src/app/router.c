@@ -14,6 +14,7 @@
 #include "app/auth.h"
 #include "app/client.h"
 #include "app/sse.h"
+#include "codec/deflate.h"
 #include "codec/http.h"
 #include "core/clock.h"
 #include "core/log.h"
@@ -136,13 +137,15 @@ static void upgrade(struct client *c, const struct http_request *req)
     struct auth_result who;
     if (router_admit(c, req, &who))
         goto done;
-    char accept[29], headers[256];
+    char accept[29], headers[384], deflate[DEFLATE_ANSWER_MAX];
+    int deflates = app->cfg->compression && deflate_negotiate(req->ws_extensions, deflate);
     ws_accept_key(req->ws_key, strlen(req->ws_key), accept);
     snprintf(headers, sizeof headers,
-             "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s", accept,
+             "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s%s%s%s", accept,
              http_header_has_token(req->ws_protocol, CLIENT_SUBPROTOCOL)
                  ? "Sec-WebSocket-Protocol: " CLIENT_SUBPROTOCOL "\r\n"
-                 : "");
+                 : "",
+             deflates ? "Sec-WebSocket-Extensions: " : "", deflates ? deflate : "", deflates ? "\r\n" : "");
     struct frame *f = http_response_create(101, NULL, headers, NULL, 0, 1);
     if (!f) {
         conn_drop(&c->conn);
@@ -154,6 +157,10 @@ static void upgrade(struct client *c, const struct http_request *req)
     http_reader_destroy(c->http);
     c->http = NULL;
     conn_upgrade(&c->conn, &client_handler, app->cfg->max_message);
+    if (deflates) {
+        ws_parser_use_deflate(&c->conn.parser, app->deflate);
+        metrics_deflate_conn(c->conn.loop->metrics);
+    }
     client_start(c, &who);
 done:
     token_claims_free(&who.claims);

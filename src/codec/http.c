@@ -38,6 +38,7 @@ enum {
     H_CONTENT_TYPE,
     H_FORWARDED_FOR,
     H_LAST_EVENT_ID,
+    H_WS_EXTENSIONS,
     H_COUNT,
     H_NONE = -1,
 };
@@ -54,9 +55,11 @@ static const char *const hdr_names[H_COUNT] = {
     [H_CONTENT_TYPE] = "content-type",
     [H_FORWARDED_FOR] = "x-forwarded-for",
     [H_LAST_EVENT_ID] = "last-event-id",
+    [H_WS_EXTENSIONS] = "sec-websocket-extensions",
 };
 
-/* Longer than every name in hdr_names: a longer name is none of them. */
+/* As long as the longest name in hdr_names (sec-websocket-extensions): a
+ * longer name is none of them. */
 #define NAME_MAX_LEN 24
 
 /* A growable NUL-terminated string; p is NULL until something is stored. */
@@ -271,6 +274,7 @@ static int on_headers_complete(http_parser *p)
         [H_CONTENT_TYPE] = &req->content_type,
         [H_FORWARDED_FOR] = &req->forwarded_for,
         [H_LAST_EVENT_ID] = &req->last_event_id,
+        [H_WS_EXTENSIONS] = &req->ws_extensions,
     };
     for (int i = 0; i < H_COUNT; i++)
         *fields[i] = (r->hdr_seen & (1u << i)) ? r->hdr[i].p : NULL;

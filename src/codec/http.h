@@ -28,6 +28,7 @@ struct http_request {
     const char *ws_key;          /* Sec-WebSocket-Key */
     const char *ws_version;      /* Sec-WebSocket-Version */
     const char *ws_protocol;     /* Sec-WebSocket-Protocol */
+    const char *ws_extensions;   /* Sec-WebSocket-Extensions */
     const char *origin;
     const char *authorization;
     const char *content_type;

@@ -6,6 +6,7 @@
  * Runs on whichever worker thread owns the parser or frame; keeps no global
  * state. Does not touch sockets, queues or JSON. */
 #include "codec/ws.h"
+#include "codec/deflate.h"
 #include "core/utf8.h"
 
 #include <assert.h>
@@ -67,18 +68,25 @@ static void unmask_copy(uint8_t *dst, const uint8_t *src, size_t n,
         dst[i] = src[i] ^ key[i & 7];
 }
 
+/* The most bytes the message being read may take on the wire: a
+ * compressed one is held to max_message once inflated. */
+static size_t wire_limit(const struct ws_parser *p)
+{
+    return p->msg_compressed ? deflate_bound(p->max_message) : p->max_message;
+}
+
 /* Makes room for need bytes of message. The first frame of a message gets
  * exactly its length; later fragments grow the buffer geometrically, never
- * past max_message. need has been checked against max_message. */
+ * past the wire limit. need has been checked against it. */
 static int msg_reserve(struct ws_parser *p, size_t need)
 {
-    size_t cap = need;
+    size_t cap = need, limit = wire_limit(p);
     uint8_t *msg;
 
     if (need <= p->msg_cap)
         return 0;
     if (p->msg_cap > 0) {
-        size_t twice = p->msg_cap > p->max_message / 2 ? p->max_message : p->msg_cap * 2;
+        size_t twice = p->msg_cap > limit / 2 ? limit : p->msg_cap * 2;
         if (twice > cap)
             cap = twice;
     }
@@ -91,11 +99,11 @@ static int msg_reserve(struct ws_parser *p, size_t need)
 }
 
 /* Sets the frame's payload length. A data frame must also fit, with what the
- * message holds already, in max_message: checked before anything is read or
- * allocated. */
+ * message holds already, in its wire limit: checked before anything is read
+ * or allocated. */
 static int set_frame_len(struct ws_parser *p, uint64_t len, uint16_t *close_code)
 {
-    if (!is_control(p->opcode) && len > p->max_message - p->msg_len)
+    if (!is_control(p->opcode) && len > wire_limit(p) - p->msg_len)
         return fail(p, WS_CLOSE_TOO_BIG, close_code);
     p->frame_len = len;
     return 0;
@@ -119,7 +127,11 @@ static int read_base(struct ws_parser *p, uint16_t *close_code)
 
     p->fin = b0 >> 7;
     p->opcode = b0 & 0x0F;
-    if (b0 & 0x70)
+    /* RSV2 and RSV3 mean nothing here; RSV1 marks the first frame of a
+     * compressed message once permessage-deflate is negotiated. */
+    if (b0 & 0x30)
+        return fail(p, WS_CLOSE_PROTOCOL, close_code);
+    if ((b0 & WS_RSV1) && (!p->deflate || p->opcode == WS_OP_CONT || is_control(p->opcode)))
         return fail(p, WS_CLOSE_PROTOCOL, close_code);
     if (!(b1 & 0x80))
         return fail(p, WS_CLOSE_PROTOCOL, close_code);
@@ -134,6 +146,7 @@ static int read_base(struct ws_parser *p, uint16_t *close_code)
             return fail(p, WS_CLOSE_PROTOCOL, close_code);
         if (p->opcode == WS_OP_BINARY)
             return fail(p, WS_CLOSE_UNSUPPORTED, close_code);
+        p->msg_compressed = (b0 & WS_RSV1) != 0;
         break;
     case WS_OP_CLOSE:
     case WS_OP_PING:
@@ -203,7 +216,8 @@ static int read_payload(struct ws_parser *p, const uint8_t *src, size_t n,
         dst = p->msg + p->msg_len;
         unmask_copy(dst, src, n, p->mask, p->frame_pos);
         p->msg_len += n;
-        if (utf8_feed(&p->utf8, dst, n) < 0)
+        /* Compressed text is checked once it is inflated. */
+        if (!p->msg_compressed && utf8_feed(&p->utf8, dst, n) < 0)
             return fail(p, WS_CLOSE_BAD_DATA, close_code);
     }
     p->frame_pos += n;
@@ -235,6 +249,29 @@ static int close_event(struct ws_parser *p, struct ws_event *ev, uint16_t *close
     return WS_PARSE_EVENT;
 }
 
+/* A compressed message is complete: replaces it with its inflated text,
+ * which must not pass max_message, and checks that text. */
+static int inflate_message(struct ws_parser *p, uint16_t *close_code)
+{
+    uint8_t *text;
+    size_t len;
+    int r = deflate_inflate(p->deflate, p->msg, p->msg_len, p->max_message, &text, &len);
+
+    p->msg_compressed = 0;
+    if (r == DEFLATE_TOO_BIG)
+        return fail(p, WS_CLOSE_TOO_BIG, close_code);
+    if (r == DEFLATE_BAD)
+        return fail(p, WS_CLOSE_PROTOCOL, close_code);
+    if (r != DEFLATE_OK)
+        return fail(p, WS_CLOSE_INTERNAL, close_code);
+    free(p->msg);
+    p->msg = text;
+    p->msg_len = p->msg_cap = len;
+    if (utf8_feed(&p->utf8, text, len) < 0)
+        return fail(p, WS_CLOSE_BAD_DATA, close_code);
+    return 0;
+}
+
 /* The current frame's payload is complete: report what it finished, if
  * anything. Returns WS_PARSE_NEED_MORE for a non-final fragment. */
 static int frame_end(struct ws_parser *p, struct ws_event *ev, uint16_t *close_code)
@@ -255,6 +292,8 @@ static int frame_end(struct ws_parser *p, struct ws_event *ev, uint16_t *close_c
     default:
         if (!p->fin)
             return WS_PARSE_NEED_MORE;
+        if (p->msg_compressed && inflate_message(p, close_code) < 0)
+            return WS_PARSE_ERROR;
         if (!utf8_complete(p->utf8))
             return fail(p, WS_CLOSE_BAD_DATA, close_code);
         ev->type = WS_EV_TEXT;
@@ -275,6 +314,11 @@ void ws_parser_init(struct ws_parser *p, size_t max_message)
     p->hdr_need = 2;
     p->utf8 = UTF8_ACCEPT;
     p->max_message = max_message;
+}
+
+void ws_parser_use_deflate(struct ws_parser *p, struct deflate_streams *d)
+{
+    p->deflate = d;
 }
 
 void ws_parser_free(struct ws_parser *p)

@@ -25,6 +25,9 @@ enum ws_close_code {
     WS_CLOSE_TRY_AGAIN = 1013, /* overloaded or too slow a reader */
 };
 
+/* The first header byte's RSV1 bit: a compressed message (RFC 7692). */
+#define WS_RSV1 0x40
+
 enum ws_opcode {
     WS_OP_CONT = 0x0,
     WS_OP_TEXT = 0x1,
@@ -57,6 +60,8 @@ enum {
     WS_PARSE_ERROR = -1,     /* protocol violation: close with *close_code */
 };
 
+struct deflate_streams;
+
 /* Embedded in struct conn; its fields are private to ws.c. Control-frame
  * payloads live inline (at most 125 bytes); the message buffer is allocated
  * when a data frame arrives and released once its message is delivered. */
@@ -70,6 +75,7 @@ struct ws_parser {
     uint8_t hdr[14];
     uint8_t mask[4];
     uint8_t ctl_len;
+    uint8_t msg_compressed;  /* the message being reassembled had RSV1 */
     uint32_t utf8;
     uint64_t frame_len;      /* payload length of the current frame */
     uint64_t frame_pos;      /* payload bytes of it read so far */
@@ -77,11 +83,24 @@ struct ws_parser {
     uint8_t *msg;            /* reassembled message (heap, on demand) */
     size_t msg_len, msg_cap;
     uint8_t ctl[125];
+    struct deflate_streams *deflate; /* the worker's, once permessage-deflate
+                                        is negotiated; NULL without it */
 };
 
 /* Prepares p for a new connection. max_message bounds a whole reassembled
  * message (WS_CLOSE_TOO_BIG past it). */
 void ws_parser_init(struct ws_parser *p, size_t max_message);
+
+/* The connection negotiated permessage-deflate: a message whose first
+ * frame has RSV1 is inflated with d (borrowed; it outlives p) once it is
+ * complete, and held to max_message inflated (WS_CLOSE_TOO_BIG past it,
+ * before more than max_message bytes are spent on it). Its frames on the
+ * wire may take deflate_bound(max_message) bytes. */
+void ws_parser_use_deflate(struct ws_parser *p, struct deflate_streams *d);
+
+/* True when the connection negotiated permessage-deflate: it takes
+ * compressed frames. */
+static inline int ws_parser_deflates(const struct ws_parser *p) { return p->deflate != NULL; }
 
 /* Releases the message buffer. p can be initialized again afterwards. */
 void ws_parser_free(struct ws_parser *p);
@@ -90,7 +109,10 @@ void ws_parser_free(struct ws_parser *p);
  * *consumed is set to the bytes used (<= len) in every case.
  * Returns WS_PARSE_EVENT (ev filled; its data is valid until the next call),
  * WS_PARSE_NEED_MORE (all of buf consumed) or WS_PARSE_ERROR with
- * *close_code set to the code to close with (1002, 1003, 1007 or 1009).
+ * *close_code set to the code to close with (1002, 1003, 1007 or 1009;
+ * 1011 when out of memory). RSV1 is a protocol error (1002) on a control
+ * frame, a continuation frame or without ws_parser_use_deflate; a
+ * compressed message that does not inflate is one too.
  * Never reads past buf+len; checks each length before it allocates.
  * After an error or a close event the parser must not be fed again. */
 int ws_parser_feed(struct ws_parser *p, const uint8_t *buf, size_t len,

@@ -52,6 +52,11 @@ static const struct option_spec options[] = {
     {"workers", OPT_INT, FIELD(workers), 1, 256, "worker threads (default: number of cores)", OPT_HOST_DEFAULT},
     {"max-message", OPT_SIZE, FIELD(max_message), 128, 1LL << 30,
      "largest client message in bytes, e.g. 64k (default 1m)", 0},
+    {"compression", OPT_BOOL, FIELD(compression), 0, 1,
+     "negotiate permessage-deflate with clients that offer it, and compress the events they get "
+     "(default on)", OPT_LIVE},
+    {"compress-min", OPT_SIZE, FIELD(compress_min), 0, 1LL << 30,
+     "events shorter than this many bytes go uncompressed, e.g. 1k (default 256)", OPT_LIVE},
     {"max-connections", OPT_INT, FIELD(max_connections), 1, 10000000,
      "connections, WebSocket or still in HTTP, before 503 (default 1000000)", OPT_LIVE},
     {"max-connections-per-ip", OPT_INT, FIELD(max_connections_per_ip), 0, 10000000,
@@ -146,6 +151,8 @@ static void config_defaults(struct config *cfg)
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     cfg->workers = cores > 0 ? (cores > 256 ? 256 : (int)cores) : 1;
     cfg->max_message = 1 << 20;
+    cfg->compression = 1;
+    cfg->compress_min = 256;
     cfg->max_connections = 1000000;
     cfg->max_connections_per_ip = 1000;
     cfg->heartbeat = 25;

@@ -24,6 +24,8 @@ struct config {
     uint16_t admin_port;
     int workers;
     size_t max_message;
+    int compression;        /* permessage-deflate with clients that offer it */
+    size_t compress_min;    /* shorter events go uncompressed */
     int max_connections;    /* connections of the public port, HTTP phase included */
     int max_connections_per_ip;  /* per client address; 0: no limit */
     int heartbeat;          /* seconds between pings */

@@ -137,6 +137,7 @@ struct totals {
     uint64_t fanout_events[3], fanout_deliveries;
     uint64_t bytes_in, bytes_out, queued_bytes, slow_readers;
     uint64_t refused[METRICS_REFUSED_COUNT], refused_all, rate_limited;
+    uint64_t deflate_conns, deflate_frames, deflate_bytes_in, deflate_bytes_out;
 };
 
 static void totals_add(struct totals *t, struct metrics_worker *m)
@@ -173,6 +174,10 @@ static void totals_add(struct totals *t, struct metrics_worker *m)
         t->refused_all += n;
     }
     t->rate_limited += load(&m->rate_limited);
+    t->deflate_conns += load(&m->deflate_conns);
+    t->deflate_frames += load(&m->deflate_frames);
+    t->deflate_bytes_in += load(&m->deflate_bytes_in);
+    t->deflate_bytes_out += load(&m->deflate_bytes_out);
 }
 
 /* Connections open now. Opened is read after closed, so a connection that
@@ -286,6 +291,15 @@ static void write_prometheus(FILE *f, const struct metrics_view *v)
                 (unsigned long long)t.refused[i]);
     family(f, "wsfan_commands_rate_limited_total", "counter", "Commands refused with rate_limited by --rate-limit.");
     sample(f, "wsfan_commands_rate_limited_total", t.rate_limited);
+    family(f, "wsfan_deflate_connections_total", "counter", "WebSocket upgrades that negotiated permessage-deflate.");
+    sample(f, "wsfan_deflate_connections_total", t.deflate_conns);
+    family(f, "wsfan_deflate_frames_total", "counter",
+           "Event frames compressed, once per worker and event, shared by its deflate recipients.");
+    sample(f, "wsfan_deflate_frames_total", t.deflate_frames);
+    family(f, "wsfan_deflate_input_bytes_total", "counter", "Event text bytes compressed.");
+    sample(f, "wsfan_deflate_input_bytes_total", t.deflate_bytes_in);
+    family(f, "wsfan_deflate_output_bytes_total", "counter", "Bytes of the compressed frames, headers included.");
+    sample(f, "wsfan_deflate_output_bytes_total", t.deflate_bytes_out);
 
     family(f, "wsfan_bus_up", "gauge", "1 while the bus (and the store) can serve, else 0.");
     sample(f, "wsfan_bus_up", v->ready(v->ready_arg) ? 1 : 0);

@@ -66,6 +66,8 @@ struct metrics_worker {
     metrics_counter slow_readers;
     metrics_counter refused[METRICS_REFUSED_COUNT];
     metrics_counter rate_limited;   /* commands refused by --rate-limit */
+    metrics_counter deflate_conns;  /* upgrades that negotiated permessage-deflate */
+    metrics_counter deflate_frames, deflate_bytes_in, deflate_bytes_out; /* compressed shared frames */
 };
 
 /* A room and its count over one window. */
@@ -111,6 +113,16 @@ static inline void metrics_refused(struct metrics_worker *m, enum metrics_refuse
     metrics_add(&m->refused[why], n);
 }
 static inline void metrics_rate_limited(struct metrics_worker *m) { metrics_add(&m->rate_limited, 1); }
+
+/* An upgrade negotiated permessage-deflate. */
+static inline void metrics_deflate_conn(struct metrics_worker *m) { metrics_add(&m->deflate_conns, 1); }
+/* One shared frame compressed: text bytes in, frame bytes out. */
+static inline void metrics_deflated(struct metrics_worker *m, size_t in, size_t out)
+{
+    metrics_add(&m->deflate_frames, 1);
+    metrics_add(&m->deflate_bytes_in, in);
+    metrics_add(&m->deflate_bytes_out, out);
+}
 
 /* One client message of kind (below METRICS_IN_MAX, named in the view). */
 static inline void metrics_message_in(struct metrics_worker *m, int kind) { metrics_add(&m->in[kind], 1); }

@@ -10,7 +10,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
+#include "codec/deflate.h"
 #include "codec/ws.h"
 #include "core/utf8.h"
 
@@ -107,6 +109,10 @@ static void trace_add(struct trace *t, const struct ws_event *ev)
     memcpy(te->data, ev->data, ev->len < TRACE_DATA ? ev->len : TRACE_DATA);
 }
 
+/* The streams of the parsers run() makes: set while a test plays a
+ * connection that negotiated permessage-deflate, else NULL. */
+static struct deflate_streams *run_deflate;
+
 /* Feeds buf the way a connection would, in pieces of at most chunk bytes
  * with an extra cut at split, until an error, a close or the end. */
 static void run(struct trace *t, const uint8_t *buf, size_t len, size_t max_message,
@@ -117,6 +123,8 @@ static void run(struct trace *t, const uint8_t *buf, size_t len, size_t max_mess
 
     memset(t, 0, sizeof(*t));
     ws_parser_init(&p, max_message);
+    if (run_deflate)
+        ws_parser_use_deflate(&p, run_deflate);
     while (start < len) {
         size_t end = len - start > chunk ? start + chunk : len;
         if (split > start && split < end)
@@ -444,6 +452,165 @@ static void test_ws_releases_message_buffer_after_delivery(void **state)
     assert_int_equal(ws_parser_feed(&p, buf, 8, &used, &ev, &code), WS_PARSE_NEED_MORE);
     ws_parser_free(&p);
     assert_null(p.msg);
+}
+
+/* ---- Parser: permessage-deflate ------------------------------------------ */
+
+/* Compresses text as a client does (raw deflate at level, sync flush, the
+ * 00 00 FF FF tail dropped) into out (room for len + 64); returns its size. */
+static size_t client_deflate(uint8_t *out, const void *text, size_t len, int level)
+{
+    z_stream z = {0};
+    assert_int_equal(deflateInit2(&z, level, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    z.next_in = (Bytef *)text;
+    z.avail_in = (uInt)len;
+    z.next_out = out;
+    z.avail_out = (uInt)(len + 64);
+    assert_int_equal(deflate(&z, Z_SYNC_FLUSH), Z_OK);
+    assert_int_equal(z.avail_in, 0);
+    size_t n = len + 64 - z.avail_out - 4;
+    deflateEnd(&z);
+    return n;
+}
+
+static int setup_deflate(void **state)
+{
+    (void)state;
+    run_deflate = deflate_streams_create();
+    return run_deflate ? 0 : -1;
+}
+
+static int teardown_deflate(void **state)
+{
+    (void)state;
+    deflate_streams_destroy(run_deflate);
+    run_deflate = NULL;
+    return 0;
+}
+
+static void test_ws_inflates_compressed_message(void **state)
+{
+    static const char text[] = "{\"type\":\"publish\",\"room\":\"a\",\"data\":\"\xe2\x82\xac \xe2\x82\xac \xe2\x82\xac\"}";
+    uint8_t z[256], buf[512];
+    size_t zn = client_deflate(z, text, sizeof text - 1, 6), n = 0;
+    struct trace t;
+
+    (void)state;
+    n += client_frame(buf + n, F_FIN | F_RSV1, WS_OP_TEXT, z, zn);
+    n += text_frame(buf + n, "plain");  /* RSV1 is per message */
+    run_every_split(&t, buf, n, 1024);
+    assert_int_equal(t.error, 0);
+    assert_int_equal(t.n, 2);
+    assert_int_equal(t.ev[0].len, sizeof text - 1);
+    assert_memory_equal(t.ev[0].data, text, sizeof text - 1);
+    assert_int_equal(t.ev[1].len, 5);
+    assert_memory_equal(t.ev[1].data, "plain", 5);
+}
+
+static void test_ws_inflates_fragmented_compressed_message(void **state)
+{
+    char text[600];
+    uint8_t z[700], buf[900];
+    size_t n = 0;
+    struct trace t;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof text; i++)
+        text[i] = (char)('a' + (i * i) % 26);
+    size_t zn = client_deflate(z, text, sizeof text, 6);
+    /* RSV1 on the first frame only; a ping between the fragments. */
+    n += client_frame(buf + n, F_RSV1, WS_OP_TEXT, z, 10);
+    n += client_frame(buf + n, F_FIN, WS_OP_PING, "p", 1);
+    n += client_frame(buf + n, 0, WS_OP_CONT, z + 10, zn - 20);
+    n += client_frame(buf + n, F_FIN, WS_OP_CONT, z + zn - 10, 10);
+    run_every_split(&t, buf, n, sizeof text);
+    assert_int_equal(t.error, 0);
+    assert_int_equal(t.n, 2);
+    assert_int_equal(t.ev[0].type, WS_EV_PING);
+    assert_int_equal(t.ev[1].type, WS_EV_TEXT);
+    assert_int_equal(t.ev[1].len, sizeof text);
+    assert_memory_equal(t.ev[1].data, text, TRACE_DATA);
+}
+
+static void test_ws_rejects_rsv1_on_control_and_continuation(void **state)
+{
+    uint8_t buf[64];
+    size_t n;
+
+    (void)state;
+    n = client_frame(buf, F_FIN | F_RSV1, WS_OP_PING, "", 0);
+    expect_error(buf, n, 1024, WS_CLOSE_PROTOCOL);
+    n = client_frame(buf, 0, WS_OP_TEXT, "ab", 2);
+    n += client_frame(buf + n, F_FIN | F_RSV1, WS_OP_CONT, "cd", 2);
+    expect_error(buf, n, 1024, WS_CLOSE_PROTOCOL);
+    /* RSV2 and RSV3 stay errors with the extension. */
+    n = client_frame(buf, F_FIN | F_RSV1 | F_RSV2, WS_OP_TEXT, "ab", 2);
+    expect_error(buf, n, 1024, WS_CLOSE_PROTOCOL);
+}
+
+static void test_ws_closes_compression_bomb_with_1009(void **state)
+{
+    /* 1 MiB of spaces compress to about 1 KiB; the limit is 4 KiB. */
+    size_t big = 1 << 20;
+    char *spaces = malloc(big);
+    uint8_t *z = malloc(big + 64), *buf = malloc(big + 64);
+    assert_non_null(spaces);
+    assert_non_null(z);
+    assert_non_null(buf);
+    memset(spaces, ' ', big);
+    size_t zn = client_deflate(z, spaces, big, 9);
+    size_t n = client_frame(buf, F_FIN | F_RSV1, WS_OP_TEXT, z, zn);
+    struct trace t;
+
+    (void)state;
+    assert_true(zn < 4096);
+    run_whole(&t, buf, n, 4096);
+    assert_int_equal(t.n, 0);
+    assert_int_equal(t.error, 1);
+    assert_int_equal(t.close_code, WS_CLOSE_TOO_BIG);
+    run(&t, buf, n, 4096, 7, 0);
+    assert_int_equal(t.close_code, WS_CLOSE_TOO_BIG);
+    free(spaces);
+    free(z);
+    free(buf);
+}
+
+static void test_ws_checks_inflated_text(void **state)
+{
+    uint8_t z[64], buf[128];
+    size_t zn = client_deflate(z, "ab\xc3(", 5, 6);
+    size_t n = client_frame(buf, F_FIN | F_RSV1, WS_OP_TEXT, z, zn);
+
+    (void)state;
+    expect_error(buf, n, 1024, WS_CLOSE_BAD_DATA);
+    zn = client_deflate(z, "ab\xc3", 3, 6);  /* cut inside a character */
+    n = client_frame(buf, F_FIN | F_RSV1, WS_OP_TEXT, z, zn);
+    expect_error(buf, n, 1024, WS_CLOSE_BAD_DATA);
+    /* Not a deflate stream at all (block type 3). */
+    n = client_frame(buf, F_FIN | F_RSV1, WS_OP_TEXT, "\x07\x00", 2);
+    expect_error(buf, n, 1024, WS_CLOSE_PROTOCOL);
+}
+
+static void test_ws_compressed_message_may_exceed_limit_on_the_wire(void **state)
+{
+    /* Stored blocks (level 0) add 5 bytes: 1024 bytes of text take 1029 on
+     * the wire, and are held to 1024 once inflated. */
+    char text[1025];
+    uint8_t z[1100], buf[1200];
+    struct trace t;
+
+    (void)state;
+    memset(text, 'x', sizeof text);
+    size_t zn = client_deflate(z, text, 1024, 0);
+    assert_true(zn > 1024);
+    size_t n = client_frame(buf, F_FIN | F_RSV1, WS_OP_TEXT, z, zn);
+    run_whole(&t, buf, n, 1024);
+    assert_int_equal(t.error, 0);
+    assert_int_equal(t.ev[0].len, 1024);
+    zn = client_deflate(z, text, 1025, 0);
+    n = client_frame(buf, F_FIN | F_RSV1, WS_OP_TEXT, z, zn);
+    run_whole(&t, buf, n, 1024);
+    assert_int_equal(t.close_code, WS_CLOSE_TOO_BIG);
 }
 
 /* ---- Parser: malformed frames ------------------------------------------- */
@@ -1311,6 +1478,16 @@ int main(void)
         cmocka_unit_test(test_ws_frame_create_uses_minimal_lengths),
         cmocka_unit_test(test_ws_frame_create_sets_opcode_and_fin),
         cmocka_unit_test(test_ws_frame_refs_free_at_zero),
+        cmocka_unit_test_setup_teardown(test_ws_inflates_compressed_message, setup_deflate, teardown_deflate),
+        cmocka_unit_test_setup_teardown(test_ws_inflates_fragmented_compressed_message, setup_deflate,
+                                        teardown_deflate),
+        cmocka_unit_test_setup_teardown(test_ws_rejects_rsv1_on_control_and_continuation, setup_deflate,
+                                        teardown_deflate),
+        cmocka_unit_test_setup_teardown(test_ws_closes_compression_bomb_with_1009, setup_deflate,
+                                        teardown_deflate),
+        cmocka_unit_test_setup_teardown(test_ws_checks_inflated_text, setup_deflate, teardown_deflate),
+        cmocka_unit_test_setup_teardown(test_ws_compressed_message_may_exceed_limit_on_the_wire, setup_deflate,
+                                        teardown_deflate),
         cmocka_unit_test(test_ws_close_frame_encodes_code_and_reason),
         cmocka_unit_test(test_ws_close_frame_truncates_reason_at_character),
         cmocka_unit_test(test_ws_accept_key_matches_rfc_example),
