@@ -1,5 +1,6 @@
 /* fuzz_ws.c - libFuzzer target for the ws.c client-frame parser.
- * Input: byte 0 picks the chunk sizes, byte 1 picks max_message, the rest is
+ * Input: byte 0 picks the chunk sizes (and, bit 0x40, a connection that
+ * negotiated permessage-deflate), byte 1 picks max_message, the rest is
  * the client's byte stream. The stream is fed in chunks and all at once, the
  * way a connection would (until an error or a close); both runs must give
  * the same events, and every event must keep the parser's promises. Text
@@ -8,8 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec/deflate.h"
 #include "codec/ws.h"
 #include "core/utf8.h"
+
+static struct deflate_streams *streams;
 
 struct outcome {
     uint64_t hash; /* FNV-1a over every event */
@@ -99,13 +103,15 @@ static void check_event(const struct ws_event *ev, size_t max_message)
 /* Feeds buf in chunks of 1..max_chunk bytes drawn from seed (the whole
  * buffer at once when max_chunk is 0). */
 static struct outcome run(const uint8_t *buf, size_t len, size_t max_message, uint32_t seed,
-                          uint32_t max_chunk)
+                          uint32_t max_chunk, struct deflate_streams *d)
 {
     struct outcome out = {.hash = UINT64_C(0xcbf29ce484222325)};
     struct ws_parser p;
     size_t start = 0;
 
     ws_parser_init(&p, max_message);
+    if (d)
+        ws_parser_use_deflate(&p, d);
     while (start < len) {
         size_t end = len;
         if (max_chunk > 0) {
@@ -155,13 +161,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct outcome whole, chunked, bytewise;
     size_t max_message;
 
+    if (!streams)
+        streams = deflate_streams_create();
+    require(streams != NULL);
     if (size < 2)
         return 0;
+    struct deflate_streams *d = data[0] & 0x40 ? streams : NULL;
     /* 0..4064, or 128 KiB so that 64-bit lengths can be accepted too. */
     max_message = data[1] == 0xFF ? (size_t)1 << 17 : (size_t)data[1] * 16;
-    whole = run(data + 2, size - 2, max_message, 0, 0);
-    chunked = run(data + 2, size - 2, max_message, data[0], 1 + (data[0] & 0x1F));
-    bytewise = run(data + 2, size - 2, max_message, 0, 1);
+    whole = run(data + 2, size - 2, max_message, 0, 0, d);
+    chunked = run(data + 2, size - 2, max_message, data[0], 1 + (data[0] & 0x1F), d);
+    bytewise = run(data + 2, size - 2, max_message, 0, 1, d);
     require(whole.events == chunked.events && whole.hash == chunked.hash);
     require(whole.events == bytewise.events && whole.hash == bytewise.hash);
     require(whole.error == chunked.error && whole.close_code == chunked.close_code);
