@@ -110,12 +110,13 @@ def test_unsupported_subprotocol_is_never_echoed(server):
             f"the server must not pick a subprotocol the client did not offer: {resp.head!r}")
 
 
-def test_real_client_negotiates_subprotocol_and_ignores_deflate_offer(server):
-    # websockets offers permessage-deflate by default; wsfan must not accept it.
+def test_real_client_negotiates_subprotocol_and_deflate(server):
+    # websockets offers permessage-deflate by default; wsfan accepts it
+    # beside the subprotocol (test_deflate.py has the rest).
     async def scenario():
         async with json_client(server, "/ws", subprotocols=["wsfan.v1"]) as c:
             assert c.subprotocol == "wsfan.v1"
-            assert c.ws.extensions == [], f"server accepted extensions {c.ws.extensions}"
+            assert [e.name for e in c.ws.extensions] == ["permessage-deflate"], c.ws.extensions
             return await c.request({"type": "ping", "ref": 1})
 
     assert run(scenario()) == {"type": "pong", "ref": 1}
