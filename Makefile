@@ -167,7 +167,7 @@ uninstall:
 .PHONY: bench bench-smoke
 $(B)/bench/%: bench/%.c
 	@mkdir -p $(@D)
-	$(CC) -O2 -g -Wall -Wextra -Werror -std=gnu11 -pthread $< -o $@
+	$(CC) -O2 -g -Wall -Wextra -Werror -std=gnu11 -pthread $< -o $@ -lz
 
 bench: $(B)/wsfan $(B)/bench/loadgen $(B)/bench/limit
 	bench/run.sh

@@ -21,7 +21,9 @@
  *
  * Traffic goes only to the addresses given with --connect (loopback in the
  * benchmark); every run is bounded by --max-seconds. Not a server, not a
- * general WebSocket client: no TLS, no extensions, no large messages. */
+ * general WebSocket client: no TLS, no large messages, and of the
+ * extensions only permessage-deflate (--deflate: whole compressed server
+ * messages are inflated; what it sends stays plain). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -42,6 +44,7 @@
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
@@ -132,6 +135,8 @@ static struct {
     int bisect, half;
     int check;
     int ephemeral;
+    int deflate;   /* offer permessage-deflate */
+    int pad_words; /* pad with words rather than x (compresses like text) */
     int quiet;
 } cfg = {
     .mode = MODE_LADDER,
@@ -752,6 +757,41 @@ static void on_text(struct conn *c, const uint8_t *p, size_t len, uint64_t rx)
     }
 }
 
+/* Inflates one whole compressed message (RFC 7692: no context is kept,
+ * wsfan answers server_no_context_takeover) into a buffer reused by the
+ * next call. Returns its length, or -1. */
+static ssize_t inflate_message(const uint8_t *in, size_t len, uint8_t **out)
+{
+    static z_stream z;
+    static int ready;
+    static uint8_t *buf;
+    static size_t cap;
+    static const uint8_t tail[4] = {0, 0, 0xff, 0xff};
+    if (!ready && inflateInit2(&z, -15) != Z_OK)
+        return -1;
+    ready = 1;
+    inflateReset(&z);
+    size_t used = 0;
+    for (int part = 0; part < 2; part++) {
+        z.next_in = (Bytef *)(part ? tail : in);
+        z.avail_in = part ? sizeof tail : (uInt)len;
+        while (z.avail_in) {
+            if (cap - used < 4096) {
+                cap = cap ? cap * 2 : 1 << 16;
+                buf = xrealloc(buf, cap);
+            }
+            z.next_out = buf + used;
+            z.avail_out = (uInt)(cap - used);
+            int r = inflate(&z, Z_SYNC_FLUSH);
+            used = cap - z.avail_out;
+            if (r != Z_OK && r != Z_BUF_ERROR && r != Z_STREAM_END)
+                return -1;
+        }
+    }
+    *out = buf;
+    return (ssize_t)used;
+}
+
 /* Parses whole frames of buf; returns bytes consumed, or -1 after killing c. */
 static ssize_t frames_parse(struct conn *c, const uint8_t *buf, size_t n, uint64_t rx)
 {
@@ -786,6 +826,18 @@ static ssize_t frames_parse(struct conn *c, const uint8_t *buf, size_t n, uint64
             break;
         const uint8_t *pl = f + h;
         off += h + (size_t)len;
+        if (f[0] & 0x40) { /* RSV1: a compressed message, never fragmented by wsfan */
+            uint8_t *text;
+            ssize_t tl = cfg.deflate && fin && op == 1 && !c->frag_op ? inflate_message(pl, (size_t)len, &text) : -1;
+            if (tl < 0) {
+                conn_kill(c, "compressed frame not understood");
+                return -1;
+            }
+            on_text(c, text, (size_t)tl, rx);
+            if (c->state == C_DEAD)
+                return -1;
+            continue;
+        }
         switch (op) {
         case 0x0: /* continuation */
         case 0x1:
@@ -953,8 +1005,9 @@ static void conn_writable(struct conn *c)
         inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
         int n = snprintf(req, sizeof req,
                          "GET %s HTTP/1.1\r\nHost: %s:%u\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                         "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                         path, host, ntohs(a->sin_port), WS_KEY);
+                         "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
+                         path, host, ntohs(a->sin_port), WS_KEY,
+                         cfg.deflate ? "Sec-WebSocket-Extensions: permessage-deflate\r\n" : "");
         out_reserve(c, (size_t)n);
         memcpy(c->out + c->out_len, req, (size_t)n);
         c->out_len += (uint32_t)n;
@@ -1500,6 +1553,8 @@ static void usage(FILE *f)
             "  --half                           then one step at half the highest ok rate (latency)\n"
             "                                   (one JSON line per step, then a \"summary\" line)\n"
             "  --ephemeral                      wsfan: publish with \"ephemeral\":true\n"
+            "  --deflate                        offer permessage-deflate; inflate compressed messages\n"
+            "  --pad-words                      pad payloads with words, not x (compresses like text)\n"
             "  --idle S                         idle mode: seconds measured (default 5)\n"
             "  --concurrency C                  connections in setup at once (default 256)\n"
             "  --src-addrs K                    spread subscribers over 127.0.0.1..127.0.0.K (default 4)\n"
@@ -1564,6 +1619,14 @@ static void parse_args(int argc, char **argv)
         }
         if (!strcmp(o, "--half")) {
             cfg.half = 1;
+            continue;
+        }
+        if (!strcmp(o, "--deflate")) {
+            cfg.deflate = 1;
+            continue;
+        }
+        if (!strcmp(o, "--pad-words")) {
+            cfg.pad_words = 1;
             continue;
         }
         if (!strcmp(o, "--quiet")) {
@@ -1702,6 +1765,15 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     parse_args(argc, argv);
     memset(pad, 'x', sizeof pad);
+    if (cfg.pad_words) {
+        static const char *const words[] = {"the ", "room ", "message ", "user ", "sent ", "a ", "quick ",
+                                            "update ", "of ", "price ", "42 ", "status ", "online ", "to "};
+        for (size_t i = 0; i + 10 < sizeof pad;) {
+            const char *w = words[rng32() % (sizeof words / sizeof words[0])];
+            memcpy(pad + i, w, strlen(w));
+            i += strlen(w);
+        }
+    }
     rng_state ^= (uint64_t)getpid() << 32 ^ t_begin;
     raise_nofile();
     if (cfg.out_path) {
