@@ -175,6 +175,13 @@ bench: $(B)/wsfan $(B)/bench/loadgen $(B)/bench/limit
 bench-smoke: $(B)/wsfan $(B)/bench/loadgen
 	bench/smoke.sh
 
+# bench-deflate: fan-out with and without permessage-deflate in one sitting
+# (bench/deflate.py): CPU, instructions (callgrind) and bytes per delivery.
+.PHONY: bench-deflate
+bench-deflate: $(B)/wsfan $(B)/bench/loadgen
+	bench/deflate.py
+	bench/deflate.py --callgrind --subs 500 --rate 20 --seconds 3 --repeats 1
+
 # bench-map [MAP_BEFORE=<revision>]: map_get of this tree against the map.c
 # of an older revision, timed and under callgrind (bench/map-compare.sh).
 .PHONY: bench-map

@@ -4,7 +4,7 @@ and without it in one sitting:
 
     bench/deflate.py [--bin build/wsfan] [--loadgen build/bench/loadgen]
                      [--subs 500] [--rate 100] [--sizes 100,1000,4000]
-                     [--seconds 5] [--repeats 3]
+                     [--seconds 5] [--repeats 3] [--callgrind]
 
 For each repeat, size and mode (plain: the load generator offers no
 extension; deflate: it offers permessage-deflate and inflates what it
@@ -16,7 +16,11 @@ unrealistically well). Reports, per size and mode, the medians of:
 - server CPU per delivery (the step's server CPU over its deliveries);
 - bytes on the wire per delivery (wsfan_sent_bytes_total over
   wsfan_fanout_deliveries_total, from /metrics before and after);
-- frames compressed per published message (wsfan_deflate_frames_total).
+- frames compressed per published message (wsfan_deflate_frames_total);
+- with --callgrind, the server runs under valgrind's callgrind, counting
+  only during the step (callgrind_control -i on/off from the load
+  generator's hooks): user-space instructions per delivery, which other
+  work on a shared machine does not move as it moves CPU time.
 Every delivery is checked (loadgen --check). Loopback only, bounded by
 --max-seconds; each server is stopped by its PID. Prints a Markdown table."""
 
@@ -50,11 +54,13 @@ def scrape(port):
         return values
 
 
-def start_server(binary, port, log):
+def start_server(binary, port, log, callgrind_out=None):
     env = dict(os.environ, WSFAN_RATE_LIMIT="0", WSFAN_MAX_CONNECTIONS_PER_IP="0")
-    proc = subprocess.Popen(["taskset", "-c", "0", binary, "--listen", f"127.0.0.1:{port}", "--workers", "1",
+    tool = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={callgrind_out}"] \
+        if callgrind_out else []
+    proc = subprocess.Popen(["taskset", "-c", "0", *tool, binary, "--listen", f"127.0.0.1:{port}", "--workers", "1",
                              "--log-level", "warn"], stdout=log, stderr=log, env=env)
-    for _ in range(100):
+    for _ in range(300):
         try:
             scrape(port)
             return proc
@@ -75,9 +81,17 @@ def stop_server(proc):
         proc.wait()
 
 
-def one_run(args, size, mode, log):
+def callgrind_total(path):
+    for line in open(path, errors="replace"):
+        if line.startswith("totals:"):
+            return int(line.split()[1])
+    raise SystemExit(f"deflate.py: no totals in {path}")
+
+
+def one_run(args, size, mode, log, workdir):
     port = free_port()
-    proc = start_server(args.bin, port, log)
+    cg_out = os.path.join(workdir, f"callgrind.{size}.{mode}.{port}") if args.callgrind else None
+    proc = start_server(args.bin, port, log, cg_out)
     try:
         before = scrape(port)
         cmd = ["taskset", "-c", "1", args.loadgen, "--adapter", "wsfan", "--connect", f"127.0.0.1:{port}",
@@ -86,6 +100,9 @@ def one_run(args, size, mode, log):
                "--pad-words", "--check", "--quiet", "--max-seconds", "120"]
         if mode == "deflate":
             cmd.append("--deflate")
+        if cg_out:
+            cmd += ["--hook-start", f"callgrind_control -i on {proc.pid} >/dev/null",
+                    "--hook-end", f"callgrind_control -i off {proc.pid} >/dev/null", "--setup-timeout", "120"]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
         after = scrape(port)
     finally:
@@ -101,6 +118,7 @@ def one_run(args, size, mode, log):
     published = delta("wsfan_fanout_events_total{target=\"room\"}")
     return {
         "size": size, "mode": mode, "command": " ".join(cmd),
+        "instructions_per_delivery": callgrind_total(cg_out) / step["received"] if cg_out else None,
         "cpu_us_per_delivery": step["server_cpu_pct"] / 100 / step["delivered_per_s"] * 1e6,
         "wire_bytes_per_delivery": delta("wsfan_sent_bytes_total") / deliveries,
         "compressed_per_message": delta("wsfan_deflate_frames_total") / published if published else 0,
@@ -118,30 +136,33 @@ def main():
     ap.add_argument("--sizes", default="100,1000,4000")
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--callgrind", action="store_true")
     args = ap.parse_args()
     if args.subs > 5000 or args.rate * args.subs > 500000 or args.seconds > 30 or args.repeats > 10:
         raise SystemExit("deflate.py: keep it bounded: --subs <= 5000, rate x subs <= 500000/s, "
                          "--seconds <= 30, --repeats <= 10")
     sizes = [int(s) for s in args.sizes.split(",")]
     runs = []
-    with tempfile.TemporaryFile() as log:
+    with tempfile.TemporaryFile() as log, tempfile.TemporaryDirectory() as workdir:
         for r in range(args.repeats):
             for size in sizes:
                 for mode in ("plain", "deflate"):  # alternated: a noisy moment hits both
-                    res = one_run(args, size, mode, log)
+                    res = one_run(args, size, mode, log, workdir)
                     print(json.dumps(res), file=sys.stderr)
                     runs.append(res)
-    print(f"| data bytes | mode | server CPU per delivery (µs) | bytes on the wire per delivery | "
-          f"compressions per message | server CPU % |")
+    cg = args.callgrind
+    print(f"| data bytes | mode | {'instructions' if cg else 'server CPU (µs)'} per delivery | "
+          f"bytes on the wire per delivery | compressions per message | server CPU % |")
     print("| ---: | --- | ---: | ---: | ---: | ---: |")
     for size in sizes:
         for mode in ("plain", "deflate"):
             rs = [x for x in runs if x["size"] == size and x["mode"] == mode]
-            med = {k: statistics.median(x[k] for x in rs)
-                   for k in ("cpu_us_per_delivery", "wire_bytes_per_delivery", "compressed_per_message",
-                             "server_cpu_pct")}
-            print(f"| {size} | {mode} | {med['cpu_us_per_delivery']:.2f} | {med['wire_bytes_per_delivery']:.0f} | "
-                  f"{med['compressed_per_message']:.2f} | {med['server_cpu_pct']:.1f} |")
+
+            def med(k):
+                return statistics.median(x[k] for x in rs)
+            cost = f"{med('instructions_per_delivery'):.0f}" if cg else f"{med('cpu_us_per_delivery'):.2f}"
+            print(f"| {size} | {mode} | {cost} | {med('wire_bytes_per_delivery'):.0f} | "
+                  f"{med('compressed_per_message'):.2f} | {med('server_cpu_pct'):.1f} |")
 
 
 if __name__ == "__main__":

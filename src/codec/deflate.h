@@ -40,7 +40,7 @@ size_t deflate_bound(size_t len);
 struct deflate_streams;
 
 /* A worker's streams; zlib's own state is allocated at first use (about
- * 300 KiB). NULL when out of memory. */
+ * 200 KiB). NULL when out of memory. */
 struct deflate_streams *deflate_streams_create(void);
 void deflate_streams_destroy(struct deflate_streams *d);
 
