@@ -3,7 +3,7 @@
 and without it in one sitting:
 
     bench/deflate.py [--bin build/wsfan] [--loadgen build/bench/loadgen]
-                     [--subs 500] [--rate 100] [--sizes 100,1000,4000]
+                     [--subs 500] [--rate 200] [--sizes 100,1000,4000]
                      [--seconds 5] [--repeats 3] [--callgrind]
 
 For each repeat, size and mode (plain: the load generator offers no
@@ -132,7 +132,7 @@ def main():
     ap.add_argument("--bin", default=os.path.join(REPO, "build", "wsfan"))
     ap.add_argument("--loadgen", default=os.path.join(REPO, "build", "bench", "loadgen"))
     ap.add_argument("--subs", type=int, default=500)
-    ap.add_argument("--rate", type=int, default=100)
+    ap.add_argument("--rate", type=int, default=200)
     ap.add_argument("--sizes", default="100,1000,4000")
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=3)
