@@ -419,6 +419,9 @@ static void test_http_repeated_headers_are_joined(void **state)
         "CONNECTION:   Upgrade  \r\n"
         "Sec-WebSocket-Protocol: chat\r\n"
         "Sec-WebSocket-Protocol: wsfan.v1\r\n"
+        "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=10\r\n"
+        "sec-websocket-extensions: permessage-deflate; client_max_window_bits\r\n"
+        "Sec-WebSocket-Extensionsx: ignored\r\n"
         "Origin:\r\n"
         "\r\n";
     for (int bytewise = 0; bytewise < 2; bytewise++) {
@@ -430,6 +433,9 @@ static void test_http_repeated_headers_are_joined(void **state)
         assert_string_equal(out->connection, "keep-alive, Upgrade");
         assert_string_equal(out->ws_protocol, "chat, wsfan.v1");
         assert_true(http_header_has_token(out->ws_protocol, "wsfan.v1"));
+        /* The longest name read (24 bytes), and one a byte longer. */
+        assert_string_equal(out->ws_extensions,
+                            "permessage-deflate; server_max_window_bits=10, permessage-deflate; client_max_window_bits");
         assert_non_null(out->origin);
         assert_string_equal(out->origin, "");
         assert_null(out->upgrade);
