@@ -200,6 +200,23 @@ def test_compressed_client_messages_are_inflated(server):
         assert recv_type(c, "pong") == (0, {"type": "pong", "ref": "plain"})
 
 
+def test_python_websockets_sends_fragmented_compressed_messages(server):
+    # websockets compresses what it sends once deflate is agreed; a list is
+    # sent as one message in fragments, RSV1 on the first.
+    async def main():
+        async with json_client(server) as c:
+            await c.request({"type": "join", "room": "frags", "ref": 1})
+            parts = ['{"type":"publish","room":"frags","data":"', "\u00e9t\u00e9 " * 300, "fin " * 300, '"}']
+            await c.ws.send(parts)
+            for _ in range(2):
+                m = await c.recv()
+                if m["type"] == "message":
+                    assert m["data"] == "\u00e9t\u00e9 " * 300 + "fin " * 300
+                    return
+            raise AssertionError("no message event")
+    run(main())
+
+
 @pytest.mark.parametrize("case", ["rsv1 on continuation", "rsv1 on ping", "not deflate data", "bad utf-8"])
 def test_violations_in_compressed_messages_close(server, case):
     code = 1007 if case == "bad utf-8" else 1002
