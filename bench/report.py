@@ -123,7 +123,7 @@ def ladder_table(run, scenario, out, with_half=True):
     head = "| peer | highest publish rate with loss < 0.1% (msg/s) | delivered msgs/s there | " \
            "server CPU there | p99 there (ms)"
     if with_half:
-        head += " | p50 / p99 / p99.9 at half that rate (ms)"
+        head += " | p50 / p99 / p99.9 / max at half that rate (ms)"
     head += " | other processes on the server core (worst step)"
     out.append(head + " | repeats |")
     out.append("|" + " --- |" * (head.count("|") + 1))
@@ -145,7 +145,8 @@ def ladder_table(run, scenario, out, with_half=True):
             h50 = med([d.get("half_p50_us") for d in ok])
             h99 = [d.get("half_p99_us") for d in ok]
             h999 = med([d.get("half_p999_us") for d in ok])
-            row += " | %s / %s / %s" % (ms(h50), spread(h99, ms), ms(h999))
+            hmax = med([d.get("half_max_us") for d in ok])
+            row += " | %s / %s / %s / %s" % (ms(h50), spread(h99, ms), ms(h999), ms(hmax))
         row += " | %s" % spread([others_on_core(run, d["label"]) for d in sums], lambda v: "%.0f%%" % v)
         exhausted = sum(1 for d in sums if d.get("ladder_exhausted"))
         closed = sum(1 for d in sums if d.get("connections_closed"))
@@ -498,9 +499,13 @@ def main():
     out.append("")
     out.append("How the load generator counts: every subscriber must first receive a warm-up message "
                "in its room. Then each step publishes at a fixed rate for %s s; each payload carries "
-               "the publisher, a sequence number and a CLOCK_MONOTONIC timestamp, so every delivery is "
-               "checked for loss, duplicates and order, and its latency is measured when the load "
-               "generator reads it (so it includes the load generator's own queueing). A step is "
+               "the publisher, a sequence number and the CLOCK_MONOTONIC time at which the constant-rate "
+               "schedule wanted it sent, so every delivery is checked for loss, duplicates and order, and "
+               "its latency runs from that scheduled time to the moment the load generator reads it: a "
+               "message the load generator sends late keeps its scheduled stamp, so the load "
+               "generator's own lag counts and no stall hides (coordinated omission, avoided as wrk2 "
+               "does; each step's JSON line also records `send_lag_max_us`, how far behind its schedule "
+               "the load generator sent). A step is "
                "*loss-free* when at most 0.1%% of the expected deliveries are missing after a drain of "
                "up to 1 s, nothing was refused, duplicated, reordered or closed, and the deliveries "
                "kept up (the last one no later than 10%% past the step). The ladder doubles the rate "
