@@ -1683,6 +1683,7 @@ static int run_hold(void)
         loop_once(10);
         check_deadline();
     }
+    loop_for(cfg.settle); /* held a little longer: the caller reads the servers' figures */
     proc_sample(&b);
     char line[4096];
     size_t n = json_common(line, sizeof line, "hold");
@@ -1723,6 +1724,8 @@ static void usage(FILE *f)
             "  --ephemeral                      wsfan: publish with \"ephemeral\":true\n"
             "  --idle S                         idle mode: seconds measured; hold mode: most seconds to\n"
             "                                   wait for the marked message (default 5)\n"
+            "  --settle S                       idle mode: seconds between set-up and measuring; hold\n"
+            "                                   mode: seconds held after the message (default 0.5)\n"
             "  --concurrency C                  connections in setup at once (default 256)\n"
             "  --src-addrs K                    spread subscribers over 127.0.0.1..127.0.0.K (default 4)\n"
             "  --server-pid PID[,PID...]        read CPU and RSS of these processes from /proc\n"
