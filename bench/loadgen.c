@@ -815,14 +815,16 @@ static void resume_joined(struct conn *c, const uint8_t *p, size_t len)
     rs.missed += c->missed_left;
 }
 
-/* resume mode: keeps the room's newest offset (the next join's since) and
- * counts down the replayed messages of a reconnected subscriber. */
+/* resume mode: keeps the room's newest offset until the restart (every
+ * subscriber of a room saw the same last message: it is each one's since;
+ * replays to the first ones back must not move it for the others) and counts
+ * down the replayed messages of a reconnected subscriber. */
 static void resume_message(struct conn *c, const uint8_t *p, size_t len)
 {
     static const char key[] = "\"offset\":\"";
     if (!has_prefix(p, len, "{\"type\":\"message\""))
         return;
-    const uint8_t *o = memmem(p, len, key, sizeof key - 1);
+    const uint8_t *o = rs.armed ? NULL : memmem(p, len, key, sizeof key - 1);
     if (o) {
         o += sizeof key - 1;
         const uint8_t *e = memchr(o, '"', (size_t)(p + len - o));
