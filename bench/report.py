@@ -541,10 +541,12 @@ def main():
                "on 127.0.0.1..127.0.0.4.")
     out.append("- Raw results: `bench/results/<stamp>.jsonl` (not committed; one JSON line per step).")
     out.append("")
-    out.append("How to run: `make bench` (about 10 minutes; installs nginx, libnginx-mod-nchan, "
+    out.append("How to run: `make bench` (about 11 minutes; installs nginx, libnginx-mod-nchan, "
                "redis-server and gnuplot-nox from Debian and the Socket.IO packages of "
                "`bench/peers/package-lock.json` when missing). `make bench-smoke` checks the load "
-               "generator's counts against wsfan in a few seconds (correctness only).")
+               "generator's counts against wsfan in a few seconds (correctness only). `make bench-scale` "
+               "(about 1 minute, run on its own) holds 100,000 connections across six nodes: its section "
+               "below is kept by `make bench`.")
     out.append("")
     out.append("How the load generator counts: every subscriber must first receive a warm-up message "
                "in its room. Then each step publishes at a fixed rate for %s s; each payload carries "
