@@ -34,6 +34,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -177,6 +178,9 @@ def parse_args():
     for path in (args.bin, args.loadgen):
         if not os.access(path, os.X_OK):
             fail("%s is not an executable: run make -s all first" % path)
+    for tool in ("redis-server", "redis-cli"):
+        if not shutil.which(tool):
+            fail("%s is not installed: apt-get install redis-server (make bench installs it)" % tool)
     return args
 
 
