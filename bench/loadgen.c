@@ -489,7 +489,7 @@ static struct {
 
 static struct hist hs_lat; /* storm: connect to joined */
 
-/* resume mode: the last offset seen in each room, and the recovery counters */
+/* resume mode: the last offset each room had before the restart, and the recovery counters */
 #define OFFSET_MAX 64
 static char (*room_offset)[OFFSET_MAX + 1];
 static struct {
