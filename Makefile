@@ -182,6 +182,14 @@ bench-deflate: $(B)/wsfan $(B)/bench/loadgen
 	bench/deflate.py
 	bench/deflate.py --callgrind --subs 500 --rate 20 --seconds 3 --repeats 1
 
+# bench-scale: 100,000 connections held across 6 wsfan nodes sharing one
+# Redis and 6 load generator processes, one message to everyone; memory per
+# connection, delivery time to the last one, Redis load (bench/scale.py,
+# about 2 minutes; its section of docs/benchmarks.md is kept by make bench).
+.PHONY: bench-scale
+bench-scale: $(B)/wsfan $(B)/bench/loadgen
+	bench/scale.py
+
 # bench-map [MAP_BEFORE=<revision>]: map_get of this tree against the map.c
 # of an older revision, timed and under callgrind (bench/map-compare.sh).
 .PHONY: bench-map

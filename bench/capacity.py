@@ -12,7 +12,7 @@ The model, per second of peak load:
 - deliveries = publishes x fan-out (recipients per message);
 - worker cores = deliveries / deliveries per core, over the target core
   utilisation; nodes = the larger of that over the cores per node and of
-  the connections over the connections per node;
+  the connections over the connections per node, and at least --min-nodes;
 - memory per node = its connections x (wsfan's bytes + the kernel's bytes
   per connection), plus a fixed base;
 - Redis: every message is one PUBLISH (persisted ones run the append
@@ -32,8 +32,10 @@ MEASURED = {
     "deliveries_per_core": 5.2e6,
     # bench/idle_memory.py --connections 9000 (fresh server, one user per connection)
     "wsfan_bytes_per_connection": 1781,
-    # the same run: kernel slab per socket; an idle socket holds no buffer pages
-    "kernel_bytes_per_connection": 5039,
+    # bench/scale.py (make bench-scale), 100,000 connections on 6 nodes: kernel slab per
+    # socket (TCP 2,413, sock_inode_cache 848, proc_inode_cache 702, dentry 374, filp 196,
+    # eventpoll_epi 127); an idle socket holds no buffer pages (26 bytes measured)
+    "kernel_bytes_per_connection": 5126,
     # bench/redis_cost.py: redis-server CPU per persisted publish with an idempotency key
     "redis_script_us": 20.0,
 }
@@ -45,6 +47,7 @@ ASSUMED = {
     "redis_delivery_us": 1.5,
     "cores_per_node": 8,
     "connections_per_node": 500_000,  # descriptors and one node's blast radius, not a limit
+    "min_nodes": 2,                   # one may fail; 1 to plan a single machine
     "target_utilisation": 0.5,        # headroom for bursts, reconnect storms and failover
     "node_base_bytes": 512 << 20,
     "send_buffer_bytes_busy": 16384,  # kernel send buffer of a connection with traffic in flight
@@ -62,7 +65,8 @@ SCENARIOS = [
 def plan(p, connections, publishes, fanout, persisted, nodes_per_room, busy):
     deliveries = publishes * fanout
     cores = deliveries / p["deliveries_per_core"] / p["target_utilisation"]
-    nodes = max(math.ceil(cores / p["cores_per_node"]), math.ceil(connections / p["connections_per_node"]), 2)
+    nodes = max(math.ceil(cores / p["cores_per_node"]), math.ceil(connections / p["connections_per_node"]),
+                int(p["min_nodes"]))
     per_node = connections / nodes
     memory = p["node_base_bytes"] + per_node * (p["wsfan_bytes_per_connection"] + p["kernel_bytes_per_connection"] +
                                                 busy * p["send_buffer_bytes_busy"])
@@ -96,6 +100,9 @@ def main():
     ap.add_argument("--busy", type=float, default=0.05, help="share of connections with traffic in flight")
     args = ap.parse_args()
     p = {k: getattr(args, k) for k in {**MEASURED, **ASSUMED}}
+    for k in ("deliveries_per_core", "cores_per_node", "connections_per_node", "min_nodes", "target_utilisation"):
+        if p[k] <= 0:
+            ap.error("--%s %g: expected a number above 0" % (k.replace("_", "-"), p[k]))
     scenarios = SCENARIOS if args.connections is None else [
         ("your workload", args.connections, args.publish_rate, args.fanout, args.persisted, args.nodes_per_room,
          args.busy)]

@@ -18,32 +18,18 @@ on the machine moves the slab figure: run it on a quiet machine and repeat."""
 import argparse
 import asyncio
 import os
-import re
 import socket
 import subprocess
-import sys
 import time
 
 import websockets
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rss_bytes(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return int(re.search(r"^VmRSS:\s+(\d+) kB", f.read(), re.M).group(1)) * 1024
+from scale import free_port, kernel_sample, rss_bytes
 
 
 def kernel():
-    with open("/proc/meminfo") as f:
-        slab = int(re.search(r"^Slab:\s+(\d+) kB", f.read(), re.M).group(1)) * 1024
-    with open("/proc/net/sockstat") as f:
-        tcp_pages = int(re.search(r"^TCP: .* mem (\d+)", f.read(), re.M).group(1))
-    return slab, tcp_pages * os.sysconf("SC_PAGE_SIZE")
+    k = kernel_sample()
+    return k["slab"], k["tcp_mem_bytes"]
 
 
 async def open_all(port, n, rooms):

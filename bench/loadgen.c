@@ -13,11 +13,22 @@
  *           server RSS delta per connection and idle CPU.
  *   storm   N connections (connect, upgrade, welcome, join) as fast as the
  *           server takes them, --concurrency at a time: handshakes per second.
+ *   resume  a deploy: N subscribers joined and warmed up, then a "ready" line
+ *           on stdout; when the server closes them (the caller restarts it)
+ *           each reconnects at once and joins with "since" its room's last
+ *           offset; it has recovered when the joined reply and the messages
+ *           it reports missed have arrived: recovery times, p50/p99.
+ *   hold    N subscribers held open (several processes build one large
+ *           population), a "ready" line on stdout, then each waits for one
+ *           marked message from outside (e.g. a broadcast through the HTTP
+ *           API): delivery latency from the stamp in the message.
  *
  * Each payload carries "~B<step>.<publisher>.<seq>.<ns>~" then padding, so a
- * delivery is recognised in any adapter's framing by its marker; <ns> is
- * CLOCK_MONOTONIC at the moment the message was generated (one process, one
- * clock), so latency includes any queueing inside the load generator.
+ * delivery is recognised in any adapter's framing by its marker; <ns> is the
+ * CLOCK_MONOTONIC time at which the constant-rate schedule wanted the message
+ * sent (one clock for the whole machine). A message the load generator sends
+ * late keeps its scheduled stamp, so latency includes the load generator's
+ * own lag and no stall hides from it (coordinated omission, as wrk2 avoids it).
  *
  * Traffic goes only to the addresses given with --connect (loopback in the
  * benchmark); every run is bounded by --max-seconds. Not a server, not a
@@ -66,6 +77,7 @@ struct adapter {
     const char *sub_path;        /* request target; "{room}" is replaced */
     const char *pub_path;
     struct setup_step sub_setup[MAX_SETUP];
+    struct setup_step sub_resume[MAX_SETUP]; /* reconnect: "{data}" is the last offset */
     struct setup_step pub_setup[MAX_SETUP];
     const char *publish;         /* "{room}" and "{data}" are replaced */
     const char *publish_ephemeral;
@@ -81,6 +93,9 @@ static const struct adapter ADAPTERS[] = {
         .pub_path = "/ws",
         .sub_setup = {{NULL, "{\"type\":\"welcome\""},
                       {"{\"type\":\"join\",\"room\":\"{room}\"}", "{\"type\":\"joined\""}},
+        .sub_resume = {{NULL, "{\"type\":\"welcome\""},
+                       {"{\"type\":\"join\",\"room\":\"{room}\",\"since\":\"{data}\"}",
+                        "{\"type\":\"joined\""}},
         .pub_setup = {{NULL, "{\"type\":\"welcome\""},
                       {"{\"type\":\"join\",\"room\":\"{room}\"}", "{\"type\":\"joined\""}},
         .publish = "{\"type\":\"publish\",\"room\":\"{room}\",\"data\":\"{data}\",\"echo\":false}",
@@ -111,7 +126,7 @@ static const struct adapter ADAPTERS[] = {
 
 /* ---------- configuration ---------- */
 
-enum mode { MODE_LADDER, MODE_IDLE, MODE_STORM };
+enum mode { MODE_LADDER, MODE_IDLE, MODE_STORM, MODE_RESUME, MODE_HOLD };
 
 static struct {
     const struct adapter *ad;
@@ -445,6 +460,10 @@ struct seqwin {
 struct conn {
     int fd;
     uint8_t kind, state, setup_i, warm, epollout, frag_op;
+    uint8_t resuming;       /* resume mode: reconnected after the server closed it */
+    uint32_t missed_left;   /* resume mode: replayed messages still to come */
+    uint64_t t_closed;      /* resume mode: when the server closed it; 0 once recovered */
+    uint64_t retry_at;      /* resume mode: when to connect again */
     uint32_t idx, room, node;
     uint64_t t0;
     uint8_t *in;
@@ -469,10 +488,22 @@ static struct {
     int step;
     uint64_t received, dups, order, late, errors, disconnects, frame_bytes, frames;
     uint64_t last_rx;
+    uint64_t send_lag_max; /* latest send behind its schedule, ns */
     struct hist lat;
 } st;
 
 static struct hist hs_lat; /* storm: connect to joined */
+
+/* resume mode: the last offset each room had before the restart, and the recovery counters */
+#define OFFSET_MAX 64
+static char (*room_offset)[OFFSET_MAX + 1];
+static struct {
+    uint64_t first_close, back_up, last_done; /* CLOCK_MONOTONIC ns */
+    int armed; /* the "ready" line is out: a close from now on is the restart */
+    int done, recovered, not_recovered;
+    uint64_t missed;
+    struct hist since_close, since_up; /* per client: from its close, from the server's return */
+} rs;
 static uint64_t total_frames;
 
 static const char WS_KEY[] = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -570,7 +601,20 @@ static void room_name(char *dst, size_t cap, uint32_t room)
 
 static const struct setup_step *setup_of(struct conn *c)
 {
-    return c->kind == SUB ? cfg.ad->sub_setup : cfg.ad->pub_setup;
+    if (c->kind == PUB)
+        return cfg.ad->pub_setup;
+    return c->resuming ? cfg.ad->sub_resume : cfg.ad->sub_setup;
+}
+
+/* resume mode: c has its joined reply and every replayed message. */
+static void resume_done(struct conn *c)
+{
+    uint64_t now = now_ns();
+    rs.done++;
+    hist_add(&rs.since_close, now - c->t_closed);
+    hist_add(&rs.since_up, now > rs.back_up ? now - rs.back_up : 0);
+    rs.last_done = now;
+    c->t_closed = 0;
 }
 
 static void conn_ready(struct conn *c)
@@ -582,6 +626,8 @@ static void conn_ready(struct conn *c)
         room_ready[c->room]++;
         if (cfg.mode == MODE_STORM)
             hist_add(&hs_lat, now_ns() - c->t0);
+        if (c->resuming && !c->missed_left)
+            resume_done(c);
     } else {
         ready_pubs++;
     }
@@ -598,7 +644,7 @@ static void setup_enter(struct conn *c)
     if (s[c->setup_i].send) {
         char room[32], msg[256];
         room_name(room, sizeof room, c->room);
-        size_t n = tmpl_expand(msg, sizeof msg, s[c->setup_i].send, room, "");
+        size_t n = tmpl_expand(msg, sizeof msg, s[c->setup_i].send, room, c->resuming ? room_offset[c->room] : "");
         send_text(c, msg, n);
     }
 }
@@ -617,7 +663,7 @@ static void conn_kill(struct conn *c, const char *why)
             ready_pubs--;
             dead_pubs++;
         }
-        if (cfg.mode != MODE_STORM || !cfg.quiet)
+        if (cfg.mode != MODE_RESUME) /* there every subscriber is closed by design */
             note("%s %u closed: %s", c->kind == SUB ? "subscriber" : "publisher", c->idx, why);
     } else if (c->state != C_IDLE) {
         inflight--;
@@ -625,6 +671,20 @@ static void conn_kill(struct conn *c, const char *why)
         if (failed_connects <= 5)
             note("%s %u failed during setup: %s", c->kind == SUB ? "subscriber" : "publisher", c->idx,
                  why);
+    }
+    if (rs.armed && c->kind == SUB) {
+        /* reconnect at once after the server's close; after a failed attempt
+         * (the server is not back yet) in 50 to 150 ms */
+        uint64_t now = now_ns();
+        if (c->state == C_READY && !c->resuming) {
+            c->t_closed = now;
+            c->retry_at = now;
+            if (!rs.first_close)
+                rs.first_close = now;
+        } else {
+            c->retry_at = now + 50000000ull + rng32() % 100000000u;
+        }
+        c->resuming = 1;
     }
     if (c->fd >= 0)
         close(c->fd);
@@ -697,6 +757,15 @@ static void on_delivery(struct conn *c, const uint8_t *p, size_t len, uint64_t r
         st.errors++;
         return;
     }
+    if (cfg.mode == MODE_HOLD) { /* the first marked message, whoever sent it */
+        if (!c->warm) {
+            c->warm = 1;
+            warm_subs++;
+            st.received++;
+            hist_add(&st.lat, rx > ts ? rx - ts : 0);
+        }
+        return;
+    }
     if ((int)step != st.step) {
         st.late++;
         return;
@@ -727,6 +796,52 @@ static int has_prefix(const uint8_t *p, size_t len, const char *pre)
     return len >= l && !memcmp(p, pre, l);
 }
 
+/* The JSON number after `"key":` in p, or -1. */
+static long long json_number(const uint8_t *p, size_t len, const char *key)
+{
+    char pat[64];
+    int n = snprintf(pat, sizeof pat, "\"%s\":", key);
+    const uint8_t *k = memmem(p, len, pat, (size_t)n);
+    uint64_t v;
+    const uint8_t *q = k ? k + n : NULL;
+    return q && parse_u64(&q, p + len, &v) == 0 ? (long long)v : -1;
+}
+
+/* resume mode: the joined reply of a join with since says whether the room's
+ * history reached back and how many replayed messages follow. */
+static void resume_joined(struct conn *c, const uint8_t *p, size_t len)
+{
+    if (memmem(p, len, "\"recovered\":true", 16))
+        rs.recovered++;
+    else
+        rs.not_recovered++;
+    long long missed = json_number(p, len, "missed");
+    c->missed_left = missed > 0 ? (uint32_t)missed : 0;
+    rs.missed += c->missed_left;
+}
+
+/* resume mode: keeps the room's newest offset until the restart (every
+ * subscriber of a room saw the same last message: it is each one's since;
+ * replays to the first ones back must not move it for the others) and counts
+ * down the replayed messages of a reconnected subscriber. */
+static void resume_message(struct conn *c, const uint8_t *p, size_t len)
+{
+    static const char key[] = "\"offset\":\"";
+    if (!has_prefix(p, len, "{\"type\":\"message\""))
+        return;
+    const uint8_t *o = rs.armed ? NULL : memmem(p, len, key, sizeof key - 1);
+    if (o) {
+        o += sizeof key - 1;
+        const uint8_t *e = memchr(o, '"', (size_t)(p + len - o));
+        if (e && e - o <= OFFSET_MAX) {
+            memcpy(room_offset[c->room], o, (size_t)(e - o));
+            room_offset[c->room][e - o] = 0;
+        }
+    }
+    if (c->resuming && c->missed_left && --c->missed_left == 0 && c->state == C_READY)
+        resume_done(c);
+}
+
 static void on_text(struct conn *c, const uint8_t *p, size_t len, uint64_t rx)
 {
     const struct adapter *ad = cfg.ad;
@@ -737,6 +852,8 @@ static void on_text(struct conn *c, const uint8_t *p, size_t len, uint64_t rx)
     if (c->state == C_SETUP) {
         const struct setup_step *s = setup_of(c);
         if (has_prefix(p, len, s[c->setup_i].expect)) {
+            if (c->resuming && s[c->setup_i].send)
+                resume_joined(c, p, len);
             c->setup_i++;
             setup_enter(c);
         } else if (ad->error_prefix && has_prefix(p, len, ad->error_prefix)) {
@@ -748,6 +865,8 @@ static void on_text(struct conn *c, const uint8_t *p, size_t len, uint64_t rx)
         total_frames++;
         st.frames++;
         st.frame_bytes += len;
+        if (cfg.mode == MODE_RESUME)
+            resume_message(c, p, len);
         on_delivery(c, p, len, rx);
     }
     if (ad->error_prefix && has_prefix(p, len, ad->error_prefix)) {
@@ -922,6 +1041,8 @@ static void handle_http(struct conn *c, size_t have, uint64_t rx)
     }
     c->state = C_SETUP;
     c->setup_i = 0;
+    if (c->resuming && !rs.back_up)
+        rs.back_up = rx;
     setup_enter(c);
     if (c->state == C_DEAD)
         return;
@@ -1033,6 +1154,7 @@ static void conn_start(struct conn *c)
     }
     c->fd = fd;
     c->t0 = now_ns();
+    c->frag_op = 0;
     c->state = C_CONNECTING;
     c->epollout = 1;
     inflight++;
@@ -1154,7 +1276,8 @@ static void alloc_conns(void)
     subs_arr = calloc((size_t)cfg.subs, sizeof *subs_arr);
     pubs_arr = calloc((size_t)cfg.pubs + 1, sizeof *pubs_arr);
     room_ready = calloc((size_t)cfg.rooms, sizeof *room_ready);
-    if (!subs_arr || !pubs_arr || !room_ready)
+    room_offset = calloc((size_t)cfg.rooms, sizeof *room_offset);
+    if (!subs_arr || !pubs_arr || !room_ready || !room_offset)
         die("out of memory");
     pubs_per_room = (cfg.pubs + cfg.rooms - 1) / cfg.rooms;
     for (int i = 0; i < cfg.subs; i++) {
@@ -1225,7 +1348,7 @@ static void warm_up(void)
 static char pad[65536];
 
 struct step_res {
-    double rate, loss_pct, delivered, p50_us, p99_us, p999_us, cpu_pct;
+    double rate, loss_pct, delivered, p50_us, p99_us, p999_us, max_us, cpu_pct;
     int ok;    /* loss within --loss-ok, nothing refused, duplicated, reordered or closed */
     int clean; /* everything delivered exactly once, in order */
 };
@@ -1277,15 +1400,20 @@ static struct step_res ladder_step(int step, double rate, const char *phase)
             }
             char room[32];
             room_name(room, sizeof room, c->room);
+            uint64_t sent_at = now_ns();
             while (gen[p] < due) {
                 gen[p]++;
                 if (c->out_len - c->out_off > out_limit) {
                     unsent++;
                     continue;
                 }
+                /* message gen[p] fell due when per_pub * el + p / pubs reached gen[p] */
+                uint64_t scheduled = t0 + (uint64_t)(((double)gen[p] - (double)p / cfg.pubs) / per_pub * 1e9);
+                if (sent_at > scheduled && sent_at - scheduled > st.send_lag_max)
+                    st.send_lag_max = sent_at - scheduled;
                 char data[65600], msg[66000];
                 int h = snprintf(data, sizeof data, "~B%d.%d.%" PRIu64 ".%" PRIu64 "~", step, p, ++seqs[p],
-                                 now_ns());
+                                 scheduled);
                 if (h < cfg.size) {
                     memcpy(data + h, pad, (size_t)(cfg.size - h));
                     data[cfg.size] = 0;
@@ -1329,10 +1457,11 @@ static struct step_res ladder_step(int step, double rate, const char *phase)
         ",\"loss\":%" PRIu64 ",\"loss_pct\":%.4f,\"dups\":%" PRIu64 ",\"order_violations\":%" PRIu64
         ",\"late\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"disconnects\":%" PRIu64
         ",\"lat_p50_us\":%.1f,\"lat_p99_us\":%.1f,\"lat_p999_us\":%.1f,\"lat_max_us\":%.1f"
-        ",\"delivered_per_s\":%.0f,\"delivery_span_s\":%.3f,\"frame_bytes\":%.1f",
+        ",\"send_lag_max_us\":%.1f,\"delivered_per_s\":%.0f,\"delivery_span_s\":%.3f,\"frame_bytes\":%.1f",
         step, phase, rate, cfg.duration, offered, published, unsent, subs_at_start, expected, st.received, loss,
         loss_pct, st.dups, st.order, st.late, st.errors, st.disconnects, hist_pct(&st.lat, 0.50) / 1e3,
         hist_pct(&st.lat, 0.99) / 1e3, hist_pct(&st.lat, 0.999) / 1e3, (double)st.lat.max / 1e3,
+        (double)st.send_lag_max / 1e3,
         (double)st.received / span, span, st.frames ? (double)st.frame_bytes / (double)st.frames : 0.0);
     /* messages never sent count as lost */
     uint64_t want = expected + unsent * (uint64_t)(subs_at_start / cfg.rooms);
@@ -1343,6 +1472,7 @@ static struct step_res ladder_step(int step, double rate, const char *phase)
         .p50_us = hist_pct(&st.lat, 0.50) / 1e3,
         .p99_us = hist_pct(&st.lat, 0.99) / 1e3,
         .p999_us = hist_pct(&st.lat, 0.999) / 1e3,
+        .max_us = (double)st.lat.max / 1e3,
     };
     res.clean = !(st.dups || st.order || st.errors || st.late || st.disconnects || loss || !st.received ||
                   unsent);
@@ -1464,8 +1594,8 @@ static int run_ladder(void)
     if (half.rate > 0)
         n += (size_t)snprintf(line + n, sizeof line - n,
                               ",\"half_rate\":%.0f,\"half_p50_us\":%.1f,\"half_p99_us\":%.1f,\"half_p999_us\":%.1f,"
-                              "\"half_loss_pct\":%.4f",
-                              half.rate, half.p50_us, half.p99_us, half.p999_us, half.loss_pct);
+                              "\"half_max_us\":%.1f,\"half_loss_pct\":%.4f",
+                              half.rate, half.p50_us, half.p99_us, half.p999_us, half.max_us, half.loss_pct);
     snprintf(line + n, sizeof line - n, "}");
     emit(line);
     return !all_clean;
@@ -1529,6 +1659,100 @@ static int run_storm(void)
     return miss > 0;
 }
 
+/* Tells the caller on stdout that every connection is set up. */
+static void announce_ready(double setup_s)
+{
+    char line[1024];
+    size_t n = json_common(line, sizeof line, "ready");
+    snprintf(line + n, sizeof line - n, ",\"conns\":%d,\"setup_s\":%.2f}", ready_subs, setup_s);
+    puts(line);
+    fflush(stdout);
+}
+
+static int run_resume(void)
+{
+    if (!cfg.ad->sub_resume[0].expect)
+        die("--mode resume: the %s adapter has no join with since", cfg.ad->name);
+    if (open_all(pubs_arr, cfg.pubs, "publishers"))
+        die("%d publisher(s) could not connect and join", cfg.pubs - ready_pubs);
+    uint64_t t0 = now_ns();
+    int miss = open_all(subs_arr, cfg.subs, "subscribers");
+    if (miss)
+        die("%d of %d subscribers could not connect and join", miss, cfg.subs);
+    warm_up();
+    loop_for(cfg.settle);
+    int n = ready_subs;
+    rs.armed = 1;
+    announce_ready((double)(now_ns() - t0) / 1e9);
+    uint64_t deadline = now_ns() + (uint64_t)(cfg.setup_timeout * 1e9);
+    while (!rs.first_close && now_ns() < deadline) {
+        loop_once(10);
+        check_deadline();
+    }
+    if (!rs.first_close)
+        die("resume: the server closed no connection within --setup-timeout %.0f s", cfg.setup_timeout);
+    note("resume: the server closed the first connection; reconnecting");
+    deadline = rs.first_close + (uint64_t)(cfg.setup_timeout * 1e9);
+    while (rs.done < n && now_ns() < deadline) {
+        uint64_t now = now_ns();
+        for (int i = 0; i < cfg.subs; i++) {
+            struct conn *c = &subs_arr[i];
+            if (c->state == C_DEAD && c->resuming && c->retry_at <= now)
+                conn_start(c);
+        }
+        loop_once(5);
+        check_deadline();
+    }
+    char line[4096];
+    size_t len = json_common(line, sizeof line, "resume");
+    double first = (double)rs.first_close;
+    len += (size_t)snprintf(
+        line + len, sizeof line - len,
+        ",\"conns\":%d,\"recovered_conns\":%d,\"since_recovered\":%d,\"since_not_recovered\":%d,"
+        "\"missed_replayed\":%" PRIu64 ",\"failed_attempts\":%d,\"down_s\":%.3f,\"all_recovered_s\":%.3f,"
+        "\"after_up_s\":%.3f,\"p50_ms\":%.2f,\"p99_ms\":%.2f,\"max_ms\":%.2f,\"up_p50_ms\":%.2f,"
+        "\"up_p99_ms\":%.2f",
+        n, rs.done, rs.recovered, rs.not_recovered, rs.missed, failed_connects,
+        rs.back_up ? ((double)rs.back_up - first) / 1e9 : -1.0,
+        rs.done ? ((double)rs.last_done - first) / 1e9 : -1.0,
+        rs.done && rs.back_up ? ((double)rs.last_done - (double)rs.back_up) / 1e9 : -1.0,
+        hist_pct(&rs.since_close, 0.5) / 1e6, hist_pct(&rs.since_close, 0.99) / 1e6,
+        (double)rs.since_close.max / 1e6, hist_pct(&rs.since_up, 0.5) / 1e6, hist_pct(&rs.since_up, 0.99) / 1e6);
+    snprintf(line + len, sizeof line - len, "}");
+    emit(line);
+    return rs.done < n;
+}
+
+static int run_hold(void)
+{
+    struct proc_sample a, b;
+    uint64_t t0 = now_ns();
+    int miss = open_all(subs_arr, cfg.subs, "subscribers");
+    double setup_s = (double)(now_ns() - t0) / 1e9;
+    if (miss)
+        die("%d of %d subscribers could not connect and join", miss, cfg.subs);
+    announce_ready(setup_s);
+    proc_sample(&a);
+    uint64_t deadline = now_ns() + (uint64_t)(cfg.idle_s * 1e9);
+    while (warm_subs < ready_subs && now_ns() < deadline) {
+        loop_once(10);
+        check_deadline();
+    }
+    loop_for(cfg.settle); /* held a little longer: the caller reads the servers' figures */
+    proc_sample(&b);
+    char line[4096];
+    size_t n = json_common(line, sizeof line, "hold");
+    n += (size_t)snprintf(line + n, sizeof line - n,
+                          ",\"conns\":%d,\"setup_s\":%.2f,\"received\":%" PRIu64 ",\"disconnects\":%d,"
+                          "\"lat_p50_us\":%.1f,\"lat_p99_us\":%.1f,\"lat_p999_us\":%.1f,\"lat_max_us\":%.1f",
+                          ready_subs, setup_s, st.received, dead_subs, hist_pct(&st.lat, 0.5) / 1e3,
+                          hist_pct(&st.lat, 0.99) / 1e3, hist_pct(&st.lat, 0.999) / 1e3, (double)st.lat.max / 1e3);
+    n += proc_json(line + n, sizeof line - n, &a, &b);
+    snprintf(line + n, sizeof line - n, "}");
+    emit(line);
+    return st.received < (uint64_t)ready_subs || dead_subs;
+}
+
 /* ---------- command line ---------- */
 
 static void usage(FILE *f)
@@ -1538,7 +1762,7 @@ static void usage(FILE *f)
             "  --adapter wsfan|nchan|socketio   protocol (default wsfan)\n"
             "  --connect HOST:PORT[,HOST:PORT]  server(s); subscribers are spread over them, publishers\n"
             "                                   use the first (default 127.0.0.1:8080)\n"
-            "  --mode ladder|idle|storm         (default ladder)\n"
+            "  --mode ladder|idle|storm|resume|hold (default ladder; see the top of bench/loadgen.c)\n"
             "  --subs N --rooms R --pubs P      subscribers, rooms, publishers (P >= R; publisher p\n"
             "                                   publishes to room p %% R; default 100, 1, 1)\n"
             "  --size B                         payload bytes (default 100)\n"
@@ -1555,7 +1779,10 @@ static void usage(FILE *f)
             "  --ephemeral                      wsfan: publish with \"ephemeral\":true\n"
             "  --deflate                        offer permessage-deflate; inflate compressed messages\n"
             "  --pad-words                      pad payloads with words, not x (compresses like text)\n"
-            "  --idle S                         idle mode: seconds measured (default 5)\n"
+            "  --idle S                         idle mode: seconds measured; hold mode: most seconds to\n"
+            "                                   wait for the marked message (default 5)\n"
+            "  --settle S                       idle mode: seconds between set-up and measuring; hold\n"
+            "                                   mode: seconds held after the message (default 0.5)\n"
             "  --concurrency C                  connections in setup at once (default 256)\n"
             "  --src-addrs K                    spread subscribers over 127.0.0.1..127.0.0.K (default 4)\n"
             "  --server-pid PID[,PID...]        read CPU and RSS of these processes from /proc\n"
@@ -1563,7 +1790,8 @@ static void usage(FILE *f)
             "  --label TEXT --out FILE          tag the JSON lines; append them to FILE too\n"
             "  --check                          exit 1 unless every step delivered everything exactly once\n"
             "  --max-seconds S                  hard limit on the whole run (default 300)\n"
-            "  --setup-timeout S --warm-timeout S (60, 20)\n"
+            "  --setup-timeout S --warm-timeout S (60, 20); resume mode: most seconds to wait for the\n"
+            "                                   server's close, then for every subscriber's recovery\n"
             "  --quiet                          no progress on stderr\n"
             "exit: 0 ok, 1 --check failed, 2 setup failed or bad usage, 3 time limit\n");
 }
@@ -1654,8 +1882,12 @@ static void parse_args(int argc, char **argv)
                 cfg.mode = MODE_IDLE;
             else if (!strcmp(v, "storm"))
                 cfg.mode = MODE_STORM;
+            else if (!strcmp(v, "resume"))
+                cfg.mode = MODE_RESUME;
+            else if (!strcmp(v, "hold"))
+                cfg.mode = MODE_HOLD;
             else
-                die("--mode %s: expected ladder, idle or storm", v);
+                die("--mode %s: expected ladder, idle, storm, resume or hold", v);
         } else if (!strcmp(o, "--subs")) {
             cfg.subs = (int)num_arg(o, v);
         } else if (!strcmp(o, "--rooms")) {
@@ -1726,7 +1958,8 @@ static void parse_args(int argc, char **argv)
     free(dup);
     if (cfg.subs < 1 || cfg.rooms < 1 || cfg.pubs < 1)
         die("--subs, --rooms and --pubs must be at least 1");
-    if (cfg.mode != MODE_STORM && cfg.pubs < cfg.rooms)
+    int has_pubs = cfg.mode != MODE_STORM && cfg.mode != MODE_HOLD;
+    if (has_pubs && cfg.pubs < cfg.rooms)
         die("--pubs %d < --rooms %d: every room needs a publisher", cfg.pubs, cfg.rooms);
     if (cfg.src_addrs < 1 || cfg.src_addrs > 254)
         die("--src-addrs: 1..254");
@@ -1736,7 +1969,7 @@ static void parse_args(int argc, char **argv)
         die("--concurrency: at least 1");
     if (cfg.mode == MODE_LADDER && !cfg.n_rates)
         die("--rates: give at least one rate");
-    if (cfg.mode == MODE_STORM)
+    if (!has_pubs)
         cfg.pubs = 0;
 }
 
@@ -1795,6 +2028,12 @@ int main(int argc, char **argv)
         break;
     case MODE_STORM:
         bad = run_storm();
+        break;
+    case MODE_RESUME:
+        bad = run_resume();
+        break;
+    case MODE_HOLD:
+        bad = run_hold();
         break;
     }
     for (int i = 0; i < cfg.subs; i++)

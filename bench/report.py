@@ -123,7 +123,7 @@ def ladder_table(run, scenario, out, with_half=True):
     head = "| peer | highest publish rate with loss < 0.1% (msg/s) | delivered msgs/s there | " \
            "server CPU there | p99 there (ms)"
     if with_half:
-        head += " | p50 / p99 / p99.9 at half that rate (ms)"
+        head += " | p50 / p99 / p99.9 / max at half that rate (ms)"
     head += " | other processes on the server core (worst step)"
     out.append(head + " | repeats |")
     out.append("|" + " --- |" * (head.count("|") + 1))
@@ -145,7 +145,8 @@ def ladder_table(run, scenario, out, with_half=True):
             h50 = med([d.get("half_p50_us") for d in ok])
             h99 = [d.get("half_p99_us") for d in ok]
             h999 = med([d.get("half_p999_us") for d in ok])
-            row += " | %s / %s / %s" % (ms(h50), spread(h99, ms), ms(h999))
+            hmax = med([d.get("half_max_us") for d in ok])
+            row += " | %s / %s / %s / %s" % (ms(h50), spread(h99, ms), ms(h999), ms(hmax))
         row += " | %s" % spread([others_on_core(run, d["label"]) for d in sums], lambda v: "%.0f%%" % v)
         exhausted = sum(1 for d in sums if d.get("ladder_exhausted"))
         closed = sum(1 for d in sums if d.get("connections_closed"))
@@ -159,6 +160,44 @@ def ladder_table(run, scenario, out, with_half=True):
         row += " | %d%s |" % (len(sums), ("; " + "; ".join(notes)) if notes else "")
         out.append(row)
     return meds
+
+
+def deploy_section(run, out):
+    """Scenario 6: the clients of a restarted node reconnect at once with join since."""
+    rows = [(e, run.of("resume", "deploy-" + e, "wsfan")) for e in ("memory", "redis")]
+    if not any(ds for _, ds in rows):
+        return
+    out.append("")
+    out.append("## 6. Deploy: 10,000 clients of a restarted node reconnect at once")
+    out.append("")
+    out.append("One wsfan node with 10,000 clients in 100 rooms, each of which has received a persisted "
+               "message; the node is stopped (SIGTERM: every connection closed with 1001 at once) and started "
+               "again on the same port. Every client reconnects at once (after a refused attempt, again in 50 "
+               "to 150 ms) and joins with `since` the offset of the last message it saw; it has recovered "
+               "when the `joined` reply and the messages it says were missed have arrived. With Redis a "
+               "second node, not restarted, publishes one message to every room while the first is down, so "
+               "each client recovers one message from the kept history. With the memory engine the history "
+               "died with the process: every join answers `recovered: false` (the client must refetch), and "
+               "the figure is the time of the recovery handshake alone. Times run from each client's close "
+               "and from the moment the node answered again (its first handshake).")
+    out.append("")
+    out.append("| engine | recovered clients | since honoured / not | messages replayed | node down (s) | "
+               "all recovered after the close (s) | after the node's return (s) | per client from its close "
+               "p50 / p99 (ms) | from the return p50 / p99 (ms) | refused attempts | repeats |")
+    out.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for engine, ds in rows:
+        if not ds:
+            continue
+        f1 = lambda v: "%.2f" % v  # noqa: E731
+        f0 = lambda v: "%.0f" % v  # noqa: E731
+        out.append("| %s | %s of %s | %s / %s | %s | %s | %s | %s | %s / %s | %s / %s | %s | %d |" % (
+            engine, spread([d["recovered_conns"] for d in ds], f0), spread([d["conns"] for d in ds], f0),
+            spread([d["since_recovered"] for d in ds], f0), spread([d["since_not_recovered"] for d in ds], f0),
+            spread([d["missed_replayed"] for d in ds], f0), spread([d["down_s"] for d in ds], f1),
+            spread([d["all_recovered_s"] for d in ds], f1), spread([d["after_up_s"] for d in ds], f1),
+            spread([d["p50_ms"] for d in ds], f0), spread([d["p99_ms"] for d in ds], f0),
+            spread([d["up_p50_ms"] for d in ds], f0), spread([d["up_p99_ms"] for d in ds], f0),
+            spread([d["failed_attempts"] for d in ds], f0), len(ds)))
 
 
 def probe_pass_ms(d):
@@ -417,25 +456,31 @@ def compare_section(run):
     return out
 
 
-def kept_compare(md_path):
-    """The compare section of an existing docs/benchmarks.md, or None."""
+# bench/scale.py writes this section; a plain run keeps it like the compare section.
+SCALE_BEGIN = "<!-- scale:begin (bench/scale.py writes this section; make bench keeps it) -->"
+SCALE_END = "<!-- scale:end -->"
+
+
+def kept_section(md_path, begin, end):
+    """The section between the begin and end markers of an existing docs/benchmarks.md, or None."""
     try:
         text = open(md_path).read()
     except OSError:
         return None
-    a, b = text.find(COMPARE_BEGIN), text.find(COMPARE_END)
+    a, b = text.find(begin), text.find(end)
     if a < 0 or b < a:
         return None
-    return text[a:b + len(COMPARE_END)]
+    return text[a:b + len(end)]
 
 
-def write_compare(results, md_path):
-    section = "\n".join(compare_section(Run(load(results))))
+def replace_section(md_path, begin, end, section):
+    """Puts section (markers included) in place of the old one between the same
+    markers, or before the analysis when the file has none yet."""
     try:
         text = open(md_path).read()
     except OSError:
         text = "# Benchmarks\n"
-    old = kept_compare(md_path)
+    old = kept_section(md_path, begin, end)
     if old is not None:
         text = text.replace(old, section)
     else:
@@ -448,6 +493,11 @@ def write_compare(results, md_path):
             text = text.rstrip("\n") + "\n\n" + section + "\n"
     with open(md_path, "w") as f:
         f.write(text)
+
+
+def write_compare(results, md_path):
+    section = "\n".join(compare_section(Run(load(results))))
+    replace_section(md_path, COMPARE_BEGIN, COMPARE_END, section)
     print("report: wrote the section \"%s\" of %s" % (section.split("\n")[1][3:], md_path))
     return 0
 
@@ -491,16 +541,22 @@ def main():
                "on 127.0.0.1..127.0.0.4.")
     out.append("- Raw results: `bench/results/<stamp>.jsonl` (not committed; one JSON line per step).")
     out.append("")
-    out.append("How to run: `make bench` (about 10 minutes; installs nginx, libnginx-mod-nchan, "
+    out.append("How to run: `make bench` (about 11 minutes; installs nginx, libnginx-mod-nchan, "
                "redis-server and gnuplot-nox from Debian and the Socket.IO packages of "
                "`bench/peers/package-lock.json` when missing). `make bench-smoke` checks the load "
-               "generator's counts against wsfan in a few seconds (correctness only).")
+               "generator's counts against wsfan in a few seconds (correctness only). `make bench-scale` "
+               "(about 1 minute, run on its own) holds 100,000 connections across six nodes: its section "
+               "below is kept by `make bench`.")
     out.append("")
     out.append("How the load generator counts: every subscriber must first receive a warm-up message "
                "in its room. Then each step publishes at a fixed rate for %s s; each payload carries "
-               "the publisher, a sequence number and a CLOCK_MONOTONIC timestamp, so every delivery is "
-               "checked for loss, duplicates and order, and its latency is measured when the load "
-               "generator reads it (so it includes the load generator's own queueing). A step is "
+               "the publisher, a sequence number and the CLOCK_MONOTONIC time at which the constant-rate "
+               "schedule wanted it sent, so every delivery is checked for loss, duplicates and order, and "
+               "its latency runs from that scheduled time to the moment the load generator reads it: a "
+               "message the load generator sends late keeps its scheduled stamp, so the load "
+               "generator's own lag counts and no stall hides (coordinated omission, avoided as wrk2 "
+               "does; each step's JSON line also records `send_lag_max_us`, how far behind its schedule "
+               "the load generator sent). A step is "
                "*loss-free* when at most 0.1%% of the expected deliveries are missing after a drain of "
                "up to 1 s, nothing was refused, duplicated, reordered or closed, and the deliveries "
                "kept up (the last one no later than 10%% past the step). The ladder doubles the rate "
@@ -612,6 +668,7 @@ def main():
             spread([d.get("p99_us_at_max") for d in ok], ms),
             spread(pub_per, lambda v: "%.2f" % v), spread(cmd_per, lambda v: "%.1f" % v), len(sums)))
     ratio_lines(two_med, {}, out)
+    deploy_section(run, out)
 
     out.append("")
     out.append("## The physical-limit probe")
@@ -684,6 +741,8 @@ def main():
     target("fan-out: p99 < 5 ms at half the highest loss-free rate",
            ("%s ms (one pass of the limit probe at 16 per write: %.2f ms)" % (ms(h99), floor) if floor
             else "%s ms" % ms(h99)) if h99 else "n/a", h99 < 5000 if h99 else None)
+    sw, sn = storm_med.get("wsfan"), storm_med.get("nchan")
+    target("connect storm: handshakes/s >= 1.5x nchan", ratio(sw, sn), (sw / sn >= 1.5) if sw and sn else None)
     tw, ts = two_med.get("wsfan"), two_med.get("socketio")
     target("two nodes: >= 3x Socket.IO with its Redis adapter", ratio(tw, ts), (tw / ts >= 3) if tw and ts else None)
     pubs = []
@@ -697,10 +756,11 @@ def main():
     target("two nodes: one PUBLISH per message per room", "%.3f per message" % mp if mp is not None else "n/a",
            (abs(mp - 1) < 0.01) if mp is not None else None)
 
-    kept = kept_compare(md_path)
-    if kept:
-        out.append("")
-        out.append(kept)
+    for begin, end in ((SCALE_BEGIN, SCALE_END), (COMPARE_BEGIN, COMPARE_END)):
+        kept = kept_section(md_path, begin, end)
+        if kept:
+            out.append("")
+            out.append(kept)
 
     notes = os.path.join(ROOT, "bench", "notes.md")
     if os.path.exists(notes):

@@ -11,7 +11,8 @@
 # out of git), with the exact commands as {"mode":"command"} lines.
 #
 # Knobs (environment): BENCH_REPEATS (3), BENCH_PEERS ("wsfan nchan socketio"),
-# BENCH_SCENARIOS ("fanout limit rooms idle storm twonode profile"; profile runs once),
+# BENCH_SCENARIOS ("fanout limit rooms idle storm twonode deploy profile"; profile runs
+# once, deploy is wsfan's alone),
 # BENCH_STEP (seconds per ladder step, 1), BENCH_NO_SETUP=1 (skip installs),
 # BENCH_NO_REPORT=1 (leave docs/ alone).
 #
@@ -22,7 +23,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 REPEATS=${BENCH_REPEATS:-3}
 PEERS=${BENCH_PEERS:-"wsfan nchan socketio"}
-SCENARIOS=${BENCH_SCENARIOS:-"fanout limit rooms idle storm twonode profile"}
+SCENARIOS=${BENCH_SCENARIOS:-"fanout limit rooms idle storm twonode deploy profile"}
 STEP=${BENCH_STEP:-1}
 SCPU=${BENCH_SERVER_CPU:-0}
 LCPU=${BENCH_LOADGEN_CPU:-1}
@@ -285,6 +286,64 @@ for line in sys.stdin:
         stats[name] = int(dict(kv.split("=") for kv in rest.split(","))["calls"])
 print(json.dumps({"mode": "redis", "label": sys.argv[1], "commandstats": stats}))' "twonode/$1/$2" >>"$RES"
     stop $kill "$rpid"
+}
+
+# A deploy: 10,000 clients of one node, 100 rooms, each warmed up with a
+# persisted message; the node is stopped (SIGTERM: every connection closed
+# with 1001 at once) and started again on the same port, and every client
+# reconnects at once with `join since` its room's last offset (the load
+# generator's resume mode). With the memory engine the history dies with
+# the process, so the since cannot be honoured: the figure is the recovery
+# handshake itself. With Redis the history is kept, and a second node, not
+# restarted, publishes one message to every room while the first is down,
+# so every client has one message to recover.
+scenario_deploy() { # peer repeat
+    [ "$1" = wsfan ] || return 0
+    deploy_once memory "$2"
+    deploy_once redis "$2"
+}
+
+deploy_once() { # engine repeat
+    local engine=$1 r=$2 port rport="" bport="" rpid="" bpid="" pid lg i out=$WORK/deploy.out
+    if [ "$engine" = redis ]; then
+        rport=$(free_port)
+        start_redis "$rport" || return 0
+        rpid=$PIDS
+        bport=$(free_port)
+        start_wsfan "$bport" "$rport" || { stop "$rpid"; return 0; }
+        bpid=$PIDS
+    fi
+    port=$(free_port)
+    start_wsfan "$port" "$rport" || { stop $bpid $rpid; return 0; }
+    pid=$PIDS
+    local cmd=(taskset -c "$LCPU" "$LOADGEN" --adapter wsfan --label "deploy-$engine/wsfan/$r" --out "$RES"
+               --quiet --connect "127.0.0.1:$port" --mode resume --subs 10000 --rooms 100 --pubs 100
+               --src-addrs 4 --setup-timeout 30 --max-seconds 90)
+    record_command "deploy-$engine" wsfan "$r" "${cmd[@]}"
+    "${cmd[@]}" >"$out" &
+    lg=$!
+    STARTED+=("$lg")
+    for i in $(seq 600); do
+        grep -q '"mode":"ready"' "$out" 2>/dev/null && break
+        kill -0 "$lg" 2>/dev/null || break
+        sleep 0.1
+    done
+    stop "$pid"
+    [ -z "$bport" ] || publish_each_room "$bport" 100
+    start_wsfan "$port" "$rport" || true
+    wait "$lg" || log "loadgen deploy-$engine/wsfan/$r exited with $?"
+    stop $PIDS $bpid $rpid
+}
+
+publish_each_room() { # port rooms: one persisted message to r0..r<rooms-1> through POST /api/publish
+    $PY - "$1" "$2" <<'EOF'
+import json, sys, urllib.request
+for room in range(int(sys.argv[2])):
+    body = json.dumps({"room": "r%d" % room, "data": "~W%d.deploy~" % room}).encode()
+    req = urllib.request.Request("http://127.0.0.1:%s/api/publish" % sys.argv[1], body,
+                                 {"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=5).read()
+EOF
 }
 
 # The physical-limit probe with the frame size wsfan really sends (from the
