@@ -105,12 +105,10 @@ static void on_payload(struct redis_bus *e, const char *channel, const char *pay
 
 /* ---- subscriptions ---------------------------------------------------------- */
 
-static void on_sub_reply(redisAsyncContext *ac, void *reply, void *privdata);
-
 static void channel_command(struct redis_bus *e, const char *verb, const char *channel)
 {
     const char *argv[] = {verb, channel};
-    if (redis_link_command(&e->sub, on_sub_reply, e, 2, argv, NULL))
+    if (redis_link_command(&e->sub, NULL, NULL, 2, argv, NULL))
         log_debug("redis: %s %s: the subscriber link is down; done when it is back", verb, channel);
 }
 
@@ -136,13 +134,11 @@ static void channel_drive(struct redis_bus *e, const char *channel)
     }
 }
 
-static void on_sub_reply(redisAsyncContext *ac, void *reply, void *privdata)
+/* What the subscriber link pushes: messages, and confirmations. */
+static void on_sub_push(struct redis_link *l, const redisReply *r)
 {
-    (void)ac;
-    struct redis_bus *e = privdata;
-    redisReply *r = reply;
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 3 || r->element[0]->type != REDIS_REPLY_STRING ||
-        r->element[1]->type != REDIS_REPLY_STRING)
+    struct redis_bus *e = l->data;
+    if (r->elements < 3 || r->element[1]->type != REDIS_REPLY_STRING)
         return;
     const char *kind = r->element[0]->str, *channel = r->element[1]->str;
     if (!strcmp(channel, e->probe_channel)) {
@@ -232,9 +228,9 @@ static void on_sub_down(struct redis_link *l)
     bus_link_changed(e->bus, 0);
 }
 
-static void on_secret(redisAsyncContext *ac, void *reply, void *privdata)
+static void on_secret(struct redis_link *link, void *reply, void *privdata)
 {
-    (void)ac;
+    (void)link;
     struct redis_bus *e = privdata;
     redisReply *r = reply;
     e->fetching = 0;
@@ -301,9 +297,9 @@ static void publish_done(struct bus_publish *req, int error)
         bus_reply(req->base.bus, &req->base);
 }
 
-static void on_published(redisAsyncContext *ac, void *reply, void *privdata)
+static void on_published(struct redis_link *link, void *reply, void *privdata)
 {
-    (void)ac;
+    (void)link;
     redisReply *r = reply;
     publish_done(privdata, !r || r->type == REDIS_REPLY_ERROR ? WSFAN_EUNAVAILABLE : 0);
 }
@@ -432,6 +428,7 @@ static int redis_start(struct bus *b)
     }
     e->pub.on_up = e->pub.on_down = on_pub_changed;
     e->sub.on_up = on_sub_up;
+    e->sub.on_push = on_sub_push;
     e->sub.probe = sub_probe;
     envelope_probe_channel(e->cfg->ns, e->cfg->node_id, e->probe_channel);
     e->sub.on_down = on_sub_down;

@@ -178,9 +178,9 @@ static void presence_call_free(struct presence_call *pc)
     free(pc);
 }
 
-static void on_presence_set(redisAsyncContext *ac, void *reply, void *privdata)
+static void on_presence_set(struct redis_link *link, void *reply, void *privdata)
 {
-    (void)ac;
+    (void)link;
     struct presence_call *pc = privdata;
     redisReply *r = reply;
     if (r && r->type == REDIS_REPLY_STRING && r->len)
@@ -256,9 +256,9 @@ static json_t *list_entry(const char *user, const char *value, uint64_t now)
     return entry;
 }
 
-static void on_presence_list(redisAsyncContext *ac, void *reply, void *privdata)
+static void on_presence_list(struct redis_link *link, void *reply, void *privdata)
 {
-    (void)ac;
+    (void)link;
     struct bus_presence *req = privdata;
     redisReply *r = reply;
     if (!r || r->type != REDIS_REPLY_ARRAY) {
@@ -301,9 +301,9 @@ void presence_redis_list(struct presence_redis *e, struct bus_presence *req)
     }
 }
 
-static void on_presence_synced(redisAsyncContext *ac, void *reply, void *privdata)
+static void on_presence_synced(struct redis_link *link, void *reply, void *privdata)
 {
-    (void)ac;
+    (void)link;
     struct presence_call *pc = privdata;
     redisReply *r = reply;
     for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
@@ -413,9 +413,9 @@ struct rooms_write {
     char tenant[TENANT_MAX_LEN + 1];
 };
 
-static void on_rooms_synced(redisAsyncContext *ac, void *reply, void *privdata)
+static void on_rooms_synced(struct redis_link *link, void *reply, void *privdata)
 {
-    (void)ac;
+    (void)link;
     struct rooms_write *w = privdata;
     redisReply *r = reply;
     /* No reply: the link went down, and the next one gets every tenant's
@@ -528,9 +528,9 @@ static void sync_rooms(struct presence_redis *e)
     free(gone);
 }
 
-static void on_rooms(redisAsyncContext *ac, void *reply, void *privdata)
+static void on_rooms(struct redis_link *link, void *reply, void *privdata)
 {
-    (void)ac;
+    (void)link;
     struct bus_rooms *req = privdata;
     redisReply *r = reply;
     if (!r || r->type != REDIS_REPLY_ARRAY) {

@@ -181,9 +181,9 @@ static void entry_refused(struct store_redis *r, const char *room, const struct 
                  text, suppressed);
 }
 
-static void on_appended(redisAsyncContext *ac, void *reply, void *privdata)
+static void on_appended(struct redis_link *link, void *reply, void *privdata)
 {
-    (void)ac;
+    (void)link;
     struct store_call *call = privdata;
     redisReply *r = reply;
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
@@ -315,7 +315,7 @@ static int read_entries(struct sliced_read *sr, const redisReply *entries)
     return 0;
 }
 
-static void on_replay_slice(redisAsyncContext *ac, void *reply, void *privdata);
+static void on_replay_slice(struct redis_link *link, void *reply, void *privdata);
 
 /* After a slice of a replay: the next one, or the end. More than
  * --max-replay entries after since are not replayed: recovered:false. */
@@ -343,9 +343,9 @@ static void replay_next(struct sliced_read *sr, size_t slice_len)
         read_finish(sr, WSFAN_EUNAVAILABLE);
 }
 
-static void on_replay_slice(redisAsyncContext *ac, void *reply, void *privdata)
+static void on_replay_slice(struct redis_link *link, void *reply, void *privdata)
 {
-    (void)ac;
+    (void)link;
     struct sliced_read *sr = privdata;
     redisReply *rep = reply;
     if (rep && rep->type == REDIS_REPLY_NIL) {
@@ -362,9 +362,9 @@ static void on_replay_slice(redisAsyncContext *ac, void *reply, void *privdata)
     replay_next(sr, rep->elements);
 }
 
-static void on_recovered(redisAsyncContext *ac, void *reply, void *privdata)
+static void on_recovered(struct redis_link *link, void *reply, void *privdata)
 {
-    (void)ac;
+    (void)link;
     struct sliced_read *sr = privdata;
     struct store_call *call = sr->call;
     redisReply *rep = reply;
@@ -432,9 +432,9 @@ static void redis_latest(struct store *s, struct store_call *call)
 
 static void history_slice(struct sliced_read *sr, const char *end);
 
-static void on_history_slice(redisAsyncContext *ac, void *reply, void *privdata)
+static void on_history_slice(struct redis_link *link, void *reply, void *privdata)
 {
-    (void)ac;
+    (void)link;
     struct sliced_read *sr = privdata;
     redisReply *rep = reply;
     size_t before = sr->read;
