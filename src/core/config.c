@@ -270,8 +270,9 @@ static void describe_allowed(const struct option_spec *o, char *buf, size_t cap)
     case OPT_BOOL: snprintf(buf, cap, "expected true or false"); break;
     case OPT_NAME: snprintf(buf, cap, "expected 1 to 128 characters of A-Z a-z 0-9 _ . : -"); break;
     case OPT_REDIS_URL:
-        snprintf(buf, cap, "expected redis://[user:pass@]host:port[/db] or "
-                           "redis+sentinel://[user:pass@]host:port[,host:port..]/MASTER[/db]");
+        snprintf(buf, cap, "expected redis://[user:pass@]host:port[/db], "
+                           "redis+sentinel://[user:pass@]host:port[,host:port..]/MASTER[/db] or "
+                           "redis+cluster://[user:pass@]host:port[,host:port..]");
         break;
     case OPT_SECRET:
         snprintf(buf, cap, "expected %lld to %lld printable characters without spaces%s", o->min, o->max,

@@ -265,6 +265,29 @@ static void test_redis_url_refuses_bad_sentinel_urls(void **state)
     expect_refused("redis+cluster://s1/m");
 }
 
+static void test_redis_url_cluster_nodes(void **state)
+{
+    (void)state;
+    struct redis_url u;
+    assert_int_equal(redis_url_parse("redis+cluster://u:p@n1:7000,n2,10.0.0.3:7002", &u), 0);
+    assert_int_equal(u.nnodes, 3);
+    assert_string_equal(u.nodes[0].host, "n1");
+    assert_int_equal(u.nodes[0].port, 7000);
+    assert_int_equal(u.nodes[1].port, 6379);
+    assert_string_equal(u.nodes[2].host, "10.0.0.3");
+    assert_string_equal(u.user, "u");
+    assert_string_equal(u.pass, "p");
+    assert_int_equal(u.nsentinels, 0);
+    assert_int_equal(redis_url_parse("redis+cluster://n1:7000/", &u), 0);
+    assert_int_equal(u.nnodes, 1);
+    assert_int_equal(redis_url_parse("redis://h:1", &u), 0);
+    assert_int_equal(u.nnodes, 0);
+    expect_refused("redis+cluster://n1/1");     /* a cluster has no other database */
+    expect_refused("redis+cluster://");
+    expect_refused("redis+cluster://n1,,n2");
+    expect_refused("redis+cluster://a,b,c,d,e,f,g,h,i"); /* more than 8 */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -282,6 +305,7 @@ int main(void)
         cmocka_unit_test(test_redis_url_mask_hides_the_password),
         cmocka_unit_test(test_redis_url_sentinels_and_master),
         cmocka_unit_test(test_redis_url_refuses_bad_sentinel_urls),
+        cmocka_unit_test(test_redis_url_cluster_nodes),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
