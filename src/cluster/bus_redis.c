@@ -105,6 +105,15 @@ static void on_payload(struct redis_bus *e, const char *channel, const char *pay
 
 /* ---- subscriptions ---------------------------------------------------------- */
 
+/* On a cluster, room and user channels are sharded: SSUBSCRIBE, SPUBLISH.
+ * The verb for target (EVENT_ALL: classic). */
+static const char *sharded(const struct redis_bus *e, enum event_target target, const char *verb)
+{
+    if (!e->sub.url.nnodes || target == EVENT_ALL)
+        return verb;
+    return !strcmp(verb, "SUBSCRIBE") ? "SSUBSCRIBE" : !strcmp(verb, "UNSUBSCRIBE") ? "SUNSUBSCRIBE" : "SPUBLISH";
+}
+
 static void channel_command(struct redis_bus *e, const char *verb, const char *channel)
 {
     const char *argv[] = {verb, channel};
@@ -127,10 +136,10 @@ static void channel_drive(struct redis_bus *e, const char *channel)
         return;
     if (c->want && c->state == SUB_IDLE) {
         c->state = SUB_SUBSCRIBING;
-        channel_command(e, "SUBSCRIBE", channel);
+        channel_command(e, sharded(e, c->target, "SUBSCRIBE"), channel);
     } else if (!c->want && c->state == SUB_SUBSCRIBED) {
         c->state = SUB_UNSUBSCRIBING;
-        channel_command(e, "UNSUBSCRIBE", channel);
+        channel_command(e, sharded(e, c->target, "UNSUBSCRIBE"), channel);
     }
 }
 
@@ -146,6 +155,9 @@ static void on_sub_push(struct redis_link *l, const redisReply *r)
             redis_link_alive(&e->sub);
         return;
     }
+    /* "smessage" and the others of sharded channels are as classic ones. */
+    if (kind[0] == 's' && kind[1] != 'u')
+        kind++;
     if (!strcmp(kind, "message")) {
         if (r->element[2]->type == REDIS_REPLY_STRING)
             on_payload(e, channel, r->element[2]->str, r->element[2]->len);
@@ -158,7 +170,15 @@ static void on_sub_push(struct redis_link *l, const redisReply *r)
         c->state = SUB_SUBSCRIBED;
         if (c->want && c->target == EVENT_ROOM)
             bus_subscribed(e->bus, c->key);
-    } else if (!strcmp(kind, "unsubscribe")) {
+    } else if (!strcmp(kind, "unsubscribe") || !strcmp(kind, "sunsubscribe")) {
+        /* Also Redis's own, when the channel's slot moved to another
+         * shard: subscribed again there (routed by the new map), and the
+         * room fills its gap on the confirmation. */
+        if (c->state == SUB_SUBSCRIBED && c->want) {
+            log_info("redis: %s moved to another shard; subscribing there", channel);
+            if (c->target == EVENT_ROOM)
+                bus_unsubscribed(e->bus, c->key);
+        }
         c->state = SUB_IDLE;
     }
     channel_drive(e, channel);
@@ -311,7 +331,7 @@ static void publish_envelope(struct redis_bus *e, struct bus_publish *req, const
 {
     req->pending++;
     char *payload = envelope_join(env, &e->seal, channel, offset);
-    const char *argv[] = {"PUBLISH", channel, payload};
+    const char *argv[] = {sharded(e, req->target, "PUBLISH"), channel, payload};
     if (!payload || redis_link_command(&e->pub, on_published, req, 3, argv, NULL))
         publish_done(req, payload ? WSFAN_EUNAVAILABLE : WSFAN_ENOMEM);
     free(payload);

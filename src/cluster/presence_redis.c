@@ -157,7 +157,8 @@ static void publish_presence(struct presence_redis *e, const char *room, const c
                                       e->cfg->node_id, info);
     if (!payload)
         return;
-    const char *argv[] = {"PUBLISH", channel, payload};
+    /* A room's channel is sharded on a cluster. */
+    const char *argv[] = {e->pub->url.nnodes ? "SPUBLISH" : "PUBLISH", channel, payload};
     if (redis_link_command(e->pub, NULL, NULL, 3, argv, NULL))
         log_warn("redis: presence_%s of %s in %s not announced: the bus is down", kind, user, room);
     free(payload);

@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 
 #include "core/log.h"
+#include "net/redis_cluster.h"
 
 /* ---- one socket ------------------------------------------------------------
  * A connection writes commands formatted by hiredis and parses what comes
@@ -148,15 +149,20 @@ static const char *push_kind(const redisReply *r)
  * own, when a slot moves); every other reply answers the oldest command. */
 static void dispatch(struct redis_conn *c, redisReply *r)
 {
+    struct redis_link *l = c->link;
     const char *kind = push_kind(r);
     if (kind && (is_one_of(kind, message_kinds, COUNT(message_kinds)) ||
                  is_one_of(kind, subscription_kinds, COUNT(subscription_kinds)))) {
-        struct pending *p = c->count ? queue_at(c, 0) : NULL;
-        if (p && p->channel && !strcasecmp(p->kind, kind) && r->element[1]->type == REDIS_REPLY_STRING &&
-            !strcmp(p->channel, r->element[1]->str))
-            free(queue_pop(c).channel);
+        struct pending *head = c->count ? queue_at(c, 0) : NULL;
+        struct pending p = {0};
+        if (head && head->channel && !strcasecmp(head->kind, kind) && r->element[1]->type == REDIS_REPLY_STRING &&
+            !strcmp(head->channel, r->element[1]->str))
+            p = queue_pop(c);
+        free(p.channel);
         if (c->on_push)
-            c->on_push(c->link, r);
+            c->on_push(l, r);
+        if (p.fn)
+            p.fn(l, r, p.privdata);
         return;
     }
     if (!c->count) {
@@ -166,7 +172,7 @@ static void dispatch(struct redis_conn *c, redisReply *r)
     struct pending p = queue_pop(c);
     free(p.channel);
     if (p.fn)
-        p.fn(c->link, r, p.privdata);
+        p.fn(l, r, p.privdata);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -699,6 +705,8 @@ int redis_link_start(struct redis_link *l, uv_loop_t *loop)
         return r;
     l->retry.data = l;
     l->health.data = l;
+    if (l->url.nnodes)
+        return (l->cluster = redis_cluster_create(l)) ? 0 : UV_ENOMEM;
     uint64_t every = l->timeout_ms / 3 ? l->timeout_ms / 3 : 1;
     uv_timer_start(&l->health, on_health, every, every);
     connect_now(l);
@@ -708,6 +716,10 @@ int redis_link_start(struct redis_link *l, uv_loop_t *loop)
 void redis_link_stop(struct redis_link *l)
 {
     l->stopping = 1;
+    if (l->cluster) {
+        redis_cluster_stop(l->cluster, finish_stop);
+        return;
+    }
     uv_timer_stop(&l->retry);
     sentinel_close(l);
     if (l->conn && l->conn->connected && l->conn->count) {
@@ -717,9 +729,17 @@ void redis_link_stop(struct redis_link *l)
     link_close(l);
 }
 
+void redis_link_reconnect(struct redis_link *l)
+{
+    if (l->conn && !l->stopping)
+        link_close(l);
+}
+
 int redis_link_command(struct redis_link *l, redis_reply_fn *fn, void *privdata, int argc, const char **argv,
                        const size_t *argvlen)
 {
+    if (l->cluster)
+        return redis_cluster_command(l->cluster, fn, privdata, argc, argv, argvlen);
     if (!l->up || !l->conn)
         return -1;
     return conn_send(l->conn, fn, privdata, argc, argv, argvlen);
@@ -788,7 +808,7 @@ static void on_script_reply(struct redis_link *l, void *reply, void *privdata)
 int redis_script_call(struct redis_link *l, struct redis_script *s, int nkeys, int nargs, const char **args,
                       const size_t *lens, redis_reply_fn *fn, void *privdata)
 {
-    if (!l->up || !l->conn)
+    if (!l->up)
         return -1;
     struct script_call *sc = calloc(1, sizeof *sc);
     char nkeys_text[16];

@@ -14,7 +14,8 @@
  * check (PING, or the owner's own probe) must come back within timeout_ms,
  * else the link is torn down (pending commands get NULL replies) and
  * reconnected. Runs on the loop it is given (the main thread's); never
- * blocks. */
+ * blocks. With a redis+cluster:// url the link stands for a whole Redis
+ * Cluster (net/redis_cluster.c): commands go to the master of their slot. */
 #ifndef WSFAN_REDIS_H
 #define WSFAN_REDIS_H
 
@@ -26,6 +27,7 @@
 
 struct redis_link;
 struct redis_conn; /* one socket of a link (redis.c) */
+struct redis_cluster;
 
 /* A reply (a redisReply, freed after the call; NULL when the link went
  * down first) to a command sent with privdata. */
@@ -36,6 +38,7 @@ struct redis_link {
     struct redis_url url;
     const char *name;            /* for logs: "bus", "subscriber", "store" */
     struct redis_conn *conn;     /* NULL while disconnected */
+    struct redis_cluster *cluster; /* redis+cluster://: the cluster the link stands for (net/redis_cluster.c) */
     int up;                      /* connected, authenticated, database selected */
     int stopping;
     uv_timer_t retry;
@@ -76,14 +79,19 @@ int redis_link_start(struct redis_link *l, uv_loop_t *loop);
  * timeout_ms, get NULL replies), then on_stopped runs. */
 void redis_link_stop(struct redis_link *l);
 
+/* Drops the connection now (pending commands get NULL replies) and
+ * reconnects after the backoff. */
+void redis_link_reconnect(struct redis_link *l);
+
 /* From the owner's probe: the link proved alive. */
 void redis_link_alive(struct redis_link *l);
 
 /* Sends a command when the link is up; fn (may be NULL) gets its reply.
  * A subscription command (SUBSCRIBE, SSUBSCRIBE, UNSUBSCRIBE, SUNSUBSCRIBE)
- * names one channel: its confirmation goes to on_push, and fn is called
- * only with an error reply (or NULL). Returns 0, or -1 when down (fn is not
- * called then). The args are copied. */
+ * names one channel: its confirmation goes to on_push, then to fn (or an
+ * error reply, or NULL, to fn alone). Returns 0, or -1 when down (fn is
+ * not called then). The args are copied. On a cluster, see
+ * redis_cluster_command. */
 int redis_link_command(struct redis_link *l, redis_reply_fn *fn, void *privdata, int argc, const char **argv,
                        const size_t *argvlen);
 

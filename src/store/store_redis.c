@@ -21,7 +21,8 @@
 
 /* KEYS: stream, channel, and the publish's idempotency key when it has one.
  * ARGV: maxlen, min id for the age trim or "", from, ts, data, envelope
- * head, envelope tail, publish flag, key window in seconds, age limit in ms
+ * head, envelope tail, the publishing command (PUBLISH, or SPUBLISH on a
+ * cluster; "": none), key window in seconds, age limit in ms
  * or "", the seal's pads ipad and opad. The envelope published is sealed
  * as codec/envelope.h says, of the channel, a newline and the text with
  * the mac's value left empty. Returns {offset, 1} for a key already used (nothing is stored or
@@ -44,10 +45,10 @@ static const char append_source[] =
     "  redis.call('PEXPIRE', KEYS[1], ARGV[10])\n"
     "end\n"
     "if KEYS[3] then redis.call('SET', KEYS[3], id, 'EX', ARGV[9]) end\n"
-    "if ARGV[8] == '1' then\n"
+    "if ARGV[8] ~= '' then\n"
     "  local before, after = ARGV[6] .. id .. '\",\"mac\":\"', '\"' .. ARGV[7]\n"
     "  local inner = redis.sha1hex(ARGV[11] .. KEYS[2] .. '\\n' .. before .. after)\n"
-    "  redis.call('PUBLISH', KEYS[2], before .. redis.sha1hex(ARGV[12] .. inner) .. after)\n"
+    "  redis.call(ARGV[8], KEYS[2], before .. redis.sha1hex(ARGV[12] .. inner) .. after)\n"
     "end\n"
     "return {id, 0}\n";
 
@@ -232,7 +233,7 @@ static void redis_append(struct store *s, struct store_call *call)
     call->published = r->same_redis;
     const char *from = call->from ? call->from : "";
     const char *args[] = {key, call->channel, idem, maxlen, minid, from, ts, call->data,
-                          call->envelope->head, call->envelope->tail, call->published ? "1" : "0", window, ttl,
+                          call->envelope->head, call->envelope->tail, !call->published ? "" : r->link.url.nnodes ? "SPUBLISH" : "PUBLISH", window, ttl,
                           (const char *)call->seal->ipad, (const char *)call->seal->opad};
     size_t lens[15];
     for (int i = 0; i < 15; i++)
