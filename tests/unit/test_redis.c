@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "net/redis.h"
+#include "net/redis_cluster.h"
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -288,6 +289,22 @@ static void test_redis_url_cluster_nodes(void **state)
     expect_refused("redis+cluster://a,b,c,d,e,f,g,h,i"); /* more than 8 */
 }
 
+/* Slots as Redis Cluster computes them (CLUSTER KEYSLOT on Redis 7). */
+static void test_redis_cluster_slot_of_keys_and_hash_tags(void **state)
+{
+    (void)state;
+    assert_int_equal(redis_cluster_slot("foo", 3), 12182);
+    assert_int_equal(redis_cluster_slot("bar", 3), 5061);
+    assert_int_equal(redis_cluster_slot("", 0), 0);
+    /* The tag alone counts: a room's channel, stream and presence share a slot. */
+    assert_int_equal(redis_cluster_slot("wsfan:room:{foo}", 16), 12182);
+    assert_int_equal(redis_cluster_slot("wsfan:history:{foo}", 19), 12182);
+    /* The first '{' and the next '}'; an empty tag means the whole key. */
+    assert_int_equal(redis_cluster_slot("a{foo}b{bar}", 12), 12182);
+    assert_int_not_equal(redis_cluster_slot("{}foo", 5), redis_cluster_slot("foo", 3));
+    assert_int_not_equal(redis_cluster_slot("{foo", 4), 12182);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -306,6 +323,7 @@ int main(void)
         cmocka_unit_test(test_redis_url_sentinels_and_master),
         cmocka_unit_test(test_redis_url_refuses_bad_sentinel_urls),
         cmocka_unit_test(test_redis_url_cluster_nodes),
+        cmocka_unit_test(test_redis_cluster_slot_of_keys_and_hash_tags),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
