@@ -801,7 +801,8 @@ static void on_script_reply(struct redis_link *l, void *reply, void *privdata)
             return;
         r = NULL;
     }
-    sc->fn(l, r, sc->privdata);
+    if (sc->fn)
+        sc->fn(l, r, sc->privdata);
     script_call_free(sc);
 }
 

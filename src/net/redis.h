@@ -109,7 +109,7 @@ void redis_script_init(struct redis_script *s);
 void redis_script_load(struct redis_link *l, struct redis_script *s);
 
 /* Runs the script with nkeys of the args as KEYS and the rest as ARGV;
- * fn gets the reply (NULL when the link went down). Returns 0 or -1 when
+ * fn (may be NULL) gets the reply (NULL when the link went down). Returns 0 or -1 when
  * the link is down (fn is not called then). The args are copied. */
 int redis_script_call(struct redis_link *l, struct redis_script *s, int nkeys, int nargs, const char **args,
                       const size_t *lens, redis_reply_fn *fn, void *privdata);

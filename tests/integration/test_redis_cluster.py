@@ -361,3 +361,35 @@ def test_master_failover_mid_traffic_gap_fill(cluster, nodes):
     assert cluster.owner(channel) == replica, "the replica was promoted"
     assert len(want) >= 30, f"publishes are acknowledged again after the failover: {len(want)}"
     assert want <= got, f"acknowledged but not delivered: {sorted(want - got)[:10]}"
+
+
+def test_room_counts_and_presence_across_shards(cluster, nodes):
+    """GET /api/rooms adds up the nodes' counts, each kept under its own node
+    id's tag (NS:rooms:{NODE}, spread over the shards); presence lives in the
+    room's hash on the room's shard."""
+    from conftest import http_get
+    rooms = list(rooms_on_every_shard(cluster, uniq("count")).values())
+
+    async def scenario():
+        cs = []
+        for i, room in enumerate(rooms):
+            for n in nodes[: i + 1]:
+                c = await connect(n, uniq("p"))
+                await c.join(room)
+                cs.append(c)
+        try:
+            def settled():
+                got = json.loads(http_get(nodes[0].port, "/api/rooms").body)["rooms"]
+                seen = {r["room"]: r["cluster"] for r in got if r["room"] in rooms}
+                return seen == {room: i + 1 for i, room in enumerate(rooms)}, seen
+            await await_until(settled, "every node's counts added up", 10.0)
+            for n in nodes:
+                key = f"{NS}:rooms:{{{n.node_id}}}"
+                assert cluster.client(cluster.owner(key)).exists(key), f"{key} on the shard of its tag"
+            return await cs[-1].presence(rooms[-1])
+        finally:
+            for c in cs:
+                await c.close()
+
+    listed = run(scenario(), 40)
+    assert len(listed.get("users", listed.get("presence", []))) == 3, listed
