@@ -17,7 +17,6 @@ machine. CPU time, not wall time: the machine is shared."""
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import socket
@@ -26,9 +25,8 @@ import sys
 import tempfile
 import time
 
-import websockets
+from redis_cost import cpu_seconds, free_port, publish_all, wait_port
 
-TICK = os.sysconf("SC_CLK_TCK")
 HOST = "127.0.0.1"
 
 
@@ -45,32 +43,8 @@ def cluster_port():
     sys.exit("no free pair of ports")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
 def cli(port, *args):
     return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=30).stdout
-
-
-def wait_port(port, proc, what):
-    for _ in range(200):
-        if proc.poll() is not None:
-            sys.exit(f"{what} exited with {proc.returncode}")
-        try:
-            socket.create_connection((HOST, port), 0.1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"{what} did not listen on {port}")
 
 
 def commandstats(port):
@@ -99,40 +73,6 @@ def rooms_over_shards(ports, n):
             r.close()
             return per
     sys.exit("could not spread the rooms")
-
-
-async def run_traffic(pub_port, sub_port, rooms, n):
-    url = "ws://127.0.0.1:{}/ws?user={}"
-    async with websockets.connect(url.format(pub_port, "pub"), max_size=None) as pub, \
-            websockets.connect(url.format(sub_port, "member"), max_size=None) as member:
-        for ws in (pub, member):
-            await ws.recv()  # welcome
-            for room in rooms:
-                await ws.send(json.dumps({"type": "join", "room": room, "ref": room}))
-                while json.loads(await ws.recv()).get("type") != "joined":
-                    pass
-        received = 0
-
-        async def read_member():
-            nonlocal received
-            while received < n:
-                if json.loads(await member.recv()).get("type") == "message":
-                    received += 1
-
-        reader = asyncio.create_task(read_member())
-        sent = acked = 0
-        while acked < n:
-            while sent < n and sent - acked < 64:
-                cmd = {"type": "publish", "room": rooms[sent % len(rooms)], "data": {"n": sent, "text": "x" * 64},
-                       "ref": sent}
-                await pub.send(json.dumps(cmd))
-                sent += 1
-            reply = json.loads(await pub.recv())
-            if reply.get("type") == "ack":
-                acked += 1
-            elif reply.get("type") == "error":
-                sys.exit(f"publish refused: {reply}")
-        await asyncio.wait_for(reader, 60)
 
 
 def main():
@@ -176,9 +116,9 @@ def main():
             time.sleep(1.0)  # the links come up
             per_shard = rooms_over_shards(ports, args.rooms)
             rooms = [room for p in ports for room in per_shard[p]]
-            asyncio.run(run_traffic(nodes[0], nodes[1], rooms, 300))  # warm up: scripts, subscriptions
+            asyncio.run(publish_all(nodes[0], 300, False, rooms, nodes[1]))  # warm up: scripts, subscriptions
             before = {p: (commandstats(p), cpu_seconds(redis[p].pid)) for p in ports}
-            asyncio.run(run_traffic(nodes[0], nodes[1], rooms, args.messages))
+            asyncio.run(publish_all(nodes[0], args.messages, False, rooms, nodes[1]))
             after = {p: (commandstats(p), cpu_seconds(redis[p].pid)) for p in ports}
         finally:
             for p in procs:
