@@ -11,6 +11,8 @@
 
 #define NODES_MAX 255        /* owner[] holds a node's index plus one in a byte */
 #define REDIRECTS_MAX 5      /* MOVED or ASK followed for one command */
+#define RETRY_MS 50          /* a command answered TRYAGAIN (its slot is moving) is sent again after this */
+#define RETRIES_MAX 60       /* times; 3 s in all, well below --request-timeout's default */
 #define REFRESH_EVERY_MS 5000
 #define REFRESH_DOWN_MS 200
 
@@ -33,6 +35,8 @@ struct redis_cluster {
     int asking_map;            /* a CLUSTER SLOTS is on its way */
     int stopping, stops_pending;
     void (*done)(struct redis_link *link);
+    uv_timer_t retry;          /* sends the waiting calls again */
+    struct cluster_call *waiting; /* answered TRYAGAIN, in a list */
 };
 
 /* ---- slots ---------------------------------------------------------------- */
@@ -287,7 +291,7 @@ static void on_map_stopped(struct redis_link *l)
     on_stop_done(l->data);
 }
 
-static void on_refresh_closed(uv_handle_t *h)
+static void on_timer_closed(uv_handle_t *h)
 {
     on_stop_done(h->data);
 }
@@ -310,28 +314,14 @@ struct redis_cluster *redis_cluster_create(struct redis_link *link)
     m->on_stopped = on_map_stopped;
     m->data = c;
     c->candidate = 1;
-    if (uv_timer_init(link->loop, &c->refresh) || redis_link_start(m, link->loop)) {
+    if (uv_timer_init(link->loop, &c->refresh) || uv_timer_init(link->loop, &c->retry) ||
+        redis_link_start(m, link->loop)) {
         free(c); /* libuv's timers cannot fail to start on Linux: this is for the contract */
         return NULL;
     }
-    c->refresh.data = c;
+    c->refresh.data = c->retry.data = c;
     uv_timer_start(&c->refresh, on_refresh, REFRESH_EVERY_MS, 0);
     return c;
-}
-
-void redis_cluster_stop(struct redis_cluster *c, void (*done)(struct redis_link *link))
-{
-    c->stopping = 1;
-    c->done = done;
-    c->stops_pending = 2;
-    update_up(c);
-    for (int i = 0; i < NODES_MAX; i++)
-        if (c->nodes[i]) {
-            c->stops_pending++;
-            node_stop(c, i);
-        }
-    uv_close((uv_handle_t *)&c->refresh, on_refresh_closed);
-    redis_link_stop(&c->map);
 }
 
 /* ---- routing ----------------------------------------------------------------- */
@@ -341,7 +331,9 @@ struct cluster_call {
     struct redis_cluster *cluster;
     redis_reply_fn *fn;
     void *privdata;
-    int redirects;
+    unsigned slot;
+    int redirects, retries;
+    struct cluster_call *next_waiting;
     int argc;
     char **argv;
     size_t *lens;
@@ -383,6 +375,26 @@ static int redirect_target(struct redis_cluster *c, const char *error, unsigned 
     return node_index(c, host, atoi(colon + 1));
 }
 
+static void call_answer(struct cluster_call *call, redisReply *r)
+{
+    if (call->fn)
+        call->fn(call->cluster->link, r, call->privdata);
+    call_free(call);
+}
+
+static void on_retry(uv_timer_t *t)
+{
+    struct redis_cluster *c = t->data;
+    struct cluster_call *call = c->waiting;
+    c->waiting = NULL;
+    while (call) {
+        struct cluster_call *next = call->next_waiting;
+        if (call_send(call, (int)c->owner[call->slot] - 1, 0))
+            call_answer(call, NULL);
+        call = next;
+    }
+}
+
 static void on_node_reply(struct redis_link *l, void *reply, void *privdata)
 {
     (void)l;
@@ -391,6 +403,17 @@ static void on_node_reply(struct redis_link *l, void *reply, void *privdata)
     redisReply *r = reply;
     int moved = r && r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "MOVED ", 6);
     int ask = r && r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "ASK ", 4);
+    /* A script whose keys are split between two masters while its slot
+     * moves: sent again, to the slot's owner, until the move is done. */
+    if (r && r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "TRYAGAIN", 8) && !c->stopping &&
+        call->retries++ < RETRIES_MAX) {
+        call->redirects = 0;
+        call->next_waiting = c->waiting;
+        c->waiting = call;
+        if (!uv_is_active((uv_handle_t *)&c->retry))
+            uv_timer_start(&c->retry, on_retry, RETRY_MS, 0);
+        return;
+    }
     if (!r || moved)
         refresh_soon(c);
     if ((moved || ask) && !c->stopping && call->redirects++ < REDIRECTS_MAX) {
@@ -402,9 +425,7 @@ static void on_node_reply(struct redis_link *l, void *reply, void *privdata)
             return;
         r = NULL;
     }
-    if (call->fn)
-        call->fn(c->link, r, call->privdata);
-    call_free(call);
+    call_answer(call, r);
 }
 
 /* The key a command is routed by, or NULL for none. */
@@ -458,9 +479,31 @@ int redis_cluster_command(struct redis_cluster *c, redis_reply_fn *fn, void *pri
         call->argv[i][n] = '\0';
         call->lens[i] = n;
     }
-    if (call_send(call, (int)c->owner[redis_cluster_slot(key, key_len)] - 1, 0)) {
+    call->slot = redis_cluster_slot(key, key_len);
+    if (call_send(call, (int)c->owner[call->slot] - 1, 0)) {
         call_free(call);
         return -1;
     }
     return 0;
+}
+
+void redis_cluster_stop(struct redis_cluster *c, void (*done)(struct redis_link *link))
+{
+    c->stopping = 1;
+    c->done = done;
+    c->stops_pending = 3;
+    update_up(c);
+    while (c->waiting) {
+        struct cluster_call *call = c->waiting;
+        c->waiting = call->next_waiting;
+        call_answer(call, NULL);
+    }
+    for (int i = 0; i < NODES_MAX; i++)
+        if (c->nodes[i]) {
+            c->stops_pending++;
+            node_stop(c, i);
+        }
+    uv_close((uv_handle_t *)&c->refresh, on_timer_closed);
+    uv_close((uv_handle_t *)&c->retry, on_timer_closed);
+    redis_link_stop(&c->map);
 }
