@@ -328,7 +328,11 @@ def test_slot_migration_mid_traffic_loses_nothing(cluster, nodes):
             await asyncio.sleep(0.3)
             await asyncio.get_running_loop().run_in_executor(None, migrate_slot, cluster, slot, src, dst)
             acks = await traffic
-            return await collect(sub, room, acks, 10.0)
+            out = await collect(sub, room, acks, 10.0)
+            # Both nodes with members are subscribed on the new owner.
+            await await_until(lambda: (shard_numsub(cluster, room) == 2, shard_numsub(cluster, room)),
+                              "both nodes subscribed on the new owner", 5.0)
+            return out
         finally:
             await sub.close()
             await pub.close()
