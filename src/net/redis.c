@@ -740,8 +740,8 @@ int redis_link_command(struct redis_link *l, redis_reply_fn *fn, void *privdata,
 {
     if (l->cluster)
         return redis_cluster_command(l->cluster, fn, privdata, argc, argv, argvlen);
-    if (!l->up || !l->conn)
-        return -1;
+    if (!l->up || !l->conn || l->stopping)
+        return -1; /* stopping: only what was sent before is waited for */
     return conn_send(l->conn, fn, privdata, argc, argv, argvlen);
 }
 
