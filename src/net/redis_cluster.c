@@ -33,6 +33,7 @@ struct redis_cluster {
     int covered;               /* every slot has a master */
     uv_timer_t refresh;
     int asking_map;            /* a CLUSTER SLOTS is on its way */
+    char map_problem[160];     /* what was wrong with the map last (logged once), or "" */
     int stopping, stops_pending;
     void (*done)(struct redis_link *link);
     uv_timer_t retry;          /* sends the waiting calls again */
@@ -185,6 +186,20 @@ static void update_up(struct redis_cluster *c)
 
 /* ---- the slot map ---------------------------------------------------------- */
 
+/* Logs what is wrong with the map when it is news: the map is asked for
+ * every 200 ms while the link is down. NULL: nothing is wrong now. */
+static void map_problem(struct redis_cluster *c, const char *why)
+{
+    if (!why) {
+        c->map_problem[0] = '\0';
+        return;
+    }
+    if (!strcmp(why, c->map_problem))
+        return;
+    snprintf(c->map_problem, sizeof c->map_problem, "%s", why);
+    log_warn("redis %s: cluster map: %s", c->link->name, why);
+}
+
 /* CLUSTER SLOTS: [[start, end, [host, port, id], replicas..], ..]. A
  * master without a host is reached at the address the map was asked of. */
 static void on_slots(struct redis_link *l, void *reply, void *privdata)
@@ -196,8 +211,7 @@ static void on_slots(struct redis_link *l, void *reply, void *privdata)
     if (!r || c->stopping)
         return;
     if (r->type != REDIS_REPLY_ARRAY) {
-        log_warn("redis %s %s:%d: CLUSTER SLOTS: %s", c->link->name, l->url.host, l->url.port,
-                 r->type == REDIS_REPLY_ERROR ? r->str : "not an array");
+        map_problem(c, r->type == REDIS_REPLY_ERROR ? r->str : "CLUSTER SLOTS answered not an array");
         return;
     }
     unsigned char owner[REDIS_CLUSTER_SLOTS] = {0};
@@ -223,8 +237,9 @@ static void on_slots(struct redis_link *l, void *reply, void *privdata)
     }
     memcpy(c->owner, owner, sizeof owner);
     c->covered = covered == REDIS_CLUSTER_SLOTS;
-    if (!c->covered)
-        log_warn("redis %s: the cluster map covers %zu of %d slots", c->link->name, covered, REDIS_CLUSTER_SLOTS);
+    char why[64];
+    snprintf(why, sizeof why, "covers %zu of %d slots", covered, REDIS_CLUSTER_SLOTS);
+    map_problem(c, c->covered ? NULL : why);
     for (int i = 0; i < NODES_MAX; i++) {
         if (!c->nodes[i])
             continue;
