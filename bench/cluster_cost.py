@@ -31,6 +31,8 @@ HOST = "127.0.0.1"
 
 
 def cluster_port():
+    """A free port whose cluster bus port (+10000) is free too: Redis
+    refuses a port above 55535. Also used by tests/integration/test_redis_cluster.py."""
     for _ in range(200):
         port = random.randint(20000, 55000)
         try:

@@ -19,34 +19,21 @@ Every wait is bounded; the cluster is built once for the module."""
 import asyncio
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import HOST, SLOW, await_until, redis_lib, redis_node, run, wait_until
+from conftest import HOST, REPO, SLOW, await_until, redis_lib, redis_node, run, wait_until
 from protocol_client import connect, uniq
+
+sys.path.insert(0, str(REPO / "bench"))
+from cluster_cost import cluster_port  # noqa: E402  (a port whose cluster bus port is free too)
 
 NS = "wsfan"
 REDIS_SERVER = "/usr/bin/redis-server"
 REDIS_CLI = "/usr/bin/redis-cli"
-
-
-def cluster_port() -> int:
-    """A free port whose cluster bus port (+10000) is free too: Redis
-    refuses a port above 55535."""
-    import random
-    import socket
-    for _ in range(200):
-        port = random.randint(20000, 55000)
-        try:
-            for p in (port, port + 10000):
-                with socket.socket() as s:
-                    s.bind((HOST, p))
-            return port
-        except OSError:
-            continue
-    raise AssertionError("no free pair of ports for a cluster node")
 
 
 class RedisCluster:
