@@ -164,13 +164,19 @@ uninstall:
 
 # Benchmarks: bench/run.sh measures wsfan and its peers into docs/benchmarks.md;
 # bench-smoke checks the load generator's counts against wsfan (no speeds).
-.PHONY: bench bench-smoke
+.PHONY: bench bench-smoke bench-cluster
 $(B)/bench/%: bench/%.c
 	@mkdir -p $(@D)
 	$(CC) -O2 -g -Wall -Wextra -Werror -std=gnu11 -pthread $< -o $@ -lz
 
 bench: $(B)/wsfan $(B)/bench/loadgen $(B)/bench/limit
 	bench/run.sh
+	@$(MAKE) --no-print-directory bench-cluster
+
+# Redis commands and CPU per message on each shard of a 3-master Redis
+# Cluster, two nodes (bench/cluster_cost.py; figures in docs/benchmarks.md).
+bench-cluster: $(B)/wsfan
+	/usr/bin/python3 bench/cluster_cost.py --bin $(B)/wsfan --rooms 30 --messages 6000
 
 bench-smoke: $(B)/wsfan $(B)/bench/loadgen
 	bench/smoke.sh

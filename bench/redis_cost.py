@@ -53,16 +53,21 @@ def wait_port(port, proc, what):
     sys.exit(f"{what} did not listen on {port}")
 
 
-async def publish_all(port, n, keys):
-    url = f"ws://127.0.0.1:{port}/ws?user="
+async def publish_all(port, n, keys, rooms=("bench",), member_port=None):
+    """Joins a publisher (on port) and a member (on member_port, default
+    port) to rooms, publishes n persisted messages round-robin over them (64
+    in flight, each acknowledged) and waits until the member has them all.
+    Also used by bench/cluster_cost.py."""
+    url = "ws://127.0.0.1:{}/ws?user={}"
     nonce = os.urandom(4).hex()  # keys of one run only: a repeat would publish nothing
-    async with websockets.connect(url + "pub", max_size=None) as pub, \
-            websockets.connect(url + "member", max_size=None) as member:
+    async with websockets.connect(url.format(port, "pub"), max_size=None) as pub, \
+            websockets.connect(url.format(member_port or port, "member"), max_size=None) as member:
         for ws in (pub, member):
             await ws.recv()  # welcome
-            await ws.send(json.dumps({"type": "join", "room": "bench", "ref": "j"}))
-            while json.loads(await ws.recv()).get("type") != "joined":
-                pass
+            for room in rooms:
+                await ws.send(json.dumps({"type": "join", "room": room, "ref": room}))
+                while json.loads(await ws.recv()).get("type") != "joined":
+                    pass
         received = 0
 
         async def read_member():
@@ -75,7 +80,8 @@ async def publish_all(port, n, keys):
         sent = acked = 0
         while acked < n:
             while sent < n and sent - acked < 64:
-                cmd = {"type": "publish", "room": "bench", "data": {"n": sent, "text": "x" * 64}, "ref": sent}
+                cmd = {"type": "publish", "room": rooms[sent % len(rooms)], "data": {"n": sent, "text": "x" * 64},
+                       "ref": sent}
                 if keys:
                     cmd["key"] = f"{nonce}-{sent}"
                 await pub.send(json.dumps(cmd))

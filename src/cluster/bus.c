@@ -531,16 +531,28 @@ void bus_subscribed(struct bus *b, const char *room)
     }
 }
 
+/* The room's events stopped arriving: it fills its gap from history when
+ * subscribed again. */
+static void room_unsubscribed(struct bus_room *r)
+{
+    r->subscribed = 0;
+    r->gap_fill = r->has_seen && r->total > 0;
+}
+
 void bus_link_changed(struct bus *b, int up)
 {
     if (up)
         return;
     const struct map_slot *slot;
-    for (size_t i = 0; map_next(&b->rooms, &i, &slot);) {
-        struct bus_room *r = slot->value;
-        r->subscribed = 0;
-        r->gap_fill = r->has_seen && r->total > 0;
-    }
+    for (size_t i = 0; map_next(&b->rooms, &i, &slot);)
+        room_unsubscribed(slot->value);
+}
+
+void bus_unsubscribed(struct bus *b, const char *room)
+{
+    struct bus_room *r = map_get(&b->rooms, room, strlen(room));
+    if (r)
+        room_unsubscribed(r);
 }
 
 void bus_fill_gaps(struct bus *b)

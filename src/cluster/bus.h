@@ -197,6 +197,11 @@ void bus_subscribed(struct bus *b, const char *room);
  * when their subscription is confirmed again. */
 void bus_link_changed(struct bus *b, int up);
 
+/* From the engine: the room's subscription was lost on its own (on a
+ * cluster, its slot moved to another shard): like bus_link_changed(b, 0)
+ * for this room alone. */
+void bus_unsubscribed(struct bus *b, const char *room);
+
 /* From the engine: a delivery could not be read (its seal was of another
  * secret): every subscribed room with local members fills its gap from
  * history now. */

@@ -105,12 +105,19 @@ static void on_payload(struct redis_bus *e, const char *channel, const char *pay
 
 /* ---- subscriptions ---------------------------------------------------------- */
 
-static void on_sub_reply(redisAsyncContext *ac, void *reply, void *privdata);
+/* On a cluster, room and user channels are sharded: SSUBSCRIBE, SPUBLISH.
+ * The verb for target (EVENT_ALL: classic). */
+static const char *sharded(const struct redis_bus *e, enum event_target target, const char *verb)
+{
+    if (!e->sub.url.nnodes || target == EVENT_ALL)
+        return verb;
+    return !strcmp(verb, "SUBSCRIBE") ? "SSUBSCRIBE" : !strcmp(verb, "UNSUBSCRIBE") ? "SUNSUBSCRIBE" : "SPUBLISH";
+}
 
 static void channel_command(struct redis_bus *e, const char *verb, const char *channel)
 {
     const char *argv[] = {verb, channel};
-    if (redis_link_command(&e->sub, on_sub_reply, e, 2, argv, NULL))
+    if (redis_link_command(&e->sub, NULL, NULL, 2, argv, NULL))
         log_debug("redis: %s %s: the subscriber link is down; done when it is back", verb, channel);
 }
 
@@ -129,20 +136,18 @@ static void channel_drive(struct redis_bus *e, const char *channel)
         return;
     if (c->want && c->state == SUB_IDLE) {
         c->state = SUB_SUBSCRIBING;
-        channel_command(e, "SUBSCRIBE", channel);
+        channel_command(e, sharded(e, c->target, "SUBSCRIBE"), channel);
     } else if (!c->want && c->state == SUB_SUBSCRIBED) {
         c->state = SUB_UNSUBSCRIBING;
-        channel_command(e, "UNSUBSCRIBE", channel);
+        channel_command(e, sharded(e, c->target, "UNSUBSCRIBE"), channel);
     }
 }
 
-static void on_sub_reply(redisAsyncContext *ac, void *reply, void *privdata)
+/* What the subscriber link pushes: messages, and confirmations. */
+static void on_sub_push(struct redis_link *l, const redisReply *r)
 {
-    (void)ac;
-    struct redis_bus *e = privdata;
-    redisReply *r = reply;
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 3 || r->element[0]->type != REDIS_REPLY_STRING ||
-        r->element[1]->type != REDIS_REPLY_STRING)
+    struct redis_bus *e = l->data;
+    if (r->elements < 3 || r->element[1]->type != REDIS_REPLY_STRING)
         return;
     const char *kind = r->element[0]->str, *channel = r->element[1]->str;
     if (!strcmp(channel, e->probe_channel)) {
@@ -150,6 +155,9 @@ static void on_sub_reply(redisAsyncContext *ac, void *reply, void *privdata)
             redis_link_alive(&e->sub);
         return;
     }
+    /* "smessage" and the others of sharded channels are as classic ones. */
+    if (kind[0] == 's' && kind[1] != 'u')
+        kind++;
     if (!strcmp(kind, "message")) {
         if (r->element[2]->type == REDIS_REPLY_STRING)
             on_payload(e, channel, r->element[2]->str, r->element[2]->len);
@@ -162,7 +170,15 @@ static void on_sub_reply(redisAsyncContext *ac, void *reply, void *privdata)
         c->state = SUB_SUBSCRIBED;
         if (c->want && c->target == EVENT_ROOM)
             bus_subscribed(e->bus, c->key);
-    } else if (!strcmp(kind, "unsubscribe")) {
+    } else if (!strcmp(kind, "unsubscribe") || !strcmp(kind, "sunsubscribe")) {
+        /* Also Redis's own, when the channel's slot moved to another
+         * shard: subscribed again there (routed by the new map), and the
+         * room fills its gap on the confirmation. */
+        if (c->state == SUB_SUBSCRIBED && c->want) {
+            log_info("redis: %s moved to another shard; subscribing there", channel);
+            if (c->target == EVENT_ROOM)
+                bus_unsubscribed(e->bus, c->key);
+        }
         c->state = SUB_IDLE;
     }
     channel_drive(e, channel);
@@ -232,9 +248,9 @@ static void on_sub_down(struct redis_link *l)
     bus_link_changed(e->bus, 0);
 }
 
-static void on_secret(redisAsyncContext *ac, void *reply, void *privdata)
+static void on_secret(struct redis_link *link, void *reply, void *privdata)
 {
-    (void)ac;
+    (void)link;
     struct redis_bus *e = privdata;
     redisReply *r = reply;
     e->fetching = 0;
@@ -301,9 +317,9 @@ static void publish_done(struct bus_publish *req, int error)
         bus_reply(req->base.bus, &req->base);
 }
 
-static void on_published(redisAsyncContext *ac, void *reply, void *privdata)
+static void on_published(struct redis_link *link, void *reply, void *privdata)
 {
-    (void)ac;
+    (void)link;
     redisReply *r = reply;
     publish_done(privdata, !r || r->type == REDIS_REPLY_ERROR ? WSFAN_EUNAVAILABLE : 0);
 }
@@ -315,7 +331,7 @@ static void publish_envelope(struct redis_bus *e, struct bus_publish *req, const
 {
     req->pending++;
     char *payload = envelope_join(env, &e->seal, channel, offset);
-    const char *argv[] = {"PUBLISH", channel, payload};
+    const char *argv[] = {sharded(e, req->target, "PUBLISH"), channel, payload};
     if (!payload || redis_link_command(&e->pub, on_published, req, 3, argv, NULL))
         publish_done(req, payload ? WSFAN_EUNAVAILABLE : WSFAN_ENOMEM);
     free(payload);
@@ -432,6 +448,7 @@ static int redis_start(struct bus *b)
     }
     e->pub.on_up = e->pub.on_down = on_pub_changed;
     e->sub.on_up = on_sub_up;
+    e->sub.on_push = on_sub_push;
     e->sub.probe = sub_probe;
     envelope_probe_channel(e->cfg->ns, e->cfg->node_id, e->probe_channel);
     e->sub.on_down = on_sub_down;

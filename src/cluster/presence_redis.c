@@ -89,41 +89,35 @@ static const char presence_sync_source[] =
     "end\n"
     "return left\n";
 
-/* KEYS: this node's NS:rooms:{NODE}, NS:rooms:nodes. ARGV: node, now ms,
- * expiry ms, "full" or how many rooms the hash holds, then room, members
- * pairs (0: the room has gone). Writes the pairs, after emptying the hash
- * when full, and keeps the hash and the node's place in NS:rooms:nodes
- * alive until expiry (or takes the node out: no rooms left). Returns 1,
- * writing nothing, when the hash does not hold as many rooms as the node
- * wrote (it was lost or expired): the node then writes it all. */
+/* KEYS: this node's NS:rooms:{NODE}. ARGV: node, now ms, expiry ms,
+ * "full" or how many rooms the hash holds, then room, members pairs (0:
+ * the room has gone). Writes the pairs, after emptying the hash when
+ * full, and keeps the hash alive until expiry. Returns 1, writing nothing,
+ * when the hash does not hold as many rooms as the node wrote (it was lost
+ * or expired): the node then writes it all. One key, tagged by the node:
+ * on a cluster, each node's counts live on the shard of its id. */
 static const char rooms_sync_source[] =
-    "local node, now, exp = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+    "local now, exp = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
     "if ARGV[4] == 'full' then redis.call('DEL', KEYS[1])\n"
     "elseif redis.call('HLEN', KEYS[1]) ~= tonumber(ARGV[4]) then return 1 end\n"
     "for i = 5, #ARGV, 2 do\n"
     "  if ARGV[i + 1] == '0' then redis.call('HDEL', KEYS[1], ARGV[i])\n"
     "  else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end\n"
     "end\n"
-    "redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)\n"
-    "if redis.call('EXISTS', KEYS[1]) == 1 then\n"
-    "  redis.call('PEXPIRE', KEYS[1], exp - now)\n"
-    "  redis.call('ZADD', KEYS[2], exp, node)\n"
-    "  redis.call('PEXPIRE', KEYS[2], exp - now)\n"
-    "else redis.call('ZREM', KEYS[2], node) end\n"
+    "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], exp - now) end\n"
     "return 0\n";
 
-/* KEYS: NS:rooms:nodes. ARGV: now ms, the name of a node's hash up to the
- * node id ("NS:rooms:{"). Adds up the counts of the nodes alive: room,
- * total pairs. It names the hashes itself, which Redis Cluster would
- * refuse (not supported yet). */
-static const char rooms_read_source[] =
-    "local total, out = {}, {}\n"
-    "for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')) do\n"
-    "  local all = redis.call('HGETALL', ARGV[2] .. node .. '}')\n"
-    "  for i = 1, #all, 2 do total[all[i]] = (total[all[i]] or 0) + tonumber(all[i + 1]) end\n"
-    "end\n"
-    "for room, n in pairs(total) do out[#out + 1] = room; out[#out + 1] = n end\n"
-    "return out\n";
+/* KEYS: NS:rooms:nodes. ARGV: node, now ms, expiry ms, "1" when the node
+ * has rooms. Drops the nodes that expired, and lists this one until
+ * expiry, or takes it out. */
+static const char nodes_sync_source[] =
+    "local now, exp = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
+    "if ARGV[4] == '1' then\n"
+    "  redis.call('ZADD', KEYS[1], exp, ARGV[1])\n"
+    "  redis.call('PEXPIRE', KEYS[1], exp - now)\n"
+    "else redis.call('ZREM', KEYS[1], ARGV[1]) end\n"
+    "return 0\n";
 
 /* This node's rooms of one tenant, as the refreshes write them to its
  * NS:rooms:{NODE}. */
@@ -137,7 +131,7 @@ struct presence_redis {
     struct bus *bus;
     const struct config *cfg;
     struct redis_link *pub;       /* the bus's publishing link */
-    struct redis_script presence_set, presence_sync, rooms_sync, rooms_read;
+    struct redis_script presence_set, presence_sync, rooms_sync, nodes_sync;
     uv_timer_t timer;
     uint64_t scripts_loaded_for;  /* store-link connection the scripts were loaded on, plus one */
     struct map tenants;           /* tenant ("" for none) -> struct tenant_rooms */
@@ -157,7 +151,8 @@ static void publish_presence(struct presence_redis *e, const char *room, const c
                                       e->cfg->node_id, info);
     if (!payload)
         return;
-    const char *argv[] = {"PUBLISH", channel, payload};
+    /* A room's channel is sharded on a cluster. */
+    const char *argv[] = {e->pub->url.nnodes ? "SPUBLISH" : "PUBLISH", channel, payload};
     if (redis_link_command(e->pub, NULL, NULL, 3, argv, NULL))
         log_warn("redis: presence_%s of %s in %s not announced: the bus is down", kind, user, room);
     free(payload);
@@ -178,9 +173,9 @@ static void presence_call_free(struct presence_call *pc)
     free(pc);
 }
 
-static void on_presence_set(redisAsyncContext *ac, void *reply, void *privdata)
+static void on_presence_set(struct redis_link *link, void *reply, void *privdata)
 {
-    (void)ac;
+    (void)link;
     struct presence_call *pc = privdata;
     redisReply *r = reply;
     if (r && r->type == REDIS_REPLY_STRING && r->len)
@@ -256,9 +251,9 @@ static json_t *list_entry(const char *user, const char *value, uint64_t now)
     return entry;
 }
 
-static void on_presence_list(redisAsyncContext *ac, void *reply, void *privdata)
+static void on_presence_list(struct redis_link *link, void *reply, void *privdata)
 {
-    (void)ac;
+    (void)link;
     struct bus_presence *req = privdata;
     redisReply *r = reply;
     if (!r || r->type != REDIS_REPLY_ARRAY) {
@@ -301,9 +296,9 @@ void presence_redis_list(struct presence_redis *e, struct bus_presence *req)
     }
 }
 
-static void on_presence_synced(redisAsyncContext *ac, void *reply, void *privdata)
+static void on_presence_synced(struct redis_link *link, void *reply, void *privdata)
 {
-    (void)ac;
+    (void)link;
     struct presence_call *pc = privdata;
     redisReply *r = reply;
     for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
@@ -413,9 +408,9 @@ struct rooms_write {
     char tenant[TENANT_MAX_LEN + 1];
 };
 
-static void on_rooms_synced(redisAsyncContext *ac, void *reply, void *privdata)
+static void on_rooms_synced(struct redis_link *link, void *reply, void *privdata)
 {
-    (void)ac;
+    (void)link;
     struct rooms_write *w = privdata;
     redisReply *r = reply;
     /* No reply: the link went down, and the next one gets every tenant's
@@ -489,11 +484,20 @@ static void write_tenant(struct presence_redis *e, const char *tenant, struct te
     snprintf(held, sizeof held, "%zu", t->written.count);
     envelope_redis_name(e->cfg->ns, "rooms", name_key(tenant, e->cfg->node_id, buf), a.key[0]);
     envelope_redis_name(e->cfg->ns, "rooms:nodes", name_key(tenant, "", buf), a.key[1]);
-    if (w && sync_args_init(&a, e, 2, t->full ? "full" : held, each_change(t, NULL), 2) == 0) {
+    if (w && sync_args_init(&a, e, 1, t->full ? "full" : held, each_change(t, NULL), 2) == 0) {
         each_change(t, &a);
         w->e = e;
         strcpy(w->tenant, tenant);
-        sent = redis_script_call(data_link(e), &e->rooms_sync, 2, a.n, a.args, a.lens, on_rooms_synced, w) == 0;
+        sent = redis_script_call(data_link(e), &e->rooms_sync, 1, a.n, a.args, a.lens, on_rooms_synced, w) == 0;
+    }
+    if (sent) {
+        /* The node's place in NS:rooms:nodes: a second call, as the hash
+         * and the list live on different shards of a cluster. */
+        a.args[0] = a.key[1];
+        a.lens[0] = strlen(a.key[1]);
+        a.args[4] = t->now.count ? "1" : "0";
+        a.lens[4] = 1;
+        redis_script_call(data_link(e), &e->nodes_sync, 1, 5, a.args, a.lens, NULL, NULL);
     }
     /* Not sent: write it all next time. */
     t->full = !sent;
@@ -528,43 +532,90 @@ static void sync_rooms(struct presence_redis *e)
     free(gone);
 }
 
-static void on_rooms(redisAsyncContext *ac, void *reply, void *privdata)
+/* A GET /api/rooms on its way: the nodes alive, then each one's counts,
+ * added up as they come. */
+struct rooms_read {
+    struct presence_redis *e;
+    struct bus_rooms *req;
+    struct map totals;  /* room -> members on the nodes read so far */
+    int pending;        /* node hashes still to come */
+    int failed;
+};
+
+static void rooms_read_done(struct rooms_read *rr)
 {
-    (void)ac;
-    struct bus_rooms *req = privdata;
-    redisReply *r = reply;
-    if (!r || r->type != REDIS_REPLY_ARRAY) {
+    struct bus_rooms *req = rr->req;
+    if (rr->failed)
         req->base.error = WSFAN_EUNAVAILABLE;
-        bus_reply(req->base.bus, &req->base);
-        return;
-    }
-    /* room, total pairs of the nodes alive */
-    struct map cluster;
-    map_init(&cluster);
-    for (size_t i = 0; i + 1 < r->elements; i += 2) {
-        const redisReply *room = r->element[i], *total = r->element[i + 1];
-        if (room->type == REDIS_REPLY_STRING && name_valid(room->str, room->len) &&
-            total->type == REDIS_REPLY_INTEGER && total->integer > 0)
-            map_put(&cluster, room->str, room->len, (void *)(uintptr_t)total->integer);
-    }
-    if (!(req->rooms = bus_rooms_format(req->base.bus, &cluster, req->tenant)))
+    else if (!(req->rooms = bus_rooms_format(req->base.bus, &rr->totals, req->tenant)))
         req->base.error = WSFAN_ENOMEM;
-    map_free(&cluster);
+    map_free(&rr->totals);
     bus_reply(req->base.bus, &req->base);
+    free(rr);
+}
+
+/* One node's NS:rooms:{NODE}: room, members pairs. */
+static void on_node_rooms(struct redis_link *link, void *reply, void *privdata)
+{
+    (void)link;
+    struct rooms_read *rr = privdata;
+    redisReply *r = reply;
+    if (!r || r->type != REDIS_REPLY_ARRAY)
+        rr->failed = 1;
+    for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
+        const redisReply *room = r->element[i], *count = r->element[i + 1];
+        long long n = count->type == REDIS_REPLY_STRING ? atoll(count->str) : 0;
+        if (room->type != REDIS_REPLY_STRING || !name_valid(room->str, room->len) || n <= 0)
+            continue;
+        uintptr_t before = (uintptr_t)map_get(&rr->totals, room->str, room->len);
+        if (map_put(&rr->totals, room->str, room->len, (void *)(before + (uintptr_t)n)))
+            rr->failed = 1;
+    }
+    if (--rr->pending == 0)
+        rooms_read_done(rr);
+}
+
+/* The nodes alive in the tenant's NS:rooms:nodes: each one's hash is read
+ * on its own (on a cluster, they live on different shards). */
+static void on_rooms_nodes(struct redis_link *link, void *reply, void *privdata)
+{
+    (void)link;
+    struct rooms_read *rr = privdata;
+    redisReply *r = reply;
+    char buf[KEY_MAX_LEN + 1], hash[ENVELOPE_CHANNEL_MAX];
+    rr->pending = 1; /* until every read is sent */
+    if (!r || r->type != REDIS_REPLY_ARRAY)
+        rr->failed = 1;
+    for (size_t i = 0; !rr->failed && i < r->elements; i++) {
+        const redisReply *node = r->element[i];
+        if (node->type != REDIS_REPLY_STRING || node->len > NAME_MAX_LEN)
+            continue;
+        envelope_redis_name(rr->e->cfg->ns, "rooms", name_key(rr->req->tenant, node->str, buf), hash);
+        const char *argv[] = {"HGETALL", hash};
+        if (redis_link_command(data_link(rr->e), on_node_rooms, rr, 2, argv, NULL))
+            rr->failed = 1;
+        else
+            rr->pending++;
+    }
+    if (--rr->pending == 0)
+        rooms_read_done(rr);
 }
 
 void presence_redis_rooms(struct presence_redis *e, struct bus_rooms *req)
 {
-    char nodes[ENVELOPE_CHANNEL_MAX], hash[ENVELOPE_CHANNEL_MAX + 2], now[24], buf[KEY_MAX_LEN + 1];
-    const char *tenant = name_key(req->tenant, "", buf);
-    envelope_redis_name(e->cfg->ns, "rooms:nodes", tenant, nodes);
-    envelope_redis_name(e->cfg->ns, "rooms", tenant, hash);
-    strcat(hash, ":{");
-    snprintf(now, sizeof now, "%llu", (unsigned long long)clock_wall_ms());
-    const char *args[] = {nodes, now, hash};
-    size_t lens[] = {strlen(nodes), strlen(now), strlen(hash)};
-    if (redis_script_call(data_link(e), &e->rooms_read, 1, 3, args, lens, on_rooms, req)) {
-        req->base.error = WSFAN_EUNAVAILABLE;
+    char nodes[ENVELOPE_CHANNEL_MAX], now[24], buf[KEY_MAX_LEN + 1];
+    envelope_redis_name(e->cfg->ns, "rooms:nodes", name_key(req->tenant, "", buf), nodes);
+    snprintf(now, sizeof now, "(%llu", (unsigned long long)clock_wall_ms());
+    const char *argv[] = {"ZRANGEBYSCORE", nodes, now, "+inf"};
+    struct rooms_read *rr = calloc(1, sizeof *rr);
+    if (rr) {
+        rr->e = e;
+        rr->req = req;
+        map_init(&rr->totals);
+    }
+    if (!rr || redis_link_command(data_link(e), on_rooms_nodes, rr, 4, argv, NULL)) {
+        req->base.error = rr ? WSFAN_EUNAVAILABLE : WSFAN_ENOMEM;
+        free(rr);
         bus_reply(e->bus, &req->base);
     }
 }
@@ -579,7 +630,7 @@ static void on_presence_timer(uv_timer_t *t)
         redis_script_load(data, &e->presence_set);
         redis_script_load(data, &e->presence_sync);
         redis_script_load(data, &e->rooms_sync);
-        redis_script_load(data, &e->rooms_read);
+        redis_script_load(data, &e->nodes_sync);
         /* The room counts written over the last connection may be lost. */
         const struct map_slot *slot;
         for (size_t i = 0; map_next(&e->tenants, &i, &slot);)
@@ -601,11 +652,11 @@ struct presence_redis *presence_redis_create(struct bus *b, struct redis_link *p
     e->presence_set.source = presence_set_source;
     e->presence_sync.source = presence_sync_source;
     e->rooms_sync.source = rooms_sync_source;
-    e->rooms_read.source = rooms_read_source;
+    e->nodes_sync.source = nodes_sync_source;
     redis_script_init(&e->presence_set);
     redis_script_init(&e->presence_sync);
     redis_script_init(&e->rooms_sync);
-    redis_script_init(&e->rooms_read);
+    redis_script_init(&e->nodes_sync);
     uv_timer_init(bus_loop(b), &e->timer);
     e->timer.data = e;
     uint64_t every = (uint64_t)e->cfg->presence_ttl * 1000 / 3;

@@ -96,7 +96,7 @@ static const struct option_spec options[] = {
      "let clients use the broadcast command (default off)", 0},
     {"node-id", OPT_NAME, FIELD(node_id), 1, 128, "this node's id (default: host name and pid)", OPT_HOST_DEFAULT},
     {"redis", OPT_REDIS_URL, FIELD(redis_url), 0, 0,
-     "redis://[user:pass@]host:port[/db]: share rooms, users and history with other nodes (default: none)", 0},
+     "redis://[user:pass@]host:port[/db] (or redis+sentinel://, redis+cluster://): share rooms, users and history with other nodes (default: none)", 0},
     {"store-redis", OPT_REDIS_URL, FIELD(store_redis_url), 0, 0,
      "a different Redis for history and presence (default: the --redis one)", 0},
     {"namespace", OPT_NAME, FIELD(ns), 1, 128, "prefix of every Redis key and channel (default wsfan)", 0},
@@ -277,8 +277,9 @@ static void describe_allowed(const struct option_spec *o, char *buf, size_t cap)
     case OPT_BOOL: snprintf(buf, cap, "expected true or false"); break;
     case OPT_NAME: snprintf(buf, cap, "expected 1 to 128 characters of A-Z a-z 0-9 _ . : -"); break;
     case OPT_REDIS_URL:
-        snprintf(buf, cap, "expected redis://[user:pass@]host:port[/db] or "
-                           "redis+sentinel://[user:pass@]host:port[,host:port..]/MASTER[/db]");
+        snprintf(buf, cap, "expected redis://[user:pass@]host:port[/db], "
+                           "redis+sentinel://[user:pass@]host:port[,host:port..]/MASTER[/db] or "
+                           "redis+cluster://[user:pass@]host:port[,host:port..]");
         break;
     case OPT_SECRET:
         snprintf(buf, cap, "expected %lld to %lld printable characters without spaces%s", o->min, o->max,

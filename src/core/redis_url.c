@@ -46,6 +46,20 @@ static int parse_addr(const char *s, const char *end, int default_port, struct r
     return 0;
 }
 
+/* "host[:port][,host:port..]" in s..end into list (at most
+ * REDIS_SENTINELS_MAX) and *n. */
+static int parse_addrs(const char *s, const char *end, int default_port, struct redis_addr *list, int *n)
+{
+    for (const char *h = s; h <= end; (*n)++) {
+        const char *comma = memchr(h, ',', (size_t)(end - h));
+        const char *addr_end = comma ? comma : end;
+        if (*n == REDIS_SENTINELS_MAX || parse_addr(h, addr_end, default_port, &list[*n]))
+            return -1;
+        h = addr_end + 1;
+    }
+    return 0;
+}
+
 /* A master name as sentinels know it: 1 to 127 of A-Z a-z 0-9 _ . - */
 static int master_valid(const char *s, const char *end)
 {
@@ -60,12 +74,15 @@ static int master_valid(const char *s, const char *end)
 
 int redis_url_parse(const char *s, struct redis_url *out)
 {
-    static const char plain[] = "redis://", sentinel[] = "redis+sentinel://";
+    static const char plain[] = "redis://", sentinel[] = "redis+sentinel://", cluster[] = "redis+cluster://";
     memset(out, 0, sizeof *out);
     out->port = 6379;
     int with_sentinels = !strncmp(s, sentinel, sizeof sentinel - 1);
+    int is_cluster = !strncmp(s, cluster, sizeof cluster - 1);
     if (with_sentinels)
         s += sizeof sentinel - 1;
+    else if (is_cluster)
+        s += sizeof cluster - 1;
     else if (!strncmp(s, plain, sizeof plain - 1))
         s += sizeof plain - 1;
     else
@@ -82,14 +99,15 @@ int redis_url_parse(const char *s, struct redis_url *out)
     const char *slash = strchr(s, '/');
     const char *hosts_end = slash ? slash : s + strlen(s);
     long v;
-    if (with_sentinels) {
-        for (const char *h = s; h <= hosts_end; out->nsentinels++) {
-            const char *comma = memchr(h, ',', (size_t)(hosts_end - h));
-            const char *end = comma ? comma : hosts_end;
-            if (out->nsentinels == REDIS_SENTINELS_MAX || parse_addr(h, end, 26379, &out->sentinels[out->nsentinels]))
-                return -1;
-            h = end + 1;
-        }
+    if (is_cluster) {
+        /* A cluster has database 0 only; a trailing "/" is allowed. */
+        if (parse_addrs(s, hosts_end, 6379, out->nodes, &out->nnodes) || (slash && slash[1]))
+            return -1;
+        memcpy(out->host, out->nodes[0].host, sizeof out->host);
+        out->port = out->nodes[0].port;
+    } else if (with_sentinels) {
+        if (parse_addrs(s, hosts_end, 26379, out->sentinels, &out->nsentinels))
+            return -1;
         /* /MASTER[/db] */
         const char *name = slash ? slash + 1 : NULL;
         const char *name_end = name ? strchr(name, '/') : NULL;

@@ -21,12 +21,16 @@ struct redis_url {
     int nsentinels;   /* 0: connect to host:port; else ask these for master */
     struct redis_addr sentinels[REDIS_SENTINELS_MAX];
     char master[128]; /* the master's name at the sentinels */
+    int nnodes;       /* redis+cluster://: the nodes to learn the slot map from; else 0 */
+    struct redis_addr nodes[REDIS_SENTINELS_MAX];
 };
 
 /* Parses redis://[user:pass@]host:port[/db] (also redis://host with port
  * 6379 and redis://:pass@host), and
  * redis+sentinel://[user:pass@]host:port[,host:port..]/MASTER[/db] (port
- * 26379 by default; user and password are the master's). Returns 0 or -1
+ * 26379 by default; user and password are the master's), and
+ * redis+cluster://[user:pass@]host:port[,host:port..] (a Redis Cluster: any
+ * of its nodes, port 6379 by default; no database). Returns 0 or -1
  * when s is not such a URL. */
 int redis_url_parse(const char *s, struct redis_url *out);
 

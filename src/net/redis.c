@@ -1,7 +1,7 @@
-/* redis.c - a Redis connection owned for the server's lifetime: connect,
- * AUTH, SELECT, PING to confirm, health checks, and reconnect with
- * exponential backoff and jitter when it drops or stops answering. See
- * redis.h. */
+/* redis.c - a Redis connection owned for the server's lifetime: its own
+ * socket and reply routing, connect, AUTH, SELECT, PING to confirm, health
+ * checks, Sentinel, and reconnect with exponential backoff and jitter when
+ * it drops or stops answering. See redis.h. */
 #include "net/redis.h"
 
 #include <netinet/in.h>
@@ -10,74 +10,375 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 #include "core/log.h"
+#include "net/redis_cluster.h"
 
-/* ---- hiredis on libuv ----------------------------------------------------
- * Debian's hiredis 0.14 adapter drops poll errors, so a refused connect is
- * never reported and the link would wait forever. This one hands an error
- * to hiredis as the events it waits for, and hiredis then finds the socket
- * error itself. */
-struct uv_events {
-    redisAsyncContext *ac;
-    uv_poll_t poll;
-    int events;
+/* ---- one socket ------------------------------------------------------------
+ * A connection writes commands formatted by hiredis and parses what comes
+ * back with hiredis's reader; it routes each reply itself (dispatch). Once
+ * closed it makes no more callbacks: its pending commands are answered
+ * with NULL right away, and its memory goes when libuv is done with it. */
+
+/* A command waiting for its reply. */
+struct pending {
+    redis_reply_fn *fn;
+    void *privdata;
+    char *channel;  /* a subscription command's channel, awaiting its confirmation; else NULL */
+    char kind[16];  /* that confirmation: "subscribe", "sunsubscribe", ... */
 };
 
-static void on_poll(uv_poll_t *h, int status, int events)
+struct redis_conn {
+    struct redis_link *link;  /* NULL once closed */
+    void (*on_connected)(struct redis_conn *c);
+    void (*on_lost)(struct redis_link *l, struct redis_conn *c, const char *why);
+    void (*on_push)(struct redis_link *l, const redisReply *push);
+    char host[256];
+    int port;
+    uv_getaddrinfo_t resolve;
+    uv_connect_t connect;
+    uv_tcp_t tcp;
+    int refs;                 /* the TCP handle, and a resolve in flight */
+    int connected;
+    redisReader *reader;
+    struct pending *queue;    /* a ring of cap entries, count from head */
+    size_t head, count, cap;
+    char buf[16384];
+};
+
+static void conn_unref(struct redis_conn *c)
 {
-    struct uv_events *p = h->data;
-    int ev = status < 0 ? p->events : events;
-    if (p->ac && (ev & UV_READABLE))
-        redisAsyncHandleRead(p->ac);
-    if (p->ac && (ev & UV_WRITABLE))
-        redisAsyncHandleWrite(p->ac);
+    if (--c->refs)
+        return;
+    if (c->reader)
+        redisReaderFree(c->reader);
+    free(c->queue);
+    free(c);
 }
 
-static void poll_update(struct uv_events *p, int add, int remove)
+static void on_tcp_closed(uv_handle_t *h)
 {
-    p->events = (p->events | add) & ~remove;
-    if (p->events)
-        uv_poll_start(&p->poll, p->events, on_poll);
-    else
-        uv_poll_stop(&p->poll);
+    conn_unref(h->data);
 }
 
-static void add_read(void *data) { poll_update(data, UV_READABLE, 0); }
-static void del_read(void *data) { poll_update(data, 0, UV_READABLE); }
-static void add_write(void *data) { poll_update(data, UV_WRITABLE, 0); }
-static void del_write(void *data) { poll_update(data, 0, UV_WRITABLE); }
-
-static void on_poll_closed(uv_handle_t *h)
+static struct pending *queue_at(struct redis_conn *c, size_t i)
 {
-    free(h->data);
+    return &c->queue[(c->head + i) & (c->cap - 1)];
 }
 
-static void cleanup(void *data)
+static struct pending queue_pop(struct redis_conn *c)
 {
-    struct uv_events *p = data;
-    p->ac = NULL; /* hiredis is freeing the context */
-    uv_close((uv_handle_t *)&p->poll, on_poll_closed);
+    struct pending p = *queue_at(c, 0);
+    c->head = (c->head + 1) & (c->cap - 1);
+    c->count--;
+    return p;
 }
 
-static int attach(redisAsyncContext *ac, uv_loop_t *loop)
+static int queue_push(struct redis_conn *c, const struct pending *p)
 {
-    struct uv_events *p = calloc(1, sizeof *p);
-    if (!p)
-        return -1;
-    if (uv_poll_init(loop, &p->poll, ac->c.fd)) {
-        free(p);
+    if (c->count == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 16;
+        struct pending *q = malloc(cap * sizeof *q);
+        if (!q)
+            return -1;
+        for (size_t i = 0; i < c->count; i++)
+            q[i] = *queue_at(c, i);
+        free(c->queue);
+        c->queue = q;
+        c->cap = cap;
+        c->head = 0;
+    }
+    *queue_at(c, c->count++) = *p;
+    return 0;
+}
+
+/* Closes c for good: no more callbacks, pending commands get NULL. */
+static void conn_close(struct redis_conn *c)
+{
+    struct redis_link *l = c->link;
+    if (!l)
+        return;
+    c->link = NULL;
+    if (c->refs == 2)
+        uv_cancel((uv_req_t *)&c->resolve);
+    uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
+    while (c->count) {
+        struct pending p = queue_pop(c);
+        free(p.channel);
+        if (p.fn)
+            p.fn(l, NULL, p.privdata);
+    }
+}
+
+/* c failed: closed, then its owner told why. */
+static void conn_lost(struct redis_conn *c, const char *why)
+{
+    struct redis_link *l = c->link;
+    if (!l)
+        return;
+    conn_close(c);
+    c->on_lost(l, c, why);
+}
+
+static const char *const message_kinds[] = {"message", "smessage", "pmessage"};
+static const char *const subscription_kinds[] = {"subscribe",   "ssubscribe",   "psubscribe",
+                                                 "unsubscribe", "sunsubscribe", "punsubscribe"};
+
+static int is_one_of(const char *s, const char *const *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcasecmp(s, list[i]))
+            return 1;
+    return 0;
+}
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* A push's kind, or NULL when r is not an array led by a string. */
+static const char *push_kind(const redisReply *r)
+{
+    return r->type == REDIS_REPLY_ARRAY && r->elements >= 2 && r->element[0]->type == REDIS_REPLY_STRING
+                   ? r->element[0]->str
+                   : NULL;
+}
+
+/* Messages and subscription changes go to on_push (a confirmation also
+ * takes its command off the queue: Redis may send an unsubscribe of its
+ * own, when a slot moves); every other reply answers the oldest command. */
+static void dispatch(struct redis_conn *c, redisReply *r)
+{
+    struct redis_link *l = c->link;
+    const char *kind = push_kind(r);
+    if (kind && (is_one_of(kind, message_kinds, COUNT(message_kinds)) ||
+                 is_one_of(kind, subscription_kinds, COUNT(subscription_kinds)))) {
+        struct pending *head = c->count ? queue_at(c, 0) : NULL;
+        struct pending p = {0};
+        if (head && head->channel && !strcasecmp(head->kind, kind) && r->element[1]->type == REDIS_REPLY_STRING &&
+            !strcmp(head->channel, r->element[1]->str))
+            p = queue_pop(c);
+        free(p.channel);
+        if (c->on_push)
+            c->on_push(l, r);
+        if (p.fn)
+            p.fn(l, r, p.privdata);
+        return;
+    }
+    if (!c->count) {
+        conn_lost(c, "a reply to no command");
+        return;
+    }
+    struct pending p = queue_pop(c);
+    free(p.channel);
+    if (p.fn)
+        p.fn(l, r, p.privdata);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    struct redis_conn *c = h->data;
+    *buf = uv_buf_init(c->buf, sizeof c->buf);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct redis_conn *c = s->data;
+    if (nread < 0) {
+        conn_lost(c, nread == UV_EOF ? "closed by the server" : uv_strerror((int)nread));
+        return;
+    }
+    if (!c->link || redisReaderFeed(c->reader, buf->base, (size_t)nread) != REDIS_OK)
+        return;
+    /* A callback may close c: it stays allocated until its handle closes. */
+    while (c->link) {
+        void *reply = NULL;
+        if (redisReaderGetReply(c->reader, &reply) != REDIS_OK) {
+            conn_lost(c, c->reader->errstr[0] ? c->reader->errstr : "a reply that is not RESP");
+            return;
+        }
+        if (!reply)
+            return;
+        dispatch(c, reply);
+        freeReplyObject(reply);
+        if (c->link && c->link->stopping && !c->count)
+            conn_lost(c, "stopped"); /* redis_link_stop waited for this last reply */
+    }
+}
+
+/* A peer that vanished without a RST (a partition) is noticed by the
+ * kernel too, not only by the health check: keepalive probes while idle,
+ * and a user timeout for data that is never acknowledged. */
+static void set_keepalive(const struct redis_conn *c, uint64_t timeout_ms)
+{
+    uv_os_fd_t fd;
+    int on = 1, idle = 5, interval = 2, count = 3;
+    unsigned int user_timeout = (unsigned int)timeout_ms;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) || setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on) ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval) ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count) ||
+        setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout) ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on))
+        log_warn("redis %s %s:%d: cannot set TCP keepalive", c->link->name, c->host, c->port);
+}
+
+static void on_connected(uv_connect_t *req, int status)
+{
+    struct redis_conn *c = req->data;
+    if (!c->link)
+        return;
+    if (status < 0) {
+        conn_lost(c, uv_strerror(status));
+        return;
+    }
+    c->connected = 1;
+    set_keepalive(c, c->link->timeout_ms);
+    int r = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (r) {
+        conn_lost(c, uv_strerror(r));
+        return;
+    }
+    c->on_connected(c);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct redis_conn *c = req->data;
+    if (!c->link || status < 0) {
+        if (c->link)
+            conn_lost(c, uv_strerror(status));
+        uv_freeaddrinfo(res);
+        conn_unref(c);
+        return;
+    }
+    /* IPv4 first: a Redis told to bind 127.0.0.1 is reached as localhost. */
+    struct addrinfo *ai = res;
+    for (struct addrinfo *a = res; a; a = a->ai_next)
+        if (a->ai_family == AF_INET) {
+            ai = a;
+            break;
+        }
+    int r = uv_tcp_connect(&c->connect, &c->tcp, ai->ai_addr, on_connected);
+    uv_freeaddrinfo(res);
+    conn_unref(c);
+    if (r)
+        conn_lost(c, uv_strerror(r));
+}
+
+/* Starts connecting to host:port for l. NULL (logged) when it cannot even
+ * start; else on_connected or on_lost follows. */
+static struct redis_conn *conn_open(struct redis_link *l, const char *host, int port,
+                                    void (*connected)(struct redis_conn *),
+                                    void (*lost)(struct redis_link *, struct redis_conn *, const char *))
+{
+    struct redis_conn *c = calloc(1, sizeof *c);
+    if (!c || !(c->reader = redisReaderCreate()) || uv_tcp_init(l->loop, &c->tcp)) {
+        log_error("redis %s: out of memory", l->name);
+        if (c && c->reader)
+            redisReaderFree(c->reader);
+        free(c);
+        return NULL;
+    }
+    c->link = l;
+    c->on_connected = connected;
+    c->on_lost = lost;
+    snprintf(c->host, sizeof c->host, "%s", host);
+    c->port = port;
+    c->tcp.data = c->resolve.data = c->connect.data = c;
+    c->refs = 1;
+    char service[16];
+    snprintf(service, sizeof service, "%d", port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    int r = uv_getaddrinfo(l->loop, &c->resolve, on_resolved, host, service, &hints);
+    if (r) {
+        log_warn("redis %s %s:%d: %s", l->name, host, port, uv_strerror(r));
+        c->link = NULL;
+        uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
+        return NULL;
+    }
+    c->refs = 2;
+    return c;
+}
+
+struct write_req {
+    uv_write_t req;
+    char *cmd;
+};
+
+static void on_written(uv_write_t *req, int status)
+{
+    struct write_req *w = (struct write_req *)req;
+    struct redis_conn *c = req->data;
+    redisFreeCommand(w->cmd);
+    free(w);
+    if (status < 0 && status != UV_ECANCELED)
+        conn_lost(c, uv_strerror(status));
+}
+
+/* Writes cmd (len bytes, taken), as much as the socket takes now and the
+ * rest queued. Returns 0 or -1. */
+static int conn_write(struct redis_conn *c, char *cmd, size_t len)
+{
+    uv_buf_t buf = uv_buf_init(cmd, (unsigned int)len);
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &buf, 1);
+    if (n == (int)len) {
+        redisFreeCommand(cmd);
+        return 0;
+    }
+    if (n < 0 && n != UV_EAGAIN) {
+        redisFreeCommand(cmd);
         return -1;
     }
-    p->ac = ac;
-    p->poll.data = p;
-    ac->ev.data = p;
-    ac->ev.addRead = add_read;
-    ac->ev.delRead = del_read;
-    ac->ev.addWrite = add_write;
-    ac->ev.delWrite = del_write;
-    ac->ev.cleanup = cleanup;
+    size_t done = n > 0 ? (size_t)n : 0;
+    struct write_req *w = malloc(sizeof *w);
+    buf = uv_buf_init(cmd + done, (unsigned int)(len - done));
+    if (!w || uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_written)) {
+        free(w);
+        redisFreeCommand(cmd);
+        return -1;
+    }
+    w->req.data = c;
+    w->cmd = cmd;
+    return 0;
+}
+
+/* Sends a command on a connected c; fn gets its reply. A subscription
+ * command names one channel, and waits for its confirmation. Returns 0
+ * or -1. */
+static int conn_send(struct redis_conn *c, redis_reply_fn *fn, void *privdata, int argc, const char **argv,
+                     const size_t *lens)
+{
+    if (!c->link || !c->connected)
+        return -1;
+    struct pending p = {.fn = fn, .privdata = privdata};
+    if (argc == 2 && is_one_of(argv[0], subscription_kinds, COUNT(subscription_kinds))) {
+        size_t n = lens ? lens[1] : strlen(argv[1]);
+        if (!(p.channel = malloc(n + 1)))
+            return -1;
+        memcpy(p.channel, argv[1], n);
+        p.channel[n] = '\0';
+        for (size_t i = 0; argv[0][i] && i + 1 < sizeof p.kind; i++)
+            p.kind[i] = (char)(argv[0][i] | 0x20);
+    }
+    char *cmd;
+    int len = redisFormatCommandArgv(&cmd, argc, argv, lens);
+    if (len < 0 || queue_push(c, &p)) {
+        if (len >= 0)
+            redisFreeCommand(cmd);
+        free(p.channel);
+        return -1;
+    }
+    if (conn_write(c, cmd, (size_t)len)) {
+        /* Taken off again unanswered: the caller hears -1 instead. The
+         * socket is broken: no more sends, and its read error (or the
+         * health check) takes the link down, outside the caller's call. */
+        c->count--;
+        free(p.channel);
+        c->connected = 0;
+        return -1;
+    }
     return 0;
 }
 
@@ -99,10 +400,10 @@ static void finish_stop(struct redis_link *l)
     uv_close((uv_handle_t *)&l->health, on_timer_closed);
 }
 
-/* The context is gone; was_up tells whether the owner saw the link up. */
+/* The connection is gone; was_up tells whether the owner saw the link up. */
 static void link_down(struct redis_link *l, int was_up)
 {
-    l->ac = NULL;
+    l->conn = NULL;
     l->up = 0;
     l->checking = 0;
     if (was_up && l->on_down)
@@ -113,15 +414,27 @@ static void link_down(struct redis_link *l, int was_up)
         schedule_retry(l);
 }
 
-static void on_ready(redisAsyncContext *ac, void *reply, void *privdata)
+/* Closes the connection (pending commands get NULL replies; down first,
+ * so that what they make the owner do cannot send on it), then down. */
+static void link_close(struct redis_link *l)
 {
-    struct redis_link *l = privdata;
+    struct redis_conn *c = l->conn;
+    int was_up = l->up;
+    l->up = 0;
+    if (c)
+        conn_close(c);
+    link_down(l, was_up);
+}
+
+static void on_ready(struct redis_link *l, void *reply, void *privdata)
+{
+    (void)privdata;
     redisReply *r = reply;
-    if (!r || ac != l->ac)
+    if (!r)
         return;
     if (r->type == REDIS_REPLY_ERROR) {
         log_error("redis %s %s:%d: %s", l->name, l->url.host, l->url.port, r->str);
-        redisAsyncDisconnect(ac);
+        link_close(l);
         return;
     }
     l->up = 1;
@@ -137,94 +450,47 @@ static void on_ready(redisAsyncContext *ac, void *reply, void *privdata)
 
 /* AUTH and SELECT fail the setup through on_ready's error check: their
  * replies are checked in order, and only PING's marks the link up. */
-static void on_setup_step(redisAsyncContext *ac, void *reply, void *privdata)
+static void on_setup_step(struct redis_link *l, void *reply, void *privdata)
 {
-    struct redis_link *l = privdata;
+    (void)privdata;
     redisReply *r = reply;
-    if (r && ac == l->ac && r->type == REDIS_REPLY_ERROR) {
+    if (r && r->type == REDIS_REPLY_ERROR) {
         log_error("redis %s %s:%d: %s", l->name, l->url.host, l->url.port, r->str);
-        redisAsyncDisconnect(ac);
+        link_close(l);
     }
 }
 
-/* A peer that vanished without a RST (a partition) is noticed by the
- * kernel too, not only by the health check: keepalive probes while idle,
- * and a user timeout for data that is never acknowledged. */
-static void set_keepalive(const struct redis_link *l, int fd)
+static void on_master_connected(struct redis_conn *c)
 {
-    int on = 1, idle = 5, interval = 2, count = 3;
-    unsigned int user_timeout = (unsigned int)l->timeout_ms;
-    if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on) ||
-        setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) ||
-        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval) ||
-        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count) ||
-        setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout))
-        log_warn("redis %s %s:%d: cannot set TCP keepalive", l->name, l->url.host, l->url.port);
-}
-
-static void on_connect(const redisAsyncContext *ac, int status)
-{
-    struct redis_link *l = ac->data;
-    if (status != REDIS_OK) {
-        log_warn("redis %s %s:%d: %s", l->name, l->url.host, l->url.port, ac->errstr);
-        link_down(l, 0);
-        return;
-    }
-    redisAsyncContext *c = l->ac;
-    set_keepalive(l, c->c.fd);
-    if (l->url.pass[0]) {
-        if (l->url.user[0])
-            redisAsyncCommand(c, on_setup_step, l, "AUTH %s %s", l->url.user, l->url.pass);
-        else
-            redisAsyncCommand(c, on_setup_step, l, "AUTH %s", l->url.pass);
-    }
+    struct redis_link *l = c->link;
+    const char *auth[] = {"AUTH", l->url.user[0] ? l->url.user : l->url.pass, l->url.pass};
+    char db[16];
+    snprintf(db, sizeof db, "%d", l->url.db);
+    const char *select[] = {"SELECT", db}, *ping[] = {"PING"};
+    if (l->url.pass[0])
+        conn_send(c, on_setup_step, l, l->url.user[0] ? 3 : 2, auth, NULL);
     if (l->url.db)
-        redisAsyncCommand(c, on_setup_step, l, "SELECT %d", l->url.db);
-    redisAsyncCommand(c, on_ready, l, "PING");
+        conn_send(c, on_setup_step, l, 2, select, NULL);
+    conn_send(c, on_ready, l, 1, ping, NULL);
 }
 
-static void on_disconnect(const redisAsyncContext *ac, int status)
+static void on_master_lost(struct redis_link *l, struct redis_conn *c, const char *why)
 {
-    struct redis_link *l = ac->data;
-    if (ac != l->ac)
-        return; /* abandoned: abandon() takes the link down itself */
-    if (status != REDIS_OK && !l->stopping)
-        log_warn("redis %s %s:%d: connection lost: %s", l->name, l->url.host, l->url.port,
-                 ac->errstr ? ac->errstr : "closed");
+    if (!l->stopping)
+        log_warn("redis %s %s:%d: %s%s", l->name, c->host, c->port, c->connected ? "connection lost: " : "", why);
     link_down(l, l->up);
-}
-
-/* A new context to addr on the link's loop, with the link as its data;
- * NULL (logged) when it cannot even start. */
-static redisAsyncContext *context_to(struct redis_link *l, const char *host, int port)
-{
-    redisAsyncContext *ac = redisAsyncConnect(host, port);
-    if (!ac || ac->err) {
-        log_warn("redis %s %s:%d: %s", l->name, host, port, ac ? ac->errstr : "out of memory");
-        if (ac)
-            redisAsyncFree(ac);
-        return NULL;
-    }
-    if (attach(ac, l->loop)) {
-        log_error("redis %s: out of memory", l->name);
-        redisAsyncFree(ac);
-        return NULL;
-    }
-    ac->data = l;
-    return ac;
 }
 
 static void connect_master(struct redis_link *l)
 {
-    redisAsyncContext *ac = context_to(l, l->url.host, l->url.port);
-    if (!ac) {
+    struct redis_conn *c = conn_open(l, l->url.host, l->url.port, on_master_connected, on_master_lost);
+    if (!c) {
         schedule_retry(l);
         return;
     }
-    l->ac = ac;
+    c->on_push = l->on_push;
+    l->conn = c;
     l->connect_ms = uv_now(l->loop);
-    redisAsyncSetConnectCallback(ac, on_connect);
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
 }
 
 /* ---- Sentinel --------------------------------------------------------------
@@ -237,22 +503,21 @@ static void connect_master(struct redis_link *l)
 
 static void ask_sentinel(struct redis_link *l);
 
-/* Drops the sentinel connection (not from inside its own callbacks). */
+/* Drops the sentinel connection. */
 static void sentinel_close(struct redis_link *l)
 {
-    redisAsyncContext *ac = l->sentinel;
+    struct redis_conn *c = l->sentinel;
     l->sentinel = NULL;
     l->asking = 0;
-    if (ac)
-        redisAsyncFree(ac);
+    if (c)
+        conn_close(c);
 }
 
 /* This sentinel did not help: the next one, or, once every one was tried,
  * the link's backoff. */
 static void sentinel_failed(struct redis_link *l)
 {
-    l->sentinel = NULL;
-    l->asking = 0;
+    sentinel_close(l);
     if (++l->sentinel_tries < l->url.nsentinels) {
         l->sentinel_index = (l->sentinel_index + 1) % l->url.nsentinels;
         ask_sentinel(l);
@@ -261,12 +526,9 @@ static void sentinel_failed(struct redis_link *l)
     }
 }
 
-static void on_switch_master(redisAsyncContext *ac, void *reply, void *privdata)
+static void on_switch_master(struct redis_link *l, const redisReply *r)
 {
-    struct redis_link *l = privdata;
-    redisReply *r = reply;
-    if (!r || ac != l->sentinel || r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
-        r->element[2]->type != REDIS_REPLY_STRING)
+    if (r->elements != 3 || strcmp(r->element[0]->str, "message") || r->element[2]->type != REDIS_REPLY_STRING)
         return;
     /* "<name> <old-ip> <old-port> <new-ip> <new-port>" */
     char name[128], old_host[256], host[256];
@@ -282,17 +544,17 @@ static void on_switch_master(redisAsyncContext *ac, void *reply, void *privdata)
     l->moved = 1; /* the health check tears the old master down */
 }
 
-static void on_master_addr(redisAsyncContext *ac, void *reply, void *privdata)
+static void on_master_addr(struct redis_link *l, void *reply, void *privdata)
 {
-    struct redis_link *l = privdata;
+    (void)privdata;
     redisReply *r = reply;
-    if (ac != l->sentinel)
-        return;
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
+    if (!r)
+        return; /* the sentinel connection was lost: on_sentinel_lost moves on */
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
         r->element[1]->type != REDIS_REPLY_STRING) {
         struct redis_addr *a = &l->url.sentinels[l->sentinel_index];
         log_warn("redis %s sentinel %s:%d: does not know master %s", l->name, a->host, a->port, l->url.master);
-        redisAsyncDisconnect(ac); /* on_sentinel_disconnect moves on */
+        sentinel_failed(l);
         return;
     }
     int port = atoi(r->element[1]->str);
@@ -300,48 +562,41 @@ static void on_master_addr(redisAsyncContext *ac, void *reply, void *privdata)
     snprintf(l->url.host, sizeof l->url.host, "%s", r->element[0]->str);
     l->url.port = port;
     l->asking = 0;
-    redisAsyncCommand(ac, on_switch_master, l, "SUBSCRIBE +switch-master");
-    if (!l->ac)
+    const char *watch[] = {"SUBSCRIBE", "+switch-master"};
+    l->sentinel->on_push = on_switch_master;
+    conn_send(l->sentinel, NULL, NULL, 2, watch, NULL);
+    if (!l->conn)
         connect_master(l);
     else if (moved)
         l->moved = 1; /* the watch came back and the master is elsewhere now */
 }
 
-static void on_sentinel_connect(const redisAsyncContext *ac, int status)
+static void on_sentinel_connected(struct redis_conn *c)
 {
-    struct redis_link *l = ac->data;
-    if (ac != l->sentinel)
-        return;
-    if (status != REDIS_OK) {
-        struct redis_addr *a = &l->url.sentinels[l->sentinel_index];
-        log_warn("redis %s sentinel %s:%d: %s", l->name, a->host, a->port, ac->errstr);
-        sentinel_failed(l); /* hiredis frees this context */
-        return;
-    }
-    redisAsyncCommand(l->sentinel, on_master_addr, l, "SENTINEL get-master-addr-by-name %s", l->url.master);
+    struct redis_link *l = c->link;
+    const char *ask[] = {"SENTINEL", "get-master-addr-by-name", l->url.master};
+    conn_send(c, on_master_addr, NULL, 3, ask, NULL);
 }
 
-static void on_sentinel_disconnect(const redisAsyncContext *ac, int status)
+static void on_sentinel_lost(struct redis_link *l, struct redis_conn *c, const char *why)
 {
-    (void)status;
-    struct redis_link *l = ac->data;
-    if (ac != l->sentinel || l->stopping)
+    if (c != l->sentinel || l->stopping)
         return;
+    if (l->asking)
+        log_warn("redis %s sentinel %s:%d: %s", l->name, c->host, c->port, why);
     sentinel_failed(l);
 }
 
 static void ask_sentinel(struct redis_link *l)
 {
     struct redis_addr *a = &l->url.sentinels[l->sentinel_index];
-    l->sentinel = context_to(l, a->host, a->port);
+    l->sentinel = conn_open(l, a->host, a->port, on_sentinel_connected, on_sentinel_lost);
     if (!l->sentinel) {
         sentinel_failed(l);
         return;
     }
     l->asking = 1;
     l->connect_ms = uv_now(l->loop);
-    redisAsyncSetConnectCallback(l->sentinel, on_sentinel_connect);
-    redisAsyncSetDisconnectCallback(l->sentinel, on_sentinel_disconnect);
 }
 
 /* Connects to the master, asking the sentinels first when there are. */
@@ -370,22 +625,13 @@ static void schedule_retry(struct redis_link *l)
     uv_timer_start(&l->retry, on_retry, delay, 0);
 }
 
-/* Tears down a link that stopped answering: pending commands get NULL
- * replies, and the link reconnects. Only from a timer, never inside a
- * hiredis callback. */
+/* Tears down a link that stopped answering, and reconnects. */
 static void abandon(struct redis_link *l, const char *why)
 {
-    redisAsyncContext *ac = l->ac;
-    int was_up = l->up;
     if (strcmp(why, "master moved"))
-        log_warn("redis %s %s:%d: %s in %llu ms, reconnecting", l->name, l->url.host, l->url.port, why,
-                 (unsigned long long)l->timeout_ms);
-    /* Down first, so that what the NULL replies make the owner do cannot
-     * send on the context being freed. */
-    l->ac = NULL;
-    l->up = 0;
-    redisAsyncFree(ac);
-    link_down(l, was_up);
+        log_warn("redis %s %s:%d: %s in %llu ms%s", l->name, l->url.host, l->url.port, why,
+                 (unsigned long long)l->timeout_ms, l->stopping ? "" : ", reconnecting");
+    link_close(l);
 }
 
 void redis_link_alive(struct redis_link *l)
@@ -394,31 +640,34 @@ void redis_link_alive(struct redis_link *l)
     l->checking = 0;
 }
 
-static void on_pong(redisAsyncContext *ac, void *reply, void *privdata)
+static void on_pong(struct redis_link *l, void *reply, void *privdata)
 {
-    struct redis_link *l = privdata;
-    if (reply && ac == l->ac)
+    (void)privdata;
+    if (reply)
         redis_link_alive(l);
 }
 
 /* Every third of the timeout: a connect that takes too long is given up, a
  * link whose last check has not come back within the timeout is torn
- * down, and an idle one is checked again. */
+ * down, and an idle one is checked again. While stopping: the replies
+ * still awaited are given up after the timeout. */
 static void on_health(uv_timer_t *t)
 {
     struct redis_link *l = t->data;
     uint64_t now = uv_now(l->loop);
-    if (l->stopping)
+    if (l->stopping) {
+        if (l->conn && now - l->connect_ms >= l->timeout_ms)
+            abandon(l, "no answer at stop");
         return;
+    }
     if (l->asking && now - l->connect_ms >= l->timeout_ms) {
         struct redis_addr *a = &l->url.sentinels[l->sentinel_index];
         log_warn("redis %s sentinel %s:%d: no answer in %llu ms", l->name, a->host, a->port,
                  (unsigned long long)l->timeout_ms);
-        sentinel_close(l);
         sentinel_failed(l);
         return;
     }
-    if (l->ac && l->moved) {
+    if (l->conn && l->moved) {
         abandon(l, "master moved");
         return;
     }
@@ -426,7 +675,7 @@ static void on_health(uv_timer_t *t)
         l->sentinel_tries = 0; /* the watch was lost: open another one */
         ask_sentinel(l);
     }
-    if (!l->ac)
+    if (!l->conn)
         return;
     if (!l->up) {
         if (now - l->connect_ms >= l->timeout_ms)
@@ -439,7 +688,8 @@ static void on_health(uv_timer_t *t)
     }
     if (l->checking && !l->probe)
         return; /* one PING at a time; probes may be lost, so they go on */
-    int sent = l->probe ? l->probe(l) : redisAsyncCommand(l->ac, on_pong, l, "PING") == REDIS_OK ? 0 : -1;
+    const char *ping[] = {"PING"};
+    int sent = l->probe ? l->probe(l) : conn_send(l->conn, on_pong, NULL, 1, ping, NULL);
     if (sent == 0)
         l->checking = 1;
     else
@@ -455,6 +705,8 @@ int redis_link_start(struct redis_link *l, uv_loop_t *loop)
         return r;
     l->retry.data = l;
     l->health.data = l;
+    if (l->url.nnodes)
+        return (l->cluster = redis_cluster_create(l)) ? 0 : UV_ENOMEM;
     uint64_t every = l->timeout_ms / 3 ? l->timeout_ms / 3 : 1;
     uv_timer_start(&l->health, on_health, every, every);
     connect_now(l);
@@ -464,26 +716,33 @@ int redis_link_start(struct redis_link *l, uv_loop_t *loop)
 void redis_link_stop(struct redis_link *l)
 {
     l->stopping = 1;
-    uv_timer_stop(&l->retry);
-    uv_timer_stop(&l->health);
-    sentinel_close(l);
-    if (l->ac && (l->ac->c.flags & REDIS_CONNECTED)) {
-        redisAsyncDisconnect(l->ac); /* link_down follows from its callback */
+    if (l->cluster) {
+        redis_cluster_stop(l->cluster, finish_stop);
         return;
     }
-    /* Still connecting (no callback will come) or already down. */
-    if (l->ac)
-        redisAsyncFree(l->ac);
-    l->ac = NULL;
-    finish_stop(l);
+    uv_timer_stop(&l->retry);
+    sentinel_close(l);
+    if (l->conn && l->conn->connected && l->conn->count) {
+        l->connect_ms = uv_now(l->loop); /* on_read closes it after the last reply, on_health at the deadline */
+        return;
+    }
+    link_close(l);
 }
 
-int redis_link_command(struct redis_link *l, redisCallbackFn *fn, void *privdata, int argc, const char **argv,
+void redis_link_reconnect(struct redis_link *l)
+{
+    if (l->conn && !l->stopping)
+        link_close(l);
+}
+
+int redis_link_command(struct redis_link *l, redis_reply_fn *fn, void *privdata, int argc, const char **argv,
                        const size_t *argvlen)
 {
-    if (!l->up || !l->ac)
-        return -1;
-    return redisAsyncCommandArgv(l->ac, fn, privdata, argc, argv, argvlen) == REDIS_OK ? 0 : -1;
+    if (l->cluster)
+        return redis_cluster_command(l->cluster, fn, privdata, argc, argv, argvlen);
+    if (!l->up || !l->conn || l->stopping)
+        return -1; /* stopping: only what was sent before is waited for */
+    return conn_send(l->conn, fn, privdata, argc, argv, argvlen);
 }
 
 void redis_script_init(struct redis_script *s)
@@ -494,11 +753,10 @@ void redis_script_init(struct redis_script *s)
         snprintf(s->sha + 2 * i, 3, "%02x", digest[i]);
 }
 
-static void on_script_loaded(redisAsyncContext *ac, void *reply, void *privdata)
+static void on_script_loaded(struct redis_link *l, void *reply, void *privdata)
 {
-    (void)ac;
+    (void)privdata;
     redisReply *r = reply;
-    struct redis_link *l = privdata;
     if (r && r->type == REDIS_REPLY_ERROR)
         log_error("redis %s: SCRIPT LOAD: %s", l->name, r->str);
 }
@@ -506,14 +764,13 @@ static void on_script_loaded(redisAsyncContext *ac, void *reply, void *privdata)
 void redis_script_load(struct redis_link *l, struct redis_script *s)
 {
     const char *argv[] = {"SCRIPT", "LOAD", s->source};
-    redis_link_command(l, on_script_loaded, l, 3, argv, NULL);
+    redis_link_command(l, on_script_loaded, NULL, 3, argv, NULL);
 }
 
 /* One script call in flight, with what it takes to send it again. */
 struct script_call {
-    struct redis_link *link;
     struct redis_script *script;
-    redisCallbackFn *fn;
+    redis_reply_fn *fn;
     void *privdata;
     int retried;
     int argc;          /* command words: EVALSHA sha nkeys args... */
@@ -530,7 +787,7 @@ static void script_call_free(struct script_call *sc)
     free(sc);
 }
 
-static void on_script_reply(redisAsyncContext *ac, void *reply, void *privdata)
+static void on_script_reply(struct redis_link *l, void *reply, void *privdata)
 {
     struct script_call *sc = privdata;
     redisReply *r = reply;
@@ -540,18 +797,19 @@ static void on_script_reply(redisAsyncContext *ac, void *reply, void *privdata)
         sc->argv[1] = sc->script->source;
         sc->lens[0] = 4;
         sc->lens[1] = strlen(sc->script->source);
-        if (redisAsyncCommandArgv(ac, on_script_reply, sc, sc->argc, sc->argv, sc->lens) == REDIS_OK)
+        if (redis_link_command(l, on_script_reply, sc, sc->argc, sc->argv, sc->lens) == 0)
             return;
         r = NULL;
     }
-    sc->fn(ac, r, sc->privdata);
+    if (sc->fn)
+        sc->fn(l, r, sc->privdata);
     script_call_free(sc);
 }
 
 int redis_script_call(struct redis_link *l, struct redis_script *s, int nkeys, int nargs, const char **args,
-                      const size_t *lens, redisCallbackFn *fn, void *privdata)
+                      const size_t *lens, redis_reply_fn *fn, void *privdata)
 {
-    if (!l->up || !l->ac)
+    if (!l->up)
         return -1;
     struct script_call *sc = calloc(1, sizeof *sc);
     char nkeys_text[16];
@@ -564,7 +822,6 @@ int redis_script_call(struct redis_link *l, struct redis_script *s, int nkeys, i
         }
         return -1;
     }
-    sc->link = l;
     sc->script = s;
     sc->fn = fn;
     sc->privdata = privdata;
@@ -587,7 +844,7 @@ int redis_script_call(struct redis_link *l, struct redis_script *s, int nkeys, i
         sc->argv[sc->argc] = copy;
         sc->lens[sc->argc++] = lens[i];
     }
-    if (redisAsyncCommandArgv(l->ac, on_script_reply, sc, sc->argc, sc->argv, sc->lens) != REDIS_OK) {
+    if (redis_link_command(l, on_script_reply, sc, sc->argc, sc->argv, sc->lens)) {
         script_call_free(sc);
         return -1;
     }

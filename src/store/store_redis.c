@@ -21,7 +21,8 @@
 
 /* KEYS: stream, channel, and the publish's idempotency key when it has one.
  * ARGV: maxlen, min id for the age trim or "", from, ts, data, envelope
- * head, envelope tail, publish flag, key window in seconds, age limit in ms
+ * head, envelope tail, the publishing command (PUBLISH, or SPUBLISH on a
+ * cluster; "": none), key window in seconds, age limit in ms
  * or "", the seal's pads ipad and opad. The envelope published is sealed
  * as codec/envelope.h says, of the channel, a newline and the text with
  * the mac's value left empty. Returns {offset, 1} for a key already used (nothing is stored or
@@ -44,10 +45,10 @@ static const char append_source[] =
     "  redis.call('PEXPIRE', KEYS[1], ARGV[10])\n"
     "end\n"
     "if KEYS[3] then redis.call('SET', KEYS[3], id, 'EX', ARGV[9]) end\n"
-    "if ARGV[8] == '1' then\n"
+    "if ARGV[8] ~= '' then\n"
     "  local before, after = ARGV[6] .. id .. '\",\"mac\":\"', '\"' .. ARGV[7]\n"
     "  local inner = redis.sha1hex(ARGV[11] .. KEYS[2] .. '\\n' .. before .. after)\n"
-    "  redis.call('PUBLISH', KEYS[2], before .. redis.sha1hex(ARGV[12] .. inner) .. after)\n"
+    "  redis.call(ARGV[8], KEYS[2], before .. redis.sha1hex(ARGV[12] .. inner) .. after)\n"
     "end\n"
     "return {id, 0}\n";
 
@@ -181,9 +182,9 @@ static void entry_refused(struct store_redis *r, const char *room, const struct 
                  text, suppressed);
 }
 
-static void on_appended(redisAsyncContext *ac, void *reply, void *privdata)
+static void on_appended(struct redis_link *link, void *reply, void *privdata)
 {
-    (void)ac;
+    (void)link;
     struct store_call *call = privdata;
     redisReply *r = reply;
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
@@ -232,7 +233,7 @@ static void redis_append(struct store *s, struct store_call *call)
     call->published = r->same_redis;
     const char *from = call->from ? call->from : "";
     const char *args[] = {key, call->channel, idem, maxlen, minid, from, ts, call->data,
-                          call->envelope->head, call->envelope->tail, call->published ? "1" : "0", window, ttl,
+                          call->envelope->head, call->envelope->tail, !call->published ? "" : r->link.url.nnodes ? "SPUBLISH" : "PUBLISH", window, ttl,
                           (const char *)call->seal->ipad, (const char *)call->seal->opad};
     size_t lens[15];
     for (int i = 0; i < 15; i++)
@@ -315,7 +316,7 @@ static int read_entries(struct sliced_read *sr, const redisReply *entries)
     return 0;
 }
 
-static void on_replay_slice(redisAsyncContext *ac, void *reply, void *privdata);
+static void on_replay_slice(struct redis_link *link, void *reply, void *privdata);
 
 /* After a slice of a replay: the next one, or the end. More than
  * --max-replay entries after since are not replayed: recovered:false. */
@@ -343,9 +344,9 @@ static void replay_next(struct sliced_read *sr, size_t slice_len)
         read_finish(sr, WSFAN_EUNAVAILABLE);
 }
 
-static void on_replay_slice(redisAsyncContext *ac, void *reply, void *privdata)
+static void on_replay_slice(struct redis_link *link, void *reply, void *privdata)
 {
-    (void)ac;
+    (void)link;
     struct sliced_read *sr = privdata;
     redisReply *rep = reply;
     if (rep && rep->type == REDIS_REPLY_NIL) {
@@ -362,9 +363,9 @@ static void on_replay_slice(redisAsyncContext *ac, void *reply, void *privdata)
     replay_next(sr, rep->elements);
 }
 
-static void on_recovered(redisAsyncContext *ac, void *reply, void *privdata)
+static void on_recovered(struct redis_link *link, void *reply, void *privdata)
 {
-    (void)ac;
+    (void)link;
     struct sliced_read *sr = privdata;
     struct store_call *call = sr->call;
     redisReply *rep = reply;
@@ -432,9 +433,9 @@ static void redis_latest(struct store *s, struct store_call *call)
 
 static void history_slice(struct sliced_read *sr, const char *end);
 
-static void on_history_slice(redisAsyncContext *ac, void *reply, void *privdata)
+static void on_history_slice(struct redis_link *link, void *reply, void *privdata)
 {
-    (void)ac;
+    (void)link;
     struct sliced_read *sr = privdata;
     redisReply *rep = reply;
     size_t before = sr->read;

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "net/redis.h"
+#include "net/redis_cluster.h"
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -265,6 +266,45 @@ static void test_redis_url_refuses_bad_sentinel_urls(void **state)
     expect_refused("redis+cluster://s1/m");
 }
 
+static void test_redis_url_cluster_nodes(void **state)
+{
+    (void)state;
+    struct redis_url u;
+    assert_int_equal(redis_url_parse("redis+cluster://u:p@n1:7000,n2,10.0.0.3:7002", &u), 0);
+    assert_int_equal(u.nnodes, 3);
+    assert_string_equal(u.nodes[0].host, "n1");
+    assert_int_equal(u.nodes[0].port, 7000);
+    assert_int_equal(u.nodes[1].port, 6379);
+    assert_string_equal(u.nodes[2].host, "10.0.0.3");
+    assert_string_equal(u.user, "u");
+    assert_string_equal(u.pass, "p");
+    assert_int_equal(u.nsentinels, 0);
+    assert_int_equal(redis_url_parse("redis+cluster://n1:7000/", &u), 0);
+    assert_int_equal(u.nnodes, 1);
+    assert_int_equal(redis_url_parse("redis://h:1", &u), 0);
+    assert_int_equal(u.nnodes, 0);
+    expect_refused("redis+cluster://n1/1");     /* a cluster has no other database */
+    expect_refused("redis+cluster://");
+    expect_refused("redis+cluster://n1,,n2");
+    expect_refused("redis+cluster://a,b,c,d,e,f,g,h,i"); /* more than 8 */
+}
+
+/* Slots as Redis Cluster computes them (CLUSTER KEYSLOT on Redis 7). */
+static void test_redis_cluster_slot_of_keys_and_hash_tags(void **state)
+{
+    (void)state;
+    assert_int_equal(redis_cluster_slot("foo", 3), 12182);
+    assert_int_equal(redis_cluster_slot("bar", 3), 5061);
+    assert_int_equal(redis_cluster_slot("", 0), 0);
+    /* The tag alone counts: a room's channel, stream and presence share a slot. */
+    assert_int_equal(redis_cluster_slot("wsfan:room:{foo}", 16), 12182);
+    assert_int_equal(redis_cluster_slot("wsfan:history:{foo}", 19), 12182);
+    /* The first '{' and the next '}'; an empty tag means the whole key. */
+    assert_int_equal(redis_cluster_slot("a{foo}b{bar}", 12), 12182);
+    assert_int_not_equal(redis_cluster_slot("{}foo", 5), redis_cluster_slot("foo", 3));
+    assert_int_not_equal(redis_cluster_slot("{foo", 4), 12182);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -282,6 +322,8 @@ int main(void)
         cmocka_unit_test(test_redis_url_mask_hides_the_password),
         cmocka_unit_test(test_redis_url_sentinels_and_master),
         cmocka_unit_test(test_redis_url_refuses_bad_sentinel_urls),
+        cmocka_unit_test(test_redis_url_cluster_nodes),
+        cmocka_unit_test(test_redis_cluster_slot_of_keys_and_hash_tags),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
