@@ -455,3 +455,9 @@ void ws_accept_key(const char *key, size_t len, char out[29])
     SHA1(buf, len + sizeof(ws_guid) - 1, digest);
     EVP_EncodeBlock((unsigned char *)out, digest, sizeof(digest));
 }
+
+int ws_handshake_prepare(void)
+{
+    uint8_t digest[SHA_DIGEST_LENGTH];
+    return SHA1((const uint8_t *)ws_guid, sizeof(ws_guid) - 1, digest) ? 0 : -1;
+}

@@ -136,4 +136,10 @@ int ws_key_valid(const char *key, size_t len);
 /* Writes the Sec-WebSocket-Accept value for key (NUL-terminated, 28 chars). */
 void ws_accept_key(const char *key, size_t len, char out[29]);
 
+/* Runs libcrypto's SHA-1 once, at start, before other threads: OpenSSL 3
+ * loads its provider (about 2 MB of code and tables) at the first digest,
+ * which the first handshake would otherwise pay for. Returns 0, or -1 when
+ * libcrypto cannot digest. */
+int ws_handshake_prepare(void);
+
 #endif
