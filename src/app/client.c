@@ -450,6 +450,34 @@ static int require_member(struct client *c, const struct command *cmd, const cha
     return 0;
 }
 
+/* The join of room (a key, where c has a pending membership) answered
+ * here, starting at top (hub_room_top); info (owned) goes to the bus,
+ * which is only told, for the interest and the presence. */
+static void join_locally(struct client *c, const char *ref, const char *room, struct offset top, char *info)
+{
+    struct app *app = client_app(c);
+    struct bus_join *req = (struct bus_join *)app_request(sizeof *req, BUS_JOIN, c->conn.loop->index);
+    if (!req || hub_room_activate(app->hub, c, room, &top) != HUB_OK) {
+        free(req);
+        free(info);
+        hub_room_remove(app->hub, c, room);
+        send_error(c, ref, WSFAN_ENOMEM, NULL);
+        return;
+    }
+    strcpy(req->room, room);
+    if (c->user)
+        strcpy(req->user, c->user);
+    req->info = info;
+    req->answered = 1;
+    bus_submit(app->bus, &req->base);
+    metrics_join_local(c->conn.loop->metrics);
+    char offset[OFFSET_MAX_LEN];
+    offset_format(top, offset);
+    sse_mark(c, room, top);
+    size_t len;
+    send_reply(c, reply_joined(ref, name_of_key(room), offset, 0, 0, &len), &len);
+}
+
 /* room: the key of cmd's room. */
 static void run_join(struct client *c, struct command *cmd, const char *room)
 {
@@ -478,6 +506,14 @@ static void run_join(struct client *c, struct command *cmd, const char *room)
     if ((c->user && c->info && !(info = strdup(c->info))) || hub_room_add(app->hub, c, room) != HUB_OK) {
         free(info);
         send_error(c, cmd->ref, WSFAN_ENOMEM, NULL);
+        return;
+    }
+    /* A join without since of a room this worker follows already, with no
+     * earlier reply owed (replies keep the order of the commands), starts
+     * from the newest offset the worker knows: no bus round trip. */
+    struct offset top;
+    if (!cmd->has_since && c->next_reply == c->next_call && hub_room_top(app->hub, room, &top)) {
+        join_locally(c, cmd->ref, room, top, info);
         return;
     }
     if (!(call = command_call(c, cmd, BUS_JOIN))) {

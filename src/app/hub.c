@@ -52,11 +52,15 @@ struct hub_entry {
     uint32_t refs;
 };
 
+/* top: the newest offset of the room this worker knows (from a join's
+ * reply or a delivery), which a local join starts from (hub_room_top). */
 struct hub_room {
     struct hub_entry e;
     struct room_member *members;
     struct fresh_member *fresh;
     uint32_t nmembers, members_cap, nfresh, fresh_cap;
+    int has_top;
+    struct offset top;
 };
 
 /* A user's connections, or a tenant's ("T/"). */
@@ -108,6 +112,15 @@ static void entry_unref(struct map *m, struct hub_entry *e)
 {
     if (--e->refs == 0)
         free(map_remove(m, e->name, strlen(e->name)));
+}
+
+/* The room's events up to o have reached this worker or are in a replay. */
+static void room_saw(struct hub_room *r, struct offset o)
+{
+    if (!r->has_top || offset_cmp(o, r->top) > 0) {
+        r->top = o;
+        r->has_top = 1;
+    }
 }
 
 static void room_unref(struct hub *h, struct hub_room *r)
@@ -237,6 +250,7 @@ int hub_room_activate(struct hub *h, struct client *c, const char *room, const s
     struct room_member me = {c, (uint32_t)(m - c->hub.rooms)};
     if (!after)
         return members_add(r, me);
+    room_saw(r, *after);
     struct fresh_member *fresh = grow(r->fresh, r->nfresh, &r->fresh_cap, sizeof *fresh, 2);
     if (!fresh)
         return HUB_NOMEM;
@@ -297,6 +311,15 @@ void hub_conn_leave_some(struct hub *h, struct client *c, int (*keep)(struct cli
 void hub_conn_leave_all(struct hub *h, struct client *c, void (*fn)(struct client *c, const char *room))
 {
     hub_conn_leave_some(h, c, NULL, fn);
+}
+
+int hub_room_top(const struct hub *h, const char *room, struct offset *top)
+{
+    const struct hub_room *r = map_get(&h->rooms, room, strlen(room));
+    if (!r || !r->has_top || r->nmembers + r->nfresh == 0)
+        return 0;
+    *top = r->top;
+    return 1;
 }
 
 uint32_t hub_room_members(const struct hub *h, const char *room)
@@ -426,6 +449,8 @@ static uint32_t deliver_to(struct hub *h, struct client *c, struct encoded *e)
 static uint32_t deliver_room(struct hub *h, struct hub_room *r, struct encoded *e)
 {
     uint32_t n = 0;
+    if (e->ev->has_offset)
+        room_saw(r, e->ev->offset);
     r->e.refs++;
     for (uint32_t i = r->nmembers; i-- > 0;)
         if (i < r->nmembers)

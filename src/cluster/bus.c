@@ -644,11 +644,20 @@ static void join_wait(struct bus_join **list, struct bus_join *req)
 
 /* Every JOIN counts interest and presence, failed or not: exactly one
  * LEAVE follows from the worker (the failed join's, the client's, or the
- * close's). Presence events of the join are held with the room's live
+ * close's). A join the worker answered itself needs nothing else. Presence events of the join are held with the room's live
  * events, so the joiner sees joined, then its replay, then them. */
 static void on_join(struct bus *b, struct bus_join *req)
 {
     interest_change(b, EVENT_ROOM, req->room, req->base.worker, 1);
+    if (req->answered) {
+        /* The worker had members in the room already: its interest never
+         * dropped to 0 meanwhile (their leaves come after this), and its
+         * joiner gets the events after the offset it was answered. */
+        if (req->user[0])
+            presence_changed(b, req->room, req->user, 1, req->info);
+        bus_reply(b, &req->base);
+        return;
+    }
     struct bus_room *r = map_get(&b->rooms, req->room, strlen(req->room));
     if (!r) {
         req->base.error = WSFAN_ENOMEM;

@@ -136,7 +136,7 @@ struct totals {
     uint64_t in[METRICS_IN_MAX], in_all, out[METRICS_OUT_COUNT], out_all;
     uint64_t fanout_events[3], fanout_deliveries;
     uint64_t bytes_in, bytes_out, queued_bytes, slow_readers;
-    uint64_t refused[METRICS_REFUSED_COUNT], refused_all, rate_limited;
+    uint64_t refused[METRICS_REFUSED_COUNT], refused_all, rate_limited, joins_local;
 };
 
 static void totals_add(struct totals *t, struct metrics_worker *m)
@@ -173,6 +173,7 @@ static void totals_add(struct totals *t, struct metrics_worker *m)
         t->refused_all += n;
     }
     t->rate_limited += load(&m->rate_limited);
+    t->joins_local += load(&m->joins_local);
 }
 
 /* Connections open now. Opened is read after closed, so a connection that
@@ -286,6 +287,9 @@ static void write_prometheus(FILE *f, const struct metrics_view *v)
                 (unsigned long long)t.refused[i]);
     family(f, "wsfan_commands_rate_limited_total", "counter", "Commands refused with rate_limited by --rate-limit.");
     sample(f, "wsfan_commands_rate_limited_total", t.rate_limited);
+    family(f, "wsfan_joins_local_total", "counter",
+           "Joins answered by their worker, which followed the room already, without a bus round trip.");
+    sample(f, "wsfan_joins_local_total", t.joins_local);
 
     family(f, "wsfan_bus_up", "gauge", "1 while the bus (and the store) can serve, else 0.");
     sample(f, "wsfan_bus_up", v->ready(v->ready_arg) ? 1 : 0);

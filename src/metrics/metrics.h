@@ -66,6 +66,7 @@ struct metrics_worker {
     metrics_counter slow_readers;
     metrics_counter refused[METRICS_REFUSED_COUNT];
     metrics_counter rate_limited;   /* commands refused by --rate-limit */
+    metrics_counter joins_local;    /* joins answered by the worker without the bus */
 };
 
 /* A room and its count over one window. */
@@ -111,6 +112,7 @@ static inline void metrics_refused(struct metrics_worker *m, enum metrics_refuse
     metrics_add(&m->refused[why], n);
 }
 static inline void metrics_rate_limited(struct metrics_worker *m) { metrics_add(&m->rate_limited, 1); }
+static inline void metrics_join_local(struct metrics_worker *m) { metrics_add(&m->joins_local, 1); }
 
 /* One client message of kind (below METRICS_IN_MAX, named in the view). */
 static inline void metrics_message_in(struct metrics_worker *m, int kind) { metrics_add(&m->in[kind], 1); }
