@@ -169,8 +169,20 @@ $(B)/bench/%: bench/%.c
 	@mkdir -p $(@D)
 	$(CC) -O2 -g -Wall -Wextra -Werror -std=gnu11 -pthread $< -o $@
 
-bench: $(B)/wsfan $(B)/bench/loadgen $(B)/bench/limit
+bench: $(B)/wsfan $(B)/bench/loadgen $(B)/bench/limit $(B)/bench/sequencer
 	bench/run.sh
+	@$(MAKE) --no-print-directory bench-sequencer
+
+# The sequencer's ceiling (bench/sequencer.c): publishes per second through
+# one process's bus, from several worker threads, with no subscriber.
+.PHONY: bench-sequencer
+$(B)/bench/sequencer: bench/sequencer.c $(filter-out $(B)/release/main.o,$(OBJS))
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(WARN) $(DEPCFLAGS) -Isrc $^ -o $@ $(LDLIBS)
+
+bench-sequencer: $(B)/bench/sequencer
+	$(B)/bench/sequencer --workers 2 --seconds 3
+	$(B)/bench/sequencer --workers 2 --seconds 3 --ephemeral
 
 bench-smoke: $(B)/wsfan $(B)/bench/loadgen
 	bench/smoke.sh
