@@ -335,7 +335,7 @@ static int index_add(struct hub *h, struct client *c, const char *key, uint32_t 
     if (!u)
         return HUB_NOMEM;
     u->e.refs++;
-    struct client **conns = grow(u->conns, u->count, &u->cap, sizeof *conns, 4);
+    struct client **conns = grow(u->conns, u->count, &u->cap, sizeof *conns, 2);
     if (!conns) {
         user_unref(h, u);
         return HUB_NOMEM;

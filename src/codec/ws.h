@@ -57,9 +57,11 @@ enum {
     WS_PARSE_ERROR = -1,     /* protocol violation: close with *close_code */
 };
 
-/* Embedded in struct conn; its fields are private to ws.c. Control-frame
- * payloads live inline (at most 125 bytes); the message buffer is allocated
- * when a data frame arrives and released once its message is delivered. */
+/* Embedded in struct conn; its fields are private to ws.c. Both buffers
+ * are allocated on demand, so that an idle connection carries neither: the
+ * message buffer when a data frame arrives, the control-frame buffer (125
+ * bytes) when a control frame does; each is released at the feed after
+ * its event was delivered. */
 struct ws_parser {
     uint8_t state;
     uint8_t opcode;          /* of the frame being read */
@@ -76,7 +78,7 @@ struct ws_parser {
     size_t max_message;
     uint8_t *msg;            /* reassembled message (heap, on demand) */
     size_t msg_len, msg_cap;
-    uint8_t ctl[125];
+    uint8_t *ctl;            /* a control frame's payload (heap, on demand) */
 };
 
 /* Prepares p for a new connection. max_message bounds a whole reassembled
