@@ -357,25 +357,34 @@ static void answer_parked(struct client *c)
     }
 }
 
+/* A WebSocket whose input waited for its pending calls (command_call)
+ * reads again once half of them are answered; not at once, so that it
+ * does not stop and go with every reply. Runs after a reply's bookkeeping
+ * is done: the input it hands over may run commands at once. */
+static void input_after_replies(struct client *c)
+{
+    if (c->conn.state == CONN_WS && (c->conn.paused & CONN_PAUSED_BY_APP) && c->pending <= PENDING_MAX / 2)
+        conn_resume(&c->conn);
+}
+
 static void on_reply(struct task *t, void *ctx)
 {
     (void)ctx;
     struct call *call = (struct call *)t;
     struct client *c = call->client;
+    conn_ref(&c->conn); /* the last call's end may be the client's */
     if (call->expired) {
         /* Answered unavailable when it took too long: only freed now. */
         c->pending--;
         call_done(call);
-        return;
-    }
-    if (call->seq != c->next_reply) {
+    } else if (call->seq != c->next_reply) {
         park(c, call);
-        return;
+    } else {
+        answer(c, call);
+        c->next_reply++;
+        answer_parked(c);
     }
-    conn_ref(&c->conn); /* the last call's end may be the client's */
-    answer(c, call);
-    c->next_reply++;
-    answer_parked(c);
+    input_after_replies(c);
     conn_unref(&c->conn);
 }
 
@@ -412,8 +421,8 @@ static void expire_calls(struct client *c, uint64_t now_ms)
 static struct call *command_call(struct client *c, const struct command *cmd, enum bus_op op)
 {
     if (c->pending >= PENDING_MAX) {
-        /* A client that does not wait for replies must not queue work
-         * without bound on the bus. */
+        /* Only a stream's joins can get here: a WebSocket's input has
+         * waited since its pending calls reached the bound. */
         send_error(c, cmd->ref, WSFAN_ERATE_LIMITED, NULL);
         return NULL;
     }
@@ -422,7 +431,12 @@ static struct call *command_call(struct client *c, const struct command *cmd, en
         send_error(c, cmd->ref, WSFAN_ENOMEM, NULL);
         return NULL;
     }
-    c->pending++;
+    /* A client that does not wait for its replies must not queue work
+     * without bound on the bus: its input waits (TCP pushes back on it)
+     * until half of them are answered (input_after_replies). No command
+     * is refused for this. */
+    if (++c->pending == PENDING_MAX && c->conn.state == CONN_WS)
+        conn_pause(&c->conn);
     strcpy(call->ref, cmd->ref);
     return call;
 }
