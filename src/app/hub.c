@@ -63,11 +63,14 @@ struct hub_room {
     struct offset top;
 };
 
-/* A user's connections, or a tenant's ("T/"). */
+/* A user's connections, or a tenant's ("T/"). Most users have one: it
+ * sits in `one`, which costs nothing (the struct's allocation has room
+ * for it anyway), and the array goes to the heap with the second. */
 struct hub_user {
     struct hub_entry e;
-    struct client **conns;
+    struct client **conns;  /* &one, or a heap array of cap */
     uint32_t count, cap;
+    struct client *one;
 };
 
 struct hub {
@@ -134,7 +137,7 @@ static void room_unref(struct hub *h, struct hub_room *r)
 
 static void user_unref(struct hub *h, struct hub_user *u)
 {
-    if (u->e.refs == 1)
+    if (u->e.refs == 1 && u->conns != &u->one)
         free(u->conns);
     entry_unref(&h->users, &u->e);
 }
@@ -335,12 +338,26 @@ static int index_add(struct hub *h, struct client *c, const char *key, uint32_t 
     if (!u)
         return HUB_NOMEM;
     u->e.refs++;
-    struct client **conns = grow(u->conns, u->count, &u->cap, sizeof *conns, 2);
-    if (!conns) {
-        user_unref(h, u);
-        return HUB_NOMEM;
+    if (!u->cap) {
+        u->conns = &u->one;
+        u->cap = 1;
+    } else if (u->conns == &u->one && u->count == 1) {
+        struct client **conns = malloc(sizeof *conns * 2);
+        if (!conns) {
+            user_unref(h, u);
+            return HUB_NOMEM;
+        }
+        conns[0] = u->one;
+        u->conns = conns;
+        u->cap = 2;
+    } else {
+        struct client **conns = grow(u->conns, u->count, &u->cap, sizeof *conns, 2);
+        if (!conns) {
+            user_unref(h, u);
+            return HUB_NOMEM;
+        }
+        u->conns = conns;
     }
-    u->conns = conns;
     *slot = u->count;
     u->conns[u->count++] = c;
     return HUB_OK;
