@@ -31,7 +31,7 @@ MEASURED = {
     # 100-byte payloads on loopback; the fan-out scenario reaches 9.95M with one big room.
     "deliveries_per_core": 5.2e6,
     # bench/idle_memory.py --connections 9000 (fresh server, one user per connection)
-    "wsfan_bytes_per_connection": 1200,
+    "wsfan_bytes_per_connection": 1263,
     # the same run: kernel slab per socket; an idle socket holds no buffer pages
     "kernel_bytes_per_connection": 5039,
     # bench/redis_cost.py: redis-server CPU per persisted publish with an idempotency key
