@@ -169,14 +169,26 @@ $(B)/bench/%: bench/%.c
 	@mkdir -p $(@D)
 	$(CC) -O2 -g -Wall -Wextra -Werror -std=gnu11 -pthread $< -o $@ -lz
 
-bench: $(B)/wsfan $(B)/bench/loadgen $(B)/bench/limit
+bench: $(B)/wsfan $(B)/bench/loadgen $(B)/bench/limit $(B)/bench/sequencer
 	bench/run.sh
 	@$(MAKE) --no-print-directory bench-cluster
+	@$(MAKE) --no-print-directory bench-sequencer
 
 # Redis commands and CPU per message on each shard of a 3-master Redis
 # Cluster, two nodes (bench/cluster_cost.py; figures in docs/benchmarks.md).
 bench-cluster: $(B)/wsfan
 	/usr/bin/python3 bench/cluster_cost.py --bin $(B)/wsfan --rooms 30 --messages 6000
+
+# The sequencer's ceiling (bench/sequencer.c): publishes per second through
+# one process's bus, from several worker threads, with no subscriber.
+.PHONY: bench-sequencer
+$(B)/bench/sequencer: bench/sequencer.c $(filter-out $(B)/release/main.o,$(OBJS))
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(WARN) $(DEPCFLAGS) -Isrc $^ -o $@ $(LDLIBS)
+
+bench-sequencer: $(B)/bench/sequencer
+	$(B)/bench/sequencer --workers 2 --seconds 3
+	$(B)/bench/sequencer --workers 2 --seconds 3 --ephemeral
 
 bench-smoke: $(B)/wsfan $(B)/bench/loadgen
 	bench/smoke.sh

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "codec/token.h"
+#include "codec/ws.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/map.h"
@@ -99,6 +100,10 @@ int main(int argc, char **argv)
     log_set_format(cfg.log_format);
     if (seed_maps())
         return 1;
+    if (ws_handshake_prepare()) {
+        fprintf(stderr, "wsfan: libcrypto cannot compute SHA-1, which the WebSocket handshake needs\n");
+        return 1;
+    }
     struct token_key *key;
     if (load_key(&cfg, &key))
         return 2;

@@ -357,25 +357,34 @@ static void answer_parked(struct client *c)
     }
 }
 
+/* A WebSocket whose input waited for its pending calls (command_call)
+ * reads again once half of them are answered; not at once, so that it
+ * does not stop and go with every reply. Runs after a reply's bookkeeping
+ * is done: the input it hands over may run commands at once. */
+static void input_after_replies(struct client *c)
+{
+    if (c->conn.state == CONN_WS && (c->conn.paused & CONN_PAUSED_BY_APP) && c->pending <= PENDING_MAX / 2)
+        conn_resume(&c->conn);
+}
+
 static void on_reply(struct task *t, void *ctx)
 {
     (void)ctx;
     struct call *call = (struct call *)t;
     struct client *c = call->client;
+    conn_ref(&c->conn); /* the last call's end may be the client's */
     if (call->expired) {
         /* Answered unavailable when it took too long: only freed now. */
         c->pending--;
         call_done(call);
-        return;
-    }
-    if (call->seq != c->next_reply) {
+    } else if (call->seq != c->next_reply) {
         park(c, call);
-        return;
+    } else {
+        answer(c, call);
+        c->next_reply++;
+        answer_parked(c);
     }
-    conn_ref(&c->conn); /* the last call's end may be the client's */
-    answer(c, call);
-    c->next_reply++;
-    answer_parked(c);
+    input_after_replies(c);
     conn_unref(&c->conn);
 }
 
@@ -412,8 +421,8 @@ static void expire_calls(struct client *c, uint64_t now_ms)
 static struct call *command_call(struct client *c, const struct command *cmd, enum bus_op op)
 {
     if (c->pending >= PENDING_MAX) {
-        /* A client that does not wait for replies must not queue work
-         * without bound on the bus. */
+        /* Only a stream's joins can get here: a WebSocket's input has
+         * waited since its pending calls reached the bound. */
         send_error(c, cmd->ref, WSFAN_ERATE_LIMITED, NULL);
         return NULL;
     }
@@ -422,7 +431,12 @@ static struct call *command_call(struct client *c, const struct command *cmd, en
         send_error(c, cmd->ref, WSFAN_ENOMEM, NULL);
         return NULL;
     }
-    c->pending++;
+    /* A client that does not wait for its replies must not queue work
+     * without bound on the bus: its input waits (TCP pushes back on it)
+     * until half of them are answered (input_after_replies). No command
+     * is refused for this. */
+    if (++c->pending == PENDING_MAX && c->conn.state == CONN_WS)
+        conn_pause(&c->conn);
     strcpy(call->ref, cmd->ref);
     return call;
 }
@@ -448,6 +462,34 @@ static int require_member(struct client *c, const struct command *cmd, const cha
         return 1;
     send_error(c, cmd->ref, WSFAN_ENOT_MEMBER, NULL);
     return 0;
+}
+
+/* The join of room (a key, where c has a pending membership) answered
+ * here, starting at top (hub_room_top); info (owned) goes to the bus,
+ * which is only told, for the interest and the presence. */
+static void join_locally(struct client *c, const char *ref, const char *room, struct offset top, char *info)
+{
+    struct app *app = client_app(c);
+    struct bus_join *req = (struct bus_join *)app_request(sizeof *req, BUS_JOIN, c->conn.loop->index);
+    if (!req || hub_room_activate(app->hub, c, room, &top) != HUB_OK) {
+        free(req);
+        free(info);
+        hub_room_remove(app->hub, c, room);
+        send_error(c, ref, WSFAN_ENOMEM, NULL);
+        return;
+    }
+    strcpy(req->room, room);
+    if (c->user)
+        strcpy(req->user, c->user);
+    req->info = info;
+    req->answered = 1;
+    bus_submit(app->bus, &req->base);
+    metrics_join_local(c->conn.loop->metrics);
+    char offset[OFFSET_MAX_LEN];
+    offset_format(top, offset);
+    sse_mark(c, room, top);
+    size_t len;
+    send_reply(c, reply_joined(ref, name_of_key(room), offset, 0, 0, &len), &len);
 }
 
 /* room: the key of cmd's room. */
@@ -478,6 +520,14 @@ static void run_join(struct client *c, struct command *cmd, const char *room)
     if ((c->user && c->info && !(info = strdup(c->info))) || hub_room_add(app->hub, c, room) != HUB_OK) {
         free(info);
         send_error(c, cmd->ref, WSFAN_ENOMEM, NULL);
+        return;
+    }
+    /* A join without since of a room this worker follows already, with no
+     * earlier reply owed (replies keep the order of the commands), starts
+     * from the newest offset the worker knows: no bus round trip. */
+    struct offset top;
+    if (!cmd->has_since && c->next_reply == c->next_call && hub_room_top(app->hub, room, &top)) {
+        join_locally(c, cmd->ref, room, top, info);
         return;
     }
     if (!(call = command_call(c, cmd, BUS_JOIN))) {

@@ -40,9 +40,10 @@ struct client {
     uint32_t pending;           /* commands waiting for the bus */
     uint32_t next_call;         /* seq of the next call */
     uint32_t next_reply;        /* seq of the call to answer next */
+    uint32_t deferred_seq;      /* HTTP: the call whose reply answers the deferred request
+                                   (here, beside its kind, to fill the padding) */
     struct call *parked;        /* replies that overtook an earlier one, by seq */
     struct call *flight, *flight_tail; /* calls on the bus, oldest first */
-    uint32_t deferred_seq;      /* HTTP: the call whose reply answers the deferred request */
     char *user;                 /* NULL when anonymous */
     struct hub_conn hub;        /* this client's rooms, user and tenant slots */
     /* Its token (docs/protocol.md section 1a); all NULL or 0 without one */

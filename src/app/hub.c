@@ -54,18 +54,25 @@ struct hub_entry {
     uint32_t refs;
 };
 
+/* top: the newest offset of the room this worker knows (from a join's
+ * reply or a delivery), which a local join starts from (hub_room_top). */
 struct hub_room {
     struct hub_entry e;
     struct room_member *members;
     struct fresh_member *fresh;
     uint32_t nmembers, members_cap, nfresh, fresh_cap;
+    int has_top;
+    struct offset top;
 };
 
-/* A user's connections, or a tenant's ("T/"). */
+/* A user's connections, or a tenant's ("T/"). Most users have one: it
+ * sits in `one`, which costs nothing (the struct's allocation has room
+ * for it anyway), and the array goes to the heap with the second. */
 struct hub_user {
     struct hub_entry e;
-    struct client **conns;
+    struct client **conns;  /* &one, or a heap array of cap */
     uint32_t count, cap;
+    struct client *one;
 };
 
 struct hub {
@@ -112,6 +119,15 @@ static void entry_unref(struct map *m, struct hub_entry *e)
         free(map_remove(m, e->name, strlen(e->name)));
 }
 
+/* The room's events up to o have reached this worker or are in a replay. */
+static void room_saw(struct hub_room *r, struct offset o)
+{
+    if (!r->has_top || offset_cmp(o, r->top) > 0) {
+        r->top = o;
+        r->has_top = 1;
+    }
+}
+
 static void room_unref(struct hub *h, struct hub_room *r)
 {
     if (r->e.refs == 1) {
@@ -123,7 +139,7 @@ static void room_unref(struct hub *h, struct hub_room *r)
 
 static void user_unref(struct hub *h, struct hub_user *u)
 {
-    if (u->e.refs == 1)
+    if (u->e.refs == 1 && u->conns != &u->one)
         free(u->conns);
     entry_unref(&h->users, &u->e);
 }
@@ -239,6 +255,7 @@ int hub_room_activate(struct hub *h, struct client *c, const char *room, const s
     struct room_member me = {c, (uint32_t)(m - c->hub.rooms)};
     if (!after)
         return members_add(r, me);
+    room_saw(r, *after);
     struct fresh_member *fresh = grow(r->fresh, r->nfresh, &r->fresh_cap, sizeof *fresh, 2);
     if (!fresh)
         return HUB_NOMEM;
@@ -301,6 +318,15 @@ void hub_conn_leave_all(struct hub *h, struct client *c, void (*fn)(struct clien
     hub_conn_leave_some(h, c, NULL, fn);
 }
 
+int hub_room_top(const struct hub *h, const char *room, struct offset *top)
+{
+    const struct hub_room *r = map_get(&h->rooms, room, strlen(room));
+    if (!r || !r->has_top || r->nmembers + r->nfresh == 0)
+        return 0;
+    *top = r->top;
+    return 1;
+}
+
 uint32_t hub_room_members(const struct hub *h, const char *room)
 {
     struct hub_room *r = map_get(&h->rooms, room, strlen(room));
@@ -314,12 +340,26 @@ static int index_add(struct hub *h, struct client *c, const char *key, uint32_t 
     if (!u)
         return HUB_NOMEM;
     u->e.refs++;
-    struct client **conns = grow(u->conns, u->count, &u->cap, sizeof *conns, 4);
-    if (!conns) {
-        user_unref(h, u);
-        return HUB_NOMEM;
+    if (!u->cap) {
+        u->conns = &u->one;
+        u->cap = 1;
+    } else if (u->conns == &u->one && u->count == 1) {
+        struct client **conns = malloc(sizeof *conns * 2);
+        if (!conns) {
+            user_unref(h, u);
+            return HUB_NOMEM;
+        }
+        conns[0] = u->one;
+        u->conns = conns;
+        u->cap = 2;
+    } else {
+        struct client **conns = grow(u->conns, u->count, &u->cap, sizeof *conns, 2);
+        if (!conns) {
+            user_unref(h, u);
+            return HUB_NOMEM;
+        }
+        u->conns = conns;
     }
-    u->conns = conns;
     *slot = u->count;
     u->conns[u->count++] = c;
     return HUB_OK;
@@ -455,6 +495,8 @@ static uint32_t deliver_to(struct hub *h, struct client *c, struct encoded *e)
 static uint32_t deliver_room(struct hub *h, struct hub_room *r, struct encoded *e)
 {
     uint32_t n = 0;
+    if (e->ev->has_offset)
+        room_saw(r, e->ev->offset);
     r->e.refs++;
     for (uint32_t i = r->nmembers; i-- > 0;)
         if (i < r->nmembers)

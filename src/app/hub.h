@@ -48,6 +48,14 @@ int hub_room_add(struct hub *h, struct client *c, const char *room);
  * or HUB_NOMEM. */
 int hub_room_activate(struct hub *h, struct client *c, const char *room, const struct offset *after);
 
+/* Whether this worker can answer a join of room (a key) without the bus:
+ * it has a member in it whose join completed, so the room's events reach
+ * the worker in order from some offset on, and it knows the newest of them
+ * (*top, from a join's reply or a delivery). A join that starts at *top
+ * misses nothing: every later message is still on its way here. Returns 1
+ * and sets *top, or 0. */
+int hub_room_top(const struct hub *h, const char *room, struct offset *top);
+
 /* c leaves room (pending or joined). Returns HUB_OK or HUB_NOT_MEMBER. */
 int hub_room_remove(struct hub *h, struct client *c, const char *room);
 

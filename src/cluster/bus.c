@@ -25,9 +25,16 @@
 #include "core/log.h"
 #include "core/map.h"
 
-/* A room or user with local interest. */
+/* Which workers have local interest in a room or a user (or a tenant's
+ * broadcasts), and how much: memberships, or a user's connections. A user
+ * needs no more than this, which it costs once per user of the process. */
+struct interest {
+    uint32_t total;
+    uint32_t per_worker[];
+};
+
+/* A room with local interest. */
 struct bus_room {
-    uint32_t total;               /* local memberships (or a user's connections) */
     int subscribed;               /* the engine confirmed the subscription */
     int gap_fill;                 /* the link came back: read what was missed */
     int gap_waiting;              /* subscribed again, holding, waiting for the store */
@@ -40,7 +47,7 @@ struct bus_room {
     int checking;                 /* a position check is on its way */
     uint64_t behind_since_ms;     /* history was at behind_top then, ahead of seen; 0: it was not */
     struct offset behind_top;
-    uint32_t per_worker[];
+    struct interest in;           /* last: its per_worker array follows */
 };
 
 struct held_event {
@@ -63,7 +70,7 @@ struct bus {
     struct store *store;
     struct presence *presence;
     struct map rooms;  /* room key -> struct bus_room */
-    struct map users;  /* user key, or a tenant's "T/" (its broadcasts) -> struct bus_room (interest only) */
+    struct map users;  /* user key, or a tenant's "T/" (its broadcasts) -> struct interest */
     int stopping;      /* workers are gone: replies and deliveries are dropped */
     atomic_int ready;  /* engine->ready, for readers on other threads */
 };
@@ -128,8 +135,8 @@ void bus_each_room_count(struct bus *b, void (*fn)(const char *room, unsigned lo
 {
     const struct map_slot *slot;
     for (size_t i = 0; map_next(&b->rooms, &i, &slot);)
-        if (((struct bus_room *)slot->value)->total)
-            fn(slot->key, ((struct bus_room *)slot->value)->total, arg);
+        if (((struct bus_room *)slot->value)->in.total)
+            fn(slot->key, ((struct bus_room *)slot->value)->in.total, arg);
 }
 
 static int by_room(const void *a, const void *b)
@@ -151,18 +158,18 @@ char *bus_rooms_format(struct bus *b, const struct map *cluster, const char *ten
     const struct map_slot *slot;
     for (size_t i = 0; list && map_next(&b->rooms, &i, &slot);) {
         const struct bus_room *r = slot->value;
-        if (!r->total || !key_in_tenant(slot->key, tenant, tlen))
+        if (!r->in.total || !key_in_tenant(slot->key, tenant, tlen))
             continue;
         const char *name = slot->key + (tlen ? tlen + 1 : 0);
-        uintptr_t total = cluster ? (uintptr_t)map_get(cluster, name, strlen(name)) : r->total;
-        json_array_append_new(list, json_pack("{s:s, s:I, s:I}", "room", name, "local", (json_int_t)r->total,
-                                              "cluster", (json_int_t)(total > r->total ? total : r->total)));
+        uintptr_t total = cluster ? (uintptr_t)map_get(cluster, name, strlen(name)) : r->in.total;
+        json_array_append_new(list, json_pack("{s:s, s:I, s:I}", "room", name, "local", (json_int_t)r->in.total,
+                                              "cluster", (json_int_t)(total > r->in.total ? total : r->in.total)));
     }
     for (size_t i = 0; list && cluster && map_next(cluster, &i, &slot);) {
         char buf[KEY_MAX_LEN + 1];
         const char *key = name_key(tenant, slot->key, buf);
         const struct bus_room *r = map_get(&b->rooms, key, strlen(key));
-        if (!r || !r->total)
+        if (!r || !r->in.total)
             json_array_append_new(list, json_pack("{s:s, s:I, s:I}", "room", slot->key, "local", (json_int_t)0,
                                                   "cluster", (json_int_t)(uintptr_t)slot->value));
     }
@@ -198,26 +205,33 @@ void bus_ready_changed(struct bus *b)
 
 /* ---- rooms --------------------------------------------------------------- */
 
-static struct bus_room *room_get(struct bus *b, struct map *index, const char *name, int create)
+/* The entry of name in index, of size bytes (which end with the per-worker
+ * counts), created zeroed when missing and create is set; or NULL. */
+static void *entry_get(struct bus *b, struct map *index, const char *name, size_t size, int create)
 {
     size_t len = strlen(name);
-    struct bus_room *r = map_get(index, name, len);
-    if (r || !create)
-        return r;
-    r = calloc(1, sizeof *r + sizeof r->per_worker[0] * (size_t)b->hooks.nworkers);
-    if (!r || map_put(index, name, len, r)) {
-        free(r);
+    void *e = map_get(index, name, len);
+    if (e || !create)
+        return e;
+    e = calloc(1, size + sizeof(uint32_t) * (size_t)b->hooks.nworkers);
+    if (!e || map_put(index, name, len, e)) {
+        free(e);
         log_error("bus: out of memory tracking %s", name);
         return NULL;
     }
-    return r;
+    return e;
+}
+
+static struct bus_room *room_get(struct bus *b, const char *name, int create)
+{
+    return entry_get(b, &b->rooms, name, sizeof(struct bus_room), create);
 }
 
 /* Frees a room nobody is interested in and nothing waits on. */
-static void room_maybe_free(struct map *index, const char *name, struct bus_room *r)
+static void room_maybe_free(struct bus *b, const char *name, struct bus_room *r)
 {
-    if (r->total == 0 && r->holds == 0 && !r->waiting && !r->rejoins)
-        free(map_remove(index, name, strlen(name)));
+    if (r->in.total == 0 && r->holds == 0 && !r->waiting && !r->rejoins)
+        free(map_remove(&b->rooms, name, strlen(name)));
 }
 
 /* ---- delivery and replies ---------------------------------------------- */
@@ -230,10 +244,10 @@ static void run_delivery(struct task *t, void *ctx)
     free(d);
 }
 
-/* Posts ev to every worker with local interest (r: the room's, user's or
- * tenant's, NULL when none); a broadcast without a tenant goes to every
- * worker. Takes the caller's ref. */
-static void deliver_now(struct bus *b, struct bus_room *r, struct event *ev)
+/* Posts ev to every worker with local interest (in: the room's, user's
+ * or tenant's, NULL when none; r: the room, for a room's event); a
+ * broadcast without a tenant goes to every worker. Takes the caller's ref. */
+static void deliver_to(struct bus *b, const struct interest *in, struct bus_room *r, struct event *ev)
 {
     /* The busiest rooms' rates count messages, not presence events. */
     if (ev->kind == EVENT_MESSAGE)
@@ -244,7 +258,7 @@ static void deliver_now(struct bus *b, struct bus_room *r, struct event *ev)
     }
     int everyone = ev->target == EVENT_ALL && !ev->key_len;
     for (int i = 0; !b->stopping && i < b->hooks.nworkers; i++) {
-        if (!everyone && (!r || !r->per_worker[i]))
+        if (!everyone && (!in || !in->per_worker[i]))
             continue;
         struct delivery *d = malloc(sizeof *d);
         if (!d) {
@@ -263,11 +277,19 @@ static void deliver_now(struct bus *b, struct bus_room *r, struct event *ev)
     event_unref(ev);
 }
 
+static void deliver_now(struct bus *b, struct bus_room *r, struct event *ev)
+{
+    deliver_to(b, r ? &r->in : NULL, r, ev);
+}
+
 void bus_deliver(struct bus *b, struct event *ev)
 {
-    /* A tenant's broadcast goes where its connections are ("T/" in users). */
-    struct map *index = ev->target == EVENT_ROOM ? &b->rooms : &b->users;
-    struct bus_room *r = ev->key_len ? map_get(index, ev->key, ev->key_len) : NULL;
+    if (ev->target != EVENT_ROOM) {
+        /* A tenant's broadcast goes where its connections are ("T/" in users). */
+        deliver_to(b, ev->key_len ? map_get(&b->users, ev->key, ev->key_len) : NULL, NULL, ev);
+        return;
+    }
+    struct bus_room *r = ev->key_len ? map_get(&b->rooms, ev->key, ev->key_len) : NULL;
     /* A gap fill may have read a message whose live copy was still on its
      * way (history and pub/sub come on two connections): when deliveries
      * come in history order, one at or below seen was delivered already. */
@@ -317,7 +339,7 @@ static void room_release(struct bus *b, const char *name)
         free(h);
         h = next;
     }
-    room_maybe_free(&b->rooms, name, r);
+    room_maybe_free(b, name, r);
 }
 
 void bus_reply(struct bus *b, struct bus_request *req)
@@ -339,13 +361,20 @@ static void join_read(struct bus *b, struct bus_join *req);
  * process's first interest begins or its last ends. */
 static void interest_change(struct bus *b, enum event_target target, const char *name, int worker, int delta)
 {
-    struct map *index = target == EVENT_ROOM ? &b->rooms : &b->users;
-    struct bus_room *r = room_get(b, index, name, delta > 0);
-    if (!r || (delta < 0 && r->per_worker[worker] == 0))
+    struct bus_room *r = NULL;
+    struct interest *in;
+    if (target == EVENT_ROOM)
+        in = (r = room_get(b, name, delta > 0)) ? &r->in : NULL;
+    else
+        in = entry_get(b, &b->users, name, sizeof *in, delta > 0);
+    if (!in || (delta < 0 && in->per_worker[worker] == 0))
         return;
-    r->per_worker[worker] += (uint32_t)delta;
-    r->total += (uint32_t)delta;
-    if (r->total == 0) {
+    in->per_worker[worker] += (uint32_t)delta;
+    in->total += (uint32_t)delta;
+    if (in->total == 0 && !r) {
+        free(map_remove(&b->users, name, strlen(name)));
+        b->engine->interest(b, target, name, 0);
+    } else if (in->total == 0) {
         r->subscribed = 0;
         r->gap_fill = 0;
         /* Joins still waiting for the subscription will get no live event
@@ -353,14 +382,14 @@ static void interest_change(struct bus *b, enum event_target target, const char 
          * they are answered and release their holds. */
         struct bus_join *waiting = r->waiting;
         r->waiting = NULL;
-        room_maybe_free(index, name, r);
+        room_maybe_free(b, name, r);
         b->engine->interest(b, target, name, 0);
         while (waiting) {
             struct bus_join *next = waiting->next_waiting;
             join_read(b, waiting);
             waiting = next;
         }
-    } else if (r->total == 1 && delta > 0) {
+    } else if (in->total == 1 && delta > 0) {
         b->engine->interest(b, target, name, 1);
     }
 }
@@ -430,7 +459,7 @@ static void gap_fill_done(struct store_call *call)
     struct gap_fill *g = (struct gap_fill *)((char *)call - offsetof(struct gap_fill, call));
     struct bus *b = g->b;
     struct bus_room *r = map_get(&b->rooms, g->room, strlen(g->room));
-    if (call->error && r && r->total && !b->stopping) {
+    if (call->error && r && r->in.total && !b->stopping) {
         /* The store is down: keep holding and try again when it is back. */
         log_warn("bus: room %s: history unavailable, filling the gap when the store is back", g->room);
         r->gap_waiting = 1;
@@ -536,7 +565,7 @@ void bus_subscribed(struct bus *b, const char *room)
 static void room_unsubscribed(struct bus_room *r)
 {
     r->subscribed = 0;
-    r->gap_fill = r->has_seen && r->total > 0;
+    r->gap_fill = r->has_seen && r->in.total > 0;
 }
 
 void bus_link_changed(struct bus *b, int up)
@@ -560,7 +589,7 @@ void bus_fill_gaps(struct bus *b)
     const struct map_slot *slot;
     for (size_t i = 0; map_next(&b->rooms, &i, &slot);) {
         struct bus_room *r = slot->value;
-        if (r->total && r->has_seen && r->subscribed && !r->gap_waiting) {
+        if (r->in.total && r->has_seen && r->subscribed && !r->gap_waiting) {
             r->holds++;
             gap_fill_start(b, slot->key, r);
         }
@@ -592,7 +621,7 @@ static void position_checked(struct store_call *call)
     struct offset top;
     if (r)
         r->checking = 0;
-    if (r && !call->error && r->has_seen && r->total && !r->holds && offset_parse(call->offset, &top) == 0 &&
+    if (r && !call->error && r->has_seen && r->in.total && !r->holds && offset_parse(call->offset, &top) == 0 &&
         offset_cmp(top, r->seen) > 0) {
         uint64_t now = uv_now(b->loop);
         if (!r->behind_since_ms || offset_cmp(r->seen, r->behind_top) >= 0) {
@@ -620,7 +649,7 @@ static void on_positions(uv_timer_t *t)
     const struct map_slot *slot;
     for (size_t i = 0; map_next(&b->rooms, &i, &slot);) {
         struct bus_room *r = slot->value;
-        if (!r->total || !r->has_seen || !r->subscribed || r->holds || r->checking)
+        if (!r->in.total || !r->has_seen || !r->subscribed || r->holds || r->checking)
             continue;
         struct position_check *pc = calloc(1, sizeof *pc);
         if (!pc)
@@ -656,11 +685,20 @@ static void join_wait(struct bus_join **list, struct bus_join *req)
 
 /* Every JOIN counts interest and presence, failed or not: exactly one
  * LEAVE follows from the worker (the failed join's, the client's, or the
- * close's). Presence events of the join are held with the room's live
+ * close's). A join the worker answered itself needs nothing else. Presence events of the join are held with the room's live
  * events, so the joiner sees joined, then its replay, then them. */
 static void on_join(struct bus *b, struct bus_join *req)
 {
     interest_change(b, EVENT_ROOM, req->room, req->base.worker, 1);
+    if (req->answered) {
+        /* The worker had members in the room already: its interest never
+         * dropped to 0 meanwhile (their leaves come after this), and its
+         * joiner gets the events after the offset it was answered. */
+        if (req->user[0])
+            presence_changed(b, req->room, req->user, 1, req->info);
+        bus_reply(b, &req->base);
+        return;
+    }
     struct bus_room *r = map_get(&b->rooms, req->room, strlen(req->room));
     if (!r) {
         req->base.error = WSFAN_ENOMEM;
@@ -718,8 +756,8 @@ static void on_publish(struct bus *b, struct bus_publish *req)
     req->store.key_len = req->has_key ? strlen(req->key) : 0;
     if (req->disconnect) {
         /* The user's interest counts its connections here (BUS_ONLINE). */
-        struct bus_room *r = map_get(&b->users, req->name, strlen(req->name));
-        req->local = r ? r->total : 0;
+        const struct interest *in = map_get(&b->users, req->name, strlen(req->name));
+        req->local = in ? in->total : 0;
     }
     b->engine->publish(b, req);
 }
@@ -831,10 +869,10 @@ fail:
     return NULL;
 }
 
-static void free_rooms(struct map *index)
+static void free_rooms(struct map *rooms)
 {
     const struct map_slot *slot;
-    for (size_t i = 0; map_next(index, &i, &slot);) {
+    for (size_t i = 0; map_next(rooms, &i, &slot);) {
         struct bus_room *r = slot->value;
         for (struct held_event *h = r->held, *next; h; h = next) {
             next = h->next;
@@ -849,7 +887,7 @@ static void free_rooms(struct map *index)
             }
         free(r);
     }
-    map_free(index);
+    map_free(rooms);
 }
 
 void bus_stop(struct bus *b)
@@ -865,7 +903,10 @@ void bus_stop(struct bus *b)
 void bus_free(struct bus *b)
 {
     free_rooms(&b->rooms);
-    free_rooms(&b->users);
+    const struct map_slot *slot;
+    for (size_t i = 0; map_next(&b->users, &i, &slot);)
+        free(slot->value);
+    map_free(&b->users);
     presence_destroy(b->presence);
     free(b);
 }

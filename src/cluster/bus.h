@@ -59,6 +59,9 @@ struct bus_join {
     char user[NAME_MAX_LEN + 1];    /* the connection's user, or "" */
     char *info;                     /* the connection's info, JSON text (owned), or NULL */
     int has_since;
+    int answered;                   /* the worker answered joined from what it knows
+                                       (app/hub.h, hub_room_top): the bus only counts
+                                       the interest and the presence, and frees it */
     struct store_call store;        /* the replay read: since in, offset and batch out */
 };
 

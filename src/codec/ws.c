@@ -29,6 +29,9 @@ enum parse_state {
 
 #define WS_CONTROL_MAX 125
 
+/* What an empty text message's event points at: it has no buffer. */
+static const uint8_t empty_message[1];
+
 static int is_control(uint8_t op)
 {
     return op & 0x8;
@@ -109,13 +112,18 @@ static int set_frame_len(struct ws_parser *p, uint64_t len, uint16_t *close_code
     return 0;
 }
 
-/* Frees the buffer of a message already handed out in an event. */
-static void msg_release_delivered(struct ws_parser *p)
+/* Frees the buffers of a message or control frame already handed out in
+ * an event (a control frame still being read keeps its buffer). */
+static void release_delivered(struct ws_parser *p)
 {
     if (p->msg && p->msg_opcode == 0) {
         free(p->msg);
         p->msg = NULL;
         p->msg_cap = 0;
+    }
+    if (p->ctl && !(p->state == ST_PAYLOAD && is_control(p->opcode))) {
+        free(p->ctl);
+        p->ctl = NULL;
     }
 }
 
@@ -191,6 +199,8 @@ static int read_mask(struct ws_parser *p, uint16_t *close_code)
     p->state = ST_PAYLOAD;
     if (is_control(p->opcode)) {
         p->ctl_len = (uint8_t)p->frame_len;
+        if (!p->ctl && !(p->ctl = malloc(WS_CONTROL_MAX)))
+            return fail(p, WS_CLOSE_INTERNAL, close_code);
         return 0;
     }
     if (p->opcode == WS_OP_TEXT) {
@@ -297,7 +307,7 @@ static int frame_end(struct ws_parser *p, struct ws_event *ev, uint16_t *close_c
         if (!utf8_complete(p->utf8))
             return fail(p, WS_CLOSE_BAD_DATA, close_code);
         ev->type = WS_EV_TEXT;
-        ev->data = p->msg ? p->msg : p->ctl;
+        ev->data = p->msg ? p->msg : empty_message;
         ev->len = p->msg_len;
         ev->close_code = 0;
         /* The buffer stays until the next feed, which frees it. */
@@ -326,6 +336,8 @@ void ws_parser_free(struct ws_parser *p)
     free(p->msg);
     p->msg = NULL;
     p->msg_len = p->msg_cap = 0;
+    free(p->ctl);
+    p->ctl = NULL;
 }
 
 int ws_parser_feed(struct ws_parser *p, const uint8_t *buf, size_t len,
@@ -335,7 +347,7 @@ int ws_parser_feed(struct ws_parser *p, const uint8_t *buf, size_t len,
     int r = 0;
 
     assert(p->state != ST_DONE);
-    msg_release_delivered(p);
+    release_delivered(p);
     for (;;) {
         if (p->state == ST_PAYLOAD) {
             size_t n = (size_t)min_u64(len - pos, p->frame_len - p->frame_pos);
@@ -498,4 +510,10 @@ void ws_accept_key(const char *key, size_t len, char out[29])
     memcpy(buf + len, ws_guid, sizeof(ws_guid) - 1);
     SHA1(buf, len + sizeof(ws_guid) - 1, digest);
     EVP_EncodeBlock((unsigned char *)out, digest, sizeof(digest));
+}
+
+int ws_handshake_prepare(void)
+{
+    uint8_t digest[SHA_DIGEST_LENGTH];
+    return SHA1((const uint8_t *)ws_guid, sizeof(ws_guid) - 1, digest) ? 0 : -1;
 }

@@ -62,9 +62,11 @@ enum {
 
 struct deflate_streams;
 
-/* Embedded in struct conn; its fields are private to ws.c. Control-frame
- * payloads live inline (at most 125 bytes); the message buffer is allocated
- * when a data frame arrives and released once its message is delivered. */
+/* Embedded in struct conn; its fields are private to ws.c. Both buffers
+ * are allocated on demand, so that an idle connection carries neither: the
+ * message buffer when a data frame arrives, the control-frame buffer (125
+ * bytes) when a control frame does; each is released at the feed after
+ * its event was delivered. */
 struct ws_parser {
     uint8_t state;
     uint8_t opcode;          /* of the frame being read */
@@ -82,7 +84,7 @@ struct ws_parser {
     size_t max_message;
     uint8_t *msg;            /* reassembled message (heap, on demand) */
     size_t msg_len, msg_cap;
-    uint8_t ctl[125];
+    uint8_t *ctl;            /* a control frame's payload (heap, on demand) */
     struct deflate_streams *deflate; /* the worker's, once permessage-deflate
                                         is negotiated; NULL without it */
 };
@@ -157,5 +159,11 @@ int ws_key_valid(const char *key, size_t len);
 
 /* Writes the Sec-WebSocket-Accept value for key (NUL-terminated, 28 chars). */
 void ws_accept_key(const char *key, size_t len, char out[29]);
+
+/* Runs libcrypto's SHA-1 once, at start, before other threads: OpenSSL 3
+ * loads its provider (about 2 MB of code and tables) at the first digest,
+ * which the first handshake would otherwise pay for. Returns 0, or -1 when
+ * libcrypto cannot digest. */
+int ws_handshake_prepare(void);
 
 #endif

@@ -138,6 +138,7 @@ struct totals {
     uint64_t bytes_in, bytes_out, queued_bytes, slow_readers;
     uint64_t refused[METRICS_REFUSED_COUNT], refused_all, rate_limited;
     uint64_t deflate_conns, deflate_frames, deflate_bytes_in, deflate_bytes_out;
+    uint64_t joins_local;
 };
 
 static void totals_add(struct totals *t, struct metrics_worker *m)
@@ -178,6 +179,7 @@ static void totals_add(struct totals *t, struct metrics_worker *m)
     t->deflate_frames += load(&m->deflate_frames);
     t->deflate_bytes_in += load(&m->deflate_bytes_in);
     t->deflate_bytes_out += load(&m->deflate_bytes_out);
+    t->joins_local += load(&m->joins_local);
 }
 
 /* Connections open now. Opened is read after closed, so a connection that
@@ -300,6 +302,9 @@ static void write_prometheus(FILE *f, const struct metrics_view *v)
     sample(f, "wsfan_deflate_input_bytes_total", t.deflate_bytes_in);
     family(f, "wsfan_deflate_output_bytes_total", "counter", "Bytes of the compressed frames, headers included.");
     sample(f, "wsfan_deflate_output_bytes_total", t.deflate_bytes_out);
+    family(f, "wsfan_joins_local_total", "counter",
+           "Joins answered by their worker, which followed the room already, without a bus round trip.");
+    sample(f, "wsfan_joins_local_total", t.joins_local);
 
     family(f, "wsfan_bus_up", "gauge", "1 while the bus (and the store) can serve, else 0.");
     sample(f, "wsfan_bus_up", v->ready(v->ready_arg) ? 1 : 0);

@@ -68,6 +68,7 @@ struct metrics_worker {
     metrics_counter rate_limited;   /* commands refused by --rate-limit */
     metrics_counter deflate_conns;  /* upgrades that negotiated permessage-deflate */
     metrics_counter deflate_frames, deflate_bytes_in, deflate_bytes_out; /* compressed shared frames */
+    metrics_counter joins_local;    /* joins answered by the worker without the bus */
 };
 
 /* A room and its count over one window. */
@@ -113,6 +114,7 @@ static inline void metrics_refused(struct metrics_worker *m, enum metrics_refuse
     metrics_add(&m->refused[why], n);
 }
 static inline void metrics_rate_limited(struct metrics_worker *m) { metrics_add(&m->rate_limited, 1); }
+static inline void metrics_join_local(struct metrics_worker *m) { metrics_add(&m->joins_local, 1); }
 
 /* An upgrade negotiated permessage-deflate. */
 static inline void metrics_deflate_conn(struct metrics_worker *m) { metrics_add(&m->deflate_conns, 1); }

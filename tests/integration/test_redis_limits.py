@@ -1,6 +1,8 @@
 """Limits that only a slow bus can reach: a connection that keeps sending
-commands while Redis does not answer gets `rate_limited` once 1024 of its
-commands wait for the bus, and the connection stays open and served."""
+commands while Redis does not answer has its input wait once 1024 of its
+commands wait for the bus (TCP pushes back on it); when replies come, the
+rest is read and run. No command is refused, and the connection stays open
+and served."""
 import threading
 
 from conftest import redis_node, run
@@ -9,7 +11,7 @@ from protocol_client import connect, uniq
 PENDING_MAX = 1024
 
 
-def test_commands_waiting_on_a_paused_redis_are_rate_limited(redis_server, wsfan):
+def test_commands_past_1024_waiting_on_a_paused_redis_wait_too(redis_server, wsfan):
     # More than 1024 commands at once, on purpose: --rate-limit is off here
     # so that only the limit of commands waiting for the bus applies.
     node = redis_node(wsfan, redis_server, "lim-a", "--rate-limit", "0")
@@ -37,12 +39,8 @@ def test_commands_waiting_on_a_paused_redis_are_rate_limited(redis_server, wsfan
             await c.close()
 
     replies, pong = run(scenario(), timeout=40)
-    limited = sorted(r for r, m in replies.items() if m["type"] == "error")
     acked = sorted(r for r, m in replies.items() if m["type"] == "ack")
     assert len(replies) == total, f"every command gets a reply: {total - len(replies)} missing"
-    assert all(replies[r]["code"] == "rate_limited" for r in limited), \
-        f"the refusals are rate_limited: {[replies[r] for r in limited[:3]]}"
-    assert len(acked) == PENDING_MAX and acked == list(range(PENDING_MAX)), \
-        f"the first {PENDING_MAX} commands wait and are acked, the rest refused: {len(acked)} acked, " \
-        f"first refused {limited[:1]}"
+    assert acked == list(range(total)), \
+        f"every command is run, none refused: {[m for m in replies.values() if m['type'] != 'ack'][:3]}"
     assert pong["type"] == "pong", f"the connection stays open and served: {pong}"

@@ -712,6 +712,43 @@ static void test_bus_first_join_asks_engine_for_interest_and_last_leave_drops_it
     submit_leave(f, 2, "a", NULL, 0);
 }
 
+/* A join the worker answered itself (app/client.c, join_locally): the bus
+ * counts the interest and the presence, reads nothing, holds nothing and
+ * posts no reply; the leave that follows undoes it. */
+static void test_bus_answered_join_counts_interest_and_presence_only(void **state)
+{
+    struct fixture *f = *state;
+
+    joined(f, 0, "a");
+    int latests = f->store->latests;
+    struct bus_join *j = request(sizeof *j, BUS_JOIN, 0, 0);
+    snprintf(j->room, sizeof j->room, "a");
+    snprintf(j->user, sizeof j->user, "bob");
+    j->answered = 1;
+    bus_submit(f->bus, &j->base);
+    settle(f);
+    assert_int_equal(f->store->latests, latests);
+    /* the first join's reply, then bob's presence_join: no second reply */
+    assert_int_equal(f->workers[0].n, 2);
+    assert_reply(&f->workers[0], 0, BUS_JOIN, 0);
+    assert_event_text(&f->workers[0], 1, "presence_join");
+    assert_int_equal(local_members(f), 2);
+    assert_int_equal(f->eng.ninterest, 1);
+    assert_int_equal(f->eng.npresence, 1);
+    assert_string_equal(f->eng.presence[0].user, "bob");
+    assert_int_equal(f->eng.presence[0].count, 1);
+    /* nothing holds the room's live events */
+    bus_deliver(f->bus, ephemeral("a", "live"));
+    settle(f);
+    assert_event(&f->workers[0], 2, "live");
+    submit_leave(f, 0, "a", "bob", 0);
+    submit_leave(f, 0, "a", NULL, 0);
+    settle(f);
+    assert_int_equal(local_members(f), 0);
+    assert_int_equal(f->eng.npresence, 2);
+    assert_int_equal(f->eng.presence[1].count, 0);
+}
+
 static void test_bus_leave_without_join_changes_nothing(void **state)
 {
     struct fixture *f = *state;
@@ -1555,6 +1592,7 @@ int main(void)
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
         T(test_bus_first_join_asks_engine_for_interest_and_last_leave_drops_it),
         T(test_bus_leave_without_join_changes_nothing),
+        T(test_bus_answered_join_counts_interest_and_presence_only),
         T(test_bus_join_waits_for_subscription_before_reading_store),
         T(test_bus_join_since_replays_what_followed_it),
         T(test_bus_holds_live_events_during_join_read_and_delivers_them_after_reply),

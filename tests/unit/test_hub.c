@@ -715,6 +715,51 @@ static void test_hub_fresh_member_publisher_is_skipped_too(void **state)
     assert_int_equal(deliver_at(f, 10, 0), BIT(0) | BIT(1));
 }
 
+/* ---- Rooms: the offset a local join starts from ---------------------------------- */
+
+static void test_hub_room_top_needs_an_active_member_and_an_offset(void **state)
+{
+    struct fixture *f = *state;
+    struct offset top;
+
+    assert_false(hub_room_top(f->hub, "r", &top));
+    /* a pending member: the worker may not get the room's events yet */
+    assert_int_equal(hub_room_add(f->hub, f->c[0], "r"), HUB_OK);
+    assert_false(hub_room_top(f->hub, "r", &top));
+    /* joined without an offset: none known until a persisted event comes */
+    assert_int_equal(hub_room_activate(f->hub, f->c[0], "r", NULL), HUB_OK);
+    assert_false(hub_room_top(f->hub, "r", &top));
+    deliver(f, EVENT_ROOM, "r");
+    assert_false(hub_room_top(f->hub, "r", &top));
+    deliver_at(f, 10, 2);
+    assert_true(hub_room_top(f->hub, "r", &top));
+    assert_true(top.ms == 10 && top.seq == 2);
+    /* once nobody is in the room, what the worker knew goes with it */
+    leave(f, 0, "r");
+    assert_false(hub_room_top(f->hub, "r", &top));
+}
+
+static void test_hub_room_top_is_the_newest_of_replies_and_deliveries(void **state)
+{
+    struct fixture *f = *state;
+    struct offset top;
+
+    activate_after(f, 0, 10, 5);
+    assert_true(hub_room_top(f->hub, "r", &top));
+    assert_true(top.ms == 10 && top.seq == 5);
+    /* an older join reply does not move it back */
+    activate_after(f, 1, 9, 0);
+    assert_true(hub_room_top(f->hub, "r", &top));
+    assert_true(top.ms == 10 && top.seq == 5);
+    deliver_at(f, 10, 6);
+    assert_true(hub_room_top(f->hub, "r", &top));
+    assert_true(top.ms == 10 && top.seq == 6);
+    /* a member that starts there gets only what follows */
+    activate_after(f, 2, top.ms, top.seq);
+    assert_int_equal(deliver_at(f, 10, 6), BIT(0) | BIT(1));
+    assert_int_equal(deliver_at(f, 10, 7), BIT(0) | BIT(1) | BIT(2));
+}
+
 /* Random joins (pending, then joined or fresh from a replay at some
  * offset), leaves, closes and deliveries, checked against a model after
  * every step: the index bookkeeping of every move, including promotions. */
@@ -1020,6 +1065,8 @@ int main(void)
         T(test_hub_fresh_members_each_have_their_own_offset),
         T(test_hub_fresh_member_can_leave_before_it_is_promoted),
         T(test_hub_fresh_member_publisher_is_skipped_too),
+        T(test_hub_room_top_needs_an_active_member_and_an_offset),
+        T(test_hub_room_top_is_the_newest_of_replies_and_deliveries),
         T(test_hub_room_index_matches_reference_with_fresh_members),
         T(test_hub_user_index_keeps_slots_when_one_leaves_from_the_middle),
         T(test_hub_users_and_rooms_are_separate_namespaces),
