@@ -1,7 +1,7 @@
 # wsfan build. `make run` and `make test` are the two commands of README.md;
 # both install what is missing first (scripts/install-deps, quiet when done).
 
-PKGS      := libuv jansson hiredis libcrypto libjwt
+PKGS      := libuv jansson hiredis libssl libcrypto libjwt
 CC        ?= cc
 CFLAGS    ?= -O2 -g
 WARN      := -Wall -Wextra -Werror -std=gnu11 -D_GNU_SOURCE

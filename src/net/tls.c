@@ -1,0 +1,266 @@
+/* tls.c - the TLS engine of tls.h on OpenSSL: one SSL per session between
+ * two memory BIOs (in: ciphertext fed by the caller, out: ciphertext the
+ * caller sends). Runs on the thread of its session; contexts are shared. */
+#include "net/tls.h"
+
+#include <arpa/inet.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+struct tls {
+    SSL *ssl;
+    BIO *in, *out;      /* owned by ssl */
+    char error[TLS_ERR_MAX];
+    unsigned char shut; /* close_notify queued */
+};
+
+/* The TLS 1.2 suites: ECDHE (forward secrecy) with an AEAD cipher, as
+ * Mozilla's "intermediate" list minus the finite-field DHE ones. TLS 1.3
+ * keeps OpenSSL's default suites, which are all of that kind. */
+static const char TLS12_CIPHERS[] = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                                    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                                    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+/* ALPN, wire format: one length byte, then the name. */
+static const unsigned char ALPN_HTTP11[] = "\x08http/1.1";
+
+/* The reason of OpenSSL's last error (emptying its queue), after prefix. */
+static void take_error(char *err, size_t cap, const char *prefix)
+{
+    unsigned long e = ERR_peek_last_error();
+    const char *reason = e ? ERR_reason_error_string(e) : NULL;
+    snprintf(err, cap, "%s%s%s", prefix, reason && *prefix ? ": " : "", reason ? reason : (*prefix ? "" : "unknown"));
+    ERR_clear_error();
+}
+
+/* The server picks http/1.1; a client that offers ALPN without it (h2
+ * only) gets the no_application_protocol alert rather than a protocol it
+ * would not understand. */
+static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+                       unsigned int inlen, void *arg)
+{
+    (void)ssl;
+    (void)arg;
+    unsigned char *chosen;
+    if (SSL_select_next_proto(&chosen, outlen, ALPN_HTTP11, sizeof ALPN_HTTP11 - 1, in, inlen) !=
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    *out = chosen;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+/* Versions, ciphers and options both sides share. */
+static SSL_CTX *ctx_new(const SSL_METHOD *method, char *err, size_t cap)
+{
+    SSL_CTX *ctx = SSL_CTX_new(method);
+    if (!ctx) {
+        take_error(err, cap, "cannot create a TLS context");
+        return NULL;
+    }
+    if (!SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) || !SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS)) {
+        take_error(err, cap, "cannot set TLS versions and ciphers");
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    /* No renegotiation (a CPU cost a client could impose); no compression
+     * (CRIME). Buffers go back while a session is idle: an idle
+     * connection then holds a few hundred bytes of TLS state, not 34k. */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    return ctx;
+}
+
+struct tls_ctx *tls_ctx_server_create(const char *cert_file, const char *key_file, char *err, size_t cap)
+{
+    SSL_CTX *ctx = ctx_new(TLS_server_method(), err, cap);
+    if (!ctx)
+        return NULL;
+    char what[PATH_MAX + 64];
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
+        snprintf(what, sizeof what, "%s: cannot load the certificate chain", cert_file);
+        goto fail;
+    }
+    /* OpenSSL checks that the key matches the certificate as it loads it. */
+    if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+        if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH)
+            snprintf(what, sizeof what, "%s does not match the certificate of %s", key_file, cert_file);
+        else
+            snprintf(what, sizeof what, "%s: cannot load the private key", key_file);
+        goto fail;
+    }
+    SSL_CTX_set_alpn_select_cb(ctx, select_alpn, NULL);
+    return (struct tls_ctx *)ctx;
+fail:
+    take_error(err, cap, what);
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+struct tls_ctx *tls_ctx_client_create(const char *ca_file, char *err, size_t cap)
+{
+    SSL_CTX *ctx = ctx_new(TLS_client_method(), err, cap);
+    if (!ctx)
+        return NULL;
+    int ok = ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL) : SSL_CTX_set_default_verify_paths(ctx);
+    if (ok != 1) {
+        char what[PATH_MAX + 64];
+        snprintf(what, sizeof what, "%s: cannot load the trusted certificates", ca_file ? ca_file : "system");
+        take_error(err, cap, what);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    return (struct tls_ctx *)ctx;
+}
+
+void tls_ctx_ref(struct tls_ctx *ctx)
+{
+    SSL_CTX_up_ref((SSL_CTX *)ctx);
+}
+
+void tls_ctx_unref(struct tls_ctx *ctx)
+{
+    SSL_CTX_free((SSL_CTX *)ctx);
+}
+
+/* A client names the server it wants (SNI) and checks that the certificate
+ * is for it: a DNS name, or an address (which SNI does not carry). */
+static int set_peer_name(SSL *ssl, const char *name)
+{
+    unsigned char addr[16];
+    if (inet_pton(AF_INET, name, addr) == 1 || inet_pton(AF_INET6, name, addr) == 1)
+        return X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name) == 1 ? 0 : -1;
+    return SSL_set_tlsext_host_name(ssl, name) == 1 && SSL_set1_host(ssl, name) == 1 ? 0 : -1;
+}
+
+struct tls *tls_create(struct tls_ctx *tctx, const char *server_name)
+{
+    SSL_CTX *ctx = (SSL_CTX *)tctx;
+    struct tls *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->ssl = SSL_new(ctx); /* holds a reference to ctx */
+    t->in = BIO_new(BIO_s_mem());
+    t->out = BIO_new(BIO_s_mem());
+    if (!t->ssl || !t->in || !t->out)
+        goto fail;
+    /* An empty input BIO means "more to come", not the end. */
+    BIO_set_mem_eof_return(t->in, -1);
+    BIO_set_mem_eof_return(t->out, -1);
+    SSL_set_bio(t->ssl, t->in, t->out);
+    if (SSL_is_server(t->ssl))
+        SSL_set_accept_state(t->ssl);
+    else {
+        SSL_set_connect_state(t->ssl);
+        if (server_name && set_peer_name(t->ssl, server_name))
+            goto fail;
+    }
+    return t;
+fail:
+    if (t->ssl)
+        SSL_free(t->ssl); /* and the BIOs, once set */
+    else {
+        BIO_free(t->in);
+        BIO_free(t->out);
+    }
+    ERR_clear_error();
+    free(t);
+    return NULL;
+}
+
+void tls_destroy(struct tls *t)
+{
+    if (!t)
+        return;
+    SSL_free(t->ssl);
+    free(t);
+}
+
+int tls_feed(struct tls *t, const void *buf, size_t len)
+{
+    while (len) {
+        int n = len > INT_MAX ? INT_MAX : (int)len;
+        if (BIO_write(t->in, buf, n) != n)
+            return -1;
+        buf = (const char *)buf + n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* What an SSL call that returned r means for the caller. */
+static ssize_t outcome(struct tls *t, int r)
+{
+    switch (SSL_get_error(t->ssl, r)) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:
+        return TLS_WANT;
+    case SSL_ERROR_ZERO_RETURN:
+        return TLS_CLOSED;
+    case SSL_ERROR_SSL:
+        take_error(t->error, sizeof t->error, "");
+        return TLS_ERROR;
+    default:
+        snprintf(t->error, sizeof t->error, "connection ended without close_notify");
+        ERR_clear_error();
+        return TLS_ERROR;
+    }
+}
+
+ssize_t tls_read(struct tls *t, void *buf, size_t cap)
+{
+    size_t n = 0;
+    int r = SSL_read_ex(t->ssl, buf, cap, &n);
+    return r == 1 ? (ssize_t)n : outcome(t, r);
+}
+
+ssize_t tls_write(struct tls *t, const void *buf, size_t len)
+{
+    size_t n = 0;
+    /* A memory BIO never fills: the write is complete or failed. */
+    int r = SSL_write_ex(t->ssl, buf, len, &n);
+    return r == 1 ? (ssize_t)n : outcome(t, r) == TLS_ERROR ? TLS_ERROR : TLS_WANT;
+}
+
+int tls_connect(struct tls *t)
+{
+    int r = SSL_do_handshake(t->ssl);
+    return r == 1 || outcome(t, r) == TLS_WANT ? 0 : TLS_ERROR;
+}
+
+void tls_close_notify(struct tls *t)
+{
+    if (t->shut)
+        return;
+    t->shut = 1;
+    if (SSL_is_init_finished(t->ssl))
+        SSL_shutdown(t->ssl);
+    ERR_clear_error();
+}
+
+size_t tls_out_pending(const struct tls *t)
+{
+    return BIO_ctrl_pending(t->out);
+}
+
+size_t tls_out_take(struct tls *t, void *buf, size_t cap)
+{
+    int n = BIO_read(t->out, buf, cap > INT_MAX ? INT_MAX : (int)cap);
+    return n > 0 ? (size_t)n : 0;
+}
+
+int tls_handshake_done(const struct tls *t)
+{
+    return SSL_is_init_finished(t->ssl);
+}
+
+const char *tls_error(const struct tls *t)
+{
+    return t->error;
+}
