@@ -126,7 +126,7 @@ void tls_ctx_ref(struct tls_ctx *ctx)
 
 void tls_ctx_unref(struct tls_ctx *ctx)
 {
-    SSL_CTX_free((SSL_CTX *)ctx);
+    SSL_CTX_free((SSL_CTX *)ctx); /* NULL-safe */
 }
 
 /* A client names the server it wants (SNI) and checks that the certificate

@@ -36,7 +36,8 @@ struct tls_ctx *tls_ctx_server_create(const char *cert_file, const char *key_fil
  * reference, or NULL with the reason in err. */
 struct tls_ctx *tls_ctx_client_create(const char *ca_file, char *err, size_t cap);
 
-/* Takes and drops references; the last unref frees. Thread-safe. */
+/* Takes and drops references; the last unref frees (NULL: nothing).
+ * Thread-safe. */
 void tls_ctx_ref(struct tls_ctx *ctx);
 void tls_ctx_unref(struct tls_ctx *ctx);
 
