@@ -27,6 +27,11 @@ static const char TLS12_CIPHERS[] = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES
                                     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
                                     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 
+/* A memory BIO keeps the largest buffer it ever held. Once drained, one
+ * that grew past this is replaced by an empty one, so that an idle session
+ * holds no buffer (SSL_MODE_RELEASE_BUFFERS does the same for SSL's own). */
+#define BIO_KEEP_MAX 4096
+
 /* ALPN, wire format: one length byte, then the name. */
 static const unsigned char ALPN_HTTP11[] = "\x08http/1.1";
 
@@ -72,6 +77,9 @@ static SSL_CTX *ctx_new(const SSL_METHOD *method, char *err, size_t cap)
      * (CRIME). Buffers go back while a session is idle: an idle
      * connection then holds a few hundred bytes of TLS state, not 34k. */
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    /* Level 2 whatever the system's policy: RSA and DH of 2048 bits or
+     * more, no SHA-1 signatures. */
+    SSL_CTX_set_security_level(ctx, 2);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     return ctx;
 }
@@ -139,6 +147,37 @@ static int set_peer_name(SSL *ssl, const char *name)
     return SSL_set_tlsext_host_name(ssl, name) == 1 && SSL_set1_host(ssl, name) == 1 ? 0 : -1;
 }
 
+/* An empty memory BIO where an empty read means "more to come", not the end. */
+static BIO *mem_bio(void)
+{
+    BIO *b = BIO_new(BIO_s_mem());
+    if (b)
+        BIO_set_mem_eof_return(b, -1);
+    return b;
+}
+
+/* Whether b is drained but holds a buffer past BIO_KEEP_MAX. */
+static int bio_idle_and_large(BIO *b)
+{
+    BUF_MEM *bm;
+    return BIO_ctrl_pending(b) == 0 && BIO_get_mem_ptr(b, &bm) == 1 && bm->max > BIO_KEEP_MAX;
+}
+
+/* Gives back the buffers of drained BIOs (the old BIOs are freed by the
+ * SSL_set0 calls); when out of memory the old ones stay. */
+static void release_idle_buffers(struct tls *t)
+{
+    BIO *fresh;
+    if (bio_idle_and_large(t->in) && (fresh = mem_bio())) {
+        SSL_set0_rbio(t->ssl, fresh);
+        t->in = fresh;
+    }
+    if (bio_idle_and_large(t->out) && (fresh = mem_bio())) {
+        SSL_set0_wbio(t->ssl, fresh);
+        t->out = fresh;
+    }
+}
+
 struct tls *tls_create(struct tls_ctx *tctx, const char *server_name)
 {
     SSL_CTX *ctx = (SSL_CTX *)tctx;
@@ -146,13 +185,10 @@ struct tls *tls_create(struct tls_ctx *tctx, const char *server_name)
     if (!t)
         return NULL;
     t->ssl = SSL_new(ctx); /* holds a reference to ctx */
-    t->in = BIO_new(BIO_s_mem());
-    t->out = BIO_new(BIO_s_mem());
+    t->in = mem_bio();
+    t->out = mem_bio();
     if (!t->ssl || !t->in || !t->out)
         goto fail;
-    /* An empty input BIO means "more to come", not the end. */
-    BIO_set_mem_eof_return(t->in, -1);
-    BIO_set_mem_eof_return(t->out, -1);
     SSL_set_bio(t->ssl, t->in, t->out);
     if (SSL_is_server(t->ssl))
         SSL_set_accept_state(t->ssl);
@@ -217,7 +253,12 @@ ssize_t tls_read(struct tls *t, void *buf, size_t cap)
 {
     size_t n = 0;
     int r = SSL_read_ex(t->ssl, buf, cap, &n);
-    return r == 1 ? (ssize_t)n : outcome(t, r);
+    if (r == 1)
+        return (ssize_t)n;
+    ssize_t result = outcome(t, r);
+    if (result == TLS_WANT)
+        release_idle_buffers(t);
+    return result;
 }
 
 ssize_t tls_write(struct tls *t, const void *buf, size_t len)
@@ -252,6 +293,7 @@ size_t tls_out_pending(const struct tls *t)
 size_t tls_out_take(struct tls *t, void *buf, size_t cap)
 {
     int n = BIO_read(t->out, buf, cap > INT_MAX ? INT_MAX : (int)cap);
+    release_idle_buffers(t);
     return n > 0 ? (size_t)n : 0;
 }
 

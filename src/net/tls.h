@@ -9,8 +9,8 @@
  * and is read-only afterwards, so the workers share it; it is refcounted,
  * and every session holds a reference of its own, so that a reload that
  * replaces it leaves the sessions already open on the old one. A struct
- * tls session belongs to one thread. TLS 1.2 and 1.3 only, forward-secret
- * AEAD ciphers only, ALPN http/1.1. */
+ * tls session belongs to one thread; once drained it holds no buffers.
+ * TLS 1.2 and 1.3 only, forward-secret AEAD ciphers only, ALPN http/1.1. */
 #ifndef WSFAN_TLS_H
 #define WSFAN_TLS_H
 
