@@ -167,13 +167,18 @@ uninstall:
 .PHONY: bench bench-smoke
 $(B)/bench/%: bench/%.c
 	@mkdir -p $(@D)
-	$(CC) -O2 -g -Wall -Wextra -Werror -std=gnu11 -pthread $< -o $@
+	$(CC) -O2 -g -Wall -Wextra -Werror -std=gnu11 -pthread $< -o $@ -lssl -lcrypto
 
 bench: $(B)/wsfan $(B)/bench/loadgen $(B)/bench/limit
 	bench/run.sh
 
 bench-smoke: $(B)/wsfan $(B)/bench/loadgen
 	bench/smoke.sh
+
+# bench-tls: the fan-out ladder over wss:// against ws://, one sitting (bench/tls.sh).
+.PHONY: bench-tls
+bench-tls: $(B)/wsfan $(B)/bench/loadgen
+	bench/tls.sh
 
 # bench-map [MAP_BEFORE=<revision>]: map_get of this tree against the map.c
 # of an older revision, timed and under callgrind (bench/map-compare.sh).

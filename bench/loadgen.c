@@ -19,9 +19,12 @@
  * CLOCK_MONOTONIC at the moment the message was generated (one process, one
  * clock), so latency includes any queueing inside the load generator.
  *
+ * --tls speaks TLS (OpenSSL on the socket, no certificate check: loopback
+ * only) to measure a server's wss:// against its ws:// (bench/tls.sh).
+ *
  * Traffic goes only to the addresses given with --connect (loopback in the
  * benchmark); every run is bounded by --max-seconds. Not a server, not a
- * general WebSocket client: no TLS, no extensions, no large messages. */
+ * general WebSocket client: no extensions, no large messages. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -42,6 +45,8 @@
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <openssl/ssl.h>
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
@@ -133,6 +138,7 @@ static struct {
     int check;
     int ephemeral;
     int quiet;
+    SSL_CTX *tls; /* --tls */
 } cfg = {
     .mode = MODE_LADDER,
     .src_addrs = 4,
@@ -439,6 +445,7 @@ struct seqwin {
 
 struct conn {
     int fd;
+    SSL *ssl; /* --tls */
     uint8_t kind, state, setup_i, warm, epollout, frag_op;
     uint32_t idx, room, node;
     uint64_t t0;
@@ -475,6 +482,35 @@ static const char WS_ACCEPT[] = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="; /* RFC 6455 sect
 
 static void conn_kill(struct conn *c, const char *why);
 
+/* read() and write() on c's socket, through TLS with --tls: -1 with errno
+ * EAGAIN while TLS waits for the socket (the handshake included), EIO on a
+ * TLS error, 0 at the end. */
+static ssize_t tls_result(struct conn *c, int r)
+{
+    switch (SSL_get_error(c->ssl, r)) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE: errno = EAGAIN; return -1;
+    case SSL_ERROR_ZERO_RETURN: return 0;
+    default: errno = EIO; return -1;
+    }
+}
+
+static ssize_t conn_recv(struct conn *c, void *buf, size_t len)
+{
+    if (!c->ssl)
+        return read(c->fd, buf, len);
+    int r = SSL_read(c->ssl, buf, (int)len);
+    return r > 0 ? r : tls_result(c, r);
+}
+
+static ssize_t conn_send(struct conn *c, const void *buf, size_t len)
+{
+    if (!c->ssl)
+        return write(c->fd, buf, len);
+    int r = SSL_write(c->ssl, buf, (int)len);
+    return r > 0 ? r : tls_result(c, r);
+}
+
 static void ep_mod(struct conn *c, int want_out)
 {
     if (c->epollout == want_out)
@@ -488,7 +524,7 @@ static void ep_mod(struct conn *c, int want_out)
 static void conn_flush(struct conn *c)
 {
     while (c->out_off < c->out_len) {
-        ssize_t w = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
+        ssize_t w = conn_send(c, c->out + c->out_off, c->out_len - c->out_off);
         if (w < 0) {
             if (errno == EAGAIN || errno == EINTR)
                 break;
@@ -624,6 +660,8 @@ static void conn_kill(struct conn *c, const char *why)
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
+    SSL_free(c->ssl);
+    c->ssl = NULL;
     c->state = C_DEAD;
     free(c->in);
     free(c->out);
@@ -890,13 +928,16 @@ static void handle_http(struct conn *c, size_t have, uint64_t rx)
 
 static void conn_readable(struct conn *c)
 {
-    for (int round = 0; round < 4; round++) {
+    if (c->ssl && c->out_len > c->out_off)
+        conn_flush(c); /* the TLS handshake waited for the server */
+    /* TLS may hold a record's rest where epoll does not see it. */
+    for (int round = 0; round < 4 || (c->ssl && SSL_pending(c->ssl)); round++) {
         size_t have = c->in_len;
         if (have) {
             memcpy(rbuf, c->in, have);
             c->in_len = 0;
         }
-        ssize_t r = read(c->fd, rbuf + have, sizeof rbuf - have);
+        ssize_t r = conn_recv(c, rbuf + have, sizeof rbuf - have);
         if (r < 0) {
             if (errno == EAGAIN || errno == EINTR) {
                 if (have) { /* put the leftover back */
@@ -930,7 +971,7 @@ static void conn_readable(struct conn *c)
             }
             c->in_len = (uint32_t)rest;
         }
-        if (c->state == C_DEAD || (size_t)r < sizeof rbuf - have)
+        if (c->state == C_DEAD || ((size_t)r < sizeof rbuf - have && !(c->ssl && SSL_pending(c->ssl))))
             return;
     }
 }
@@ -960,6 +1001,11 @@ static void conn_writable(struct conn *c)
         c->out_len += (uint32_t)n;
         c->state = C_HTTP;
         c->epollout = 1;
+        if (cfg.tls) { /* the request goes out once the handshake is done */
+            if (!(c->ssl = SSL_new(cfg.tls)) || !SSL_set_fd(c->ssl, c->fd))
+                die("--tls: cannot create a TLS session");
+            SSL_set_connect_state(c->ssl);
+        }
     }
     conn_flush(c);
 }
@@ -1510,6 +1556,7 @@ static void usage(FILE *f)
             "  --max-seconds S                  hard limit on the whole run (default 300)\n"
             "  --setup-timeout S --warm-timeout S (60, 20)\n"
             "  --quiet                          no progress on stderr\n"
+            "  --tls                            speak TLS (wss://), certificates not checked\n"
             "exit: 0 ok, 1 --check failed, 2 setup failed or bad usage, 3 time limit\n");
 }
 
@@ -1568,6 +1615,12 @@ static void parse_args(int argc, char **argv)
         }
         if (!strcmp(o, "--quiet")) {
             cfg.quiet = 1;
+            continue;
+        }
+        if (!strcmp(o, "--tls")) {
+            if (!(cfg.tls = SSL_CTX_new(TLS_client_method())))
+                die("--tls: cannot create a TLS context");
+            SSL_CTX_set_mode(cfg.tls, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
             continue;
         }
         if (i + 1 >= argc) {
