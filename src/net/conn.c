@@ -254,12 +254,34 @@ static void shutdown_if_drained(struct conn *c)
 
 static void output_drained(struct conn *c);
 
-/* n bytes of the queue are out: counted, and forgotten. */
+/* n bytes went to the socket: counted. Then, over TLS, they leave the
+ * ciphertext waiting (tls_out), freed once all written; on plain TCP they
+ * leave the queue. */
 static void wrote(struct conn *c, size_t n)
 {
     metrics_bytes_out(c->loop->metrics, n);
     c->bytes_out += n;
-    outq_consume(&c->out, n, c->loop->metrics);
+    if (!c->tls) {
+        outq_consume(&c->out, n, c->loop->metrics);
+        return;
+    }
+    c->tls_out_off += (uint32_t)n;
+    if (c->tls_out_off == c->tls_out_len) {
+        free(c->tls_out);
+        c->tls_out = NULL;
+    }
+}
+
+/* After a write: the rest on the next flush, or the half-close once all is
+ * out; and input that waited for the output may go on. */
+static void after_write(struct conn *c)
+{
+    if (output_pending(c))
+        net_loop_mark_dirty(c->loop, c);
+    else
+        shutdown_if_drained(c);
+    if (c->paused & CONN_PAUSED_BY_OUTPUT)
+        output_drained(c);
 }
 
 static void on_write(uv_write_t *req, int status)
@@ -269,21 +291,17 @@ static void on_write(uv_write_t *req, int status)
     /* Free the request now: what follows may start the next one. */
     free(c->req);
     c->req = NULL;
-    size_t written = q->inflight_bytes;
+    size_t written = c->tls_inflight ? c->tls_out_len - c->tls_out_off : q->inflight_bytes;
     q->inflight = 0;
     q->inflight_bytes = 0;
+    c->tls_inflight = 0;
     if (status < 0) {
         if (status != UV_ECANCELED)
             log_debug("conn %d.%llu: write: %s", c->loop->index, (unsigned long long)c->seq, uv_strerror(status));
         conn_drop(c);
     } else {
         wrote(c, written);
-        if (q->count)
-            net_loop_mark_dirty(c->loop, c);
-        else
-            shutdown_if_drained(c);
-        if (c->paused & CONN_PAUSED_BY_OUTPUT)
-            output_drained(c);
+        after_write(c);
     }
     conn_unref(c);
 }
@@ -367,32 +385,6 @@ static int encrypt_queue(struct conn *c)
     return 0;
 }
 
-static void on_tls_write(uv_write_t *req, int status)
-{
-    struct conn *c = req->data;
-    free(c->req);
-    c->req = NULL;
-    c->tls_inflight = 0;
-    if (status < 0) {
-        if (status != UV_ECANCELED)
-            log_debug("conn %d.%llu: write: %s", c->loop->index, (unsigned long long)c->seq, uv_strerror(status));
-        conn_drop(c);
-    } else {
-        size_t n = c->tls_out_len - c->tls_out_off;
-        metrics_bytes_out(c->loop->metrics, n);
-        c->bytes_out += n;
-        free(c->tls_out);
-        c->tls_out = NULL;
-        if (output_pending(c))
-            net_loop_mark_dirty(c->loop, c);
-        else
-            shutdown_if_drained(c);
-        if (c->paused & CONN_PAUSED_BY_OUTPUT)
-            output_drained(c);
-    }
-    conn_unref(c);
-}
-
 /* The TLS flush: a share of the queue through the engine, then its
  * ciphertext (and what the handshake left) in one write; what the socket
  * does not take goes to a uv_write, as plaintext does. */
@@ -423,19 +415,12 @@ static void flush_tls(struct conn *c)
         conn_drop(c);
         return;
     }
-    metrics_bytes_out(c->loop->metrics, (size_t)r);
-    c->bytes_out += (size_t)r;
-    if ((size_t)r == buf.len) {
-        free(c->tls_out);
-        c->tls_out = NULL;
+    wrote(c, (size_t)r);
+    if (!c->tls_out) {
         /* More of the queue: the next slice encrypts it. */
-        if (output_pending(c))
-            net_loop_mark_dirty(c->loop, c);
-        else
-            shutdown_if_drained(c);
+        after_write(c);
         return;
     }
-    c->tls_out_off += (uint32_t)r;
     union conn_req *req = req_take(c);
     if (!req) {
         conn_drop(c);
@@ -444,7 +429,7 @@ static void flush_tls(struct conn *c)
     buf = uv_buf_init(c->tls_out + c->tls_out_off, c->tls_out_len - c->tls_out_off);
     req->write.data = c;
     c->tls_inflight = 1;
-    if (uv_write(&req->write, (uv_stream_t *)&c->tcp, &buf, 1, on_tls_write)) {
+    if (uv_write(&req->write, (uv_stream_t *)&c->tcp, &buf, 1, on_write)) {
         c->tls_inflight = 0;
         req_done(c);
         conn_drop(c);

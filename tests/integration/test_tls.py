@@ -26,9 +26,11 @@ import subprocess
 import time
 
 import pytest
+import websockets
 
 from conftest import HOST, SLOW, Server, ServerFactory, free_port, run, run_wsfan
 from protocol_client import connect, uniq
+from test_config_file import wait_for_log
 from test_metrics import promtool_check
 
 KEY = "tls-test-api-key-0123456789"
@@ -136,15 +138,6 @@ def metric(srv, name):
         if line.startswith(name + " "):
             return float(line.split()[1])
     raise AssertionError(f"{name} not in /metrics")
-
-
-def wait_log(srv, needle, timeout=5.0):
-    deadline = time.monotonic() + timeout * SLOW
-    while time.monotonic() < deadline:
-        if needle in srv.log():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{needle!r} not logged within {timeout}s:\n{srv.log_tail()}")
 
 
 # ---- wss and https ------------------------------------------------------------------------------------------------
@@ -273,7 +266,7 @@ def test_reload_serves_the_new_certificate_and_keeps_old_connections(tls_wsfan, 
         shutil.copy(certs / "b.pem", live / "live.pem")
         shutil.copy(certs / "b.key", live / "live.key")
         srv.signal(signal.SIGHUP)
-        await asyncio.to_thread(wait_log, srv, "TLS certificate loaded from")
+        await asyncio.to_thread(wait_for_log, srv, "TLS certificate loaded from")
         assert peer_cert(srv.port, srv.client_ssl) == pem_der(certs / "b.pem")
         new = await connect(srv, "new")
         await new.join(room)
@@ -294,14 +287,14 @@ def test_bad_certificate_at_reload_keeps_the_old_one(tls_wsfan, certs):
     live = tls_wsfan.dir
     (live / "live.pem").write_text("not a certificate\n")
     srv.signal(signal.SIGHUP)
-    wait_log(srv, "cannot load the certificate chain")
+    wait_for_log(srv, "cannot load the certificate chain")
     assert "keeping the certificate in use" in srv.log()
     assert peer_cert(srv.port, srv.client_ssl) == pem_der(certs / "a.pem")
     # A key that belongs to another certificate: refused the same way.
     shutil.copy(certs / "a.pem", live / "live.pem")
     shutil.copy(certs / "b.key", live / "live.key")
     srv.signal(signal.SIGHUP)
-    wait_log(srv, "does not match the certificate of")
+    wait_for_log(srv, "does not match the certificate of")
     assert peer_cert(srv.port, srv.client_ssl) == pem_der(certs / "a.pem")
     assert https(srv.port, srv.client_ssl, "GET", "/healthz")[0] == 200
 
@@ -347,3 +340,73 @@ def test_large_fanout_arrives_complete_and_in_order(tls_wsfan):
             await c.close()
 
     run(scenario(), timeout=120)
+
+
+async def small_window_client(srv, user, rcvbuf=4096):
+    """A wss client whose socket takes little at a time, so that the server
+    meets a full socket and goes through its slow path (uv_write)."""
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    raw.connect((HOST, srv.port))
+    raw.setblocking(False)
+    ws = await websockets.connect(srv.url(f"/ws?user={user}"), sock=raw, ssl=srv.client_ssl,
+                                  server_hostname=HOST, max_size=None, max_queue=1, ping_interval=None)
+    assert json.loads(await ws.recv())["type"] == "welcome"
+    return ws
+
+
+def test_slow_reader_over_tls_gets_everything_in_order(tls_wsfan):
+    srv = tls_wsfan("--rate-limit", "0", "--send-queue-limit", "32m")
+    room, n_msgs, pad = uniq("slow"), 300, "y" * 20000
+
+    async def scenario():
+        slow = await small_window_client(srv, "slow")
+        await slow.send(json.dumps({"type": "join", "room": room}))
+        assert json.loads(await slow.recv())["type"] == "joined"
+        publisher = await connect(srv, "publisher")
+        await publisher.join(room)
+        for i in range(n_msgs):
+            await publisher.send({"type": "publish", "room": room, "data": {"n": i, "pad": pad}})
+        got = []
+        while len(got) < n_msgs:
+            m = json.loads(await asyncio.wait_for(slow.recv(), 20 * SLOW))
+            if m["type"] == "message":
+                got.append(m["data"]["n"])
+                await asyncio.sleep(0.002)
+        assert got == list(range(n_msgs))
+        await slow.close()
+        await publisher.close()
+
+    run(scenario(), timeout=120)
+
+
+def publish_over_https(srv, room, n, pad):
+    """n messages to room through POST /api/publish on one keep-alive https connection."""
+    conn = http.client.HTTPSConnection(HOST, srv.port, context=srv.client_ssl, timeout=10 * SLOW)
+    try:
+        for i in range(n):
+            conn.request("POST", "/api/publish", json.dumps({"room": room, "data": {"n": i, "pad": pad}}),
+                         {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            assert resp.status == 200, resp.read()
+            resp.read()
+    finally:
+        conn.close()
+
+
+def test_reader_that_stops_reading_is_closed_with_1013_over_tls(tls_wsfan):
+    srv = tls_wsfan("--rate-limit", "0", "--send-queue-limit", "256k")
+    room, pad = uniq("stuck"), "z" * 20000
+
+    async def scenario():
+        stuck = await small_window_client(srv, "stuck")
+        await stuck.send(json.dumps({"type": "join", "room": room}))
+        assert json.loads(await stuck.recv())["type"] == "joined"
+        await asyncio.to_thread(publish_over_https, srv, room, 400, pad)  # 8 MB
+        deadline = time.monotonic() + 10 * SLOW
+        while metric(srv, "wsfan_slow_readers_closed_total") < 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert metric(srv, "wsfan_slow_readers_closed_total") == 1
+        stuck.transport.abort()
+
+    run(scenario(), timeout=60)
