@@ -918,4 +918,6 @@ void conn_tick(struct conn *c, uint64_t now_ms)
         c->handler->on_tick(c, now_ms);
     if (!c->closed && !c->out.inflight)
         outq_shrink(&c->out);
+    if (!c->closed && c->tls && !c->tls_out)
+        tls_release_buffers(c->tls);
 }

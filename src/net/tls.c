@@ -27,11 +27,6 @@ static const char TLS12_CIPHERS[] = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES
                                     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
                                     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 
-/* A memory BIO keeps the largest buffer it ever held. Once drained, one
- * that grew past this is replaced by an empty one, so that an idle session
- * holds no buffer (SSL_MODE_RELEASE_BUFFERS does the same for SSL's own). */
-#define BIO_KEEP_MAX 4096
-
 /* ALPN, wire format: one length byte, then the name. */
 static const unsigned char ALPN_HTTP11[] = "\x08http/1.1";
 
@@ -156,28 +151,6 @@ static BIO *mem_bio(void)
     return b;
 }
 
-/* Whether b is drained but holds a buffer past BIO_KEEP_MAX. */
-static int bio_idle_and_large(BIO *b)
-{
-    BUF_MEM *bm;
-    return BIO_ctrl_pending(b) == 0 && BIO_get_mem_ptr(b, &bm) == 1 && bm->max > BIO_KEEP_MAX;
-}
-
-/* Gives back the buffers of drained BIOs (the old BIOs are freed by the
- * SSL_set0 calls); when out of memory the old ones stay. */
-static void release_idle_buffers(struct tls *t)
-{
-    BIO *fresh;
-    if (bio_idle_and_large(t->in) && (fresh = mem_bio())) {
-        SSL_set0_rbio(t->ssl, fresh);
-        t->in = fresh;
-    }
-    if (bio_idle_and_large(t->out) && (fresh = mem_bio())) {
-        SSL_set0_wbio(t->ssl, fresh);
-        t->out = fresh;
-    }
-}
-
 struct tls *tls_create(struct tls_ctx *tctx, const char *server_name)
 {
     SSL_CTX *ctx = (SSL_CTX *)tctx;
@@ -253,12 +226,7 @@ ssize_t tls_read(struct tls *t, void *buf, size_t cap)
 {
     size_t n = 0;
     int r = SSL_read_ex(t->ssl, buf, cap, &n);
-    if (r == 1)
-        return (ssize_t)n;
-    ssize_t result = outcome(t, r);
-    if (result == TLS_WANT)
-        release_idle_buffers(t);
-    return result;
+    return r == 1 ? (ssize_t)n : outcome(t, r);
 }
 
 ssize_t tls_write(struct tls *t, const void *buf, size_t len)
@@ -293,7 +261,6 @@ size_t tls_out_pending(const struct tls *t)
 size_t tls_out_take(struct tls *t, void *buf, size_t cap)
 {
     int n = BIO_read(t->out, buf, cap > INT_MAX ? INT_MAX : (int)cap);
-    release_idle_buffers(t);
     return n > 0 ? (size_t)n : 0;
 }
 
@@ -305,4 +272,27 @@ int tls_handshake_done(const struct tls *t)
 const char *tls_error(const struct tls *t)
 {
     return t->error;
+}
+
+/* Whether b is drained but still holds a buffer. */
+static int bio_idle_with_buffer(BIO *b)
+{
+    BUF_MEM *bm;
+    return BIO_ctrl_pending(b) == 0 && BIO_get_mem_ptr(b, &bm) == 1 && bm->max > 0;
+}
+
+/* A memory BIO keeps the largest buffer it ever held: a drained one is
+ * replaced by an empty one (the SSL_set0 calls free the old). When out of
+ * memory the old ones stay. */
+void tls_release_buffers(struct tls *t)
+{
+    BIO *fresh;
+    if (bio_idle_with_buffer(t->in) && (fresh = mem_bio())) {
+        SSL_set0_rbio(t->ssl, fresh);
+        t->in = fresh;
+    }
+    if (bio_idle_with_buffer(t->out) && (fresh = mem_bio())) {
+        SSL_set0_wbio(t->ssl, fresh);
+        t->out = fresh;
+    }
 }

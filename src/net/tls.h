@@ -9,7 +9,8 @@
  * and is read-only afterwards, so the workers share it; it is refcounted,
  * and every session holds a reference of its own, so that a reload that
  * replaces it leaves the sessions already open on the old one. A struct
- * tls session belongs to one thread; once drained it holds no buffers.
+ * tls session belongs to one thread; tls_release_buffers gives back what
+ * an idle one holds.
  * TLS 1.2 and 1.3 only, forward-secret AEAD ciphers only, ALPN http/1.1. */
 #ifndef WSFAN_TLS_H
 #define WSFAN_TLS_H
@@ -77,6 +78,12 @@ void tls_close_notify(struct tls *t);
  * moved into buf (returns how many). */
 size_t tls_out_pending(const struct tls *t);
 size_t tls_out_take(struct tls *t, void *buf, size_t cap);
+
+/* Gives back the buffers of the ciphertext BIOs once drained (an idle
+ * session then holds OpenSSL's state only: SSL_MODE_RELEASE_BUFFERS frees
+ * its record buffers). Costs two allocations when there is something to
+ * give back: call it from a timer for idle sessions, not per read. */
+void tls_release_buffers(struct tls *t);
 
 /* True once the handshake is over (both sides agreed on keys). */
 int tls_handshake_done(const struct tls *t);

@@ -128,6 +128,18 @@ def peer_cert(port, ctx):
             return s.getpeercert(binary_form=True)
 
 
+def wait_for_cert(srv, der, timeout=5.0):
+    """New handshakes get der: each worker takes the reloaded certificate
+    from its inbox a moment after the log line, so two workers may differ
+    for that moment."""
+    deadline = time.monotonic() + timeout * SLOW
+    while peer_cert(srv.port, srv.client_ssl) != der:
+        assert time.monotonic() < deadline, "new connections still get the old certificate"
+        time.sleep(0.02)
+    for _ in range(10):  # and every worker does
+        assert peer_cert(srv.port, srv.client_ssl) == der
+
+
 def pem_der(path):
     return ssl.PEM_cert_to_DER_cert(path.read_text())
 
@@ -267,7 +279,7 @@ def test_reload_serves_the_new_certificate_and_keeps_old_connections(tls_wsfan, 
         shutil.copy(certs / "b.key", live / "live.key")
         srv.signal(signal.SIGHUP)
         await asyncio.to_thread(wait_for_log, srv, "TLS certificate loaded from")
-        assert peer_cert(srv.port, srv.client_ssl) == pem_der(certs / "b.pem")
+        await asyncio.to_thread(wait_for_cert, srv, pem_der(certs / "b.pem"))
         new = await connect(srv, "new")
         await new.join(room)
         # The connection opened on the old certificate still works both ways.
