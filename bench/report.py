@@ -260,6 +260,8 @@ unset multiplot
 COMPARE_BEGIN = "<!-- compare:begin (bench/compare.sh and bench/report.py --compare write this section; " \
                 "make bench keeps it) -->"
 COMPARE_END = "<!-- compare:end -->"
+TLS_BEGIN = "<!-- tls:begin (bench/tls.sh, make bench-tls, measures this section; make bench keeps it) -->"
+TLS_END = "<!-- tls:end -->"
 SIDES = ("before", "after")
 
 
@@ -417,16 +419,21 @@ def compare_section(run):
     return out
 
 
-def kept_compare(md_path):
-    """The compare section of an existing docs/benchmarks.md, or None."""
+def kept_section(md_path, begin, end):
+    """The section between the comments begin and end of an existing
+    docs/benchmarks.md, or None."""
     try:
         text = open(md_path).read()
     except OSError:
         return None
-    a, b = text.find(COMPARE_BEGIN), text.find(COMPARE_END)
+    a, b = text.find(begin), text.find(end)
     if a < 0 or b < a:
         return None
-    return text[a:b + len(COMPARE_END)]
+    return text[a:b + len(end)]
+
+
+def kept_compare(md_path):
+    return kept_section(md_path, COMPARE_BEGIN, COMPARE_END)
 
 
 def write_compare(results, md_path):
@@ -697,10 +704,10 @@ def main():
     target("two nodes: one PUBLISH per message per room", "%.3f per message" % mp if mp is not None else "n/a",
            (abs(mp - 1) < 0.01) if mp is not None else None)
 
-    kept = kept_compare(md_path)
-    if kept:
-        out.append("")
-        out.append(kept)
+    for kept in (kept_compare(md_path), kept_section(md_path, TLS_BEGIN, TLS_END)):
+        if kept:
+            out.append("")
+            out.append(kept)
 
     notes = os.path.join(ROOT, "bench", "notes.md")
     if os.path.exists(notes):
