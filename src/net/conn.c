@@ -878,6 +878,17 @@ int conn_open(struct net_loop *l, int fd, struct conn *c)
 
 /* ---- timers ------------------------------------------------------------ */
 
+/* A TLS connection with no traffic for a whole tick gives back its
+ * buffers (once: an empty one has none). Busy ones keep them, since
+ * taking them again costs more than the encryption of a small message. */
+static void tls_tick(struct conn *c)
+{
+    uint32_t traffic = (uint32_t)(c->bytes_in + c->bytes_out);
+    if (traffic == c->tls_traffic && !c->tls_out)
+        tls_release_buffers(c->tls);
+    c->tls_traffic = traffic;
+}
+
 void conn_tick(struct conn *c, uint64_t now_ms)
 {
     if (c->closed)
@@ -918,6 +929,6 @@ void conn_tick(struct conn *c, uint64_t now_ms)
         c->handler->on_tick(c, now_ms);
     if (!c->closed && !c->out.inflight)
         outq_shrink(&c->out);
-    if (!c->closed && c->tls && !c->tls_out)
-        tls_release_buffers(c->tls);
+    if (!c->closed && c->tls)
+        tls_tick(c);
 }

@@ -113,6 +113,7 @@ struct conn {
     struct tls *tls;
     char *tls_out;
     uint32_t tls_out_len, tls_out_off;
+    uint32_t tls_traffic;       /* bytes in and out at the last tick (mod 2^32): idle when unchanged */
 };
 
 /* Opens c on fd, a connected stream socket (one the listener accepted, or

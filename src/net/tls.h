@@ -79,10 +79,10 @@ void tls_close_notify(struct tls *t);
 size_t tls_out_pending(const struct tls *t);
 size_t tls_out_take(struct tls *t, void *buf, size_t cap);
 
-/* Gives back the buffers of the ciphertext BIOs once drained (an idle
- * session then holds OpenSSL's state only: SSL_MODE_RELEASE_BUFFERS frees
- * its record buffers). Costs two allocations when there is something to
- * give back: call it from a timer for idle sessions, not per read. */
+/* Gives back the ciphertext BIOs' buffers, once drained (SSL's record
+ * buffers go back after each use): an idle session then holds OpenSSL's
+ * state only. Making new BIOs costs more than encrypting a small message:
+ * call it for sessions idle for a while, not per read. */
 void tls_release_buffers(struct tls *t);
 
 /* True once the handshake is over (both sides agreed on keys). */
