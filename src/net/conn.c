@@ -394,19 +394,15 @@ static void flush_tls(struct conn *c)
         return;
     if (!c->tls_out) {
         size_t len;
-        if (encrypt_queue(c) || (len = tls_out_pending(c->tls)) > UINT32_MAX) {
+        if (encrypt_queue(c) || tls_out_pending(c->tls) > UINT32_MAX) {
             conn_drop(c);
             return;
         }
-        if (!len) {
+        if (!(c->tls_out = tls_out_take(c->tls, &len))) {
             shutdown_if_drained(c);
             return;
         }
-        if (!(c->tls_out = malloc(len))) {
-            conn_drop(c);
-            return;
-        }
-        c->tls_out_len = (uint32_t)tls_out_take(c->tls, c->tls_out, len);
+        c->tls_out_len = (uint32_t)len;
         c->tls_out_off = 0;
     }
     uv_buf_t buf = uv_buf_init(c->tls_out + c->tls_out_off, c->tls_out_len - c->tls_out_off);
@@ -442,10 +438,12 @@ static void tls_failed(struct conn *c, enum metrics_tls_failure why, const char 
 {
     metrics_tls_failure(c->loop->metrics, why);
     log_debug("conn %d.%llu: TLS handshake failed: %s", c->loop->index, (unsigned long long)c->seq, detail);
-    char alert[512];
-    uv_buf_t buf = uv_buf_init(alert, (unsigned)tls_out_take(c->tls, alert, sizeof alert));
-    if (buf.len)
+    size_t len;
+    char *alert = tls_out_take(c->tls, &len);
+    uv_buf_t buf = uv_buf_init(alert, (unsigned)len);
+    if (alert && !c->tls_out)
         write_now(c, &buf, 1);
+    free(alert);
     conn_drop(c);
 }
 

@@ -1,6 +1,9 @@
 /* tls.c - the TLS engine of tls.h on OpenSSL: one SSL per session between
- * two memory BIOs (in: ciphertext fed by the caller, out: ciphertext the
- * caller sends). Runs on the thread of its session; contexts are shared. */
+ * two BIOs in memory: in, OpenSSL's memory BIO that the caller feeds with
+ * ciphertext; out, a BIO of ours that appends the ciphertext to a buffer
+ * the caller then takes whole (no copy, and none of the zeroing and
+ * clearing a memory BIO does on each write). Runs on the thread of its
+ * session; contexts are shared. */
 #include "net/tls.h"
 
 #include <arpa/inet.h>
@@ -9,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <pthread.h>
+
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -16,9 +21,13 @@
 struct tls {
     SSL *ssl;
     BIO *in, *out;      /* owned by ssl */
+    char *out_buf;      /* ciphertext to send (malloc'ed; tls_out_take hands it over) */
+    size_t out_len, out_cap;
     char error[TLS_ERR_MAX];
     unsigned char shut; /* close_notify queued */
 };
+
+#define OUT_BUF_MIN 4096
 
 /* The TLS 1.2 suites: ECDHE (forward secrecy) with an AEAD cipher, as
  * Mozilla's "intermediate" list minus the finite-field DHE ones. TLS 1.3
@@ -143,6 +152,67 @@ static int set_peer_name(SSL *ssl, const char *name)
     return SSL_set_tlsext_host_name(ssl, name) == 1 && SSL_set1_host(ssl, name) == 1 ? 0 : -1;
 }
 
+/* ---- the output BIO: appends to t->out_buf ---- */
+
+static int out_write(BIO *b, const char *data, int len)
+{
+    struct tls *t = BIO_get_data(b);
+    if (len <= 0)
+        return 0;
+    if (t->out_len + (size_t)len > t->out_cap) {
+        size_t cap = t->out_cap ? t->out_cap : OUT_BUF_MIN;
+        while (cap < t->out_len + (size_t)len)
+            cap *= 2;
+        char *grown = realloc(t->out_buf, cap);
+        if (!grown)
+            return -1;
+        t->out_buf = grown;
+        t->out_cap = cap;
+    }
+    memcpy(t->out_buf + t->out_len, data, (size_t)len);
+    t->out_len += (size_t)len;
+    return len;
+}
+
+/* What OpenSSL asks of a write BIO: flushes (nothing to do) and how much
+ * waits. Anything else is not supported (0). */
+static long out_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)num;
+    (void)ptr;
+    struct tls *t = BIO_get_data(b);
+    switch (cmd) {
+    case BIO_CTRL_FLUSH: return 1;
+    case BIO_CTRL_PENDING:
+    case BIO_CTRL_WPENDING: return (long)t->out_len;
+    default: return 0;
+    }
+}
+
+static BIO_METHOD *out_method;
+static pthread_once_t out_method_once = PTHREAD_ONCE_INIT;
+
+/* Made once per process and kept: every session's output BIO uses it. */
+static void out_method_create(void)
+{
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "wsfan TLS output");
+    if (m && BIO_meth_set_write(m, out_write) && BIO_meth_set_ctrl(m, out_ctrl))
+        out_method = m;
+    else
+        BIO_meth_free(m);
+}
+
+static BIO *out_bio(struct tls *t)
+{
+    pthread_once(&out_method_once, out_method_create);
+    BIO *b = out_method ? BIO_new(out_method) : NULL;
+    if (b) {
+        BIO_set_data(b, t);
+        BIO_set_init(b, 1);
+    }
+    return b;
+}
+
 /* An empty memory BIO where an empty read means "more to come", not the end. */
 static BIO *mem_bio(void)
 {
@@ -160,7 +230,7 @@ struct tls *tls_create(struct tls_ctx *tctx, const char *server_name)
         return NULL;
     t->ssl = SSL_new(ctx); /* holds a reference to ctx */
     t->in = mem_bio();
-    t->out = mem_bio();
+    t->out = out_bio(t);
     if (!t->ssl || !t->in || !t->out)
         goto fail;
     SSL_set_bio(t->ssl, t->in, t->out);
@@ -189,6 +259,7 @@ void tls_destroy(struct tls *t)
     if (!t)
         return;
     SSL_free(t->ssl);
+    free(t->out_buf);
     free(t);
 }
 
@@ -256,13 +327,16 @@ void tls_close_notify(struct tls *t)
 
 size_t tls_out_pending(const struct tls *t)
 {
-    return BIO_ctrl_pending(t->out);
+    return t->out_len;
 }
 
-size_t tls_out_take(struct tls *t, void *buf, size_t cap)
+char *tls_out_take(struct tls *t, size_t *len)
 {
-    int n = BIO_read(t->out, buf, cap > INT_MAX ? INT_MAX : (int)cap);
-    return n > 0 ? (size_t)n : 0;
+    char *buf = t->out_buf;
+    *len = t->out_len;
+    t->out_buf = NULL;
+    t->out_len = t->out_cap = 0;
+    return buf;
 }
 
 int tls_handshake_done(const struct tls *t)
@@ -282,18 +356,14 @@ static int bio_idle_with_buffer(BIO *b)
     return BIO_ctrl_pending(b) == 0 && BIO_get_mem_ptr(b, &bm) == 1 && bm->max > 0;
 }
 
-/* A memory BIO keeps the largest buffer it ever held: a drained one is
- * replaced by an empty one (the SSL_set0 calls free the old). When out of
- * memory the old ones stay. */
+/* The input memory BIO keeps the largest buffer it ever held: a drained
+ * one is replaced by an empty one (SSL_set0_rbio frees the old). When out
+ * of memory the old one stays. The output holds nothing once taken. */
 void tls_release_buffers(struct tls *t)
 {
     BIO *fresh;
     if (bio_idle_with_buffer(t->in) && (fresh = mem_bio())) {
         SSL_set0_rbio(t->ssl, fresh);
         t->in = fresh;
-    }
-    if (bio_idle_with_buffer(t->out) && (fresh = mem_bio())) {
-        SSL_set0_wbio(t->ssl, fresh);
-        t->out = fresh;
     }
 }

@@ -74,15 +74,15 @@ int tls_connect(struct tls *t);
 /* Queues a close_notify alert (once); send it with the rest. */
 void tls_close_notify(struct tls *t);
 
-/* Ciphertext waiting to be sent: its length, and at most cap bytes of it
- * moved into buf (returns how many). */
+/* Ciphertext waiting to be sent: its length, and all of it handed over
+ * (the caller frees it with free(); NULL with *len 0 when there is none). */
 size_t tls_out_pending(const struct tls *t);
-size_t tls_out_take(struct tls *t, void *buf, size_t cap);
+char *tls_out_take(struct tls *t, size_t *len);
 
-/* Gives back the ciphertext BIOs' buffers, once drained (SSL's record
- * buffers go back after each use): an idle session then holds OpenSSL's
- * state only. Making new BIOs costs more than encrypting a small message:
- * call it for sessions idle for a while, not per read. */
+/* Gives back the input BIO's buffer, once drained (SSL's record buffers
+ * go back after each use, the output's once taken): an idle session then
+ * holds OpenSSL's state only. A new BIO costs more than encrypting a small
+ * message: call it for sessions idle for a while, not per read. */
 void tls_release_buffers(struct tls *t);
 
 /* True once the handshake is over (both sides agreed on keys). */
