@@ -1,7 +1,7 @@
 # wsfan build. `make run` and `make test` are the two commands of README.md;
 # both install what is missing first (scripts/install-deps, quiet when done).
 
-PKGS      := libuv jansson hiredis libcrypto libjwt zlib
+PKGS      := libuv jansson hiredis libssl libcrypto libjwt zlib
 CC        ?= cc
 CFLAGS    ?= -O2 -g
 WARN      := -Wall -Wextra -Werror -std=gnu11 -D_GNU_SOURCE
@@ -167,7 +167,7 @@ uninstall:
 .PHONY: bench bench-smoke bench-cluster
 $(B)/bench/%: bench/%.c
 	@mkdir -p $(@D)
-	$(CC) -O2 -g -Wall -Wextra -Werror -std=gnu11 -pthread $< -o $@ -lz
+	$(CC) -O2 -g -Wall -Wextra -Werror -std=gnu11 -pthread $< -o $@ -lz -lssl -lcrypto
 
 bench: $(B)/wsfan $(B)/bench/loadgen $(B)/bench/limit $(B)/bench/sequencer
 	bench/run.sh
@@ -207,6 +207,11 @@ bench-deflate: $(B)/wsfan $(B)/bench/loadgen
 .PHONY: bench-scale
 bench-scale: $(B)/wsfan $(B)/bench/loadgen
 	bench/scale.py
+
+# bench-tls: the fan-out ladder over wss:// against ws://, one sitting (bench/tls.sh).
+.PHONY: bench-tls
+bench-tls: $(B)/wsfan $(B)/bench/loadgen
+	bench/tls.sh
 
 # bench-map [MAP_BEFORE=<revision>]: map_get of this tree against the map.c
 # of an older revision, timed and under callgrind (bench/map-compare.sh).

@@ -2,7 +2,7 @@
 """idle_memory.py - what one idle joined connection costs, in wsfan's own
 memory and in the kernel, measured from a fresh server:
 
-    bench/idle_memory.py [--bin build/wsfan] [--connections N] [--rooms R]
+    bench/idle_memory.py [--bin build/wsfan] [--connections N] [--rooms R] [--tls]
 
 Starts one wsfan (memory engines, --workers 1) on a free loopback port,
 opens N WebSocket connections (default 5,000; this process and the server
@@ -13,13 +13,17 @@ rooms (default 100), and reads, before and after:
   epoll items) and the TCP buffer pages of /proc/net/sockstat.
 Both ends of each connection are on this machine, so the kernel figures
 cover 2N sockets; the report divides them by 2N for one socket. Other work
-on the machine moves the slab figure: run it on a quiet machine and repeat."""
+on the machine moves the slab figure: run it on a quiet machine and repeat.
+--tls: the server with --tls-cert (a self-signed P-256 certificate made
+with the openssl CLI), the clients over wss://."""
 
 import argparse
 import asyncio
 import os
 import socket
+import ssl
 import subprocess
+import tempfile
 import time
 
 import websockets
@@ -32,10 +36,27 @@ def kernel():
     return k["slab"], k["tcp_mem_bytes"]
 
 
-async def open_all(port, n, rooms):
+def self_signed(folder):
+    """--tls-cert and --tls-key flags for a certificate made in folder."""
+    cert, key = os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost"], check=True,
+                   capture_output=True)
+    return ["--tls-cert", cert, "--tls-key", key]
+
+
+def unverified_context():
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # loopback, our own certificate
+    return ctx
+
+
+async def open_all(port, n, rooms, tls):
     conns = []
+    url, extra = (f"wss://127.0.0.1:{port}", {"ssl": unverified_context()}) if tls else (f"ws://127.0.0.1:{port}", {})
     for i in range(n):
-        ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws?user=u{i}", max_size=None, ping_interval=None)
+        ws = await websockets.connect(f"{url}/ws?user=u{i}", max_size=None, ping_interval=None, **extra)
         await ws.recv()  # welcome
         await ws.send(f'{{"type":"join","room":"r{i % rooms}"}}')
         while '"joined"' not in await ws.recv():
@@ -45,9 +66,9 @@ async def open_all(port, n, rooms):
     return conns
 
 
-async def measure(port, n, rooms, pid):
+async def measure(port, n, rooms, pid, tls):
     """Opens the connections and reads the figures while they are open."""
-    conns = await open_all(port, n, rooms)
+    conns = await open_all(port, n, rooms, tls)
     figures = rss_bytes(pid), kernel()
     await asyncio.gather(*(ws.close() for ws in conns), return_exceptions=True)
     return figures
@@ -58,10 +79,13 @@ def main():
     ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "build", "wsfan"))
     ap.add_argument("--connections", type=int, default=5000)
     ap.add_argument("--rooms", type=int, default=100)
+    ap.add_argument("--tls", action="store_true", help="serve and connect over TLS")
     args = ap.parse_args()
     port = free_port()
+    folder = tempfile.TemporaryDirectory()
+    tls_flags = self_signed(folder.name) if args.tls else []
     server = subprocess.Popen([args.bin, "--listen", f"127.0.0.1:{port}", "--workers", "1", "--log-level", "error",
-                               "--max-connections-per-ip", "0", "--rate-limit", "0"])
+                               "--max-connections-per-ip", "0", "--rate-limit", "0", *tls_flags])
     try:
         for _ in range(100):
             try:
@@ -71,9 +95,9 @@ def main():
                 time.sleep(0.05)
         time.sleep(0.3)
         rss0, (slab0, tcp0) = rss_bytes(server.pid), kernel()
-        (rss1, (slab1, tcp1)) = asyncio.run(measure(port, args.connections, args.rooms, server.pid))
+        (rss1, (slab1, tcp1)) = asyncio.run(measure(port, args.connections, args.rooms, server.pid, args.tls))
         n = args.connections
-        print(f"{n} idle connections in {args.rooms} rooms, from a fresh server")
+        print(f"{n} idle connections{' over TLS' if args.tls else ''} in {args.rooms} rooms, from a fresh server")
         print("| memory | per connection |")
         print("| --- | --- |")
         print(f"| wsfan VmRSS | {(rss1 - rss0) / n:.0f} bytes |")
@@ -82,6 +106,7 @@ def main():
     finally:
         server.terminate()
         server.wait(10)
+        folder.cleanup()
 
 
 if __name__ == "__main__":

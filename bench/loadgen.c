@@ -30,11 +30,14 @@
  * late keeps its scheduled stamp, so latency includes the load generator's
  * own lag and no stall hides from it (coordinated omission, as wrk2 avoids it).
  *
+ * --tls speaks TLS (OpenSSL on the socket, no certificate check: loopback
+ * only) to measure a server's wss:// against its ws:// (bench/tls.sh).
+ *
  * Traffic goes only to the addresses given with --connect (loopback in the
  * benchmark); every run is bounded by --max-seconds. Not a server, not a
- * general WebSocket client: no TLS, no large messages, and of the
- * extensions only permessage-deflate (--deflate: whole compressed server
- * messages are inflated; what it sends stays plain). */
+ * general WebSocket client: no large messages, and of the extensions
+ * only permessage-deflate (--deflate: whole compressed server messages are
+ * inflated; what it sends stays plain). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -56,6 +59,8 @@
 #include <time.h>
 #include <unistd.h>
 #include <zlib.h>
+
+#include <openssl/ssl.h>
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
@@ -153,6 +158,7 @@ static struct {
     int deflate;   /* offer permessage-deflate */
     int pad_words; /* pad with words rather than x (compresses like text) */
     int quiet;
+    SSL_CTX *tls; /* --tls */
 } cfg = {
     .mode = MODE_LADDER,
     .src_addrs = 4,
@@ -459,6 +465,7 @@ struct seqwin {
 
 struct conn {
     int fd;
+    SSL *ssl; /* --tls */
     uint8_t kind, state, setup_i, warm, epollout, frag_op;
     uint8_t resuming;       /* resume mode: reconnected after the server closed it */
     uint32_t missed_left;   /* resume mode: replayed messages still to come */
@@ -511,6 +518,35 @@ static const char WS_ACCEPT[] = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="; /* RFC 6455 sect
 
 static void conn_kill(struct conn *c, const char *why);
 
+/* read() and write() on c's socket, through TLS with --tls: -1 with errno
+ * EAGAIN while TLS waits for the socket (the handshake included), EIO on a
+ * TLS error, 0 at the end. */
+static ssize_t tls_result(struct conn *c, int r)
+{
+    switch (SSL_get_error(c->ssl, r)) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE: errno = EAGAIN; return -1;
+    case SSL_ERROR_ZERO_RETURN: return 0;
+    default: errno = EIO; return -1;
+    }
+}
+
+static ssize_t conn_recv(struct conn *c, void *buf, size_t len)
+{
+    if (!c->ssl)
+        return read(c->fd, buf, len);
+    int r = SSL_read(c->ssl, buf, (int)len);
+    return r > 0 ? r : tls_result(c, r);
+}
+
+static ssize_t conn_send(struct conn *c, const void *buf, size_t len)
+{
+    if (!c->ssl)
+        return write(c->fd, buf, len);
+    int r = SSL_write(c->ssl, buf, (int)len);
+    return r > 0 ? r : tls_result(c, r);
+}
+
 static void ep_mod(struct conn *c, int want_out)
 {
     if (c->epollout == want_out)
@@ -524,7 +560,7 @@ static void ep_mod(struct conn *c, int want_out)
 static void conn_flush(struct conn *c)
 {
     while (c->out_off < c->out_len) {
-        ssize_t w = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
+        ssize_t w = conn_send(c, c->out + c->out_off, c->out_len - c->out_off);
         if (w < 0) {
             if (errno == EAGAIN || errno == EINTR)
                 break;
@@ -689,6 +725,8 @@ static void conn_kill(struct conn *c, const char *why)
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
+    SSL_free(c->ssl);
+    c->ssl = NULL;
     c->state = C_DEAD;
     free(c->in);
     free(c->out);
@@ -1063,13 +1101,16 @@ static void handle_http(struct conn *c, size_t have, uint64_t rx)
 
 static void conn_readable(struct conn *c)
 {
-    for (int round = 0; round < 4; round++) {
+    if (c->ssl && c->out_len > c->out_off)
+        conn_flush(c); /* the TLS handshake waited for the server */
+    /* TLS may hold a record's rest where epoll does not see it. */
+    for (int round = 0; round < 4 || (c->ssl && SSL_pending(c->ssl)); round++) {
         size_t have = c->in_len;
         if (have) {
             memcpy(rbuf, c->in, have);
             c->in_len = 0;
         }
-        ssize_t r = read(c->fd, rbuf + have, sizeof rbuf - have);
+        ssize_t r = conn_recv(c, rbuf + have, sizeof rbuf - have);
         if (r < 0) {
             if (errno == EAGAIN || errno == EINTR) {
                 if (have) { /* put the leftover back */
@@ -1103,7 +1144,7 @@ static void conn_readable(struct conn *c)
             }
             c->in_len = (uint32_t)rest;
         }
-        if (c->state == C_DEAD || (size_t)r < sizeof rbuf - have)
+        if (c->state == C_DEAD || ((size_t)r < sizeof rbuf - have && !(c->ssl && SSL_pending(c->ssl))))
             return;
     }
 }
@@ -1134,6 +1175,11 @@ static void conn_writable(struct conn *c)
         c->out_len += (uint32_t)n;
         c->state = C_HTTP;
         c->epollout = 1;
+        if (cfg.tls) { /* the request goes out once the handshake is done */
+            if (!(c->ssl = SSL_new(cfg.tls)) || !SSL_set_fd(c->ssl, c->fd))
+                die("--tls: cannot create a TLS session");
+            SSL_set_connect_state(c->ssl);
+        }
     }
     conn_flush(c);
 }
@@ -1793,6 +1839,7 @@ static void usage(FILE *f)
             "  --setup-timeout S --warm-timeout S (60, 20); resume mode: most seconds to wait for the\n"
             "                                   server's close, then for every subscriber's recovery\n"
             "  --quiet                          no progress on stderr\n"
+            "  --tls                            speak TLS (wss://), certificates not checked\n"
             "exit: 0 ok, 1 --check failed, 2 setup failed or bad usage, 3 time limit\n");
 }
 
@@ -1859,6 +1906,12 @@ static void parse_args(int argc, char **argv)
         }
         if (!strcmp(o, "--quiet")) {
             cfg.quiet = 1;
+            continue;
+        }
+        if (!strcmp(o, "--tls")) {
+            if (!(cfg.tls = SSL_CTX_new(TLS_client_method())))
+                die("--tls: cannot create a TLS context");
+            SSL_CTX_set_mode(cfg.tls, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
             continue;
         }
         if (i + 1 >= argc) {

@@ -299,6 +299,8 @@ unset multiplot
 COMPARE_BEGIN = "<!-- compare:begin (bench/compare.sh and bench/report.py --compare write this section; " \
                 "make bench keeps it) -->"
 COMPARE_END = "<!-- compare:end -->"
+TLS_BEGIN = "<!-- tls:begin (bench/tls.sh, make bench-tls, measures this section; make bench keeps it) -->"
+TLS_END = "<!-- tls:end -->"
 SIDES = ("before", "after")
 
 
@@ -756,7 +758,7 @@ def main():
     target("two nodes: one PUBLISH per message per room", "%.3f per message" % mp if mp is not None else "n/a",
            (abs(mp - 1) < 0.01) if mp is not None else None)
 
-    for begin, end in ((SCALE_BEGIN, SCALE_END), (COMPARE_BEGIN, COMPARE_END)):
+    for begin, end in ((SCALE_BEGIN, SCALE_END), (COMPARE_BEGIN, COMPARE_END), (TLS_BEGIN, TLS_END)):
         kept = kept_section(md_path, begin, end)
         if kept:
             out.append("")

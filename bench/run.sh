@@ -14,7 +14,9 @@
 # BENCH_SCENARIOS ("fanout limit rooms idle storm twonode deploy profile"; profile runs
 # once, deploy is wsfan's alone),
 # BENCH_STEP (seconds per ladder step, 1), BENCH_NO_SETUP=1 (skip installs),
-# BENCH_NO_REPORT=1 (leave docs/ alone).
+# BENCH_NO_REPORT=1 (leave docs/ alone); BENCH_WSFAN_ARGS and
+# BENCH_LOADGEN_ARGS, more words for every wsfan and load generator started
+# (bench/tls.sh: --tls-cert ... and --tls).
 #
 # Sourced (by bench/compare.sh) it only sets its knobs, the trap and the
 # functions, and runs nothing: `main` is the run.
@@ -123,7 +125,8 @@ start_redis() { # port
 start_wsfan() { # port [redis port]
     local extra=()
     [ -z "${2:-}" ] || extra=(--redis "redis://127.0.0.1:$2")
-    taskset -c "$SCPU" "$WSFAN" --listen "127.0.0.1:$1" --workers 1 --log-level warn "${extra[@]}" \
+    # shellcheck disable=SC2086 # BENCH_WSFAN_ARGS: words
+    taskset -c "$SCPU" "$WSFAN" --listen "127.0.0.1:$1" --workers 1 --log-level warn "${extra[@]}" ${BENCH_WSFAN_ARGS:-} \
         >>"$WORK/wsfan-$1.log" 2>&1 &
     local pid=$!
     STARTED+=("$pid")
@@ -210,7 +213,8 @@ EOF
 loadgen() { # scenario peer repeat args...
     local s=$1 p=$2 r=$3 t=${TAG:-$2}
     shift 3
-    local cmd=(taskset -c "$LCPU" "$LOADGEN" --adapter "$p" --label "$s/$t/$r" --out "$RES" --quiet "$@")
+    # shellcheck disable=SC2206 # BENCH_LOADGEN_ARGS: words
+    local cmd=(taskset -c "$LCPU" "$LOADGEN" --adapter "$p" --label "$s/$t/$r" --out "$RES" --quiet ${BENCH_LOADGEN_ARGS:-} "$@")
     record_command "$s" "$t" "$r" "${cmd[@]}"
     "${cmd[@]}" >/dev/null || log "loadgen $s/$t/$r exited with $?"
 }
@@ -376,7 +380,7 @@ scenario_profile() { # [repeat [name]]
     [ -z "${TAG:-}" ] || out=$PWD/bench/results/callgrind.$STAMP.$name.$TAG.$r.out
     port=$(free_port)
     taskset -c "$SCPU" valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
-        "$WSFAN" --listen "127.0.0.1:$port" --workers 1 --log-level warn >>"$WORK/callgrind.log" 2>&1 &
+        "$WSFAN" --listen "127.0.0.1:$port" --workers 1 --log-level warn ${BENCH_WSFAN_ARGS:-} >>"$WORK/callgrind.log" 2>&1 &
     pid=$!
     STARTED+=("$pid")
     wait_port "$port" "$pid" || return 0

@@ -3,6 +3,7 @@
  * (token_cmd.c). */
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include "core/log.h"
 #include "core/map.h"
 #include "core/siphash.h"
+#include "net/tls.h"
 #include "server.h"
 #include "token_cmd.h"
 
@@ -73,6 +75,22 @@ static int load_key(const struct config *cfg, struct token_key **out)
     return 0;
 }
 
+/* The certificate and key of --tls-cert, loaded and checked against each
+ * other. Returns 0 with *out set (NULL without TLS), or -1 after printing
+ * the files and what is wrong with them. */
+static int load_tls(const struct config *cfg, struct tls_ctx **out)
+{
+    char err[2 * PATH_MAX + 512];
+    *out = NULL;
+    if (!cfg->tls_cert[0])
+        return 0;
+    if (!(*out = tls_ctx_server_create(cfg->tls_cert, cfg->tls_key, err, sizeof err))) {
+        fprintf(stderr, "wsfan: --tls-cert: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
 /* Room and user ids are hashed under a key nobody outside the process
  * knows, drawn before any map exists (core/map.h). */
 static int seed_maps(void)
@@ -105,10 +123,16 @@ int main(int argc, char **argv)
         return 1;
     }
     struct token_key *key;
+    struct tls_ctx *tls;
     if (load_key(&cfg, &key))
         return 2;
+    if (load_tls(&cfg, &tls)) {
+        token_key_destroy(key);
+        return 2;
+    }
     if (parsed == CONFIG_CHECK) {
         token_key_destroy(key);
+        tls_ctx_unref(tls);
         printf("configuration OK\n");
         return 0;
     }
@@ -117,7 +141,8 @@ int main(int argc, char **argv)
                  cfg.allow_anonymous ? ", or connect anonymous" : "");
     /* Reconnect jitter must differ between nodes restarted together. */
     srand((unsigned)getpid() ^ (unsigned)time(NULL));
-    int status = server_run(&cfg, key, argc, argv);
+    int status = server_run(&cfg, key, tls, argc, argv);
     token_key_destroy(key);
+    tls_ctx_unref(tls);
     return status;
 }

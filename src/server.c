@@ -33,6 +33,7 @@
 #include "metrics/metrics.h"
 #include "net/listener.h"
 #include "net/loop.h"
+#include "net/tls.h"
 
 #define SHUTDOWN_GRACE_MS 3000
 #define STOP_CHECK_MS 10
@@ -48,6 +49,7 @@ struct server;
 struct snapshot {
     atomic_int refs;
     struct config cfg;
+    struct tls_ctx *tls;     /* --tls-cert as loaded; NULL: plaintext */
 };
 
 struct worker {
@@ -215,21 +217,27 @@ static void worker_stop(struct task *task, void *ctx)
     uv_timer_start(&w->drain_timer, on_drain, DRAIN_TICK_MS, DRAIN_TICK_MS);
 }
 
-/* A copy of cfg with refs references. NULL when out of memory. */
-static struct snapshot *snapshot_create(const struct config *cfg, int refs)
+/* A copy of cfg and tls (a reference of its own) with refs references.
+ * NULL when out of memory. */
+static struct snapshot *snapshot_create(const struct config *cfg, struct tls_ctx *tls, int refs)
 {
     struct snapshot *snap = malloc(sizeof *snap);
     if (snap) {
         atomic_init(&snap->refs, refs);
         snap->cfg = *cfg;
+        if ((snap->tls = tls))
+            tls_ctx_ref(tls);
     }
     return snap;
 }
 
+/* The connections opened on its TLS context keep it alive meanwhile. */
 static void snapshot_unref(struct snapshot *snap)
 {
-    if (snap && atomic_fetch_sub(&snap->refs, 1) == 1)
+    if (snap && atomic_fetch_sub(&snap->refs, 1) == 1) {
+        tls_ctx_unref(snap->tls);
         free(snap);
+    }
 }
 
 /* Hands a worker its new settings, with one reference for it. */
@@ -247,6 +255,7 @@ static void worker_reload(struct task *t, void *ctx)
     snapshot_unref(w->snap);
     w->snap = rt->snap;
     w->app.cfg = w->net.cfg = &w->snap->cfg;
+    w->net.tls = w->snap->tls; /* new handshakes; open sessions keep theirs */
     free(rt);
 }
 
@@ -305,6 +314,7 @@ static int worker_init(struct server *s, struct worker *w, int index)
     const struct config *cfg = &w->snap->cfg;
     if ((r = inbox_init(&w->inbox, &w->loop, w)) || (r = net_loop_init(&w->net, &w->loop, index, cfg, &w->metrics)))
         return r;
+    w->net.tls = w->snap->tls;
     int fd;
     if (listen_socket("--listen", cfg->listen_host, cfg->listen_port, &fd))
         return UV_EADDRINUSE;
@@ -408,9 +418,38 @@ static void on_signal(uv_signal_t *sig, int signum)
     uv_unref((uv_handle_t *)&s->shutdown_bound);
 }
 
-/* SIGHUP: the file, the variables and the flags again. What can change
- * live goes to the workers as a new snapshot; the rest is logged as
- * waiting for a restart. An invalid configuration changes nothing. */
+/* The certificate and key files of --tls-cert, read again for next (their
+ * names may have changed, or the files under them): 1 when next has the new
+ * context, 0 when it keeps the old one because TLS is off or because the
+ * new files do not load (logged). Turning TLS on or off waits for a
+ * restart: the clients' URLs change with it. */
+static int reload_tls(const struct snapshot *live, struct config *fresh, struct snapshot *next)
+{
+    if (!fresh->tls_cert[0] != !live->cfg.tls_cert[0]) {
+        log_info("config: tls-cert %s; takes effect after a restart", fresh->tls_cert[0] ? "set" : "removed");
+        strcpy(fresh->tls_cert, live->cfg.tls_cert);
+        strcpy(fresh->tls_key, live->cfg.tls_key);
+    }
+    if (!fresh->tls_cert[0])
+        return 0;
+    char err[PATH_MAX * 2 + 512];
+    struct tls_ctx *tls = tls_ctx_server_create(fresh->tls_cert, fresh->tls_key, err, sizeof err);
+    if (!tls) {
+        log_error("SIGHUP: --tls-cert: %s; keeping the certificate in use", err);
+        strcpy(fresh->tls_cert, live->cfg.tls_cert);
+        strcpy(fresh->tls_key, live->cfg.tls_key);
+        return 0;
+    }
+    tls_ctx_unref(next->tls);
+    next->tls = tls;
+    log_info("SIGHUP: TLS certificate loaded from %s; new connections get it", fresh->tls_cert);
+    return 1;
+}
+
+/* SIGHUP: the file, the variables and the flags again, and the TLS
+ * certificate. What can change live goes to the workers as a new
+ * snapshot; the rest is logged as waiting for a restart. An invalid
+ * configuration changes nothing. */
 static void on_reload(uv_signal_t *sig, int signum)
 {
     struct server *s = sig->data;
@@ -419,14 +458,15 @@ static void on_reload(uv_signal_t *sig, int signum)
         return;
     char err[PATH_MAX + 1024];
     struct config *fresh = malloc(sizeof *fresh);
-    struct snapshot *next = snapshot_create(&s->live->cfg, s->nworkers + 1);
+    struct snapshot *next = snapshot_create(&s->live->cfg, s->live->tls, s->nworkers + 1);
+    int changed = 0;
     if (!fresh || !next)
         log_error("SIGHUP: out of memory; keeping the running configuration");
     else if (config_load(fresh, s->argc, s->argv, err, sizeof err))
         log_error("SIGHUP: %s; keeping the running configuration", err);
-    else if (!config_apply_live(&next->cfg, fresh))
+    else if (!(changed = reload_tls(s->live, fresh, next) + config_apply_live(&next->cfg, fresh)))
         log_info("SIGHUP: nothing to change");
-    else {
+    if (changed) {
         log_set_level(next->cfg.log_level);
         log_set_format(next->cfg.log_format);
         for (int i = 0; i < s->nworkers; i++) {
@@ -444,7 +484,10 @@ static void on_reload(uv_signal_t *sig, int signum)
         next = NULL;
     }
     free(fresh);
-    free(next);
+    if (next) {
+        atomic_store(&next->refs, 1);
+        snapshot_unref(next);
+    }
 }
 
 /* The bus serves the workers until the last of them has exited. */
@@ -541,8 +584,8 @@ static void run_workers(struct server *s)
     uv_unref((uv_handle_t *)&s->sighup);
     for (int i = 0; i < s->nworkers; i++)
         uv_thread_create(&s->workers[i].thread, worker_main, &s->workers[i]);
-    log_info("wsfan %s listening on %s:%u with %d workers, node %s", WSFAN_VERSION, s->cfg->listen_host,
-             s->cfg->listen_port, s->nworkers, s->cfg->node_id);
+    log_info("wsfan %s listening on %s:%u%s with %d workers, node %s", WSFAN_VERSION, s->cfg->listen_host,
+             s->cfg->listen_port, s->live->tls ? " (TLS: https and wss only)" : "", s->nworkers, s->cfg->node_id);
     if (s->cfg->admin_host[0])
         log_info("the API, /metrics and /dashboard on %s:%u only", s->cfg->admin_host, s->cfg->admin_port);
     uv_run(s->loop, UV_RUN_DEFAULT);
@@ -554,7 +597,8 @@ static void run_workers(struct server *s)
     log_info("stopped");
 }
 
-int server_run(const struct config *cfg, const struct token_key *token_key, int argc, char **argv)
+int server_run(const struct config *cfg, const struct token_key *token_key, struct tls_ctx *tls, int argc,
+               char **argv)
 {
     struct server s = {.cfg = cfg, .token_key = token_key, .nworkers = cfg->workers, .argc = argc, .argv = argv};
     uv_loop_t loop;
@@ -574,7 +618,7 @@ int server_run(const struct config *cfg, const struct token_key *token_key, int 
         log_error("cannot set up the metrics lock");
         goto fail;
     }
-    if (!(s.live = snapshot_create(cfg, 1)) || !(s.workers = calloc((size_t)s.nworkers, sizeof *s.workers)) ||
+    if (!(s.live = snapshot_create(cfg, tls, 1)) || !(s.workers = calloc((size_t)s.nworkers, sizeof *s.workers)) ||
         !(s.bus = bus_start(&s)) || view_init(&s)) {
         log_error("out of memory starting %d workers and the bus", s.nworkers);
         goto fail_bus;

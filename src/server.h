@@ -9,14 +9,18 @@
 
 #include "core/config.h"
 
+struct tls_ctx;
 struct token_key;
 
 /* Binds, starts the workers and runs until SIGTERM/SIGINT has shut every
  * connection down; on SIGHUP, reads the configuration again from argv (the
  * file, the environment, the flags: config_load) and applies what can
- * change live. token_key is the key of --auth jwt (NULL otherwise), cfg,
- * token_key and argv are borrowed until return. Returns the process exit
+ * change live, and loads the TLS certificate again. token_key is the key
+ * of --auth jwt (NULL otherwise), tls the context of --tls-cert (NULL:
+ * plaintext; the server takes its own reference); cfg, token_key, tls and
+ * argv are borrowed until return. Returns the process exit
  * status. */
-int server_run(const struct config *cfg, const struct token_key *token_key, int argc, char **argv);
+int server_run(const struct config *cfg, const struct token_key *token_key, struct tls_ctx *tls, int argc,
+               char **argv);
 
 #endif

@@ -65,7 +65,11 @@ static const struct option_spec options[] = {
     {"send-queue-limit", OPT_SIZE, FIELD(send_queue_limit), 1024, 1LL << 32,
      "bytes queued for a client before it is closed with 1013 (default 4m)", 0},
     {"handshake-timeout", OPT_INT, FIELD(handshake_timeout), 1, 3600,
-     "seconds to send a complete request head (default 10)", 0},
+     "seconds to complete the TLS handshake and to send a complete request head (default 10)", 0},
+    {"tls-cert", OPT_PATH, FIELD(tls_cert), 1, 4095,
+     "PEM file of the certificate, then its chain: --listen and --admin-listen serve https:// and wss:// only, "
+     "TLS 1.2 and 1.3; SIGHUP reloads it (default: none, plaintext)", OPT_LIVE},
+    {"tls-key", OPT_PATH, FIELD(tls_key), 1, 4095, "PEM file of the private key of --tls-cert", OPT_LIVE},
     {"allowed-origins", OPT_ORIGINS, FIELD(allowed_origins), 0, 0,
      "origins besides the server's own whose pages may open WebSockets: https://app.example.com,"
      "https://*.example.com or * (default: none)", OPT_LIVE},
@@ -784,6 +788,9 @@ static int check(struct parse *p, const struct config *cfg)
     if (cfg->admin_host[0] && cfg->admin_port == cfg->listen_port && !strcmp(cfg->admin_host, cfg->listen_host))
         return fail(p, "--admin-listen=%s:%u: must differ from --listen, or the API stays public", cfg->admin_host,
                     cfg->admin_port);
+    if (!cfg->tls_cert[0] != !cfg->tls_key[0])
+        return fail(p, "%s: needs %s as well (PEM files of the certificate and its key)",
+                    cfg->tls_cert[0] ? "--tls-cert" : "--tls-key", cfg->tls_cert[0] ? "--tls-key" : "--tls-cert");
     if (cfg->store_redis_url[0] && !cfg->redis_url[0]) {
         char masked[sizeof cfg->store_redis_url];
         redis_url_mask(cfg->store_redis_url, masked, sizeof masked);

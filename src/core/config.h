@@ -30,7 +30,9 @@ struct config {
     int max_connections_per_ip;  /* per client address; 0: no limit */
     int heartbeat;          /* seconds between pings */
     size_t send_queue_limit;
-    int handshake_timeout;  /* seconds to complete the HTTP head */
+    int handshake_timeout;  /* seconds to complete the TLS handshake and the HTTP head */
+    char tls_cert[4096];    /* PEM certificate chain; "" for plaintext */
+    char tls_key[4096];     /* PEM private key of tls_cert */
     struct origin_list allowed_origins;    /* besides the server's own */
     struct net_cidr_list trusted_proxies;  /* whose X-Forwarded-For is believed */
     enum log_level log_level;

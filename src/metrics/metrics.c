@@ -20,6 +20,13 @@ static const uint16_t close_codes[METRICS_CLOSE_OTHER] = {
     1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1011, 1013,
 };
 
+static const char *const tls_failure_reasons[METRICS_TLS_FAILURE_COUNT] = {
+    [METRICS_TLS_ERROR] = "error",
+    [METRICS_TLS_TIMEOUT] = "timeout",
+    [METRICS_TLS_PLAINTEXT_HTTP] = "plaintext_http",
+    [METRICS_TLS_CLOSED] = "closed",
+};
+
 static const char *const refused_reasons[METRICS_REFUSED_COUNT] = {
     [METRICS_REFUSED_FD_LIMIT] = "fd_limit",
     [METRICS_REFUSED_MAX_CONNECTIONS] = "max_connections",
@@ -139,6 +146,7 @@ struct totals {
     uint64_t refused[METRICS_REFUSED_COUNT], refused_all, rate_limited;
     uint64_t deflate_conns, deflate_frames, deflate_bytes_in, deflate_bytes_out;
     uint64_t joins_local;
+    uint64_t tls_handshakes, tls_failures[METRICS_TLS_FAILURE_COUNT];
 };
 
 static void totals_add(struct totals *t, struct metrics_worker *m)
@@ -180,6 +188,9 @@ static void totals_add(struct totals *t, struct metrics_worker *m)
     t->deflate_bytes_in += load(&m->deflate_bytes_in);
     t->deflate_bytes_out += load(&m->deflate_bytes_out);
     t->joins_local += load(&m->joins_local);
+    t->tls_handshakes += load(&m->tls_handshakes);
+    for (int i = 0; i < METRICS_TLS_FAILURE_COUNT; i++)
+        t->tls_failures[i] += load(&m->tls_failures[i]);
 }
 
 /* Connections open now. Opened is read after closed, so a connection that
@@ -305,6 +316,15 @@ static void write_prometheus(FILE *f, const struct metrics_view *v)
     family(f, "wsfan_joins_local_total", "counter",
            "Joins answered by their worker, which followed the room already, without a bus round trip.");
     sample(f, "wsfan_joins_local_total", t.joins_local);
+    family(f, "wsfan_tls_handshakes_total", "counter", "TLS handshakes completed (0 without --tls-cert).");
+    sample(f, "wsfan_tls_handshakes_total", t.tls_handshakes);
+    family(f, "wsfan_tls_handshake_failures_total", "counter",
+           "TLS handshakes that did not complete: error (refused: version, ciphers, certificate, not TLS), "
+           "timeout (--handshake-timeout), plaintext_http (a plain HTTP request, answered 400), closed (the "
+           "client left).");
+    for (int i = 0; i < METRICS_TLS_FAILURE_COUNT; i++)
+        fprintf(f, "wsfan_tls_handshake_failures_total{reason=\"%s\"} %llu\n", tls_failure_reasons[i],
+                (unsigned long long)t.tls_failures[i]);
 
     family(f, "wsfan_bus_up", "gauge", "1 while the bus (and the store) can serve, else 0.");
     sample(f, "wsfan_bus_up", v->ready(v->ready_arg) ? 1 : 0);

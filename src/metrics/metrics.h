@@ -50,6 +50,15 @@ enum metrics_refused {
     METRICS_REFUSED_COUNT,
 };
 
+/* Why a TLS handshake did not complete. */
+enum metrics_tls_failure {
+    METRICS_TLS_ERROR,          /* refused: version, ciphers, a certificate the client distrusts, garbage */
+    METRICS_TLS_TIMEOUT,        /* not done within --handshake-timeout */
+    METRICS_TLS_PLAINTEXT_HTTP, /* a plain HTTP request: answered 400 */
+    METRICS_TLS_CLOSED,         /* the peer left in the middle */
+    METRICS_TLS_FAILURE_COUNT,
+};
+
 /* Kinds of messages out: fan-out to a room, a user or everyone, and the
  * replies to one connection's own commands. */
 enum metrics_out { METRICS_OUT_ROOM, METRICS_OUT_USER, METRICS_OUT_ALL, METRICS_OUT_REPLY, METRICS_OUT_COUNT };
@@ -69,6 +78,7 @@ struct metrics_worker {
     metrics_counter deflate_conns;  /* upgrades that negotiated permessage-deflate */
     metrics_counter deflate_frames, deflate_bytes_in, deflate_bytes_out; /* compressed shared frames */
     metrics_counter joins_local;    /* joins answered by the worker without the bus */
+    metrics_counter tls_handshakes, tls_failures[METRICS_TLS_FAILURE_COUNT];
 };
 
 /* A room and its count over one window. */
@@ -124,6 +134,11 @@ static inline void metrics_deflated(struct metrics_worker *m, size_t in, size_t 
     metrics_add(&m->deflate_frames, 1);
     metrics_add(&m->deflate_bytes_in, in);
     metrics_add(&m->deflate_bytes_out, out);
+}
+static inline void metrics_tls_handshake(struct metrics_worker *m) { metrics_add(&m->tls_handshakes, 1); }
+static inline void metrics_tls_failure(struct metrics_worker *m, enum metrics_tls_failure why)
+{
+    metrics_add(&m->tls_failures[why], 1);
 }
 
 /* One client message of kind (below METRICS_IN_MAX, named in the view). */

@@ -1,9 +1,10 @@
 /* conn.c - one client socket: accept, reads handed to the phase's handler
  * or through the WebSocket parser, input that waits while the connection
  * is paused, the output queue of shared frames (gathered into one writev
- * per flush) and the memory it may hold, heartbeats, the linger after a
- * close, and the one close path. Runs on its loop only. Counts what it
- * sees in the loop's metrics. See conn.h. */
+ * per flush, or over TLS into records of the engine, net/tls.c) and the
+ * memory it may hold, heartbeats, the linger after a close, and the one
+ * close path. Runs on its loop only. Counts what it sees in the loop's
+ * metrics. See conn.h. */
 #include "net/conn.h"
 
 #include <errno.h>
@@ -12,11 +13,16 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "codec/http.h"
 #include "codec/sse.h"
 #include "core/log.h"
 #include "net/loop.h"
+#include "net/tls.h"
 
 #define CLOSE_LINGER_MS 5000
+/* Plaintext encrypted per flush of one TLS connection: four full records,
+ * then the next connection's turn. */
+#define TLS_FLUSH_MAX (4 * TLS_RECORD_MAX)
 
 /* ---- output queue ------------------------------------------------------ */
 
@@ -150,6 +156,8 @@ static void conn_free(struct conn *c)
     outq_shrink(&c->out);
     ws_parser_free(&c->parser);
     free(c->held);
+    tls_destroy(c->tls);
+    free(c->tls_out);
     c->handler->on_free(c);
 }
 
@@ -222,9 +230,14 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 
 /* Once a closing connection's last bytes are out, half-close so the peer
  * sees the end; the socket is closed when the peer closes or lingers out. */
+static int output_pending(const struct conn *c)
+{
+    return c->out.count || (c->tls && (c->tls_out || tls_out_pending(c->tls)));
+}
+
 static void shutdown_if_drained(struct conn *c)
 {
-    if (c->state != CONN_CLOSING || c->shutdown_sent || c->out.count || c->closed)
+    if (c->state != CONN_CLOSING || c->shutdown_sent || output_pending(c) || c->closed)
         return;
     c->shutdown_sent = 1;
     union conn_req *req = req_take(c);
@@ -241,12 +254,34 @@ static void shutdown_if_drained(struct conn *c)
 
 static void output_drained(struct conn *c);
 
-/* n bytes of the queue are out: counted, and forgotten. */
+/* n bytes went to the socket: counted. Then, over TLS, they leave the
+ * ciphertext waiting (tls_out), freed once all written; on plain TCP they
+ * leave the queue. */
 static void wrote(struct conn *c, size_t n)
 {
     metrics_bytes_out(c->loop->metrics, n);
     c->bytes_out += n;
-    outq_consume(&c->out, n, c->loop->metrics);
+    if (!c->tls) {
+        outq_consume(&c->out, n, c->loop->metrics);
+        return;
+    }
+    c->tls_out_off += (uint32_t)n;
+    if (c->tls_out_off == c->tls_out_len) {
+        free(c->tls_out);
+        c->tls_out = NULL;
+    }
+}
+
+/* After a write: the rest on the next flush, or the half-close once all is
+ * out; and input that waited for the output may go on. */
+static void after_write(struct conn *c)
+{
+    if (output_pending(c))
+        net_loop_mark_dirty(c->loop, c);
+    else
+        shutdown_if_drained(c);
+    if (c->paused & CONN_PAUSED_BY_OUTPUT)
+        output_drained(c);
 }
 
 static void on_write(uv_write_t *req, int status)
@@ -256,21 +291,17 @@ static void on_write(uv_write_t *req, int status)
     /* Free the request now: what follows may start the next one. */
     free(c->req);
     c->req = NULL;
-    size_t written = q->inflight_bytes;
+    size_t written = c->tls_inflight ? c->tls_out_len - c->tls_out_off : q->inflight_bytes;
     q->inflight = 0;
     q->inflight_bytes = 0;
+    c->tls_inflight = 0;
     if (status < 0) {
         if (status != UV_ECANCELED)
             log_debug("conn %d.%llu: write: %s", c->loop->index, (unsigned long long)c->seq, uv_strerror(status));
         conn_drop(c);
     } else {
         wrote(c, written);
-        if (q->count)
-            net_loop_mark_dirty(c->loop, c);
-        else
-            shutdown_if_drained(c);
-        if (c->paused & CONN_PAUSED_BY_OUTPUT)
-            output_drained(c);
+        after_write(c);
     }
     conn_unref(c);
 }
@@ -316,9 +347,174 @@ static void flush_now(struct conn *c)
     }
 }
 
+/* ---- TLS --------------------------------------------------------------- */
+
+/* Encrypts up to TLS_FLUSH_MAX bytes of the queue once the handshake is
+ * done. Small frames are gathered into one record's worth of plaintext
+ * per tls_write, so that a fan-out of many small messages costs a record
+ * per 16k, not one per message; a frame of a record or more is encrypted
+ * where it is, without the copy. Returns 0, or -1 on an engine error. */
+static int encrypt_queue(struct conn *c)
+{
+    struct outq *q = &c->out;
+    size_t done = 0;
+    while (q->count && done < TLS_FLUSH_MAX && tls_handshake_done(c->tls)) {
+        struct frame *first = outq_at(q, 0);
+        const void *plain = first->bytes + q->head_offset;
+        size_t len = first->len - q->head_offset;
+        if (len < TLS_RECORD_MAX) {
+            char *gather = c->loop->tls_gather;
+            len = 0;
+            for (uint32_t i = 0; i < q->count && len < TLS_RECORD_MAX; i++) {
+                struct frame *f = outq_at(q, i);
+                size_t offset = i ? 0 : q->head_offset;
+                size_t take = f->len - offset < TLS_RECORD_MAX - len ? f->len - offset : TLS_RECORD_MAX - len;
+                memcpy(gather + len, f->bytes + offset, take);
+                len += take;
+            }
+            plain = gather;
+        }
+        if (tls_write(c->tls, plain, len) != (ssize_t)len)
+            return -1;
+        outq_consume(q, len, c->loop->metrics);
+        done += len;
+    }
+    /* A closing connection's last record is the close_notify alert. */
+    if (c->state == CONN_CLOSING && !q->count)
+        tls_close_notify(c->tls);
+    return 0;
+}
+
+/* The TLS flush: a share of the queue through the engine, then its
+ * ciphertext (and what the handshake left) in one write; what the socket
+ * does not take goes to a uv_write, as plaintext does. */
+static void flush_tls(struct conn *c)
+{
+    if (c->closed || c->tls_inflight)
+        return;
+    if (!c->tls_out) {
+        size_t len;
+        if (encrypt_queue(c) || tls_out_pending(c->tls) > UINT32_MAX) {
+            conn_drop(c);
+            return;
+        }
+        if (!(c->tls_out = tls_out_take(c->tls, &len))) {
+            shutdown_if_drained(c);
+            return;
+        }
+        c->tls_out_len = (uint32_t)len;
+        c->tls_out_off = 0;
+    }
+    uv_buf_t buf = uv_buf_init(c->tls_out + c->tls_out_off, c->tls_out_len - c->tls_out_off);
+    ssize_t r = write_now(c, &buf, 1);
+    if (r < 0) {
+        conn_drop(c);
+        return;
+    }
+    wrote(c, (size_t)r);
+    if (!c->tls_out) {
+        /* More of the queue: the next slice encrypts it. */
+        after_write(c);
+        return;
+    }
+    union conn_req *req = req_take(c);
+    if (!req) {
+        conn_drop(c);
+        return;
+    }
+    buf = uv_buf_init(c->tls_out + c->tls_out_off, c->tls_out_len - c->tls_out_off);
+    req->write.data = c;
+    c->tls_inflight = 1;
+    if (uv_write(&req->write, (uv_stream_t *)&c->tcp, &buf, 1, on_write)) {
+        c->tls_inflight = 0;
+        req_done(c);
+        conn_drop(c);
+    }
+}
+
+/* A handshake that could not complete: counted, logged with why, and the
+ * engine's alert (if any) sent on a best-effort basis before the drop. */
+static void tls_failed(struct conn *c, enum metrics_tls_failure why, const char *detail)
+{
+    metrics_tls_failure(c->loop->metrics, why);
+    log_debug("conn %d.%llu: TLS handshake failed: %s", c->loop->index, (unsigned long long)c->seq, detail);
+    size_t len;
+    char *alert = tls_out_take(c->tls, &len);
+    uv_buf_t buf = uv_buf_init(alert, (unsigned)len);
+    if (alert && !c->tls_out)
+        write_now(c, &buf, 1);
+    free(alert);
+    conn_drop(c);
+}
+
+/* A plain HTTP request on the TLS port (a method's capital letter where a
+ * TLS record starts with 0x16): answered in plain text, then closed. */
+static void refuse_plaintext(struct conn *c)
+{
+    static const char body[] = "this port speaks TLS only: use https:// or wss://\n";
+    metrics_tls_failure(c->loop->metrics, METRICS_TLS_PLAINTEXT_HTTP);
+    tls_destroy(c->tls);
+    c->tls = NULL;
+    struct frame *f = http_response_create(400, "text/plain", NULL, body, sizeof body - 1, 0);
+    if (!f) {
+        conn_drop(c);
+        return;
+    }
+    conn_enqueue(c, f);
+    frame_unref(f);
+    conn_close(c, 0, NULL);
+}
+
+/* Ciphertext read from the socket: the handshake advances, and the
+ * plaintext goes to the phase as if it had been read. */
+static void read_tls(struct conn *c, const char *buf, size_t len)
+{
+    if (c->bytes_in == len && buf[0] >= 'A' && buf[0] <= 'Z') {
+        refuse_plaintext(c);
+        return;
+    }
+    int was_done = tls_handshake_done(c->tls);
+    if (tls_feed(c->tls, buf, len)) {
+        conn_drop(c);
+        return;
+    }
+    conn_ref(c);
+    /* Fed (copied) already: the read buffer takes the plaintext. */
+    char *plain = c->loop->read_buf;
+    for (;;) {
+        ssize_t n = tls_read(c->tls, plain, NET_READ_BUF);
+        if (n > 0) {
+            if (!was_done) {
+                was_done = 1;
+                metrics_tls_handshake(c->loop->metrics);
+            }
+            conn_receive(c, plain, (size_t)n);
+            if (c->closed)
+                break;
+            continue;
+        }
+        if (n == TLS_WANT) {
+            if (!was_done && tls_handshake_done(c->tls))
+                metrics_tls_handshake(c->loop->metrics);
+            /* Handshake records to answer, or frames that waited for it. */
+            if (output_pending(c))
+                net_loop_mark_dirty(c->loop, c);
+        } else if (!was_done)
+            tls_failed(c, n == TLS_CLOSED ? METRICS_TLS_CLOSED : METRICS_TLS_ERROR,
+                       n == TLS_CLOSED ? "closed by the peer" : tls_error(c->tls));
+        else
+            conn_drop(c); /* close_notify or a broken record: the end, as EOF is */
+        break;
+    }
+    conn_unref(c);
+}
+
 void conn_flush(struct conn *c)
 {
-    flush_now(c);
+    if (c->tls)
+        flush_tls(c);
+    else
+        flush_now(c);
     if (c->paused & CONN_PAUSED_BY_OUTPUT)
         output_drained(c);
 }
@@ -611,6 +807,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     struct conn *c = stream->data;
     if (nread < 0) {
+        if (c->tls && !tls_handshake_done(c->tls) && c->bytes_in)
+            tls_failed(c, METRICS_TLS_CLOSED, "closed by the peer");
         conn_drop(c);
         return;
     }
@@ -619,7 +817,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     c->last_rx_ms = uv_now(c->loop->uv);
     metrics_bytes_in(c->loop->metrics, (size_t)nread);
     c->bytes_in += (size_t)nread;
-    conn_receive(c, buf->base, (size_t)nread);
+    if (c->tls)
+        read_tls(c, buf->base, (size_t)nread);
+    else
+        conn_receive(c, buf->base, (size_t)nread);
 }
 
 void conn_id(const struct conn *c, char out[CONN_ID_MAX])
@@ -668,16 +869,34 @@ int conn_open(struct net_loop *l, int fd, struct conn *c)
     int r = uv_tcp_open(&c->tcp, fd);
     if (r)
         close(fd); /* the handle never took it */
+    else if (l->tls && !(c->tls = tls_create(l->tls, NULL)))
+        r = UV_ENOMEM;
     return conn_start(c, r);
 }
 
 /* ---- timers ------------------------------------------------------------ */
+
+/* A TLS connection with no traffic for a whole tick gives back its
+ * buffers (once: an empty one has none). Busy ones keep them, since
+ * taking them again costs more than the encryption of a small message. */
+static void tls_tick(struct conn *c)
+{
+    uint32_t traffic = (uint32_t)(c->bytes_in + c->bytes_out);
+    if (traffic == c->tls_traffic && !c->tls_out)
+        tls_release_buffers(c->tls);
+    c->tls_traffic = traffic;
+}
 
 void conn_tick(struct conn *c, uint64_t now_ms)
 {
     if (c->closed)
         return;
     const struct config *cfg = c->loop->cfg;
+    /* A TLS handshake has the time of a request head, from the accept. */
+    if (c->tls && !tls_handshake_done(c->tls) && now_ms - c->opened_ms >= (uint64_t)cfg->handshake_timeout * 1000) {
+        tls_failed(c, METRICS_TLS_TIMEOUT, "not done within --handshake-timeout");
+        return;
+    }
     switch (c->state) {
     case CONN_HTTP:
         break;
@@ -708,4 +927,6 @@ void conn_tick(struct conn *c, uint64_t now_ms)
         c->handler->on_tick(c, now_ms);
     if (!c->closed && !c->out.inflight)
         outq_shrink(&c->out);
+    if (!c->closed && c->tls)
+        tls_tick(c);
 }

@@ -16,6 +16,7 @@
 #include "codec/ws.h"
 
 struct conn;
+struct tls;
 struct net_loop;
 
 enum conn_state {
@@ -91,6 +92,7 @@ struct conn {
     uint8_t close_told;         /* handler->on_close has run */
     uint8_t paused;             /* CONN_PAUSED_*: input is not handled now */
     uint8_t read_off;           /* the socket's reading is stopped */
+    uint8_t tls_inflight;       /* a uv_write of tls_out is running */
     uint16_t close_code;        /* the first conn_close's code (the peer's when it began),
                                    1006 when dropped without one; 0 while open */
     uint32_t refs;              /* the loop's own plus one per pending reply */
@@ -106,10 +108,18 @@ struct conn {
     struct outq out;
     union conn_req *req;        /* the write or shutdown libuv is doing (slow path only) */
     char *held;                 /* input read but not handled yet, while paused (owned) */
+    /* Over TLS (NULL: plaintext): the session, and the ciphertext taken
+     * from it but not written yet (owned; NULL once written). */
+    struct tls *tls;
+    char *tls_out;
+    uint32_t tls_out_len, tls_out_off;
+    uint32_t tls_traffic;       /* bytes in and out at the last tick (mod 2^32): idle when unchanged */
 };
 
 /* Opens c on fd, a connected stream socket (one the listener accepted, or
- * a socketpair in the tests), which c owns from then on. The caller
+ * a socketpair in the tests), which c owns from then on; over TLS when
+ * the loop has a context (l->tls): the handshake runs before the first
+ * bytes reach the handler, and the queue is encrypted as it is flushed. The caller
  * allocated c zeroed (embedded in its own struct) with handler set; from
  * then on c is freed through handler->on_free. Returns 0, or -1 when the
  * socket could not be set up (c was dropped and will be freed). */

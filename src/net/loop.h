@@ -12,6 +12,7 @@
 
 #include "core/config.h"
 #include "metrics/metrics.h"
+#include "net/tls.h"
 
 #define NET_IOV_MAX 1024
 #define NET_READ_BUF (64 * 1024)
@@ -38,8 +39,11 @@ struct net_loop {
     uint64_t next_seq;
     struct frame *ping;          /* the one ping frame every connection shares */
     struct frame *keepalive;     /* and the one keep-alive comment of every stream */
+    struct tls_ctx *tls;         /* new connections speak TLS with it; NULL: plaintext.
+                                    The owner's (a reload swaps it), sessions hold their own */
     uv_buf_t iov[NET_IOV_MAX];   /* scratch for one writev */
     char read_buf[NET_READ_BUF]; /* reads are parsed before the next one */
+    char tls_gather[TLS_RECORD_MAX]; /* small queued frames gathered into one TLS record */
 };
 
 /* Starts the flusher and the ticker on uv. Returns 0 or a uv error. */

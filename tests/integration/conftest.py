@@ -359,17 +359,19 @@ class ServerStartError(AssertionError):
 
 class ServerFactory:
     """wsfan(*args, env=None) -> Server. Keeps every server it started and, at
-    finalize(), stops the running ones with SIGTERM and checks all of them."""
+    finalize(), stops the running ones with SIGTERM and checks all of them.
+    server_class: Server, or a subclass (test_tls.py's TlsServer)."""
 
-    def __init__(self, log_dir: Path):
+    def __init__(self, log_dir: Path, server_class=None):
         self.log_dir = log_dir
+        self.server_class = server_class or Server
         self.servers = []
 
     def __call__(self, *args, env: Optional[dict] = None) -> Server:
         last = None
         for _ in range(3):  # a port grabbed between free_port() and bind: retry
             try:
-                srv = Server([str(a) for a in args], env, self.log_dir)
+                srv = self.server_class([str(a) for a in args], env, self.log_dir)
             except ServerStartError as e:
                 last = e
                 if "in use" in str(e).lower():
@@ -752,6 +754,8 @@ class JsonClient:
 
 async def connect_json(server, path: str = "/ws", subprotocols=None, **kw) -> JsonClient:
     opts = dict(ping_interval=None, open_timeout=10 * SLOW, close_timeout=5 * SLOW, max_size=None)
+    if getattr(server, "client_ssl", None):  # a server over TLS (test_tls.py)
+        opts["ssl"] = server.client_ssl
     opts.update(kw)
     ws = await websockets.connect(server.url(path), subprotocols=subprotocols, **opts)
     try:
