@@ -16,7 +16,7 @@ export interface Welcome {
   exp?: number | null;
 }
 
-export interface MessageEvent {
+export interface RoomMessage {
   type: 'message';
   room: string;
   /** Present only on persisted (not ephemeral) messages. */
@@ -27,7 +27,7 @@ export interface MessageEvent {
   ts: number;
 }
 
-export interface DirectEvent {
+export interface DirectMessage {
   type: 'direct' | 'broadcast';
   from: string | null;
   data: Json;
@@ -74,21 +74,30 @@ export interface PresenceUser {
 /** idle: created, connect() not called yet. */
 export type ClientState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
 
+/** The client's events, named apart from the DOM's open, close, error and message: `client.on(name, fn)`
+ * takes only these names (others throw a TypeError), and TypeScript checks fn's argument. */
 export interface ClientEvents {
-  open: { welcome: Welcome; reconnect: boolean };
-  close: { code: number; reason: string; willReconnect: boolean };
+  /** Each welcome: the first (reconnect false) and each after a reconnect. */
+  connected: { welcome: Welcome; reconnect: boolean };
+  /** The connection closed; willReconnect is false only after close(). */
+  disconnected: { code: number; reason: string; willReconnect: boolean };
   reconnecting: { attempt: number; delay: number };
   rejoined: RejoinedEvent;
   /** With getToken: the token was swapped for a fresh one before its exp (unix seconds, or null). */
   refreshed: { exp: number | null };
   state: ClientState;
-  message: MessageEvent;
-  direct: DirectEvent;
-  broadcast: DirectEvent;
+  /** A message published to a joined room (the protocol's `message` event). */
+  roomMessage: RoomMessage;
+  /** A message to this connection's user (the protocol's `direct` event). */
+  directMessage: DirectMessage;
+  /** A message to every connection (the protocol's `broadcast` event). */
+  broadcastMessage: DirectMessage;
   presence: PresenceEvent;
   /** Server events of types this client does not know. */
-  event: { type: string; [key: string]: Json };
-  error: Error;
+  unknownEvent: { type: string; [key: string]: Json };
+  /** Something went wrong that no promise reports: an error event of the server, a frame that is
+   * not JSON, a failed refresh, a listener that threw. */
+  failure: Error;
 }
 
 export interface ClientOptions {
@@ -163,7 +172,7 @@ export class WsfanClient {
   publish(room: string, data: Json, options?: PublishOptions): Promise<AckReply>;
   send(user: string, data: Json): Promise<AckReply>;
   broadcast(data: Json): Promise<AckReply>;
-  history(room: string, options?: { limit?: number; before?: Offset }): Promise<MessageEvent[]>;
+  history(room: string, options?: { limit?: number; before?: Offset }): Promise<RoomMessage[]>;
   presence(room: string): Promise<PresenceUser[]>;
   ping(): Promise<{ type: 'pong' }>;
   /** Closes for good (no reconnect). */

@@ -21,7 +21,7 @@
 //   server with `refresh`, so the connection is never closed for expiry.
 //
 //   const client = new WsfanClient('ws://127.0.0.1:8080/ws', { getToken: () => fetchToken() });
-//   client.on('message', (m) => console.log(m.room, m.from, m.data));
+//   client.on('roomMessage', (m) => console.log(m.room, m.from, m.data));
 //   await client.connect();          // resolves with the first welcome
 //   await client.join('general');
 //   await client.publish('general', { text: 'hi' });
@@ -30,6 +30,10 @@
 
 const OPEN = 1;
 const SUBPROTOCOL = 'wsfan.v1';
+// The client's events (wsfan.d.ts, ClientEvents): named apart from the DOM's
+// open, close, error and message, so that no one mistakes one for the other.
+const EVENTS = new Set(['connected', 'disconnected', 'reconnecting', 'rejoined', 'refreshed', 'state',
+  'roomMessage', 'directMessage', 'broadcastMessage', 'presence', 'unknownEvent', 'failure']);
 // Refusals that leave no effect behind and pass: the command is sent again.
 const TRANSIENT = new Set(['unavailable', 'rate_limited']);
 
@@ -128,6 +132,10 @@ export class WsfanClient {
 
   /** Calls fn(event) for each event of type; returns a function that stops it. */
   on(type, fn) {
+    if (!EVENTS.has(type)) {
+      throw new TypeError(`wsfan: no event "${type}"; the client's events are ${[...EVENTS].join(', ')}`);
+    }
+    if (typeof fn !== 'function') throw new TypeError(`wsfan: on("${type}", fn) needs a function`);
     if (!this.listeners.has(type)) this.listeners.set(type, new Set());
     this.listeners.get(type).add(fn);
     return () => this.off(type, fn);
@@ -155,7 +163,7 @@ export class WsfanClient {
       try {
         fn(ev);
       } catch (err) {
-        if (type !== 'error') this._emit('error', err);
+        if (type !== 'failure') this._emit('failure', err);
       }
     }
   }
@@ -191,7 +199,7 @@ export class WsfanClient {
       if (this.closedByUser) return;
       socket = new this.WebSocket(this._socketUrl(token), [SUBPROTOCOL]);
     } catch (err) {
-      this._emit('error', err);
+      this._emit('failure', err);
       this._scheduleReconnect();
       return;
     }
@@ -213,7 +221,7 @@ export class WsfanClient {
     try {
       ev = JSON.parse(typeof data === 'string' ? data : String(data));
     } catch (err) {
-      this._emit('error', new Error(`wsfan: a frame that is not JSON: ${String(data).slice(0, 80)}`));
+      this._emit('failure', new Error(`wsfan: a frame that is not JSON: ${String(data).slice(0, 80)}`));
       return;
     }
     if (ev.ref !== undefined && this.pending.has(ev.ref)) {
@@ -229,21 +237,23 @@ export class WsfanClient {
         break;
       case 'message':
         this._noteOffset(ev.room, ev.offset);
-        this._emit('message', ev);
+        this._emit('roomMessage', ev);
         break;
       case 'direct':
+        this._emit('directMessage', ev);
+        break;
       case 'broadcast':
-        this._emit(ev.type, ev);
+        this._emit('broadcastMessage', ev);
         break;
       case 'presence_join':
       case 'presence_leave':
         this._emit('presence', ev);
         break;
       case 'error':
-        this._emit('error', new WsfanError(ev.code, ev.message, ev));
+        this._emit('failure', new WsfanError(ev.code, ev.message, ev));
         break;
       default:
-        this._emit('event', ev);
+        this._emit('unknownEvent', ev);
     }
   }
 
@@ -258,7 +268,7 @@ export class WsfanClient {
       this._firstWelcome.resolve(welcome);
       this._firstWelcome = null;
     }
-    this._emit('open', { welcome, reconnect });
+    this._emit('connected', { welcome, reconnect });
     for (const [room, entry] of this.rooms) this._sendJoin(room, entry);
     const queued = this.queue;
     this.queue = [];
@@ -277,7 +287,7 @@ export class WsfanClient {
     for (const item of this.outbox) item.ref = undefined; // sent again after the rejoin
     for (const entry of this.rooms.values()) entry.joined = false;
     const willReconnect = !this.closedByUser;
-    this._emit('close', { code, reason, willReconnect });
+    this._emit('disconnected', { code, reason, willReconnect });
     if (willReconnect) this._scheduleReconnect();
     else this._setState('closed');
   }
@@ -312,7 +322,7 @@ export class WsfanClient {
       this._scheduleRefresh(reply.exp);
     } catch (err) {
       // The server closes the connection at expiry; the reconnect asks getToken again.
-      this._emit('error', err);
+      this._emit('failure', err);
     }
   }
 
@@ -515,7 +525,7 @@ export class WsfanClient {
   /**
    * Joins room and stays in it across reconnects. since: an offset to
    * replay from. Resolves with the joined reply ({offset, recovered,
-   * missed}); the missed messages arrive as "message" events after it.
+   * missed}); the missed messages arrive as "roomMessage" events after it.
    */
   join(room, { since } = {}) {
     let entry = this.rooms.get(room);

@@ -72,7 +72,7 @@ describe('tokens', () => {
     let asked = 0;
     const c = client(server.url, { refreshBefore: 2000, getToken: () => mint('cat', asked++ ? 600 : 3) });
     const closes = [];
-    c.on('close', (ev) => closes.push(ev));
+    c.on('disconnected', (ev) => closes.push(ev));
     const welcome = await c.connect();
     const refreshed = await c.once('refreshed');
     assert.ok(refreshed.exp > welcome.exp + 500, `the new exp ${refreshed.exp} is the fresh token's`);
