@@ -16,7 +16,7 @@ export interface Welcome {
   exp?: number | null;
 }
 
-export interface MessageEvent {
+export interface RoomMessage {
   type: 'message';
   room: string;
   /** Present only on persisted (not ephemeral) messages. */
@@ -27,7 +27,7 @@ export interface MessageEvent {
   ts: number;
 }
 
-export interface DirectEvent {
+export interface DirectMessage {
   type: 'direct' | 'broadcast';
   from: string | null;
   data: Json;
@@ -71,24 +71,40 @@ export interface PresenceUser {
   info?: { [key: string]: Json };
 }
 
+/** websocket: /ws. sse: the fallback, an EventSource on /sse (receiving only; see publishVia). */
+export type Transport = 'websocket' | 'sse';
+
 /** idle: created, connect() not called yet. */
 export type ClientState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
 
+/** The client's events, named apart from the DOM's open, close, error and message: `client.on(name, fn)`
+ * takes only these names (others throw a TypeError), and TypeScript checks fn's argument. */
 export interface ClientEvents {
-  open: { welcome: Welcome; reconnect: boolean };
-  close: { code: number; reason: string; willReconnect: boolean };
+  /** Each welcome, or over SSE each time the stream opens (welcome null; a join or a leave reopens
+   * the stream, and connected follows): the first has reconnect false. */
+  connected: { welcome: Welcome | null; reconnect: boolean; transport: Transport };
+  /** The connection closed; willReconnect is false only after close(). code: the WebSocket close
+   * code, null over SSE (which has none). */
+  disconnected: { code: number | null; reason: string; willReconnect: boolean; transport: Transport };
   reconnecting: { attempt: number; delay: number };
+  /** No WebSocket opened in `attempts` tries in a row: from now on, server-sent events. */
+  fallback: { transport: 'sse'; attempts: number };
   rejoined: RejoinedEvent;
   /** With getToken: the token was swapped for a fresh one before its exp (unix seconds, or null). */
   refreshed: { exp: number | null };
   state: ClientState;
-  message: MessageEvent;
-  direct: DirectEvent;
-  broadcast: DirectEvent;
+  /** A message published to a joined room (the protocol's `message` event). */
+  roomMessage: RoomMessage;
+  /** A message to this connection's user (the protocol's `direct` event). */
+  directMessage: DirectMessage;
+  /** A message to every connection (the protocol's `broadcast` event). */
+  broadcastMessage: DirectMessage;
   presence: PresenceEvent;
   /** Server events of types this client does not know. */
-  event: { type: string; [key: string]: Json };
-  error: Error;
+  unknownEvent: { type: string; [key: string]: Json };
+  /** Something went wrong that no promise reports: an error event of the server, a frame that is
+   * not JSON, a failed refresh, a listener that threw. */
+  failure: Error;
 }
 
 export interface ClientOptions {
@@ -104,6 +120,22 @@ export interface ClientOptions {
   refreshBefore?: number;
   /** A WebSocket constructor; defaults to globalThis.WebSocket (in Node: pass the "ws" package's default export). */
   WebSocket?: unknown;
+  /** The transports to use, in order (default ['websocket', 'sse']): the client starts with the first
+   * that exists here and falls back to SSE after fallbackAfter WebSockets in a row close before their
+   * welcome, before any has worked; it then stays on SSE. ['websocket'] never falls back. */
+  transports?: Transport[];
+  /** WebSockets in a row that must fail to open before the fallback (default 2). */
+  fallbackAfter?: number;
+  /** An EventSource constructor; defaults to globalThis.EventSource (browsers; Node 20 has none). */
+  EventSource?: unknown;
+  /** Over SSE: how a publish reaches the server, as the page cannot publish on an event stream.
+   * Typically posts to your backend, which checks the user and calls POST /api/publish with the
+   * same key (so a retry is never published twice); resolves with that reply's {offset}. A
+   * rejection whose `code` is "unavailable" or "rate_limited" is retried with the same key. */
+  publishVia?: (publish: { room: string; data: Json; key?: string; ephemeral: boolean }) => Promise<{ offset?: Offset | null }>;
+  /** Over SSE, server side only (never in a page): the --api-key for POST /api/publish, GET
+   * /api/history and /api/presence. */
+  apiKey?: string;
   /** First reconnect wait in ms (default 250); doubles per attempt with jitter. */
   backoffMin?: number;
   /** Longest reconnect wait in ms (default 10000). */
@@ -130,7 +162,9 @@ export interface PublishOptions {
 }
 
 /** A refused command; `code` is the protocol's error code, or "timeout", "disconnected", "closed",
- * "left", "outbox_full". */
+ * "left", "outbox_full", "refused" (the failure event of an SSE stream the server refused), or
+ * "unsupported" (over SSE: send, broadcast, ping, refresh; publish without
+ * publishVia or apiKey; history and presence without apiKey). */
 export class WsfanError extends Error {
   readonly code: string;
   readonly reply?: Json;
@@ -143,6 +177,8 @@ export class WsfanClient {
   constructor(url?: string, options?: ClientOptions);
   readonly url: string;
   readonly state: ClientState;
+  /** The transport in use now. */
+  readonly transport: Transport;
   /** The last welcome (null before the first). */
   readonly welcome: Welcome | null;
 
@@ -151,9 +187,10 @@ export class WsfanClient {
   once<K extends keyof ClientEvents>(type: K): Promise<ClientEvents[K]>;
 
   /** Opens the connection (once; later calls return the same promise) and keeps it open, reconnecting,
-   * until close(). Resolves with the first welcome; rejects ("closed") only when closed before one.
-   * Commands issued before it wait for the connection. */
-  connect(): Promise<Welcome>;
+   * until close(). Resolves with the first welcome (null when the first connection is SSE); rejects
+   * ("closed") only when closed before one. Commands issued before it wait for the connection, and
+   * rooms joined before it are in an SSE stream's first URL. */
+  connect(): Promise<Welcome | null>;
 
   join(room: string, options?: { since?: Offset }): Promise<JoinedReply>;
   leave(room: string): Promise<{ type: 'left'; room: string }>;
@@ -163,7 +200,7 @@ export class WsfanClient {
   publish(room: string, data: Json, options?: PublishOptions): Promise<AckReply>;
   send(user: string, data: Json): Promise<AckReply>;
   broadcast(data: Json): Promise<AckReply>;
-  history(room: string, options?: { limit?: number; before?: Offset }): Promise<MessageEvent[]>;
+  history(room: string, options?: { limit?: number; before?: Offset }): Promise<RoomMessage[]>;
   presence(room: string): Promise<PresenceUser[]>;
   ping(): Promise<{ type: 'pong' }>;
   /** Closes for good (no reconnect). */

@@ -19,17 +19,30 @@
 // - with getToken (--auth jwt), it asks for a token at every (re)connect
 //   and, before the token's exp, for a fresh one that it hands to the
 //   server with `refresh`, so the connection is never closed for expiry.
+// - when a WebSocket cannot open (fallbackAfter attempts in a row, or no
+//   WebSocket at all), it falls back to server-sent events: an EventSource
+//   on /sse with its rooms, resuming from its offsets; publishes then go
+//   through publishVia (your backend) or, with apiKey, POST /api/publish.
 //
 //   const client = new WsfanClient('ws://127.0.0.1:8080/ws', { getToken: () => fetchToken() });
-//   client.on('message', (m) => console.log(m.room, m.from, m.data));
+//   client.on('roomMessage', (m) => console.log(m.room, m.from, m.data));
 //   await client.connect();          // resolves with the first welcome
 //   await client.join('general');
 //   await client.publish('general', { text: 'hi' });
 //
 // connect(url, options) does both steps: it returns the client, connecting.
 
-const OPEN = 1;
+const OPEN = 1; // readyState of an open WebSocket and of an open EventSource
+const CLOSED = 2; // readyState of an EventSource that gave up reconnecting
+const TRANSPORTS = ['websocket', 'sse'];
+// The events of a /sse stream (docs/protocol.md section 8); "error" is
+// handled apart, as EventSource also fires it for its own failures.
+const STREAM_EVENTS = ['joined', 'message', 'presence_join', 'presence_leave', 'direct', 'broadcast'];
 const SUBPROTOCOL = 'wsfan.v1';
+// The client's events (wsfan.d.ts, ClientEvents): named apart from the DOM's
+// open, close, error and message, so that no one mistakes one for the other.
+const EVENTS = new Set(['connected', 'disconnected', 'reconnecting', 'fallback', 'rejoined', 'refreshed', 'state',
+  'roomMessage', 'directMessage', 'broadcastMessage', 'presence', 'unknownEvent', 'failure']);
 // Refusals that leave no effect behind and pass: the command is sent again.
 const TRANSIENT = new Set(['unavailable', 'rate_limited']);
 
@@ -63,6 +76,10 @@ function closedError() {
   return new WsfanError('closed', 'the client was closed');
 }
 
+function unsupportedError(what) {
+  return new WsfanError('unsupported', `${what} is not possible over the SSE fallback: an event stream only receives`);
+}
+
 function defaultUrl() {
   const loc = globalThis.location;
   if (!loc || !loc.host) throw new Error('wsfan: pass the server URL, e.g. ws://127.0.0.1:8080/ws');
@@ -82,15 +99,33 @@ export class WsfanClient {
       timeout: 10000,
       outboxLimit: 1000,
       refreshBefore: 30000,
+      transports: TRANSPORTS,
+      fallbackAfter: 2,
       ...options,
     };
-    this.WebSocket = options.WebSocket || globalThis.WebSocket;
-    if (!this.WebSocket) {
-      throw new Error('wsfan: no WebSocket here; in Node pass { WebSocket } from the "ws" package');
+    const { transports, fallbackAfter, publishVia } = this.options;
+    if (!Array.isArray(transports) || transports.length === 0 || transports.some((t) => !TRANSPORTS.includes(t))) {
+      throw new TypeError(`wsfan: transports must be a non-empty array of ${TRANSPORTS.map((t) => `"${t}"`).join(', ')}`);
     }
+    if (!Number.isInteger(fallbackAfter) || fallbackAfter < 1) {
+      throw new TypeError('wsfan: fallbackAfter must be an integer of at least 1');
+    }
+    if (publishVia !== undefined && typeof publishVia !== 'function') {
+      throw new TypeError('wsfan: publishVia must be a function ({room, data, key, ephemeral}) => Promise<{offset}>');
+    }
+    this.WebSocket = transports.includes('websocket') ? options.WebSocket || globalThis.WebSocket : null;
+    this.EventSource = transports.includes('sse') ? options.EventSource || globalThis.EventSource : null;
+    if (!this.WebSocket && !this.EventSource) {
+      throw new Error(`wsfan: neither transport can open here (transports: ${transports.join(', ')}); `
+        + 'in Node pass { WebSocket } from the "ws" package');
+    }
+    /** "websocket", or "sse" once it fell back (for the client's life). */
+    this.transport = this.WebSocket ? 'websocket' : 'sse';
+    this.socketFailures = 0; // WebSockets in a row that closed before their welcome
+    this.everConnected = false;
     this.state = 'idle';
     this.welcome = null;
-    this.socket = null;
+    this.socket = null; // the WebSocket, or the EventSource over SSE
     this.attempt = 0;
     this.nextRef = 1;
     this.pending = new Map(); // ref -> { command, resolve, reject }, sent on this socket
@@ -128,6 +163,10 @@ export class WsfanClient {
 
   /** Calls fn(event) for each event of type; returns a function that stops it. */
   on(type, fn) {
+    if (!EVENTS.has(type)) {
+      throw new TypeError(`wsfan: no event "${type}"; the client's events are ${[...EVENTS].join(', ')}`);
+    }
+    if (typeof fn !== 'function') throw new TypeError(`wsfan: on("${type}", fn) needs a function`);
     if (!this.listeners.has(type)) this.listeners.set(type, new Set());
     this.listeners.get(type).add(fn);
     return () => this.off(type, fn);
@@ -155,7 +194,7 @@ export class WsfanClient {
       try {
         fn(ev);
       } catch (err) {
-        if (type !== 'error') this._emit('error', err);
+        if (type !== 'failure') this._emit('failure', err);
       }
     }
   }
@@ -177,34 +216,130 @@ export class WsfanClient {
     return typeof token === 'function' ? token() : token;
   }
 
-  _socketUrl(token) {
-    const u = new URL(this.url);
+  _identify(u, token) {
     if (this.options.user) u.searchParams.set('user', this.options.user);
     if (token) u.searchParams.set('token', token);
     return u.toString();
   }
 
+  /** The HTTP URL of path beside /ws (/sse, /api/publish), on the same server. */
+  _httpUrl(path) {
+    const u = new URL(path, this.url);
+    u.protocol = u.protocol === 'wss:' ? 'https:' : 'http:';
+    return u;
+  }
+
+  // The stream's URL: its rooms and, so that a reopened stream resumes
+  // where the last one was, `since` with each room's last offset.
+  _streamUrl(token) {
+    const u = this._httpUrl('sse');
+    const positions = [];
+    for (const [room, entry] of this.rooms) {
+      u.searchParams.append('room', room);
+      if (entry.offset) positions.push(`${room}=${entry.offset}`);
+    }
+    if (positions.length) u.searchParams.set('since', positions.join(';'));
+    return this._identify(u, token);
+  }
+
   async _open() {
-    let socket;
     try {
       const token = await this._token();
       if (this.closedByUser) return;
-      socket = new this.WebSocket(this._socketUrl(token), [SUBPROTOCOL]);
+      if (this.transport === 'sse') this._openStream(token);
+      else this._openSocket(token);
     } catch (err) {
-      this._emit('error', err);
+      this._emit('failure', err);
       this._scheduleReconnect();
-      return;
+    }
+  }
+
+  _openSocket(token) {
+    let socket;
+    try {
+      socket = new this.WebSocket(this._identify(new URL(this.url), token), [SUBPROTOCOL]);
+    } catch (err) {
+      this._socketFailed();
+      throw err;
     }
     this.socket = socket;
+    socket.welcomed = false;
     socket.onmessage = (ev) => {
       if (this.socket === socket) this._receive(ev.data);
     };
     socket.onclose = (ev) => {
-      if (this.socket === socket) this._lost(ev.code, ev.reason);
+      if (this.socket !== socket) return;
+      if (!socket.welcomed) this._socketFailed();
+      this._lost(ev.code, ev.reason);
     };
     socket.onerror = () => {
       // A close event always follows; it reconnects.
     };
+  }
+
+  // A WebSocket that closed before its welcome: after fallbackAfter in a
+  // row before any welcome (a proxy that does not pass the upgrade, a
+  // network that blocks it), the client switches to server-sent events for
+  // good. Once a WebSocket has worked, a server restart is no reason to.
+  _socketFailed() {
+    if (this.everConnected) return;
+    this.socketFailures++;
+    if (this.EventSource && this.socketFailures >= this.options.fallbackAfter) {
+      this.transport = 'sse';
+      this.attempt = 0;
+      this._emit('fallback', { transport: 'sse', attempts: this.socketFailures });
+    }
+  }
+
+  // EventSource reconnects by itself after a drop, with Last-Event-ID, so
+  // that the server resumes every room where the stream was. It gives up
+  // (readyState CLOSED) only after a refusal (an expired token, a 503):
+  // then the client opens a new stream, with a fresh token and `since`.
+  _openStream(token) {
+    const source = new this.EventSource(this._streamUrl(token));
+    this.socket = source;
+    source.onopen = () => {
+      if (this.socket === source) this._ready(null);
+    };
+    for (const type of STREAM_EVENTS) {
+      source.addEventListener(type, (ev) => {
+        if (this.socket === source) this._receive(ev.data);
+      });
+    }
+    source.addEventListener('error', (ev) => {
+      if (this.socket !== source) return;
+      if (ev.data) {
+        this._receive(ev.data); // the server's error event
+        return;
+      }
+      if (source.readyState === CLOSED) {
+        // EventSource does not tell the status: 401, 403, 429, 503 all look alike.
+        const reason = 'the server refused the event stream (a token, a room, a limit?)';
+        this._emit('failure', new WsfanError('refused', reason));
+        if (this.state === 'open') {
+          this._lost(null, reason);
+        } else {
+          source.close();
+          this.socket = null;
+          this._scheduleReconnect();
+        }
+      } else if (this.state === 'open') {
+        this._lost(null, 'the event stream dropped', { streamRetries: true });
+      }
+    });
+  }
+
+  /** Closes the stream and opens one for the current rooms (after a join or a leave). */
+  _reopenStream() {
+    if (this.reopenTimer || !this.socket) return;
+    this.reopenTimer = setTimeout(() => {
+      this.reopenTimer = null;
+      if (this.closedByUser || this.transport !== 'sse' || !this.socket) return;
+      this.socket.close();
+      this.socket = null;
+      for (const entry of this.rooms.values()) entry.joined = false;
+      this._open();
+    }, 0);
   }
 
   _receive(data) {
@@ -213,7 +348,7 @@ export class WsfanClient {
     try {
       ev = JSON.parse(typeof data === 'string' ? data : String(data));
     } catch (err) {
-      this._emit('error', new Error(`wsfan: a frame that is not JSON: ${String(data).slice(0, 80)}`));
+      this._emit('failure', new Error(`wsfan: a frame that is not JSON: ${String(data).slice(0, 80)}`));
       return;
     }
     if (ev.ref !== undefined && this.pending.has(ev.ref)) {
@@ -225,40 +360,42 @@ export class WsfanClient {
     }
     switch (ev.type) {
       case 'welcome':
+        this.socket.welcomed = true;
+        this.socketFailures = 0;
         this._welcomed(ev);
         break;
+      case 'joined': {
+        // Over SSE: the stream's join of one of its rooms.
+        const entry = this.rooms.get(ev.room);
+        if (entry) this._roomJoined(ev.room, entry, ev);
+        break;
+      }
       case 'message':
         this._noteOffset(ev.room, ev.offset);
-        this._emit('message', ev);
+        this._emit('roomMessage', ev);
         break;
       case 'direct':
+        this._emit('directMessage', ev);
+        break;
       case 'broadcast':
-        this._emit(ev.type, ev);
+        this._emit('broadcastMessage', ev);
         break;
       case 'presence_join':
       case 'presence_leave':
         this._emit('presence', ev);
         break;
       case 'error':
-        this._emit('error', new WsfanError(ev.code, ev.message, ev));
+        this._emit('failure', new WsfanError(ev.code, ev.message, ev));
         break;
       default:
-        this._emit('event', ev);
+        this._emit('unknownEvent', ev);
     }
   }
 
   _welcomed(welcome) {
-    const reconnect = this.welcome !== null;
-    this.welcome = welcome;
-    this.attempt = 0;
-    this._setState('open');
+    this._ready(welcome);
     this._startHeartbeat(welcome.heartbeat || 25);
     this._scheduleRefresh(welcome.exp);
-    if (this._firstWelcome) {
-      this._firstWelcome.resolve(welcome);
-      this._firstWelcome = null;
-    }
-    this._emit('open', { welcome, reconnect });
     for (const [room, entry] of this.rooms) this._sendJoin(room, entry);
     const queued = this.queue;
     this.queue = [];
@@ -266,8 +403,31 @@ export class WsfanClient {
     this._flushOutbox();
   }
 
-  _lost(code, reason) {
-    this.socket = null;
+  // Connected: a WebSocket's welcome, or an event stream that opened (welcome
+  // null; its rooms are in its URL, and its joined events follow).
+  _ready(welcome) {
+    const reconnect = this.everConnected;
+    this.everConnected = true;
+    this.welcome = welcome;
+    this.attempt = 0;
+    this._setState('open');
+    if (this._firstWelcome) {
+      this._firstWelcome.resolve(welcome);
+      this._firstWelcome = null;
+    }
+    this._emit('connected', { welcome, reconnect, transport: this.transport });
+    if (this.transport === 'sse') {
+      const queued = this.queue;
+      this.queue = [];
+      for (const item of queued) this._requestOverHttp(item.command).then(item.resolve, item.reject);
+      this._flushOutbox();
+    }
+  }
+
+  // streamRetries: an EventSource that reconnects by itself; the client
+  // waits for it instead of opening a new connection.
+  _lost(code, reason, { streamRetries = false } = {}) {
+    if (!streamRetries) this.socket = null;
     this._stopHeartbeat();
     clearTimeout(this.refreshTimer);
     for (const p of this.pending.values()) {
@@ -277,9 +437,10 @@ export class WsfanClient {
     for (const item of this.outbox) item.ref = undefined; // sent again after the rejoin
     for (const entry of this.rooms.values()) entry.joined = false;
     const willReconnect = !this.closedByUser;
-    this._emit('close', { code, reason, willReconnect });
-    if (willReconnect) this._scheduleReconnect();
-    else this._setState('closed');
+    this._emit('disconnected', { code, reason, willReconnect, transport: this.transport });
+    if (!willReconnect) this._setState('closed');
+    else if (streamRetries) this._setState('reconnecting');
+    else this._scheduleReconnect();
   }
 
   _scheduleReconnect() {
@@ -312,7 +473,7 @@ export class WsfanClient {
       this._scheduleRefresh(reply.exp);
     } catch (err) {
       // The server closes the connection at expiry; the reconnect asks getToken again.
-      this._emit('error', err);
+      this._emit('failure', err);
     }
   }
 
@@ -367,14 +528,22 @@ export class WsfanClient {
       for (const w of entry.waiters) w.reject(closedError());
       entry.waiters = [];
     }
-    if (this.socket) this.socket.close(1000, 'bye');
-    else this._setState('closed');
+    clearTimeout(this.reopenTimer);
+    if (this.socket && this.transport === 'websocket') {
+      this.socket.close(1000, 'bye'); // its close event ends the rest
+    } else if (this.socket) {
+      this.socket.close();
+      this._lost(null, 'closed by the client'); // an EventSource fires no event when closed
+    } else {
+      this._setState('closed');
+    }
   }
 
   // ---- commands ---------------------------------------------------------------
 
   /** Sends command now when connected, else when the connection is back. */
   _request(command) {
+    if (this.transport === 'sse' && !this.closedByUser) return this._requestOverHttp(command);
     return new Promise((resolve, reject) => {
       if (this.closedByUser) {
         reject(closedError());
@@ -448,6 +617,10 @@ export class WsfanClient {
 
   /** Sends the outbox's publishes that are not on the socket and whose room is joined. */
   _flushOutbox() {
+    if (this.transport === 'sse') {
+      this._flushOutboxOverHttp();
+      return;
+    }
     if (!this._connected()) return;
     for (const item of this.outbox) {
       const entry = this.rooms.get(item.command.room);
@@ -456,6 +629,66 @@ export class WsfanClient {
         this._transmit(item);
       }
     }
+  }
+
+  // Over SSE a publish needs no stream: each goes out over HTTP at once,
+  // with its key, and again after a transient refusal or a network error.
+  _flushOutboxOverHttp() {
+    for (const item of this.outbox) {
+      if (item.posting || item.hold) continue;
+      item.posting = true;
+      item.sends++;
+      this._publishOverHttp(item.command).then(item.resolve, (err) => {
+        item.posting = false;
+        item.reject(err);
+      });
+    }
+  }
+
+  // publishVia (the app's backend) or, with apiKey, POST /api/publish;
+  // else a clear refusal: a browser has no API key to give.
+  async _publishOverHttp({ room, data, key, ephemeral }) {
+    const { publishVia, apiKey } = this.options;
+    let reply;
+    if (publishVia) {
+      reply = await publishVia({ room, data, key, ephemeral: Boolean(ephemeral) });
+    } else if (apiKey) {
+      reply = await this._api('POST', 'api/publish', { room, data, key, ephemeral: Boolean(ephemeral) });
+    } else {
+      throw new WsfanError('unsupported', 'publish over the SSE fallback needs the option publishVia '
+        + '(a function that posts {room, data, key} to your backend, which publishes it) or, on a server, apiKey');
+    }
+    return { type: 'ack', offset: (reply && reply.offset) || null };
+  }
+
+  // history and presence over SSE: GET /api/... with apiKey.
+  async _requestOverHttp(command) {
+    if (!['history', 'presence'].includes(command.type)) throw unsupportedError(command.type);
+    if (!this.options.apiKey) {
+      throw new WsfanError('unsupported', `${command.type} over the SSE fallback needs apiKey (server side), `
+        + 'or your backend asking GET /api/' + command.type);
+    }
+    const query = new URLSearchParams();
+    for (const name of ['room', 'limit', 'before']) if (command[name] !== undefined) query.set(name, command[name]);
+    return this._api('GET', `api/${command.type}?${query}`);
+  }
+
+  /** One call of the HTTP API; its JSON reply, or a WsfanError with its code. */
+  async _api(method, path, body) {
+    let res;
+    try {
+      res = await fetch(this._httpUrl(path), {
+        method,
+        headers: { Authorization: `Bearer ${this.options.apiKey}`, ...(body ? { 'Content-Type': 'application/json' } : {}) },
+        body: body ? JSON.stringify(body) : undefined,
+      });
+    } catch (err) {
+      // The request may or may not have reached the server: transient, resent with its key.
+      throw new WsfanError('unavailable', `${method} /${path.split('?')[0]} failed: ${err.message}`);
+    }
+    const reply = await res.json().catch(() => ({}));
+    if (!res.ok) throw new WsfanError(reply.error || `http_${res.status}`, reply.message || res.statusText, reply);
+    return reply;
   }
 
   _connected() {
@@ -481,18 +714,7 @@ export class WsfanClient {
     if (entry.offset) command.since = entry.offset;
     const item = { command };
     item.resolve = (reply) => {
-      if (this.rooms.get(room) !== entry) return;
-      // A replay brings the offset up to date message by message; without
-      // one, the reply's offset is where live messages start.
-      if (reply.offset && (!reply.recovered || reply.missed === 0)) entry.offset = reply.offset;
-      entry.joined = true;
-      entry.wasJoined = true;
-      entry.retries = 0;
-      const waiters = entry.waiters;
-      entry.waiters = [];
-      for (const w of waiters) w.resolve(reply);
-      if (rejoin) this._emit('rejoined', { room, recovered: reply.recovered, missed: reply.missed, offset: reply.offset });
-      this._flushOutbox();
+      if (this.rooms.get(room) === entry) this._roomJoined(room, entry, reply);
     };
     item.reject = (err) => {
       if (this.rooms.get(room) !== entry || err.code === 'disconnected') return; // retried on reconnect
@@ -512,10 +734,26 @@ export class WsfanClient {
     this._transmit(item);
   }
 
+  // The joined reply of a join (WebSocket) or a stream's joined event (SSE).
+  _roomJoined(room, entry, reply) {
+    const rejoin = entry.wasJoined;
+    // A replay brings the offset up to date message by message; without
+    // one, the reply's offset is where live messages start.
+    if (reply.offset && (!reply.recovered || reply.missed === 0)) entry.offset = reply.offset;
+    entry.joined = true;
+    entry.wasJoined = true;
+    entry.retries = 0;
+    const waiters = entry.waiters;
+    entry.waiters = [];
+    for (const w of waiters) w.resolve(reply);
+    if (rejoin) this._emit('rejoined', { room, recovered: reply.recovered, missed: reply.missed, offset: reply.offset });
+    this._flushOutbox();
+  }
+
   /**
    * Joins room and stays in it across reconnects. since: an offset to
    * replay from. Resolves with the joined reply ({offset, recovered,
-   * missed}); the missed messages arrive as "message" events after it.
+   * missed}); the missed messages arrive as "roomMessage" events after it.
    */
   join(room, { since } = {}) {
     let entry = this.rooms.get(room);
@@ -528,7 +766,8 @@ export class WsfanClient {
       if (!entry) {
         entry = { offset: since || null, joined: false, wasJoined: false, retries: 0, waiters: [] };
         this.rooms.set(room, entry);
-        if (this._connected()) this._sendJoin(room, entry);
+        if (this.transport === 'sse') this._reopenStream();
+        else if (this._connected()) this._sendJoin(room, entry);
       }
       entry.waiters.push({ resolve, reject });
     });
@@ -540,6 +779,10 @@ export class WsfanClient {
     this.rooms.delete(room);
     if (entry) {
       for (const w of entry.waiters) w.reject(new WsfanError('left', `left ${room} before the join completed`));
+    }
+    if (this.transport === 'sse') {
+      if (entry) this._reopenStream();
+      return Promise.resolve({ type: 'left', room });
     }
     if (!this._connected()) return Promise.resolve({ type: 'left', room });
     return this._request({ type: 'leave', room });
@@ -558,6 +801,7 @@ export class WsfanClient {
     if (echo !== undefined) command.echo = echo;
     if (ephemeral) {
       if (key !== undefined) command.key = key;
+      if (this.transport === 'sse') return this._publishOverHttp(command);
       if (this._connected()) return this._request(command);
       return Promise.reject(new WsfanError('disconnected', 'an ephemeral publish is not kept for the reconnect'));
     }

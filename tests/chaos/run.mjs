@@ -104,14 +104,14 @@ function startClient(i, offlineUrl) {
     return new WebSocket(Date.now() < u.offlineUntil ? offlineUrl : url, protocols);
   };
   u.client = connect(nodes[u.node].url, { user: u.id, WebSocket: OfflineAware, ...CLIENT_OPTIONS });
-  u.client.on('message', (m) => {
+  u.client.on('roomMessage', (m) => {
     if (m.offset) u.logs.get(m.room).push({ kind: 'message', offset: m.offset, id: `${m.data.c}:${m.data.n}` });
     else count(ephemeral.received, m.room);
   });
   u.client.on('rejoined', (r) => {
     u.logs.get(r.room).push({ kind: 'join', offset: r.offset, recovered: r.recovered, missed: r.missed, at: Date.now() });
   });
-  u.client.on('close', ({ code }) => (closeCodes[code] = (closeCodes[code] || 0) + 1));
+  u.client.on('disconnected', ({ code }) => (closeCodes[code] = (closeCodes[code] || 0) + 1));
   users.push(u);
   return u;
 }

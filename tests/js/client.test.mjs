@@ -19,10 +19,10 @@ function client(url, options = {}) {
   return c;
 }
 
-/** Collects the "message" events of c. */
+/** Collects the "roomMessage" events of c. */
 function inbox(c) {
   const got = [];
-  c.on('message', (m) => got.push(m));
+  c.on('roomMessage', (m) => got.push(m));
   return got;
 }
 
@@ -40,7 +40,7 @@ describe('commands and events', () => {
 
   test('connects, says welcome and answers ping', async () => {
     const c = client(server.url, { user: 'alice' });
-    const { welcome, reconnect } = await c.once('open');
+    const { welcome, reconnect } = await c.once('connected');
     assert.equal(welcome.user, 'alice');
     assert.equal(reconnect, false);
     assert.equal(c.state, 'open');
@@ -80,9 +80,9 @@ describe('commands and events', () => {
     const b1 = client(server.url, { user: 'dora' });
     const b2 = client(server.url, { user: 'dora' });
     const got = [];
-    b1.on('direct', (d) => got.push(d));
-    b2.on('direct', (d) => got.push(d));
-    await Promise.all([a.once('open'), b1.once('open'), b2.once('open')]);
+    b1.on('directMessage', (d) => got.push(d));
+    b2.on('directMessage', (d) => got.push(d));
+    await Promise.all([a.once('connected'), b1.once('connected'), b2.once('connected')]);
     await a.send('dora', 'psst');
     await waitFor(() => got.length === 2, 3000, 'both connections of dora');
     assert.ok(got.every((d) => d.from === 'carl' && d.data === 'psst'));
@@ -142,7 +142,7 @@ describe('reconnecting', () => {
     for (let i = 1; i <= 5; i++) await server.publish({ room: 'drop-room', data: i });
     await waitFor(() => got.length === 5, 3000, 'the first five');
 
-    const closed = c.once('close');
+    const closed = c.once('disconnected');
     proxy.cut();
     assert.equal((await closed).willReconnect, true);
     for (let i = 6; i <= 15; i++) await server.publish({ room: 'drop-room', data: i });
@@ -159,7 +159,7 @@ describe('reconnecting', () => {
   test('commands issued while disconnected go out after the reconnect', async () => {
     const c = client(proxy.url, { user: 'gina' });
     await c.join('queue-room');
-    const closed = c.once('close');
+    const closed = c.once('disconnected');
     proxy.cut();
     await closed;
     const ack = c.publish('queue-room', 'sent while away');
@@ -172,12 +172,12 @@ describe('reconnecting', () => {
 
   test('a command without a connection times out', async () => {
     const c = client(proxy.url, { timeout: 300 });
-    await c.once('open');
+    await c.once('connected');
     proxy.cut();
-    await c.once('close');
+    await c.once('disconnected');
     await assert.rejects(c.ping(), (err) => err.code === 'timeout');
     proxy.resume();
-    await c.once('open');
+    await c.once('connected');
   });
 });
 
@@ -290,7 +290,7 @@ describe('authentication with a token', () => {
         return mint('--sub', 'tina', '--rooms', 'js-auth:*', '--publish', 'js-auth:*', '--ttl', '60');
       },
     });
-    const { welcome } = await c.once('open');
+    const { welcome } = await c.once('connected');
     assert.equal(welcome.user, 'tina');
     assert.equal(typeof welcome.exp, 'number');
     assert.equal(asked, 1);

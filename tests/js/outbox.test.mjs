@@ -90,7 +90,7 @@ describe('the outbox on one node', () => {
   test('the outbox is bounded: past outboxLimit a publish rejects at once, the others go out after the reconnect', async () => {
     const c = client(proxy.url, { user: 'otto', outboxLimit: 2 });
     await c.join('bounded');
-    const closed = c.once('close');
+    const closed = c.once('disconnected');
     proxy.cut();
     await closed;
     const a = c.publish('bounded', 'a');
@@ -152,7 +152,7 @@ describe('the outbox on a Redis node', () => {
     await c.join('redis-down');
     await redis.kill();
     hardKill(c);
-    await c.once('open');
+    await c.once('connected');
     const ack = c.publish('redis-down', 'after the outage');
     await waitFor(() => c.sent.filter((m) => m.type === 'join').length >= 3, 5000, 'the rejoin to be asked again');
     assert.equal(c.sent.filter((m) => m.type === 'publish').length, 0, 'nothing published before the rejoin');

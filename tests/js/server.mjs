@@ -1,9 +1,10 @@
 // server.mjs - helpers for the Node tests of clients/js and the browser
 // tests: start build/wsfan (or $WSFAN_BIN) on a free port and stop it by
-// its PID, publish over the HTTP API, a redis-server for several nodes, and
-// a TCP proxy that can cut every connection to simulate a network drop.
+// its PID, publish over the HTTP API, tokens, a redis-server for several
+// nodes, and a TCP proxy that can cut every connection to simulate a network drop.
 // Every wait is bounded.
 import { spawn } from 'node:child_process';
+import { createHmac } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
@@ -28,6 +29,16 @@ export async function waitFor(check, ms = 5000, what = 'condition') {
     if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
     await sleep(20);
   }
+}
+
+function b64url(x) {
+  return Buffer.from(typeof x === 'string' ? x : JSON.stringify(x)).toString('base64url');
+}
+
+/** An HS256 token for --auth jwt with secret: sub, expiring in ttl seconds, any room. */
+export function mintToken(secret, sub, ttl) {
+  const head = `${b64url({ alg: 'HS256', typ: 'JWT' })}.${b64url({ sub, exp: Math.floor(Date.now() / 1000) + ttl, rooms: ['*'], publish: ['*'] })}`;
+  return `${head}.${createHmac('sha256', secret).update(head).digest('base64url')}`;
 }
 
 /** A TCP port on 127.0.0.1 that nothing listens on right now. */
@@ -113,11 +124,12 @@ export class Server {
     this.proc.kill(signal);
   }
 
-  /** POST /api/publish; returns the parsed reply. */
+  /** POST /api/publish (with the server's WSFAN_API_KEY, when it has one); returns the parsed reply. */
   async publish(body) {
+    const key = this.env.WSFAN_API_KEY;
     const res = await fetch(`${this.http}/api/publish`, {
       method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
+      headers: { 'Content-Type': 'application/json', ...(key ? { Authorization: `Bearer ${key}` } : {}) },
       body: JSON.stringify(body),
     });
     const reply = await res.json();

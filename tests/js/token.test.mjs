@@ -4,24 +4,14 @@
 // `refresh` before its exp, so that the server never closes the
 // connection for expiry.
 import assert from 'node:assert/strict';
-import { createHmac } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
 
 import { WsfanClient } from '../../clients/js/wsfan.js';
-import { Proxy, Server, sleep, waitFor } from './server.mjs';
+import { Proxy, Server, mintToken, sleep, waitFor } from './server.mjs';
 
 const SECRET = 'token-test-secret-0123456789';
-
-function b64url(x) {
-  return Buffer.from(typeof x === 'string' ? x : JSON.stringify(x)).toString('base64url');
-}
-
-/** An HS256 token for sub that expires in ttl seconds. */
-function mint(sub, ttl) {
-  const head = `${b64url({ alg: 'HS256', typ: 'JWT' })}.${b64url({ sub, exp: Math.floor(Date.now() / 1000) + ttl, rooms: ['*'], publish: ['*'] })}`;
-  return `${head}.${createHmac('sha256', SECRET).update(head).digest('base64url')}`;
-}
+const mint = (sub, ttl) => mintToken(SECRET, sub, ttl);
 
 describe('tokens', () => {
   const server = new Server({ args: ['--auth', 'jwt', '--jwt-leeway', '0'], env: { WSFAN_JWT_SECRET: SECRET } });
@@ -72,7 +62,7 @@ describe('tokens', () => {
     let asked = 0;
     const c = client(server.url, { refreshBefore: 2000, getToken: () => mint('cat', asked++ ? 600 : 3) });
     const closes = [];
-    c.on('close', (ev) => closes.push(ev));
+    c.on('disconnected', (ev) => closes.push(ev));
     const welcome = await c.connect();
     const refreshed = await c.once('refreshed');
     assert.ok(refreshed.exp > welcome.exp + 500, `the new exp ${refreshed.exp} is the fresh token's`);
