@@ -217,6 +217,21 @@ static void sample(FILE *f, const char *name, uint64_t value)
     fprintf(f, "%s %llu\n", name, (unsigned long long)value);
 }
 
+/* One sample per label value: name{label="labels[i]"} values[i]. */
+static void labelled_samples(FILE *f, const char *name, const char *label, const char *const *labels,
+                             const uint64_t *values, int n)
+{
+    for (int i = 0; i < n; i++)
+        fprintf(f, "%s{%s=\"%s\"} %llu\n", name, label, labels[i], (unsigned long long)values[i]);
+}
+
+/* A family of one unlabelled sample. */
+static void one_sample(FILE *f, const char *name, const char *type, const char *help, uint64_t value)
+{
+    family(f, name, type, help);
+    sample(f, name, value);
+}
+
 /* A label value with \, " and newline escaped. Room names cannot hold
  * them (names.h), but nothing here should rely on that. */
 static void label_value(FILE *f, const char *v)
@@ -244,13 +259,14 @@ static void write_prometheus(FILE *f, const struct metrics_view *v)
     fprintf(f, "wsfan_build_info{version=\"%s\",node=\"", WSFAN_VERSION);
     label_value(f, v->node_id);
     fprintf(f, "\",engine=\"%s\"} 1\n", v->engine);
-    family(f, "wsfan_uptime_seconds", "gauge", "Seconds since the process started.");
-    sample(f, "wsfan_uptime_seconds", (clock_wall_ms() - mb->started_ms) / 1000);
+    one_sample(f, "wsfan_uptime_seconds", "gauge", "Seconds since the process started.",
+               (clock_wall_ms() - mb->started_ms) / 1000);
 
-    family(f, "wsfan_connections", "gauge", "WebSocket connections and server-sent event streams open now.");
-    sample(f, "wsfan_connections", open_now(&t));
-    family(f, "wsfan_sse_streams", "gauge", "Server-sent event streams open now (counted in wsfan_connections too).");
-    sample(f, "wsfan_sse_streams", streams_now(&t));
+    one_sample(f, "wsfan_connections", "gauge", "WebSocket connections and server-sent event streams open now.",
+               open_now(&t));
+    one_sample(f, "wsfan_sse_streams", "gauge",
+               "Server-sent event streams open now (counted in wsfan_connections too).",
+               streams_now(&t));
     family(f, "wsfan_worker_connections", "gauge",
            "WebSocket connections and server-sent event streams open now, per worker thread.");
     for (int i = 0; i < v->nworkers; i++) {
@@ -258,9 +274,9 @@ static void write_prometheus(FILE *f, const struct metrics_view *v)
         totals_add(&w, v->workers[i]);
         fprintf(f, "wsfan_worker_connections{worker=\"%d\"} %llu\n", i, (unsigned long long)open_now(&w));
     }
-    family(f, "wsfan_connections_opened_total", "counter",
-           "WebSocket connections (upgrades) and server-sent event streams opened.");
-    sample(f, "wsfan_connections_opened_total", t.opened);
+    one_sample(f, "wsfan_connections_opened_total", "counter",
+           "WebSocket connections (upgrades) and server-sent event streams opened.",
+               t.opened);
     family(f, "wsfan_connections_closed_total", "counter",
            "WebSocket connections and server-sent event streams closed, by close code (1005: the peer sent none, "
            "1006: no close handshake; a stream counts the code a WebSocket would have been sent).");
@@ -271,72 +287,70 @@ static void write_prometheus(FILE *f, const struct metrics_view *v)
         else
             fprintf(f, "wsfan_connections_closed_total{code=\"other\"} %llu\n", (unsigned long long)t.closed[i]);
     }
-    family(f, "wsfan_http_requests_total", "counter", "HTTP requests answered (upgrades included).");
-    sample(f, "wsfan_http_requests_total", t.http_requests);
+    one_sample(f, "wsfan_http_requests_total", "counter", "HTTP requests answered (upgrades included).",
+               t.http_requests);
 
     family(f, "wsfan_messages_in_total", "counter", "Client commands received, by type.");
-    for (int i = 0; i < v->n_in_kinds; i++)
-        fprintf(f, "wsfan_messages_in_total{kind=\"%s\"} %llu\n", v->in_kinds[i], (unsigned long long)t.in[i]);
+    labelled_samples(f, "wsfan_messages_in_total", "kind", v->in_kinds, t.in, v->n_in_kinds);
     family(f, "wsfan_messages_out_total", "counter",
            "Messages queued to clients: room, user and all fan-out per recipient, and replies.");
-    for (int i = 0; i < METRICS_OUT_COUNT; i++)
-        fprintf(f, "wsfan_messages_out_total{kind=\"%s\"} %llu\n", out_kinds[i], (unsigned long long)t.out[i]);
+    labelled_samples(f, "wsfan_messages_out_total", "kind", out_kinds, t.out, METRICS_OUT_COUNT);
     family(f, "wsfan_fanout_events_total", "counter", "Bus events encoded once per worker and fanned out, by target.");
     for (int i = 0; i < 3; i++)
         fprintf(f, "wsfan_fanout_events_total{target=\"%s\"} %llu\n", out_kinds[i],
                 (unsigned long long)t.fanout_events[i]);
-    family(f, "wsfan_fanout_deliveries_total", "counter", "Fanned-out events queued on a recipient connection.");
-    sample(f, "wsfan_fanout_deliveries_total", t.fanout_deliveries);
+    one_sample(f, "wsfan_fanout_deliveries_total", "counter", "Fanned-out events queued on a recipient connection.",
+               t.fanout_deliveries);
 
-    family(f, "wsfan_received_bytes_total", "counter", "Bytes read from clients.");
-    sample(f, "wsfan_received_bytes_total", t.bytes_in);
-    family(f, "wsfan_sent_bytes_total", "counter", "Bytes written to clients.");
-    sample(f, "wsfan_sent_bytes_total", t.bytes_out);
-    family(f, "wsfan_send_queue_bytes", "gauge", "Bytes waiting in connections' send queues.");
-    sample(f, "wsfan_send_queue_bytes", t.queued_bytes);
-    family(f, "wsfan_slow_readers_closed_total", "counter", "Connections closed with 1013: send queue over the limit.");
-    sample(f, "wsfan_slow_readers_closed_total", t.slow_readers);
+    one_sample(f, "wsfan_received_bytes_total", "counter", "Bytes read from clients.",
+               t.bytes_in);
+    one_sample(f, "wsfan_sent_bytes_total", "counter", "Bytes written to clients.",
+               t.bytes_out);
+    one_sample(f, "wsfan_send_queue_bytes", "gauge", "Bytes waiting in connections' send queues.",
+               t.queued_bytes);
+    one_sample(f, "wsfan_slow_readers_closed_total", "counter",
+               "Connections closed with 1013: send queue over the limit.",
+               t.slow_readers);
     family(f, "wsfan_connections_refused_total", "counter",
            "Connections refused before they were served: fd_limit (out of file descriptors at accept), "
            "max_connections (503), per_ip (429), origin (403).");
-    for (int i = 0; i < METRICS_REFUSED_COUNT; i++)
-        fprintf(f, "wsfan_connections_refused_total{reason=\"%s\"} %llu\n", refused_reasons[i],
-                (unsigned long long)t.refused[i]);
-    family(f, "wsfan_commands_rate_limited_total", "counter", "Commands refused with rate_limited by --rate-limit.");
-    sample(f, "wsfan_commands_rate_limited_total", t.rate_limited);
-    family(f, "wsfan_deflate_connections_total", "counter", "WebSocket upgrades that negotiated permessage-deflate.");
-    sample(f, "wsfan_deflate_connections_total", t.deflate_conns);
-    family(f, "wsfan_deflate_frames_total", "counter",
-           "Event frames compressed, once per worker and event, shared by its deflate recipients.");
-    sample(f, "wsfan_deflate_frames_total", t.deflate_frames);
-    family(f, "wsfan_deflate_input_bytes_total", "counter", "Event text bytes compressed.");
-    sample(f, "wsfan_deflate_input_bytes_total", t.deflate_bytes_in);
-    family(f, "wsfan_deflate_output_bytes_total", "counter", "Bytes of the compressed frames, headers included.");
-    sample(f, "wsfan_deflate_output_bytes_total", t.deflate_bytes_out);
-    family(f, "wsfan_joins_local_total", "counter",
-           "Joins answered by their worker, which followed the room already, without a bus round trip.");
-    sample(f, "wsfan_joins_local_total", t.joins_local);
-    family(f, "wsfan_tls_handshakes_total", "counter", "TLS handshakes completed (0 without --tls-cert).");
-    sample(f, "wsfan_tls_handshakes_total", t.tls_handshakes);
+    labelled_samples(f, "wsfan_connections_refused_total", "reason", refused_reasons, t.refused,
+                     METRICS_REFUSED_COUNT);
+    one_sample(f, "wsfan_commands_rate_limited_total", "counter", "Commands refused with rate_limited by --rate-limit.",
+               t.rate_limited);
+    one_sample(f, "wsfan_deflate_connections_total", "counter",
+               "WebSocket upgrades that negotiated permessage-deflate.",
+               t.deflate_conns);
+    one_sample(f, "wsfan_deflate_frames_total", "counter",
+           "Event frames compressed, once per worker and event, shared by its deflate recipients.",
+               t.deflate_frames);
+    one_sample(f, "wsfan_deflate_input_bytes_total", "counter", "Event text bytes compressed.",
+               t.deflate_bytes_in);
+    one_sample(f, "wsfan_deflate_output_bytes_total", "counter", "Bytes of the compressed frames, headers included.",
+               t.deflate_bytes_out);
+    one_sample(f, "wsfan_joins_local_total", "counter",
+           "Joins answered by their worker, which followed the room already, without a bus round trip.",
+               t.joins_local);
+    one_sample(f, "wsfan_tls_handshakes_total", "counter", "TLS handshakes completed (0 without --tls-cert).",
+               t.tls_handshakes);
     family(f, "wsfan_tls_handshake_failures_total", "counter",
            "TLS handshakes that did not complete: error (refused: version, ciphers, certificate, not TLS), "
            "timeout (--handshake-timeout), plaintext_http (a plain HTTP request, answered 400), closed (the "
            "client left).");
-    for (int i = 0; i < METRICS_TLS_FAILURE_COUNT; i++)
-        fprintf(f, "wsfan_tls_handshake_failures_total{reason=\"%s\"} %llu\n", tls_failure_reasons[i],
-                (unsigned long long)t.tls_failures[i]);
+    labelled_samples(f, "wsfan_tls_handshake_failures_total", "reason", tls_failure_reasons, t.tls_failures,
+                     METRICS_TLS_FAILURE_COUNT);
 
-    family(f, "wsfan_bus_up", "gauge", "1 while the bus (and the store) can serve, else 0.");
-    sample(f, "wsfan_bus_up", v->ready(v->ready_arg) ? 1 : 0);
-    family(f, "wsfan_bus_reconnects_total", "counter", "Times the bus link came back after going down.");
-    sample(f, "wsfan_bus_reconnects_total", load(&mb->reconnects));
-    family(f, "wsfan_invalid_envelopes_total", "counter", "Bus payloads dropped as invalid.");
-    sample(f, "wsfan_invalid_envelopes_total", load(&mb->invalid_envelopes));
-    family(f, "wsfan_store_errors_total", "counter", "History store operations that failed.");
-    sample(f, "wsfan_store_errors_total", load(&mb->store_errors));
-    family(f, "wsfan_position_repairs_total", "counter",
-           "Rooms whose deliveries fell behind their history and were filled from it.");
-    sample(f, "wsfan_position_repairs_total", load(&mb->position_repairs));
+    one_sample(f, "wsfan_bus_up", "gauge", "1 while the bus (and the store) can serve, else 0.",
+               v->ready(v->ready_arg) ? 1 : 0);
+    one_sample(f, "wsfan_bus_reconnects_total", "counter", "Times the bus link came back after going down.",
+               load(&mb->reconnects));
+    one_sample(f, "wsfan_invalid_envelopes_total", "counter", "Bus payloads dropped as invalid.",
+               load(&mb->invalid_envelopes));
+    one_sample(f, "wsfan_store_errors_total", "counter", "History store operations that failed.",
+               load(&mb->store_errors));
+    one_sample(f, "wsfan_position_repairs_total", "counter",
+           "Rooms whose deliveries fell behind their history and were filled from it.",
+               load(&mb->position_repairs));
 
     family(f, "wsfan_room_messages_per_second", "gauge", "Room messages per second over the last complete window.");
     fprintf(f, "wsfan_room_messages_per_second %g\n", per_second(r.total));
