@@ -91,6 +91,26 @@ static int load_tls(const struct config *cfg, struct tls_ctx **out)
     return 0;
 }
 
+/* With rediss://, the files of --redis-ca, --redis-cert and --redis-key
+ * are read now, so that a bad one stops the start with what to fix (each
+ * Redis link reads them again as it starts). Returns 0, or -1 after
+ * printing what is wrong. */
+static int check_redis_tls(const struct config *cfg)
+{
+    if (!config_redis_tls(cfg))
+        return 0;
+    char err[2 * PATH_MAX + 512];
+    struct tls_ctx *ctx = tls_ctx_client_create(cfg->redis_ca[0] ? cfg->redis_ca : NULL,
+                                                cfg->redis_cert[0] ? cfg->redis_cert : NULL,
+                                                cfg->redis_key[0] ? cfg->redis_key : NULL, err, sizeof err);
+    if (!ctx) {
+        fprintf(stderr, "wsfan: rediss://: %s\n", err);
+        return -1;
+    }
+    tls_ctx_unref(ctx);
+    return 0;
+}
+
 /* Room and user ids are hashed under a key nobody outside the process
  * knows, drawn before any map exists (core/map.h). */
 static int seed_maps(void)
@@ -126,8 +146,9 @@ int main(int argc, char **argv)
     struct tls_ctx *tls;
     if (load_key(&cfg, &key))
         return 2;
-    if (load_tls(&cfg, &tls)) {
+    if (load_tls(&cfg, &tls) || check_redis_tls(&cfg)) {
         token_key_destroy(key);
+        tls_ctx_unref(tls);
         return 2;
     }
     if (parsed == CONFIG_CHECK) {

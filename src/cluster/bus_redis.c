@@ -439,11 +439,7 @@ static int redis_start(struct bus *b)
     struct redis_link *links[] = {&e->pub, &e->sub};
     const char *names[] = {"bus", "subscriber"};
     for (int i = 0; i < 2; i++) {
-        redis_url_parse(e->cfg->redis_url, &links[i]->url);
-        links[i]->name = names[i];
-        links[i]->min_backoff_ms = (uint64_t)e->cfg->redis_backoff_min;
-        links[i]->max_backoff_ms = (uint64_t)e->cfg->redis_backoff_max;
-        links[i]->timeout_ms = (uint64_t)e->cfg->redis_timeout;
+        redis_link_configure(links[i], e->cfg->redis_url, names[i], e->cfg);
         links[i]->data = e;
     }
     e->pub.on_up = e->pub.on_down = on_pub_changed;

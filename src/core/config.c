@@ -100,9 +100,16 @@ static const struct option_spec options[] = {
      "let clients use the broadcast command (default off)", 0},
     {"node-id", OPT_NAME, FIELD(node_id), 1, 128, "this node's id (default: host name and pid)", OPT_HOST_DEFAULT},
     {"redis", OPT_REDIS_URL, FIELD(redis_url), 0, 0,
-     "redis://[user:pass@]host:port[/db] (or redis+sentinel://, redis+cluster://): share rooms, users and history with other nodes (default: none)", 0},
+     "redis://[user:pass@]host:port[/db] (or redis+sentinel://, redis+cluster://; rediss:// and the like over TLS): "
+     "share rooms, users and history with other nodes (default: none)", 0},
     {"store-redis", OPT_REDIS_URL, FIELD(store_redis_url), 0, 0,
      "a different Redis for history and presence (default: the --redis one)", 0},
+    {"redis-ca", OPT_PATH, FIELD(redis_ca), 1, 4095,
+     "PEM file of the CAs a rediss:// server's certificate must chain to (default: the system's)", 0},
+    {"redis-cert", OPT_PATH, FIELD(redis_cert), 1, 4095,
+     "PEM file of the client certificate (then its chain) for a rediss:// server that asks for one "
+     "(default: none)", 0},
+    {"redis-key", OPT_PATH, FIELD(redis_key), 1, 4095, "PEM file of the private key of --redis-cert", 0},
     {"namespace", OPT_NAME, FIELD(ns), 1, 128, "prefix of every Redis key and channel (default wsfan)", 0},
     {"redis-backoff-min", OPT_INT, FIELD(redis_backoff_min), 10, 600000,
      "milliseconds before the first Redis reconnect (default 100)", 0},
@@ -779,6 +786,17 @@ static int check_auth(struct parse *p, const struct config *cfg)
     return CONFIG_OK;
 }
 
+static int uses_tls(const char *url)
+{
+    struct redis_url u;
+    return url[0] && !redis_url_parse(url, &u) && u.tls;
+}
+
+int config_redis_tls(const struct config *cfg)
+{
+    return uses_tls(cfg->redis_url) || uses_tls(cfg->store_redis_url);
+}
+
 /* Options that must fit together. */
 static int check(struct parse *p, const struct config *cfg)
 {
@@ -796,6 +814,13 @@ static int check(struct parse *p, const struct config *cfg)
         redis_url_mask(cfg->store_redis_url, masked, sizeof masked);
         return fail(p, "--store-redis=%s: needs --redis as well", masked);
     }
+    if (!cfg->redis_cert[0] != !cfg->redis_key[0])
+        return fail(p, "%s: needs %s as well (PEM files of the client certificate and its key)",
+                    cfg->redis_cert[0] ? "--redis-cert" : "--redis-key",
+                    cfg->redis_cert[0] ? "--redis-key" : "--redis-cert");
+    const char *redis_tls_file = cfg->redis_ca[0] ? "--redis-ca" : cfg->redis_cert[0] ? "--redis-cert" : NULL;
+    if (redis_tls_file && !config_redis_tls(cfg))
+        return fail(p, "%s: needs a rediss:// url in --redis or --store-redis (TLS to Redis)", redis_tls_file);
     return check_auth(p, cfg);
 }
 

@@ -50,6 +50,9 @@ struct config {
     char node_id[129];
     char redis_url[512];        /* "" for the memory engines */
     char store_redis_url[512];  /* "" to keep history on --redis */
+    char redis_ca[4096];        /* rediss://: PEM of the CAs to trust; "": the system's */
+    char redis_cert[4096];      /* rediss://: PEM client certificate chain; "": none */
+    char redis_key[4096];       /* its private key */
     char ns[129];               /* key and channel prefix */
     int redis_backoff_min;      /* milliseconds */
     int redis_backoff_max;
@@ -90,5 +93,8 @@ int config_load(struct config *cfg, int argc, char **argv, char *err, size_t cap
  * rate-limit 100 -> 50", or "config: listen changed; takes effect after a
  * restart" for the others. Returns how many options it copied. */
 int config_apply_live(struct config *cfg, const struct config *fresh);
+
+/* True when --redis or --store-redis is a rediss:// url (TLS to Redis). */
+int config_redis_tls(const struct config *cfg);
 
 #endif

@@ -74,9 +74,17 @@ static int master_valid(const char *s, const char *end)
 
 int redis_url_parse(const char *s, struct redis_url *out)
 {
-    static const char plain[] = "redis://", sentinel[] = "redis+sentinel://", cluster[] = "redis+cluster://";
+    static const char plain[] = "://", sentinel[] = "+sentinel://", cluster[] = "+cluster://";
     memset(out, 0, sizeof *out);
     out->port = 6379;
+    if (!strncmp(s, "rediss", 6)) {
+        out->tls = 1;
+        s += 6;
+    } else if (!strncmp(s, "redis", 5)) {
+        s += 5;
+    } else {
+        return -1;
+    }
     int with_sentinels = !strncmp(s, sentinel, sizeof sentinel - 1);
     int is_cluster = !strncmp(s, cluster, sizeof cluster - 1);
     if (with_sentinels)

@@ -18,6 +18,7 @@ struct redis_url {
     char user[128];   /* "" when none */
     char pass[256];   /* "" when none */
     int db;
+    int tls;          /* rediss://: every connection speaks TLS (net/redis.c) */
     int nsentinels;   /* 0: connect to host:port; else ask these for master */
     struct redis_addr sentinels[REDIS_SENTINELS_MAX];
     char master[128]; /* the master's name at the sentinels */
@@ -30,8 +31,10 @@ struct redis_url {
  * redis+sentinel://[user:pass@]host:port[,host:port..]/MASTER[/db] (port
  * 26379 by default; user and password are the master's), and
  * redis+cluster://[user:pass@]host:port[,host:port..] (a Redis Cluster: any
- * of its nodes, port 6379 by default; no database). Returns 0 or -1
- * when s is not such a URL. */
+ * of its nodes, port 6379 by default; no database). Each scheme with
+ * rediss in place of redis (rediss://, rediss+sentinel://,
+ * rediss+cluster://) is the same over TLS, to every server and sentinel.
+ * Returns 0 or -1 when s is not such a URL. */
 int redis_url_parse(const char *s, struct redis_url *out);
 
 /* s, valid or not, with its password as *** (read as redis_url_parse

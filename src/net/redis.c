@@ -15,12 +15,17 @@
 
 #include "core/log.h"
 #include "net/redis_cluster.h"
+#include "net/tls.h"
 
 /* ---- one socket ------------------------------------------------------------
  * A connection writes commands formatted by hiredis and parses what comes
  * back with hiredis's reader; it routes each reply itself (dispatch). Once
  * closed it makes no more callbacks: its pending commands are answered
- * with NULL right away, and its memory goes when libuv is done with it. */
+ * with NULL right away, and its memory goes when libuv is done with it.
+ * Over TLS the socket carries ciphertext: what is read goes through the
+ * session before the reader, what is written through it before the
+ * socket, and the connection counts as connected once the handshake is
+ * over. */
 
 /* A command waiting for its reply. */
 struct pending {
@@ -41,7 +46,8 @@ struct redis_conn {
     uv_connect_t connect;
     uv_tcp_t tcp;
     int refs;                 /* the TCP handle, and a resolve in flight */
-    int connected;
+    int connected;            /* commands may be sent (over TLS: after the handshake) */
+    struct tls *tls;          /* rediss://; else NULL */
     redisReader *reader;
     struct pending *queue;    /* a ring of cap entries, count from head */
     size_t head, count, cap;
@@ -54,6 +60,7 @@ static void conn_unref(struct redis_conn *c)
         return;
     if (c->reader)
         redisReaderFree(c->reader);
+    tls_destroy(c->tls);
     free(c->queue);
     free(c);
 }
@@ -182,14 +189,10 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init(c->buf, sizeof c->buf);
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+/* Plaintext from the server: every reply it completes is dispatched. */
+static void take_replies(struct redis_conn *c, const char *buf, size_t len)
 {
-    struct redis_conn *c = s->data;
-    if (nread < 0) {
-        conn_lost(c, nread == UV_EOF ? "closed by the server" : uv_strerror((int)nread));
-        return;
-    }
-    if (!c->link || redisReaderFeed(c->reader, buf->base, (size_t)nread) != REDIS_OK)
+    if (!c->link || redisReaderFeed(c->reader, buf, len) != REDIS_OK)
         return;
     /* A callback may close c: it stays allocated until its handle closes. */
     while (c->link) {
@@ -205,6 +208,58 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         if (c->link && c->link->stopping && !c->count)
             conn_lost(c, "stopped"); /* redis_link_stop waited for this last reply */
     }
+}
+
+static int write_bytes(struct redis_conn *c, char *buf, size_t len, void (*release)(char *));
+
+static void free_chars(char *p)
+{
+    free(p);
+}
+
+/* Sends the ciphertext the TLS session has waiting. Returns 0 or -1. */
+static int flush_tls(struct redis_conn *c)
+{
+    size_t len;
+    char *out = tls_out_take(c->tls, &len);
+    return out ? write_bytes(c, out, len, free_chars) : 0;
+}
+
+/* Ciphertext from the server: decrypted into replies, and once the
+ * handshake is over, the connection is connected. */
+static void take_ciphertext(struct redis_conn *c, const char *buf, size_t len)
+{
+    char plain[16384];
+    ssize_t n = 0;
+    if (tls_feed(c->tls, buf, len)) {
+        conn_lost(c, "out of memory");
+        return;
+    }
+    while (c->link && (n = tls_read(c->tls, plain, sizeof plain)) > 0)
+        take_replies(c, plain, (size_t)n);
+    if (!c->link)
+        return;
+    if (n == TLS_CLOSED || n == TLS_ERROR || flush_tls(c)) {
+        conn_lost(c, n == TLS_CLOSED ? "closed by the server" : n == TLS_ERROR ? tls_error(c->tls) : "TLS write failed");
+        return;
+    }
+    if (!c->connected && tls_handshake_done(c->tls)) {
+        c->connected = 1;
+        c->on_connected(c);
+    }
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct redis_conn *c = s->data;
+    if (nread < 0) {
+        conn_lost(c, nread == UV_EOF ? "closed by the server" : uv_strerror((int)nread));
+        return;
+    }
+    if (c->tls)
+        take_ciphertext(c, buf->base, (size_t)nread);
+    else
+        take_replies(c, buf->base, (size_t)nread);
 }
 
 /* A peer that vanished without a RST (a partition) is noticed by the
@@ -233,13 +288,18 @@ static void on_connected(uv_connect_t *req, int status)
         conn_lost(c, uv_strerror(status));
         return;
     }
-    c->connected = 1;
     set_keepalive(c, c->link->timeout_ms);
     int r = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     if (r) {
         conn_lost(c, uv_strerror(r));
         return;
     }
+    if (c->tls) {
+        if (tls_connect(c->tls) || flush_tls(c))
+            conn_lost(c, tls_error(c->tls)[0] ? tls_error(c->tls) : "TLS handshake failed");
+        return; /* connected when the handshake is over (take_ciphertext) */
+    }
+    c->connected = 1;
     c->on_connected(c);
 }
 
@@ -274,10 +334,13 @@ static struct redis_conn *conn_open(struct redis_link *l, const char *host, int 
                                     void (*lost)(struct redis_link *, struct redis_conn *, const char *))
 {
     struct redis_conn *c = calloc(1, sizeof *c);
-    if (!c || !(c->reader = redisReaderCreate()) || uv_tcp_init(l->loop, &c->tcp)) {
+    if (!c || !(c->reader = redisReaderCreate()) || (l->tls && !(c->tls = tls_create(l->tls, host))) ||
+        uv_tcp_init(l->loop, &c->tcp)) {
         log_error("redis %s: out of memory", l->name);
         if (c && c->reader)
             redisReaderFree(c->reader);
+        if (c)
+            tls_destroy(c->tls);
         free(c);
         return NULL;
     }
@@ -304,44 +367,57 @@ static struct redis_conn *conn_open(struct redis_link *l, const char *host, int 
 
 struct write_req {
     uv_write_t req;
-    char *cmd;
+    char *buf;
+    void (*release)(char *);
 };
 
 static void on_written(uv_write_t *req, int status)
 {
     struct write_req *w = (struct write_req *)req;
     struct redis_conn *c = req->data;
-    redisFreeCommand(w->cmd);
+    w->release(w->buf);
     free(w);
     if (status < 0 && status != UV_ECANCELED)
         conn_lost(c, uv_strerror(status));
 }
 
-/* Writes cmd (len bytes, taken), as much as the socket takes now and the
- * rest queued. Returns 0 or -1. */
-static int conn_write(struct redis_conn *c, char *cmd, size_t len)
+/* Writes buf (len bytes, taken: release frees it), as much as the socket
+ * takes now and the rest queued. Returns 0 or -1. */
+static int write_bytes(struct redis_conn *c, char *buf, size_t len, void (*release)(char *))
 {
-    uv_buf_t buf = uv_buf_init(cmd, (unsigned int)len);
-    int n = uv_try_write((uv_stream_t *)&c->tcp, &buf, 1);
+    uv_buf_t b = uv_buf_init(buf, (unsigned int)len);
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
     if (n == (int)len) {
-        redisFreeCommand(cmd);
+        release(buf);
         return 0;
     }
     if (n < 0 && n != UV_EAGAIN) {
-        redisFreeCommand(cmd);
+        release(buf);
         return -1;
     }
     size_t done = n > 0 ? (size_t)n : 0;
     struct write_req *w = malloc(sizeof *w);
-    buf = uv_buf_init(cmd + done, (unsigned int)(len - done));
-    if (!w || uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_written)) {
+    b = uv_buf_init(buf + done, (unsigned int)(len - done));
+    if (!w || uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written)) {
         free(w);
-        redisFreeCommand(cmd);
+        release(buf);
         return -1;
     }
     w->req.data = c;
-    w->cmd = cmd;
+    w->buf = buf;
+    w->release = release;
     return 0;
+}
+
+/* Writes a command formatted by hiredis (taken), through the TLS session
+ * when there is one. Returns 0 or -1. */
+static int conn_write(struct redis_conn *c, char *cmd, size_t len)
+{
+    if (!c->tls)
+        return write_bytes(c, cmd, len, redisFreeCommand);
+    ssize_t r = tls_write(c->tls, cmd, len);
+    redisFreeCommand(cmd);
+    return r < 0 ? -1 : flush_tls(c);
 }
 
 /* Sends a command on a connected c; fn gets its reply. A subscription
@@ -396,6 +472,8 @@ static void on_timer_closed(uv_handle_t *h)
 
 static void finish_stop(struct redis_link *l)
 {
+    tls_ctx_unref(l->tls); /* the sessions still open hold their own references */
+    l->tls = NULL;
     uv_close((uv_handle_t *)&l->retry, on_timer_closed);
     uv_close((uv_handle_t *)&l->health, on_timer_closed);
 }
@@ -696,8 +774,27 @@ static void on_health(uv_timer_t *t)
         l->alive_ms = now; /* cannot judge it now */
 }
 
+void redis_link_configure(struct redis_link *l, const char *url, const char *name, const struct config *cfg)
+{
+    redis_url_parse(url, &l->url);
+    l->name = name;
+    l->min_backoff_ms = (uint64_t)cfg->redis_backoff_min;
+    l->max_backoff_ms = (uint64_t)cfg->redis_backoff_max;
+    l->timeout_ms = (uint64_t)cfg->redis_timeout;
+    l->tls_ca = cfg->redis_ca[0] ? cfg->redis_ca : NULL;
+    l->tls_cert = cfg->redis_cert[0] ? cfg->redis_cert : NULL;
+    l->tls_key = cfg->redis_key[0] ? cfg->redis_key : NULL;
+}
+
 int redis_link_start(struct redis_link *l, uv_loop_t *loop)
 {
+    if (l->url.tls && !l->tls) {
+        char err[512];
+        if (!(l->tls = tls_ctx_client_create(l->tls_ca, l->tls_cert, l->tls_key, err, sizeof err))) {
+            log_error("redis %s: %s", l->name, err);
+            return UV_EINVAL;
+        }
+    }
     l->loop = loop;
     l->backoff_ms = l->min_backoff_ms;
     int r = uv_timer_init(loop, &l->retry);

@@ -15,7 +15,10 @@
  * else the link is torn down (pending commands get NULL replies) and
  * reconnected. Runs on the loop it is given (the main thread's); never
  * blocks. With a redis+cluster:// url the link stands for a whole Redis
- * Cluster (net/redis_cluster.c): commands go to the master of their slot. */
+ * Cluster (net/redis_cluster.c): commands go to the master of their slot.
+ * With rediss:// every connection of the link (servers, sentinels, cluster
+ * nodes) speaks TLS (net/tls.c), verifying the server's certificate and
+ * name. */
 #ifndef WSFAN_REDIS_H
 #define WSFAN_REDIS_H
 
@@ -23,11 +26,13 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "core/config.h"
 #include "core/redis_url.h"
 
 struct redis_link;
 struct redis_conn; /* one socket of a link (redis.c) */
 struct redis_cluster;
+struct tls_ctx;
 
 /* A reply (a redisReply, freed after the call; NULL when the link went
  * down first) to a command sent with privdata. */
@@ -39,6 +44,11 @@ struct redis_link {
     const char *name;            /* for logs: "bus", "subscriber", "store" */
     struct redis_conn *conn;     /* NULL while disconnected */
     struct redis_cluster *cluster; /* redis+cluster://: the cluster the link stands for (net/redis_cluster.c) */
+    /* rediss://: the PEM files of --redis-ca, --redis-cert and --redis-key
+     * (NULL: the system's CAs, no client certificate), which
+     * redis_link_start reads into tls; a cluster's links share it. */
+    const char *tls_ca, *tls_cert, *tls_key;
+    struct tls_ctx *tls;
     int up;                      /* connected, authenticated, database selected */
     int stopping;
     uv_timer_t retry;
@@ -71,8 +81,14 @@ struct redis_link {
     void *data;
 };
 
+/* Sets l's url (a valid --redis or --store-redis value), name, and what
+ * every link takes from cfg (backoff bounds, timeout, TLS files); cfg
+ * outlives the link. The owner sets the callbacks. */
+void redis_link_configure(struct redis_link *l, const char *url, const char *name, const struct config *cfg);
+
 /* Starts connecting l (its url, name, callbacks and backoff bounds are
- * set by the caller). Returns 0 or a uv error. */
+ * set by the caller). Returns 0 or a uv error (UV_EINVAL: the TLS files
+ * cannot be read, logged). */
 int redis_link_start(struct redis_link *l, uv_loop_t *loop);
 
 /* Disconnects for good: pending commands are answered (or, after

@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "core/log.h"
+#include "net/tls.h"
 
 #define NODES_MAX 255        /* owner[] holds a node's index plus one in a byte */
 #define REDIRECTS_MAX 5      /* MOVED or ASK followed for one command */
@@ -107,6 +108,20 @@ static void on_node_push(struct redis_link *l, const redisReply *push)
     c->link->on_push(c->link, push);
 }
 
+/* A link of the cluster behind link: to one node (link's first seed until
+ * the caller names another), with link's credentials, timeouts and TLS. */
+static void inherit(struct redis_link *l, const struct redis_link *link)
+{
+    l->url = link->url;
+    l->url.nnodes = 0;
+    l->name = link->name;
+    l->min_backoff_ms = link->min_backoff_ms;
+    l->max_backoff_ms = link->max_backoff_ms;
+    l->timeout_ms = link->timeout_ms;
+    if ((l->tls = link->tls))
+        tls_ctx_ref(l->tls);
+}
+
 /* The node at host:port, started when new; -1 when there is no room. */
 static int node_index(struct redis_cluster *c, const char *host, int port)
 {
@@ -125,20 +140,16 @@ static int node_index(struct redis_cluster *c, const char *host, int port)
     }
     struct redis_link *l = &n->link;
     n->cluster = c;
-    l->url = c->link->url;
+    inherit(l, c->link);
     snprintf(l->url.host, sizeof l->url.host, "%s", host);
     l->url.port = port;
-    l->url.nnodes = 0;
-    l->name = c->link->name;
-    l->min_backoff_ms = c->link->min_backoff_ms;
-    l->max_backoff_ms = c->link->max_backoff_ms;
-    l->timeout_ms = c->link->timeout_ms;
     l->on_up = on_node_up;
     l->on_down = on_node_down;
     l->on_stopped = on_node_stopped;
     l->on_push = c->link->on_push ? on_node_push : NULL;
     l->data = n;
     if (redis_link_start(l, c->link->loop)) {
+        tls_ctx_unref(l->tls);
         free(n);
         return -1;
     }
@@ -318,12 +329,7 @@ struct redis_cluster *redis_cluster_create(struct redis_link *link)
         return NULL;
     c->link = link;
     struct redis_link *m = &c->map;
-    m->url = link->url;
-    m->url.nnodes = 0;
-    m->name = link->name;
-    m->min_backoff_ms = link->min_backoff_ms;
-    m->max_backoff_ms = link->max_backoff_ms;
-    m->timeout_ms = link->timeout_ms;
+    inherit(m, link);
     m->on_up = on_map_up;
     m->on_down = on_map_down;
     m->on_stopped = on_map_stopped;
@@ -331,6 +337,7 @@ struct redis_cluster *redis_cluster_create(struct redis_link *link)
     c->candidate = 1;
     if (uv_timer_init(link->loop, &c->refresh) || uv_timer_init(link->loop, &c->retry) ||
         redis_link_start(m, link->loop)) {
+        tls_ctx_unref(m->tls);
         free(c); /* libuv's timers cannot fail to start on Linux: this is for the contract */
         return NULL;
     }

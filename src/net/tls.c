@@ -6,6 +6,7 @@
  * session; contexts are shared. */
 #include "net/tls.h"
 
+#include <errno.h>
 #include <arpa/inet.h>
 #include <limits.h>
 #include <stdio.h>
@@ -89,15 +90,30 @@ static SSL_CTX *ctx_new(const SSL_METHOD *method, char *err, size_t cap)
     return ctx;
 }
 
-struct tls_ctx *tls_ctx_server_create(const char *cert_file, const char *key_file, char *err, size_t cap)
+/* 0 when path can be opened for reading, else -1 with "PATH: why" in err
+ * (OpenSSL would only say "system lib"). */
+static int readable(const char *path, char *err, size_t cap)
 {
-    SSL_CTX *ctx = ctx_new(TLS_server_method(), err, cap);
-    if (!ctx)
-        return NULL;
+    FILE *f = fopen(path, "r");
+    if (f) {
+        fclose(f);
+        return 0;
+    }
+    snprintf(err, cap, "%s: %s", path, strerror(errno));
+    return -1;
+}
+
+/* The certificate chain of cert_file and its key from key_file into ctx,
+ * checked against each other. Returns 0, or -1 with the reason in err. */
+static int use_certificate(SSL_CTX *ctx, const char *cert_file, const char *key_file, char *err, size_t cap)
+{
     char what[PATH_MAX + 64];
+    if (readable(cert_file, err, cap) || readable(key_file, err, cap))
+        return -1;
     if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
         snprintf(what, sizeof what, "%s: cannot load the certificate chain", cert_file);
-        goto fail;
+        take_error(err, cap, what);
+        return -1;
     }
     /* OpenSSL checks that the key matches the certificate as it loads it. */
     if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
@@ -105,26 +121,44 @@ struct tls_ctx *tls_ctx_server_create(const char *cert_file, const char *key_fil
             snprintf(what, sizeof what, "%s does not match the certificate of %s", key_file, cert_file);
         else
             snprintf(what, sizeof what, "%s: cannot load the private key", key_file);
-        goto fail;
+        take_error(err, cap, what);
+        return -1;
+    }
+    return 0;
+}
+
+struct tls_ctx *tls_ctx_server_create(const char *cert_file, const char *key_file, char *err, size_t cap)
+{
+    SSL_CTX *ctx = ctx_new(TLS_server_method(), err, cap);
+    if (!ctx)
+        return NULL;
+    if (use_certificate(ctx, cert_file, key_file, err, cap)) {
+        SSL_CTX_free(ctx);
+        return NULL;
     }
     SSL_CTX_set_alpn_select_cb(ctx, select_alpn, NULL);
     return (struct tls_ctx *)ctx;
-fail:
-    take_error(err, cap, what);
-    SSL_CTX_free(ctx);
-    return NULL;
 }
 
-struct tls_ctx *tls_ctx_client_create(const char *ca_file, char *err, size_t cap)
+struct tls_ctx *tls_ctx_client_create(const char *ca_file, const char *cert_file, const char *key_file, char *err,
+                                      size_t cap)
 {
     SSL_CTX *ctx = ctx_new(TLS_client_method(), err, cap);
     if (!ctx)
         return NULL;
+    if (ca_file && readable(ca_file, err, cap)) {
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
     int ok = ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL) : SSL_CTX_set_default_verify_paths(ctx);
     if (ok != 1) {
         char what[PATH_MAX + 64];
         snprintf(what, sizeof what, "%s: cannot load the trusted certificates", ca_file ? ca_file : "system");
         take_error(err, cap, what);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    if (cert_file && use_certificate(ctx, cert_file, key_file, err, cap)) {
         SSL_CTX_free(ctx);
         return NULL;
     }
@@ -284,9 +318,17 @@ static ssize_t outcome(struct tls *t, int r)
         return TLS_WANT;
     case SSL_ERROR_ZERO_RETURN:
         return TLS_CLOSED;
-    case SSL_ERROR_SSL:
+    case SSL_ERROR_SSL: {
+        /* A client that refused the server's certificate says why:
+         * "certificate verify failed: hostname mismatch". */
+        long verify = SSL_is_server(t->ssl) ? X509_V_OK : SSL_get_verify_result(t->ssl);
         take_error(t->error, sizeof t->error, "");
+        if (verify != X509_V_OK) {
+            size_t n = strlen(t->error);
+            snprintf(t->error + n, sizeof t->error - n, ": %s", X509_verify_cert_error_string(verify));
+        }
         return TLS_ERROR;
+    }
     default:
         snprintf(t->error, sizeof t->error, "connection ended without close_notify");
         ERR_clear_error();

@@ -33,9 +33,12 @@ struct tls;
 struct tls_ctx *tls_ctx_server_create(const char *cert_file, const char *key_file, char *err, size_t cap);
 
 /* A client context that verifies the peer against ca_file (PEM), or the
- * system's trusted certificates when ca_file is NULL. Returns it with one
- * reference, or NULL with the reason in err. */
-struct tls_ctx *tls_ctx_client_create(const char *ca_file, char *err, size_t cap);
+ * system's trusted certificates when ca_file is NULL; with cert_file and
+ * key_file (PEM, both or neither) it shows that certificate to a server
+ * that asks for one. Returns it with one reference, or NULL with the
+ * reason in err. */
+struct tls_ctx *tls_ctx_client_create(const char *ca_file, const char *cert_file, const char *key_file, char *err,
+                                      size_t cap);
 
 /* Takes and drops references; the last unref frees (NULL: nothing).
  * Thread-safe. */
@@ -89,7 +92,7 @@ void tls_release_buffers(struct tls *t);
 int tls_handshake_done(const struct tls *t);
 
 /* Why the last TLS_ERROR happened: one line, e.g. "unsupported protocol"
- * or "certificate verify failed"; "" when none. */
+ * or "certificate verify failed: hostname mismatch"; "" when none. */
 const char *tls_error(const struct tls *t);
 
 #endif

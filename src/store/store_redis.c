@@ -544,11 +544,7 @@ struct store *store_redis_create(uv_loop_t *loop, const struct config *cfg)
     const char *url = cfg->store_redis_url[0] ? cfg->store_redis_url : cfg->redis_url;
     r->same_redis = !strcmp(url, cfg->redis_url);
     r->base.ordered = r->same_redis;
-    redis_url_parse(url, &r->link.url);
-    r->link.name = "store";
-    r->link.min_backoff_ms = (uint64_t)cfg->redis_backoff_min;
-    r->link.max_backoff_ms = (uint64_t)cfg->redis_backoff_max;
-    r->link.timeout_ms = (uint64_t)cfg->redis_timeout;
+    redis_link_configure(&r->link, url, "store", cfg);
     r->link.on_up = on_link_up;
     r->link.on_down = link_changed;
     r->link.on_stopped = on_link_stopped;

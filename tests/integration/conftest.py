@@ -796,11 +796,13 @@ def redis_lib():
 
 class RedisServer:
     """One redis-server on 127.0.0.1:<free port>, without persistence
-    (--save '' --appendonly no). kill() is SIGKILL by PID; restart() starts a
-    new one on the same port (empty: nothing was persisted)."""
+    (--save '' --appendonly no), with args added to its command line (say a
+    tls-port). kill() is SIGKILL by PID; restart() starts a new one on the
+    same port (empty: nothing was persisted)."""
 
-    def __init__(self, log_dir: Path, port: Optional[int] = None, ready_timeout: float = 10.0):
+    def __init__(self, log_dir: Path, port: Optional[int] = None, ready_timeout: float = 10.0, args=()):
         self.port = port or free_port()
+        self.args = list(args)
         self.log_dir = log_dir
         self.proc: Optional[subprocess.Popen] = None
         self.log_paths = []
@@ -827,7 +829,7 @@ class RedisServer:
         self._log = open(path, "wb")
         self.proc = subprocess.Popen(
             [REDIS_SERVER_BIN, "--port", str(self.port), "--bind", HOST, "--save", "", "--appendonly", "no",
-             "--daemonize", "no", "--dir", str(self.log_dir), "--loglevel", "notice"],
+             "--daemonize", "no", "--dir", str(self.log_dir), "--loglevel", "notice", *self.args],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout * SLOW
         last = None
@@ -920,12 +922,13 @@ class RedisFactory:
         self.log_dir = log_dir
         self.servers = []
 
-    def __call__(self, port: Optional[int] = None) -> RedisServer:
-        """A started redis-server, on port when given (else a free one)."""
+    def __call__(self, port: Optional[int] = None, args=()) -> RedisServer:
+        """A started redis-server, on port when given (else a free one), with
+        args added to its command line."""
         last = None
         for _ in range(1 if port else 3):  # a port grabbed between free_port() and bind: retry
             try:
-                srv = RedisServer(self.log_dir, port)
+                srv = RedisServer(self.log_dir, port, args=args)
             except AssertionError as e:
                 last = e
                 continue

@@ -40,12 +40,12 @@ def openssl(*args, cwd):
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
 
 
-def make_cert(d, name, ca="ca"):
-    """name.key and name.pem: a P-256 certificate for localhost and 127.0.0.1
-    signed by the test CA."""
+def make_cert(d, name, ca="ca", san="DNS:localhost,IP:127.0.0.1"):
+    """name.key and name.pem: a P-256 certificate for san (localhost and
+    127.0.0.1) signed by the test CA."""
     openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", f"{name}.key",
             "-out", f"{name}.csr", "-subj", f"/CN=localhost/O={name}", cwd=d)
-    (d / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    (d / "san.ext").write_text(f"subjectAltName={san}\n")
     openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
             "-days", "2", "-extfile", "san.ext", "-out", f"{name}.pem", cwd=d)
 

@@ -98,13 +98,37 @@ static void test_redis_url_refuses_other_schemes(void **state)
 {
     static const char *bad[] = {
         "localhost",      "localhost:6379", "//localhost",     "http://localhost", "https://localhost:6379",
-        "rediss://localhost", "redis:/localhost", "redis:localhost", "redis//localhost", " redis://localhost",
+        "redisss://localhost", "rediss:/localhost", "rediss+foo://h", "redis:/localhost", "redis:localhost", "redis//localhost", " redis://localhost",
         "tcp://localhost:6379", "", "unix:///tmp/redis.sock",
     };
 
     (void)state;
     for (size_t i = 0; i < COUNT(bad); i++)
         expect_refused(bad[i]);
+}
+
+/* rediss in place of redis: the same URL over TLS, for every scheme. */
+static void test_redis_url_tls_schemes(void **state)
+{
+    struct redis_url u;
+
+    (void)state;
+    expect_url("rediss://:secret@cache.example.com:6380/2", "cache.example.com", 6380, "", "secret", 2);
+    assert_int_equal(redis_url_parse("rediss://cache.example.com", &u), 0);
+    assert_true(u.tls);
+    assert_int_equal(redis_url_parse("redis://cache.example.com", &u), 0);
+    assert_false(u.tls);
+    assert_int_equal(redis_url_parse("rediss+sentinel://s1,s2:5000/mymaster/1", &u), 0);
+    assert_true(u.tls);
+    assert_int_equal(u.nsentinels, 2);
+    assert_string_equal(u.master, "mymaster");
+    assert_int_equal(u.db, 1);
+    assert_int_equal(redis_url_parse("rediss+cluster://a:7000,b:7001", &u), 0);
+    assert_true(u.tls);
+    assert_int_equal(u.nnodes, 2);
+    assert_int_equal(u.nodes[1].port, 7001);
+    expect_refused("rediss://");
+    expect_refused("rediss+cluster://a/1");
 }
 
 static void test_redis_url_refuses_empty_host(void **state)
@@ -313,6 +337,7 @@ int main(void)
         cmocka_unit_test(test_redis_url_host_port_db),
         cmocka_unit_test(test_redis_url_credentials),
         cmocka_unit_test(test_redis_url_refuses_other_schemes),
+        cmocka_unit_test(test_redis_url_tls_schemes),
         cmocka_unit_test(test_redis_url_refuses_empty_host),
         cmocka_unit_test(test_redis_url_refuses_bad_ports),
         cmocka_unit_test(test_redis_url_refuses_bad_databases),
