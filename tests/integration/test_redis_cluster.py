@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -37,32 +38,41 @@ REDIS_CLI = "/usr/bin/redis-cli"
 
 
 class RedisCluster:
-    """Six redis-server processes in cluster mode (3 masters, 3 replicas)."""
+    """redis-server processes in cluster mode: 3 masters, and a replica each
+    unless replicas is 0. With certs (a directory holding ca.pem, redis.pem
+    and redis.key), each node also has a tls-port (self.tls_ports[port]),
+    the cluster bus speaks TLS, and url() is rediss+cluster:// on the TLS
+    ports; the plain ports stay for the tests' own clients."""
 
-    def __init__(self, log_dir: Path):
+    def __init__(self, log_dir: Path, replicas: int = 1, certs: Optional[Path] = None):
         self.log_dir = log_dir
+        self.certs = certs
         self.procs = {}  # port -> Popen
-        self.ports = [cluster_port() for _ in range(6)]
+        self.ports = [cluster_port() for _ in range(3 * (1 + replicas))]
+        self.tls_ports = {p: cluster_port() for p in self.ports} if certs else {}  # Redis wants them low too
         for port in self.ports:
             self.start(port)
-        cmd = [REDIS_CLI, "--cluster", "create", *[f"{HOST}:{p}" for p in self.ports], "--cluster-replicas", "1",
-               "--cluster-yes"]
+        cmd = [REDIS_CLI, "--cluster", "create", *[f"{HOST}:{p}" for p in self.ports], "--cluster-replicas",
+               str(replicas), "--cluster-yes"]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, f"redis-cli --cluster create failed: {out.stdout}\n{out.stderr}"
         wait_until(lambda: (self.state_ok(), self.client(self.ports[0]).execute_command("CLUSTER", "INFO")),
                    "the cluster to be ok on every node", 20.0)
         # Replicas show in CLUSTER SLOTS once they have synced.
-        wait_until(lambda: (all(rs for _, _, _, rs in self.slots()), self.slots()),
+        wait_until(lambda: (all(rs for _, _, _, rs in self.slots()) or not replicas, self.slots()),
                    "every master to have a synced replica", 20.0)
 
     def start(self, port: int):
         d = self.log_dir / f"cluster-{port}"
         d.mkdir(exist_ok=True)
         log = open(d / "redis.log", "wb")
+        tls = ["--tls-port", str(self.tls_ports[port]), "--tls-cluster", "yes", "--tls-auth-clients", "no",
+               "--tls-cert-file", str(self.certs / "redis.pem"), "--tls-key-file", str(self.certs / "redis.key"),
+               "--tls-ca-cert-file", str(self.certs / "ca.pem")] if self.certs else []
         self.procs[port] = subprocess.Popen(
             [REDIS_SERVER, "--port", str(port), "--bind", HOST, "--cluster-enabled", "yes",
              "--cluster-config-file", str(d / "nodes.conf"), "--cluster-node-timeout", "1000",
-             "--save", "", "--appendonly", "no", "--dir", str(d), "--daemonize", "no"],
+             "--save", "", "--appendonly", "no", "--dir", str(d), "--daemonize", "no", *tls],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + 10
@@ -89,6 +99,8 @@ class RedisCluster:
         return True
 
     def url(self) -> str:
+        if self.certs:
+            return "rediss+cluster://" + ",".join(f"{HOST}:{self.tls_ports[p]}" for p in self.ports[:2])
         return "redis+cluster://" + ",".join(f"{HOST}:{p}" for p in self.ports[:2])
 
     def slots(self):

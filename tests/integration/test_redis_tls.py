@@ -7,7 +7,9 @@ A real redis-server (Debian's, built with TLS) listens on a plain port, which
 the tests read and write with redis-py, and on a tls-port with a certificate
 of a test CA made by the openssl CLI, which the wsfan nodes use. Covers:
 delivery across two nodes and history recovery over rediss:// (the stream
-checked on the server); a server that asks for client certificates (mutual
+checked on the server); a Redis Cluster whose nodes and bus speak TLS
+(rediss+cluster://), rooms on every shard crossing two nodes and each
+node's sharded subscription on the owning master; a server that asks for client certificates (mutual
 TLS) refusing a node without one and serving a node with one; a server whose
 certificate is of another CA never reached, the node saying why and still
 serving WebSocket clients; a name mismatch refused the same way; the start
@@ -15,8 +17,9 @@ refusing bad TLS settings with what to fix."""
 
 import pytest
 
-from conftest import HOST, free_port, http_get, run, run_wsfan, wait_ready, wait_until
+from conftest import HOST, free_port, http_get, redis_node, run, run_wsfan, wait_ready, wait_until
 from protocol_client import connect, uniq
+from test_redis_cluster import NS, RedisCluster, rooms_on_every_shard, shard_numsub
 from test_tls import make_cert, openssl
 
 
@@ -96,6 +99,39 @@ def test_two_nodes_deliver_and_recover_history_over_rediss(redis_factory, wsfan,
     assert joined.get("recovered") is True and joined.get("missed") == 15, joined
     assert [m["offset"] for m in replay] == [x["offset"] for x in acks[5:]], "recovery is exact over TLS"
     assert metric_value(a, "wsfan_bus_up") == 1
+
+
+def test_rediss_cluster_delivers_on_every_shard(tmp_path, wsfan, certs):
+    cluster = RedisCluster(tmp_path, replicas=0, certs=certs)
+    try:
+        args = ("--redis-ca", str(certs / "ca.pem"), "--workers", "1")
+        a, b = (redis_node(wsfan, cluster.url(), f"tc{i}", *args) for i in range(2))
+        rooms = list(rooms_on_every_shard(cluster, uniq("tshard")).values())
+
+        async def scenario():
+            ca, cb = await connect(a, uniq("a")), await connect(b, uniq("b"))
+            try:
+                for room in rooms:
+                    await ca.join(room)
+                    await cb.join(room)
+                subscribed = [shard_numsub(cluster, room) for room in rooms]
+                acks = [await cb.publish(room, {"i": i}) for i, room in enumerate(rooms)]
+                got = [await ca.recv_match(lambda m, r=room: m["type"] == "message" and m.get("room") == r,
+                                           f"the message of {room}") for room in rooms]
+                return subscribed, acks, got
+            finally:
+                await ca.close()
+                await cb.close()
+
+        subscribed, acks, got = run(scenario(), 30)
+        assert subscribed == [2] * len(rooms), f"both nodes SSUBSCRIBEd on each room's master: {subscribed}"
+        assert [m["data"] for m in got] == [{"i": i} for i in range(len(rooms))]
+        assert [m["offset"] for m in got] == [x["offset"] for x in acks]
+        for room, ack in zip(rooms, acks):
+            owner = cluster.client(cluster.owner(f"{NS}:history:{{{room}}}"))
+            assert [e[0] for e in owner.xrange(f"{NS}:history:{{{room}}}")] == [ack["offset"]]
+    finally:
+        cluster.stop()
 
 
 def test_mutual_tls_needs_the_client_certificate(redis_factory, wsfan, certs):
