@@ -19,6 +19,7 @@ import pytest
 
 from conftest import HOST, free_port, http_get, redis_node, run, run_wsfan, wait_ready, wait_until
 from protocol_client import connect, uniq
+from test_origin import metric
 from test_redis_cluster import NS, RedisCluster, rooms_on_every_shard, shard_numsub
 from test_tls import make_cert, openssl
 
@@ -53,14 +54,6 @@ def tls_redis(factory, certs, cert="redis", auth_clients="no"):
 
 def rediss(srv):
     return f"rediss://{HOST}:{srv.tls_port}"
-
-
-def metric_value(srv, name):
-    body = http_get(srv.port, "/metrics").body.decode()
-    for line in body.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in /metrics")
 
 
 def test_two_nodes_deliver_and_recover_history_over_rediss(redis_factory, wsfan, certs):
@@ -98,7 +91,7 @@ def test_two_nodes_deliver_and_recover_history_over_rediss(redis_factory, wsfan,
     assert [e[0] for e in stream] == [x["offset"] for x in acks], "history on the server equals the acks"
     assert joined.get("recovered") is True and joined.get("missed") == 15, joined
     assert [m["offset"] for m in replay] == [x["offset"] for x in acks[5:]], "recovery is exact over TLS"
-    assert metric_value(a, "wsfan_bus_up") == 1
+    assert metric(a, "wsfan_bus_up") == 1
 
 
 def test_rediss_cluster_delivers_on_every_shard(tmp_path, wsfan, certs):
