@@ -25,14 +25,8 @@
  * gets them, less the persisted ones its replay may have had too. */
 enum membership_state { PENDING, FRESH, JOINED };
 
-struct hub_membership {
-    struct hub_room *room;
-    uint32_t slot;  /* index in the room's members (JOINED) or fresh (FRESH) */
-    uint32_t state;
-};
-
 /* A connection in a room's array, and the index of its membership in
- * c->hub.rooms. */
+ * its rooms (rooms_of). */
 struct room_member {
     struct client *c;
     uint32_t mi;
@@ -165,13 +159,41 @@ void hub_destroy(struct hub *h)
     free(h);
 }
 
+/* c's memberships, nrooms of them. */
+static struct hub_membership *rooms_of(struct client *c)
+{
+    return c->hub.rooms_cap ? c->hub.rooms.many : &c->hub.rooms.one;
+}
+
+/* Room for one more membership: the inline one first, then a heap array
+ * (doubling). Returns 0, or -1 when out of memory. */
+static int rooms_reserve(struct hub_conn *hc)
+{
+    if (hc->nrooms == 0 || hc->nrooms < hc->rooms_cap)
+        return 0;
+    if (hc->rooms_cap == 0) {
+        struct hub_membership *many = malloc(2 * sizeof *many);
+        if (!many)
+            return -1;
+        many[0] = hc->rooms.one;
+        hc->rooms.many = many;
+        hc->rooms_cap = 2;
+        return 0;
+    }
+    struct hub_membership *many = grow(hc->rooms.many, hc->nrooms, &hc->rooms_cap, sizeof *many, 2);
+    if (!many)
+        return -1;
+    hc->rooms.many = many;
+    return 0;
+}
+
 /* Linear in c's own rooms, which --max-rooms bounds. */
 static struct hub_membership *membership_find(const struct client *c, const char *room)
 {
-    const struct hub_conn *hc = &c->hub;
-    for (uint32_t i = 0; i < hc->nrooms; i++)
-        if (!strcmp(hc->rooms[i].room->e.name, room))
-            return &hc->rooms[i];
+    struct hub_membership *rooms = rooms_of((struct client *)c);
+    for (uint32_t i = 0; i < c->hub.nrooms; i++)
+        if (!strcmp(rooms[i].room->e.name, room))
+            return &rooms[i];
     return NULL;
 }
 
@@ -196,15 +218,13 @@ int hub_room_add(struct hub *h, struct client *c, const char *room)
     struct hub_conn *hc = &c->hub;
     if (membership_find(c, room))
         return HUB_ALREADY;
-    struct hub_membership *rooms = grow(hc->rooms, hc->nrooms, &hc->rooms_cap, sizeof *rooms, 1);
-    if (!rooms)
+    if (rooms_reserve(hc))
         return HUB_NOMEM;
-    hc->rooms = rooms;
     struct hub_room *r = entry_get(&h->rooms, room, sizeof *r);
     if (!r)
         return HUB_NOMEM;
     r->e.refs++;
-    hc->rooms[hc->nrooms++] = (struct hub_membership){r, 0, PENDING};
+    rooms_of(c)[hc->nrooms++] = (struct hub_membership){r, 0, PENDING};
     return HUB_OK;
 }
 
@@ -215,7 +235,7 @@ static int members_add(struct hub_room *r, struct room_member me)
     if (!members)
         return HUB_NOMEM;
     r->members = members;
-    me.c->hub.rooms[me.mi] = (struct hub_membership){r, r->nmembers, JOINED};
+    rooms_of(me.c)[me.mi] = (struct hub_membership){r, r->nmembers, JOINED};
     r->members[r->nmembers++] = me;
     return HUB_OK;
 }
@@ -223,7 +243,7 @@ static int members_add(struct hub_room *r, struct room_member me)
 /* m was moved to slot of its room's array: its membership follows. */
 static void member_moved(struct room_member m, uint32_t slot)
 {
-    m.c->hub.rooms[m.mi].slot = slot;
+    rooms_of(m.c)[m.mi].slot = slot;
 }
 
 /* Swap-removes the member at slot. */
@@ -252,7 +272,7 @@ int hub_room_activate(struct hub *h, struct client *c, const char *room, const s
     if (m->state != PENDING)
         return HUB_OK;
     struct hub_room *r = m->room;
-    struct room_member me = {c, (uint32_t)(m - c->hub.rooms)};
+    struct room_member me = {c, (uint32_t)(m - rooms_of(c))};
     if (!after)
         return members_add(r, me);
     room_saw(r, *after);
@@ -274,18 +294,21 @@ static void membership_drop(struct hub *h, struct client *c, struct hub_membersh
     else if (m->state == FRESH)
         fresh_remove(r, m->slot);
     struct hub_conn *hc = &c->hub;
-    uint32_t mi = (uint32_t)(m - hc->rooms);
+    struct hub_membership *rooms = rooms_of(c);
+    uint32_t mi = (uint32_t)(m - rooms);
     if (mi != --hc->nrooms) {
-        *m = hc->rooms[hc->nrooms];
+        *m = rooms[hc->nrooms];
         if (m->state == JOINED)
             m->room->members[m->slot].mi = mi;
         else if (m->state == FRESH)
             m->room->fresh[m->slot].m.mi = mi;
     }
-    if (hc->nrooms == 0) {
-        free(hc->rooms);
-        hc->rooms = NULL;
+    if (hc->rooms_cap && hc->nrooms <= 1) {
+        /* Back to the inline membership (its index, 0, stays). */
+        struct hub_membership last = rooms[0];
+        free(rooms);
         hc->rooms_cap = 0;
+        hc->rooms.one = last;
     }
     room_unref(h, r);
 }
@@ -305,7 +328,7 @@ void hub_conn_leave_some(struct hub *h, struct client *c, int (*keep)(struct cli
     /* From the end: a drop moves the last membership into the freed place,
      * and that one was seen already. */
     for (uint32_t i = c->hub.nrooms; i-- > 0;) {
-        struct hub_membership *m = &c->hub.rooms[i];
+        struct hub_membership *m = &rooms_of(c)[i];
         if (keep && keep(c, m->room->e.name))
             continue;
         fn(c, m->room->e.name);

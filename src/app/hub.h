@@ -18,11 +18,23 @@
 
 struct client;
 struct net_loop;
-struct hub_membership;
+struct hub_room;
+
+/* One room of one connection (its state: hub.c). */
+struct hub_membership {
+    struct hub_room *room;
+    uint32_t slot;  /* index in the room's members (JOINED) or fresh (FRESH) */
+    uint32_t state;
+};
 
 /* What a client carries for the hub; embedded in struct client. */
 struct hub_conn {
-    struct hub_membership *rooms;  /* the rooms it joined or asked to */
+    /* The rooms it joined or asked to: most clients have one, kept
+     * inline; from the second on, a heap array of rooms_cap (0: inline). */
+    union {
+        struct hub_membership one;
+        struct hub_membership *many;
+    } rooms;
     uint32_t nrooms, rooms_cap;
     uint32_t user_slot;    /* index in the user's array, when the conn has a user */
     uint32_t tenant_slot;  /* index in the tenant's array, when the conn has a tenant */

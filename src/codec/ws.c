@@ -97,7 +97,7 @@ static int msg_reserve(struct ws_parser *p, size_t need)
     if (!msg)
         return -1;
     p->msg = msg;
-    p->msg_cap = cap;
+    p->msg_cap = (uint32_t)cap;
     return 0;
 }
 
@@ -108,7 +108,7 @@ static int set_frame_len(struct ws_parser *p, uint64_t len, uint16_t *close_code
 {
     if (!is_control(p->opcode) && len > wire_limit(p) - p->msg_len)
         return fail(p, WS_CLOSE_TOO_BIG, close_code);
-    p->frame_len = len;
+    p->frame_len = (uint32_t)len;
     return 0;
 }
 
@@ -225,12 +225,12 @@ static int read_payload(struct ws_parser *p, const uint8_t *src, size_t n,
     } else {
         dst = p->msg + p->msg_len;
         unmask_copy(dst, src, n, p->mask, p->frame_pos);
-        p->msg_len += n;
+        p->msg_len += (uint32_t)n;
         /* Compressed text is checked once it is inflated. */
         if (!p->msg_compressed && utf8_feed(&p->utf8, dst, n) < 0)
             return fail(p, WS_CLOSE_BAD_DATA, close_code);
     }
-    p->frame_pos += n;
+    p->frame_pos += (uint32_t)n;
     return 0;
 }
 
@@ -276,7 +276,7 @@ static int inflate_message(struct ws_parser *p, uint16_t *close_code)
         return fail(p, WS_CLOSE_INTERNAL, close_code);
     free(p->msg);
     p->msg = text;
-    p->msg_len = p->msg_cap = len;
+    p->msg_len = p->msg_cap = (uint32_t)len;
     if (utf8_feed(&p->utf8, text, len) < 0)
         return fail(p, WS_CLOSE_BAD_DATA, close_code);
     return 0;
@@ -323,7 +323,7 @@ void ws_parser_init(struct ws_parser *p, size_t max_message)
     p->state = ST_BASE;
     p->hdr_need = 2;
     p->utf8 = UTF8_ACCEPT;
-    p->max_message = max_message;
+    p->max_message = (uint32_t)(max_message < WS_MESSAGE_MAX ? max_message : WS_MESSAGE_MAX);
 }
 
 void ws_parser_use_deflate(struct ws_parser *p, struct deflate_streams *d)

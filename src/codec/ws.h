@@ -79,18 +79,23 @@ struct ws_parser {
     uint8_t ctl_len;
     uint8_t msg_compressed;  /* the message being reassembled had RSV1 */
     uint32_t utf8;
-    uint64_t frame_len;      /* payload length of the current frame */
-    uint64_t frame_pos;      /* payload bytes of it read so far */
-    size_t max_message;
+    /* Lengths fit in 32 bits: every one is held to the wire limit, at most
+     * deflate_bound(WS_MESSAGE_MAX), before it is stored. */
+    uint32_t frame_len;      /* payload length of the current frame */
+    uint32_t frame_pos;      /* payload bytes of it read so far */
+    uint32_t max_message;
+    uint32_t msg_len, msg_cap;
     uint8_t *msg;            /* reassembled message (heap, on demand) */
-    size_t msg_len, msg_cap;
     uint8_t *ctl;            /* a control frame's payload (heap, on demand) */
     struct deflate_streams *deflate; /* the worker's, once permessage-deflate
                                         is negotiated; NULL without it */
 };
 
+/* The largest max_message: a parser's lengths are 32-bit. */
+#define WS_MESSAGE_MAX (1u << 30)
+
 /* Prepares p for a new connection. max_message bounds a whole reassembled
- * message (WS_CLOSE_TOO_BIG past it). */
+ * message (WS_CLOSE_TOO_BIG past it); at most WS_MESSAGE_MAX. */
 void ws_parser_init(struct ws_parser *p, size_t max_message);
 
 /* The connection negotiated permessage-deflate: a message whose first

@@ -8,8 +8,12 @@
 #include "net/conn.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -167,11 +171,6 @@ void conn_unref(struct conn *c)
         conn_free(c);
 }
 
-static void on_closed(uv_handle_t *h)
-{
-    conn_unref(h->data);
-}
-
 /* Tells the application, once, that c is no longer usable. */
 static void tell_closed(struct conn *c)
 {
@@ -200,32 +199,39 @@ void conn_drop(struct conn *c)
     count_closed(c, WS_CLOSE_ABNORMAL);
     c->closed = 1;
     tell_closed(c);
-    uv_close((uv_handle_t *)&c->tcp, on_closed);
+    close(c->fd); /* which takes it out of the epoll set */
+    c->fd = -1;
+    /* The loop's reference goes to the dirty list: the flusher frees c
+     * after this turn's events, which may still name it. */
+    net_loop_mark_dirty(c->loop, c);
+    conn_unref(c);
 }
 
 /* ---- writing ----------------------------------------------------------- */
 
-/* The request for a write or shutdown; NULL when out of memory. */
-static union conn_req *req_take(struct conn *c)
+/* Sets the events the epoll set watches c's socket for: input unless
+ * reading is off, and writability while the socket is full. */
+static void watch(struct conn *c)
 {
-    if (!c->req && !(c->req = malloc(sizeof *c->req)))
-        return NULL;
-    conn_ref(c);
-    return c->req;
+    uint8_t events = (uint8_t)((c->read_off ? 0 : EPOLLIN) | (c->want_write ? EPOLLOUT : 0));
+    if (c->closed || events == c->polled)
+        return;
+    struct epoll_event ev = {.events = events, .data.ptr = c};
+    if (epoll_ctl(c->loop->epfd, EPOLL_CTL_MOD, c->fd, &ev)) {
+        log_warn("conn %d.%llu: epoll_ctl: %s", c->loop->index, (unsigned long long)c->seq, strerror(errno));
+        conn_drop(c);
+        return;
+    }
+    c->polled = events;
 }
 
-/* The request is done: the conn gives it back and drops its reference. */
-static void req_done(struct conn *c)
+/* The socket was full (on): nothing is written until the epoll set says
+ * it is writable again, as the kernel wakes writers only once a good
+ * share of the buffer is free. Off: it has taken everything. */
+static void want_write(struct conn *c, int on)
 {
-    free(c->req);
-    c->req = NULL;
-    conn_unref(c);
-}
-
-static void on_shutdown(uv_shutdown_t *req, int status)
-{
-    (void)status;
-    req_done(req->data);
+    c->want_write = (uint8_t)on;
+    watch(c);
 }
 
 /* Once a closing connection's last bytes are out, half-close so the peer
@@ -240,16 +246,8 @@ static void shutdown_if_drained(struct conn *c)
     if (c->state != CONN_CLOSING || c->shutdown_sent || output_pending(c) || c->closed)
         return;
     c->shutdown_sent = 1;
-    union conn_req *req = req_take(c);
-    if (!req) {
+    if (shutdown(c->fd, SHUT_WR))
         conn_drop(c);
-        return;
-    }
-    req->shutdown.data = c;
-    if (uv_shutdown(&req->shutdown, (uv_stream_t *)&c->tcp, on_shutdown)) {
-        req_done(c);
-        conn_drop(c);
-    }
 }
 
 static void output_drained(struct conn *c);
@@ -284,32 +282,17 @@ static void after_write(struct conn *c)
         output_drained(c);
 }
 
-static void on_write(uv_write_t *req, int status)
+/* A write failed: the peer is gone. */
+static void write_failed(struct conn *c, ssize_t r)
 {
-    struct conn *c = req->data;
-    struct outq *q = &c->out;
-    /* Free the request now: what follows may start the next one. */
-    free(c->req);
-    c->req = NULL;
-    size_t written = c->tls_inflight ? c->tls_out_len - c->tls_out_off : q->inflight_bytes;
-    q->inflight = 0;
-    q->inflight_bytes = 0;
-    c->tls_inflight = 0;
-    if (status < 0) {
-        if (status != UV_ECANCELED)
-            log_debug("conn %d.%llu: write: %s", c->loop->index, (unsigned long long)c->seq, uv_strerror(status));
-        conn_drop(c);
-    } else {
-        wrote(c, written);
-        after_write(c);
-    }
-    conn_unref(c);
+    log_debug("conn %d.%llu: write: %s", c->loop->index, (unsigned long long)c->seq, uv_strerror((int)r));
+    conn_drop(c);
 }
 
 static void flush_now(struct conn *c)
 {
     struct outq *q = &c->out;
-    if (c->closed || q->inflight)
+    if (c->closed || c->want_write)
         return;
     if (q->count == 0) {
         shutdown_if_drained(c);
@@ -320,31 +303,23 @@ static void flush_now(struct conn *c)
     unsigned n = outq_iov(q, iov, NET_IOV_MAX, &bytes);
     ssize_t r = write_now(c, iov, n);
     if (r < 0) {
-        conn_drop(c);
+        write_failed(c, r);
         return;
     }
     if (r > 0)
         wrote(c, (size_t)r);
-    if (q->count == 0) {
-        shutdown_if_drained(c);
+    if (q->count) {
+        /* What the socket did not take waits in the queue until the
+         * socket is writable (conn_ready); more than one writev's worth
+         * goes on in the next slice. */
+        if ((size_t)r < bytes)
+            want_write(c, 1);
+        else
+            net_loop_mark_dirty(c->loop, c);
         return;
     }
-    /* The socket is full: hand the rest to libuv, which writes it when the
-     * socket drains. The frames stay referenced by the queue meanwhile. */
-    union conn_req *req = req_take(c);
-    if (!req) {
-        conn_drop(c);
-        return;
-    }
-    q->inflight = outq_iov(q, iov, NET_IOV_MAX, &q->inflight_bytes);
-    req->write.data = c;
-    r = uv_write(&req->write, (uv_stream_t *)&c->tcp, iov, q->inflight, on_write);
-    if (r) {
-        q->inflight = 0;
-        q->inflight_bytes = 0;
-        req_done(c);
-        conn_drop(c);
-    }
+    want_write(c, 0);
+    shutdown_if_drained(c);
 }
 
 /* ---- TLS --------------------------------------------------------------- */
@@ -387,10 +362,10 @@ static int encrypt_queue(struct conn *c)
 
 /* The TLS flush: a share of the queue through the engine, then its
  * ciphertext (and what the handshake left) in one write; what the socket
- * does not take goes to a uv_write, as plaintext does. */
+ * does not take waits for it to be writable, as plaintext does. */
 static void flush_tls(struct conn *c)
 {
-    if (c->closed || c->tls_inflight)
+    if (c->closed || c->want_write)
         return;
     if (!c->tls_out) {
         size_t len;
@@ -399,6 +374,7 @@ static void flush_tls(struct conn *c)
             return;
         }
         if (!(c->tls_out = tls_out_take(c->tls, &len))) {
+            want_write(c, 0);
             shutdown_if_drained(c);
             return;
         }
@@ -408,28 +384,16 @@ static void flush_tls(struct conn *c)
     uv_buf_t buf = uv_buf_init(c->tls_out + c->tls_out_off, c->tls_out_len - c->tls_out_off);
     ssize_t r = write_now(c, &buf, 1);
     if (r < 0) {
-        conn_drop(c);
+        write_failed(c, r);
         return;
     }
     wrote(c, (size_t)r);
-    if (!c->tls_out) {
-        /* More of the queue: the next slice encrypts it. */
-        after_write(c);
+    if (c->tls_out) {
+        want_write(c, 1); /* the socket is full */
         return;
     }
-    union conn_req *req = req_take(c);
-    if (!req) {
-        conn_drop(c);
-        return;
-    }
-    buf = uv_buf_init(c->tls_out + c->tls_out_off, c->tls_out_len - c->tls_out_off);
-    req->write.data = c;
-    c->tls_inflight = 1;
-    if (uv_write(&req->write, (uv_stream_t *)&c->tcp, &buf, 1, on_write)) {
-        c->tls_inflight = 0;
-        req_done(c);
-        conn_drop(c);
-    }
+    /* More of the queue: the next slice encrypts it. */
+    after_write(c);
 }
 
 /* A handshake that could not complete: counted, logged with why, and the
@@ -524,7 +488,7 @@ void conn_flush(struct conn *c)
 static void conn_overflow(struct conn *c)
 {
     struct outq *q = &c->out;
-    uint32_t keep = q->inflight ? q->inflight : (q->head_offset ? 1 : 0);
+    uint32_t keep = q->head_offset ? 1 : 0;
     outq_truncate(q, keep, c->loop->metrics);
     metrics_slow_reader(c->loop->metrics);
     log_info("conn %d.%llu: send queue over %zu bytes, closing with 1013", c->loop->index,
@@ -630,24 +594,13 @@ void conn_stream(struct conn *c, const struct conn_handler *handler)
 
 /* ---- reading ----------------------------------------------------------- */
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-    (void)suggested;
-    struct conn *c = h->data;
-    /* One buffer per loop: every read is parsed (and copied where it is
-     * kept) before the next one. */
-    *buf = uv_buf_init(c->loop->read_buf, NET_READ_BUF);
-}
-
-static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
-
 /* Stops and starts reading the socket; the flag knows which it is doing. */
 static void read_off(struct conn *c)
 {
     if (c->closed || c->read_off)
         return;
     c->read_off = 1;
-    uv_read_stop((uv_stream_t *)&c->tcp);
+    watch(c);
 }
 
 static void read_on(struct conn *c)
@@ -655,8 +608,7 @@ static void read_on(struct conn *c)
     if (c->closed || !c->read_off)
         return;
     c->read_off = 0;
-    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read))
-        conn_drop(c);
+    watch(c);
 }
 
 static const char *close_reason(uint16_t code)
@@ -803,24 +755,47 @@ static void output_drained(struct conn *c)
     input_go(c);
 }
 
-static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+/* One read of the socket into the loop's buffer (every read is parsed,
+ * and copied where it is kept, before the next one), handed to the phase;
+ * the end of the input or an error drops the connection. */
+static void read_socket(struct conn *c)
 {
-    struct conn *c = stream->data;
-    if (nread < 0) {
+    char *buf = c->loop->read_buf;
+    ssize_t nread;
+    do
+        nread = read(c->fd, buf, NET_READ_BUF);
+    while (nread < 0 && errno == EINTR);
+    if (nread < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return;
+    if (nread <= 0) {
         if (c->tls && !tls_handshake_done(c->tls) && c->bytes_in)
             tls_failed(c, METRICS_TLS_CLOSED, "closed by the peer");
         conn_drop(c);
         return;
     }
-    if (nread == 0)
-        return;
     c->last_rx_ms = uv_now(c->loop->uv);
     metrics_bytes_in(c->loop->metrics, (size_t)nread);
     c->bytes_in += (size_t)nread;
     if (c->tls)
-        read_tls(c, buf->base, (size_t)nread);
+        read_tls(c, buf, (size_t)nread);
     else
-        conn_receive(c, buf->base, (size_t)nread);
+        conn_receive(c, buf, (size_t)nread);
+}
+
+void conn_ready(struct conn *c, uint32_t events)
+{
+    if (c->closed)
+        return;
+    if (events & EPOLLOUT) {
+        /* Writable: the flush goes on (and stops watching for this once
+         * the queue is out). */
+        c->want_write = 0;
+        net_loop_mark_dirty(c->loop, c);
+    }
+    if (!c->read_off && (events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+        read_socket(c); /* which sees the end or the error */
+    else if (events & (EPOLLHUP | EPOLLERR))
+        conn_drop(c);   /* gone while its input waits: nothing more will come */
 }
 
 void conn_id(const struct conn *c, char out[CONN_ID_MAX])
@@ -833,10 +808,8 @@ static void conn_init(struct net_loop *l, struct conn *c)
 {
     c->loop = l;
     c->refs = 1;
-    c->tcp.data = c;
     c->state = CONN_HTTP;
     outq_init(&c->out);
-    uv_tcp_init(l->uv, &c->tcp);
     c->next = l->conns;
     if (l->conns)
         l->conns->prev = c;
@@ -845,33 +818,25 @@ static void conn_init(struct net_loop *l, struct conn *c)
     c->opened_ms = c->last_rx_ms = uv_now(l->uv);
 }
 
-/* Starts reading the socket that r (0 or a uv error) says c has. */
-static int conn_start(struct conn *c, int r)
-{
-    if (r == 0)
-        r = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-    uv_os_fd_t fd = -1;
-    if (r == 0)
-        r = uv_fileno((uv_handle_t *)&c->tcp, &fd);
-    if (r) {
-        log_warn("worker %d: accept: %s", c->loop->index, uv_strerror(r));
-        conn_drop(c);
-        return -1;
-    }
-    c->fd = fd;
-    uv_tcp_nodelay(&c->tcp, 1);
-    return 0;
-}
-
 int conn_open(struct net_loop *l, int fd, struct conn *c)
 {
     conn_init(l, c);
-    int r = uv_tcp_open(&c->tcp, fd);
-    if (r)
-        close(fd); /* the handle never took it */
-    else if (l->tls && !(c->tls = tls_create(l->tls, NULL)))
-        r = UV_ENOMEM;
-    return conn_start(c, r);
+    c->fd = fd;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* fails on a socketpair: fine */
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+    const char *failed = NULL;
+    if (l->tls && !(c->tls = tls_create(l->tls, NULL)))
+        failed = "out of memory";
+    else if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev))
+        failed = strerror(errno);
+    if (failed) {
+        log_warn("worker %d: accept: %s", l->index, failed);
+        conn_drop(c);
+        return -1;
+    }
+    c->polled = EPOLLIN;
+    return 0;
 }
 
 /* ---- timers ------------------------------------------------------------ */
@@ -925,7 +890,7 @@ void conn_tick(struct conn *c, uint64_t now_ms)
     }
     if (conn_is_open(c) && c->handler->on_tick)
         c->handler->on_tick(c, now_ms);
-    if (!c->closed && !c->out.inflight)
+    if (!c->closed)
         outq_shrink(&c->out);
     if (!c->closed && c->tls)
         tls_tick(c);

@@ -11,7 +11,6 @@
 #define WSFAN_CONN_H
 
 #include <stdint.h>
-#include <uv.h>
 
 #include "codec/ws.h"
 
@@ -54,13 +53,11 @@ struct conn_handler {
  * that an idle connection allocates nothing. bytes is what is left to
  * write; what the queue holds in memory (outq_cost), which
  * --send-queue-limit bounds, follows from it and count. */
-#define OUTQ_INLINE 4
+#define OUTQ_INLINE 2
 struct outq {
     struct frame **items;
     uint32_t head, count, cap;
     uint32_t head_offset;
-    uint32_t inflight;     /* items handed to a uv_write still running */
-    size_t inflight_bytes; /* and their bytes */
     size_t bytes;          /* unsent bytes in the queue */
     struct frame *inline_items[OUTQ_INLINE];
 };
@@ -71,32 +68,26 @@ enum {
     CONN_PAUSED_BY_OUTPUT = 2,  /* HTTP phase: the output is over --send-queue-limit */
 };
 
-/* A write to a full socket or the final half-close: never both at once
- * (the half-close waits for an empty queue), and rare, so allocated when
- * needed rather than carried by every idle connection. */
-union conn_req {
-    uv_write_t write;
-    uv_shutdown_t shutdown;
-};
-
+/* The socket is watched by its loop's own epoll set (net/loop.h), not by
+ * a libuv handle: a uv_tcp_t would be 248 bytes of every idle connection. */
 struct conn {
-    uv_tcp_t tcp;
     struct net_loop *loop;
     const struct conn_handler *handler;
     struct conn *prev, *next;   /* the loop's list of connections */
     struct conn *dirty_next;
     enum conn_state state;
     uint8_t dirty;
-    uint8_t closed;             /* uv_close called; freed in its callback */
+    uint8_t closed;             /* the socket is closed; freed once unreferenced */
     uint8_t shutdown_sent;
     uint8_t close_told;         /* handler->on_close has run */
     uint8_t paused;             /* CONN_PAUSED_*: input is not handled now */
     uint8_t read_off;           /* the socket's reading is stopped */
-    uint8_t tls_inflight;       /* a uv_write of tls_out is running */
+    uint8_t want_write;         /* the socket was full: the flush goes on once it is writable */
+    uint8_t polled;             /* the events the loop's epoll set watches for it */
     uint16_t close_code;        /* the first conn_close's code (the peer's when it began),
                                    1006 when dropped without one; 0 while open */
     uint32_t refs;              /* the loop's own plus one per pending reply */
-    int fd;                     /* the socket, for the flush's writev */
+    int fd;                     /* the socket */
     uint32_t held_len;          /* bytes in held (at most one read's) */
     uint64_t seq;               /* unique on its loop */
     uint64_t closing_ms;        /* when the close began */
@@ -106,7 +97,6 @@ struct conn {
     const char *close_reason;   /* the first conn_close's reason: a literal, or NULL */
     struct ws_parser parser;
     struct outq out;
-    union conn_req *req;        /* the write or shutdown libuv is doing (slow path only) */
     char *held;                 /* input read but not handled yet, while paused (owned) */
     /* Over TLS (NULL: plaintext): the session, and the ciphertext taken
      * from it but not written yet (owned; NULL once written). */
@@ -116,8 +106,8 @@ struct conn {
     uint32_t tls_traffic;       /* bytes in and out at the last tick (mod 2^32): idle when unchanged */
 };
 
-/* Opens c on fd, a connected stream socket (one the listener accepted, or
- * a socketpair in the tests), which c owns from then on; over TLS when
+/* Opens c on fd, a connected, non-blocking stream socket (one the
+ * listener accepted, or a socketpair in the tests), which c owns from then on; over TLS when
  * the loop has a context (l->tls): the handshake runs before the first
  * bytes reach the handler, and the queue is encrypted as it is flushed. The caller
  * allocated c zeroed (embedded in its own struct) with handler set; from
@@ -180,9 +170,13 @@ void conn_enqueue(struct conn *c, struct frame *f);
  * on a stream one server-sent event (codec/sse.h). */
 void conn_send_text(struct conn *c, const char *text, size_t len);
 
-/* Writes as much of the queue as the socket takes now; the rest waits for
- * a uv_write. Called by the loop's flusher. */
+/* Writes as much of the queue as the socket takes now; the rest waits
+ * until the socket is writable again. Called by the loop's flusher. */
 void conn_flush(struct conn *c);
+
+/* The loop's epoll set reported events (EPOLLIN, EPOLLOUT, EPOLLHUP,
+ * EPOLLERR) for c's socket. */
+void conn_ready(struct conn *c, uint32_t events);
 
 /* Starts the close handshake with code (WebSocket) or closes after the
  * queued response (HTTP, and a stream, for which code is only counted and
@@ -192,7 +186,9 @@ void conn_flush(struct conn *c);
  * long as c (a literal). */
 void conn_close(struct conn *c, uint16_t code, const char *reason);
 
-/* Closes the socket now, without a close frame; frees when libuv is done. */
+/* Closes the socket now, without a close frame. c is freed by the loop's
+ * next flush at the earliest, once nothing references it: a caller in the
+ * middle of a batch of events may still look at it (c->closed). */
 void conn_drop(struct conn *c);
 
 /* Heartbeat and linger checks, and the handler's tick while the

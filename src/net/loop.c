@@ -2,7 +2,10 @@
  * in slices, the ticker, and shutdown helpers. See loop.h. */
 #include "net/loop.h"
 
+#include <errno.h>
 #include <sched.h>
+#include <sys/epoll.h>
+#include <unistd.h>
 
 #include "codec/sse.h"
 #include "codec/ws.h"
@@ -10,6 +13,7 @@
 
 #define TICK_MS 250
 #define FLUSH_SLICE 64
+#define EVENTS_MAX 256
 
 void net_loop_mark_dirty(struct net_loop *l, struct conn *c)
 {
@@ -66,6 +70,24 @@ void net_loop_tick(struct net_loop *l)
     }
 }
 
+/* The epoll set has ready sockets: one batch of them per loop turn, so
+ * that timers, the inbox and the flusher run between batches. A conn
+ * dropped by an earlier event of the batch is still allocated (its
+ * release waits for the flusher) and ignores its own. */
+static void on_io(uv_poll_t *h, int status, int events)
+{
+    (void)status;
+    (void)events;
+    struct net_loop *l = h->data;
+    struct epoll_event ready[EVENTS_MAX];
+    int n;
+    do
+        n = epoll_wait(l->epfd, ready, EVENTS_MAX, 0);
+    while (n < 0 && errno == EINTR);
+    for (int i = 0; i < n; i++)
+        conn_ready(ready[i].data.ptr, ready[i].events);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     net_loop_tick(t->data);
@@ -80,6 +102,15 @@ int net_loop_init(struct net_loop *l, uv_loop_t *uv, int index, const struct con
     l->metrics = metrics;
     if (!(l->ping = ws_frame_create(WS_OP_PING, NULL, 0)) || !(l->keepalive = sse_keepalive_create()))
         return UV_ENOMEM;
+    if ((l->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0)
+        return uv_translate_sys_error(errno);
+    int r = uv_poll_init(uv, &l->io, l->epfd);
+    if (r) {
+        close(l->epfd);
+        return r;
+    }
+    l->io.data = l;
+    uv_poll_start(&l->io, UV_READABLE, on_io);
     uv_prepare_init(uv, &l->flusher);
     l->flusher.data = l;
     uv_prepare_start(&l->flusher, on_flush);
@@ -90,8 +121,17 @@ int net_loop_init(struct net_loop *l, uv_loop_t *uv, int index, const struct con
     return 0;
 }
 
+/* The set's descriptor outlives libuv's watch of it. */
+static void on_io_closed(uv_handle_t *h)
+{
+    struct net_loop *l = h->data;
+    close(l->epfd);
+    l->epfd = -1;
+}
+
 void net_loop_close(struct net_loop *l)
 {
+    uv_close((uv_handle_t *)&l->io, on_io_closed);
     uv_close((uv_handle_t *)&l->flusher, NULL);
     uv_close((uv_handle_t *)&l->flush_more, NULL);
     uv_close((uv_handle_t *)&l->ticker, NULL);

@@ -1,5 +1,5 @@
 /* loop.h - what one worker's event loop does for its connections: the list
- * of them, the dirty list and the flusher that writes a slice of them per
+ * of them, the epoll set that watches their sockets, the dirty list and the flusher that writes a slice of them per
  * loop turn, the ticker that runs heartbeats and timeouts, and the scratch
  * buffers every read and writev of the loop shares. Knows nothing of
  * what the connections carry. One thread: the loop's. */
@@ -30,6 +30,11 @@ struct net_loop {
      * yields between slices when it does. NULL: never. */
     int (*busy)(void *arg);
     void *busy_arg;
+    /* The connections' sockets are in an epoll set of the loop's own (one
+     * uv_poll_t on it), each event carrying its struct conn: a libuv
+     * handle per connection would cost more than the rest of it. */
+    int epfd;
+    uv_poll_t io;
     uv_prepare_t flusher;        /* flushes a slice of dirty connections per loop turn */
     uv_idle_t flush_more;        /* active while dirty connections remain */
     uv_timer_t ticker;           /* heartbeats, handshake and linger timeouts */
@@ -46,7 +51,8 @@ struct net_loop {
     char tls_gather[TLS_RECORD_MAX]; /* small queued frames gathered into one TLS record */
 };
 
-/* Starts the flusher and the ticker on uv. Returns 0 or a uv error. */
+/* Opens the epoll set and starts the flusher and the ticker on uv.
+ * Returns 0 or a uv error. */
 int net_loop_init(struct net_loop *l, uv_loop_t *uv, int index, const struct config *cfg,
                   struct metrics_worker *metrics);
 

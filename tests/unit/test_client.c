@@ -24,6 +24,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <poll.h>
 #include <stdio.h>
@@ -397,6 +398,7 @@ static struct peer *connect_client_in(struct fixture *f, int i, const char *user
     struct peer *p = &f->peers[i];
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
     p->fd = sv[1];
     p->in = malloc(PEER_BUF);
     assert_non_null(p->in);
