@@ -466,7 +466,7 @@ struct seqwin {
 struct conn {
     int fd;
     SSL *ssl; /* --tls */
-    uint8_t kind, state, setup_i, warm, epollout, frag_op;
+    uint8_t kind, state, setup_i, warm, frag_op;
     uint8_t resuming;       /* resume mode: reconnected after the server closed it */
     uint32_t missed_left;   /* resume mode: replayed messages still to come */
     uint64_t t_closed;      /* resume mode: when the server closed it; 0 once recovered */
@@ -547,16 +547,11 @@ static ssize_t conn_send(struct conn *c, const void *buf, size_t len)
     return r > 0 ? r : tls_result(c, r);
 }
 
-static void ep_mod(struct conn *c, int want_out)
-{
-    if (c->epollout == want_out)
-        return;
-    struct epoll_event ev = {.events = EPOLLIN | (want_out ? EPOLLOUT : 0), .data.ptr = c};
-    if (epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev) < 0)
-        die("epoll_ctl: %s", strerror(errno));
-    c->epollout = (uint8_t)want_out;
-}
-
+/* Sockets are registered once, edge-triggered, for EPOLLIN and EPOLLOUT
+ * (conn_start): no EPOLL_CTL_MOD when output waits or drains. A write that
+ * stops at EAGAIN is resumed by the next EPOLLOUT edge (the kernel signals
+ * one when the send buffer frees up after a full one), and conn_readable
+ * reads until the socket is empty, as an edge does not repeat. */
 static void conn_flush(struct conn *c)
 {
     while (c->out_off < c->out_len) {
@@ -571,8 +566,6 @@ static void conn_flush(struct conn *c)
     }
     if (c->out_off == c->out_len)
         c->out_off = c->out_len = 0;
-    if (c->state >= C_HTTP)
-        ep_mod(c, c->out_len > 0);
 }
 
 static void out_reserve(struct conn *c, size_t n)
@@ -595,11 +588,9 @@ static void out_reserve(struct conn *c, size_t n)
     }
 }
 
-/* Appends one masked client frame to c's output (not flushed). */
-static void frame_append(struct conn *c, int opcode, const void *payload, size_t len)
+/* Writes one masked client frame to p (room for len + 14 bytes); returns its length. */
+static size_t frame_build(uint8_t *p, int opcode, const void *payload, size_t len)
 {
-    out_reserve(c, len + 14);
-    uint8_t *p = c->out + c->out_len;
     size_t h = 0;
     p[h++] = (uint8_t)(0x80 | opcode);
     if (len < 126) {
@@ -621,13 +612,49 @@ static void frame_append(struct conn *c, int opcode, const void *payload, size_t
     const uint8_t *src = payload;
     for (size_t i = 0; i < len; i++)
         p[h + i] = src[i] ^ mk[i & 3];
-    c->out_len += (uint32_t)(h + len);
+    return h + len;
+}
+
+/* Appends one masked client frame to c's output (not flushed). */
+static void frame_append(struct conn *c, int opcode, const void *payload, size_t len)
+{
+    out_reserve(c, len + 14);
+    c->out_len += (uint32_t)frame_build(c->out + c->out_len, opcode, payload, len);
+}
+
+/* Sends buf now when nothing waits before it, and queues what the socket
+ * does not take: the upgrade request and the setup frames go out without
+ * an output buffer for each connection. */
+static void conn_write(struct conn *c, const void *buf, size_t len)
+{
+    size_t done = 0;
+    if (c->out_off == c->out_len) {
+        ssize_t w = conn_send(c, buf, len);
+        if (w < 0) {
+            if (errno != EAGAIN && errno != EINTR) {
+                conn_kill(c, strerror(errno));
+                return;
+            }
+        } else {
+            done = (size_t)w;
+        }
+    }
+    if (done < len) {
+        out_reserve(c, len - done);
+        memcpy(c->out + c->out_len, (const uint8_t *)buf + done, len - done);
+        c->out_len += (uint32_t)(len - done); /* the next EPOLLOUT edge sends it */
+    }
 }
 
 static void send_text(struct conn *c, const char *s, size_t len)
 {
-    frame_append(c, 1, s, len);
-    conn_flush(c);
+    uint8_t frame[512];
+    if (len + 14 > sizeof frame) {
+        frame_append(c, 1, s, len);
+        conn_flush(c);
+        return;
+    }
+    conn_write(c, frame, frame_build(frame, 1, s, len));
 }
 
 static void room_name(char *dst, size_t cap, uint32_t room)
@@ -1103,8 +1130,10 @@ static void conn_readable(struct conn *c)
 {
     if (c->ssl && c->out_len > c->out_off)
         conn_flush(c); /* the TLS handshake waited for the server */
-    /* TLS may hold a record's rest where epoll does not see it. */
-    for (int round = 0; round < 4 || (c->ssl && SSL_pending(c->ssl)); round++) {
+    /* Edge-triggered: read until the socket is empty. A plain read shorter
+     * than asked for emptied it (what comes later is a new edge); through
+     * TLS, which reads a record at a time, until EAGAIN. */
+    for (;;) {
         size_t have = c->in_len;
         if (have) {
             memcpy(rbuf, c->in, have);
@@ -1144,44 +1173,80 @@ static void conn_readable(struct conn *c)
             }
             c->in_len = (uint32_t)rest;
         }
-        if (c->state == C_DEAD || ((size_t)r < sizeof rbuf - have && !(c->ssl && SSL_pending(c->ssl))))
+        if (c->state == C_DEAD || (!c->ssl && (size_t)r < sizeof rbuf - have))
             return;
     }
 }
 
-static void conn_writable(struct conn *c)
+/* The upgrade request of each node's connections is "GET <path>" and this. */
+static char req_tail[8][256];
+static size_t req_tail_len[8];
+
+static void req_tails_init(void)
 {
-    if (c->state == C_CONNECTING) {
-        int err = 0;
-        socklen_t el = sizeof err;
-        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
-        if (err) {
-            conn_kill(c, strerror(err));
-            return;
-        }
-        char room[32], path[256], req[1024];
-        room_name(room, sizeof room, c->room);
-        tmpl_expand(path, sizeof path, c->kind == SUB ? cfg.ad->sub_path : cfg.ad->pub_path, room, "");
-        const struct sockaddr_in *a = &cfg.nodes[c->node];
+    for (int i = 0; i < cfg.n_nodes; i++) {
+        const struct sockaddr_in *a = &cfg.nodes[i];
         char host[INET_ADDRSTRLEN];
         inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
-        int n = snprintf(req, sizeof req,
-                         "GET %s HTTP/1.1\r\nHost: %s:%u\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        int n = snprintf(req_tail[i], sizeof req_tail[i],
+                         " HTTP/1.1\r\nHost: %s:%u\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                          "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
-                         path, host, ntohs(a->sin_port), WS_KEY,
+                         host, ntohs(a->sin_port), WS_KEY,
                          cfg.deflate ? "Sec-WebSocket-Extensions: permessage-deflate\r\n" : "");
-        out_reserve(c, (size_t)n);
-        memcpy(c->out + c->out_len, req, (size_t)n);
-        c->out_len += (uint32_t)n;
+        if (n < 0 || (size_t)n >= sizeof req_tail[i])
+            die("upgrade request too long");
+        req_tail_len[i] = (size_t)n;
+    }
+}
+
+/* events: what epoll reported. While connecting, an edge with EPOLLERR is
+ * the failed connect (SO_ERROR says why); any other is the established
+ * connection, and the request goes out (a write error would kill it). */
+static void conn_writable(struct conn *c, uint32_t events)
+{
+    if (c->state == C_CONNECTING) {
+        if (events & EPOLLERR) {
+            int err = 0;
+            socklen_t el = sizeof err;
+            getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+            conn_kill(c, strerror(err ? err : ECONNRESET));
+            return;
+        }
+        if (!(events & EPOLLOUT))
+            return;
+        char req[1024];
+        size_t n = 4;
+        memcpy(req, "GET ", 4);
+        char room[32];
+        room_name(room, sizeof room, c->room);
+        n += tmpl_expand(req + n, 256, c->kind == SUB ? cfg.ad->sub_path : cfg.ad->pub_path, room, "");
+        memcpy(req + n, req_tail[c->node], req_tail_len[c->node]);
+        n += req_tail_len[c->node];
         c->state = C_HTTP;
-        c->epollout = 1;
         if (cfg.tls) { /* the request goes out once the handshake is done */
             if (!(c->ssl = SSL_new(cfg.tls)) || !SSL_set_fd(c->ssl, c->fd))
                 die("--tls: cannot create a TLS session");
             SSL_set_connect_state(c->ssl);
         }
+        conn_write(c, req, n);
+        return;
     }
-    conn_flush(c);
+    if (c->out_len > c->out_off)
+        conn_flush(c);
+}
+
+/* The source address of subscriber c with --src-addrs, or 0 when binding
+ * would change nothing: 127.0.0.1 is what the kernel picks anyway to reach
+ * a 127.0.0.0/8 server, and connect() picks the port as after a bind with
+ * IP_BIND_ADDRESS_NO_PORT. */
+static uint32_t src_addr_of(const struct conn *c)
+{
+    if (c->kind != SUB || cfg.src_addrs < 2)
+        return 0;
+    uint32_t src = 0x7f000001u + c->idx % (uint32_t)cfg.src_addrs;
+    if (src == 0x7f000001u && (ntohl(cfg.nodes[c->node].sin_addr.s_addr) >> 24) == 127)
+        return 0;
+    return src;
 }
 
 static void conn_start(struct conn *c)
@@ -1190,33 +1255,46 @@ static void conn_start(struct conn *c)
     if (fd < 0)
         die("socket: %s (raise ulimit -n?)", strerror(errno));
     int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (c->kind == SUB && cfg.src_addrs > 1) {
+    /* A subscriber writes only in answer to what the server sent, which
+     * acknowledged its previous write: Nagle never holds its segments back,
+     * and TCP_NODELAY would change nothing on the wire. A publisher writes
+     * back to back. */
+    if (c->kind == PUB)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    uint32_t src_ip = src_addr_of(c);
+    if (src_ip) {
+        /* the port is picked at connect(), per destination: without this,
+         * bind() would reserve one for any destination and the ephemeral
+         * range would run out */
         setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
         struct sockaddr_in src = {.sin_family = AF_INET};
-        src.sin_addr.s_addr = htonl(0x7f000001u + (uint32_t)(c->idx % (uint32_t)cfg.src_addrs));
+        src.sin_addr.s_addr = htonl(src_ip);
         if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0)
-            die("bind 127.0.0.%u: %s", 1 + c->idx % (uint32_t)cfg.src_addrs, strerror(errno));
+            die("bind 127.0.0.%u: %s", src_ip & 0xff, strerror(errno));
     }
     c->fd = fd;
     c->t0 = now_ns();
     c->frag_op = 0;
     c->state = C_CONNECTING;
-    c->epollout = 1;
     inflight++;
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
+    const struct sockaddr_in *a = &cfg.nodes[c->node];
+    if (connect(fd, (const struct sockaddr *)a, sizeof *a) < 0 && errno != EINPROGRESS) {
+        conn_kill(c, strerror(errno));
+        return;
+    }
+    /* registered after connect(): the state it polls in is SYN_SENT or
+     * ESTABLISHED, and the edge of the connect's outcome is still to come or
+     * already reported by EPOLL_CTL_ADD */
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET, .data.ptr = c};
     if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0)
         die("epoll_ctl: %s", strerror(errno));
-    const struct sockaddr_in *a = &cfg.nodes[c->node];
-    if (connect(fd, (const struct sockaddr *)a, sizeof *a) < 0 && errno != EINPROGRESS)
-        conn_kill(c, strerror(errno));
 }
 
 /* One turn of the loop: waits at most timeout_ms, handles what is ready. */
 static void loop_once(int timeout_ms)
 {
-    static struct epoll_event evs[512];
-    int n = epoll_wait(ep, evs, 512, timeout_ms);
+    static struct epoll_event evs[4096];
+    int n = epoll_wait(ep, evs, (int)(sizeof evs / sizeof evs[0]), timeout_ms);
     if (n < 0 && errno != EINTR)
         die("epoll_wait: %s", strerror(errno));
     for (int i = 0; i < n; i++) {
@@ -1224,7 +1302,7 @@ static void loop_once(int timeout_ms)
         if (c->state == C_DEAD)
             continue;
         if (evs[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
-            conn_writable(c);
+            conn_writable(c, evs[i].events);
         if (c->state != C_DEAD && c->state != C_CONNECTING && (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
             conn_readable(c);
     }
@@ -2067,6 +2145,7 @@ int main(int argc, char **argv)
         if (!out_file)
             die("--out %s: %s", cfg.out_path, strerror(errno));
     }
+    req_tails_init();
     ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0)
         die("epoll_create1: %s", strerror(errno));
