@@ -2,7 +2,7 @@
 """idle_memory.py - what one idle joined connection costs, in wsfan's own
 memory and in the kernel, measured from a fresh server:
 
-    bench/idle_memory.py [--bin build/wsfan] [--connections N] [--rooms R] [--tls]
+    bench/idle_memory.py [--bin build/wsfan] [--connections N] [--rooms R] [--tls] [--anonymous]
 
 Starts one wsfan (memory engines, --workers 1) on a free loopback port,
 opens N WebSocket connections (default 5,000; this process and the server
@@ -14,6 +14,8 @@ rooms (default 100), and reads, before and after:
 Both ends of each connection are on this machine, so the kernel figures
 cover 2N sockets; the report divides them by 2N for one socket. Other work
 on the machine moves the slab figure: run it on a quiet machine and repeat.
+--anonymous: connections without a user (`/ws`), instead of one user per
+connection (`/ws?user=uN`), which adds the user's index entries.
 --tls: the server with --tls-cert (a self-signed P-256 certificate made
 with the openssl CLI), the clients over wss://."""
 
@@ -52,11 +54,12 @@ def unverified_context():
     return ctx
 
 
-async def open_all(port, n, rooms, tls):
+async def open_all(port, n, rooms, tls, anonymous):
     conns = []
     url, extra = (f"wss://127.0.0.1:{port}", {"ssl": unverified_context()}) if tls else (f"ws://127.0.0.1:{port}", {})
     for i in range(n):
-        ws = await websockets.connect(f"{url}/ws?user=u{i}", max_size=None, ping_interval=None, **extra)
+        path = "/ws" if anonymous else f"/ws?user=u{i}"
+        ws = await websockets.connect(f"{url}{path}", max_size=None, ping_interval=None, **extra)
         await ws.recv()  # welcome
         await ws.send(f'{{"type":"join","room":"r{i % rooms}"}}')
         while '"joined"' not in await ws.recv():
@@ -66,9 +69,9 @@ async def open_all(port, n, rooms, tls):
     return conns
 
 
-async def measure(port, n, rooms, pid, tls):
+async def measure(port, n, rooms, pid, tls, anonymous):
     """Opens the connections and reads the figures while they are open."""
-    conns = await open_all(port, n, rooms, tls)
+    conns = await open_all(port, n, rooms, tls, anonymous)
     figures = rss_bytes(pid), kernel()
     await asyncio.gather(*(ws.close() for ws in conns), return_exceptions=True)
     return figures
@@ -80,6 +83,7 @@ def main():
     ap.add_argument("--connections", type=int, default=5000)
     ap.add_argument("--rooms", type=int, default=100)
     ap.add_argument("--tls", action="store_true", help="serve and connect over TLS")
+    ap.add_argument("--anonymous", action="store_true", help="connections without a user")
     args = ap.parse_args()
     port = free_port()
     folder = tempfile.TemporaryDirectory()
@@ -95,9 +99,10 @@ def main():
                 time.sleep(0.05)
         time.sleep(0.3)
         rss0, (slab0, tcp0) = rss_bytes(server.pid), kernel()
-        (rss1, (slab1, tcp1)) = asyncio.run(measure(port, args.connections, args.rooms, server.pid, args.tls))
+        (rss1, (slab1, tcp1)) = asyncio.run(measure(port, args.connections, args.rooms, server.pid, args.tls, args.anonymous))
         n = args.connections
-        print(f"{n} idle connections{' over TLS' if args.tls else ''} in {args.rooms} rooms, from a fresh server")
+        who = "anonymous" if args.anonymous else "one user each"
+        print(f"{n} idle connections ({who}){' over TLS' if args.tls else ''} in {args.rooms} rooms, from a fresh server")
         print("| memory | per connection |")
         print("| --- | --- |")
         print(f"| wsfan VmRSS | {(rss1 - rss0) / n:.0f} bytes |")
