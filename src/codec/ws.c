@@ -199,7 +199,9 @@ static int read_mask(struct ws_parser *p, uint16_t *close_code)
     p->state = ST_PAYLOAD;
     if (is_control(p->opcode)) {
         p->ctl_len = (uint8_t)p->frame_len;
-        if (!p->ctl && !(p->ctl = malloc(WS_CONTROL_MAX)))
+        /* An empty one (most pings and pongs) needs no buffer: a flood of
+         * them allocates nothing. */
+        if (p->ctl_len && !p->ctl && !(p->ctl = malloc(WS_CONTROL_MAX)))
             return fail(p, WS_CLOSE_INTERNAL, close_code);
         return 0;
     }
@@ -241,7 +243,7 @@ static int close_event(struct ws_parser *p, struct ws_event *ev, uint16_t *close
 
     p->state = ST_DONE;
     ev->type = WS_EV_CLOSE;
-    ev->data = p->ctl;
+    ev->data = p->ctl ? p->ctl : empty_message;
     ev->len = 0;
     if (p->ctl_len == 0) {
         ev->close_code = WS_CLOSE_NO_STATUS;
@@ -293,7 +295,7 @@ static int frame_end(struct ws_parser *p, struct ws_event *ev, uint16_t *close_c
     case WS_OP_PING:
     case WS_OP_PONG:
         ev->type = p->opcode == WS_OP_PING ? WS_EV_PING : WS_EV_PONG;
-        ev->data = p->ctl;
+        ev->data = p->ctl ? p->ctl : empty_message;
         ev->len = p->ctl_len;
         ev->close_code = 0;
         return WS_PARSE_EVENT;

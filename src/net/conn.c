@@ -646,7 +646,8 @@ static size_t read_ws(struct conn *c, const uint8_t *buf, size_t len)
             c->handler->on_text(c, (const char *)ev.data, ev.len);
             break;
         case WS_EV_PING: {
-            struct frame *f = ws_frame_create(WS_OP_PONG, ev.data, ev.len);
+            /* Most pings are empty: their pong is the loop's shared one. */
+            struct frame *f = ev.len ? ws_frame_create(WS_OP_PONG, ev.data, ev.len) : frame_ref(c->loop->pong);
             if (!f) {
                 conn_drop(c);
                 return total;

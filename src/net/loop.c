@@ -100,7 +100,8 @@ int net_loop_init(struct net_loop *l, uv_loop_t *uv, int index, const struct con
     l->index = index;
     l->cfg = cfg;
     l->metrics = metrics;
-    if (!(l->ping = ws_frame_create(WS_OP_PING, NULL, 0)) || !(l->keepalive = sse_keepalive_create()))
+    if (!(l->ping = ws_frame_create(WS_OP_PING, NULL, 0)) || !(l->pong = ws_frame_create(WS_OP_PONG, NULL, 0)) ||
+        !(l->keepalive = sse_keepalive_create()))
         return UV_ENOMEM;
     if ((l->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0)
         return uv_translate_sys_error(errno);
@@ -136,8 +137,9 @@ void net_loop_close(struct net_loop *l)
     uv_close((uv_handle_t *)&l->flush_more, NULL);
     uv_close((uv_handle_t *)&l->ticker, NULL);
     frame_unref(l->ping);
+    frame_unref(l->pong);
     frame_unref(l->keepalive);
-    l->ping = l->keepalive = NULL;
+    l->ping = l->pong = l->keepalive = NULL;
 }
 
 size_t net_loop_close_some(struct net_loop *l, size_t n, uint16_t code, const char *reason)

@@ -43,6 +43,7 @@ struct net_loop {
     struct conn *dirty_tail;
     uint64_t next_seq;
     struct frame *ping;          /* the one ping frame every connection shares */
+    struct frame *pong;          /* and the one answer to an empty ping */
     struct frame *keepalive;     /* and the one keep-alive comment of every stream */
     struct tls_ctx *tls;         /* new connections speak TLS with it; NULL: plaintext.
                                     The owner's (a reload swaps it), sessions hold their own */
