@@ -295,6 +295,7 @@ static void flush_now(struct conn *c)
     if (c->closed || c->want_write)
         return;
     if (q->count == 0) {
+        want_write(c, 0);
         shutdown_if_drained(c);
         return;
     }

@@ -111,7 +111,8 @@ int net_loop_init(struct net_loop *l, uv_loop_t *uv, int index, const struct con
         return r;
     }
     l->io.data = l;
-    uv_poll_start(&l->io, UV_READABLE, on_io);
+    if ((r = uv_poll_start(&l->io, UV_READABLE, on_io)))
+        return r;
     uv_prepare_init(uv, &l->flusher);
     l->flusher.data = l;
     uv_prepare_start(&l->flusher, on_flush);

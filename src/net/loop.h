@@ -1,7 +1,8 @@
 /* loop.h - what one worker's event loop does for its connections: the list
- * of them, the epoll set that watches their sockets, the dirty list and the flusher that writes a slice of them per
- * loop turn, the ticker that runs heartbeats and timeouts, and the scratch
- * buffers every read and writev of the loop shares. Knows nothing of
+ * of them, the epoll set that watches their sockets, the dirty list and
+ * the flusher that writes a slice of them per loop turn, the ticker that
+ * runs heartbeats and timeouts, and the scratch buffers every read and
+ * writev of the loop shares. Knows nothing of
  * what the connections carry. One thread: the loop's. */
 #ifndef WSFAN_LOOP_H
 #define WSFAN_LOOP_H

@@ -21,6 +21,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/epoll.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -732,6 +733,7 @@ static void test_conn_partial_writes_deliver_every_byte_once_in_order(void **sta
     assert_int_equal(f->c->conn.out.bytes, 0);
     assert_int_equal(f->c->conn.out.count, 0);
     assert_false(f->c->conn.want_write);
+    assert_int_equal(f->c->conn.polled, EPOLLIN); /* writability no longer watched */
     assert_int_equal(atomic_load(&f->metrics.bytes_out), total);
     assert_int_equal(f->closes, 0);
 }
