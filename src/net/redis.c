@@ -46,7 +46,8 @@ struct redis_conn {
     uv_connect_t connect;
     uv_tcp_t tcp;
     int refs;                 /* the TCP handle, and a resolve in flight */
-    int connected;            /* commands may be sent (over TLS: after the handshake) */
+    int connected;            /* connected (over TLS: the handshake is over) */
+    int broken;               /* a write failed: no more sends; the read error follows */
     struct tls *tls;          /* rediss://; else NULL */
     redisReader *reader;
     struct pending *queue;    /* a ring of cap entries, count from head */
@@ -426,7 +427,7 @@ static int conn_write(struct redis_conn *c, char *cmd, size_t len)
 static int conn_send(struct redis_conn *c, redis_reply_fn *fn, void *privdata, int argc, const char **argv,
                      const size_t *lens)
 {
-    if (!c->link || !c->connected)
+    if (!c->link || !c->connected || c->broken)
         return -1;
     struct pending p = {.fn = fn, .privdata = privdata};
     if (argc == 2 && is_one_of(argv[0], subscription_kinds, COUNT(subscription_kinds))) {
@@ -452,7 +453,7 @@ static int conn_send(struct redis_conn *c, redis_reply_fn *fn, void *privdata, i
          * health check) takes the link down, outside the caller's call. */
         c->count--;
         free(p.channel);
-        c->connected = 0;
+        c->broken = 1;
         return -1;
     }
     return 0;

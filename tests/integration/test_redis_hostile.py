@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 
-from conftest import await_ready, publish_many, redis_node, run, wait_until
+from conftest import await_ready, await_until, publish_many, redis_node, run, wait_until
 from protocol_client import connect, uniq
 
 NS = "wsfan"
@@ -25,6 +25,11 @@ def stream_key(room):
 
 def room_messages(c, room):
     return [m for m in c.log if m["type"] == "message" and m.get("room") == room]
+
+
+def _subscriber_connects(node) -> int:
+    """How many times node's subscriber link has connected, from its log."""
+    return sum(1 for line in node.log().splitlines() if " redis subscriber " in line and line.endswith(": connected"))
 
 
 def test_a_foreign_offset_never_moves_the_delivered_position(redis_server, wsfan):
@@ -51,7 +56,11 @@ def test_a_foreign_offset_never_moves_the_delivered_position(redis_server, wsfan
             r.publish(channel, json.dumps({"data": "sealed?", "offset": "99999999999999-1", "mac": "0" * 40}))
             r.publish(channel, json.dumps({"data": "marker"}))
             await ma.recv_until("message", data="marker")
+            b_subscribed = _subscriber_connects(b)
             r.client_kill_filter(_type="pubsub")  # both nodes'; b is back long before a
+            # /readyz can still say 200 before b has read the kill: wait for its new subscription.
+            await await_until(lambda: (_subscriber_connects(b) > b_subscribed, b.log_tail()),
+                              "node b should resubscribe after the kill", 5)
             await await_ready(b, 5)
             gap = await publish_many(pb, room, [{"gap": k} for k in range(5)])
             live = await publish_many(pb, room, [{"live": k} for k in range(3)])
