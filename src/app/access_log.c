@@ -8,6 +8,7 @@
 #include "app/auth.h"
 #include "app/client.h"
 #include "codec/http.h"
+#include "core/clock.h"
 #include "core/log.h"
 
 /* Sessions and refusals: info with --log-connections, debug without. */
@@ -28,7 +29,7 @@ void access_log_opened(const struct client *c, const struct http_request *req, c
         return;
     char session[CONN_ID_MAX], addr[NETADDR_TEXT_MAX];
     conn_id(&c->conn, session);
-    net_addr_format(&c->adm.client, addr);
+    net_addr_format(&c->adm.addr, addr);
     log_event(level, "websocket opened", log_text("session", session), log_text("addr", addr),
               log_text("path", req->path), log_text("user", who->user[0] ? who->user : NULL),
               log_text("tenant", who->claims.tenant));
@@ -42,7 +43,7 @@ void access_log_closed(const struct client *c)
     const struct conn *conn = &c->conn;
     char session[CONN_ID_MAX], addr[NETADDR_TEXT_MAX];
     conn_id(conn, session);
-    net_addr_format(&c->adm.client, addr);
+    net_addr_format(&c->adm.addr, addr);
     log_event(level, "websocket closed", log_text("session", session), log_text("addr", addr),
               log_text("user", c->user), log_num("code", conn->close_code),
               log_text("reason", conn->close_reason && *conn->close_reason ? conn->close_reason : NULL),
@@ -62,7 +63,7 @@ void access_log_answer(const struct client *c, int status, const char *reason)
     if (!log_enabled(level))
         return;
     char session[CONN_ID_MAX], addr[NETADDR_TEXT_MAX];
-    struct net_addr client = c->adm.client;
+    struct net_addr client = c->adm.addr;
     if (path)
         admission_client_addr(c, req, &client);
     conn_id(&c->conn, session);
@@ -70,5 +71,5 @@ void access_log_answer(const struct client *c, int status, const char *reason)
     log_event(level, msg, log_text("session", session), log_text("addr", addr),
               log_text("method", path ? req->method_name : NULL), log_text("path", path), log_num("status", status),
               log_text("reason", reason), log_text("origin", handshake ? req->origin : NULL),
-              log_num("duration_ms", since_ms(c, c->http_since_ms)));
+              log_num("duration_ms", clock_ms32_since(uv_now(c->conn.loop->uv), c->http_since_ms)));
 }

@@ -28,7 +28,7 @@ static int take_slot(struct client *c)
  * many. */
 static int take_ip_slot(struct client *c)
 {
-    const struct net_addr *addr = &c->adm.client;
+    const struct net_addr *addr = &c->adm.addr;
     struct app *app = client_app(c);
     if (!app->cfg->max_connections_per_ip || c->adm.ip_slot)
         return 0;
@@ -52,10 +52,9 @@ int admission_accept(struct client *c, const struct sockaddr *peer, int admin)
     c->adm.admin = (uint8_t)(admin != 0);
     if (!admin && take_slot(c))
         return 503;
-    if (net_addr_from_sockaddr(peer, &c->adm.peer))
+    if (net_addr_from_sockaddr(peer, &c->adm.addr))
         return 0; /* not an IP peer: nothing to count by */
-    c->adm.client = c->adm.peer;
-    if (!net_cidr_list_match(&cfg->trusted_proxies, &c->adm.peer) && take_ip_slot(c))
+    if (!net_cidr_list_match(&cfg->trusted_proxies, &c->adm.addr) && take_ip_slot(c))
         return 429;
     return 0;
 }
@@ -72,14 +71,16 @@ int admission_origin(struct client *c, const struct http_request *req)
 
 void admission_client_addr(const struct client *c, const struct http_request *req, struct net_addr *out)
 {
-    net_addr_forwarded(&client_app(c)->cfg->trusted_proxies, &c->adm.peer, req->forwarded_for, out);
+    net_addr_forwarded(&client_app(c)->cfg->trusted_proxies, &c->adm.addr, req->forwarded_for, out);
 }
 
 int admission_upgrade(struct client *c, const struct http_request *req)
 {
     /* The same address as at accept unless the peer is a trusted proxy,
      * whose connections hold no per-IP slot before this. */
-    admission_client_addr(c, req, &c->adm.client);
+    struct net_addr client;
+    admission_client_addr(c, req, &client);
+    c->adm.addr = client;
     if (take_ip_slot(c))
         return 429;
     if (!c->adm.slot && c->adm.admin && take_slot(c))
@@ -100,7 +101,7 @@ void admission_release(struct client *c)
     if (c->adm.slot)
         atomic_fetch_sub(app->connections, 1);
     if (c->adm.ip_slot)
-        addr_count_give(app->per_ip, &c->adm.client);
+        addr_count_give(app->per_ip, &c->adm.addr);
     c->adm.slot = c->adm.ip_slot = 0;
 }
 

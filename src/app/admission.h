@@ -20,9 +20,9 @@ struct http_request;
 
 /* What a client connection holds, embedded in struct client. */
 struct admission {
-    struct net_addr peer;      /* the TCP peer */
-    struct net_addr client;    /* the client: the peer, then from the upgrade
-                                  the forwarded address; its per-IP slot is for it */
+    struct net_addr addr;      /* the TCP peer until the upgrade, then the client's
+                                  address (forwarded behind a trusted proxy): its
+                                  per-IP slot is for it */
     uint8_t admin;             /* accepted on --admin-listen */
     uint8_t slot;              /* holds a --max-connections slot */
     uint8_t ip_slot;           /* holds a --max-connections-per-ip slot for counted */
@@ -46,7 +46,8 @@ int admission_origin(struct client *c, const struct http_request *req);
 int admission_upgrade(struct client *c, const struct http_request *req);
 
 /* The client address of req: the peer's, or the one a trusted proxy put
- * in X-Forwarded-For. */
+ * in X-Forwarded-For. After the upgrade it is the address found then (the
+ * walk of X-Forwarded-For from a client address comes back to it). */
 void admission_client_addr(const struct client *c, const struct http_request *req, struct net_addr *out);
 
 /* True when req comes from the loopback (the client address, forwarded

@@ -121,7 +121,7 @@ static int submit_user(struct client *c, enum bus_op op)
     if (!req)
         return -1;
     char buf[KEY_MAX_LEN + 1];
-    strcpy(req->user, name_key(c->tenant, c->user ? c->user : "", buf));
+    strcpy(req->user, name_key(client_tenant(c), c->user ? c->user : "", buf));
     bus_submit(client_app(c)->bus, &req->base);
     return 0;
 }
@@ -137,25 +137,32 @@ static void exp_text(const struct token_claims *claims, char out[24])
         strcpy(out, "null");
 }
 
+/* What c's token allows; NULL without a token (auth_check's rules then). */
+static const struct token_rights *client_rights(const struct client *c)
+{
+    return c->claims ? &c->claims->rights : NULL;
+}
+
 /* Takes the rights, tenant and info of claims (left empty), and sets the
  * deadline of its exp on the loop's clock, so that the tick compares two
  * numbers. Returns 0, or -1 when out of memory (nothing taken). */
 static int take_claims(struct client *c, struct token_claims *claims)
 {
-    if (!c->rights && !(c->rights = calloc(1, sizeof *c->rights)))
+    struct client_claims *mine = c->claims;
+    if (!mine && !(mine = c->claims = calloc(1, sizeof *mine)))
         return -1;
-    token_rights_free(c->rights);
-    *c->rights = claims->rights;
+    token_rights_free(&mine->rights);
+    mine->rights = claims->rights;
     memset(&claims->rights, 0, sizeof claims->rights);
-    free(c->tenant);
-    free(c->info);
-    c->tenant = claims->tenant;
-    c->info = claims->info;
+    free(mine->tenant);
+    free(mine->info);
+    mine->tenant = claims->tenant;
+    mine->info = claims->info;
     claims->tenant = claims->info = NULL;
-    c->expires_ms = 0;
+    mine->expires_ms = 0;
     if (claims->has_exp) {
         int64_t left_ms = (claims->exp + client_app(c)->cfg->jwt_leeway) * 1000 - (int64_t)clock_wall_ms();
-        c->expires_ms = uv_now(c->conn.loop->uv) + (uint64_t)(left_ms > 0 ? left_ms : 0);
+        mine->expires_ms = uv_now(c->conn.loop->uv) + (uint64_t)(left_ms > 0 ? left_ms : 0);
     }
     return 0;
 }
@@ -181,10 +188,10 @@ void client_start(struct client *c, struct auth_result *who)
                    reply_welcome(session, c->user, cfg->node_id, cfg->heartbeat, who->has_token ? exp : NULL, &len),
                    &len);
     }
-    if (!c->user && !c->tenant)
+    if (!c->user && !client_tenant(c))
         return;
     struct hub *hub = client_app(c)->hub;
-    if ((c->user && hub_user_add(hub, c)) || (c->tenant && hub_tenant_add(hub, c)) || submit_user(c, BUS_ONLINE))
+    if ((c->user && hub_user_add(hub, c)) || (client_tenant(c) && hub_tenant_add(hub, c)) || submit_user(c, BUS_ONLINE))
         conn_close(&c->conn, WS_CLOSE_INTERNAL, "out of memory");
     else
         c->online = 1;
@@ -308,7 +315,7 @@ static const char *read_room(struct call *call)
 static int withdrawn(struct client *c, struct call *call)
 {
     const char *room = read_room(call), *why;
-    return room && auth_check(client_app(c)->cfg, c->rights, AUTH_READ, room, 1, &why);
+    return room && auth_check(client_app(c)->cfg, client_rights(c), AUTH_READ, room, 1, &why);
 }
 
 /* Answers one call that came back, in its turn, and ends it. */
@@ -447,7 +454,7 @@ static struct call *command_call(struct client *c, const struct command *cmd, en
 static int permit(struct client *c, const struct command *cmd, enum auth_action action, const char *room)
 {
     const char *why = NULL;
-    int err = auth_check(client_app(c)->cfg, c->rights, action, cmd->room,
+    int err = auth_check(client_app(c)->cfg, client_rights(c), action, cmd->room,
                          action != AUTH_SEND && action != AUTH_BROADCAST && hub_is_member(c, room), &why);
     if (err)
         send_error(c, cmd->ref, err, err == WSFAN_EFORBIDDEN ? why : NULL);
@@ -517,7 +524,7 @@ static void run_join(struct client *c, struct command *cmd, const char *room)
     }
     /* Presence shows the info of the user's newest connection (section 3). */
     char *info = NULL;
-    if ((c->user && c->info && !(info = strdup(c->info))) || hub_room_add(app->hub, c, room) != HUB_OK) {
+    if ((c->user && c->claims && c->claims->info && !(info = strdup(c->claims->info))) || hub_room_add(app->hub, c, room) != HUB_OK) {
         free(info);
         send_error(c, cmd->ref, WSFAN_ENOMEM, NULL);
         return;
@@ -595,7 +602,7 @@ static void leave_forbidden(struct client *c, const char *room)
 static int may_stay(struct client *c, const char *room)
 {
     const char *why;
-    return auth_check(client_app(c)->cfg, c->rights, AUTH_JOIN, name_of_key(room), 1, &why) == 0;
+    return auth_check(client_app(c)->cfg, client_rights(c), AUTH_JOIN, name_of_key(room), 1, &why) == 0;
 }
 
 /* refresh (docs/protocol.md section 1a): a new token of the same sub and
@@ -616,8 +623,9 @@ static void run_refresh(struct client *c, struct command *cmd)
         send_error(c, cmd->ref, r == TOKEN_NOMEM ? WSFAN_ENOMEM : WSFAN_ETOKEN_INVALID, r == TOKEN_NOMEM ? NULL : why);
         return;
     }
-    if (!c->rights || strcmp(claims.sub, c->user) || !claims.tenant != !c->tenant ||
-        (c->tenant && strcmp(claims.tenant, c->tenant))) {
+    const char *tenant = client_tenant(c);
+    if (!c->claims || strcmp(claims.sub, c->user) || !claims.tenant != !tenant ||
+        (tenant && strcmp(claims.tenant, tenant))) {
         send_error(c, cmd->ref, WSFAN_EFORBIDDEN, "a refresh must name the connection's sub and tenant");
     } else if (take_claims(c, &claims)) {
         send_error(c, cmd->ref, WSFAN_ENOMEM, NULL);
@@ -637,7 +645,7 @@ static void run_command(struct client *c, struct command *cmd)
     size_t len;
     /* The key of the command's room (of everyone when it has none). */
     char buf[KEY_MAX_LEN + 1];
-    const char *room = name_key(c->tenant, cmd->room, buf);
+    const char *room = name_key(client_tenant(c), cmd->room, buf);
     switch (cmd->type) {
     case CMD_PING:
         send_reply(c, reply_pong(cmd->ref, &len), &len);
@@ -659,7 +667,7 @@ static void run_command(struct client *c, struct command *cmd)
         return;
     case CMD_SEND:
         if (permit(c, cmd, AUTH_SEND, room))
-            run_publish(c, cmd, EVENT_USER, name_key(c->tenant, cmd->user, buf));
+            run_publish(c, cmd, EVENT_USER, name_key(client_tenant(c), cmd->user, buf));
         return;
     case CMD_BROADCAST:
         if (permit(c, cmd, AUTH_BROADCAST, room))
@@ -707,12 +715,10 @@ static int rate_allows(struct client *c, const char *ref)
     if (!rate || bucket_take(&c->rate, now_ms, (uint32_t)rate))
         return 1;
     metrics_rate_limited(c->conn.loop->metrics);
-    /* 32-bit milliseconds: the differences are right across the wrap. */
-    uint32_t now = (uint32_t)now_ms;
-    if ((uint32_t)(now - c->last_refused_ms) > RATE_PAUSE_MS)
-        c->refused_since_ms = now;
-    c->last_refused_ms = now;
-    if ((uint32_t)(now - c->refused_since_ms) > RATE_ABUSE_MS) {
+    if (clock_ms32_since(now_ms, c->last_refused_ms) > RATE_PAUSE_MS)
+        c->refused_since_ms = (uint32_t)now_ms;
+    c->last_refused_ms = (uint32_t)now_ms;
+    if (clock_ms32_since(now_ms, c->refused_since_ms) > RATE_ABUSE_MS) {
         log_info("conn %d.%llu: over --rate-limit for %d s, closing with 1008", c->conn.loop->index,
                  (unsigned long long)c->conn.seq, RATE_ABUSE_MS / 1000);
         conn_close(&c->conn, WS_CLOSE_POLICY, "rate limit exceeded");
@@ -758,12 +764,13 @@ static void on_close(struct conn *conn)
 {
     struct client *c = client_of(conn);
     struct app *app = client_app(c);
+    const char *tenant = client_tenant(c);
     access_log_closed(c);
     admission_release(c);
     hub_conn_leave_all(app->hub, c, leave_silently);
     if (c->user)
         hub_user_remove(app->hub, c);
-    if (c->tenant)
+    if (tenant)
         hub_tenant_remove(app->hub, c);
     /* Only what was announced: the bus's counts of the user and the tenant
      * stay exact when the start ran out of memory. */
@@ -772,7 +779,7 @@ static void on_close(struct conn *conn)
     c->online = 0;
     if (submit_user(c, BUS_OFFLINE))
         log_error("out of memory: user %s of tenant %s stays routed here until restart", c->user ? c->user : "-",
-                  c->tenant ? c->tenant : "-");
+                  tenant ? tenant : "-");
 }
 
 static void on_free(struct conn *conn)
@@ -784,7 +791,7 @@ static void on_free(struct conn *conn)
 static void on_tick(struct conn *conn, uint64_t now_ms)
 {
     struct client *c = client_of(conn);
-    if (c->expires_ms && now_ms >= c->expires_ms)
+    if (c->claims && c->claims->expires_ms && now_ms >= c->claims->expires_ms)
         conn_close(conn, WS_CLOSE_POLICY, "token expired");
     else
         expire_calls(c, now_ms);
@@ -801,11 +808,12 @@ void client_free(struct client *c)
 {
     http_reader_destroy(c->http);
     free(c->user);
-    if (c->rights)
-        token_rights_free(c->rights);
-    free(c->rights);
-    free(c->tenant);
-    free(c->info);
+    if (c->claims) {
+        token_rights_free(&c->claims->rights);
+        free(c->claims->tenant);
+        free(c->claims->info);
+        free(c->claims);
+    }
     sse_free(c->sse);
     free(c);
 }

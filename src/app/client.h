@@ -13,6 +13,7 @@
 
 #include "app/admission.h"
 #include "app/hub.h"
+#include "codec/token.h"
 #include "core/bucket.h"
 #include "net/conn.h"
 #include "net/loop.h"
@@ -26,13 +27,23 @@ struct call;
 struct http_reader;
 struct offset;
 struct sse_stream;
-struct token_rights;
+
+/* What a client's token says (docs/protocol.md section 1a): one block,
+ * allocated with the first token, so that a connection without one holds a
+ * pointer only. */
+struct client_claims {
+    struct token_rights rights; /* what the token allows */
+    char *tenant;               /* the tenant claim (owned): its rooms and users
+                                   are keys of it (core/names.h) */
+    char *info;                 /* the info claim as compact JSON (owned) */
+    uint64_t expires_ms;        /* loop time when exp + leeway has passed; 0: never */
+};
 
 struct client {
     struct conn conn;           /* first: the transport's part */
     /* HTTP phase (router.c) */
     struct http_reader *http;   /* the request being read */
-    uint64_t http_since_ms;     /* when the current request began */
+    uint32_t http_since_ms;     /* when the current request began (clock_ms32_since) */
     uint8_t deferred;           /* the request's answer comes later; reading waits */
     struct admission adm;       /* its address and the connection slots it holds */
     /* WebSocket session */
@@ -46,20 +57,18 @@ struct client {
     struct call *flight, *flight_tail; /* calls on the bus, oldest first */
     char *user;                 /* NULL when anonymous */
     struct hub_conn hub;        /* this client's rooms, user and tenant slots */
-    /* Its token (docs/protocol.md section 1a); all NULL or 0 without one */
-    struct token_rights *rights; /* what the token allows (owned) */
-    char *tenant;               /* the tenant claim (owned): its rooms and users
-                                   are keys of it (core/names.h) */
-    char *info;                 /* the info claim as compact JSON (owned) */
-    uint64_t expires_ms;        /* loop time when exp + leeway has passed; 0: never */
+    struct client_claims *claims; /* its token's (owned); NULL without one */
     struct bucket rate;         /* --rate-limit */
-    uint32_t refused_since_ms;  /* when the refusals without a pause began (low 32 bits) */
+    uint32_t refused_since_ms;  /* when the refusals without a pause began (clock_ms32_since) */
     uint32_t last_refused_ms;
     struct sse_stream *sse;     /* a server-sent event stream's rooms and id
                                    (app/sse.c, owned); NULL on a WebSocket */
 };
 
 static inline struct client *client_of(struct conn *c) { return (struct client *)c; }
+
+/* c's tenant, or NULL when it has none. */
+static inline const char *client_tenant(const struct client *c) { return c->claims ? c->claims->tenant : NULL; }
 
 /* The application state of c's worker. */
 static inline struct app *client_app(const struct client *c) { return c->conn.loop->data; }

@@ -417,19 +417,19 @@ static uint32_t *tenant_slot_of(struct client *c)
 int hub_user_add(struct hub *h, struct client *c)
 {
     char buf[KEY_MAX_LEN + 1];
-    return index_add(h, c, name_key(c->tenant, c->user, buf), &c->hub.user_slot);
+    return index_add(h, c, name_key(client_tenant(c), c->user, buf), &c->hub.user_slot);
 }
 
 void hub_user_remove(struct hub *h, struct client *c)
 {
     char buf[KEY_MAX_LEN + 1];
-    index_remove(h, c, name_key(c->tenant, c->user, buf), c->hub.user_slot, user_slot_of);
+    index_remove(h, c, name_key(client_tenant(c), c->user, buf), c->hub.user_slot, user_slot_of);
 }
 
 int hub_tenant_add(struct hub *h, struct client *c)
 {
     char buf[KEY_MAX_LEN + 1];
-    int rc = index_add(h, c, name_key(c->tenant, "", buf), &c->hub.tenant_slot);
+    int rc = index_add(h, c, name_key(client_tenant(c), "", buf), &c->hub.tenant_slot);
     if (rc == HUB_OK)
         h->tenant_conns++;
     return rc;
@@ -438,7 +438,7 @@ int hub_tenant_add(struct hub *h, struct client *c)
 void hub_tenant_remove(struct hub *h, struct client *c)
 {
     char buf[KEY_MAX_LEN + 1];
-    if (index_remove(h, c, name_key(c->tenant, "", buf), c->hub.tenant_slot, tenant_slot_of) == HUB_OK)
+    if (index_remove(h, c, name_key(client_tenant(c), "", buf), c->hub.tenant_slot, tenant_slot_of) == HUB_OK)
         h->tenant_conns--;
 }
 
@@ -573,7 +573,7 @@ void hub_deliver(struct hub *h, const struct event *ev)
     } else {
         int tenants = h->tenant_conns != 0;
         for (struct conn *c = h->net->conns; c; c = c->next)
-            if ((c->state == CONN_WS || c->state == CONN_STREAM) && !(tenants && client_of(c)->tenant))
+            if ((c->state == CONN_WS || c->state == CONN_STREAM) && !(tenants && client_tenant(client_of(c))))
                 n += deliver_to(h, client_of(c), &enc);
     }
     /* enum event_target and enum metrics_out count room, user, all alike;

@@ -49,7 +49,7 @@ void hub_destroy(struct hub *h);
 
 enum { HUB_OK = 0, HUB_ALREADY = 1, HUB_NOT_MEMBER = 2, HUB_NOMEM = -1 };
 
-/* Rooms below are the keys of c's tenant's rooms (name_key(c->tenant, ..)).
+/* Rooms below are the keys of c's tenant's rooms (name_key(client_tenant(c), ..)).
  * c asks to join room: a pending membership. Returns HUB_OK, HUB_ALREADY
  * (pending or joined) or HUB_NOMEM. */
 int hub_room_add(struct hub *h, struct client *c, const char *room);
@@ -93,7 +93,7 @@ void hub_conn_leave_some(struct hub *h, struct client *c, int (*keep)(struct cli
 int hub_user_add(struct hub *h, struct client *c);
 void hub_user_remove(struct hub *h, struct client *c);
 
-/* Indexes c under its tenant (c->tenant must not be empty), for the
+/* Indexes c under its tenant (client_tenant(c) must not be empty), for the
  * tenant's broadcasts. Returns HUB_OK or HUB_NOMEM. */
 int hub_tenant_add(struct hub *h, struct client *c);
 void hub_tenant_remove(struct hub *h, struct client *c);

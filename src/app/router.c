@@ -32,7 +32,7 @@ static void resume(struct client *c)
     c->deferred = 0;
     if (!c->conn.closed && c->conn.state == CONN_HTTP) {
         http_reader_reset(c->http);
-        c->http_since_ms = uv_now(c->conn.loop->uv);
+        c->http_since_ms = (uint32_t)uv_now(c->conn.loop->uv);
     }
     conn_resume(&c->conn);
 }
@@ -76,7 +76,7 @@ void router_respond_text(struct client *c, int status, const char *extra_headers
 void router_defer(struct client *c)
 {
     c->deferred = 1;
-    c->http_since_ms = uv_now(c->conn.loop->uv);
+    c->http_since_ms = (uint32_t)uv_now(c->conn.loop->uv);
 }
 
 /* ---- the upgrade ------------------------------------------------------------ */
@@ -171,7 +171,7 @@ done:
 static void route(struct client *c, const struct http_request *req)
 {
     metrics_http_request(c->conn.loop->metrics);
-    c->http_since_ms = uv_now(c->conn.loop->uv); /* the answer's duration starts */
+    c->http_since_ms = (uint32_t)uv_now(c->conn.loop->uv); /* the answer's duration starts */
     if (!strcmp(req->path, "/ws"))
         upgrade(c, req);
     else if (!strcmp(req->path, "/sse"))
@@ -208,7 +208,7 @@ static size_t read_requests(struct client *c, const char *buf, size_t len)
         }
         if (c->conn.state == CONN_HTTP) {
             http_reader_reset(c->http);
-            c->http_since_ms = uv_now(c->conn.loop->uv);
+            c->http_since_ms = (uint32_t)uv_now(c->conn.loop->uv);
         }
     }
     return total - len;
@@ -224,9 +224,9 @@ static void on_tick(struct conn *conn, uint64_t now_ms)
     struct client *c = client_of(conn);
     const struct config *cfg = client_app(c)->cfg;
     /* A deferred request waits for the bus, up to --request-timeout. */
-    if (c->deferred && cfg->request_timeout && now_ms - c->http_since_ms >= (uint64_t)cfg->request_timeout)
+    if (c->deferred && cfg->request_timeout && clock_ms32_since(now_ms, c->http_since_ms) >= (uint64_t)cfg->request_timeout)
         api_expire(c);
-    else if (!c->deferred && now_ms - c->http_since_ms >= (uint64_t)cfg->handshake_timeout * 1000)
+    else if (!c->deferred && clock_ms32_since(now_ms, c->http_since_ms) >= (uint64_t)cfg->handshake_timeout * 1000)
         router_respond_text(c, 408, NULL, "request not completed in time", 0);
 }
 
@@ -259,7 +259,7 @@ void router_accept(struct app *app, int fd, const struct sockaddr *peer, int adm
     c->conn.handler = &http_handler;
     if (conn_open(app->net, fd, &c->conn))
         return;
-    c->http_since_ms = uv_now(app->net->uv);
+    c->http_since_ms = (uint32_t)uv_now(app->net->uv);
     /* Over a limit: answered before anything is read, and closed. */
     int status = admission_accept(c, peer, admin);
     if (status)

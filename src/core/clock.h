@@ -23,4 +23,13 @@ static inline uint64_t clock_mono_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* Where only the time since a recent moment matters (heartbeats, timeouts,
+ * the linger of a close), a millisecond time is kept as its low 32 bits:
+ * half the bytes, and the elapsed time stays right across the wrap for up
+ * to 49 days. */
+static inline uint32_t clock_ms32_since(uint64_t now_ms, uint32_t then_ms)
+{
+    return (uint32_t)now_ms - then_ms;
+}
+
 #endif

@@ -8,6 +8,7 @@
 #include "net/conn.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 
 #include "codec/http.h"
 #include "codec/sse.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "net/loop.h"
 #include "net/tls.h"
@@ -161,7 +163,6 @@ static void conn_free(struct conn *c)
     ws_parser_free(&c->parser);
     free(c->held);
     tls_destroy(c->tls);
-    free(c->tls_out);
     c->handler->on_free(c);
 }
 
@@ -238,7 +239,7 @@ static void want_write(struct conn *c, int on)
  * sees the end; the socket is closed when the peer closes or lingers out. */
 static int output_pending(const struct conn *c)
 {
-    return c->out.count || (c->tls && (c->tls_out || tls_out_pending(c->tls)));
+    return c->out.count || (c->tls && tls_out_pending(c->tls));
 }
 
 static void shutdown_if_drained(struct conn *c)
@@ -252,9 +253,8 @@ static void shutdown_if_drained(struct conn *c)
 
 static void output_drained(struct conn *c);
 
-/* n bytes went to the socket: counted. Then, over TLS, they leave the
- * ciphertext waiting (tls_out), freed once all written; on plain TCP they
- * leave the queue. */
+/* n bytes went to the socket: counted. Then they leave the ciphertext
+ * waiting over TLS, or the queue on plain TCP. */
 static void wrote(struct conn *c, size_t n)
 {
     metrics_bytes_out(c->loop->metrics, n);
@@ -263,11 +263,7 @@ static void wrote(struct conn *c, size_t n)
         outq_consume(&c->out, n, c->loop->metrics);
         return;
     }
-    c->tls_out_off += (uint32_t)n;
-    if (c->tls_out_off == c->tls_out_len) {
-        free(c->tls_out);
-        c->tls_out = NULL;
-    }
+    tls_out_consume(c->tls, n);
 }
 
 /* After a write: the rest on the next flush, or the half-close once all is
@@ -368,28 +364,25 @@ static void flush_tls(struct conn *c)
 {
     if (c->closed || c->want_write)
         return;
-    if (!c->tls_out) {
-        size_t len;
-        if (encrypt_queue(c) || tls_out_pending(c->tls) > UINT32_MAX) {
-            conn_drop(c);
-            return;
-        }
-        if (!(c->tls_out = tls_out_take(c->tls, &len))) {
-            want_write(c, 0);
-            shutdown_if_drained(c);
-            return;
-        }
-        c->tls_out_len = (uint32_t)len;
-        c->tls_out_off = 0;
+    if (!tls_out_pending(c->tls) && encrypt_queue(c)) {
+        conn_drop(c);
+        return;
     }
-    uv_buf_t buf = uv_buf_init(c->tls_out + c->tls_out_off, c->tls_out_len - c->tls_out_off);
+    size_t len;
+    const char *out = tls_out_peek(c->tls, &len);
+    if (!out) {
+        want_write(c, 0);
+        shutdown_if_drained(c);
+        return;
+    }
+    uv_buf_t buf = uv_buf_init((char *)out, (unsigned)(len > UINT_MAX ? UINT_MAX : len));
     ssize_t r = write_now(c, &buf, 1);
     if (r < 0) {
         write_failed(c, r);
         return;
     }
     wrote(c, (size_t)r);
-    if (c->tls_out) {
+    if (tls_out_pending(c->tls)) {
         want_write(c, 1); /* the socket is full */
         return;
     }
@@ -404,11 +397,10 @@ static void tls_failed(struct conn *c, enum metrics_tls_failure why, const char 
     metrics_tls_failure(c->loop->metrics, why);
     log_debug("conn %d.%llu: TLS handshake failed: %s", c->loop->index, (unsigned long long)c->seq, detail);
     size_t len;
-    char *alert = tls_out_take(c->tls, &len);
-    uv_buf_t buf = uv_buf_init(alert, (unsigned)len);
-    if (alert && !c->tls_out)
+    const char *alert = tls_out_peek(c->tls, &len);
+    uv_buf_t buf = uv_buf_init((char *)alert, (unsigned)len);
+    if (alert)
         write_now(c, &buf, 1);
-    free(alert);
     conn_drop(c);
 }
 
@@ -552,7 +544,7 @@ void conn_close(struct conn *c, uint16_t code, const char *reason)
         }
     }
     c->state = CONN_CLOSING;
-    c->closing_ms = uv_now(c->loop->uv);
+    c->closing_ms = (uint32_t)uv_now(c->loop->uv);
     tell_closed(c);
     net_loop_mark_dirty(c->loop, c);
     /* Input is dropped from now on, but read: the peer's end ends the
@@ -578,7 +570,7 @@ static void conn_enter(struct conn *c, const struct conn_handler *handler, enum 
             read_on(c);
     }
     metrics_conn_opened(c->loop->metrics);
-    c->last_ping_ms = uv_now(c->loop->uv);
+    c->last_ping_ms = (uint32_t)uv_now(c->loop->uv);
 }
 
 void conn_upgrade(struct conn *c, const struct conn_handler *handler, size_t max_message)
@@ -775,7 +767,7 @@ static void read_socket(struct conn *c)
         conn_drop(c);
         return;
     }
-    c->last_rx_ms = uv_now(c->loop->uv);
+    c->last_rx_ms = (uint32_t)uv_now(c->loop->uv);
     metrics_bytes_in(c->loop->metrics, (size_t)nread);
     c->bytes_in += (size_t)nread;
     if (c->tls)
@@ -817,7 +809,8 @@ static void conn_init(struct net_loop *l, struct conn *c)
         l->conns->prev = c;
     l->conns = c;
     c->seq = ++l->next_seq;
-    c->opened_ms = c->last_rx_ms = uv_now(l->uv);
+    c->opened_ms = uv_now(l->uv);
+    c->last_rx_ms = (uint32_t)c->opened_ms;
 }
 
 int conn_open(struct net_loop *l, int fd, struct conn *c)
@@ -843,17 +836,6 @@ int conn_open(struct net_loop *l, int fd, struct conn *c)
 
 /* ---- timers ------------------------------------------------------------ */
 
-/* A TLS connection with no traffic for a whole tick gives back its
- * buffers (once: an empty one has none). Busy ones keep them, since
- * taking them again costs more than the encryption of a small message. */
-static void tls_tick(struct conn *c)
-{
-    uint32_t traffic = (uint32_t)(c->bytes_in + c->bytes_out);
-    if (traffic == c->tls_traffic && !c->tls_out)
-        tls_release_buffers(c->tls);
-    c->tls_traffic = traffic;
-}
-
 void conn_tick(struct conn *c, uint64_t now_ms)
 {
     if (c->closed)
@@ -868,25 +850,25 @@ void conn_tick(struct conn *c, uint64_t now_ms)
     case CONN_HTTP:
         break;
     case CONN_WS:
-        if (now_ms - c->last_rx_ms >= (uint64_t)cfg->heartbeat * 2000) {
+        if (clock_ms32_since(now_ms, c->last_rx_ms) >= (uint64_t)cfg->heartbeat * 2000) {
             log_debug("conn %d.%llu: silent for two heartbeats, dropped", c->loop->index,
                       (unsigned long long)c->seq);
             conn_drop(c);
-        } else if (now_ms - c->last_ping_ms >= (uint64_t)cfg->heartbeat * 1000) {
-            c->last_ping_ms = now_ms;
+        } else if (clock_ms32_since(now_ms, c->last_ping_ms) >= (uint64_t)cfg->heartbeat * 1000) {
+            c->last_ping_ms = (uint32_t)now_ms;
             conn_enqueue(c, c->loop->ping);
         }
         break;
     case CONN_STREAM:
         /* Nothing is read from a stream's client, so silence says nothing;
          * a gone peer shows as a write error or a full send queue. */
-        if (now_ms - c->last_ping_ms >= (uint64_t)cfg->heartbeat * 1000) {
-            c->last_ping_ms = now_ms;
+        if (clock_ms32_since(now_ms, c->last_ping_ms) >= (uint64_t)cfg->heartbeat * 1000) {
+            c->last_ping_ms = (uint32_t)now_ms;
             conn_enqueue(c, c->loop->keepalive);
         }
         break;
     case CONN_CLOSING:
-        if (now_ms - c->closing_ms >= CLOSE_LINGER_MS)
+        if (clock_ms32_since(now_ms, c->closing_ms) >= CLOSE_LINGER_MS)
             conn_drop(c);
         break;
     }
@@ -895,5 +877,5 @@ void conn_tick(struct conn *c, uint64_t now_ms)
     if (!c->closed)
         outq_shrink(&c->out);
     if (!c->closed && c->tls)
-        tls_tick(c);
+        tls_idle_tick(c->tls);
 }

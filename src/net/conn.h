@@ -88,22 +88,18 @@ struct conn {
                                    1006 when dropped without one; 0 while open */
     uint32_t refs;              /* the loop's own plus one per pending reply */
     int fd;                     /* the socket */
-    uint32_t held_len;          /* bytes in held (at most one read's) */
     uint64_t seq;               /* unique on its loop */
-    uint64_t closing_ms;        /* when the close began */
     uint64_t opened_ms;         /* when it was accepted */
-    uint64_t last_rx_ms, last_ping_ms;
+    /* Loop times, low 32 bits (clock_ms32_since) */
+    uint32_t closing_ms;        /* when the close began */
+    uint32_t last_rx_ms, last_ping_ms;
+    uint32_t held_len;          /* bytes in held (at most one read's) */
     uint64_t bytes_in, bytes_out; /* read from and written to the socket */
     const char *close_reason;   /* the first conn_close's reason: a literal, or NULL */
     struct ws_parser parser;
     struct outq out;
     char *held;                 /* input read but not handled yet, while paused (owned) */
-    /* Over TLS (NULL: plaintext): the session, and the ciphertext taken
-     * from it but not written yet (owned; NULL once written). */
-    struct tls *tls;
-    char *tls_out;
-    uint32_t tls_out_len, tls_out_off;
-    uint32_t tls_traffic;       /* bytes in and out at the last tick (mod 2^32): idle when unchanged */
+    struct tls *tls;            /* the TLS session, with the ciphertext not written yet; NULL: plaintext */
 };
 
 /* Opens c on fd, a connected, non-blocking stream socket (one the

@@ -23,9 +23,11 @@ struct tls {
     SSL *ssl;
     BIO *in, *out;      /* owned by ssl */
     char *out_buf;      /* ciphertext to send (malloc'ed; tls_out_take hands it over) */
+    size_t out_off;     /* how much of it went out (tls_out_consume) */
     size_t out_len, out_cap;
     char error[TLS_ERR_MAX];
     unsigned char shut; /* close_notify queued */
+    unsigned char busy; /* ciphertext in or out since the last tls_idle_tick */
 };
 
 #define OUT_BUF_MIN 4096
@@ -205,6 +207,7 @@ static int out_write(BIO *b, const char *data, int len)
     }
     memcpy(t->out_buf + t->out_len, data, (size_t)len);
     t->out_len += (size_t)len;
+    t->busy = 1;
     return len;
 }
 
@@ -218,7 +221,7 @@ static long out_ctrl(BIO *b, int cmd, long num, void *ptr)
     switch (cmd) {
     case BIO_CTRL_FLUSH: return 1;
     case BIO_CTRL_PENDING:
-    case BIO_CTRL_WPENDING: return (long)t->out_len;
+    case BIO_CTRL_WPENDING: return (long)(t->out_len - t->out_off);
     default: return 0;
     }
 }
@@ -299,6 +302,7 @@ void tls_destroy(struct tls *t)
 
 int tls_feed(struct tls *t, const void *buf, size_t len)
 {
+    t->busy = 1;
     while (len) {
         int n = len > INT_MAX ? INT_MAX : (int)len;
         if (BIO_write(t->in, buf, n) != n)
@@ -369,15 +373,33 @@ void tls_close_notify(struct tls *t)
 
 size_t tls_out_pending(const struct tls *t)
 {
-    return t->out_len;
+    return t->out_len - t->out_off;
+}
+
+const char *tls_out_peek(const struct tls *t, size_t *len)
+{
+    *len = t->out_len - t->out_off;
+    return *len ? t->out_buf + t->out_off : NULL;
+}
+
+void tls_out_consume(struct tls *t, size_t n)
+{
+    t->out_off += n;
+    if (t->out_off < t->out_len)
+        return;
+    free(t->out_buf);
+    t->out_buf = NULL;
+    t->out_off = t->out_len = t->out_cap = 0;
 }
 
 char *tls_out_take(struct tls *t, size_t *len)
 {
     char *buf = t->out_buf;
-    *len = t->out_len;
+    *len = t->out_len - t->out_off;
+    if (t->out_off)
+        memmove(buf, buf + t->out_off, *len);
     t->out_buf = NULL;
-    t->out_len = t->out_cap = 0;
+    t->out_off = t->out_len = t->out_cap = 0;
     return buf;
 }
 
@@ -400,12 +422,13 @@ static int bio_idle_with_buffer(BIO *b)
 
 /* The input memory BIO keeps the largest buffer it ever held: a drained
  * one is replaced by an empty one (SSL_set0_rbio frees the old). When out
- * of memory the old one stays. The output holds nothing once taken. */
-void tls_release_buffers(struct tls *t)
+ * of memory the old one stays. The output holds nothing once sent. */
+void tls_idle_tick(struct tls *t)
 {
     BIO *fresh;
-    if (bio_idle_with_buffer(t->in) && (fresh = mem_bio())) {
+    if (!t->busy && !t->out_buf && bio_idle_with_buffer(t->in) && (fresh = mem_bio())) {
         SSL_set0_rbio(t->ssl, fresh);
         t->in = fresh;
     }
+    t->busy = 0;
 }

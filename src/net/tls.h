@@ -77,16 +77,22 @@ int tls_connect(struct tls *t);
 /* Queues a close_notify alert (once); send it with the rest. */
 void tls_close_notify(struct tls *t);
 
-/* Ciphertext waiting to be sent: its length, and all of it handed over
- * (the caller frees it with free(); NULL with *len 0 when there is none). */
+/* Ciphertext waiting to be sent. A writer that may be cut short peeks at
+ * it (*len bytes, NULL when none) and consumes what the socket took; the
+ * buffer is freed once all is consumed. A writer that keeps the buffer
+ * until its write completes takes it whole (freed with free(); NULL with
+ * *len 0 when there is none). */
 size_t tls_out_pending(const struct tls *t);
+const char *tls_out_peek(const struct tls *t, size_t *len);
+void tls_out_consume(struct tls *t, size_t n);
 char *tls_out_take(struct tls *t, size_t *len);
 
-/* Gives back the input BIO's buffer, once drained (SSL's record buffers
- * go back after each use, the output's once taken): an idle session then
- * holds OpenSSL's state only. A new BIO costs more than encrypting a small
- * message: call it for sessions idle for a while, not per read. */
-void tls_release_buffers(struct tls *t);
+/* Call it once per tick: a session that had no ciphertext in or out since
+ * the last call, and has none waiting, gives back its input BIO's buffer
+ * (SSL's record buffers go back after each use, the output's once sent),
+ * so an idle session holds OpenSSL's state only. Busy ones keep it: a new
+ * BIO costs more than encrypting a small message. */
+void tls_idle_tick(struct tls *t);
 
 /* True once the handshake is over (both sides agreed on keys). */
 int tls_handshake_done(const struct tls *t);

@@ -389,9 +389,8 @@ static int teardown(void **state)
 }
 
 /* A client of user (NULL: anonymous) in tenant ("" for none) with info
- * (NULL for none), as the router leaves it after the upgrade (and the
- * authentication its tenant and info), started; its welcome is read and
- * checked. */
+ * (NULL for none), as the router leaves it after the upgrade and the
+ * authentication, started; its welcome is read and checked. */
 static struct peer *connect_client_in(struct fixture *f, int i, const char *user, const char *tenant,
                                       const char *info)
 {
@@ -412,13 +411,17 @@ static struct peer *connect_client_in(struct fixture *f, int i, const char *user
     struct auth_result who = {0};
     if (user)
         snprintf(who.user, sizeof who.user, "%s", user);
-    /* Without a token client_start keeps the tenant and info it finds. */
-    if (tenant[0])
-        p->c->tenant = strdup(tenant);
-    if (info)
-        p->c->info = strdup(info);
+    /* A tenant or info comes with a token, here one that grants everything. */
+    if (tenant[0] || info) {
+        who.has_token = 1;
+        who.claims.tenant = tenant[0] ? strdup(tenant) : NULL;
+        who.claims.info = info ? strdup(info) : NULL;
+        who.claims.rights = (struct token_rights){.rooms = strdup("*"), .publish = strdup("*"), .send = 1,
+                                                  .broadcast = 1};
+    }
     conn_upgrade(&p->c->conn, &client_handler, f->cfg.max_message);
     client_start(p->c, &who);
+    token_claims_free(&who.claims);
 
     json_t *msg = expect(f, p, "welcome", NULL);
     char session[32];

@@ -127,7 +127,9 @@ static int teardown(void **state)
                 hub_tenant_remove(f->hub, c);
         }
         free(c->user);
-        free(c->tenant);
+        if (c->claims)
+            free(c->claims->tenant);
+        free(c->claims);
         free(c);
     }
     /* Entries die with their last reference: LeakSanitizer sees any left. */
@@ -157,8 +159,11 @@ static void unset_user(struct fixture *f, int i)
  * user is indexed: the user's key is the tenant's). */
 static void set_tenant(struct fixture *f, int i, const char *tenant)
 {
-    free(f->c[i]->tenant);
-    f->c[i]->tenant = strdup(tenant);
+    struct client *c = f->c[i];
+    if (!c->claims)
+        assert_non_null(c->claims = calloc(1, sizeof *c->claims));
+    free(c->claims->tenant);
+    c->claims->tenant = strdup(tenant);
     assert_int_equal(hub_tenant_add(f->hub, f->c[i]), HUB_OK);
     f->tenant_indexed[i] = 1;
 }
@@ -167,8 +172,8 @@ static void unset_tenant(struct fixture *f, int i)
 {
     hub_tenant_remove(f->hub, f->c[i]);
     f->tenant_indexed[i] = 0;
-    free(f->c[i]->tenant);
-    f->c[i]->tenant = NULL;
+    free(f->c[i]->claims->tenant);
+    f->c[i]->claims->tenant = NULL;
 }
 
 static void join(struct fixture *f, int i, const char *room)

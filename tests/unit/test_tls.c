@@ -168,6 +168,40 @@ static void test_tls_gathered_write_is_one_record(void **state)
     pair_close(&p);
 }
 
+/* A writer cut short consumes what went out and peeks at the rest; more
+ * ciphertext queued meanwhile follows it, and a take after a partial
+ * consume hands over only what was not sent. The peer reads it all. */
+static void test_tls_out_consumed_in_parts_arrives_whole(void **state)
+{
+    (void)state;
+    struct pair p;
+    pair_open(&p, "localhost");
+    assert_int_equal(handshake(p.client, p.server), 0);
+    char msg[3000];
+    memset(msg, 'a', sizeof msg);
+    assert_int_equal(tls_write(p.server, msg, sizeof msg), sizeof msg);
+    size_t len;
+    const char *out = tls_out_peek(p.server, &len);
+    assert_non_null(out);
+    assert_int_equal(len, tls_out_pending(p.server));
+    assert_int_equal(tls_feed(p.client, out, 100), 0);
+    tls_out_consume(p.server, 100);
+    assert_int_equal(tls_out_pending(p.server), len - 100);
+    memset(msg, 'b', sizeof msg);
+    assert_int_equal(tls_write(p.server, msg, sizeof msg), sizeof msg);
+    out = tls_out_peek(p.server, &len);
+    assert_int_equal(tls_feed(p.client, out, 50), 0);
+    tls_out_consume(p.server, 50);
+    pump(p.server, p.client); /* a take of the rest */
+    assert_null(tls_out_peek(p.server, &len));
+    assert_int_equal(len, 0);
+    static char got[2 * sizeof msg];
+    assert_int_equal(read_all(p.client, got, sizeof got), sizeof got);
+    for (size_t i = 0; i < sizeof got; i++)
+        assert_int_equal(got[i], i < sizeof msg ? 'a' : 'b');
+    pair_close(&p);
+}
+
 /* A write larger than a record is split into records, all delivered. */
 static void test_tls_large_write_arrives_whole(void **state)
 {
@@ -265,6 +299,7 @@ int main(void)
         cmocka_unit_test(test_tls_client_and_server_exchange_data),
         cmocka_unit_test(test_tls_gathered_write_is_one_record),
         cmocka_unit_test(test_tls_large_write_arrives_whole),
+        cmocka_unit_test(test_tls_out_consumed_in_parts_arrives_whole),
         cmocka_unit_test(test_tls_close_notify_reads_as_closed),
         cmocka_unit_test(test_tls_client_refuses_a_certificate_for_another_name),
         cmocka_unit_test(test_tls_client_refuses_an_unknown_ca),
