@@ -49,7 +49,7 @@ static int take_ip_slot(struct client *c)
 int admission_accept(struct client *c, const struct sockaddr *peer, int admin)
 {
     const struct config *cfg = client_app(c)->cfg;
-    c->adm.admin = (uint8_t)(admin != 0);
+    c->adm.admin = admin != 0;
     if (!admin && take_slot(c))
         return 503;
     if (net_addr_from_sockaddr(peer, &c->adm.addr))

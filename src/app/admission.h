@@ -23,9 +23,9 @@ struct admission {
     struct net_addr addr;      /* the TCP peer until the upgrade, then the client's
                                   address (forwarded behind a trusted proxy): its
                                   per-IP slot is for it */
-    uint8_t admin;             /* accepted on --admin-listen */
-    uint8_t slot;              /* holds a --max-connections slot */
-    uint8_t ip_slot;           /* holds a --max-connections-per-ip slot for counted */
+    uint8_t admin : 1;         /* accepted on --admin-listen */
+    uint8_t slot : 1;          /* holds a --max-connections slot */
+    uint8_t ip_slot : 1;       /* holds a --max-connections-per-ip slot for addr */
 };
 
 /* A connection just accepted from peer, on the admin port or not. Takes

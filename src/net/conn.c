@@ -231,7 +231,7 @@ static void watch(struct conn *c)
  * share of the buffer is free. Off: it has taken everything. */
 static void want_write(struct conn *c, int on)
 {
-    c->want_write = (uint8_t)on;
+    c->want_write = on != 0;
     watch(c);
 }
 

@@ -75,14 +75,15 @@ struct conn {
     const struct conn_handler *handler;
     struct conn *prev, *next;   /* the loop's list of connections */
     struct conn *dirty_next;
-    enum conn_state state;
-    uint8_t dirty;
-    uint8_t closed;             /* the socket is closed; freed once unreferenced */
-    uint8_t shutdown_sent;
-    uint8_t close_told;         /* handler->on_close has run */
+    uint8_t state;              /* enum conn_state */
+    /* Flags in bits: every idle connection carries them */
+    uint8_t dirty : 1;
+    uint8_t closed : 1;         /* the socket is closed; freed once unreferenced */
+    uint8_t shutdown_sent : 1;
+    uint8_t close_told : 1;     /* handler->on_close has run */
+    uint8_t read_off : 1;       /* the socket's reading is stopped */
+    uint8_t want_write : 1;     /* the socket was full: the flush goes on once it is writable */
     uint8_t paused;             /* CONN_PAUSED_*: input is not handled now */
-    uint8_t read_off;           /* the socket's reading is stopped */
-    uint8_t want_write;         /* the socket was full: the flush goes on once it is writable */
     uint8_t polled;             /* the events the loop's epoll set watches for it */
     uint16_t close_code;        /* the first conn_close's code (the peer's when it began),
                                    1006 when dropped without one; 0 while open */
