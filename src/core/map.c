@@ -20,9 +20,9 @@ uint64_t map_hash(const char *key, size_t len)
     return siphash13(hash_key, key, len);
 }
 
-static inline uint64_t hash_bytes(const char *s, size_t len)
+static inline uint32_t hash_bytes(const char *s, size_t len)
 {
-    return siphash13(hash_key, s, len);
+    return (uint32_t)siphash13(hash_key, s, len);
 }
 
 void map_init(struct map *m)
@@ -39,7 +39,7 @@ void map_free(struct map *m)
     map_init(m);
 }
 
-static struct map_slot *find(const struct map *m, const char *key, size_t len, uint64_t h)
+static struct map_slot *find(const struct map *m, const char *key, size_t len, uint32_t h)
 {
     if (!m->cap)
         return NULL;
@@ -92,7 +92,9 @@ static int grow(struct map *m)
 
 int map_put(struct map *m, const char *key, size_t len, void *value)
 {
-    uint64_t h = hash_bytes(key, len);
+    if (len >= UINT32_MAX)
+        return -1;
+    uint32_t h = hash_bytes(key, len);
     struct map_slot *s = find(m, key, len, h);
     if (s) {
         s->value = value;
@@ -105,7 +107,7 @@ int map_put(struct map *m, const char *key, size_t len, void *value)
         return -1;
     memcpy(copy, key, len);
     copy[len] = '\0';
-    insert_slot(m, (struct map_slot){.key = copy, .len = len, .hash = h, .value = value});
+    insert_slot(m, (struct map_slot){.key = copy, .value = value, .len = (uint32_t)len, .hash = h});
     m->count++;
     return 0;
 }

@@ -11,11 +11,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* 24 bytes: keys are names (core/names.h), far below 4 GiB, and the low 32
+ * bits of the hash place and tell apart any table this process can hold. */
 struct map_slot {
-    char *key;    /* NULL when empty */
-    size_t len;
-    uint64_t hash;
+    char *key;      /* NULL when empty */
     void *value;
+    uint32_t len;
+    uint32_t hash;  /* the low 32 bits of map_hash(key) */
 };
 
 struct map {
@@ -39,7 +41,8 @@ void map_free(struct map *m);
 /* The value for key, or NULL. */
 void *map_get(const struct map *m, const char *key, size_t len);
 
-/* Sets key to value (replacing). Returns 0 or -1 when out of memory. */
+/* Sets key (shorter than 4 GiB) to value (replacing). Returns 0 or -1 when
+ * out of memory. */
 int map_put(struct map *m, const char *key, size_t len, void *value);
 
 /* Removes key; returns its value or NULL. */
