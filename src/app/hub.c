@@ -44,7 +44,7 @@ struct fresh_member {
  * a delivery walks the entry, so that a recipient closing mid-delivery
  * cannot free it). */
 struct hub_entry {
-    const char *name;
+    const char *name;   /* the map's copy of the key, which follows the entry */
     uint32_t refs;
 };
 
@@ -100,12 +100,8 @@ static void *entry_get(struct map *m, const char *name, size_t size)
     struct hub_entry *e = map_get(m, name, len);
     if (e)
         return e;
-    e = calloc(1, size);
-    if (!e || map_put(m, name, len, e)) {
-        free(e);
-        return NULL;
-    }
-    e->name = map_key(m, name, len);
+    if ((e = map_add(m, name, len, size)))
+        e->name = (const char *)e + size;
     return e;
 }
 

@@ -213,12 +213,8 @@ static void *entry_get(struct bus *b, struct map *index, const char *name, size_
     void *e = map_get(index, name, len);
     if (e || !create)
         return e;
-    e = calloc(1, size + sizeof(uint32_t) * (size_t)b->hooks.nworkers);
-    if (!e || map_put(index, name, len, e)) {
-        free(e);
+    if (!(e = map_add(index, name, len, size + sizeof(uint32_t) * (size_t)b->hooks.nworkers)))
         log_error("bus: out of memory tracking %s", name);
-        return NULL;
-    }
     return e;
 }
 

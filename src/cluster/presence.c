@@ -60,19 +60,13 @@ int presence_add(struct presence *p, const char *room, const char *user, const c
     if (info && !(info_copy = strdup(info)))
         return -1;
     struct map *users = map_get(&p->rooms, room, room_len);
-    if (!users) {
-        users = calloc(1, sizeof *users);
-        if (!users || map_put(&p->rooms, room, room_len, users)) {
-            free(users);
-            free(info_copy);
-            return -1;
-        }
+    if (!users && !(users = map_add(&p->rooms, room, room_len, sizeof *users))) {
+        free(info_copy);
+        return -1;
     }
     struct presence_user *u = map_get(users, user, user_len);
     if (!u) {
-        u = calloc(1, sizeof *u);
-        if (!u || map_put(users, user, user_len, u)) {
-            free(u);
+        if (!(u = map_add(users, user, user_len, sizeof *u))) {
             free(info_copy);
             if (users->count == 0)
                 users_free(map_remove(&p->rooms, room, room_len));

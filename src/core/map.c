@@ -34,7 +34,8 @@ void map_init(struct map *m)
 void map_free(struct map *m)
 {
     for (size_t i = 0; i < m->cap; i++)
-        free(m->slots[i].key);
+        if (!m->slots[i].key_in_value)
+            free(m->slots[i].key);
     free(m->slots);
     map_init(m);
 }
@@ -90,9 +91,20 @@ static int grow(struct map *m)
     return 0;
 }
 
+/* Places a new key (not in m) with value, the table grown first if needed. */
+static int insert(struct map *m, char *key, size_t len, uint32_t h, void *value, int key_in_value)
+{
+    if ((m->count + 1) * 4 > m->cap * 3 && grow(m))
+        return -1;
+    insert_slot(m, (struct map_slot){.key = key, .value = value, .len = (uint32_t)len,
+                                     .key_in_value = key_in_value != 0, .hash = h});
+    m->count++;
+    return 0;
+}
+
 int map_put(struct map *m, const char *key, size_t len, void *value)
 {
-    if (len >= UINT32_MAX)
+    if (len >= INT32_MAX)
         return -1;
     uint32_t h = hash_bytes(key, len);
     struct map_slot *s = find(m, key, len, h);
@@ -100,16 +112,32 @@ int map_put(struct map *m, const char *key, size_t len, void *value)
         s->value = value;
         return 0;
     }
-    if ((m->count + 1) * 4 > m->cap * 3 && grow(m))
-        return -1;
     char *copy = malloc(len + 1);
     if (!copy)
         return -1;
     memcpy(copy, key, len);
     copy[len] = '\0';
-    insert_slot(m, (struct map_slot){.key = copy, .value = value, .len = (uint32_t)len, .hash = h});
-    m->count++;
+    if (insert(m, copy, len, h, value, 0)) {
+        free(copy);
+        return -1;
+    }
     return 0;
+}
+
+void *map_add(struct map *m, const char *key, size_t len, size_t size)
+{
+    if (len >= INT32_MAX)
+        return NULL;
+    char *value = calloc(1, size + len + 1);
+    if (!value)
+        return NULL;
+    char *copy = value + size;
+    memcpy(copy, key, len);
+    if (insert(m, copy, len, hash_bytes(key, len), value, 1)) {
+        free(value);
+        return NULL;
+    }
+    return value;
 }
 
 void *map_remove(struct map *m, const char *key, size_t len)
@@ -118,7 +146,8 @@ void *map_remove(struct map *m, const char *key, size_t len)
     if (!s)
         return NULL;
     void *value = s->value;
-    free(s->key);
+    if (!s->key_in_value)
+        free(s->key);
     m->count--;
     /* Backward shift: move later entries of the probe run into the hole. */
     size_t mask = m->cap - 1, hole = (size_t)(s - m->slots);

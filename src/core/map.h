@@ -1,6 +1,7 @@
 /* map.h - a string-keyed hash map (open addressing, linear probing) used for
  * the hub's room and user indexes and the bus's and store's room tables.
- * Keys are copied into the map; values are the caller's. Not thread-safe:
+ * Keys are copied into the map (map_put), or into the value's own block
+ * (map_add); values are the caller's. Not thread-safe:
  * each map belongs to one thread. Keys are chosen by clients (room and
  * user ids), so they are hashed with SipHash-1-3 under a key of the
  * process's own (map_hash_key_set): nobody outside can compute a set of
@@ -11,12 +12,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* 24 bytes: keys are names (core/names.h), far below 4 GiB, and the low 32
+/* 24 bytes: keys are names (core/names.h), far below 2 GiB, and the low 32
  * bits of the hash place and tell apart any table this process can hold. */
 struct map_slot {
     char *key;      /* NULL when empty */
     void *value;
-    uint32_t len;
+    uint32_t len : 31;
+    uint32_t key_in_value : 1; /* map_add's: the key is freed with the value */
     uint32_t hash;  /* the low 32 bits of map_hash(key) */
 };
 
@@ -35,15 +37,22 @@ void map_hash_key_set(const uint8_t key[16]);
 uint64_t map_hash(const char *key, size_t len);
 
 void map_init(struct map *m);
-/* Frees the keys and the table, not the values. */
+/* Frees the keys map_put copied and the table, not the values. */
 void map_free(struct map *m);
 
 /* The value for key, or NULL. */
 void *map_get(const struct map *m, const char *key, size_t len);
 
-/* Sets key (shorter than 4 GiB) to value (replacing). Returns 0 or -1 when
+/* Sets key (shorter than 2 GiB) to value (replacing). Returns 0 or -1 when
  * out of memory. */
 int map_put(struct map *m, const char *key, size_t len, void *value);
+
+/* Adds key, which m must not hold, with a new value: a zeroed block of size
+ * bytes followed by the key's copy (NUL-terminated, at value + size), in one
+ * allocation. Free the value (once removed) to free both. Returns the value,
+ * or NULL when out of memory. One allocation per entry instead of two: for
+ * maps with an entry per user or connection. */
+void *map_add(struct map *m, const char *key, size_t len, size_t size);
 
 /* Removes key; returns its value or NULL. */
 void *map_remove(struct map *m, const char *key, size_t len);

@@ -192,6 +192,55 @@ static void test_map_removal_keeps_other_keys_reachable(void **state)
     map_free(&m);
 }
 
+/* map_add's entries keep their key after the zeroed value, survive the
+ * table's growth and backward shifts beside map_put's, and are freed with
+ * their value; map_free frees only map_put's keys (the unit tests run
+ * under AddressSanitizer and LeakSanitizer, which check both). */
+static void test_map_add_keeps_the_key_in_the_value(void **state)
+{
+    struct map m;
+    char key[32];
+    enum { N = 500, SIZE = 12 };
+
+    (void)state;
+    map_init(&m);
+    for (unsigned i = 0; i < N; i++) {
+        key_of(key, sizeof key, i);
+        if (i % 2) {
+            assert_int_equal(map_put(&m, key, strlen(key), VAL(i)), 0);
+            continue;
+        }
+        char *v = map_add(&m, key, strlen(key), SIZE);
+        assert_non_null(v);
+        for (int b = 0; b < SIZE; b++)
+            assert_int_equal(v[b], 0);
+        assert_string_equal(v + SIZE, key);
+        assert_ptr_equal(map_key(&m, key, strlen(key)), v + SIZE);
+    }
+    for (unsigned i = 0; i < N; i += 4) {
+        key_of(key, sizeof key, i);
+        char *v = map_remove(&m, key, strlen(key));
+        assert_non_null(v);
+        assert_string_equal(v + SIZE, key);
+        free(v);
+    }
+    for (unsigned i = 0; i < N; i++) {
+        key_of(key, sizeof key, i);
+        void *v = map_get(&m, key, strlen(key));
+        if (i % 4 == 0)
+            assert_null(v);
+        else if (i % 2)
+            assert_ptr_equal(v, VAL(i));
+        else
+            assert_string_equal((char *)v + SIZE, key);
+    }
+    const struct map_slot *slot;
+    for (size_t i = 0; map_next(&m, &i, &slot);)
+        if (slot->key_in_value)
+            free(slot->value);
+    map_free(&m);
+}
+
 /* A small key space on a small table: long probe runs that wrap around the
  * end of the table, removals from their middle, against a plain array. */
 static void test_map_matches_reference_under_random_puts_and_removes(void **state)
@@ -279,6 +328,7 @@ int main(void)
         cmocka_unit_test(test_map_removal_keeps_other_keys_reachable),
         cmocka_unit_test(test_map_matches_reference_under_random_puts_and_removes),
         cmocka_unit_test(test_map_next_visits_each_entry_once),
+        cmocka_unit_test(test_map_add_keeps_the_key_in_the_value),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
