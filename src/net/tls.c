@@ -1,8 +1,8 @@
 /* tls.c - the TLS engine of tls.h on OpenSSL: one SSL per session between
  * two BIOs in memory: in, OpenSSL's memory BIO that the caller feeds with
  * ciphertext; out, a BIO of ours that appends the ciphertext to a buffer
- * the caller then takes whole (no copy, and none of the zeroing and
- * clearing a memory BIO does on each write). Runs on the thread of its
+ * the caller writes from in place or takes whole (no copy, and none of the
+ * zeroing and clearing a memory BIO does on each write). Runs on the thread of its
  * session; contexts are shared. */
 #include "net/tls.h"
 

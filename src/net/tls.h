@@ -9,8 +9,8 @@
  * and is read-only afterwards, so the workers share it; it is refcounted,
  * and every session holds a reference of its own, so that a reload that
  * replaces it leaves the sessions already open on the old one. A struct
- * tls session belongs to one thread; tls_release_buffers gives back what
- * an idle one holds.
+ * tls session belongs to one thread; tls_idle_tick gives back what an
+ * idle one holds.
  * TLS 1.2 and 1.3 only, forward-secret AEAD ciphers only, ALPN http/1.1. */
 #ifndef WSFAN_TLS_H
 #define WSFAN_TLS_H
