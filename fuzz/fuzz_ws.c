@@ -40,7 +40,7 @@ static uint64_t fnv(uint64_t h, const void *p, size_t n)
 
 static int utf8_ok(const uint8_t *p, size_t n)
 {
-    uint32_t st = UTF8_ACCEPT;
+    uint8_t st = UTF8_ACCEPT;
 
     return utf8_feed(&st, p, n) == 0 && utf8_complete(st);
 }

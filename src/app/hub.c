@@ -253,11 +253,17 @@ static void members_remove(struct hub_room *r, uint32_t slot)
     }
 }
 
+/* Fresh members are passing: once the last one is gone (most often
+ * promoted by the room's next event), their array is given back. */
 static void fresh_remove(struct hub_room *r, uint32_t slot)
 {
     if (slot != --r->nfresh) {
         r->fresh[slot] = r->fresh[r->nfresh];
         member_moved(r->fresh[slot].m, slot);
+    } else if (r->nfresh == 0) {
+        free(r->fresh);
+        r->fresh = NULL;
+        r->fresh_cap = 0;
     }
 }
 

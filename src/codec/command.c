@@ -464,7 +464,7 @@ int command_parse_compact(const char *text, size_t len, struct command *cmd)
     }
     s.p++;
     fast_skip_ws(&s);
-    uint32_t utf8 = UTF8_ACCEPT;
+    uint8_t utf8 = UTF8_ACCEPT;
     if (s.p != s.end ||
         (s.non_ascii && (utf8_feed(&utf8, (const uint8_t *)text, len) || !utf8_complete(utf8))))
         return -1;

@@ -239,7 +239,7 @@ static int read_payload(struct ws_parser *p, const uint8_t *src, size_t n,
 /* Checks a complete close frame and reports it. */
 static int close_event(struct ws_parser *p, struct ws_event *ev, uint16_t *close_code)
 {
-    uint32_t utf8 = UTF8_ACCEPT;
+    uint8_t utf8 = UTF8_ACCEPT;
 
     p->state = ST_DONE;
     ev->type = WS_EV_CLOSE;

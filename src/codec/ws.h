@@ -78,7 +78,7 @@ struct ws_parser {
     uint8_t mask[4];
     uint8_t ctl_len;
     uint8_t msg_compressed;  /* the message being reassembled had RSV1 */
-    uint32_t utf8;
+    uint8_t utf8;            /* core/utf8.h's state of the text so far */
     /* Lengths fit in 32 bits: every one is held to the wire limit, at most
      * deflate_bound(WS_MESSAGE_MAX), before it is stored. */
     uint32_t frame_len;      /* payload length of the current frame */

@@ -60,7 +60,7 @@ static void put_closer(struct line *l, char c) { l->buf[l->len++] = c; }
  * it starts over). */
 static size_t next_char(const uint8_t *s, size_t n, int *valid)
 {
-    uint32_t state = UTF8_ACCEPT;
+    uint8_t state = UTF8_ACCEPT;
     size_t i = 0;
     while (i < n && !utf8_feed(&state, s + i, 1)) {
         i++;

@@ -72,7 +72,7 @@ static const uint8_t *utf8_skip_ascii(const uint8_t *p, const uint8_t *end)
     return p;
 }
 
-int utf8_feed(uint32_t *state, const uint8_t *p, size_t n)
+int utf8_feed(uint8_t *state, const uint8_t *p, size_t n)
 {
     const uint8_t *end = p + n;
     uint32_t s = *state;
@@ -96,7 +96,7 @@ int utf8_feed(uint32_t *state, const uint8_t *p, size_t n)
             s = utf8_next[s];
         }
     }
-    *state = s;
+    *state = (uint8_t)s;
     return s == S_REJECT ? -1 : 0;
 }
 

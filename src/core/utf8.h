@@ -14,9 +14,9 @@
 /* Returns 0 while the bytes so far can still be valid UTF-8, -1 at the first
  * byte that makes them invalid (and from then on). *state starts at
  * UTF8_ACCEPT. */
-int utf8_feed(uint32_t *state, const uint8_t *p, size_t n);
+int utf8_feed(uint8_t *state, const uint8_t *p, size_t n);
 
 /* True when the bytes fed so far end on a complete character. */
-static inline int utf8_complete(uint32_t state) { return state == UTF8_ACCEPT; }
+static inline int utf8_complete(uint8_t state) { return state == UTF8_ACCEPT; }
 
 #endif

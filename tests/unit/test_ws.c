@@ -1064,12 +1064,12 @@ static void test_ws_utf8_accepts_valid_text_split_anywhere(void **state)
         const uint8_t *s = (const uint8_t *)utf8_valid[i].s;
         size_t len = case_len(&utf8_valid[i]);
         for (size_t split = 0; split <= len; split++) {
-            uint32_t st = UTF8_ACCEPT;
+            uint8_t st = UTF8_ACCEPT;
             assert_int_equal(utf8_feed(&st, s, split), 0);
             assert_int_equal(utf8_feed(&st, s + split, len - split), 0);
             assert_true(utf8_complete(st));
         }
-        uint32_t st = UTF8_ACCEPT;
+        uint8_t st = UTF8_ACCEPT;
         for (size_t j = 0; j < len; j++)
             assert_int_equal(utf8_feed(&st, s + j, 1), 0);
         assert_true(utf8_complete(st));
@@ -1083,7 +1083,7 @@ static void test_ws_utf8_rejects_invalid_sequences(void **state)
         const uint8_t *s = (const uint8_t *)utf8_invalid[i].s;
         size_t len = case_len(&utf8_invalid[i]);
         for (size_t split = 0; split <= len; split++) {
-            uint32_t st = UTF8_ACCEPT;
+            uint8_t st = UTF8_ACCEPT;
             int r = utf8_feed(&st, s, split);
             if (r == 0)
                 r = utf8_feed(&st, s + split, len - split);
@@ -1101,7 +1101,7 @@ static void test_ws_utf8_rejects_bad_byte_anywhere_in_ascii_run(void **state)
 
     (void)state;
     for (size_t pos = 0; pos < sizeof(buf); pos++) {
-        uint32_t st = UTF8_ACCEPT;
+        uint8_t st = UTF8_ACCEPT;
         memset(buf, 'a', sizeof(buf));
         buf[pos] = 0xFF;
         assert_int_equal(utf8_feed(&st, buf, sizeof(buf)), -1);
@@ -1119,7 +1119,7 @@ static void test_ws_utf8_truncated_sequence_is_incomplete(void **state)
 {
     (void)state;
     for (size_t i = 0; i < sizeof(utf8_truncated) / sizeof(utf8_truncated[0]); i++) {
-        uint32_t st = UTF8_ACCEPT;
+        uint8_t st = UTF8_ACCEPT;
         const char *s = utf8_truncated[i].s;
         assert_int_equal(utf8_feed(&st, (const uint8_t *)s, strlen(s)), 0);
         assert_false(utf8_complete(st));
@@ -1344,7 +1344,7 @@ static void test_ws_close_frame_encodes_code_and_reason(void **state)
 /* The frame must be a close frame of code whose reason is reason[0..len). */
 static void check_close_frame(const struct frame *f, uint16_t code, const char *reason, size_t len)
 {
-    uint32_t st = UTF8_ACCEPT;
+    uint8_t st = UTF8_ACCEPT;
 
     assert_non_null(f);
     assert_int_equal(f->len, 2 + 2 + len);
