@@ -188,10 +188,11 @@ void client_start(struct client *c, struct auth_result *who)
                    reply_welcome(session, c->user, cfg->node_id, cfg->heartbeat, who->has_token ? exp : NULL, &len),
                    &len);
     }
-    if (!c->user && !client_tenant(c))
+    const char *tenant = client_tenant(c);
+    if (!c->user && !tenant)
         return;
     struct hub *hub = client_app(c)->hub;
-    if ((c->user && hub_user_add(hub, c)) || (client_tenant(c) && hub_tenant_add(hub, c)) || submit_user(c, BUS_ONLINE))
+    if ((c->user && hub_user_add(hub, c)) || (tenant && hub_tenant_add(hub, c)) || submit_user(c, BUS_ONLINE))
         conn_close(&c->conn, WS_CLOSE_INTERNAL, "out of memory");
     else
         c->online = 1;
@@ -523,8 +524,9 @@ static void run_join(struct client *c, struct command *cmd, const char *room)
         return;
     }
     /* Presence shows the info of the user's newest connection (section 3). */
+    const char *claim = c->claims ? c->claims->info : NULL;
     char *info = NULL;
-    if ((c->user && c->claims && c->claims->info && !(info = strdup(c->claims->info))) || hub_room_add(app->hub, c, room) != HUB_OK) {
+    if ((c->user && claim && !(info = strdup(claim))) || hub_room_add(app->hub, c, room) != HUB_OK) {
         free(info);
         send_error(c, cmd->ref, WSFAN_ENOMEM, NULL);
         return;

@@ -44,7 +44,7 @@ struct fresh_member {
  * a delivery walks the entry, so that a recipient closing mid-delivery
  * cannot free it). */
 struct hub_entry {
-    const char *name;   /* the map's copy of the key, which follows the entry */
+    const char *name;   /* the map's copy of the key, after the entry's struct (map_add) */
     uint32_t refs;
 };
 
@@ -78,8 +78,8 @@ struct hub {
 
 /* items with room for one more of size bytes: grown (to first, then by
  * half) when count has reached *cap. By half rather than doubling: a
- * room's arrays hold one entry per idle member, and leave a quarter of
- * their room unused on average instead of a third. NULL when out of
+ * room's arrays hold one entry per idle member, and leave about a sixth
+ * of their room unused on average instead of a quarter. NULL when out of
  * memory, and then items and *cap are as they were. */
 static void *grow(void *items, uint32_t count, uint32_t *cap, size_t size, uint32_t first)
 {

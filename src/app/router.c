@@ -224,9 +224,10 @@ static void on_tick(struct conn *conn, uint64_t now_ms)
     struct client *c = client_of(conn);
     const struct config *cfg = client_app(c)->cfg;
     /* A deferred request waits for the bus, up to --request-timeout. */
-    if (c->deferred && cfg->request_timeout && clock_ms32_since(now_ms, c->http_since_ms) >= (uint64_t)cfg->request_timeout)
+    uint32_t waited_ms = clock_ms32_since(now_ms, c->http_since_ms);
+    if (c->deferred && cfg->request_timeout && waited_ms >= (uint64_t)cfg->request_timeout)
         api_expire(c);
-    else if (!c->deferred && clock_ms32_since(now_ms, c->http_since_ms) >= (uint64_t)cfg->handshake_timeout * 1000)
+    else if (!c->deferred && waited_ms >= (uint64_t)cfg->handshake_timeout * 1000)
         router_respond_text(c, 408, NULL, "request not completed in time", 0);
 }
 
