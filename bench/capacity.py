@@ -31,7 +31,7 @@ MEASURED = {
     # 100-byte payloads on loopback; the fan-out scenario reaches 9.95M with one big room.
     "deliveries_per_core": 5.2e6,
     # bench/idle_memory.py --connections 9000 (fresh server, one user per connection)
-    "wsfan_bytes_per_connection": 734,
+    "wsfan_bytes_per_connection": 720,
     # bench/scale.py (make bench-scale), 100,000 connections on 6 nodes: kernel slab per
     # socket (TCP 2,413, sock_inode_cache 848, proc_inode_cache 702, dentry 374, filp 196,
     # eventpoll_epi 127); an idle socket holds no buffer pages (26 bytes measured)

@@ -59,14 +59,15 @@ struct hub_room {
     struct offset top;
 };
 
-/* A user's connections, or a tenant's ("T/"). Most users have one: it
- * sits in `one`, which costs nothing (the struct's allocation has room
- * for it anyway), and the array goes to the heap with the second. */
+/* A user's connections, or a tenant's ("T/"): an inline array (most
+ * users have one connection). */
 struct hub_user {
     struct hub_entry e;
-    struct client **conns;  /* &one, or a heap array of cap */
+    union {
+        struct client *one;
+        struct client **many;
+    } conns;
     uint32_t count, cap;
-    struct client *one;
 };
 
 struct hub {
@@ -90,6 +91,32 @@ static void *grow(void *items, uint32_t count, uint32_t *cap, size_t size, uint3
     if (grown)
         *cap = n;
     return grown;
+}
+
+/* The arrays of a client's rooms and of a user's connections keep their
+ * first element inline (`one`, in a union with `many`) and move to the heap
+ * with the second: most clients are in one room, most users have one
+ * connection. cap is 0 while inline. The array is at: */
+static void *inline_items(void *one, void *many, uint32_t cap)
+{
+    return cap ? many : one;
+}
+
+/* Room for one more element of size bytes in such an array of count:
+ * returns where the array is now (the caller stores it in `many` when cap
+ * is no longer 0), or NULL when out of memory, with nothing changed. */
+static void *inline_reserve(const void *one, void *many, uint32_t count, uint32_t *cap, size_t size)
+{
+    if (*cap)
+        return grow(many, count, cap, size, 2);
+    if (count == 0)
+        return (void *)one;
+    void *heap = malloc(2 * size);
+    if (heap) {
+        memcpy(heap, one, size);
+        *cap = 2;
+    }
+    return heap;
 }
 
 /* The entry of name (of a struct of size bytes that starts with a struct
@@ -131,8 +158,8 @@ static void room_unref(struct hub *h, struct hub_room *r)
 
 static void user_unref(struct hub *h, struct hub_user *u)
 {
-    if (u->e.refs == 1 && u->conns != &u->one)
-        free(u->conns);
+    if (u->e.refs == 1 && u->cap)
+        free(u->conns.many);
     entry_unref(&h->users, &u->e);
 }
 
@@ -160,29 +187,13 @@ void hub_destroy(struct hub *h)
 /* c's memberships, nrooms of them. */
 static struct hub_membership *rooms_of(struct client *c)
 {
-    return c->hub.rooms_cap ? c->hub.rooms.many : &c->hub.rooms.one;
+    return inline_items(&c->hub.rooms.one, c->hub.rooms.many, c->hub.rooms_cap);
 }
 
-/* Room for one more membership: the inline one first, then a heap array
- * (doubling). Returns 0, or -1 when out of memory. */
-static int rooms_reserve(struct hub_conn *hc)
+/* A user's connections, count of them. */
+static struct client **conns_of(struct hub_user *u)
 {
-    if (hc->nrooms == 0 || hc->nrooms < hc->rooms_cap)
-        return 0;
-    if (hc->rooms_cap == 0) {
-        struct hub_membership *many = malloc(2 * sizeof *many);
-        if (!many)
-            return -1;
-        many[0] = hc->rooms.one;
-        hc->rooms.many = many;
-        hc->rooms_cap = 2;
-        return 0;
-    }
-    struct hub_membership *many = grow(hc->rooms.many, hc->nrooms, &hc->rooms_cap, sizeof *many, 2);
-    if (!many)
-        return -1;
-    hc->rooms.many = many;
-    return 0;
+    return inline_items(&u->conns.one, u->conns.many, u->cap);
 }
 
 /* Linear in c's own rooms, which --max-rooms bounds. */
@@ -216,13 +227,17 @@ int hub_room_add(struct hub *h, struct client *c, const char *room)
     struct hub_conn *hc = &c->hub;
     if (membership_find(c, room))
         return HUB_ALREADY;
-    if (rooms_reserve(hc))
+    struct hub_membership *rooms = inline_reserve(&hc->rooms.one, hc->rooms.many, hc->nrooms, &hc->rooms_cap,
+                                                  sizeof *rooms);
+    if (!rooms)
         return HUB_NOMEM;
+    if (hc->rooms_cap)
+        hc->rooms.many = rooms;
     struct hub_room *r = entry_get(&h->rooms, room, sizeof *r);
     if (!r)
         return HUB_NOMEM;
     r->e.refs++;
-    rooms_of(c)[hc->nrooms++] = (struct hub_membership){r, 0, PENDING};
+    rooms[hc->nrooms++] = (struct hub_membership){r, 0, PENDING};
     return HUB_OK;
 }
 
@@ -367,28 +382,15 @@ static int index_add(struct hub *h, struct client *c, const char *key, uint32_t 
     if (!u)
         return HUB_NOMEM;
     u->e.refs++;
-    if (!u->cap) {
-        u->conns = &u->one;
-        u->cap = 1;
-    } else if (u->conns == &u->one && u->count == 1) {
-        struct client **conns = malloc(sizeof *conns * 2);
-        if (!conns) {
-            user_unref(h, u);
-            return HUB_NOMEM;
-        }
-        conns[0] = u->one;
-        u->conns = conns;
-        u->cap = 2;
-    } else {
-        struct client **conns = grow(u->conns, u->count, &u->cap, sizeof *conns, 2);
-        if (!conns) {
-            user_unref(h, u);
-            return HUB_NOMEM;
-        }
-        u->conns = conns;
+    struct client **conns = inline_reserve(&u->conns.one, u->conns.many, u->count, &u->cap, sizeof *conns);
+    if (!conns) {
+        user_unref(h, u);
+        return HUB_NOMEM;
     }
+    if (u->cap)
+        u->conns.many = conns;
     *slot = u->count;
-    u->conns[u->count++] = c;
+    conns[u->count++] = c;
     return HUB_OK;
 }
 
@@ -398,10 +400,11 @@ static int index_remove(struct hub *h, struct client *c, const char *key, uint32
 {
     struct hub_user *u = map_get(&h->users, key, strlen(key));
     /* A conn whose indexing failed was never added. */
-    if (!u || slot >= u->count || u->conns[slot] != c)
+    if (!u || slot >= u->count || conns_of(u)[slot] != c)
         return HUB_NOT_MEMBER;
+    struct client **conns = conns_of(u);
     if (slot != --u->count) {
-        struct client *moved = u->conns[slot] = u->conns[u->count];
+        struct client *moved = conns[slot] = conns[u->count];
         *slot_of(moved) = slot;
     }
     user_unref(h, u);
@@ -554,7 +557,7 @@ static uint32_t deliver_user(struct hub *h, struct hub_user *u, struct encoded *
     u->e.refs++;
     for (uint32_t i = u->count; i-- > 0;)
         if (i < u->count)
-            n += deliver_to(h, u->conns[i], e);
+            n += deliver_to(h, conns_of(u)[i], e);
     user_unref(h, u);
     return n;
 }

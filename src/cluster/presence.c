@@ -60,6 +60,7 @@ int presence_add(struct presence *p, const char *room, const char *user, const c
     if (info && !(info_copy = strdup(info)))
         return -1;
     struct map *users = map_get(&p->rooms, room, room_len);
+    /* map_add's zeroed block is an empty map (map_init's state). */
     if (!users && !(users = map_add(&p->rooms, room, room_len, sizeof *users))) {
         free(info_copy);
         return -1;

@@ -2,8 +2,8 @@
  * two BIOs in memory: in, OpenSSL's memory BIO that the caller feeds with
  * ciphertext; out, a BIO of ours that appends the ciphertext to a buffer
  * the caller writes from in place or takes whole (no copy, and none of the
- * zeroing and clearing a memory BIO does on each write). Runs on the thread of its
- * session; contexts are shared. */
+ * zeroing and clearing a memory BIO does on each write). Runs on the
+ * thread of its session; contexts are shared. */
 #include "net/tls.h"
 
 #include <errno.h>
@@ -382,14 +382,20 @@ const char *tls_out_peek(const struct tls *t, size_t *len)
     return *len ? t->out_buf + t->out_off : NULL;
 }
 
+/* The output holds nothing: its buffer was freed or handed over. */
+static void out_forget(struct tls *t)
+{
+    t->out_buf = NULL;
+    t->out_off = t->out_len = t->out_cap = 0;
+}
+
 void tls_out_consume(struct tls *t, size_t n)
 {
     t->out_off += n;
     if (t->out_off < t->out_len)
         return;
     free(t->out_buf);
-    t->out_buf = NULL;
-    t->out_off = t->out_len = t->out_cap = 0;
+    out_forget(t);
 }
 
 char *tls_out_take(struct tls *t, size_t *len)
@@ -398,8 +404,7 @@ char *tls_out_take(struct tls *t, size_t *len)
     *len = t->out_len - t->out_off;
     if (t->out_off)
         memmove(buf, buf + t->out_off, *len);
-    t->out_buf = NULL;
-    t->out_off = t->out_len = t->out_cap = 0;
+    out_forget(t);
     return buf;
 }
 

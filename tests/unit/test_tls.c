@@ -107,6 +107,13 @@ static void pair_open(struct pair *p, const char *name)
     tls_ctx_unref(p->client_ctx);
 }
 
+/* pair_open, then the handshake, which must succeed. */
+static void pair_connect(struct pair *p, const char *name)
+{
+    pair_open(p, name);
+    assert_int_equal(handshake(p->client, p->server), 0);
+}
+
 static void pair_close(struct pair *p)
 {
     tls_destroy(p->server);
@@ -127,8 +134,7 @@ static void test_tls_client_and_server_exchange_data(void **state)
 {
     (void)state;
     struct pair p;
-    pair_open(&p, "localhost");
-    assert_int_equal(handshake(p.client, p.server), 0);
+    pair_connect(&p, "localhost");
     assert_int_equal(tls_write(p.client, "GET / HTTP/1.1\r\n\r\n", 18), 18);
     pump(p.client, p.server);
     char buf[256];
@@ -147,8 +153,7 @@ static void test_tls_gathered_write_is_one_record(void **state)
 {
     (void)state;
     struct pair p;
-    pair_open(&p, "localhost");
-    assert_int_equal(handshake(p.client, p.server), 0);
+    pair_connect(&p, "localhost");
     char msg[40];
     memset(msg, 'm', sizeof msg);
     for (int i = 0; i < 100; i++)
@@ -168,6 +173,19 @@ static void test_tls_gathered_write_is_one_record(void **state)
     pair_close(&p);
 }
 
+/* The first n bytes of the server's waiting ciphertext, as a writer cut
+ * short sends them: peeked, fed to the client, consumed. */
+static void pass_part(struct pair *p, size_t n)
+{
+    size_t len;
+    const char *out = tls_out_peek(p->server, &len);
+    assert_non_null(out);
+    assert_int_equal(len, tls_out_pending(p->server));
+    assert_true(n <= len);
+    assert_int_equal(tls_feed(p->client, out, n), 0);
+    tls_out_consume(p->server, n);
+}
+
 /* A writer cut short consumes what went out and peeks at the rest; more
  * ciphertext queued meanwhile follows it, and a take after a partial
  * consume hands over only what was not sent. The peer reads it all. */
@@ -175,24 +193,18 @@ static void test_tls_out_consumed_in_parts_arrives_whole(void **state)
 {
     (void)state;
     struct pair p;
-    pair_open(&p, "localhost");
-    assert_int_equal(handshake(p.client, p.server), 0);
+    pair_connect(&p, "localhost");
     char msg[3000];
     memset(msg, 'a', sizeof msg);
     assert_int_equal(tls_write(p.server, msg, sizeof msg), sizeof msg);
-    size_t len;
-    const char *out = tls_out_peek(p.server, &len);
-    assert_non_null(out);
-    assert_int_equal(len, tls_out_pending(p.server));
-    assert_int_equal(tls_feed(p.client, out, 100), 0);
-    tls_out_consume(p.server, 100);
-    assert_int_equal(tls_out_pending(p.server), len - 100);
+    size_t pending = tls_out_pending(p.server);
+    pass_part(&p, 100);
+    assert_int_equal(tls_out_pending(p.server), pending - 100);
     memset(msg, 'b', sizeof msg);
     assert_int_equal(tls_write(p.server, msg, sizeof msg), sizeof msg);
-    out = tls_out_peek(p.server, &len);
-    assert_int_equal(tls_feed(p.client, out, 50), 0);
-    tls_out_consume(p.server, 50);
+    pass_part(&p, 50);
     pump(p.server, p.client); /* a take of the rest */
+    size_t len;
     assert_null(tls_out_peek(p.server, &len));
     assert_int_equal(len, 0);
     static char got[2 * sizeof msg];
@@ -207,8 +219,7 @@ static void test_tls_large_write_arrives_whole(void **state)
 {
     (void)state;
     struct pair p;
-    pair_open(&p, "127.0.0.1");
-    assert_int_equal(handshake(p.client, p.server), 0);
+    pair_connect(&p, "127.0.0.1");
     size_t len = 5 * TLS_RECORD_MAX + 123;
     char *big = malloc(len), *got = malloc(len);
     for (size_t i = 0; i < len; i++)
@@ -226,8 +237,7 @@ static void test_tls_close_notify_reads_as_closed(void **state)
 {
     (void)state;
     struct pair p;
-    pair_open(&p, "localhost");
-    assert_int_equal(handshake(p.client, p.server), 0);
+    pair_connect(&p, "localhost");
     tls_close_notify(p.server);
     assert_true(pump(p.server, p.client) > 0);
     char buf[16];
