@@ -114,11 +114,35 @@ static const char *sharded(const struct redis_bus *e, enum event_target target, 
     return !strcmp(verb, "SUBSCRIBE") ? "SSUBSCRIBE" : !strcmp(verb, "UNSUBSCRIBE") ? "SUNSUBSCRIBE" : "SPUBLISH";
 }
 
+static void channel_drive(struct redis_bus *e, const char *channel);
+
+/* A subscription command's reply, when it is not its confirmation (that
+ * goes to on_sub_push): an error leaves the channel idle, asked for again
+ * when its interest changes or the link reconnects, not in a loop. */
+static void on_channel_reply(struct redis_link *l, void *reply, void *privdata)
+{
+    struct redis_bus *e = l->data;
+    char *channel = privdata;
+    redisReply *r = reply;
+    struct channel *c = r && r->type == REDIS_REPLY_ERROR ? map_get(&e->channels, channel, strlen(channel)) : NULL;
+    if (c && (c->state == SUB_SUBSCRIBING || c->state == SUB_UNSUBSCRIBING)) {
+        log_error("redis: %s %s failed: %s; tried again when its interest changes or the link reconnects",
+                  c->state == SUB_SUBSCRIBING ? "subscribing to" : "unsubscribing from", channel, r->str);
+        c->state = SUB_IDLE;
+        if (!c->want)
+            channel_drive(e, channel);
+    }
+    free(channel);
+}
+
 static void channel_command(struct redis_bus *e, const char *verb, const char *channel)
 {
     const char *argv[] = {verb, channel};
-    if (redis_link_command(&e->sub, NULL, NULL, 2, argv, NULL))
+    char *name = strdup(channel);
+    if (!name || redis_link_command(&e->sub, on_channel_reply, name, 2, argv, NULL)) {
+        free(name);
         log_debug("redis: %s %s: the subscriber link is down; done when it is back", verb, channel);
+    }
 }
 
 /* Moves a channel one step towards what is wanted, if nothing is in

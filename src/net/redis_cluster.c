@@ -12,7 +12,7 @@
 
 #define NODES_MAX 255        /* owner[] holds a node's index plus one in a byte */
 #define REDIRECTS_MAX 5      /* MOVED or ASK followed for one command */
-#define RETRY_MS 50          /* a command answered TRYAGAIN (its slot is moving) is sent again after this */
+#define RETRY_MS 50          /* a command whose slot is moving is sent again after this */
 #define RETRIES_MAX 60       /* times; 3 s in all, well below --request-timeout's default */
 #define REFRESH_EVERY_MS 5000
 #define REFRESH_DOWN_MS 200
@@ -404,6 +404,23 @@ static void call_answer(struct cluster_call *call, redisReply *r)
     call_free(call);
 }
 
+static void on_retry(uv_timer_t *t);
+
+/* While call's slot is moving: sent again after RETRY_MS, to the slot's
+ * owner by the map then. Returns 0, or -1 when it has waited enough. */
+static int call_wait(struct cluster_call *call)
+{
+    struct redis_cluster *c = call->cluster;
+    if (c->stopping || call->retries++ >= RETRIES_MAX)
+        return -1;
+    call->redirects = 0;
+    call->next_waiting = c->waiting;
+    c->waiting = call;
+    if (!uv_is_active((uv_handle_t *)&c->retry))
+        uv_timer_start(&c->retry, on_retry, RETRY_MS, 0);
+    return 0;
+}
+
 static void on_retry(uv_timer_t *t)
 {
     struct redis_cluster *c = t->data;
@@ -411,7 +428,7 @@ static void on_retry(uv_timer_t *t)
     c->waiting = NULL;
     while (call) {
         struct cluster_call *next = call->next_waiting;
-        if (call_send(call, (int)c->owner[call->slot] - 1, 0))
+        if (call_send(call, (int)c->owner[call->slot] - 1, 0) && call_wait(call))
             call_answer(call, NULL);
         call = next;
     }
@@ -425,17 +442,7 @@ static void on_node_reply(struct redis_link *l, void *reply, void *privdata)
     redisReply *r = reply;
     int moved = r && r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "MOVED ", 6);
     int ask = r && r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "ASK ", 4);
-    /* A script whose keys are split between two masters while its slot
-     * moves: sent again, to the slot's owner, until the move is done. */
-    if (r && r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "TRYAGAIN", 8) && !c->stopping &&
-        call->retries++ < RETRIES_MAX) {
-        call->redirects = 0;
-        call->next_waiting = c->waiting;
-        c->waiting = call;
-        if (!uv_is_active((uv_handle_t *)&c->retry))
-            uv_timer_start(&c->retry, on_retry, RETRY_MS, 0);
-        return;
-    }
+    int tryagain = r && r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "TRYAGAIN", 8);
     if (!r || moved)
         refresh_soon(c);
     if ((moved || ask) && !c->stopping && call->redirects++ < REDIRECTS_MAX) {
@@ -445,8 +452,13 @@ static void on_node_reply(struct redis_link *l, void *reply, void *privdata)
             c->owner[slot] = (unsigned char)(target + 1);
         if (call_send(call, target, ask) == 0)
             return;
-        r = NULL;
     }
+    /* The slot is moving: a script's keys are split between two masters
+     * (TRYAGAIN), or the source has given the slot up before the
+     * destination knows it has it, and each redirects to the other (or to
+     * a master not connected yet). Waited out, until the move is done. */
+    if ((tryagain || moved || ask) && call_wait(call) == 0)
+        return;
     call_answer(call, r);
 }
 

@@ -3,9 +3,9 @@
  * whole cluster): learns the slot map with CLUSTER SLOTS from the seed
  * nodes, keeps one link per master, routes every command by its key's
  * slot (the CRC16 of the key's hash tag), follows MOVED (and refreshes
- * the map) and ASK (ASKING once), sends a command answered TRYAGAIN (a
- * slot on the move) again shortly after, and refreshes the map periodically and
- * whenever a master link fails. The link is up while the map covers
+ * the map) and ASK (ASKING once), sends a command answered TRYAGAIN, or
+ * redirected round in circles (a slot on the move), again shortly after,
+ * and refreshes the map periodically and whenever a master link fails. The link is up while the map covers
  * every slot and every master's link is up. Runs on the link's loop. */
 #ifndef WSFAN_REDIS_CLUSTER_H
 #define WSFAN_REDIS_CLUSTER_H

@@ -276,8 +276,14 @@ def migrate_slot(cluster, slot: int, src: int, dst: int):
             break
         s.execute_command("MIGRATE", HOST, dst, "", 0, 5000, "KEYS", *keys)
     time.sleep(0.3)  # keys on dst, slot still src's: the publishes meanwhile are redirected with ASK
+    # The source gives the slot up first. Until the destination hears of
+    # it, each sends the slot's commands to the other (MOVED both ways): a
+    # window any resharding may open, held open here.
+    s.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+    time.sleep(0.3)
     for port in cluster.masters():
-        cluster.client(port).execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+        if port != src:
+            cluster.client(port).execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
 
 
 async def publish_steadily(c, room, n, pause=0.01):

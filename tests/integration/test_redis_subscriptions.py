@@ -344,3 +344,32 @@ def test_namespace_prefixes_every_channel_and_key_and_separates_deployments(redi
     stream = r.xrange("staging:chat:history:{%s}" % room)
     assert [e[0] for e in stream] == [p["offset"]], f"history lives in NS:history:{{ROOM}}: {stream}"
     assert not r.exists("wsfan:history:{%s}" % room) or not r.xlen("wsfan:history:{%s}" % room)
+
+
+def test_a_refused_subscription_is_logged_fails_the_join_and_is_asked_again_on_the_next(redis_factory, wsfan):
+    """Redis refuses SUBSCRIBE to one room's channel (an ACL without it):
+    the node logs why, the join is answered unavailable after
+    --request-timeout (not left waiting), other rooms work, and once the
+    ACL allows it the next join of that room subscribes."""
+    allowed = [f"&{NS}:all", f"&{NS}:probe:*", f"&{NS}:user:*", f"&{NS}:room:{{open-*"]
+    redis = redis_factory(args=["--user", "default", "on", "nopass", "~*", "+@all", "resetchannels", *allowed])
+    node = redis_node(wsfan, redis, "acl-a", "--request-timeout", "1000")
+    r = redis.client()
+    open_room, shut_room = uniq("open-"), uniq("shut-")
+
+    async def scenario():
+        c = await connect(node, uniq("u"))
+        try:
+            await c.error({"type": "join", "room": shut_room}, "unavailable")
+            await c.join(open_room)
+            assert numsub(r, room_ch(open_room))[room_ch(open_room)] == 1
+            await c.publish(open_room, "still here")
+            r.execute_command("ACL", "SETUSER", "default", "allchannels")
+            await c.join(shut_room)
+            assert numsub(r, room_ch(shut_room))[room_ch(shut_room)] == 1
+        finally:
+            await c.close()
+
+    run(scenario(), 20)
+    assert f"subscribing to {room_ch(shut_room)} failed: NOPERM" in node.log(), node.log_tail()
+    assert node.alive()
