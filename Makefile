@@ -25,6 +25,9 @@ ASAN_OBJS := $(SRCS:src/%.c=$(B)/asan/%.o) $(B)/asan/web_assets.o
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/unit/%)
 FUZZ_BINS := $(FUZZ_SRCS:fuzz/%.c=$(B)/fuzz/%)
 PYTHON    := /usr/bin/python3
+# A test that hangs fails with its stack after this many seconds instead
+# of holding up the whole run (python3-pytest-timeout).
+PYTEST    := $(PYTHON) -m pytest --timeout=300
 FUZZ_SECONDS ?= 15
 
 .PHONY: all deps run test layers unit integration integration-asan fuzz fuzz-smoke js-test browser-test examples-test clean install uninstall
@@ -86,12 +89,12 @@ unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
 integration: $(B)/wsfan
-	WSFAN_BIN=$(CURDIR)/$(B)/wsfan $(PYTHON) -m pytest -q -x tests/integration
+	WSFAN_BIN=$(CURDIR)/$(B)/wsfan $(PYTEST) -q -x tests/integration
 
 integration-asan: $(B)/wsfan-asan
 	WSFAN_BIN=$(CURDIR)/$(B)/wsfan-asan WSFAN_SANITIZED=1 \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  $(PYTHON) -m pytest -q -x tests/integration
+	  $(PYTEST) -q -x tests/integration
 
 fuzz-smoke: $(FUZZ_BINS)
 	@set -e; for f in $(FUZZ_BINS); do n=$$(basename $$f); mkdir -p $(B)/fuzz/corpus-$$n; \
@@ -110,7 +113,7 @@ browser-test: $(B)/wsfan node_modules/.package-lock.json
 	WSFAN_BIN=$(CURDIR)/$(B)/wsfan node --test tests/browser/*.test.mjs
 # examples-test: each of examples/ run by its run.sh and driven as a user would (tests/examples).
 examples-test: $(B)/wsfan node_modules/.package-lock.json
-	WSFAN_BIN=$(CURDIR)/$(B)/wsfan $(PYTHON) -m pytest -q tests/examples
+	WSFAN_BIN=$(CURDIR)/$(B)/wsfan $(PYTEST) -q tests/examples
 
 # Chaos (tests/chaos/run.mjs, docs/guarantees.md): three nodes on one Redis,
 # clients in Node, faults from a seeded schedule, then every client's messages
