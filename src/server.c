@@ -9,6 +9,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netdb.h>
 #include <stdatomic.h>
@@ -524,10 +525,29 @@ static int port_free(const char *flag, const char *host, uint16_t port_num)
     return 1;
 }
 
-/* Raises the soft open-file limit to the hard one, and warns when
+/* Sizes the descriptor table for n descriptors now, before any thread
+ * starts. The kernel grows it by doubling, and in a process of several
+ * threads each growth waits for an RCU grace period (milliseconds) inside
+ * the accept4 that needed it: the worker stalls, with every handshake in
+ * flight, eight times on the way to 10,000 connections. */
+static void reserve_descriptors(unsigned long long n)
+{
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    if (n > (unsigned long long)fd + 1 && n <= INT_MAX) {
+        int high = fcntl(fd, F_DUPFD_CLOEXEC, (int)(n - 1));
+        if (high >= 0)
+            close(high);
+    }
+    close(fd);
+}
+
+/* Raises the soft open-file limit to the hard one, warns when
  * --max-connections cannot fit in it with everything else the process
- * keeps open. Past the limit, connections are refused at accept (counted
- * in wsfan_connections_refused_total{reason="fd_limit"}). */
+ * keeps open, and sizes the descriptor table for what fits. Past the
+ * limit, connections are refused at accept (counted in
+ * wsfan_connections_refused_total{reason="fd_limit"}). */
 static void fit_open_files(const struct config *cfg)
 {
     struct rlimit rl;
@@ -550,6 +570,7 @@ static void fit_open_files(const struct config *cfg)
                  "or lower --max-connections",
                  cfg->max_connections, need, (unsigned long long)rl.rlim_cur,
                  rl.rlim_cur > others ? (unsigned long long)rl.rlim_cur - others : 0ULL);
+    reserve_descriptors(rl.rlim_cur != RLIM_INFINITY && need > rl.rlim_cur ? rl.rlim_cur : need);
 }
 
 /* The bus with the engine and store that cfg asks for. */

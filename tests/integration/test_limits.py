@@ -392,6 +392,28 @@ def test_ping_flood_from_a_client_that_never_reads_ends_with_1013(wsfan):
 
 # ---- the open-file limit ---------------------------------------------------------------------------
 
+def fd_table_size(pid: int) -> int:
+    """FDSize of /proc/PID/status: the slots of the process's descriptor table."""
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line.split()[1] for line in f if line.startswith("FDSize:")))
+
+
+@pytest.mark.parametrize("max_connections", [3000, None])
+def test_descriptor_table_is_sized_at_start(wsfan, max_connections):
+    """The descriptor table is sized at start for what --max-connections
+    needs, within the open-file limit (raised to the hard one): growing it
+    later, with the threads running, stalls the worker for an RCU grace
+    period at each doubling."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if max_connections:
+        srv, want = wsfan("--max-connections", str(max_connections)), max_connections
+    else:
+        srv, want = wsfan(), min(hard, 1_000_000)  # the default --max-connections, or the limit
+    assert want <= hard, f"the hard open-file limit {hard} is below {want}"
+    size = fd_table_size(srv.pid)
+    assert want <= size <= 2 * want + 64, f"FDSize {size}, wanted {want} to {2 * want + 64}"
+
+
 def test_open_file_limit_is_counted_logged_and_does_not_spin(tmp_path):
     """wsfan under RLIMIT_NOFILE 64 (soft and hard): it warns at start that
     --max-connections cannot fit, and connections past the limit are
