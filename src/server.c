@@ -40,7 +40,11 @@
 #define STOP_CHECK_MS 10
 #define DRAIN_TICK_MS 50
 #define SHUTDOWN_BOUND_MS 5000 /* past the drain and the grace time: exit anyway */
-#define LISTEN_BACKLOG 1024
+/* As long an accept queue as the kernel allows (net.core.somaxconn caps
+ * it): a deploy sends every client back at once, and a connection the
+ * full queue drops waits for the client's SYN retransmission, 1 s and then
+ * 3 s later. */
+#define LISTEN_BACKLOG 65535
 
 struct server;
 
