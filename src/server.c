@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <netdb.h>
+#include <netinet/tcp.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,7 +101,9 @@ struct server {
     atomic_int workers_exited;
 };
 
-/* A bound socket on host:port for the option named flag. */
+/* A bound socket on host:port for the option named flag, with
+ * TCP_NODELAY, which the sockets it accepts inherit (replies go out when
+ * written, not after the peer's delayed ACK). */
 static int listen_socket(const char *flag, const char *host, uint16_t port_num, int *fd_out)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
@@ -116,7 +119,7 @@ static int listen_socket(const char *flag, const char *host, uint16_t port_num, 
     int one = 1;
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) ||
-        bind(fd, res->ai_addr, res->ai_addrlen)) {
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) || bind(fd, res->ai_addr, res->ai_addrlen)) {
         log_error("%s %s:%u: %s", flag, host, port_num, strerror(errno));
         if (fd >= 0)
             close(fd);

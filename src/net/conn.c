@@ -10,7 +10,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -816,9 +815,7 @@ static void conn_init(struct net_loop *l, struct conn *c)
 int conn_open(struct net_loop *l, int fd, struct conn *c)
 {
     conn_init(l, c);
-    c->fd = fd;
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* fails on a socketpair: fine */
+    c->fd = fd; /* with TCP_NODELAY from its listener */
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
     const char *failed = NULL;
     if (l->tls && !(c->tls = tls_create(l->tls, NULL)))

@@ -57,11 +57,21 @@ def scrape(port):
 
 
 def wait_metric(port, name, pred, timeout=5.0):
+    """The scrape in which pred(name's value) holds. A scrape refused
+    meanwhile (429 or 503: a connection just closed by the test may still
+    hold its slot until the server reads the close) is tried again."""
     deadline = time.monotonic() + timeout * SLOW
-    values = scrape(port)
-    while not pred(values.get(name, 0)) and time.monotonic() < deadline:
+    values = {}
+    while True:
+        try:
+            values = scrape(port)
+        except AssertionError:
+            if time.monotonic() >= deadline:
+                raise
+            values = None
+        if values is not None and (pred(values.get(name, 0)) or time.monotonic() >= deadline):
+            break
         time.sleep(0.05)
-        values = scrape(port)
     assert pred(values.get(name, 0)), f"{name} = {values.get(name)}"
     return values
 
